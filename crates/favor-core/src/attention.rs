@@ -1,0 +1,388 @@
+//! FAVOR+ attention: bidirectional, causal token loop, and chunked causal prefill.
+
+use crate::error::{Result, check};
+use crate::state::{PrefixState, guard, state_len};
+use crate::{FeatureMap, Float, Kernels};
+
+/// Shapes of one attention head: `q` is queries×dim, `k` keys×dim, `v` keys×value_dim,
+/// the output queries×value_dim; all row-major and contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Number of query rows.
+    pub queries: usize,
+    /// Number of key (and value) rows.
+    pub keys: usize,
+    /// Query/key dimension d.
+    pub dim: usize,
+    /// Value dimension dv.
+    pub value_dim: usize,
+}
+
+impl Shape {
+    /// Self-attention over `len` tokens (queries = keys = len).
+    pub fn new(len: usize, dim: usize, value_dim: usize) -> Self {
+        Self {
+            queries: len,
+            keys: len,
+            dim,
+            value_dim,
+        }
+    }
+
+    /// Checks the inputs against this shape and a feature map; returns nothing on success.
+    pub(crate) fn check_inputs<T: Float>(
+        &self,
+        input_dim: usize,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &[T],
+        key_mask: Option<&[bool]>,
+    ) -> Result<()> {
+        check::nonzero("queries", self.queries)?;
+        check::nonzero("keys", self.keys)?;
+        check::nonzero("dim", self.dim)?;
+        check::nonzero("value_dim", self.value_dim)?;
+        check::same_dim("feature map input dim vs shape.dim", input_dim, self.dim)?;
+        check::exact("q", q, check::mul(self.queries, self.dim)?)?;
+        check::exact("k", k, check::mul(self.keys, self.dim)?)?;
+        check::exact("v", v, check::mul(self.keys, self.value_dim)?)?;
+        if let Some(mask) = key_mask {
+            check::exact("key_mask", mask, self.keys)?;
+        }
+        check::room("out", out, check::mul(self.queries, self.value_dim)?)?;
+        check::finite("q", q, self.dim)?;
+        check::finite("k", k, self.dim)?;
+        check::finite("v", v, self.value_dim)
+    }
+
+    fn check_causal(&self) -> Result<()> {
+        check::same_dim(
+            "causal attention needs queries == keys",
+            self.keys,
+            self.queries,
+        )
+    }
+}
+
+/// Options shared by the FAVOR+ attention entry points.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Rows processed per block (bidirectional and token loop) or tokens per chunk
+    /// (chunked causal). Scratch grows with it, never with the sequence length.
+    pub block: usize,
+    /// Divide by the estimated softmax denominator (the usual attention). When `false` the
+    /// raw estimate of `A·V` is returned, which overflows where `exp(q·k)` does.
+    pub normalized: bool,
+    /// Key padding mask: `key_mask[j] == false` removes key j from numerator and
+    /// denominator. Rows whose every visible key is masked output zeros.
+    pub key_mask: Option<&'a [bool]>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            block: 64,
+            normalized: true,
+            key_mask: None,
+        }
+    }
+}
+
+impl Options<'_> {
+    fn block(&self) -> Result<usize> {
+        check::nonzero("block", self.block)
+    }
+}
+
+fn apply_mask<T: Float>(logs: &mut [T], mask: Option<&[bool]>, start: usize) {
+    if let Some(mask) = mask {
+        for (l, &keep) in logs.iter_mut().zip(&mask[start..]) {
+            if !keep {
+                *l = T::neg_infinity();
+            }
+        }
+    }
+}
+
+/// Splits `n` elements off the front of `buf`.
+fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> &'b mut [T] {
+    let (a, b) = core::mem::take(buf).split_at_mut(n);
+    *buf = b;
+    a
+}
+
+/// Scratch elements [`bidirectional`] needs: the state plus one block of features.
+pub fn bidirectional_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
+    let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
+    check::add(state_len(features, value_dim)?, blk)
+}
+
+/// Bidirectional FAVOR+: `out = Q'(K'ᵀV) / Q'(K'ᵀ1)` in O((Lq + Lk)·M·(d + dv)) time and
+/// scratch independent of L (keys, then queries, go through in blocks of `opts.block`).
+///
+/// ```
+/// use favor_core::*;
+/// let (l, d, m) = (5, 4, 16);
+/// let mut w = [0f32; 64];
+/// projection(ProjectionKind::default(), 1, m, d, &mut w).unwrap();
+/// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+/// let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let shape = Shape::new(l, d, d);
+/// let opts = Options::default();
+/// let mut scratch = vec![0f32; bidirectional_scratch_len(m, d, opts.block).unwrap()];
+/// let mut out = vec![0f32; l * d];
+/// bidirectional(&Scalar, &phi, &x, &x, &x, shape, &opts, &mut out, &mut scratch).unwrap();
+/// assert!(out.iter().all(|o| o.is_finite()));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    kernels: &K,
+    fm: &F,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    shape: Shape,
+    opts: &Options<'_>,
+    out: &mut [T],
+    scratch: &mut [T],
+) -> Result<()> {
+    shape.check_inputs(fm.input_dim(), q, k, v, out, opts.key_mask)?;
+    let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
+    let block = opts.block()?;
+    check::room("scratch", scratch, bidirectional_scratch_len(m, dv, block)?)?;
+    let mut buf = &mut scratch[..];
+    let mut state = PrefixState::new(m, dv, take(&mut buf, state_len(m, dv)?))?;
+    let feats = take(&mut buf, block * m);
+    let logs = take(&mut buf, block);
+
+    for start in (0..shape.keys).step_by(block) {
+        let rows = block.min(shape.keys - start);
+        fm.map_rows(
+            kernels,
+            &k[start * d..(start + rows) * d],
+            rows,
+            feats,
+            logs,
+        )?;
+        apply_mask(&mut logs[..rows], opts.key_mask, start);
+        state.push_rows(
+            kernels,
+            feats,
+            logs,
+            &v[start * dv..(start + rows) * dv],
+            rows,
+        );
+    }
+    for start in (0..shape.queries).step_by(block) {
+        let rows = block.min(shape.queries - start);
+        fm.map_rows(
+            kernels,
+            &q[start * d..(start + rows) * d],
+            rows,
+            feats,
+            logs,
+        )?;
+        state.query_rows(
+            kernels,
+            feats,
+            logs,
+            rows,
+            opts.normalized,
+            &mut out[start * dv..],
+            dv,
+        );
+    }
+    Ok(())
+}
+
+/// Scratch elements [`causal_prefix`] needs.
+pub fn causal_prefix_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
+    let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
+    check::add(state_len(features, value_dim)?, check::mul(2, blk)?)
+}
+
+/// Causal FAVOR+ as the token-by-token prefix loop: for each token i, absorb (kᵢ, vᵢ) into
+/// the state, then answer qᵢ. Features are computed a block at a time (GEMM-shaped), the
+/// recurrence runs token by token. Output i depends on tokens ≤ i only, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    kernels: &K,
+    fm: &F,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    shape: Shape,
+    opts: &Options<'_>,
+    out: &mut [T],
+    scratch: &mut [T],
+) -> Result<()> {
+    shape.check_inputs(fm.input_dim(), q, k, v, out, opts.key_mask)?;
+    shape.check_causal()?;
+    let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
+    let block = opts.block()?;
+    check::room("scratch", scratch, causal_prefix_scratch_len(m, dv, block)?)?;
+    let mut buf = &mut scratch[..];
+    let mut state = PrefixState::new(m, dv, take(&mut buf, state_len(m, dv)?))?;
+    let qf = take(&mut buf, block * m);
+    let kf = take(&mut buf, block * m);
+    let ql = take(&mut buf, block);
+    let kl = take(&mut buf, block);
+
+    for start in (0..shape.keys).step_by(block) {
+        let rows = block.min(shape.keys - start);
+        fm.map_rows(kernels, &q[start * d..(start + rows) * d], rows, qf, ql)?;
+        fm.map_rows(kernels, &k[start * d..(start + rows) * d], rows, kf, kl)?;
+        apply_mask(&mut kl[..rows], opts.key_mask, start);
+        for t in 0..rows {
+            let i = start + t;
+            let kft = &mut kf[t * m..(t + 1) * m];
+            state.push_rows(kernels, kft, &kl[t..t + 1], &v[i * dv..(i + 1) * dv], 1);
+            let (qft, qlt) = (&qf[t * m..(t + 1) * m], &ql[t..t + 1]);
+            state.query_rows(
+                kernels,
+                qft,
+                qlt,
+                1,
+                opts.normalized,
+                &mut out[i * dv..],
+                dv,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Scratch elements one chunk of the chunked causal path needs, beyond the state:
+/// Q' and K' panels (2·C·M), the chunk-local C×C score tile, and 4·C row values.
+pub fn chunk_scratch_len(features: usize, chunk: usize) -> Result<usize> {
+    let c = check::nonzero("chunk", chunk)?;
+    let panels = check::mul(check::mul(2, c)?, features)?;
+    check::add(check::add(panels, check::mul(c, c)?)?, check::mul(4, c)?)
+}
+
+/// Scratch elements [`causal_chunked`] needs.
+pub fn causal_chunked_scratch_len(
+    features: usize,
+    value_dim: usize,
+    chunk: usize,
+) -> Result<usize> {
+    check::add(
+        state_len(features, value_dim)?,
+        chunk_scratch_len(features, chunk)?,
+    )
+}
+
+/// Causal FAVOR+ in chunks of C = `opts.block` tokens, all GEMMs:
+/// `out_c = [(Q'_c K'_cᵀ ∘ tril) V_c + Q'_c S] / [(Q'_c K'_cᵀ ∘ tril) 1 + Q'_c z]`, then
+/// `S += K'_cᵀ V_c`.
+///
+/// Agrees with [`causal_prefix`] to rounding for every chunk size. Each query i in a chunk
+/// is evaluated at the scale the token loop would use (the running max of key log-scales up
+/// to i), so no later token — not even one in the same chunk — enters output i: with the
+/// [`Scalar`](crate::Scalar) backend output i is bit-identical whatever tokens > i hold.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    kernels: &K,
+    fm: &F,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    shape: Shape,
+    opts: &Options<'_>,
+    out: &mut [T],
+    scratch: &mut [T],
+) -> Result<()> {
+    shape.check_inputs(fm.input_dim(), q, k, v, out, opts.key_mask)?;
+    shape.check_causal()?;
+    let (m, dv) = (fm.feature_dim(), shape.value_dim);
+    let chunk = opts.block()?;
+    check::room(
+        "scratch",
+        scratch,
+        causal_chunked_scratch_len(m, dv, chunk)?,
+    )?;
+    let (state_buf, rest) = scratch.split_at_mut(state_len(m, dv)?);
+    let mut state = PrefixState::new(m, dv, state_buf)?;
+    chunked_into_state(kernels, fm, &mut state, q, k, v, shape, opts, out, rest)
+}
+
+/// The chunked causal recurrence continuing from `state` (shapes already checked).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    kernels: &K,
+    fm: &F,
+    state: &mut PrefixState<'_, T>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    shape: Shape,
+    opts: &Options<'_>,
+    out: &mut [T],
+    scratch: &mut [T],
+) -> Result<()> {
+    let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
+    let cmax = opts.block;
+    let mut buf = scratch;
+    let qf = take(&mut buf, cmax * m);
+    let kf = take(&mut buf, cmax * m);
+    let tile = take(&mut buf, cmax * cmax);
+    let ql = take(&mut buf, cmax);
+    let kl = take(&mut buf, cmax);
+    let run = take(&mut buf, cmax);
+    let den = take(&mut buf, cmax);
+
+    for start in (0..shape.keys).step_by(cmax) {
+        let c = cmax.min(shape.keys - start);
+        let vc = &v[start * dv..(start + c) * dv];
+        let oc = &mut out[start * dv..(start + c) * dv];
+        fm.map_rows(kernels, &q[start * d..(start + c) * d], c, qf, ql)?;
+        fm.map_rows(kernels, &k[start * d..(start + c) * d], c, kf, kl)?;
+        apply_mask(&mut kl[..c], opts.key_mask, start);
+
+        // run[i]: the scale the token loop would hold after token i.
+        let mut r = state.log_scale();
+        for i in 0..c {
+            r = r.max(kl[i]);
+            run[i] = r;
+        }
+
+        // Chunk-local scores, each key brought to its query's scale (≤ 1 factors).
+        kernels.gemm_nt(c, c, m, qf, m, kf, m, tile, cmax, false);
+        for i in 0..c {
+            let row = &mut tile[i * cmax..i * cmax + i + 1];
+            if run[i] == T::neg_infinity() {
+                row.fill(T::zero());
+            } else {
+                kernels.mul_exp(row, &kl[..=i], run[i]);
+            }
+            den[i] = row.iter().fold(T::zero(), |s, &a| s + a);
+        }
+        kernels.gemm_tril_nn(c, dv, tile, cmax, vc, dv, oc, dv, false);
+
+        // Contribution of everything before the chunk, at each query's scale.
+        if state.log_scale() != T::neg_infinity() {
+            for i in 0..c {
+                let f = (state.log_scale() - run[i]).exp();
+                kernels.scale(f, &mut qf[i * m..(i + 1) * m]);
+            }
+            kernels.gemm_nn(c, dv, m, qf, m, state.s(), dv, oc, dv, true);
+            for i in 0..c {
+                den[i] = den[i] + kernels.dot(&qf[i * m..(i + 1) * m], state.z());
+            }
+        }
+
+        for i in 0..c {
+            let o = &mut oc[i * dv..(i + 1) * dv];
+            if opts.normalized {
+                kernels.scale(T::one() / guard(den[i]), o);
+            } else if run[i] == T::neg_infinity() {
+                o.fill(T::zero());
+            } else {
+                kernels.scale((ql[i] + run[i]).exp(), o);
+            }
+        }
+        state.push_rows(kernels, kf, kl, vc, c);
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! # favor-core
+//!
+//! FAVOR+ (Fast Attention Via positive Orthogonal Random features, the Performer's attention)
+//! for every CPU: `#![no_std]`, no allocation, no `unsafe`, generic over `f32` and `f64`.
+//!
+//! Softmax attention costs O(L²). FAVOR+ maps queries and keys through positive random
+//! features φ with `E[φ(q)·φ(k)] = exp(q·k)` and reassociates `(Q'K'ᵀ)V` as `Q'(K'ᵀV)`:
+//! linear time and memory. Causal attention becomes prefix sums — a constant-size recurrent
+//! state for token-by-token decoding.
+//!
+//! Every buffer comes from the caller; each entry point has a `*_len` helper that sizes it.
+//! Shapes are checked up front and reported as [`Error`]; nothing panics on bad input.
+//!
+//! ```
+//! use favor_core::*;
+//! let (l, d, m) = (16, 8, 64);
+//! // A seeded orthogonal random projection (m×d).
+//! let mut w = vec![0f32; projection_len(m, d).unwrap()];
+//! projection(ProjectionKind::default(), 42, m, d, &mut w).unwrap();
+//! let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+//!
+//! let x: Vec<f32> = (0..l * d).map(|i| ((i * 7 % 13) as f32 - 6.0) / 10.0).collect();
+//! let shape = Shape::new(l, d, d);
+//! let opts = Options::default();
+//! let mut scratch = vec![0f32; causal_chunked_scratch_len(m, d, opts.block).unwrap()];
+//! let mut out = vec![0f32; l * d];
+//! causal_chunked(&Scalar, &phi, &x, &x, &x, shape, &opts, &mut out, &mut scratch).unwrap();
+//!
+//! // The exact softmax reference, for comparison.
+//! let mut exact = vec![0f32; l * d];
+//! let causal = ExactOptions { causal: true, ..Default::default() };
+//! softmax_attention(&Scalar, &x, &x, &x, shape, &causal, &mut exact).unwrap();
+//! let err = out.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+//! assert!(err < 0.2);
+//! ```
+//!
+//! ## Guaranteed-finite range
+//! For finite inputs the softmax maps never overflow: each stored feature row is shifted by
+//! its own maximum exponent (largest entry exactly 1) and keys are merged under the online
+//! stabiliser. Outputs are finite whenever `|x|²/2` and every `wᵢ·x` are finite in `T`
+//! (for `f32`, row norms below ~10¹⁸). Normalised outputs never divide by less than
+//! [`denominator_floor`]. Non-finite inputs are rejected with [`Error::NonFinite`] before
+//! anything is written; stream state is left untouched.
+//!
+//! ## Glossary
+//! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]
+//!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`).
+//! - **projection** W — the m×d random matrix whose rows wᵢ define φ ([`projection`]).
+//! - **orthogonal random features (ORF)** — W built from blocks of Haar-random rotations
+//!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.
+//! - **data normaliser** — the `d^(-1/4)` applied to q and k so `exp(q'·k') = exp(q·k/√d)`.
+//! - **log-scale** — a per-row exponent kept beside stored features: `φ = stored·e^ℓ`.
+//! - **stabiliser** — the running log-scale of the [`PrefixState`] that rescales S and z when
+//!   a key exceeds it, so nothing overflows and no future token affects a past output.
+//! - **prefix state** `(S, z)` — `Σ φ(kⱼ)vⱼᵀ` and `Σ φ(kⱼ)`: causal attention's recurrence.
+//! - **chunked prefill** — causal attention C tokens at a time, all GEMMs ([`causal_chunked`]).
+//! - **kernels** — the hot primitives ([`Kernels`]); [`Scalar`] is the reference backend.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod attention;
+mod error;
+mod estimator;
+mod exact;
+mod features;
+mod float;
+mod inspect;
+mod kernels;
+mod projection;
+mod rng;
+mod state;
+mod stream;
+
+pub use attention::{
+    Options, Shape, bidirectional, bidirectional_scratch_len, causal_chunked,
+    causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, chunk_scratch_len,
+};
+pub use error::{Error, Result, SnapshotError};
+pub use estimator::PartitionEstimator;
+pub use exact::{ExactOptions, softmax_attention};
+pub use features::{
+    FeatureMap, Generalized, HyperbolicSoftmax, PositiveSoftmax, TrigonometricSoftmax,
+};
+pub use float::Float;
+pub use inspect::{attention_row, attention_row_scratch_len};
+pub use kernels::{Activation, Kernels, Scalar};
+pub use projection::{ProjectionKind, RowNorms, projection, projection_len};
+pub use rng::Normals;
+pub use state::{PrefixState, denominator_floor, state_len};
+pub use stream::{SNAPSHOT_VERSION, Stream};

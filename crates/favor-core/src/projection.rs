@@ -1,0 +1,139 @@
+//! Random projections W (m×d): iid Gaussian rows or orthogonal random features (ORF).
+
+use crate::error::{Result, check};
+use crate::{Float, Normals};
+
+/// How the rows of an orthogonal block are scaled after orthonormalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowNorms {
+    /// Each row gets the norm of a fresh Gaussian d-vector (χ(d)-distributed), so every row
+    /// is marginally N(0, I_d), which keeps the softmax estimator unbiased. The paper's default.
+    #[default]
+    Chi,
+    /// Every row has norm √d (the paper's "regularised" SMREG variant; slightly biased for
+    /// softmax, lower variance).
+    SqrtD,
+}
+
+/// Which projection to draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionKind {
+    /// Independent N(0, I_d) rows.
+    Iid,
+    /// Orthogonal random features: ⌈m/d⌉ independent blocks, each the rows of a Haar-random
+    /// d×d rotation (the last block keeps only the rows it needs), rows scaled by `RowNorms`.
+    Orthogonal(RowNorms),
+}
+
+impl Default for ProjectionKind {
+    fn default() -> Self {
+        ProjectionKind::Orthogonal(RowNorms::Chi)
+    }
+}
+
+/// Elements a projection buffer for `features` rows of dimension `dim` needs (`m·d`).
+pub fn projection_len(features: usize, dim: usize) -> Result<usize> {
+    check::mul(
+        check::nonzero("features", features)?,
+        check::nonzero("dim", dim)?,
+    )
+}
+
+/// Draws the projection W (`features × dim`, row-major) into `out` from `seed`.
+///
+/// Orthogonal blocks come from modified Gram–Schmidt, run twice ("twice is enough") on
+/// Gaussian rows: Gram–Schmidt of iid Gaussian vectors is exactly the Haar measure (it is QR
+/// with a positive diagonal of R), and needs no scratch beyond `out` itself. The order in
+/// which normals are consumed is fixed: all blocks' Gaussian rows first, then (for
+/// [`RowNorms::Chi`]) one fresh d-vector per row for its norm.
+///
+/// ```
+/// use favor_core::{projection, projection_len, ProjectionKind};
+/// let (m, d) = (8, 4);
+/// let mut w = [0f64; 32];
+/// assert_eq!(projection_len(m, d).unwrap(), w.len());
+/// projection(ProjectionKind::default(), 42, m, d, &mut w).unwrap();
+/// // Rows 0..4 form one orthogonal block.
+/// let dot: f64 = (0..d).map(|j| w[j] * w[d + j]).sum();
+/// assert!(dot.abs() < 1e-12);
+/// ```
+pub fn projection<T: Float>(
+    kind: ProjectionKind,
+    seed: u64,
+    features: usize,
+    dim: usize,
+    out: &mut [T],
+) -> Result<()> {
+    let len = projection_len(features, dim)?;
+    check::room("projection", out, len)?;
+    let w = &mut out[..len];
+    let mut normals = Normals::new(seed);
+    normals.fill(w);
+    let norms = match kind {
+        ProjectionKind::Iid => return Ok(()),
+        ProjectionKind::Orthogonal(n) => n,
+    };
+    for block in w.chunks_mut(dim * dim) {
+        orthonormalise_rows(block, dim, &mut normals);
+    }
+    let sqrt_d = T::from_usize(dim).sqrt();
+    for row in w.chunks_exact_mut(dim) {
+        let scale = match norms {
+            RowNorms::SqrtD => sqrt_d,
+            RowNorms::Chi => {
+                let mut ss = 0.0;
+                for _ in 0..dim {
+                    let g = normals.next_f64();
+                    ss += g * g;
+                }
+                T::from_f64(libm::sqrt(ss))
+            }
+        };
+        for x in row {
+            *x = *x * scale;
+        }
+    }
+    Ok(())
+}
+
+/// Orthonormalises the rows of `block` (rows ≤ dim) in place by two passes of modified
+/// Gram–Schmidt. A row that collapses (probability zero for Gaussian input, but possible
+/// for f32 rounding in tiny dims) is redrawn from `normals`.
+fn orthonormalise_rows<T: Float>(block: &mut [T], dim: usize, normals: &mut Normals) {
+    let rows = block.len() / dim;
+    let mut r = 0;
+    while r < rows {
+        let (done, rest) = block.split_at_mut(r * dim);
+        let row = &mut rest[..dim];
+        let before = norm(row);
+        for _pass in 0..2 {
+            for prev in done.chunks_exact(dim) {
+                let p = dot(prev, row);
+                for (x, &y) in row.iter_mut().zip(prev) {
+                    *x = *x - p * y;
+                }
+            }
+        }
+        let after = norm(row);
+        // Losing almost all of the norm means the row was (numerically) in the span of the
+        // previous ones: its direction is noise, so draw it again.
+        let collapsed =
+            after.partial_cmp(&(before * T::from_f64(1e-3))) != Some(core::cmp::Ordering::Greater);
+        if collapsed || after == T::zero() {
+            normals.fill(row);
+            continue;
+        }
+        for x in row.iter_mut() {
+            *x = *x / after;
+        }
+        r += 1;
+    }
+}
+
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).fold(T::zero(), |s, (&x, &y)| s + x * y)
+}
+
+fn norm<T: Float>(a: &[T]) -> T {
+    dot(a, a).sqrt()
+}

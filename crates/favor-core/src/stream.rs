@@ -1,0 +1,253 @@
+//! Token-by-token causal decoding over a constant-size state, with byte snapshots.
+
+use crate::attention::{Options, Shape, chunk_scratch_len, chunked_into_state};
+use crate::error::{Result, SnapshotError, check};
+use crate::state::{PrefixState, state_len};
+use crate::{FeatureMap, Float, Kernels};
+
+const MAGIC: [u8; 4] = *b"FAVS";
+/// Version of the snapshot byte format written by [`Stream::snapshot`].
+pub const SNAPSHOT_VERSION: u32 = 1;
+const HEADER: usize = 56;
+
+/// A causal attention stream: the prefix state `(S, z, c)` of one head plus the feature map,
+/// for decoding one token at a time in O(M·(d + dv)) per token and O(M·dv) memory, however
+/// many tokens came before.
+///
+/// All memory comes from one caller buffer of [`Stream::buffer_len`] elements.
+///
+/// ```
+/// use favor_core::*;
+/// let (d, m) = (4, 8);
+/// let mut w = [0f32; 32];
+/// projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
+/// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+/// let mut buf = [0f32; 64];
+/// assert!(Stream::<f32, _, Scalar>::buffer_len(&phi, d).unwrap() <= buf.len());
+/// let mut stream = Stream::new(Scalar, &phi, d, &mut buf).unwrap();
+/// let mut out = [0f32; 4];
+/// stream.step(&[0.1, 0.2, 0.3, 0.4], &[0.4, 0.3, 0.2, 0.1], &[1.0, 2.0, 3.0, 4.0], &mut out).unwrap();
+/// // With a single token, attention returns its value.
+/// assert!((out[2] - 3.0).abs() < 1e-5);
+/// ```
+#[derive(Debug)]
+pub struct Stream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
+    kernels: K,
+    fm: &'a F,
+    state: PrefixState<'a, T>,
+    feats: &'a mut [T],
+    log: [T; 1],
+}
+
+impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
+    /// Elements the stream's buffer needs: the state (`M·dv + M`) plus one feature row (`M`).
+    pub fn buffer_len(fm: &F, value_dim: usize) -> Result<usize> {
+        check::add(state_len(fm.feature_dim(), value_dim)?, fm.feature_dim())
+    }
+
+    /// An empty stream for values of dimension `value_dim`.
+    pub fn new(kernels: K, fm: &'a F, value_dim: usize, buf: &'a mut [T]) -> Result<Self> {
+        let m = fm.feature_dim();
+        check::room("stream buffer", buf, Self::buffer_len(fm, value_dim)?)?;
+        let (st, rest) = buf.split_at_mut(state_len(m, value_dim)?);
+        Ok(Self {
+            kernels,
+            fm,
+            state: PrefixState::new(m, value_dim, st)?,
+            feats: &mut rest[..m],
+            log: [T::zero()],
+        })
+    }
+
+    /// Tokens pushed so far.
+    pub fn tokens(&self) -> u64 {
+        self.state.tokens()
+    }
+
+    /// The underlying prefix state.
+    pub fn state(&self) -> &PrefixState<'a, T> {
+        &self.state
+    }
+
+    /// Forgets all tokens.
+    pub fn reset(&mut self) {
+        self.state.reset();
+    }
+
+    /// Absorbs one key/value pair. A non-finite `k` or `v` is rejected and leaves the state
+    /// unchanged.
+    pub fn push(&mut self, k: &[T], v: &[T]) -> Result<()> {
+        let (d, dv) = (self.fm.input_dim(), self.state.value_dim());
+        check::exact("k", k, d)?;
+        check::exact("v", v, dv)?;
+        check::finite("k", k, d)?;
+        check::finite("v", v, dv)?;
+        self.fm
+            .map_rows(&self.kernels, k, 1, self.feats, &mut self.log)?;
+        self.state
+            .push_rows(&self.kernels, self.feats, &self.log, v, 1);
+        Ok(())
+    }
+
+    /// Attention output for query `q` over every token pushed so far (zeros before the first
+    /// push). Does not change the state.
+    pub fn query(&mut self, q: &[T], out: &mut [T]) -> Result<()> {
+        let (d, dv) = (self.fm.input_dim(), self.state.value_dim());
+        check::exact("q", q, d)?;
+        check::room("out", out, dv)?;
+        check::finite("q", q, d)?;
+        self.fm
+            .map_rows(&self.kernels, q, 1, self.feats, &mut self.log)?;
+        self.state
+            .query_rows(&self.kernels, self.feats, &self.log, 1, true, out, dv);
+        Ok(())
+    }
+
+    /// One decoding step: `push(k, v)` then `query(q, out)`, as in causal attention where a
+    /// token attends to itself.
+    pub fn step(&mut self, q: &[T], k: &[T], v: &[T], out: &mut [T]) -> Result<()> {
+        check::exact("q", q, self.fm.input_dim())?;
+        check::room("out", out, self.state.value_dim())?;
+        check::finite("q", q, self.fm.input_dim())?;
+        self.push(k, v)?;
+        self.query(q, out)
+    }
+
+    /// Scratch elements [`Stream::prefill`] needs for chunks of `chunk` tokens.
+    pub fn prefill_scratch_len(&self, chunk: usize) -> Result<usize> {
+        chunk_scratch_len(self.fm.feature_dim(), chunk)
+    }
+
+    /// Processes `len` tokens at once with the chunked causal path, writing their outputs
+    /// (len×dv) and continuing from the current state; equivalent to `len` calls of
+    /// [`Stream::step`] up to rounding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prefill(
+        &mut self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        len: usize,
+        chunk: usize,
+        out: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<()> {
+        let shape = Shape::new(len, self.fm.input_dim(), self.state.value_dim());
+        shape.check_inputs(self.fm.input_dim(), q, k, v, out, None)?;
+        check::room("scratch", scratch, self.prefill_scratch_len(chunk)?)?;
+        let opts = Options {
+            block: chunk,
+            normalized: true,
+            key_mask: None,
+        };
+        chunked_into_state(
+            &self.kernels,
+            self.fm,
+            &mut self.state,
+            q,
+            k,
+            v,
+            shape,
+            &opts,
+            out,
+            scratch,
+        )
+    }
+
+    /// Bytes [`Stream::snapshot`] writes.
+    pub fn snapshot_len(&self) -> usize {
+        HEADER + self.state.s().len().saturating_add(self.state.z().len()) * size_of::<T>()
+    }
+
+    /// Writes the state as bytes (little-endian, versioned header; layout in ARCHITECTURE.md)
+    /// and returns how many were written.
+    pub fn snapshot(&self, out: &mut [u8]) -> Result<usize> {
+        let n = self.snapshot_len();
+        check::room("snapshot", out, n)?;
+        let out = &mut out[..n];
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4..8].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&T::DTYPE_TAG.to_le_bytes());
+        out[12..16].copy_from_slice(&0u32.to_le_bytes());
+        out[16..24].copy_from_slice(&(self.state.features() as u64).to_le_bytes());
+        out[24..32].copy_from_slice(&(self.state.value_dim() as u64).to_le_bytes());
+        out[32..40].copy_from_slice(&self.state.tokens().to_le_bytes());
+        out[40..48].copy_from_slice(&self.fm.fingerprint().to_le_bytes());
+        out[48..56].copy_from_slice(&self.state.log_scale().to_f64().to_le_bytes());
+        let body = &mut out[HEADER..];
+        let (bs, bz) = body.split_at_mut(size_of_val(self.state.s()));
+        write_le(self.state.s(), bs);
+        write_le(self.state.z(), bz);
+        Ok(n)
+    }
+
+    /// Replaces the state with one written by [`Stream::snapshot`]. The bytes must come from
+    /// a stream with the same float type, dimensions and feature map; on any error the state
+    /// is unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() < HEADER {
+            return Err(SnapshotError::TooShort.into());
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+        if bytes[0..4] != MAGIC {
+            return Err(SnapshotError::BadMagic.into());
+        }
+        let version = u32_at(4);
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(version).into());
+        }
+        if u32_at(8) != T::DTYPE_TAG {
+            return Err(SnapshotError::WrongDType.into());
+        }
+        if u64_at(16) != self.state.features() as u64 || u64_at(24) != self.state.value_dim() as u64
+        {
+            return Err(SnapshotError::WrongDims.into());
+        }
+        if u64_at(40) != self.fm.fingerprint() {
+            return Err(SnapshotError::WrongFeatureMap.into());
+        }
+        if bytes.len() != self.snapshot_len() {
+            return Err(SnapshotError::WrongLength.into());
+        }
+        let tokens = u64_at(32);
+        let log_scale = f64::from_bits(u64_at(48));
+        let body = &bytes[HEADER..];
+        let (bs, bz) = body.split_at(size_of_val(self.state.s()));
+        let all_finite = body
+            .chunks_exact(size_of::<T>())
+            .all(|c| read_le::<T>(c).is_finite());
+        let empty_ok = tokens == 0 && log_scale == f64::NEG_INFINITY;
+        if !all_finite || !(log_scale.is_finite() || empty_ok) || u32_at(12) != 0 {
+            return Err(SnapshotError::Corrupt.into());
+        }
+        let (s, z) = self.state.parts_mut();
+        for (x, c) in s.iter_mut().zip(bs.chunks_exact(size_of::<T>())) {
+            *x = read_le(c);
+        }
+        for (x, c) in z.iter_mut().zip(bz.chunks_exact(size_of::<T>())) {
+            *x = read_le(c);
+        }
+        self.state.set_raw(T::from_f64(log_scale), tokens);
+        Ok(())
+    }
+}
+
+fn write_le<T: Float>(src: &[T], dst: &mut [u8]) {
+    let bytes: &[u8] = bytemuck::cast_slice(src);
+    dst.copy_from_slice(bytes);
+    if cfg!(target_endian = "big") {
+        dst.chunks_exact_mut(size_of::<T>())
+            .for_each(<[u8]>::reverse);
+    }
+}
+
+fn read_le<T: Float>(c: &[u8]) -> T {
+    let mut buf = [0u8; 8];
+    let b = &mut buf[..c.len()];
+    b.copy_from_slice(c);
+    if cfg!(target_endian = "big") {
+        b.reverse();
+    }
+    bytemuck::pod_read_unaligned(b)
+}
