@@ -90,3 +90,8 @@ pub use projection::{ProjectionKind, RowNorms, projection, projection_len};
 pub use rng::Normals;
 pub use state::{PrefixState, denominator_floor, state_len};
 pub use stream::{SNAPSHOT_VERSION, Stream};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the checks need on a fresh machine with rustup: components, cross targets,
+# and qemu + an aarch64 cross linker for running the aarch64 tests under emulation.
+set -euo pipefail
+rustup component add rustfmt clippy >/dev/null
+rustup target add thumbv7em-none-eabihf wasm32-unknown-unknown aarch64-unknown-linux-gnu >/dev/null
+if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null \
+  || [ ! -d /usr/aarch64-linux-gnu/lib ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+    qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross >/dev/null
+fi
