@@ -88,28 +88,6 @@ impl Fnv {
     }
 }
 
-/// Rows of `out` (stride `ld`) get `u ← s·(x·Wᵀ)` in their first m entries; returns `s²|x|²/2`
-/// per row through `half_sq`.
-#[allow(clippy::too_many_arguments)]
-fn project<T: Float, K: Kernels<T>>(
-    kernels: &K,
-    w: &[T],
-    m: usize,
-    d: usize,
-    s: T,
-    x: &[T],
-    rows: usize,
-    out: &mut [T],
-    ld: usize,
-) {
-    kernels.gemm_nt(rows, m, d, x, d, w, d, out, ld, false);
-    if s != T::one() {
-        for r in 0..rows {
-            kernels.scale(s, &mut out[r * ld..r * ld + m]);
-        }
-    }
-}
-
 fn half_sq_norm<T: Float, K: Kernels<T>>(kernels: &K, x: &[T], s: T) -> T {
     kernels.dot(x, x) * s * s * T::from_f64(0.5)
 }
@@ -196,13 +174,14 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, m, out, log_scales)?;
         let s = self.scale();
-        project(kernels, self.w, m, d, s, x, rows, out, m);
+        // log_scales holds each row's max projection until it is turned into the log-scale.
+        kernels.project(rows, m, d, x, self.w, s, out, m, log_scales);
         let log_sqrt_m = T::from_usize(m).sqrt().ln();
         for r in 0..rows {
             let row = &mut out[r * m..(r + 1) * m];
             // Shift by the largest wᵢ·x, not the largest wᵢ·x − |x|²/2: the |x|² term is the
             // same for every i, and subtracting it first would cancel catastrophically.
-            let c = kernels.max(row);
+            let c = log_scales[r];
             kernels.exp_shift(row, c);
             log_scales[r] = c - half_sq_norm(kernels, &x[r * d..(r + 1) * d], s) - log_sqrt_m;
         }
@@ -250,7 +229,7 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
-        project(kernels, self.w, m, d, s, x, rows, out, 2 * m);
+        kernels.project(rows, m, d, x, self.w, s, out, 2 * m, log_scales);
         let log_norm = T::from_usize(2 * m).sqrt().ln();
         for r in 0..rows {
             let row = &mut out[r * 2 * m..(r + 1) * 2 * m];
@@ -309,7 +288,7 @@ impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
-        project(kernels, self.w, m, d, s, x, rows, out, 2 * m);
+        kernels.project(rows, m, d, x, self.w, s, out, 2 * m, log_scales);
         let log_sqrt_m = T::from_usize(m).sqrt().ln();
         for r in 0..rows {
             kernels.sin_cos(&mut out[r * 2 * m..(r + 1) * 2 * m], m);
@@ -428,7 +407,7 @@ impl<T: Float> FeatureMap<T> for Generalized<'_, T> {
         check_rows(x, rows, d, m, out, log_scales)?;
         let s = data_scale::<T>(d, self.normalize);
         match self.w {
-            Some(w) => project(kernels, w, m, d, s, x, rows, out, m),
+            Some(w) => kernels.project(rows, m, d, x, w, s, out, m, log_scales),
             None => {
                 out[..rows * d].copy_from_slice(x);
                 kernels.scale(s, &mut out[..rows * d]);

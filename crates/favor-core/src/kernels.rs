@@ -118,6 +118,33 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
         }
     }
 
+    /// The projection step of every feature map, fused so a backend can apply the data
+    /// scale and take the row maximum in the GEMM's epilogue: for each of `rows` rows of `x`
+    /// (stride d), `out[r][0..m] = scale · (x_r · Wᵀ)` (stride `ldo`) and
+    /// `row_max[r] = max_i out[r][i]`.
+    #[allow(clippy::too_many_arguments)]
+    fn project(
+        &self,
+        rows: usize,
+        m: usize,
+        d: usize,
+        x: &[T],
+        w: &[T],
+        scale: T,
+        out: &mut [T],
+        ldo: usize,
+        row_max: &mut [T],
+    ) {
+        self.gemm_nt(rows, m, d, x, d, w, d, out, ldo, false);
+        for (r, mx) in row_max[..rows].iter_mut().enumerate() {
+            let row = &mut out[r * ldo..r * ldo + m];
+            if scale != T::one() {
+                self.scale(scale, row);
+            }
+            *mx = self.max(row);
+        }
+    }
+
     /// `Σ aᵢbᵢ` over the common length.
     fn dot(&self, a: &[T], b: &[T]) -> T;
 
