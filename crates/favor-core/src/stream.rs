@@ -211,14 +211,20 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
             return Err(SnapshotError::WrongLength.into());
         }
         let tokens = u64_at(32);
-        let log_scale = f64::from_bits(u64_at(48));
+        // The log-scale must survive the conversion to T: 1e300 is a finite f64 but an
+        // infinite f32, and an infinite scale would silently swallow every later key.
+        let log_scale = T::from_f64(f64::from_bits(u64_at(48)));
         let body = &bytes[HEADER..];
         let (bs, bz) = body.split_at(size_of_val(self.state.s()));
-        let all_finite = body
-            .chunks_exact(size_of::<T>())
-            .all(|c| read_le::<T>(c).is_finite());
-        let empty_ok = tokens == 0 && log_scale == f64::NEG_INFINITY;
-        if !all_finite || !(log_scale.is_finite() || empty_ok) || u32_at(12) != 0 {
+        let values = body.chunks_exact(size_of::<T>()).map(read_le::<T>);
+        let consistent = if tokens == 0 {
+            // An empty state is all zeros at scale −∞; anything else would answer queries
+            // with keys it claims not to have seen.
+            log_scale == T::neg_infinity() && values.clone().all(|x| x == T::zero())
+        } else {
+            log_scale.is_finite()
+        };
+        if !consistent || !values.clone().all(|x| x.is_finite()) || u32_at(12) != 0 {
             return Err(SnapshotError::Corrupt.into());
         }
         let (s, z) = self.state.parts_mut();
@@ -228,7 +234,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         for (x, c) in z.iter_mut().zip(bz.chunks_exact(size_of::<T>())) {
             *x = read_le(c);
         }
-        self.state.set_raw(T::from_f64(log_scale), tokens);
+        self.state.set_raw(log_scale, tokens);
         Ok(())
     }
 }

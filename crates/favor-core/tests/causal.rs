@@ -1,0 +1,1590 @@
+//! Integration tests of causal FAVOR+ (token loop, chunked prefill, streams) and of the
+//! bidirectional path that shares its prefix state.
+//!
+//! Oracles never run the code under test:
+//! - `explicit` + `reference`: naive f64 FAVOR+ with explicit, *unstabilised* features
+//!   `φ(x)ᵢ = exp(wᵢ·x' − |x'|²/2)/√m` (`x' = x·d^(-1/4)`) over the same projection W, in O(L²).
+//!   `reference` also returns a rounding-error bound for each output element; its derivation
+//!   is the comment above it. Every rounding tolerance in this file comes from it.
+//! - `softmax_and_std`: exact softmax attention written here, plus a first-order bound on the
+//!   standard deviation of FAVOR+'s output derived from the paper's Lemma 2 MSE formulas.
+//! - Bit-identity claims of the library itself (no-leak, snapshot/restore, reset), checked
+//!   with `to_bits()`.
+//!
+//! Every random number comes from `favor_core::Normals` with a fixed seed. Data seeds live far
+//! from projection seeds (the same seed would make the data a copy of W's Gaussian rows).
+
+// Numerical oracles index several arrays with the same counters; iterator chains would hide
+// the formulas they transcribe.
+#![allow(clippy::needless_range_loop)]
+
+use favor_core::{
+    Activation, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Normals, Options,
+    PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream, TrigonometricSoftmax, attention_row,
+    attention_row_scratch_len, bidirectional, bidirectional_scratch_len, causal_chunked,
+    causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, projection,
+    projection_len, softmax_attention,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+const DATA: u64 = 0xDA7A_0000;
+
+fn zeros<T: Float>(n: usize) -> Vec<T> {
+    vec![T::from_f64(0.0); n]
+}
+
+fn gaussian<T: Float>(seed: u64, n: usize, sigma: f64) -> Vec<T> {
+    let mut g = Normals::new(DATA + seed);
+    (0..n).map(|_| T::from_f64(sigma * g.next_f64())).collect()
+}
+
+/// Orthogonal random features with χ row norms (the default projection).
+fn orf<T: Float>(seed: u64, m: usize, d: usize) -> Vec<T> {
+    let mut w = zeros(projection_len(m, d).unwrap());
+    projection(ProjectionKind::default(), seed, m, d, &mut w).unwrap();
+    w
+}
+
+/// `T → f64` exactly (`Float::to_f64`; num-traits' `ToPrimitive::to_f64` shares the name).
+fn wide<T: Float>(x: T) -> f64 {
+    <T as Float>::to_f64(x)
+}
+
+fn widen<T: Float>(x: &[T]) -> Vec<f64> {
+    x.iter().map(|&v| wide(v)).collect()
+}
+
+fn max_abs(x: &[f64]) -> f64 {
+    x.iter().fold(0.0, |a, &b| a.max(b.abs()))
+}
+
+/// One attention head's inputs (row-major) and its shape.
+#[derive(Clone, Debug)]
+struct Problem<T> {
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    shape: Shape,
+}
+
+impl<T: Float> Problem<T> {
+    /// q, k ~ N(0, σ²), v ~ N(0, 1).
+    fn random(seed: u64, len: usize, dim: usize, value_dim: usize, sigma: f64) -> Self {
+        Self {
+            q: gaussian(seed * 16, len * dim, sigma),
+            k: gaussian(seed * 16 + 1, len * dim, sigma),
+            v: gaussian(seed * 16 + 2, len * value_dim, 1.0),
+            shape: Shape::new(len, dim, value_dim),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shape.keys
+    }
+
+    /// Tokens `a..b` as a problem of their own.
+    fn slice(&self, a: usize, b: usize) -> Self {
+        let (d, dv) = (self.shape.dim, self.shape.value_dim);
+        Self {
+            q: self.q[a * d..b * d].to_vec(),
+            k: self.k[a * d..b * d].to_vec(),
+            v: self.v[a * dv..b * dv].to_vec(),
+            shape: Shape::new(b - a, d, dv),
+        }
+    }
+
+    fn widen(&self) -> Problem<f64> {
+        Problem {
+            q: widen(&self.q),
+            k: widen(&self.k),
+            v: widen(&self.v),
+            shape: self.shape,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The code under test, each entry point behind one helper (Scalar backend, exact scratch).
+
+fn opts(block: usize, key_mask: Option<&[bool]>) -> Options<'_> {
+    Options {
+        block,
+        normalized: true,
+        key_mask,
+    }
+}
+
+fn run_bidirectional<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
+    let n = bidirectional_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
+    let (mut scratch, mut out) = (zeros(n), zeros(p.shape.queries * p.shape.value_dim));
+    bidirectional(
+        &Scalar,
+        fm,
+        &p.q,
+        &p.k,
+        &p.v,
+        p.shape,
+        o,
+        &mut out,
+        &mut scratch,
+    )
+    .unwrap();
+    out
+}
+
+fn run_prefix<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
+    let n = causal_prefix_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
+    let (mut scratch, mut out) = (zeros(n), zeros(p.len() * p.shape.value_dim));
+    causal_prefix(
+        &Scalar,
+        fm,
+        &p.q,
+        &p.k,
+        &p.v,
+        p.shape,
+        o,
+        &mut out,
+        &mut scratch,
+    )
+    .unwrap();
+    out
+}
+
+fn run_chunked<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
+    let n = causal_chunked_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
+    let (mut scratch, mut out) = (zeros(n), zeros(p.len() * p.shape.value_dim));
+    causal_chunked(
+        &Scalar,
+        fm,
+        &p.q,
+        &p.k,
+        &p.v,
+        p.shape,
+        o,
+        &mut out,
+        &mut scratch,
+    )
+    .unwrap();
+    out
+}
+
+/// Tokens `a..b` through `Stream::step`, outputs into `out` (len×dv, indexed by token).
+fn steps<T: Float, F: FeatureMap<T>>(
+    s: &mut Stream<'_, T, F, Scalar>,
+    p: &Problem<T>,
+    (a, b): (usize, usize),
+    out: &mut [T],
+) {
+    let (d, dv) = (p.shape.dim, p.shape.value_dim);
+    for i in a..b {
+        let r = i * d..(i + 1) * d;
+        let (q, k, v) = (&p.q[r.clone()], &p.k[r], &p.v[i * dv..(i + 1) * dv]);
+        s.step(q, k, v, &mut out[i * dv..(i + 1) * dv]).unwrap();
+    }
+}
+
+fn stream_buffer<T: Float, F: FeatureMap<T>>(fm: &F, dv: usize) -> Vec<T> {
+    zeros(Stream::<T, F, Scalar>::buffer_len(fm, dv).unwrap())
+}
+
+/// The whole problem through a fresh stream, token by token.
+fn run_stream<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>) -> Vec<T> {
+    let dv = p.shape.value_dim;
+    let mut buf = stream_buffer(fm, dv);
+    let mut s = Stream::new(Scalar, fm, dv, &mut buf).unwrap();
+    let mut out = zeros(p.len() * dv);
+    steps(&mut s, p, (0, p.len()), &mut out);
+    out
+}
+
+/// Tokens `a..b` through `Stream::prefill` in chunks of `chunk`.
+fn prefill<T: Float, F: FeatureMap<T>>(
+    s: &mut Stream<'_, T, F, Scalar>,
+    p: &Problem<T>,
+    (a, b): (usize, usize),
+    chunk: usize,
+    out: &mut [T],
+) {
+    let dv = p.shape.value_dim;
+    let part = p.slice(a, b);
+    let mut scratch = zeros(s.prefill_scratch_len(chunk).unwrap());
+    let o = &mut out[a * dv..b * dv];
+    s.prefill(&part.q, &part.k, &part.v, b - a, chunk, o, &mut scratch)
+        .unwrap();
+}
+
+fn snapshot<T: Float, F: FeatureMap<T>>(s: &Stream<'_, T, F, Scalar>) -> Vec<u8> {
+    let mut bytes = vec![0u8; s.snapshot_len()];
+    assert_eq!(s.snapshot(&mut bytes).unwrap(), bytes.len());
+    bytes
+}
+
+fn assert_bits_eq<T: Float>(a: &[T], b: &[T], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            wide(*x).to_bits() == wide(*y).to_bits(),
+            "{what}: element {i} differs: {:e} vs {:e}",
+            wide(*x),
+            wide(*y)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Oracle 1: naive f64 FAVOR+ with explicit unstabilised features, and its rounding bound.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Positive,
+    Hyperbolic,
+}
+
+/// Explicit feature rows φ(x) in f64 (no stabiliser), plus per-row magnitudes for the
+/// rounding bound: `p = s·maxᵢ Σⱼ |xⱼ wᵢⱼ|` (the largest projection before cancellation) and
+/// `h = |x'|²/2`.
+struct Explicit {
+    d: usize,
+    width: usize,
+    rows: usize,
+    ln_norm: f64,
+    feats: Vec<f64>,
+    p: Vec<f64>,
+    h: Vec<f64>,
+}
+
+fn explicit<T: Float>(kind: Kind, w: &[T], m: usize, d: usize, x: &[T]) -> Explicit {
+    let (w, x) = (widen(w), widen(x));
+    let s = (d as f64).powf(-0.25);
+    let width = if kind == Kind::Positive { m } else { 2 * m };
+    let norm = (width as f64).sqrt();
+    let rows = x.len() / d;
+    let mut e = Explicit {
+        d,
+        width,
+        rows,
+        ln_norm: norm.ln(),
+        feats: vec![0.0; rows * width],
+        p: vec![0.0; rows],
+        h: vec![0.0; rows],
+    };
+    for r in 0..rows {
+        let xs: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|v| v * s).collect();
+        let h = xs.iter().map(|v| v * v).sum::<f64>() / 2.0;
+        let mut pmax = 0.0f64;
+        for i in 0..m {
+            let wi = &w[i * d..(i + 1) * d];
+            let u: f64 = wi.iter().zip(&xs).map(|(a, b)| a * b).sum();
+            pmax = pmax.max(wi.iter().zip(&xs).map(|(a, b)| (a * b).abs()).sum());
+            e.feats[r * width + i] = (u - h).exp() / norm;
+            if kind == Kind::Hyperbolic {
+                e.feats[r * width + m + i] = (-u - h).exp() / norm;
+            }
+        }
+        e.p[r] = pmax;
+        e.h[r] = h;
+    }
+    e
+}
+
+/// Higham's γₙ = n·u/(1 − n·u): relative error bound of an n-term floating-point sum.
+fn gamma(n: usize, u: f64) -> f64 {
+    let nu = n as f64 * u;
+    assert!(nu < 0.1, "rounding model out of range");
+    nu / (1.0 - nu)
+}
+
+/// Unit roundoff of T plus that of f64. Running the bound with it covers both the computation
+/// in T and the f64 reference's own rounding (γ and the exponent bounds grow at least
+/// linearly in u, so a sum of two bounds is below the bound at the summed u).
+fn unit<T: Float>() -> f64 {
+    wide(T::epsilon()) / 2.0 + f64::EPSILON / 2.0
+}
+
+/// Absolute error bound of the exponent of a key's feature *including* its log-scale.
+fn key_exponent_err(e: &Explicit, r: usize, u: f64) -> f64 {
+    let (p, h) = (e.p[r], e.h[r]);
+    gamma(e.d + 2, u) * (p + h) + u * (4.0 * p + 4.0 * h + e.ln_norm + 3.0)
+}
+
+/// Same for a query; normalised outputs never use the query's log-scale (it cancels).
+fn query_exponent_err(e: &Explicit, r: usize, u: f64, normalized: bool) -> f64 {
+    if normalized {
+        gamma(e.d + 2, u) * e.p[r] + u * (2.0 * e.p[r] + 3.0)
+    } else {
+        key_exponent_err(e, r, u)
+    }
+}
+
+struct RefOpts<'a> {
+    causal: bool,
+    key_mask: Option<&'a [bool]>,
+    normalized: bool,
+    /// Unit roundoff the bound is computed for (see `unit`).
+    u: f64,
+}
+
+/// Naive FAVOR+ output plus a per-element bound on |computed − exact| for a computation in
+/// unit roundoff `u` (positive feature maps only: every term below is positive).
+struct Reference {
+    out: Vec<f64>,
+    tol: Vec<f64>,
+    /// lq×lk: normalised weights p_ij (or raw a_ij when unnormalised); 0 where invisible.
+    weights: Vec<f64>,
+    /// lq×lk: relative error bound δ_ij of each term φᵢ(q)φᵢ(k) (below).
+    delta: Vec<f64>,
+    /// The γ_N used for the sums.
+    g: f64,
+}
+
+// Rounding bound (Higham-style worst case; u = unit roundoff, γₙ = nu/(1−nu)).
+//
+// 1. Exponents. A stored feature of row x is `exp(fl(ûᵢ − c))` with `ûᵢ = fl(s·fl(x·wᵢ))` and
+//    `c = maxᵢ ûᵢ`; its log-scale is `ℓ = fl(fl(c − Ĥ) − ln√M)`, `Ĥ = fl(x·x)·s·s/2`. The dot
+//    products are d-term sums (γ_d·Σ|xⱼwᵢⱼ|), the scale by s and the rounding of s itself add
+//    2u, so |ûᵢ − s·x·wᵢ| ≤ γ_{d+2}·p; Ĥ has one more product and s² (2u more):
+//    |Ĥ − H| ≤ γ_{d+2}·H + 2uH. The subtraction ûᵢ − c (|·| ≤ 2p) adds 2up, exp (libm,
+//    < 1 ulp) adds 2u, the log-scale's subtractions add u|c − Ĥ| + u|ℓ| ≤ u(2p + 2H + ln√M),
+//    the rounding of ln√M (common to all rows) u. Summed:
+//    key: Δk = γ_{d+2}(p + h) + u(4p + 4h + ln√M + 3). A normalised query needs only its
+//    stored features (its log-scale cancels): Δq = γ_{d+2}p + u(2p + 3); unnormalised, Δq = Δk.
+// 2. Stabiliser. Each key row is multiplied by exp(fl(ℓⱼ − c)) when absorbed, the running
+//    sums by exp(fl(c_old − c_new)) at each rescale; the chunked path uses the same factors
+//    against each query's running scale and exp(fl(c − runᵢ)) on the query's state part;
+//    unnormalised outputs are finally multiplied by exp(fl(ℓ_q + c)). With
+//    Λ = max(p + h + ln√M) ≥ max|ℓ| over keys, each argument is at most 2Λ (ℓ_q + c: |ℓ_q| is
+//    already in Δq, Λ more), the rescales telescope (Σ|Δc| ≤ 2Λ), and each factor's exp and
+//    multiply add ≤ 3u (at most L rescales, one factor per key and per query):
+//    Δs = u(7Λ + 6L + 6).
+// 3. Hence each product term φᵢ(q)φᵢ(kⱼ) (one more rounding) has relative error at most
+//    δᵢⱼ = exp(Δqᵢ + Δkⱼ + Δs + u) − 1, and so has aᵢⱼ = Σ terms (all positive).
+// 4. Every accumulation (over M features, L keys, a chunk tile, the denominator) has fewer
+//    than N = 2(L + M) + 16 terms: relative γ_N on positive sums, γ_N·Σ|terms| on the
+//    numerator.
+// 5. Normalised: with ãⱼ = aⱼ(1 + θⱼ), |θⱼ| ≤ δⱼ, exactly
+//    Σãⱼvⱼ/Σãⱼ − out = Σⱼ aⱼθⱼ(vⱼ − out)/Σãⱼ, so
+//    |Δout_c| ≤ [Σⱼ pⱼδⱼ|vⱼc − out_c| + 2γ_N(Σⱼ pⱼ|vⱼc| + |out_c|)] / (1 − maxδ − γ_N).
+//    Unnormalised: |Δout_c| ≤ Σⱼ aⱼ|vⱼc|(δⱼ + 2γ_N)/(1 − γ_N).
+fn reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &RefOpts) -> Reference {
+    let (lq, lk, mm) = (q.rows, k.rows, q.width);
+    assert_eq!(mm, k.width);
+    let u = o.u;
+    let g = gamma(2 * (lk + mm) + 16, u);
+    let lambda = (0..lk)
+        .map(|j| k.p[j] + k.h[j] + k.ln_norm)
+        .fold(0.0, f64::max);
+    let ds = u * (7.0 * lambda + 6.0 * lk as f64 + 6.0);
+    let dk: Vec<f64> = (0..lk).map(|j| key_exponent_err(k, j, u)).collect();
+    let mut r = Reference {
+        out: vec![0.0; lq * dv],
+        tol: vec![0.0; lq * dv],
+        weights: vec![0.0; lq * lk],
+        delta: vec![0.0; lq * lk],
+        g,
+    };
+    for i in 0..lq {
+        let dq = query_exponent_err(q, i, u, o.normalized);
+        let qf = &q.feats[i * mm..(i + 1) * mm];
+        let visible = if o.causal { i + 1 } else { lk };
+        let mut total = 0.0;
+        let mut dmax = 0.0f64;
+        for j in 0..visible {
+            if o.key_mask.is_some_and(|mask| !mask[j]) {
+                continue;
+            }
+            let kf = &k.feats[j * mm..(j + 1) * mm];
+            let a: f64 = qf.iter().zip(kf).map(|(x, y)| x * y).sum();
+            r.weights[i * lk + j] = a;
+            r.delta[i * lk + j] = (dq + dk[j] + ds + u).exp_m1();
+            dmax = dmax.max(r.delta[i * lk + j]);
+            total += a;
+        }
+        if o.normalized {
+            assert!(total.is_finite(), "reference overflow at row {i}");
+            if total == 0.0 {
+                continue; // no visible key: the library promises exact zeros
+            }
+            assert!(total > 1e-290, "reference underflow at row {i}: {total:e}");
+            for j in 0..visible {
+                r.weights[i * lk + j] /= total;
+            }
+        }
+        for c in 0..dv {
+            let mut acc = 0.0;
+            for j in 0..visible {
+                acc += r.weights[i * lk + j] * v[j * dv + c];
+            }
+            r.out[i * dv + c] = acc;
+            let mut t = 0.0;
+            for j in 0..visible {
+                let (w, dl, vj) = (r.weights[i * lk + j], r.delta[i * lk + j], v[j * dv + c]);
+                t += if o.normalized {
+                    w * dl * (vj - acc).abs() + 2.0 * g * w * vj.abs()
+                } else {
+                    w * vj.abs() * (dl + 2.0 * g)
+                };
+            }
+            r.tol[i * dv + c] = if o.normalized {
+                (t + 2.0 * g * acc.abs()) / (1.0 - dmax - g)
+            } else {
+                t / (1.0 - g)
+            };
+        }
+    }
+    r
+}
+
+/// The reference for `p` under map `kind` with projection `w` (m rows), bound for T.
+fn reference_for<T: Float>(
+    kind: Kind,
+    w: &[T],
+    m: usize,
+    p: &Problem<T>,
+    o: &RefOpts,
+) -> Reference {
+    let d = p.shape.dim;
+    let (q, k) = (explicit(kind, w, m, d, &p.q), explicit(kind, w, m, d, &p.k));
+    reference(&q, &k, &widen(&p.v), p.shape.value_dim, o)
+}
+
+fn ref_opts<T: Float>(causal: bool, key_mask: Option<&[bool]>) -> RefOpts<'_> {
+    RefOpts {
+        causal,
+        key_mask,
+        normalized: true,
+        u: unit::<T>(),
+    }
+}
+
+/// Asserts |got − out| ≤ scale·tol elementwise and returns the largest |got − out|/tol seen.
+fn assert_within<T: Float>(got: &[T], r: &Reference, scale: f64, what: &str) -> f64 {
+    assert_eq!(got.len(), r.out.len(), "{what}: lengths");
+    let mut worst = 0.0f64;
+    for (i, (g, (e, t))) in got.iter().zip(r.out.iter().zip(&r.tol)).enumerate() {
+        let g = wide(*g);
+        let err = (g - e).abs();
+        assert!(
+            g.is_finite() && err <= scale * t,
+            "{what}: element {i}: got {g:e}, reference {e:e}, |err| {err:e} > bound {:e}",
+            scale * t
+        );
+        if *t > 0.0 {
+            worst = worst.max(err / t);
+        }
+    }
+    worst
+}
+
+/// Asserts |a − b| ≤ 2·tol elementwise: both are within tol of the same exact value.
+fn assert_agree<T: Float>(a: &[T], b: &[T], r: &Reference, what: &str) {
+    for (i, ((x, y), t)) in a.iter().zip(b).zip(&r.tol).enumerate() {
+        let (x, y) = (wide(*x), wide(*y));
+        assert!(
+            (x - y).abs() <= 2.0 * t,
+            "{what}: element {i}: {x:e} vs {y:e}, |diff| {:e} > 2·bound {:e}",
+            (x - y).abs(),
+            2.0 * t
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Oracle 2: exact softmax attention and the Lemma 2 spread of FAVOR+ around it.
+
+/// Exact softmax attention (f64, written here) and, for each output element, a first-order
+/// bound on the standard deviation of FAVOR+'s estimate of it with m projection rows.
+///
+/// Derivation: write Âⱼ = Aⱼ(1 + εⱼ) for the estimated kernel values of one query. To first
+/// order the normalised output moves by Σⱼ pⱼ εⱼ (vⱼ − out), so by Minkowski's inequality its
+/// standard deviation is at most sⱼ = Σⱼ pⱼ σⱼ |vⱼ − out| with σⱼ² = MSE/SM² from Lemma 2 (iid
+/// rows; orthogonal rows only lower it, paper Thm 2):
+/// SM+: σ² = e^{|z|²}(1 − e^{−|z|²})/m, SMhyp+: ½(1 − e^{−|z|²}) times that, z = q' + k'.
+fn softmax_and_std(
+    p: &Problem<f64>,
+    m: usize,
+    kind: Kind,
+    causal: bool,
+    mask: Option<&[bool]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let Shape {
+        queries: lq,
+        keys: lk,
+        dim: d,
+        value_dim: dv,
+    } = p.shape;
+    let s = (d as f64).powf(-0.25);
+    let (mut out, mut std) = (vec![0.0; lq * dv], vec![0.0; lq * dv]);
+    for i in 0..lq {
+        let qi = &p.q[i * d..(i + 1) * d];
+        let visible: Vec<usize> = (0..if causal { i + 1 } else { lk })
+            .filter(|&j| mask.is_none_or(|mk| mk[j]))
+            .collect();
+        if visible.is_empty() {
+            continue;
+        }
+        let logits: Vec<f64> = visible
+            .iter()
+            .map(|&j| {
+                let kj = &p.k[j * d..(j + 1) * d];
+                qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * s * s
+            })
+            .collect();
+        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
+        let total: f64 = e.iter().sum();
+        let sigma: Vec<f64> = visible
+            .iter()
+            .map(|&j| {
+                let z2: f64 = (0..d).map(|c| ((qi[c] + p.k[j * d + c]) * s).powi(2)).sum();
+                let mut var = z2.exp() * (-(-z2).exp_m1()) / m as f64;
+                if kind == Kind::Hyperbolic {
+                    var *= 0.5 * (-(-z2).exp_m1());
+                }
+                var.sqrt()
+            })
+            .collect();
+        for c in 0..dv {
+            let o: f64 = visible
+                .iter()
+                .zip(&e)
+                .map(|(&j, w)| w / total * p.v[j * dv + c])
+                .sum();
+            out[i * dv + c] = o;
+            std[i * dv + c] = visible
+                .iter()
+                .zip(e.iter().zip(&sigma))
+                .map(|(&j, (w, sg))| w / total * sg * (p.v[j * dv + c] - o).abs())
+                .sum();
+        }
+    }
+    (out, std)
+}
+
+/// Root-mean-square of err/(std + rounding bound) over all elements: ≈ ≤ 1 in expectation.
+fn normalised_rms<T: Float>(got: &[T], exact: &[f64], std: &[f64], rounding: &[f64]) -> f64 {
+    let mut acc = 0.0;
+    for i in 0..got.len() {
+        let scale = std[i] + rounding[i];
+        let err = (wide(got[i]) - exact[i]).abs();
+        assert!(
+            scale > 0.0 || err == 0.0,
+            "element {i}: err {err:e} with zero spread"
+        );
+        if scale > 0.0 {
+            acc += (err / scale).powi(2);
+        }
+    }
+    (acc / got.len() as f64).sqrt()
+}
+
+fn rms_err<T: Float>(got: &[T], exact: &[f64]) -> f64 {
+    let s: f64 = got
+        .iter()
+        .zip(exact)
+        .map(|(g, e)| (wide(*g) - e).powi(2))
+        .sum();
+    (s / got.len() as f64).sqrt()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. No leak from the future, bit for bit.
+
+/// The longest row of W (as f64) and its norm: keys along it have the largest log-scales.
+fn longest_row<T: Float>(w: &[T], m: usize, d: usize) -> (Vec<f64>, f64) {
+    (0..m)
+        .map(|i| {
+            let r = widen(&w[i * d..(i + 1) * d]);
+            let n = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+            (r, n)
+        })
+        .fold((vec![], -1.0), |a, b| if b.1 > a.1 { b } else { a })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Change {
+    /// Fresh N(0, 1) tokens.
+    Random,
+    /// Norms ×10³ (q, k) and ×10⁴ (v): extreme exponents and log-scales.
+    Huge,
+    /// Keys (and queries) along W's longest row at the norm that maximises the positive
+    /// maps' log-scale `t|w| − t²/2` (t = |w|): the new keys dominate the running scale.
+    Dominant,
+    /// Same tokens, the key mask flipped after the cut.
+    MaskFlip,
+}
+
+fn change_after(p: &Problem<f32>, cut: usize, change: Change, w: &[f32], m: usize) -> Problem<f32> {
+    let (l, d, dv) = (p.len(), p.shape.dim, p.shape.value_dim);
+    let mut c = p.clone();
+    let fresh = Problem::<f32>::random(900 + cut as u64, l, d, dv, 1.0);
+    let (from, vfrom) = ((cut + 1) * d, (cut + 1) * dv);
+    match change {
+        Change::MaskFlip => {}
+        Change::Random => {
+            c.q[from..].copy_from_slice(&fresh.q[from..]);
+            c.k[from..].copy_from_slice(&fresh.k[from..]);
+            c.v[vfrom..].copy_from_slice(&fresh.v[vfrom..]);
+        }
+        Change::Huge => {
+            for (x, y) in c.q[from..].iter_mut().zip(&fresh.q[from..]) {
+                *x = y * 1e3;
+            }
+            for (x, y) in c.k[from..].iter_mut().zip(&fresh.k[from..]) {
+                *x = y * 1e3;
+            }
+            for (x, y) in c.v[vfrom..].iter_mut().zip(&fresh.v[vfrom..]) {
+                *x = y * 1e4;
+            }
+        }
+        Change::Dominant => {
+            // x' = w* itself (t = |w*| along ŵ*), so x = w*·d^(1/4), plus a little noise.
+            let (dir, _) = longest_row(w, m, d);
+            let up = (d as f64).powf(0.25);
+            for t in cut + 1..l {
+                for j in 0..d {
+                    let x = (dir[j] * up + 0.01 * fresh.q[t * d + j] as f64) as f32;
+                    c.k[t * d + j] = x;
+                    c.q[t * d + j] = x;
+                }
+            }
+            c.v[vfrom..].copy_from_slice(&fresh.v[vfrom..]);
+        }
+    }
+    c
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Prefix(usize),
+    Chunked(usize),
+    Stream,
+}
+
+fn run_path<F: FeatureMap<f32>>(
+    path: Path,
+    fm: &F,
+    p: &Problem<f32>,
+    mask: Option<&[bool]>,
+) -> Vec<f32> {
+    match path {
+        Path::Prefix(b) => run_prefix(fm, p, &opts(b, mask)),
+        Path::Chunked(c) => run_chunked(fm, p, &opts(c, mask)),
+        Path::Stream => run_stream(fm, p),
+    }
+}
+
+/// Largest key log-scale of rows `a..b` of `k`, as the feature map reports it.
+fn max_key_log<F: FeatureMap<f32>>(fm: &F, k: &[f32], d: usize, (a, b): (usize, usize)) -> f32 {
+    let rows = b - a;
+    let (mut feats, mut logs) = (zeros::<f32>(rows * fm.feature_dim()), zeros::<f32>(rows));
+    fm.map_rows(&Scalar, &k[a * d..b * d], rows, &mut feats, &mut logs)
+        .unwrap();
+    logs.iter().cloned().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Oracle: the library's claim "output i depends on tokens ≤ i only, bit for bit" (causal_prefix,
+/// Stream, and causal_chunked with Scalar for every chunk size). For several cut points i,
+/// every way of changing tokens > i (and the mask after i) must leave outputs 0..=i
+/// bit-identical, while some later output does change (so the change was real).
+fn check_no_leak<F: FeatureMap<f32>>(name: &str, fm: &F, w: &[f32], m: usize, can_dominate: bool) {
+    let (l, d, dv) = (40, 8, 3);
+    let base = Problem::<f32>::random(1, l, d, dv, 1.0);
+    let mask: Vec<bool> = gaussian::<f64>(2, l, 1.0)
+        .iter()
+        .map(|g| *g > -0.8)
+        .collect();
+    let paths = [
+        Path::Prefix(64),
+        Path::Prefix(7),
+        Path::Stream,
+        Path::Chunked(1),
+        Path::Chunked(3),
+        Path::Chunked(7),
+        Path::Chunked(16),
+        Path::Chunked(40),
+        Path::Chunked(64),
+    ];
+    let changes = [
+        Change::Random,
+        Change::Huge,
+        Change::Dominant,
+        Change::MaskFlip,
+    ];
+    let mut dominated = false;
+    for cut in [0, 9, 22, l - 2] {
+        let past = max_key_log(fm, &base.k, d, (0, cut + 1));
+        for change in changes {
+            let other = change_after(&base, cut, change, w, m);
+            if change != Change::MaskFlip {
+                dominated |= max_key_log(fm, &other.k, d, (cut + 1, l)) > past + 1.0;
+            }
+            let flipped: Vec<bool> = (0..l)
+                .map(|j| if j > cut { !mask[j] } else { mask[j] })
+                .collect();
+            let (ma, mb) = match change {
+                Change::MaskFlip => (Some(&mask[..]), Some(&flipped[..])),
+                _ => (None, None),
+            };
+            for path in paths {
+                if matches!(path, Path::Stream) && ma.is_some() {
+                    continue; // streams take no mask
+                }
+                let a = run_path(path, fm, &base, ma);
+                let b = run_path(path, fm, &other, mb);
+                let n = (cut + 1) * dv;
+                let what = format!("{name} {path:?} cut {cut} {change:?}");
+                assert_bits_eq(&a[..n], &b[..n], &what);
+                assert!(
+                    a.iter().chain(&b).all(|x| x.is_finite()),
+                    "{what}: non-finite"
+                );
+                assert!(
+                    a[n..]
+                        .iter()
+                        .zip(&b[n..])
+                        .any(|(x, y)| x.to_bits() != y.to_bits()),
+                    "{what}: the change did not reach any later output"
+                );
+            }
+        }
+    }
+    assert!(
+        dominated || !can_dominate,
+        "{name}: no change produced keys whose log-scale dominates the past"
+    );
+}
+
+#[test]
+fn no_leak_positive_and_hyperbolic() {
+    let (d, m) = (8, 32);
+    let w = orf::<f32>(1, m, d);
+    check_no_leak(
+        "positive",
+        &PositiveSoftmax::new(&w, m, d).unwrap(),
+        &w,
+        m,
+        true,
+    );
+    check_no_leak(
+        "hyperbolic",
+        &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+        &w,
+        m,
+        true,
+    );
+}
+
+#[test]
+fn no_leak_trigonometric_and_generalized() {
+    let (d, m) = (8, 32);
+    let w = orf::<f32>(2, m, d);
+    check_no_leak(
+        "trig",
+        &TrigonometricSoftmax::new(&w, m, d).unwrap(),
+        &w,
+        m,
+        true,
+    );
+    let exp = Generalized::new(&w, m, d, Activation::Exp).unwrap();
+    check_no_leak("generalized exp", &exp, &w, m, true);
+    let relu = Generalized::new(&w, m, d, Activation::Relu).unwrap();
+    check_no_leak("generalized relu", &relu, &w, m, false); // log-scale always 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Stability: exponents far beyond f32's exp range.
+
+/// Tokens along the unit vector `dir` with norms growing linearly from t0 to t1 (in x' units),
+/// plus N(0, 0.2²) noise: x'ⱼ = tⱼ·dir + 0.2·gⱼ, returned as x = x'·d^(1/4) in f32.
+fn growing_tokens(seed: u64, l: usize, dir: &[f64], (t0, t1): (f64, f64)) -> Vec<f32> {
+    let d = dir.len();
+    let up = (d as f64).powf(0.25);
+    let g = gaussian::<f64>(seed, l * d, 0.2);
+    let mut x = vec![0f32; l * d];
+    for j in 0..l {
+        let t = t0 + (t1 - t0) * j as f64 / (l - 1) as f64;
+        for c in 0..d {
+            x[j * d + c] = ((t * dir[c] + g[j * d + c]) * up) as f32;
+        }
+    }
+    x
+}
+
+/// Oracle: the naive unstabilised f64 FAVOR+ (`reference`, same W); tolerance: the rounding
+/// bound derived above `reference`, evaluated for f32 on these inputs (it grows with the
+/// exponents: for exponents ~300 and d = 64 it is ~10⁻³ of max|v|; being a worst case, it
+/// sits ~100× above the errors actually observed, ~10⁻⁵).
+///
+/// Queries and keys lie along W's longest row ŵ (|w| ≈ 9.7) with norms growing to 30, so the
+/// projections w·x' reach ~290 (exp overflows f32 above 88.7) while the full exponents
+/// w·x' − |x'|²/2 of late tokens fall to ~−160 (exp underflows f32 below −103.3); both stay
+/// inside f64's range, products of a query and a key feature included. The running key scale
+/// rises for the first third of the sequence (a rescale at nearly every token), then stays.
+#[test]
+fn stabiliser_matches_unstabilised_f64_beyond_f32_exp_range() {
+    let (l, d, dv, m) = (48, 64, 8, 64);
+    let w = orf::<f32>(3, m, d);
+    let (row, norm) = longest_row(&w, m, d);
+    let dir: Vec<f64> = row.iter().map(|x| x / norm).collect();
+    let p = Problem {
+        q: growing_tokens(10, l, &dir, (0.5, 30.0)),
+        k: growing_tokens(11, l, &dir, (0.5, 30.0)),
+        v: gaussian(12, l * dv, 1.0),
+        shape: Shape::new(l, d, dv),
+    };
+
+    // Without a stabiliser f32 could not even hold the features.
+    let ex = explicit(Kind::Positive, &w, m, d, &p.k);
+    let wf = widen(&w);
+    let s = (d as f64).powf(-0.25);
+    let proj =
+        |x: &[f32], i: usize| -> f64 { (0..d).map(|c| wf[i * d + c] * x[c] as f64 * s).sum() };
+    let (mut top_proj, mut last_full) = (f64::NEG_INFINITY, 0.0);
+    for (rows, is_key) in [(&p.q, false), (&p.k, true)] {
+        for j in 0..l {
+            let x = &rows[j * d..(j + 1) * d];
+            let best = (0..m).map(|i| proj(x, i)).fold(f64::NEG_INFINITY, f64::max);
+            top_proj = top_proj.max(best);
+            if is_key && j == l - 1 {
+                last_full = best - ex.h[j];
+            }
+        }
+    }
+    assert!(top_proj > 250.0, "max w·x' = {top_proj}");
+    assert!(
+        (top_proj as f32).exp().is_infinite(),
+        "exp(max w·x') must overflow f32"
+    );
+    assert!(
+        last_full < -104.0 && (last_full as f32).exp() == 0.0,
+        "{last_full}"
+    );
+    assert!(
+        last_full.exp() > 0.0 && top_proj.exp().is_finite(),
+        "f64 must hold them"
+    );
+
+    let pw = p.widen();
+    let w64 = widen(&w);
+    for kind in [Kind::Positive, Kind::Hyperbolic] {
+        let rc = reference_for(kind, &w, m, &p, &ref_opts::<f32>(true, None));
+        let rb = reference_for(kind, &w, m, &p, &ref_opts::<f32>(false, None));
+        let rc64 = reference_for(kind, &w64, m, &pw, &ref_opts::<f64>(true, None));
+        match kind {
+            Kind::Positive => {
+                let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+                let fm64 = PositiveSoftmax::new(&w64, m, d).unwrap();
+                stability_paths(&fm, &p, &rc, &rb, "positive");
+                assert_within(&run_chunked(&fm64, &pw, &opts(7, None)), &rc64, 1.0, "f64");
+            }
+            Kind::Hyperbolic => {
+                let fm = HyperbolicSoftmax::new(&w, m, d).unwrap();
+                let fm64 = HyperbolicSoftmax::new(&w64, m, d).unwrap();
+                stability_paths(&fm, &p, &rc, &rb, "hyperbolic");
+                assert_within(&run_chunked(&fm64, &pw, &opts(7, None)), &rc64, 1.0, "f64");
+            }
+        }
+    }
+}
+
+fn stability_paths<F: FeatureMap<f32>>(
+    fm: &F,
+    p: &Problem<f32>,
+    rc: &Reference,
+    rb: &Reference,
+    name: &str,
+) {
+    let (l, dv) = (p.len(), p.shape.value_dim);
+    for b in [64, 5] {
+        let what = format!("{name} bidirectional block {b}");
+        assert_within(&run_bidirectional(fm, p, &opts(b, None)), rb, 1.0, &what);
+        let what = format!("{name} causal_prefix block {b}");
+        assert_within(&run_prefix(fm, p, &opts(b, None)), rc, 1.0, &what);
+    }
+    for c in [1, 7, 16, 64] {
+        let what = format!("{name} causal_chunked {c}");
+        assert_within(&run_chunked(fm, p, &opts(c, None)), rc, 1.0, &what);
+    }
+    assert_within(&run_stream(fm, p), rc, 1.0, &format!("{name} stream"));
+    let mut buf = stream_buffer(fm, dv);
+    let mut s = Stream::new(Scalar, fm, dv, &mut buf).unwrap();
+    let mut out = zeros(l * dv);
+    prefill(&mut s, p, (0, 20), 8, &mut out);
+    steps(&mut s, p, (20, l), &mut out);
+    assert_within(&out, rc, 1.0, &format!("{name} prefill + steps"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Stream == prefix == chunked; prefill, snapshot/restore, reset.
+
+/// 29 tokens (prime, so chunks 2, 4, 6 are non-divisors), a few keys with larger norms so the
+/// running scale moves mid-sequence and mid-chunk.
+fn path_problem<T: Float>(seed: u64) -> Problem<T> {
+    let (l, d, dv) = (29, 8, 5);
+    let mut p = Problem::<T>::random(seed, l, d, dv, 0.9);
+    for t in [6, 13, 20] {
+        for x in &mut p.k[t * d..(t + 1) * d] {
+            *x = *x * T::from_f64(2.5);
+        }
+    }
+    p
+}
+
+/// Oracle: the naive f64 reference (each path within its rounding bound, derived above
+/// `reference`), hence any two paths within twice the bound of each other. For f64 the bound
+/// is ~10⁻¹³ of max|v| (asserted < 10⁻¹²), for f32 ~3·10⁻⁵ (asserted < 10⁻⁴): tight enough that
+/// a wrong rescale or a dropped token would fail.
+fn check_paths_agree<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize) {
+    let p = path_problem::<T>(3);
+    let (l, dv) = (p.len(), p.shape.value_dim);
+    let r = reference_for(kind, w, m, &p, &ref_opts::<T>(true, None));
+    let vmax = max_abs(&widen(&p.v));
+    let limit = if wide(T::epsilon()) < 1e-10 {
+        1e-12
+    } else {
+        1e-4
+    };
+    assert!(
+        max_abs(&r.tol) < limit * vmax,
+        "bound {:e} is vacuous",
+        max_abs(&r.tol)
+    );
+
+    let base = run_prefix(fm, &p, &opts(64, None));
+    assert_within(&base, &r, 1.0, "prefix");
+    let mut all = vec![
+        (
+            "prefix block 4".to_string(),
+            run_prefix(fm, &p, &opts(4, None)),
+        ),
+        ("stream".to_string(), run_stream(fm, &p)),
+    ];
+    for c in [1, 2, 4, 6, 29, 64] {
+        all.push((format!("chunked {c}"), run_chunked(fm, &p, &opts(c, None))));
+    }
+    let mut buf = stream_buffer(fm, dv);
+    {
+        let mut s = Stream::new(Scalar, fm, dv, &mut buf).unwrap();
+        let mut out = zeros(l * dv);
+        prefill(&mut s, &p, (0, 11), 4, &mut out);
+        steps(&mut s, &p, (11, l), &mut out);
+        assert_eq!(s.tokens(), l as u64);
+        all.push(("prefill 11 (chunk 4) + steps".to_string(), out));
+    }
+    {
+        let mut s = Stream::new(Scalar, fm, dv, &mut buf).unwrap();
+        let mut out = zeros(l * dv);
+        prefill(&mut s, &p, (0, 11), 3, &mut out);
+        prefill(&mut s, &p, (11, 20), 64, &mut out);
+        steps(&mut s, &p, (20, l), &mut out);
+        all.push(("prefill 11 + prefill 9 + steps".to_string(), out));
+    }
+    for (name, out) in &all {
+        assert_within(out, &r, 1.0, name);
+        assert_agree(out, &base, &r, name);
+    }
+}
+
+#[test]
+fn stream_prefix_and_chunked_agree_f64() {
+    let (d, m) = (8, 24);
+    let w = orf::<f64>(4, m, d);
+    check_paths_agree(
+        &PositiveSoftmax::new(&w, m, d).unwrap(),
+        Kind::Positive,
+        &w,
+        m,
+    );
+    check_paths_agree(
+        &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+        Kind::Hyperbolic,
+        &w,
+        m,
+    );
+}
+
+#[test]
+fn stream_prefix_and_chunked_agree_f32() {
+    let (d, m) = (8, 24);
+    let w = orf::<f32>(4, m, d);
+    check_paths_agree(
+        &PositiveSoftmax::new(&w, m, d).unwrap(),
+        Kind::Positive,
+        &w,
+        m,
+    );
+    check_paths_agree(
+        &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+        Kind::Hyperbolic,
+        &w,
+        m,
+    );
+}
+
+/// Oracle: an uninterrupted stream. Snapshot after 13 tokens, restore into a fresh stream over
+/// an equal but separately built feature map, continue: outputs and the final snapshot are
+/// bit-identical. Restoring the snapshot into the original stream after it moved on rewinds
+/// it exactly.
+fn check_snapshot_restore<T: Float>() {
+    let (d, m) = (8, 24);
+    let w = orf::<T>(5, m, d);
+    let w2 = w.clone();
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let fm2 = PositiveSoftmax::new(&w2, m, d).unwrap();
+    let p = path_problem::<T>(4);
+    let (l, dv, cut) = (p.len(), p.shape.value_dim, 13);
+
+    let mut bu = stream_buffer(&fm, dv);
+    let mut su = Stream::new(Scalar, &fm, dv, &mut bu).unwrap();
+    let mut ou = zeros(l * dv);
+    steps(&mut su, &p, (0, l), &mut ou);
+    let final_u = snapshot(&su);
+
+    let mut ba = stream_buffer(&fm, dv);
+    let mut sa = Stream::new(Scalar, &fm, dv, &mut ba).unwrap();
+    let mut oa = zeros(l * dv);
+    steps(&mut sa, &p, (0, cut), &mut oa);
+    let snap = snapshot(&sa);
+
+    let mut bb = stream_buffer(&fm2, dv);
+    let mut sb = Stream::new(Scalar, &fm2, dv, &mut bb).unwrap();
+    sb.restore(&snap).unwrap();
+    assert_eq!(sb.tokens(), cut as u64);
+    assert_eq!(snapshot(&sb), snap);
+    let mut ob = zeros(l * dv);
+    steps(&mut sb, &p, (cut, l), &mut ob);
+    assert_bits_eq(&ob[cut * dv..], &ou[cut * dv..], "restored stream");
+    assert_eq!(snapshot(&sb), final_u, "final state after restore");
+
+    steps(&mut sa, &p, (cut, 20), &mut oa);
+    sa.restore(&snap).unwrap();
+    steps(&mut sa, &p, (cut, l), &mut oa);
+    assert_bits_eq(&oa, &ou, "rewound stream");
+    assert_eq!(snapshot(&sa), final_u);
+}
+
+#[test]
+fn snapshot_restore_continue_is_bit_identical() {
+    check_snapshot_restore::<f32>();
+    check_snapshot_restore::<f64>();
+}
+
+/// Oracle: a fresh stream. After reset() the state's bytes equal a fresh stream's and replaying
+/// the tokens reproduces the first run bit for bit.
+fn check_reset<T: Float>() {
+    let (d, m) = (8, 24);
+    let w = orf::<T>(6, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = path_problem::<T>(5);
+    let (l, dv) = (p.len(), p.shape.value_dim);
+    let mut bf = stream_buffer(&fm, dv);
+    let fresh = Stream::new(Scalar, &fm, dv, &mut bf).unwrap();
+    let empty = snapshot(&fresh);
+
+    let mut bs = stream_buffer(&fm, dv);
+    let mut s = Stream::new(Scalar, &fm, dv, &mut bs).unwrap();
+    let (mut first, mut second) = (zeros(l * dv), zeros(l * dv));
+    steps(&mut s, &p, (0, l), &mut first);
+    let full = snapshot(&s);
+    s.reset();
+    assert_eq!(s.tokens(), 0);
+    assert_eq!(snapshot(&s), empty, "reset state differs from a fresh one");
+    steps(&mut s, &p, (0, l), &mut second);
+    assert_bits_eq(&first, &second, "replay after reset");
+    assert_eq!(snapshot(&s), full);
+}
+
+#[test]
+fn reset_then_replay_equals_fresh_stream() {
+    check_reset::<f32>();
+    check_reset::<f64>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Key padding mask.
+
+fn gather(x: &[f64], width: usize, rows: &[usize]) -> Vec<f64> {
+    rows.iter()
+        .flat_map(|&j| x[j * width..(j + 1) * width].to_vec())
+        .collect()
+}
+
+/// Oracle: the same computation with the masked keys removed (bidirectional: one call over the
+/// kept keys; causal: per query i, a one-query bidirectional call over kept keys ≤ i), and the
+/// naive reference with the mask. All f64; tolerance: the derived rounding bound (~10⁻¹³ of
+/// max|v|), twice it between two library results. Queries that see no kept key (rows 0, 1
+/// here) must be exactly zero.
+#[test]
+fn key_mask_equals_removing_the_keys() {
+    let (l, d, dv, m) = (20, 8, 3, 32);
+    let w = orf::<f64>(7, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = Problem::<f64>::random(6, l, d, dv, 1.0);
+    let mut mask: Vec<bool> = gaussian::<f64>(7, l, 1.0)
+        .iter()
+        .map(|g| *g > -0.4)
+        .collect();
+    for j in [0, 1, 7, 8, 9] {
+        mask[j] = false;
+    }
+    mask[2] = true;
+    let kept: Vec<usize> = (0..l).filter(|&j| mask[j]).collect();
+    assert!(kept.len() < l - 4 && kept.len() > l / 2);
+
+    let removed = Problem {
+        q: p.q.clone(),
+        k: gather(&p.k, d, &kept),
+        v: gather(&p.v, dv, &kept),
+        shape: Shape {
+            queries: l,
+            keys: kept.len(),
+            dim: d,
+            value_dim: dv,
+        },
+    };
+    let rb = reference_for(
+        Kind::Positive,
+        &w,
+        m,
+        &p,
+        &ref_opts::<f64>(false, Some(&mask)),
+    );
+    let without = run_bidirectional(&fm, &removed, &opts(64, None));
+    assert_within(&without, &rb, 1.0, "bidirectional without the keys");
+    for b in [64, 3] {
+        let masked = run_bidirectional(&fm, &p, &opts(b, Some(&mask)));
+        assert_within(&masked, &rb, 1.0, "bidirectional masked");
+        assert_agree(&masked, &without, &rb, "bidirectional masked vs removed");
+    }
+
+    let rc = reference_for(
+        Kind::Positive,
+        &w,
+        m,
+        &p,
+        &ref_opts::<f64>(true, Some(&mask)),
+    );
+    let mut oracle = vec![0.0; l * dv];
+    for i in 0..l {
+        let ks: Vec<usize> = kept.iter().cloned().filter(|&j| j <= i).collect();
+        if ks.is_empty() {
+            continue;
+        }
+        let one = Problem {
+            q: p.q[i * d..(i + 1) * d].to_vec(),
+            k: gather(&p.k, d, &ks),
+            v: gather(&p.v, dv, &ks),
+            shape: Shape {
+                queries: 1,
+                keys: ks.len(),
+                dim: d,
+                value_dim: dv,
+            },
+        };
+        let o = run_bidirectional(&fm, &one, &opts(64, None));
+        oracle[i * dv..(i + 1) * dv].copy_from_slice(&o);
+    }
+    assert_within(&oracle, &rc, 1.0, "per-row oracle");
+    let runs = [
+        ("prefix 64", run_prefix(&fm, &p, &opts(64, Some(&mask)))),
+        ("prefix 4", run_prefix(&fm, &p, &opts(4, Some(&mask)))),
+        ("chunked 1", run_chunked(&fm, &p, &opts(1, Some(&mask)))),
+        ("chunked 3", run_chunked(&fm, &p, &opts(3, Some(&mask)))),
+        ("chunked 64", run_chunked(&fm, &p, &opts(64, Some(&mask)))),
+    ];
+    for (name, out) in &runs {
+        assert_within(out, &rc, 1.0, name);
+        assert_agree(out, &oracle, &rc, name);
+        assert!(
+            out[..2 * dv].iter().all(|x| *x == 0.0),
+            "{name}: rows without keys"
+        );
+    }
+}
+
+/// Oracle: exact masked softmax attention written here, cross-checked against the library's
+/// `softmax_attention` (both f64: they agree to ~10⁻¹⁵; we allow 10⁻¹² of max|v|, far above
+/// the O((d + L)·u·|logit|) rounding of either). Statistical bound: the Lemma 2 spread s
+/// (`softmax_and_std`) plus the rounding bound; the RMS of err/(s + rounding) has expectation
+/// ≤ 1 to first order, we require ≤ 3 (Markov: probability ≤ 1/9 for a random seed even
+/// under the worst-case correlation the bound assumes). Convergence: the RMS error must fall
+/// by at least 2× from m = 64 to m = 4096, where 1/√m predicts 8×.
+#[test]
+fn key_mask_agrees_with_masked_softmax_as_m_grows() {
+    let (l, d, dv) = (24, 8, 3);
+    let p = Problem::<f64>::random(8, l, d, dv, 0.8);
+    let mut mask: Vec<bool> = gaussian::<f64>(9, l, 1.0)
+        .iter()
+        .map(|g| *g > -0.5)
+        .collect();
+    mask[0] = false;
+    mask[5] = false;
+    let vmax = max_abs(&p.v);
+    for causal in [false, true] {
+        let (exact, _) = softmax_and_std(&p, 1, Kind::Positive, causal, Some(&mask));
+        let mut lib = vec![0.0; l * dv];
+        let eo = ExactOptions {
+            causal,
+            scale: None,
+            key_mask: Some(&mask),
+        };
+        softmax_attention(&Scalar, &p.q, &p.k, &p.v, p.shape, &eo, &mut lib).unwrap();
+        for (a, b) in lib.iter().zip(&exact) {
+            assert!(
+                (a - b).abs() <= 1e-12 * vmax,
+                "softmax_attention {a} vs {b}"
+            );
+        }
+        let mut errs = vec![];
+        for m in [64, 512, 4096] {
+            let w = orf::<f64>(100 + m as u64, m, d);
+            let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+            let (_, std) = softmax_and_std(&p, m, Kind::Positive, causal, Some(&mask));
+            let r = reference_for(
+                Kind::Positive,
+                &w,
+                m,
+                &p,
+                &ref_opts::<f64>(causal, Some(&mask)),
+            );
+            let out = if causal {
+                run_chunked(&fm, &p, &opts(5, Some(&mask)))
+            } else {
+                run_bidirectional(&fm, &p, &opts(64, Some(&mask)))
+            };
+            let rr = normalised_rms(&out, &exact, &std, &r.tol);
+            assert!(rr <= 3.0, "causal {causal} m {m}: normalised RMS {rr}");
+            errs.push(rms_err(&out, &exact));
+        }
+        assert!(
+            errs[2] < errs[0] / 2.0,
+            "causal {causal}: RMS errors {errs:?}"
+        );
+    }
+}
+
+fn assert_all_zero<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, mask: &[bool], name: &str) {
+    for normalized in [true, false] {
+        for b in [1, 4, 64] {
+            let o = Options {
+                block: b,
+                normalized,
+                key_mask: Some(mask),
+            };
+            let runs = [
+                ("bidirectional", run_bidirectional(fm, p, &o)),
+                ("prefix", run_prefix(fm, p, &o)),
+                ("chunked", run_chunked(fm, p, &o)),
+            ];
+            for (path, out) in runs {
+                assert!(
+                    out.iter().all(|x| wide(*x) == 0.0),
+                    "{name} {path} block {b} normalized {normalized}: {out:?}"
+                );
+            }
+        }
+    }
+}
+
+fn check_all_masked<T: Float>() {
+    let (l, d, dv, m) = (10, 4, 3, 8);
+    let w = orf::<T>(8, m, d);
+    let p = Problem::<T>::random(10, l, d, dv, 1.5);
+    let mask = vec![false; l];
+    assert_all_zero(
+        &PositiveSoftmax::new(&w, m, d).unwrap(),
+        &p,
+        &mask,
+        "positive",
+    );
+    assert_all_zero(
+        &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+        &p,
+        &mask,
+        "hyperbolic",
+    );
+    assert_all_zero(
+        &TrigonometricSoftmax::new(&w, m, d).unwrap(),
+        &p,
+        &mask,
+        "trig",
+    );
+    let relu = Generalized::new(&w, m, d, Activation::Relu).unwrap();
+    assert_all_zero(&relu, &p, &mask, "relu");
+    let exp = Generalized::new(&w, m, d, Activation::Exp).unwrap();
+    assert_all_zero(&exp, &p, &mask, "exp");
+}
+
+/// Oracle: the documented behaviour "rows whose every visible key is masked output zeros" —
+/// exact zeros (not NaN, not the floor's 0/floor residue), normalised or not, every map.
+#[test]
+fn all_keys_masked_gives_zero_outputs() {
+    check_all_masked::<f32>();
+    check_all_masked::<f64>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. FAVOR+ with many features converges to causal softmax.
+
+/// Oracle: exact causal softmax (written here, cross-checked with `softmax_attention`), with
+/// the statistical bound of `softmax_and_std` (m = 2048 ORF rows) plus the f32 rounding bound;
+/// as above the normalised RMS must be ≤ 3. Non-vacuous: the allowed spread itself is below
+/// 0.1·max|v|, and the f32 result is also checked against the same-W f64 reference.
+fn check_converges(kind: Kind) {
+    let (l, d, dv, m) = (32, 16, 4, 2048);
+    let w = orf::<f32>(9, m, d);
+    let p = Problem::<f32>::random(11, l, d, dv, 0.5);
+    let pw = p.widen();
+    let (exact, std) = softmax_and_std(&pw, m, kind, true, None);
+    let mut lib = vec![0.0; l * dv];
+    let eo = ExactOptions {
+        causal: true,
+        ..Default::default()
+    };
+    softmax_attention(&Scalar, &pw.q, &pw.k, &pw.v, pw.shape, &eo, &mut lib).unwrap();
+    let vmax = max_abs(&pw.v);
+    for (a, b) in lib.iter().zip(&exact) {
+        assert!(
+            (a - b).abs() <= 1e-12 * vmax,
+            "softmax_attention {a} vs {b}"
+        );
+    }
+    let r = reference_for(kind, &w, m, &p, &ref_opts::<f32>(true, None));
+    let out = match kind {
+        Kind::Positive => run_chunked(&PositiveSoftmax::new(&w, m, d).unwrap(), &p, &opts(8, None)),
+        Kind::Hyperbolic => run_chunked(
+            &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+            &p,
+            &opts(8, None),
+        ),
+    };
+    assert_within(&out, &r, 1.0, "f32 vs same-W reference");
+    assert!(max_abs(&std) < 0.1 * vmax, "spread {:e}", max_abs(&std));
+    let rr = normalised_rms(&out, &exact, &std, &r.tol);
+    assert!(rr <= 3.0, "{kind:?}: normalised RMS {rr}");
+}
+
+#[test]
+fn favor_plus_causal_chunked_converges_to_softmax() {
+    check_converges(Kind::Positive);
+    check_converges(Kind::Hyperbolic);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. attention_row.
+
+/// Oracle: the naive reference's normalised weights pᵢⱼ. Bound for one weight, from the same
+/// derivation (each aⱼ within relative δⱼ, sums within γ_N): |p̃ⱼ − pⱼ| ≤
+/// pⱼ(δⱼ + maxδ + 4γ_N)/(1 − maxδ − γ_N). The row sums to 1 within γ_{L+3} (a sum, a reciprocal,
+/// a product). Row·V (in f64) reproduces the bidirectional (resp. causal_prefix) output row
+/// within Σⱼ bound_j|vⱼ| + that output's own bound + f64 rounding of the product.
+fn row_checks<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize, p: &Problem<T>) {
+    let (l, d, dv, mm) = (p.len(), p.shape.dim, p.shape.value_dim, fm.feature_dim());
+    let (mut kf, mut kl) = (zeros(l * mm), zeros(l));
+    fm.map_rows(&Scalar, &p.k, l, &mut kf, &mut kl).unwrap();
+    let mut scratch = zeros(attention_row_scratch_len(fm));
+    let v = widen(&p.v);
+    let u = unit::<T>();
+    for causal in [false, true] {
+        let r = reference_for(kind, w, m, p, &ref_opts::<T>(causal, None));
+        let lib = if causal {
+            run_prefix(fm, p, &opts(64, None))
+        } else {
+            run_bidirectional(fm, p, &opts(64, None))
+        };
+        for i in 0..l {
+            let mut row = zeros(l);
+            let q = &p.q[i * d..(i + 1) * d];
+            let pos = causal.then_some(i);
+            attention_row(&Scalar, fm, q, &kf, &kl, l, pos, &mut row, &mut scratch).unwrap();
+            let row = widen(&row);
+            let visible = if causal { i + 1 } else { l };
+            assert!(
+                row[visible..].iter().all(|x| *x == 0.0),
+                "row {i}: weights past {visible}"
+            );
+            let dmax = r.delta[i * l..i * l + visible]
+                .iter()
+                .cloned()
+                .fold(0.0, f64::max);
+            let mut bound = vec![0.0; l];
+            for j in 0..visible {
+                let pj = r.weights[i * l + j];
+                bound[j] = pj * (r.delta[i * l + j] + dmax + 4.0 * r.g) / (1.0 - dmax - r.g);
+                assert!(
+                    (row[j] - pj).abs() <= bound[j],
+                    "causal {causal} row {i} key {j}: {} vs {pj}, bound {:e}",
+                    row[j],
+                    bound[j]
+                );
+            }
+            let sum: f64 = row.iter().sum();
+            assert!(
+                (sum - 1.0).abs() <= gamma(l + 3, u),
+                "row {i} sums to {sum}"
+            );
+            for c in 0..dv {
+                let rv: f64 = (0..l).map(|j| row[j] * v[j * dv + c]).sum();
+                let mag: f64 = (0..l).map(|j| (row[j] * v[j * dv + c]).abs()).sum();
+                let tol = (0..l).map(|j| bound[j] * v[j * dv + c].abs()).sum::<f64>()
+                    + r.tol[i * dv + c]
+                    + gamma(l, f64::EPSILON / 2.0) * mag;
+                let o = wide(lib[i * dv + c]);
+                assert!(
+                    (rv - o).abs() <= tol,
+                    "causal {causal} row {i} col {c}: row·V {rv} vs output {o}, bound {tol:e}"
+                );
+            }
+        }
+    }
+}
+
+fn check_attention_row<T: Float>() {
+    let (l, d, dv, m) = (12, 8, 3, 32);
+    let w = orf::<T>(10, m, d);
+    let p = Problem::<T>::random(12, l, d, dv, 1.0);
+    row_checks(
+        &PositiveSoftmax::new(&w, m, d).unwrap(),
+        Kind::Positive,
+        &w,
+        m,
+        &p,
+    );
+    row_checks(
+        &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+        Kind::Hyperbolic,
+        &w,
+        m,
+        &p,
+    );
+}
+
+#[test]
+fn attention_row_matches_naive_and_reproduces_outputs() {
+    check_attention_row::<f32>();
+    check_attention_row::<f64>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Unnormalised mode.
+
+/// Oracle: naive Q'(K'ᵀV) with true (unstabilised) features in f64; bound: the unnormalised
+/// form of the derivation above `reference` (relative to Σⱼ aⱼ|vⱼ|, with the query's
+/// log-scale error included since it no longer cancels).
+fn check_unnormalized<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize) {
+    let p = path_problem::<T>(13);
+    let u = unit::<T>();
+    for causal in [false, true] {
+        let ro = RefOpts {
+            causal,
+            key_mask: None,
+            normalized: false,
+            u,
+        };
+        let r = reference_for(kind, w, m, &p, &ro);
+        for b in [1, 4, 64] {
+            let o = Options {
+                block: b,
+                normalized: false,
+                key_mask: None,
+            };
+            let what = format!("{kind:?} causal {causal} block {b}");
+            if causal {
+                assert_within(&run_prefix(fm, &p, &o), &r, 1.0, &format!("{what} prefix"));
+                assert_within(
+                    &run_chunked(fm, &p, &o),
+                    &r,
+                    1.0,
+                    &format!("{what} chunked"),
+                );
+            } else {
+                assert_within(&run_bidirectional(fm, &p, &o), &r, 1.0, &what);
+            }
+        }
+    }
+}
+
+fn unnormalized_for<T: Float>() {
+    let (d, m) = (8, 24);
+    let w = orf::<T>(11, m, d);
+    check_unnormalized(
+        &PositiveSoftmax::new(&w, m, d).unwrap(),
+        Kind::Positive,
+        &w,
+        m,
+    );
+    check_unnormalized(
+        &HyperbolicSoftmax::new(&w, m, d).unwrap(),
+        Kind::Hyperbolic,
+        &w,
+        m,
+    );
+}
+
+#[test]
+fn unnormalized_equals_naive_product_with_true_features() {
+    unnormalized_for::<f32>();
+    unnormalized_for::<f64>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Trigonometric features: a documented risk, not a crash.
+
+/// Documents by test: with trigonometric features and few of them (m = 4) on inputs where most
+/// softmax weights are small (|x'|² ≈ 5.8), the estimated weights take both signs, so outputs
+/// leave the convex hull of the values — wildly off softmax — yet every path returns finite
+/// numbers (the denominator floor keeps a near-zero estimate from producing inf/NaN). The
+/// positive map on the same inputs and projection stays inside the hull (up to rounding,
+/// 2γ_N·max|v|). Oracle for "off": exact softmax written here.
+#[test]
+fn trigonometric_features_can_be_wildly_off_but_stay_finite() {
+    let (l, d, dv, m) = (32, 16, 4, 4);
+    let (mut outside, mut worst) = (0usize, 0.0f64);
+    for seed in 0..6 {
+        let w = orf::<f32>(20 + seed, m, d);
+        let p = Problem::<f32>::random(30 + seed, l, d, dv, 1.2);
+        let trig = TrigonometricSoftmax::new(&w, m, d).unwrap();
+        let runs = [
+            run_bidirectional(&trig, &p, &opts(64, None)),
+            run_bidirectional(&trig, &p, &opts(5, None)),
+            run_prefix(&trig, &p, &opts(64, None)),
+            run_chunked(&trig, &p, &opts(1, None)),
+            run_chunked(&trig, &p, &opts(5, None)),
+            run_chunked(&trig, &p, &opts(64, None)),
+            run_stream(&trig, &p),
+        ];
+        for out in &runs {
+            assert!(
+                out.iter().all(|x| x.is_finite()),
+                "seed {seed}: non-finite trig output"
+            );
+        }
+        let pw = p.widen();
+        let (exact, _) = softmax_and_std(&pw, m, Kind::Positive, false, None);
+        let pos = run_bidirectional(
+            &PositiveSoftmax::new(&w, m, d).unwrap(),
+            &p,
+            &opts(64, None),
+        );
+        let slack = 2.0 * gamma(2 * (l + 2 * m) + 16, unit::<f32>()) * max_abs(&pw.v);
+        for c in 0..dv {
+            let col: Vec<f64> = (0..l).map(|j| pw.v[j * dv + c]).collect();
+            let lo = col.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = col.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            for i in 0..l {
+                let t = runs[0][i * dv + c] as f64;
+                outside += usize::from(t < lo || t > hi);
+                worst = worst.max((t - exact[i * dv + c]).abs() / (hi - lo));
+                let x = pos[i * dv + c] as f64;
+                assert!(
+                    x >= lo - slack && x <= hi + slack,
+                    "positive output {x} outside [{lo}, {hi}]"
+                );
+            }
+        }
+    }
+    assert!(outside > 0, "no trig output left the hull of the values");
+    assert!(worst > 1.0, "trig error only {worst} of the value range");
+}

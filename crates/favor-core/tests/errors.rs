@@ -1,0 +1,1221 @@
+//! Every variant of `favor_core::Error` and `favor_core::SnapshotError`, produced through the
+//! public API with its exact fields, and the promise that goes with them: "an `Err` means no
+//! output buffer and no state was modified". Output and scratch buffers are pre-filled with a
+//! sentinel and must still hold it bit for bit; stream state is compared through snapshots.
+
+use favor_core::{
+    Activation, Error, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Normals,
+    Options, PartitionEstimator, PositiveSoftmax, PrefixState, ProjectionKind, SNAPSHOT_VERSION,
+    Scalar, Shape, SnapshotError, Stream, TrigonometricSoftmax, attention_row,
+    attention_row_scratch_len, bidirectional, bidirectional_scratch_len, causal_chunked,
+    causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, chunk_scratch_len,
+    projection, projection_len, softmax_attention, state_len,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const SENTINEL: f64 = -1234.5;
+const L: usize = 7;
+const D: usize = 4;
+const DV: usize = 3;
+const M: usize = 8;
+
+fn sentinel<T: Float>(n: usize) -> Vec<T> {
+    vec![T::from_f64(SENTINEL); n]
+}
+
+fn untouched<T: Float>(buf: &[T], what: &str) {
+    for (i, x) in buf.iter().enumerate() {
+        let x = <T as Float>::to_f64(*x);
+        assert!(
+            x.to_bits() == SENTINEL.to_bits(),
+            "{what}[{i}] was written: {x}"
+        );
+    }
+}
+
+fn gaussian<T: Float>(seed: u64, n: usize) -> Vec<T> {
+    let mut g = Normals::new(0xE440_0000 + seed);
+    (0..n).map(|_| g.sample::<T>()).collect()
+}
+
+fn orf<T: Float>(seed: u64, m: usize, d: usize) -> Vec<T> {
+    let mut w = vec![T::from_f64(0.0); projection_len(m, d).unwrap()];
+    projection(ProjectionKind::default(), seed, m, d, &mut w).unwrap();
+    w
+}
+
+/// Copy of `x` (rows of `width`) with `bad` at column 1 of `row` and at column 0 of the next
+/// row: the error must name the first offending row, computed with the right row length.
+fn poison<T: Float>(x: &[T], width: usize, row: usize, bad: f64) -> Vec<T> {
+    let mut y = x.to_vec();
+    y[row * width + 1.min(width - 1)] = T::from_f64(bad);
+    if (row + 2) * width <= y.len() {
+        y[(row + 1) * width] = T::from_f64(bad);
+    }
+    y
+}
+
+const BAD: [f64; 3] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+
+/// The variant's name (`Error` is `#[non_exhaustive]`).
+fn variant(e: &Error) -> &'static str {
+    match e {
+        Error::ZeroDimension { .. } => "ZeroDimension",
+        Error::LengthMismatch { .. } => "LengthMismatch",
+        Error::DimensionMismatch { .. } => "DimensionMismatch",
+        Error::BufferTooSmall { .. } => "BufferTooSmall",
+        Error::NonFinite { .. } => "NonFinite",
+        Error::InvalidParameter { .. } => "InvalidParameter",
+        Error::SizeOverflow => "SizeOverflow",
+        Error::Snapshot(s) => match s {
+            SnapshotError::TooShort => "Snapshot(TooShort)",
+            SnapshotError::BadMagic => "Snapshot(BadMagic)",
+            SnapshotError::UnsupportedVersion(_) => "Snapshot(UnsupportedVersion)",
+            SnapshotError::WrongDType => "Snapshot(WrongDType)",
+            SnapshotError::WrongDims => "Snapshot(WrongDims)",
+            SnapshotError::WrongFeatureMap => "Snapshot(WrongFeatureMap)",
+            SnapshotError::WrongLength => "Snapshot(WrongLength)",
+            SnapshotError::Corrupt => "Snapshot(Corrupt)",
+            _ => "Snapshot(unknown)",
+        },
+        _ => "unknown",
+    }
+}
+
+const ALL_VARIANTS: [&str; 15] = [
+    "ZeroDimension",
+    "LengthMismatch",
+    "DimensionMismatch",
+    "BufferTooSmall",
+    "NonFinite",
+    "InvalidParameter",
+    "SizeOverflow",
+    "Snapshot(TooShort)",
+    "Snapshot(BadMagic)",
+    "Snapshot(UnsupportedVersion)",
+    "Snapshot(WrongDType)",
+    "Snapshot(WrongDims)",
+    "Snapshot(WrongFeatureMap)",
+    "Snapshot(WrongLength)",
+    "Snapshot(Corrupt)",
+];
+
+/// The four batch entry points behind one signature.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Entry {
+    Bidirectional,
+    Prefix,
+    Chunked,
+    Softmax,
+}
+
+const ENTRIES: [Entry; 4] = [
+    Entry::Bidirectional,
+    Entry::Prefix,
+    Entry::Chunked,
+    Entry::Softmax,
+];
+
+struct Case<'a, T> {
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    shape: Shape,
+    opts: Options<'a>,
+}
+
+fn scratch_len(e: Entry, m: usize, dv: usize, block: usize) -> usize {
+    match e {
+        Entry::Bidirectional => bidirectional_scratch_len(m, dv, block).unwrap(),
+        Entry::Prefix => causal_prefix_scratch_len(m, dv, block).unwrap(),
+        Entry::Chunked => causal_chunked_scratch_len(m, dv, block).unwrap(),
+        Entry::Softmax => 0,
+    }
+}
+
+fn call<T: Float, F: FeatureMap<T>>(
+    e: Entry,
+    fm: &F,
+    c: &Case<T>,
+    out: &mut [T],
+    scratch: &mut [T],
+) -> Result<(), Error> {
+    let (q, k, v, s, o) = (c.q, c.k, c.v, c.shape, &c.opts);
+    match e {
+        Entry::Bidirectional => bidirectional(&Scalar, fm, q, k, v, s, o, out, scratch),
+        Entry::Prefix => causal_prefix(&Scalar, fm, q, k, v, s, o, out, scratch),
+        Entry::Chunked => causal_chunked(&Scalar, fm, q, k, v, s, o, out, scratch),
+        Entry::Softmax => {
+            let eo = ExactOptions {
+                causal: false,
+                scale: None,
+                key_mask: o.key_mask,
+            };
+            softmax_attention(&Scalar, q, k, v, s, &eo, out)
+        }
+    }
+}
+
+/// Runs `e` with sentinel-filled buffers (out sized for the shape where that is computable,
+/// scratch for a valid block), expects `want`, and checks nothing was written.
+fn expect<T: Float, F: FeatureMap<T>>(e: Entry, fm: &F, c: &Case<T>, want: Error) {
+    let rows = c.shape.queries.min(64);
+    let dv = c.shape.value_dim.clamp(1, 64);
+    let block = c.opts.block.clamp(1, 64);
+    let mut out = sentinel::<T>(rows * dv);
+    let mut scratch = sentinel::<T>(scratch_len(e, fm.feature_dim(), dv, block));
+    let got = call(e, fm, c, &mut out, &mut scratch);
+    assert_eq!(got, Err(want), "{e:?}");
+    untouched(&out, &format!("{e:?} out"));
+    untouched(&scratch, &format!("{e:?} scratch"));
+}
+
+struct Data<T> {
+    w: Vec<T>,
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+}
+
+fn data<T: Float>() -> Data<T> {
+    Data {
+        w: orf(1, M, D),
+        q: gaussian(1, L * D),
+        k: gaussian(2, L * D),
+        v: gaussian(3, L * DV),
+    }
+}
+
+fn case<'a, T>(q: &'a [T], k: &'a [T], v: &'a [T], shape: Shape) -> Case<'a, T> {
+    Case {
+        q,
+        k,
+        v,
+        shape,
+        opts: Options::default(),
+    }
+}
+
+fn snapshot<T: Float, F: FeatureMap<T>>(s: &Stream<'_, T, F, Scalar>) -> Vec<u8> {
+    let mut bytes = vec![0u8; s.snapshot_len()];
+    s.snapshot(&mut bytes).unwrap();
+    bytes
+}
+
+/// Pushes the first `n` tokens of `x`.
+fn push_tokens<T: Float, F: FeatureMap<T>>(
+    s: &mut Stream<'_, T, F, Scalar>,
+    x: &Data<T>,
+    n: usize,
+) {
+    for t in 0..n {
+        s.push(&x.k[t * D..(t + 1) * D], &x.v[t * DV..(t + 1) * DV])
+            .unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ZeroDimension
+
+#[test]
+fn zero_dimension_names_the_dimension() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let zd = |what| Error::ZeroDimension { what };
+    for e in ENTRIES {
+        expect(
+            e,
+            &fm,
+            &case(&[], &[], &[], Shape::new(0, D, DV)),
+            zd("queries"),
+        );
+        let s = Shape::new(L, 0, DV);
+        expect(e, &fm, &case(&[], &[], &x.v, s), zd("dim"));
+        expect(
+            e,
+            &fm,
+            &case(&x.q, &x.k, &[], Shape::new(L, D, 0)),
+            zd("value_dim"),
+        );
+    }
+    let no_keys = Shape {
+        queries: L,
+        keys: 0,
+        dim: D,
+        value_dim: DV,
+    };
+    expect(
+        Entry::Bidirectional,
+        &fm,
+        &case(&x.q, &[], &[], no_keys),
+        zd("keys"),
+    );
+    expect(
+        Entry::Softmax,
+        &fm,
+        &case(&x.q, &[], &[], no_keys),
+        zd("keys"),
+    );
+    for e in [Entry::Bidirectional, Entry::Prefix, Entry::Chunked] {
+        let mut c = case(&x.q, &x.k, &x.v, Shape::new(L, D, DV));
+        c.opts.block = 0;
+        expect(e, &fm, &c, zd("block"));
+    }
+
+    assert_eq!(projection_len(0, D), Err(zd("features")));
+    assert_eq!(projection_len(M, 0), Err(zd("dim")));
+    let mut w = sentinel::<f32>(M * D);
+    assert_eq!(
+        projection(ProjectionKind::Iid, 1, 0, D, &mut w),
+        Err(zd("features"))
+    );
+    assert_eq!(
+        projection(ProjectionKind::default(), 1, M, 0, &mut w),
+        Err(zd("dim"))
+    );
+    untouched(&w, "projection");
+    assert_eq!(state_len(0, DV), Err(zd("features")));
+    assert_eq!(state_len(M, 0), Err(zd("value_dim")));
+    assert_eq!(bidirectional_scratch_len(M, DV, 0), Err(zd("block")));
+    assert_eq!(causal_prefix_scratch_len(M, DV, 0), Err(zd("block")));
+    assert_eq!(causal_chunked_scratch_len(M, DV, 0), Err(zd("chunk")));
+    assert_eq!(chunk_scratch_len(M, 0), Err(zd("chunk")));
+    assert_eq!(
+        PositiveSoftmax::<f32>::new(&[], 0, D).err(),
+        Some(zd("features"))
+    );
+    assert_eq!(
+        Generalized::<f32>::without_projection(0, Activation::Relu).err(),
+        Some(zd("dim"))
+    );
+    let mut buf = sentinel::<f32>(64);
+    assert_eq!(
+        PrefixState::new(0, DV, &mut buf).err(),
+        Some(zd("features"))
+    );
+    assert_eq!(
+        Stream::<f32, _, Scalar>::buffer_len(&fm, 0),
+        Err(zd("value_dim"))
+    );
+    assert_eq!(
+        Stream::new(Scalar, &fm, 0, &mut buf).err(),
+        Some(zd("value_dim"))
+    );
+    untouched(&buf, "buffers");
+
+    // attention_row over no keys.
+    let (mut out, mut scratch) = (sentinel::<f32>(4), sentinel::<f32>(M));
+    let r = attention_row(
+        &Scalar,
+        &fm,
+        &x.q[..D],
+        &[],
+        &[],
+        0,
+        None,
+        &mut out,
+        &mut scratch,
+    );
+    assert_eq!(r, Err(zd("keys")));
+    untouched(&out, "attention_row out");
+
+    // Stream::prefill with no tokens or a zero chunk; the state must not move.
+    let mut sbuf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut sbuf).unwrap();
+    push_tokens(&mut s, &x, 2);
+    let before = snapshot(&s);
+    assert_eq!(s.prefill_scratch_len(0), Err(zd("chunk")));
+    let mut scratch = sentinel::<f32>(s.prefill_scratch_len(4).unwrap());
+    let mut out = sentinel::<f32>(L * DV);
+    assert_eq!(
+        s.prefill(&[], &[], &[], 0, 4, &mut out, &mut scratch),
+        Err(zd("queries"))
+    );
+    assert_eq!(
+        s.prefill(&x.q, &x.k, &x.v, L, 0, &mut out, &mut scratch),
+        Err(zd("chunk"))
+    );
+    untouched(&out, "prefill out");
+    untouched(&scratch, "prefill scratch");
+    assert_eq!(snapshot(&s), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LengthMismatch
+
+#[test]
+fn length_mismatch_reports_expected_and_given_lengths() {
+    let x = data::<f64>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let shape = Shape::new(L, D, DV);
+    let lm = |what, expected, got| Error::LengthMismatch {
+        what,
+        expected,
+        got,
+    };
+    for e in ENTRIES {
+        let short_q = &x.q[..L * D - 1];
+        expect(
+            e,
+            &fm,
+            &case(short_q, &x.k, &x.v, shape),
+            lm("q", L * D, L * D - 1),
+        );
+        let long_k = [x.k.clone(), vec![0.5]].concat();
+        expect(
+            e,
+            &fm,
+            &case(&x.q, &long_k, &x.v, shape),
+            lm("k", L * D, L * D + 1),
+        );
+        expect(
+            e,
+            &fm,
+            &case(&x.q, &x.k, &x.v[DV..], shape),
+            lm("v", L * DV, (L - 1) * DV),
+        );
+        let mask = [true; L + 2];
+        let mut c = case(&x.q, &x.k, &x.v, shape);
+        c.opts.key_mask = Some(&mask);
+        expect(e, &fm, &c, lm("key_mask", L, L + 2));
+    }
+
+    // Feature maps and their rows.
+    assert_eq!(
+        PositiveSoftmax::new(&x.w[1..], M, D).err(),
+        Some(lm("projection", M * D, M * D - 1))
+    );
+    assert_eq!(
+        HyperbolicSoftmax::new(&x.w[..D], M, D).err(),
+        Some(lm("projection", M * D, D))
+    );
+    assert_eq!(
+        TrigonometricSoftmax::<f64>::new(&[], M, D).err(),
+        Some(lm("projection", M * D, 0))
+    );
+    assert_eq!(
+        Generalized::new(&x.w[2..], M, D, Activation::Relu).err(),
+        Some(lm("projection", M * D, M * D - 2))
+    );
+    let (mut feats, mut logs) = (sentinel::<f64>(L * M), sentinel::<f64>(L));
+    let r = fm.map_rows(&Scalar, &x.q[..3 * D + 1], 3, &mut feats, &mut logs);
+    assert_eq!(r, Err(lm("x", 3 * D, 3 * D + 1)));
+    untouched(&feats, "map_rows features");
+    untouched(&logs, "map_rows log_scales");
+
+    // Stream.
+    let mut buf = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 3);
+    let before = snapshot(&s);
+    let mut out = sentinel::<f64>(L * DV);
+    assert_eq!(s.push(&x.k[..D - 1], &x.v[..DV]), Err(lm("k", D, D - 1)));
+    assert_eq!(s.push(&x.k[..D], &x.v[..DV + 1]), Err(lm("v", DV, DV + 1)));
+    assert_eq!(
+        s.query(&x.q[..D + 1], &mut out[..DV]),
+        Err(lm("q", D, D + 1))
+    );
+    assert_eq!(
+        s.step(&x.q[..2], &x.k[..D], &x.v[..DV], &mut out[..DV]),
+        Err(lm("q", D, 2))
+    );
+    assert_eq!(
+        s.step(&x.q[..D], &x.k[..D + 2], &x.v[..DV], &mut out[..DV]),
+        Err(lm("k", D, D + 2))
+    );
+    assert_eq!(
+        s.step(&x.q[..D], &x.k[..D], &x.v[..1], &mut out[..DV]),
+        Err(lm("v", DV, 1))
+    );
+    let mut scratch = sentinel::<f64>(s.prefill_scratch_len(4).unwrap());
+    let r = s.prefill(&x.q, &x.k, &x.v, L - 1, 4, &mut out, &mut scratch);
+    assert_eq!(r, Err(lm("q", (L - 1) * D, L * D)));
+    untouched(&out, "stream out");
+    untouched(&scratch, "prefill scratch");
+    assert_eq!(snapshot(&s), before, "stream state moved");
+
+    // attention_row.
+    let (mut kf, mut kl) = (vec![0f64; L * M], vec![0f64; L]);
+    fm.map_rows(&Scalar, &x.k, L, &mut kf, &mut kl).unwrap();
+    let (mut row, mut sc) = (sentinel::<f64>(L), sentinel::<f64>(M));
+    let ar = |q: &[f64], f: &[f64], lg: &[f64], row: &mut [f64], sc: &mut [f64]| {
+        attention_row(&Scalar, &fm, q, f, lg, L, None, row, sc)
+    };
+    assert_eq!(
+        ar(&x.q[..D - 1], &kf, &kl, &mut row, &mut sc),
+        Err(lm("q", D, D - 1))
+    );
+    let r = ar(&x.q[..D], &kf[M..], &kl, &mut row, &mut sc);
+    assert_eq!(r, Err(lm("key_features", L * M, (L - 1) * M)));
+    let r = ar(&x.q[..D], &kf, &kl[1..], &mut row, &mut sc);
+    assert_eq!(r, Err(lm("key_log_scales", L, L - 1)));
+    untouched(&row, "attention_row out");
+    untouched(&sc, "attention_row scratch");
+
+    // PartitionEstimator.
+    let mut eb = vec![0f64; PartitionEstimator::<f64, _, Scalar>::buffer_len(&fm)];
+    let mut est = PartitionEstimator::new(Scalar, &fm, &mut eb).unwrap();
+    est.add_items(&x.k[..2 * D], 2).unwrap();
+    let z = est.log_partition(&x.q[..D]).unwrap();
+    assert_eq!(
+        est.add_items(&x.k[..2 * D], 3),
+        Err(lm("keys", 3 * D, 2 * D))
+    );
+    assert_eq!(est.log_partition(&x.q[..D - 1]), Err(lm("q", D, D - 1)));
+    assert_eq!(
+        est.log_probability(&x.q[..D], &x.k[..1]),
+        Err(lm("item", D, 1))
+    );
+    assert_eq!(est.items(), 2);
+    assert_eq!(est.log_partition(&x.q[..D]).unwrap().to_bits(), z.to_bits());
+}
+
+// ---------------------------------------------------------------------------------------------
+// DimensionMismatch
+
+#[test]
+fn dimension_mismatch_reports_both_dimensions() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    // Inputs consistent with dim 2, feature map built for dim 4.
+    let s2 = Shape::new(L, 2, DV);
+    let want = Error::DimensionMismatch {
+        what: "feature map input dim vs shape.dim",
+        expected: D,
+        got: 2,
+    };
+    for e in [Entry::Bidirectional, Entry::Prefix, Entry::Chunked] {
+        expect(e, &fm, &case(&x.q[..L * 2], &x.k[..L * 2], &x.v, s2), want);
+    }
+    // Causal attention over a rectangular shape (5 queries, 7 keys).
+    let rect = Shape {
+        queries: 5,
+        keys: L,
+        dim: D,
+        value_dim: DV,
+    };
+    let causal = Error::DimensionMismatch {
+        what: "causal attention needs queries == keys",
+        expected: L,
+        got: 5,
+    };
+    for e in [Entry::Prefix, Entry::Chunked] {
+        expect(e, &fm, &case(&x.q[..5 * D], &x.k, &x.v, rect), causal);
+    }
+    let mut out = sentinel::<f32>(5 * DV);
+    let eo = ExactOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let r = softmax_attention(&Scalar, &x.q[..5 * D], &x.k, &x.v, rect, &eo, &mut out);
+    assert_eq!(r, Err(causal));
+    untouched(&out, "softmax out");
+    // The same rectangle is fine for bidirectional attention.
+    let mut out = vec![0f32; 5 * DV];
+    let mut scratch = vec![0f32; bidirectional_scratch_len(M, DV, 64).unwrap()];
+    let c = case(&x.q[..5 * D], &x.k, &x.v, rect);
+    call(Entry::Bidirectional, &fm, &c, &mut out, &mut scratch).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// BufferTooSmall
+
+#[test]
+fn buffer_too_small_reports_needed_and_given() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let shape = Shape::new(L, D, DV);
+    let small = |what, needed, got| Error::BufferTooSmall { what, needed, got };
+    let c = case(&x.q, &x.k, &x.v, shape);
+    for e in ENTRIES {
+        // Output one element short.
+        let mut out = sentinel::<f32>(L * DV - 1);
+        let mut scratch = sentinel::<f32>(scratch_len(e, M, DV, 64));
+        let r = call(e, &fm, &c, &mut out, &mut scratch);
+        assert_eq!(r, Err(small("out", L * DV, L * DV - 1)), "{e:?}");
+        untouched(&out, "out");
+        untouched(&scratch, "scratch");
+        if e == Entry::Softmax {
+            continue;
+        }
+        // Scratch one element short.
+        let need = scratch_len(e, M, DV, 64);
+        let mut out = sentinel::<f32>(L * DV);
+        let mut scratch = sentinel::<f32>(need - 1);
+        let r = call(e, &fm, &c, &mut out, &mut scratch);
+        assert_eq!(r, Err(small("scratch", need, need - 1)), "{e:?}");
+        untouched(&out, "out");
+        untouched(&scratch, "scratch");
+    }
+
+    let mut w = sentinel::<f32>(M * D - 1);
+    let r = projection(ProjectionKind::default(), 1, M, D, &mut w);
+    assert_eq!(r, Err(small("projection", M * D, M * D - 1)));
+    untouched(&w, "projection");
+    let need = state_len(M, DV).unwrap();
+    let mut buf = sentinel::<f32>(need - 1);
+    assert_eq!(
+        PrefixState::new(M, DV, &mut buf).err(),
+        Some(small("state", need, need - 1))
+    );
+    let need = Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap();
+    assert_eq!(need, M * DV + 2 * M);
+    let mut buf = sentinel::<f32>(need - 1);
+    let r = Stream::new(Scalar, &fm, DV, &mut buf).err();
+    assert_eq!(r, Some(small("stream buffer", need, need - 1)));
+    untouched(&buf, "stream buffer");
+    let need = PartitionEstimator::<f32, _, Scalar>::buffer_len(&fm);
+    let mut buf = sentinel::<f32>(need - 1);
+    let r = PartitionEstimator::new(Scalar, &fm, &mut buf).err();
+    assert_eq!(r, Some(small("estimator buffer", need, need - 1)));
+    untouched(&buf, "estimator buffer");
+
+    let (mut feats, mut logs) = (sentinel::<f32>(2 * M - 1), sentinel::<f32>(2));
+    let r = fm.map_rows(&Scalar, &x.q[..2 * D], 2, &mut feats, &mut logs);
+    assert_eq!(r, Err(small("features", 2 * M, 2 * M - 1)));
+    let (mut feats, mut logs) = (sentinel::<f32>(2 * M), sentinel::<f32>(1));
+    let r = fm.map_rows(&Scalar, &x.q[..2 * D], 2, &mut feats, &mut logs);
+    assert_eq!(r, Err(small("log_scales", 2, 1)));
+    untouched(&feats, "features");
+    untouched(&logs, "log_scales");
+
+    // Stream outputs, prefill scratch, snapshot bytes.
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 3);
+    let before = snapshot(&s);
+    let mut out = sentinel::<f32>(L * DV);
+    let r = s.query(&x.q[..D], &mut out[..DV - 1]);
+    assert_eq!(r, Err(small("out", DV, DV - 1)));
+    let r = s.step(&x.q[..D], &x.k[..D], &x.v[..DV], &mut out[..1]);
+    assert_eq!(r, Err(small("out", DV, 1)));
+    let need = s.prefill_scratch_len(4).unwrap();
+    assert_eq!(need, chunk_scratch_len(M, 4).unwrap());
+    let mut scratch = sentinel::<f32>(need - 1);
+    let r = s.prefill(&x.q, &x.k, &x.v, L, 4, &mut out, &mut scratch);
+    assert_eq!(r, Err(small("scratch", need, need - 1)));
+    let mut scratch = sentinel::<f32>(need);
+    let r = s.prefill(&x.q, &x.k, &x.v, L, 4, &mut out[..L * DV - 2], &mut scratch);
+    assert_eq!(r, Err(small("out", L * DV, L * DV - 2)));
+    untouched(&out, "stream out");
+    untouched(&scratch, "prefill scratch");
+    let n = s.snapshot_len();
+    let mut bytes = vec![0xA5u8; n - 1];
+    assert_eq!(s.snapshot(&mut bytes), Err(small("snapshot", n, n - 1)));
+    assert!(
+        bytes.iter().all(|b| *b == 0xA5),
+        "snapshot bytes written on error"
+    );
+    assert_eq!(snapshot(&s), before, "stream state moved");
+
+    // attention_row outputs and scratch.
+    let (mut kf, mut kl) = (vec![0f32; L * M], vec![0f32; L]);
+    fm.map_rows(&Scalar, &x.k, L, &mut kf, &mut kl).unwrap();
+    assert_eq!(attention_row_scratch_len(&fm), M);
+    let (mut row, mut sc) = (sentinel::<f32>(L - 1), sentinel::<f32>(M));
+    let r = attention_row(
+        &Scalar,
+        &fm,
+        &x.q[..D],
+        &kf,
+        &kl,
+        L,
+        None,
+        &mut row,
+        &mut sc,
+    );
+    assert_eq!(r, Err(small("out", L, L - 1)));
+    let (mut row, mut sc2) = (sentinel::<f32>(L), sentinel::<f32>(M - 1));
+    let r = attention_row(
+        &Scalar,
+        &fm,
+        &x.q[..D],
+        &kf,
+        &kl,
+        L,
+        None,
+        &mut row,
+        &mut sc2,
+    );
+    assert_eq!(r, Err(small("scratch", M, M - 1)));
+    untouched(&row, "attention_row out");
+    untouched(&sc, "attention_row scratch");
+    untouched(&sc2, "attention_row scratch");
+}
+
+// ---------------------------------------------------------------------------------------------
+// NonFinite
+
+/// Every entry point that takes q, k or v rejects NaN, +∞ and −∞ with the input's name and the
+/// first offending row (rows of d for q/k, of dv for v; 5 queries vs 7 keys for
+/// bidirectional), and writes nothing.
+fn check_non_finite_batch<T: Float>() {
+    let x = data::<T>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let nf = |what, row| Error::NonFinite { what, row };
+    for bad in BAD {
+        for e in ENTRIES {
+            let lq = if e == Entry::Bidirectional || e == Entry::Softmax {
+                5
+            } else {
+                L
+            };
+            let shape = Shape {
+                queries: lq,
+                keys: L,
+                dim: D,
+                value_dim: DV,
+            };
+            let q = &x.q[..lq * D];
+            for row in [0, 3, lq - 1] {
+                let pq = poison(q, D, row, bad);
+                expect(e, &fm, &case(&pq, &x.k, &x.v, shape), nf("q", row));
+            }
+            for row in [0, 4, L - 1] {
+                let pk = poison(&x.k, D, row, bad);
+                expect(e, &fm, &case(q, &pk, &x.v, shape), nf("k", row));
+                let pv = poison(&x.v, DV, row, bad);
+                expect(e, &fm, &case(q, &x.k, &pv, shape), nf("v", row));
+            }
+        }
+    }
+}
+
+#[test]
+fn non_finite_inputs_are_rejected_with_their_row_in_batch_entry_points() {
+    check_non_finite_batch::<f32>();
+    check_non_finite_batch::<f64>();
+}
+
+/// Streams: a rejected push/query/step/prefill leaves the state bit-identical (snapshot before
+/// == snapshot after), writes no output, and later tokens behave as if it never happened.
+fn check_non_finite_stream<T: Float>() {
+    let x = data::<T>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let nf = |what, row| Error::NonFinite { what, row };
+    let mut buf = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 3);
+    let before = snapshot(&s);
+    let (q, k, v) = (&x.q[3 * D..4 * D], &x.k[3 * D..4 * D], &x.v[3 * DV..4 * DV]);
+    let mut out = sentinel::<T>(L * DV);
+    let mut scratch = sentinel::<T>(s.prefill_scratch_len(3).unwrap());
+    for bad in BAD {
+        assert_eq!(s.push(&poison(k, D, 0, bad), v), Err(nf("k", 0)));
+        assert_eq!(s.push(k, &poison(v, DV, 0, bad)), Err(nf("v", 0)));
+        assert_eq!(
+            s.query(&poison(q, D, 0, bad), &mut out[..DV]),
+            Err(nf("q", 0))
+        );
+        let o = &mut out[..DV];
+        assert_eq!(s.step(&poison(q, D, 0, bad), k, v, o), Err(nf("q", 0)));
+        assert_eq!(s.step(q, &poison(k, D, 0, bad), v, o), Err(nf("k", 0)));
+        assert_eq!(s.step(q, k, &poison(v, DV, 0, bad), o), Err(nf("v", 0)));
+        for row in [0, 2, L - 1] {
+            let r = s.prefill(
+                &poison(&x.q, D, row, bad),
+                &x.k,
+                &x.v,
+                L,
+                3,
+                &mut out,
+                &mut scratch,
+            );
+            assert_eq!(r, Err(nf("q", row)));
+            let r = s.prefill(
+                &x.q,
+                &poison(&x.k, D, row, bad),
+                &x.v,
+                L,
+                3,
+                &mut out,
+                &mut scratch,
+            );
+            assert_eq!(r, Err(nf("k", row)));
+            let r = s.prefill(
+                &x.q,
+                &x.k,
+                &poison(&x.v, DV, row, bad),
+                L,
+                3,
+                &mut out,
+                &mut scratch,
+            );
+            assert_eq!(r, Err(nf("v", row)));
+        }
+        assert_eq!(
+            snapshot(&s),
+            before,
+            "rejected input changed the stream state"
+        );
+        assert_eq!(s.tokens(), 3);
+    }
+    untouched(&out, "stream out");
+    untouched(&scratch, "prefill scratch");
+
+    // The stream continues exactly like one that never saw the rejected inputs.
+    let mut buf2 = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut clean = Stream::new(Scalar, &fm, DV, &mut buf2).unwrap();
+    push_tokens(&mut clean, &x, 3);
+    let (mut a, mut b) = (vec![T::from_f64(0.0); DV], vec![T::from_f64(0.0); DV]);
+    s.step(q, k, v, &mut a).unwrap();
+    clean.step(q, k, v, &mut b).unwrap();
+    for (p, r) in a.iter().zip(&b) {
+        assert_eq!(
+            <T as Float>::to_f64(*p).to_bits(),
+            <T as Float>::to_f64(*r).to_bits()
+        );
+    }
+}
+
+#[test]
+fn non_finite_inputs_leave_stream_state_unchanged() {
+    check_non_finite_stream::<f32>();
+    check_non_finite_stream::<f64>();
+}
+
+/// attention_row, the partition estimator and the feature-map constructors (projection rows).
+#[test]
+fn non_finite_inputs_are_rejected_elsewhere() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let nf = |what, row| Error::NonFinite { what, row };
+    let (mut kf, mut kl) = (vec![0f32; L * M], vec![0f32; L]);
+    fm.map_rows(&Scalar, &x.k, L, &mut kf, &mut kl).unwrap();
+    for bad in BAD {
+        let (mut row, mut sc) = (sentinel::<f32>(L), sentinel::<f32>(M));
+        let q = &x.q[..D];
+        let mut ar = |q: &[f32], f: &[f32], lg: &[f32]| {
+            attention_row(&Scalar, &fm, q, f, lg, L, Some(5), &mut row, &mut sc)
+        };
+        assert_eq!(ar(&poison(q, D, 0, bad), &kf, &kl), Err(nf("q", 0)));
+        assert_eq!(
+            ar(q, &poison(&kf, M, 4, bad), &kl),
+            Err(nf("key_features", 4))
+        );
+        assert_eq!(
+            ar(q, &kf, &poison(&kl, 1, 5, bad)),
+            Err(nf("key_log_scales", 5))
+        );
+        untouched(&row, "attention_row out");
+        untouched(&sc, "attention_row scratch");
+
+        let mut eb = vec![0f32; PartitionEstimator::<f32, _, Scalar>::buffer_len(&fm)];
+        let mut est = PartitionEstimator::new(Scalar, &fm, &mut eb).unwrap();
+        est.add_items(&x.k[..2 * D], 2).unwrap();
+        let z = est.log_partition(q).unwrap();
+        let r = est.add_items(&poison(&x.k, D, 2, bad), L);
+        assert_eq!(r, Err(nf("keys", 2)));
+        assert_eq!(est.items(), 2, "a rejected batch was partly added");
+        assert_eq!(est.log_partition(&poison(q, D, 0, bad)), Err(nf("q", 0)));
+        assert_eq!(
+            est.log_probability(q, &poison(q, D, 0, bad)),
+            Err(nf("item", 0))
+        );
+        assert_eq!(
+            est.log_probability(&poison(q, D, 0, bad), q),
+            Err(nf("q", 0))
+        );
+        assert_eq!(est.log_partition(q).unwrap().to_bits(), z.to_bits());
+
+        let pw = poison(&x.w, D, 5, bad);
+        let want = Some(nf("projection", 5));
+        assert_eq!(PositiveSoftmax::new(&pw, M, D).err(), want);
+        assert_eq!(HyperbolicSoftmax::new(&pw, M, D).err(), want);
+        assert_eq!(TrigonometricSoftmax::new(&pw, M, D).err(), want);
+        assert_eq!(Generalized::new(&pw, M, D, Activation::Exp).err(), want);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// InvalidParameter, SizeOverflow
+
+#[test]
+fn invalid_parameters_are_named() {
+    let x = data::<f32>();
+    let inv = |what| Error::InvalidParameter { what };
+    let g = Generalized::new(&x.w, M, D, Activation::Relu).unwrap();
+    for eps in [-1e-3, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let want = inv("epsilon must be finite and >= 0");
+        assert_eq!(g.with_epsilon(eps).err(), Some(want), "eps {eps}");
+    }
+    assert!(g.with_epsilon(0.0).is_ok());
+
+    let shape = Shape::new(L, D, DV);
+    for scale in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut out = sentinel::<f32>(L * DV);
+        let eo = ExactOptions {
+            scale: Some(scale),
+            ..Default::default()
+        };
+        let r = softmax_attention(&Scalar, &x.q, &x.k, &x.v, shape, &eo, &mut out);
+        assert_eq!(r, Err(inv("scale must be finite")));
+        untouched(&out, "softmax out");
+    }
+
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let (mut kf, mut kl) = (vec![0f32; L * M], vec![0f32; L]);
+    fm.map_rows(&Scalar, &x.k, L, &mut kf, &mut kl).unwrap();
+    for pos in [L, L + 5, usize::MAX] {
+        let (mut row, mut sc) = (sentinel::<f32>(L), sentinel::<f32>(M));
+        let r = attention_row(
+            &Scalar,
+            &fm,
+            &x.q[..D],
+            &kf,
+            &kl,
+            L,
+            Some(pos),
+            &mut row,
+            &mut sc,
+        );
+        assert_eq!(r, Err(inv("causal_position must be < keys")));
+        untouched(&row, "attention_row out");
+        untouched(&sc, "attention_row scratch");
+    }
+
+    let mut eb = sentinel::<f32>(2 * M);
+    let r = PartitionEstimator::new(Scalar, &g, &mut eb).err();
+    assert_eq!(
+        r,
+        Some(inv(
+            "the partition-function estimator needs a softmax feature map"
+        ))
+    );
+    untouched(&eb, "estimator buffer");
+}
+
+#[test]
+fn size_overflow_is_reported_not_wrapped() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let of = Err(Error::SizeOverflow);
+    assert_eq!(projection_len(usize::MAX, 2), of);
+    assert_eq!(state_len(usize::MAX / 2, 3), of);
+    assert_eq!(bidirectional_scratch_len(usize::MAX, 1, 1), of);
+    assert_eq!(causal_prefix_scratch_len(M, DV, usize::MAX / 4), of);
+    assert_eq!(chunk_scratch_len(1, usize::MAX / 2 + 1), of);
+    assert_eq!(causal_chunked_scratch_len(M, usize::MAX / 4, 1), of);
+    assert_eq!(
+        Stream::<f32, _, Scalar>::buffer_len(&fm, usize::MAX / 4),
+        of
+    );
+    let mut w = sentinel::<f32>(8);
+    let r = projection(ProjectionKind::Iid, 1, usize::MAX / 2, 4, &mut w);
+    assert_eq!(r, Err(Error::SizeOverflow));
+    untouched(&w, "projection");
+    // Through the attention entry points: a shape whose element counts overflow.
+    for e in ENTRIES {
+        let huge = Shape::new(usize::MAX / 2, D, DV);
+        let mut out = sentinel::<f32>(L * DV);
+        let mut scratch = sentinel::<f32>(scratch_len(e, M, DV, 64));
+        let r = call(
+            e,
+            &fm,
+            &case(&x.q, &x.k, &x.v, huge),
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(r, Err(Error::SizeOverflow), "{e:?}");
+        untouched(&out, "out");
+        untouched(&scratch, "scratch");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+const HEADER: usize = 56;
+
+/// Little-endian bytes of one T.
+fn le_bytes<T: Float>(x: T) -> Vec<u8> {
+    let x = <T as Float>::to_f64(x);
+    if size_of::<T>() == 4 {
+        (x as f32).to_le_bytes().to_vec()
+    } else {
+        x.to_le_bytes().to_vec()
+    }
+}
+
+fn patched(bytes: &[u8], at: usize, with: &[u8]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at..at + with.len()].copy_from_slice(with);
+    b
+}
+
+/// Each rejection reason, with the stream left exactly as it was (snapshot compared bytewise).
+fn check_snapshot_errors<T: Float>() {
+    let x = data::<T>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let mut buf = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 4);
+    let good = snapshot(&s);
+    assert_eq!(good.len(), HEADER + (M * DV + M) * size_of::<T>());
+    // A second stream with another state: the target of every rejected restore.
+    let mut buf2 = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut t = Stream::new(Scalar, &fm, DV, &mut buf2).unwrap();
+    push_tokens(&mut t, &x, 2);
+    let before = snapshot(&t);
+    let snap = |e| Err(Error::Snapshot(e));
+    let mut reject = |bytes: &[u8], want: SnapshotError| {
+        assert_eq!(t.restore(bytes), snap(want));
+        assert_eq!(
+            snapshot(&t),
+            before,
+            "rejected restore ({want:?}) changed the state"
+        );
+    };
+
+    reject(&[], SnapshotError::TooShort);
+    reject(&good[..HEADER - 1], SnapshotError::TooShort);
+    reject(&patched(&good, 0, b"FAVX"), SnapshotError::BadMagic);
+    reject(&patched(&good, 1, &[0]), SnapshotError::BadMagic);
+    for v in [0, SNAPSHOT_VERSION + 1, u32::MAX] {
+        reject(
+            &patched(&good, 4, &v.to_le_bytes()),
+            SnapshotError::UnsupportedVersion(v),
+        );
+    }
+    let other_tag: u32 = if size_of::<T>() == 4 { 8 } else { 4 };
+    reject(
+        &patched(&good, 8, &other_tag.to_le_bytes()),
+        SnapshotError::WrongDType,
+    );
+    reject(
+        &patched(&good, 16, &(M as u64 + 1).to_le_bytes()),
+        SnapshotError::WrongDims,
+    );
+    reject(
+        &patched(&good, 24, &(DV as u64 * 2).to_le_bytes()),
+        SnapshotError::WrongDims,
+    );
+    reject(
+        &patched(&good, 40, &[0x5A; 8]),
+        SnapshotError::WrongFeatureMap,
+    );
+    reject(&good[..good.len() - 1], SnapshotError::WrongLength);
+    reject(&good[..HEADER], SnapshotError::WrongLength);
+    reject(&[&good[..], &[0u8]].concat(), SnapshotError::WrongLength);
+    // Corrupt payloads: a non-finite value in S or z, a non-finite or impossible log-scale,
+    // a non-zero reserved word.
+    let nan = T::from_f64(f64::NAN);
+    let inf = T::from_f64(f64::INFINITY);
+    for (at, val) in [(HEADER, nan), (HEADER + M * DV * size_of::<T>(), inf)] {
+        reject(&patched(&good, at, &le_bytes(val)), SnapshotError::Corrupt);
+    }
+    let last = good.len() - size_of::<T>();
+    reject(
+        &patched(&good, last, &le_bytes(nan)),
+        SnapshotError::Corrupt,
+    );
+    for ls in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        reject(
+            &patched(&good, 48, &ls.to_le_bytes()),
+            SnapshotError::Corrupt,
+        );
+    }
+    reject(
+        &patched(&good, 12, &1u32.to_le_bytes()),
+        SnapshotError::Corrupt,
+    );
+
+    // Snapshots from streams with other dimensions or another feature map.
+    let mut b3 = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&fm, DV + 1).unwrap()];
+    let wide = Stream::new(Scalar, &fm, DV + 1, &mut b3).unwrap();
+    reject(&snapshot(&wide), SnapshotError::WrongDims);
+    let w2 = orf::<T>(2, M, D);
+    let other = PositiveSoftmax::new(&w2, M, D).unwrap();
+    let mut b4 = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&other, DV).unwrap()];
+    let so = Stream::new(Scalar, &other, DV, &mut b4).unwrap();
+    reject(&snapshot(&so), SnapshotError::WrongFeatureMap);
+    let unnormalised = PositiveSoftmax::new(&x.w, M, D)
+        .unwrap()
+        .with_data_normalizer(false);
+    let mut b5 =
+        vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&unnormalised, DV).unwrap()];
+    let su = Stream::new(Scalar, &unnormalised, DV, &mut b5).unwrap();
+    reject(&snapshot(&su), SnapshotError::WrongFeatureMap);
+    let hyp_w = orf::<T>(1, M / 2, D);
+    let hyp = HyperbolicSoftmax::new(&hyp_w, M / 2, D).unwrap(); // also M features
+    let mut b6 = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&hyp, DV).unwrap()];
+    let sh = Stream::new(Scalar, &hyp, DV, &mut b6).unwrap();
+    reject(&snapshot(&sh), SnapshotError::WrongFeatureMap);
+
+    // And the good bytes are accepted.
+    t.restore(&good).unwrap();
+    assert_eq!(snapshot(&t), good);
+}
+
+#[test]
+fn snapshot_errors_name_the_problem_and_leave_the_stream_alone() {
+    check_snapshot_errors::<f32>();
+    check_snapshot_errors::<f64>();
+}
+
+/// A snapshot written by an f64 stream restored into an f32 stream over the same dims (and
+/// vice versa) is refused as WrongDType, without any patching.
+#[test]
+fn snapshot_of_the_other_float_type_is_wrong_dtype() {
+    let w64 = orf::<f64>(1, M, D);
+    let w32: Vec<f32> = w64.iter().map(|&x| x as f32).collect();
+    let (fm64, fm32) = (
+        PositiveSoftmax::new(&w64, M, D).unwrap(),
+        PositiveSoftmax::new(&w32, M, D).unwrap(),
+    );
+    let mut b64 = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&fm64, DV).unwrap()];
+    let mut b32 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm32, DV).unwrap()];
+    let mut s64 = Stream::new(Scalar, &fm64, DV, &mut b64).unwrap();
+    let mut s32 = Stream::new(Scalar, &fm32, DV, &mut b32).unwrap();
+    s64.push(&[0.1, 0.2, 0.3, 0.4], &[1.0, 2.0, 3.0]).unwrap();
+    s32.push(&[0.4, 0.3, 0.2, 0.1], &[3.0, 2.0, 1.0]).unwrap();
+    let (a, b) = (snapshot(&s64), snapshot(&s32));
+    let want = Err(Error::Snapshot(SnapshotError::WrongDType));
+    assert_eq!(s32.restore(&a), want);
+    assert_eq!(s64.restore(&b), want);
+    assert_eq!(snapshot(&s32), b);
+    assert_eq!(snapshot(&s64), a);
+}
+
+/// Regression: `Stream::restore` once validated the header's log-scale as an f64 and only
+/// then rounded it to T. For an f32 stream a finite f64 beyond f32's range becomes ±∞ — the
+/// states the same check rejects when written directly — and the restored stream silently
+/// dropped every later token (each new key scaled by exp(ℓ − ∞) = 0).
+#[test]
+fn restore_rejects_a_log_scale_that_is_infinite_in_the_stream_type() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 3);
+    let good = snapshot(&s);
+    let mut buf2 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut t = Stream::new(Scalar, &fm, DV, &mut buf2).unwrap();
+    for ls in [1e300f64, 4e38, -1e300] {
+        let bytes = patched(&good, 48, &ls.to_le_bytes());
+        let r = t.restore(&bytes);
+        assert_eq!(
+            r,
+            Err(Error::Snapshot(SnapshotError::Corrupt)),
+            "log-scale {ls:e} accepted; the f32 state now has log_scale {}",
+            t.state().log_scale()
+        );
+    }
+}
+
+/// An "empty" snapshot (tokens = 0, log-scale −∞) must hold an all-zero state: otherwise the
+/// restored stream would answer queries from keys it claims never to have seen.
+#[test]
+fn restore_rejects_an_empty_snapshot_with_a_non_zero_state() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    let empty = snapshot(&s);
+    // First element of S (just after the 56-byte header) set to 1.0.
+    let bytes = patched(&empty, 56, &1.0f32.to_le_bytes());
+    assert_eq!(
+        s.restore(&bytes),
+        Err(Error::Snapshot(SnapshotError::Corrupt))
+    );
+    assert_eq!(snapshot(&s), empty);
+    // The untouched empty snapshot itself restores fine.
+    assert_eq!(s.restore(&empty), Ok(()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every variant reachable; Display.
+
+/// One public-API call per variant (the tests above check the fields); each variant must be
+/// produced and render a non-empty, distinct message.
+#[test]
+fn every_variant_is_reachable_and_displays() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let shape = Shape::new(L, D, DV);
+    let mut out = vec![0f32; L * DV];
+    let mut scratch = vec![0f32; bidirectional_scratch_len(M, DV, 64).unwrap()];
+    let mut run = |c: &Case<f32>| call(Entry::Bidirectional, &fm, c, &mut out, &mut scratch);
+    let mut errors: Vec<Error> = vec![
+        run(&case(&[], &[], &[], Shape::new(0, D, DV))).unwrap_err(),
+        run(&case(&x.q[1..], &x.k, &x.v, shape)).unwrap_err(),
+        run(&case(
+            &x.q[..2 * L],
+            &x.k[..2 * L],
+            &x.v,
+            Shape::new(L, 2, DV),
+        ))
+        .unwrap_err(),
+        bidirectional(
+            &Scalar,
+            &fm,
+            &x.q,
+            &x.k,
+            &x.v,
+            shape,
+            &Options::default(),
+            &mut [],
+            &mut [],
+        )
+        .unwrap_err(),
+        run(&case(&poison(&x.q, D, 1, f64::NAN), &x.k, &x.v, shape)).unwrap_err(),
+        Generalized::new(&x.w, M, D, Activation::Relu)
+            .unwrap()
+            .with_epsilon(-1.0)
+            .unwrap_err(),
+        projection_len(usize::MAX, 3).unwrap_err(),
+    ];
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 2);
+    let good = snapshot(&s);
+    let w2 = orf::<f32>(3, M, D);
+    let fm2 = PositiveSoftmax::new(&w2, M, D).unwrap();
+    let mut b2 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm2, DV).unwrap()];
+    let s2 = Stream::new(Scalar, &fm2, DV, &mut b2).unwrap();
+    let mut b3 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, 1).unwrap()];
+    let s3 = Stream::new(Scalar, &fm, 1, &mut b3).unwrap();
+    let bad_snapshots = [
+        good[..10].to_vec(),
+        patched(&good, 0, b"XXXX"),
+        patched(&good, 4, &7u32.to_le_bytes()),
+        patched(&good, 8, &8u32.to_le_bytes()),
+        snapshot(&s3),
+        snapshot(&s2),
+        good[..good.len() - 4].to_vec(),
+        patched(&good, HEADER, &f32::NAN.to_le_bytes()),
+    ];
+    for b in &bad_snapshots {
+        errors.push(s.restore(b).unwrap_err());
+    }
+    let names: Vec<&str> = errors.iter().map(variant).collect();
+    assert_eq!(names, ALL_VARIANTS, "one call per variant, in order");
+
+    let mut messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for (e, msg) in errors.iter().zip(&messages) {
+        assert!(!msg.trim().is_empty(), "{e:?} displays as an empty string");
+        if let Error::Snapshot(inner) = e {
+            let inner_msg = inner.to_string();
+            assert!(
+                !inner_msg.trim().is_empty(),
+                "{inner:?} displays as an empty string"
+            );
+            assert!(
+                msg.contains(&inner_msg),
+                "{msg} does not include {inner_msg}"
+            );
+            assert_eq!(Error::from(*inner), *e);
+        }
+        let as_dyn: &dyn std::error::Error = e;
+        assert_eq!(as_dyn.to_string(), *msg);
+    }
+    messages.sort();
+    messages.dedup();
+    assert_eq!(
+        messages.len(),
+        ALL_VARIANTS.len(),
+        "two variants display the same message"
+    );
+}
