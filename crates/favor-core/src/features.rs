@@ -10,7 +10,7 @@
 //! non-finite inputs before they get here).
 
 use crate::error::{Result, check};
-use crate::{Activation, Float, Kernels};
+use crate::{Activation, Float, Kernels, ProjectionRef};
 
 /// A random-feature map φ: ℝᵈ → ℝᴹ with `E[φ(x)·φ(y)] ≈ K(x, y)`.
 pub trait FeatureMap<T: Float> {
@@ -65,6 +65,27 @@ fn check_projection<T: Float>(w: &[T], m: usize, d: usize) -> Result<()> {
     check::finite("projection", w, d)
 }
 
+fn check_transpose<T: Float>(w: &[T], wt: &[T], m: usize, d: usize) -> Result<()> {
+    check::exact("transposed projection", wt, m * d)?;
+    let exact = (0..m).all(|i| (0..d).all(|j| wt[j * m + i].to_bits_eq(w[i * d + j])));
+    if exact {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidParameter {
+            what: "transposed projection is not Wᵀ",
+        })
+    }
+}
+
+trait BitsEq {
+    fn to_bits_eq(self, other: Self) -> bool;
+}
+impl<T: Float> BitsEq for T {
+    fn to_bits_eq(self, other: T) -> bool {
+        self.to_f64().to_bits() == other.to_f64().to_bits()
+    }
+}
+
 /// FNV-1a, enough to tell feature maps apart (not a cryptographic commitment).
 struct Fnv(u64);
 impl Fnv {
@@ -101,6 +122,7 @@ macro_rules! softmax_map_common {
                 check_projection(w, features, dim)?;
                 Ok(Self {
                     w,
+                    wt: None,
                     m: features,
                     d: dim,
                     normalize: true,
@@ -112,6 +134,25 @@ macro_rules! softmax_map_common {
             pub fn with_data_normalizer(mut self, on: bool) -> Self {
                 self.normalize = on;
                 self
+            }
+
+            /// Gives the map Wᵀ as well (`dim × features`, e.g. from
+            /// [`transpose_projection`](crate::transpose_projection)), which lets SIMD
+            /// backends project without transposing W on every call. Checked to be exactly
+            /// the transpose of W.
+            pub fn with_transposed_projection(mut self, wt: &'w [T]) -> Result<Self> {
+                check_transpose(self.w, wt, self.m, self.d)?;
+                self.wt = Some(wt);
+                Ok(self)
+            }
+
+            fn projection(&self) -> ProjectionRef<'w, T> {
+                ProjectionRef {
+                    w: self.w,
+                    wt: self.wt,
+                    features: self.m,
+                    dim: self.d,
+                }
             }
 
             /// Number of projection rows m.
@@ -140,6 +181,7 @@ macro_rules! softmax_map_common {
 #[derive(Debug, Clone, Copy)]
 pub struct PositiveSoftmax<'w, T> {
     w: &'w [T],
+    wt: Option<&'w [T]>,
     m: usize,
     d: usize,
     normalize: bool,
@@ -175,7 +217,7 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
         check_rows(x, rows, d, m, out, log_scales)?;
         let s = self.scale();
         // log_scales holds each row's max projection until it is turned into the log-scale.
-        kernels.project(rows, m, d, x, self.w, s, out, m, log_scales);
+        kernels.project(rows, x, self.projection(), s, out, m, log_scales);
         let log_sqrt_m = T::from_usize(m).sqrt().ln();
         for r in 0..rows {
             let row = &mut out[r * m..(r + 1) * m];
@@ -195,6 +237,7 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
 #[derive(Debug, Clone, Copy)]
 pub struct HyperbolicSoftmax<'w, T> {
     w: &'w [T],
+    wt: Option<&'w [T]>,
     m: usize,
     d: usize,
     normalize: bool,
@@ -229,7 +272,7 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
-        kernels.project(rows, m, d, x, self.w, s, out, 2 * m, log_scales);
+        kernels.project(rows, x, self.projection(), s, out, 2 * m, log_scales);
         let log_norm = T::from_usize(2 * m).sqrt().ln();
         for r in 0..rows {
             let row = &mut out[r * 2 * m..(r + 1) * 2 * m];
@@ -254,6 +297,7 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
 #[derive(Debug, Clone, Copy)]
 pub struct TrigonometricSoftmax<'w, T> {
     w: &'w [T],
+    wt: Option<&'w [T]>,
     m: usize,
     d: usize,
     normalize: bool,
@@ -288,7 +332,7 @@ impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
-        kernels.project(rows, m, d, x, self.w, s, out, 2 * m, log_scales);
+        kernels.project(rows, x, self.projection(), s, out, 2 * m, log_scales);
         let log_sqrt_m = T::from_usize(m).sqrt().ln();
         for r in 0..rows {
             kernels.sin_cos(&mut out[r * 2 * m..(r + 1) * 2 * m], m);
@@ -305,6 +349,7 @@ impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
 #[derive(Debug, Clone, Copy)]
 pub struct Generalized<'w, T> {
     w: Option<&'w [T]>,
+    wt: Option<&'w [T]>,
     m: usize,
     d: usize,
     f: Activation<T>,
@@ -318,6 +363,7 @@ impl<'w, T: Float> Generalized<'w, T> {
         check_projection(w, features, dim)?;
         Ok(Self {
             w: Some(w),
+            wt: None,
             m: features,
             d: dim,
             f,
@@ -331,12 +377,24 @@ impl<'w, T: Float> Generalized<'w, T> {
         check::nonzero("dim", dim)?;
         Ok(Self {
             w: None,
+            wt: None,
             m: dim,
             d: dim,
             f,
             eps: T::from_f64(1e-3),
             normalize: false,
         })
+    }
+
+    /// Gives the map Wᵀ as well; see
+    /// [`PositiveSoftmax::with_transposed_projection`]. An error without a projection.
+    pub fn with_transposed_projection(mut self, wt: &'w [T]) -> Result<Self> {
+        let w = self.w.ok_or(crate::Error::InvalidParameter {
+            what: "a map without projection has nothing to transpose",
+        })?;
+        check_transpose(w, wt, self.m, self.d)?;
+        self.wt = Some(wt);
+        Ok(self)
     }
 
     /// Sets ε (finite, ≥ 0). It keeps denominators away from zero for ReLU-like kernels.
@@ -407,7 +465,15 @@ impl<T: Float> FeatureMap<T> for Generalized<'_, T> {
         check_rows(x, rows, d, m, out, log_scales)?;
         let s = data_scale::<T>(d, self.normalize);
         match self.w {
-            Some(w) => kernels.project(rows, m, d, x, w, s, out, m, log_scales),
+            Some(w) => {
+                let p = ProjectionRef {
+                    w,
+                    wt: self.wt,
+                    features: m,
+                    dim: d,
+                };
+                kernels.project(rows, x, p, s, out, m, log_scales)
+            }
             None => {
                 out[..rows * d].copy_from_slice(x);
                 kernels.scale(s, &mut out[..rows * d]);

@@ -29,6 +29,20 @@ pub enum Activation<T> {
     Custom(fn(T) -> T),
 }
 
+/// A projection W (`features × dim`, row-major) as the kernels see it, optionally with its
+/// transpose Wᵀ (`dim × features`) so backends can skip transposing W on every call.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectionRef<'a, T> {
+    /// W, row-major `features × dim`.
+    pub w: &'a [T],
+    /// Wᵀ, row-major `dim × features`, if the caller keeps one.
+    pub wt: Option<&'a [T]>,
+    /// Rows of W (m).
+    pub features: usize,
+    /// Columns of W (d).
+    pub dim: usize,
+}
+
 /// The primitives FAVOR+ spends its time in.
 ///
 /// Layout: all matrices row-major; element (i, j) of `a` with leading dimension `lda` is
@@ -121,21 +135,24 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
     /// The projection step of every feature map, fused so a backend can apply the data
     /// scale and take the row maximum in the GEMM's epilogue: for each of `rows` rows of `x`
     /// (stride d), `out[r][0..m] = scale · (x_r · Wᵀ)` (stride `ldo`) and
-    /// `row_max[r] = max_i out[r][i]`.
+    /// `row_max[r] = max_i out[r][i]`. When the projection carries Wᵀ, the product is a
+    /// plain row-major GEMM that needs no transposition.
     #[allow(clippy::too_many_arguments)]
     fn project(
         &self,
         rows: usize,
-        m: usize,
-        d: usize,
         x: &[T],
-        w: &[T],
+        p: ProjectionRef<'_, T>,
         scale: T,
         out: &mut [T],
         ldo: usize,
         row_max: &mut [T],
     ) {
-        self.gemm_nt(rows, m, d, x, d, w, d, out, ldo, false);
+        let (m, d) = (p.features, p.dim);
+        match p.wt {
+            Some(wt) => self.gemm_nn(rows, m, d, x, d, wt, m, out, ldo, false),
+            None => self.gemm_nt(rows, m, d, x, d, p.w, d, out, ldo, false),
+        }
         for (r, mx) in row_max[..rows].iter_mut().enumerate() {
             let row = &mut out[r * ldo..r * ldo + m];
             if scale != T::one() {

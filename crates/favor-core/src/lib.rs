@@ -85,8 +85,8 @@ pub use features::{
 };
 pub use float::Float;
 pub use inspect::{attention_row, attention_row_scratch_len};
-pub use kernels::{Activation, Kernels, Scalar};
-pub use projection::{ProjectionKind, RowNorms, projection, projection_len};
+pub use kernels::{Activation, Kernels, ProjectionRef, Scalar};
+pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
 pub use rng::Normals;
 pub use state::{PrefixState, denominator_floor, state_len};
 pub use stream::{SNAPSHOT_VERSION, Stream};

@@ -137,3 +137,23 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 fn norm<T: Float>(a: &[T]) -> T {
     dot(a, a).sqrt()
 }
+
+/// Writes Wᵀ (`dim × features`, row-major) of a projection W (`features × dim`) into `out`,
+/// for [`PositiveSoftmax::with_transposed_projection`](crate::PositiveSoftmax::with_transposed_projection)
+/// and friends.
+pub fn transpose_projection<T: Float>(
+    w: &[T],
+    features: usize,
+    dim: usize,
+    out: &mut [T],
+) -> Result<()> {
+    let len = projection_len(features, dim)?;
+    check::exact("projection", w, len)?;
+    check::room("transposed projection", out, len)?;
+    for i in 0..features {
+        for j in 0..dim {
+            out[j * features + i] = w[i * dim + j];
+        }
+    }
+    Ok(())
+}

@@ -102,3 +102,35 @@ fn projection_f32_and_features_are_pinned() {
     );
     assert_eq!(l.map(f32::to_bits), [0x3dd2_b2c0, 0x3f48_4f34]);
 }
+
+/// A map given Wᵀ computes the same features: with the scalar backend the transposed GEMM
+/// sums each element's products in the same order, so bit for bit. A matrix that is not
+/// exactly Wᵀ is refused.
+#[test]
+fn transposed_projection_gives_identical_features() {
+    let mut w = vec![0f32; M * D];
+    projection(ProjectionKind::default(), 7, M, D, &mut w).unwrap();
+    let mut wt = vec![0f32; M * D];
+    transpose_projection(&w, M, D, &mut wt).unwrap();
+    let x: Vec<f32> = (0..3 * D).map(|i| (i as f32 - 11.0) / 9.0).collect();
+    let plain = PositiveSoftmax::new(&w, M, D).unwrap();
+    let fast = plain.with_transposed_projection(&wt).unwrap();
+    let (mut f1, mut f2, mut l1, mut l2) =
+        (vec![0f32; 3 * M], vec![0f32; 3 * M], [0f32; 3], [0f32; 3]);
+    plain.map_rows(&Scalar, &x, 3, &mut f1, &mut l1).unwrap();
+    fast.map_rows(&Scalar, &x, 3, &mut f2, &mut l2).unwrap();
+    assert_eq!(f1, f2);
+    assert_eq!(l1, l2);
+    assert_eq!(plain.fingerprint(), fast.fingerprint());
+
+    wt.swap(0, 1);
+    assert!(matches!(
+        plain.with_transposed_projection(&wt),
+        Err(Error::InvalidParameter { .. })
+    ));
+    let g = Generalized::without_projection(D, Activation::Relu).unwrap();
+    assert!(matches!(
+        g.with_transposed_projection(&wt),
+        Err(Error::InvalidParameter { .. })
+    ));
+}
