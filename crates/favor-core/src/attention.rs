@@ -363,7 +363,7 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         // Contribution of everything before the chunk, at each query's scale.
         if state.log_scale() != T::neg_infinity() {
             for i in 0..c {
-                let f = (state.log_scale() - run[i]).exp();
+                let f = (state.log_scale() - run[i]).libm_exp();
                 kernels.scale(f, &mut qf[i * m..(i + 1) * m]);
             }
             kernels.gemm_nn(c, dv, m, qf, m, state.s(), dv, oc, dv, true);
@@ -379,7 +379,7 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             } else if run[i] == T::neg_infinity() {
                 o.fill(T::zero());
             } else {
-                kernels.scale((ql[i] + run[i]).exp(), o);
+                kernels.scale((ql[i] + run[i]).libm_exp(), o);
             }
         }
         state.push_rows(kernels, kf, kl, vc, c);

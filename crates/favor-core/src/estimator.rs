@@ -80,12 +80,12 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
             self.fm
                 .map_rows(&self.kernels, key, 1, self.feats, &mut log)?;
             if log[0] > self.log_scale {
-                let f = (self.log_scale - log[0]).exp();
+                let f = (self.log_scale - log[0]).libm_exp();
                 self.kernels.scale(f, self.sum);
                 self.log_scale = log[0];
             }
             self.kernels
-                .axpy((log[0] - self.log_scale).exp(), self.feats, self.sum);
+                .axpy((log[0] - self.log_scale).libm_exp(), self.feats, self.sum);
             self.items += 1;
         }
         Ok(())
@@ -104,7 +104,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
         if self.items == 0 {
             return Ok(T::neg_infinity());
         }
-        Ok(dot.ln() + log[0] + self.log_scale)
+        Ok(dot.libm_ln() + log[0] + self.log_scale)
     }
 
     /// `ln p̂(item | q) = τ·q·item − ln Ẑ(q)`: exact numerator, estimated partition function.

@@ -68,7 +68,7 @@ pub fn softmax_attention<T: Float, K: Kernels<T>>(
                 what: "scale must be finite",
             });
         }
-        None => T::one() / T::from_usize(d).sqrt(),
+        None => T::one() / T::from_usize(d).libm_sqrt(),
     };
     for i in 0..shape.queries {
         let qi = &q[i * d..(i + 1) * d];
@@ -83,12 +83,12 @@ pub fn softmax_attention<T: Float, K: Kernels<T>>(
             }
             let logit = tau * kernels.dot(qi, &k[j * d..(j + 1) * d]);
             if logit > max {
-                let f = (max - logit).exp();
+                let f = (max - logit).libm_exp();
                 sum = sum * f;
                 kernels.scale(f, o);
                 max = logit;
             }
-            let w = (logit - max).exp();
+            let w = (logit - max).libm_exp();
             sum = sum + w;
             kernels.axpy(w, &v[j * dv..(j + 1) * dv], o);
         }

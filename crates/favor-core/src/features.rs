@@ -218,7 +218,7 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
         let s = self.scale();
         // log_scales holds each row's max projection until it is turned into the log-scale.
         kernels.project(rows, x, self.projection(), s, out, m, log_scales);
-        let log_sqrt_m = T::from_usize(m).sqrt().ln();
+        let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
         for r in 0..rows {
             let row = &mut out[r * m..(r + 1) * m];
             // Shift by the largest wᵢ·x, not the largest wᵢ·x − |x|²/2: the |x|² term is the
@@ -273,7 +273,7 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
         kernels.project(rows, x, self.projection(), s, out, 2 * m, log_scales);
-        let log_norm = T::from_usize(2 * m).sqrt().ln();
+        let log_norm = T::from_usize(2 * m).libm_sqrt().libm_ln();
         for r in 0..rows {
             let row = &mut out[r * 2 * m..(r + 1) * 2 * m];
             let (plus, minus) = row.split_at_mut(m);
@@ -333,7 +333,7 @@ impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
         kernels.project(rows, x, self.projection(), s, out, 2 * m, log_scales);
-        let log_sqrt_m = T::from_usize(m).sqrt().ln();
+        let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
         for r in 0..rows {
             kernels.sin_cos(&mut out[r * 2 * m..(r + 1) * 2 * m], m);
             log_scales[r] = half_sq_norm(kernels, &x[r * d..(r + 1) * d], s) - log_sqrt_m;
@@ -485,7 +485,7 @@ impl<T: Float> FeatureMap<T> for Generalized<'_, T> {
                 // exp(u) + ε = e^c (exp(u − c) + ε e^{−c}); c ≥ 0 keeps ε e^{−c} ≤ ε.
                 let c = kernels.max(row).max(T::zero());
                 kernels.exp_shift(row, c);
-                kernels.activation(row, Activation::Custom(|v| v), self.eps * (-c).exp());
+                kernels.activation(row, Activation::Custom(|v| v), self.eps * (-c).libm_exp());
                 log_scales[r] = c;
             } else {
                 kernels.activation(row, self.f, self.eps);

@@ -294,20 +294,20 @@ impl<T: Float> Kernels<T> for Scalar {
 
     fn exp_shift(&self, x: &mut [T], shift: T) {
         for xi in x {
-            *xi = (*xi - shift).exp();
+            *xi = (*xi - shift).libm_exp();
         }
     }
 
     fn mul_exp(&self, x: &mut [T], logs: &[T], shift: T) {
         for (xi, &l) in x.iter_mut().zip(logs) {
-            *xi = *xi * (l - shift).exp();
+            *xi = *xi * (l - shift).libm_exp();
         }
     }
 
     fn sin_cos(&self, out: &mut [T], m: usize) {
         let (s, c) = out[..2 * m].split_at_mut(m);
         for (si, ci) in s.iter_mut().zip(c) {
-            let (sv, cv) = si.sin_cos();
+            let (sv, cv) = si.libm_sin_cos();
             *si = sv;
             *ci = cv;
         }
@@ -323,10 +323,10 @@ impl<T: Float> Kernels<T> for Scalar {
                     if v > T::zero() {
                         v + one
                     } else {
-                        v.exp()
+                        v.libm_exp()
                     }
                 }
-                Activation::Exp => v.exp(),
+                Activation::Exp => v.libm_exp(),
                 Activation::Abs => v.abs(),
                 Activation::Square => v * v,
                 Activation::Custom(g) => g(v),

@@ -37,10 +37,14 @@
 //! ## Guaranteed-finite range
 //! For finite inputs the softmax maps never overflow: each stored feature row is shifted by
 //! its own maximum exponent (largest entry exactly 1) and keys are merged under the online
-//! stabiliser. Outputs are finite whenever `|x|²/2` and every `wᵢ·x` are finite in `T`
-//! (for `f32`, row norms below ~10¹⁸). Normalised outputs never divide by less than
-//! [`denominator_floor`]. Non-finite inputs are rejected with [`Error::NonFinite`] before
-//! anything is written; stream state is left untouched.
+//! stabiliser. With a *positive* map ([`PositiveSoftmax`], [`HyperbolicSoftmax`], and
+//! [`Generalized`] with ε > 0) normalised outputs are convex combinations of the values, so
+//! they are finite whenever `|x|²/2` and every `wᵢ·x` are finite in `T` (for `f32`, row norms
+//! below ~10¹⁸); no denominator is ever smaller than [`denominator_floor`]. The
+//! [`TrigonometricSoftmax`] map gives no such guarantee: its denominator can cross zero, and a
+//! value divided by a denominator near the floor can overflow (documented risk of that map).
+//! Non-finite inputs are rejected with [`Error::NonFinite`] before anything is written;
+//! stream state is left untouched.
 //!
 //! ## Glossary
 //! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]

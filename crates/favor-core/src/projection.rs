@@ -76,7 +76,7 @@ pub fn projection<T: Float>(
     for block in w.chunks_mut(dim * dim) {
         orthonormalise_rows(block, dim, &mut normals);
     }
-    let sqrt_d = T::from_usize(dim).sqrt();
+    let sqrt_d = T::from_usize(dim).libm_sqrt();
     for row in w.chunks_exact_mut(dim) {
         let scale = match norms {
             RowNorms::SqrtD => sqrt_d,
@@ -135,7 +135,7 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 }
 
 fn norm<T: Float>(a: &[T]) -> T {
-    dot(a, a).sqrt()
+    dot(a, a).libm_sqrt()
 }
 
 /// Writes Wᵀ (`dim × features`, row-major) of a projection W (`features × dim`) into `out`,

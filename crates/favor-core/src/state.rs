@@ -112,7 +112,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
     /// Moves the state to log-scale `c_new ≥ c`.
     fn raise_scale<K: Kernels<T>>(&mut self, kernels: &K, c_new: T) {
         if c_new > self.log_scale {
-            let f = (self.log_scale - c_new).exp();
+            let f = (self.log_scale - c_new).libm_exp();
             kernels.scale(f, self.s);
             kernels.scale(f, self.z);
             self.log_scale = c_new;
@@ -137,7 +137,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
         let c = block_max.max(self.log_scale);
         self.raise_scale(kernels, c);
         for (r, &l) in logs[..rows].iter().enumerate() {
-            let f = (l - c).exp();
+            let f = (l - c).libm_exp();
             kernels.scale(f, &mut feats[r * m..(r + 1) * m]);
             if l != T::neg_infinity() {
                 self.tokens += 1;
@@ -172,7 +172,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
             } else if self.log_scale == T::neg_infinity() {
                 o.fill(T::zero());
             } else {
-                kernels.scale((logs[r] + self.log_scale).exp(), o);
+                kernels.scale((logs[r] + self.log_scale).libm_exp(), o);
             }
         }
     }

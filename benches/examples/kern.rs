@@ -1,0 +1,65 @@
+//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp`.
+use favor_core::*;
+use std::time::Instant;
+fn main() {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "project".into());
+    let k = favor_simd::Detected::new();
+    let (rows, m, d) = (256, 256, 64);
+    let x: Vec<f32> = (0..rows * 256)
+        .map(|i| ((i % 13) as f32 - 6.0) * 0.05)
+        .collect();
+    let w: Vec<f32> = (0..m * d).map(|i| ((i % 7) as f32 - 3.0) * 0.3).collect();
+    let mut wt = vec![0f32; m * d];
+    transpose_projection(&w, m, d, &mut wt).unwrap();
+    let mut out = vec![0f32; rows * m];
+    let mut mx = vec![0f32; rows];
+    let mut s = vec![0f32; m * d];
+    let n = 3000;
+    let t = Instant::now();
+    for _ in 0..n {
+        match which.as_str() {
+            "project" => k.project(
+                rows,
+                &x[..rows * d],
+                ProjectionRef {
+                    w: &w,
+                    wt: Some(&wt),
+                    features: m,
+                    dim: d,
+                },
+                0.35,
+                &mut out,
+                m,
+                &mut mx,
+            ),
+            "projectw" => k.project(
+                rows,
+                &x[..rows * d],
+                ProjectionRef {
+                    w: &w,
+                    wt: None,
+                    features: m,
+                    dim: d,
+                },
+                0.35,
+                &mut out,
+                m,
+                &mut mx,
+            ),
+            "tn" => k.gemm_tn(m, d, rows, &x, 256, &wt, d, &mut s, d, true),
+            "nn" => k.gemm_nn(rows, d, m, &x, 256, &s, d, &mut out, d, false),
+            _ => {
+                for r in 0..rows {
+                    k.exp_shift(&mut out[r * m..(r + 1) * m], 1.0);
+                }
+            }
+        }
+    }
+    let secs = t.elapsed().as_secs_f64() / n as f64;
+    let flops = 2.0 * (rows * m * d) as f64;
+    println!(
+        "{which}: {:.1} us, {:.1} GFLOP/s",
+        secs * 1e6,
+        flops / secs / 1e9
+    );
+}

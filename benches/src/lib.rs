@@ -1,0 +1,145 @@
+//! Shared workload definitions for favor's benchmarks: the favor-simd issue's workload
+//! (batch 1, 8 heads, head dim 64, m = 256, f32, one thread) and the FMA roof.
+
+use favor_core::*;
+use pulp::{Simd, WithSimd};
+
+/// Heads in the benchmark workload.
+pub const HEADS: usize = 8;
+/// Head (query/key/value) dimension.
+pub const DIM: usize = 64;
+/// Random features m.
+pub const FEATURES: usize = 256;
+/// Rows per block of bidirectional attention.
+pub const BIDIR_BLOCK: usize = 256;
+/// Tokens per chunk of the chunked causal path.
+pub const CAUSAL_CHUNK: usize = 64;
+
+/// FLOPs charged to FAVOR+ attention over `len` tokens: 8·H·L·m·d (projection of q and k,
+/// K'ᵀV and Q'S, each 2·L·m·d). Exponentials, normalisers and the chunk-local causal tile
+/// are not counted.
+pub fn favor_flops(len: usize) -> u64 {
+    8 * (HEADS * len * FEATURES * DIM) as u64
+}
+
+/// One head's inputs and projection.
+pub struct Head {
+    /// Projection W (m×d).
+    pub w: Vec<f32>,
+    /// Its transpose Wᵀ (d×m), which lets SIMD backends project without transposing W.
+    pub wt: Vec<f32>,
+    /// Queries (L×d).
+    pub q: Vec<f32>,
+    /// Keys (L×d).
+    pub k: Vec<f32>,
+    /// Values (L×d).
+    pub v: Vec<f32>,
+}
+
+impl Head {
+    /// The head's positive softmax feature map, with Wᵀ attached.
+    pub fn phi(&self) -> PositiveSoftmax<'_, f32> {
+        PositiveSoftmax::new(&self.w, FEATURES, DIM)
+            .and_then(|p| p.with_transposed_projection(&self.wt))
+            .unwrap()
+    }
+}
+
+/// `HEADS` heads of `len` tokens: q, k rows of norm ≈ 2 (N(0, 1/16) entries), v ~ N(0, 1).
+pub fn heads(len: usize) -> Vec<Head> {
+    (0..HEADS as u64)
+        .map(|h| {
+            let mut w = vec![0f32; FEATURES * DIM];
+            projection(ProjectionKind::default(), h, FEATURES, DIM, &mut w).unwrap();
+            let mut wt = vec![0f32; FEATURES * DIM];
+            transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
+            let mut g = Normals::new(0xBE4C_0000 + h);
+            let mut draw = |s: f32| {
+                (0..len * DIM)
+                    .map(|_| g.sample::<f32>() * s)
+                    .collect::<Vec<_>>()
+            };
+            let (q, k, v) = (draw(0.25), draw(0.25), draw(1.0));
+            Head { w, wt, q, k, v }
+        })
+        .collect()
+}
+
+/// Bidirectional attention over every head with kernels `k`.
+pub fn bidirectional_all<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let opts = Options {
+        block: BIDIR_BLOCK,
+        ..Default::default()
+    };
+    let shape = Shape::new(len, DIM, DIM);
+    for h in heads {
+        bidirectional(k, &h.phi(), &h.q, &h.k, &h.v, shape, &opts, out, scratch).unwrap();
+    }
+}
+
+/// Chunked causal attention over every head with kernels `k`.
+pub fn causal_all<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let opts = Options {
+        block: CAUSAL_CHUNK,
+        ..Default::default()
+    };
+    let shape = Shape::new(len, DIM, DIM);
+    for h in heads {
+        causal_chunked(k, &h.phi(), &h.q, &h.k, &h.v, shape, &opts, out, scratch).unwrap();
+    }
+}
+
+/// Scratch large enough for either path.
+pub fn scratch_len() -> usize {
+    bidirectional_scratch_len(FEATURES, DIM, BIDIR_BLOCK)
+        .unwrap()
+        .max(causal_chunked_scratch_len(FEATURES, DIM, CAUSAL_CHUNK).unwrap())
+}
+
+struct FmaLoop {
+    iters: usize,
+}
+
+impl WithSimd for FmaLoop {
+    type Output = (f32, u64);
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> (f32, u64) {
+        // 12 independent chains: enough to cover FMA latency × issue width on current cores.
+        let mut acc = [s.splat_f32s(0.0); 12];
+        let a = s.splat_f32s(0.999_999);
+        let b = s.splat_f32s(1e-7);
+        for _ in 0..self.iters {
+            for x in acc.iter_mut() {
+                *x = s.mul_add_e_f32s(a, *x, b);
+            }
+        }
+        let mut total = s.splat_f32s(0.0);
+        for x in acc {
+            total = s.add_f32s(total, x);
+        }
+        (
+            s.reduce_sum_f32s(total),
+            (2 * 12 * S::F32_LANES * self.iters) as u64,
+        )
+    }
+}
+
+/// Runs `iters` rounds of 12 independent vector FMAs on the widest ISA pulp detects and
+/// returns (a checksum, the FLOPs performed). Its rate is the single-core FMA roof.
+pub fn fma_roof(iters: usize) -> (f32, u64) {
+    pulp::Arch::new().dispatch(FmaLoop {
+        iters: std::hint::black_box(iters),
+    })
+}

@@ -1,0 +1,137 @@
+//! The best backend this CPU supports, chosen at run time.
+
+#[allow(unused_imports)] // Only the cfg-selected variants below use it.
+use crate::backend::*;
+use favor_core::{Activation, Kernels, ProjectionRef};
+
+/// The fastest backend available on this CPU: AVX-512, then AVX2+FMA on x86-64; NEON on
+/// AArch64; favor-core's [`Scalar`](favor_core::Scalar) elsewhere. Detection runs once per
+/// [`Detected::new`] (std caches the CPUID result); keep the value and copy it around.
+///
+/// ```
+/// use favor_core::Kernels;
+/// let k = favor_simd::Detected::new();
+/// println!("using {}", Kernels::<f32>::name(&k));
+/// assert_eq!(k.dot(&[1.0f32, 2.0], &[3.0, 4.0]), 11.0);
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Detected {
+    /// AVX-512.
+    #[cfg(all(feature = "x86-v4", any(target_arch = "x86", target_arch = "x86_64")))]
+    Avx512(Avx512),
+    /// AVX2 + FMA.
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    Avx2(Avx2),
+    /// NEON.
+    #[cfg(target_arch = "aarch64")]
+    Neon(Neon),
+    /// No SIMD backend applies.
+    Scalar(favor_core::Scalar),
+}
+
+impl Detected {
+    /// Detects the CPU's best backend.
+    pub fn new() -> Self {
+        #[cfg(all(feature = "x86-v4", any(target_arch = "x86", target_arch = "x86_64")))]
+        if let Some(k) = Avx512::new() {
+            return Detected::Avx512(k);
+        }
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        if let Some(k) = Avx2::new() {
+            return Detected::Avx2(k);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(k) = Neon::new() {
+            return Detected::Neon(k);
+        }
+        Detected::Scalar(favor_core::Scalar)
+    }
+}
+
+impl Default for Detected {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Forwards one method to whichever backend was detected.
+macro_rules! forward {
+    ($self:ident, $k:ident => $call:expr) => {
+        match *$self {
+            #[cfg(all(feature = "x86-v4", any(target_arch = "x86", target_arch = "x86_64")))]
+            Detected::Avx512(ref $k) => $call,
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Detected::Avx2(ref $k) => $call,
+            #[cfg(target_arch = "aarch64")]
+            Detected::Neon(ref $k) => $call,
+            Detected::Scalar(ref $k) => $call,
+        }
+    };
+}
+
+macro_rules! impl_detected {
+    ($t:ty) => {
+        impl Kernels<$t> for Detected {
+            fn name(&self) -> &'static str {
+                forward!(self, k => Kernels::<$t>::name(k))
+            }
+            fn gemm_nt(
+                &self, m: usize, n: usize, k: usize, a: &[$t], lda: usize, b: &[$t],
+                ldb: usize, c: &mut [$t], ldc: usize, acc: bool,
+            ) {
+                forward!(self, x => x.gemm_nt(m, n, k, a, lda, b, ldb, c, ldc, acc))
+            }
+            fn gemm_nn(
+                &self, m: usize, n: usize, k: usize, a: &[$t], lda: usize, b: &[$t],
+                ldb: usize, c: &mut [$t], ldc: usize, acc: bool,
+            ) {
+                forward!(self, x => x.gemm_nn(m, n, k, a, lda, b, ldb, c, ldc, acc))
+            }
+            fn gemm_tn(
+                &self, m: usize, n: usize, k: usize, a: &[$t], lda: usize, b: &[$t],
+                ldb: usize, c: &mut [$t], ldc: usize, acc: bool,
+            ) {
+                forward!(self, x => x.gemm_tn(m, n, k, a, lda, b, ldb, c, ldc, acc))
+            }
+            fn gemm_tril_nn(
+                &self, m: usize, n: usize, a: &[$t], lda: usize, b: &[$t], ldb: usize,
+                c: &mut [$t], ldc: usize, acc: bool,
+            ) {
+                forward!(self, x => x.gemm_tril_nn(m, n, a, lda, b, ldb, c, ldc, acc))
+            }
+            fn project(
+                &self, rows: usize, x: &[$t], p: ProjectionRef<'_, $t>, scale: $t,
+                out: &mut [$t], ldo: usize, row_max: &mut [$t],
+            ) {
+                forward!(self, k => k.project(rows, x, p, scale, out, ldo, row_max))
+            }
+            fn dot(&self, a: &[$t], b: &[$t]) -> $t {
+                forward!(self, k => k.dot(a, b))
+            }
+            fn axpy(&self, alpha: $t, x: &[$t], y: &mut [$t]) {
+                forward!(self, k => k.axpy(alpha, x, y))
+            }
+            fn scale(&self, alpha: $t, x: &mut [$t]) {
+                forward!(self, k => k.scale(alpha, x))
+            }
+            fn max(&self, x: &[$t]) -> $t {
+                forward!(self, k => Kernels::<$t>::max(k, x))
+            }
+            fn exp_shift(&self, x: &mut [$t], shift: $t) {
+                forward!(self, k => k.exp_shift(x, shift))
+            }
+            fn mul_exp(&self, x: &mut [$t], logs: &[$t], shift: $t) {
+                forward!(self, k => k.mul_exp(x, logs, shift))
+            }
+            fn sin_cos(&self, out: &mut [$t], m: usize) {
+                forward!(self, k => Kernels::<$t>::sin_cos(k, out, m))
+            }
+            fn activation(&self, x: &mut [$t], f: Activation<$t>, eps: $t) {
+                forward!(self, k => k.activation(x, f, eps))
+            }
+        }
+    };
+}
+impl_detected!(f32);
+impl_detected!(f64);

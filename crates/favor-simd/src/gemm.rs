@@ -1,0 +1,461 @@
+//! Register-blocked GEMM over strided operands: `C (m×n) (+)= α·A (m×k) · B (k×n)`.
+//!
+//! The BLIS structure (as in matrixmultiply / gemm): B is packed into k×NR micro-panels
+//! (NR = two vectors) and A into k×MR micro-panels, both contiguous, so the MR×NR
+//! microkernel streams through memory in order whatever the operands' strides (a row
+//! stride of 1 KiB would otherwise map every row to the same few L1 sets). The microkernel
+//! keeps `2·MR` accumulators in registers, and C is touched once per panel pair.
+//! Row-at-a-time shapes (decode steps, rank-1 updates) skip packing, which would cost as
+//! much as the arithmetic.
+
+use crate::real::Real;
+use pulp::Simd;
+
+/// Rows per microkernel call. 6×(2 vectors) = 12 accumulators: enough independent FMA
+/// chains to cover latency × throughput (4 × 2 on current x86 cores), and with the two B
+/// vectors and one broadcast it fits AVX2's 16 registers.
+const MR: usize = 6;
+/// Depth of one packed block: a KC × NR B micro-panel (16 KiB in f32 on AVX-512) stays in L1.
+const KC: usize = 128;
+/// Rows of A packed at once: an MC × KC block (48 KiB in f32) stays in L2.
+const MC: usize = 96;
+/// Columns of B packed at once: a KC × NC block (64 KiB in f32) stays in L2.
+const NC: usize = 128;
+/// Widest micro-panel any backend uses (AVX-512 f32: 2 × 16 lanes); NC is a multiple of it.
+const MAX_NR: usize = 32;
+
+/// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a, T> {
+    pub data: &'a [T],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<T: Copy> Mat<'_, T> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> T {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// `C = α·A·B` (or `C += α·A·B` with `accumulate`), C row-major with leading dimension `ldc`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm<T: Real, S: Simd>(
+    s: S,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    alpha: T,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(T::zero());
+            }
+        }
+        return;
+    }
+    if b.cs == 1 && (m < MR || k <= 2) {
+        rows_axpy(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+    } else if a.cs == 1 && b.rs == 1 && m < MR {
+        rows_dot(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+    } else {
+        packed(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+    }
+}
+
+/// Each C row as `Σ_p a_ip · B_p` over contiguous B rows, four vectors of C held in
+/// registers across the whole k loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_axpy<T: Real, S: Simd>(
+    s: S,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    alpha: T,
+    accumulate: bool,
+) {
+    let lanes = T::lanes::<S>();
+    let w = 4 * lanes;
+    for i in 0..m {
+        let crow = &mut c[i * ldc..i * ldc + n];
+        let mut j = 0;
+        while j + w <= n {
+            let (cv, _) = T::as_mut_simd::<S>(&mut crow[j..j + w]);
+            let mut acc = [T::vsplat(s, T::zero()); 4];
+            for p in 0..k {
+                let av = T::vsplat(s, alpha * a.at(i, p));
+                let (bv, _) = T::as_simd::<S>(&b.data[p * b.rs + j..p * b.rs + j + w]);
+                for t in 0..4 {
+                    acc[t] = T::vfma(s, av, bv[t], acc[t]);
+                }
+            }
+            for t in 0..4 {
+                cv[t] = if accumulate {
+                    T::vadd(s, cv[t], acc[t])
+                } else {
+                    acc[t]
+                };
+            }
+            j += w;
+        }
+        while j < n {
+            let len = lanes.min(n - j);
+            let mut acc = T::vsplat(s, T::zero());
+            for p in 0..k {
+                let av = T::vsplat(s, alpha * a.at(i, p));
+                let bv = T::load_partial(s, &b.data[p * b.rs + j..p * b.rs + j + len]);
+                acc = T::vfma(s, av, bv, acc);
+            }
+            if accumulate {
+                acc = T::vadd(s, T::load_partial(s, &crow[j..j + len]), acc);
+            }
+            T::store_partial(s, &mut crow[j..j + len], acc);
+            j += len;
+        }
+    }
+}
+
+/// Each C element as a dot product of a contiguous A row and a contiguous B column, four
+/// columns at a time so the A row is loaded once per four dots.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_dot<T: Real, S: Simd>(
+    s: S,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    alpha: T,
+    accumulate: bool,
+) {
+    for i in 0..m {
+        let arow = &a.data[i * a.rs..i * a.rs + k];
+        let mut j = 0;
+        while j + 4 <= n {
+            let cols: [&[T]; 4] =
+                core::array::from_fn(|t| &b.data[(j + t) * b.cs..(j + t) * b.cs + k]);
+            let d = dot4(s, arow, cols);
+            for t in 0..4 {
+                let cij = &mut c[i * ldc + j + t];
+                *cij = if accumulate {
+                    *cij + alpha * d[t]
+                } else {
+                    alpha * d[t]
+                };
+            }
+            j += 4;
+        }
+        for jj in j..n {
+            let d = alpha * crate::ops::dot(s, arow, &b.data[jj * b.cs..jj * b.cs + k]);
+            let cij = &mut c[i * ldc + jj];
+            *cij = if accumulate { *cij + d } else { d };
+        }
+    }
+}
+
+#[inline(always)]
+fn dot4<T: Real, S: Simd>(s: S, x: &[T], ys: [&[T]; 4]) -> [T; 4] {
+    let (xv, xt) = T::as_simd::<S>(x);
+    let yv: [_; 4] = core::array::from_fn(|t| T::as_simd::<S>(ys[t]));
+    let mut acc = [T::vsplat(s, T::zero()); 4];
+    for (p, &x) in xv.iter().enumerate() {
+        for t in 0..4 {
+            acc[t] = T::vfma(s, x, yv[t].0[p], acc[t]);
+        }
+    }
+    let mut out = [T::zero(); 4];
+    for t in 0..4 {
+        out[t] = T::reduce_sum(s, acc[t]);
+        for (&x, &y) in xt.iter().zip(yv[t].1) {
+            out[t] = out[t] + x * y;
+        }
+    }
+    out
+}
+
+/// Loop nest: pc (depth) → jc (B block, packed) → ic (A block) → micro-panels.
+///
+/// B is always packed: each packed element then feeds all m rows, so the copy is noise, and
+/// the micro-panels are contiguous whatever B's stride. A is packed only when it is
+/// transposed (`a.rs == 1`, the K'ᵀV update): there each step of p jumps a whole row of
+/// memory, and unpacked reads would thrash L1 sets. Row-major A is read in place — with n as
+/// small as a head dimension, packing it would cost as much as the FMAs it feeds.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn packed<T: Real, S: Simd>(
+    s: S,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    alpha: T,
+    accumulate: bool,
+) {
+    let nr = 2 * T::lanes::<S>();
+    debug_assert!(nr <= MAX_NR && NC.is_multiple_of(nr));
+    let mut bpack = [T::zero(); KC * NC];
+    let mut apack = [T::zero(); KC * MC];
+    let pack_a_here = a.rs == 1 && a.cs != 1;
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let acc = accumulate || pc > 0;
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            pack_b::<T, S>(b, pc, kc, jc, nc, nr, &mut bpack);
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                if pack_a_here {
+                    pack_a(a, ic, mc, pc, kc, &mut apack);
+                }
+                for (pj, jr) in (0..nc).step_by(nr).enumerate() {
+                    let bp = &bpack[pj * kc * nr..(pj + 1) * kc * nr];
+                    for (pi, ir) in (0..mc).step_by(MR).enumerate() {
+                        let ap = if pack_a_here {
+                            let panel = &apack[pi * kc * MR..(pi + 1) * kc * MR];
+                            Mat {
+                                data: panel,
+                                rs: 1,
+                                cs: MR,
+                            }
+                        } else {
+                            let start = (ic + ir) * a.rs + pc * a.cs;
+                            Mat {
+                                data: &a.data[start..],
+                                rs: a.rs,
+                                cs: a.cs,
+                            }
+                        };
+                        let tile = Tile {
+                            c_off: (ic + ir) * ldc + jc + jr,
+                            rows: MR.min(mc - ir),
+                            cols: nr.min(nc - jr),
+                        };
+                        micro(s, kc, ap, bp, c, ldc, tile, alpha, acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a microkernel's result goes: C offset of its top-left element and its valid size.
+#[derive(Clone, Copy)]
+struct Tile {
+    c_off: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Packs A rows `ic..ic+mc`, columns `pc..pc+kc` into MR-row micro-panels: panel i holds
+/// `dst[i·kc·MR + p·MR + r] = A(ic + i·MR + r, pc + p)`, rows past `mc` zero.
+#[inline(always)]
+fn pack_a<T: Real>(a: Mat<'_, T>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [T]) {
+    for (pi, ir) in (0..mc).step_by(MR).enumerate() {
+        let panel = &mut dst[pi * kc * MR..(pi + 1) * kc * MR];
+        let rows = MR.min(mc - ir);
+        if rows < MR {
+            panel.fill(T::zero());
+        }
+        if a.rs == 1 {
+            // Transposed A: the panel's MR rows are adjacent in memory for each p.
+            // Fixed-length copies: a runtime-length one becomes a memcpy call per panel row.
+            for p in 0..kc {
+                let start = (pc + p) * a.cs + ic + ir;
+                let dst = &mut panel[p * MR..p * MR + MR];
+                if rows == MR {
+                    dst.copy_from_slice(&a.data[start..start + MR]);
+                } else {
+                    dst[..rows].copy_from_slice(&a.data[start..start + rows]);
+                }
+            }
+            continue;
+        }
+        for r in 0..rows {
+            let i = ic + ir + r;
+            if a.cs == 1 {
+                let src = &a.data[i * a.rs + pc..i * a.rs + pc + kc];
+                for (p, &x) in src.iter().enumerate() {
+                    panel[p * MR + r] = x;
+                }
+            } else {
+                for p in 0..kc {
+                    panel[p * MR + r] = a.at(i, pc + p);
+                }
+            }
+        }
+    }
+}
+
+/// Packs B rows `pc..pc+kc`, columns `jc..jc+nc` into nr-column micro-panels: panel j holds
+/// `dst[j·kc·nr + p·nr + c] = B(pc + p, jc + j·nr + c)`, columns past `nc` zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_b<T: Real, S: Simd>(
+    b: Mat<'_, T>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    nr: usize,
+    dst: &mut [T],
+) {
+    for (pj, jr) in (0..nc).step_by(nr).enumerate() {
+        let panel = &mut dst[pj * kc * nr..(pj + 1) * kc * nr];
+        let cols = nr.min(nc - jr);
+        if cols < nr {
+            panel.fill(T::zero());
+        }
+        if b.cs == 1 {
+            for p in 0..kc {
+                let src = &b.data[(pc + p) * b.rs + jc + jr..][..cols];
+                let dst = &mut panel[p * nr..p * nr + nr];
+                if cols == nr {
+                    // Two vector moves; a runtime-length copy would be a memcpy call.
+                    let (sv, _) = T::as_simd::<S>(src);
+                    let (dv, _) = T::as_mut_simd::<S>(dst);
+                    dv[0] = sv[0];
+                    dv[1] = sv[1];
+                } else {
+                    for (d, &x) in dst.iter_mut().zip(src) {
+                        *d = x;
+                    }
+                }
+            }
+        } else {
+            for c in 0..cols {
+                let j = jc + jr + c;
+                if b.rs == 1 {
+                    let src = &b.data[j * b.cs + pc..j * b.cs + pc + kc];
+                    for (p, &x) in src.iter().enumerate() {
+                        panel[p * nr + c] = x;
+                    }
+                } else {
+                    for p in 0..kc {
+                        panel[p * nr + c] = b.at(pc + p, j);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The microkernel: `tile.rows` (≤ MR) rows of A, read through `a` (element (r, p) at
+/// `a.data[r·a.rs + p·a.cs]`: a packed micro-panel or A in place), times one packed B
+/// micro-panel (kc × NR, NR = 2 vectors); writes the tile's valid part of α·A·B into C.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn micro<T: Real, S: Simd>(
+    s: S,
+    kc: usize,
+    a: Mat<'_, T>,
+    bp: &[T],
+    c: &mut [T],
+    ldc: usize,
+    tile: Tile,
+    alpha: T,
+    accumulate: bool,
+) {
+    match tile.rows {
+        MR => micro_rows::<T, S, MR>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+        1 => micro_rows::<T, S, 1>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+        2 => micro_rows::<T, S, 2>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+        3 => micro_rows::<T, S, 3>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+        4 => micro_rows::<T, S, 4>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+        _ => micro_rows::<T, S, 5>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn micro_rows<T: Real, S: Simd, const R: usize>(
+    s: S,
+    kc: usize,
+    a: Mat<'_, T>,
+    bp: &[T],
+    c: &mut [T],
+    ldc: usize,
+    tile: Tile,
+    alpha: T,
+    accumulate: bool,
+) {
+    let lanes = T::lanes::<S>();
+    let zero = T::vsplat(s, T::zero());
+    let mut acc0 = [zero; R];
+    let mut acc1 = [zero; R];
+    // Raw pointers in the hot loop: with indexing, LLVM keeps bounds checks and spills the
+    // row offsets, losing a third of the FMA rate. These checks cover every access below.
+    assert!(kc > 0 && (R - 1) * a.rs + (kc - 1) * a.cs < a.data.len());
+    assert!(bp.len() >= kc * 2 * lanes);
+    let mut a_ptr = a.data.as_ptr();
+    let mut b_ptr = bp.as_ptr();
+    for _ in 0..kc {
+        // SAFETY: after p < kc steps a_ptr = a.data + p·a.cs and b_ptr = bp + p·2·lanes; the
+        // R scalars at r·a.rs and the two vectors read here are inside `a.data` and `bp` by
+        // the asserts above. pulp's vector types are `repr(C)` arrays of T, read unaligned.
+        // `wrapping_add` keeps the final, one-past step free of any in-bounds requirement.
+        unsafe {
+            let b0 = core::ptr::read_unaligned(b_ptr as *const T::V<S>);
+            let b1 = core::ptr::read_unaligned(b_ptr.add(lanes) as *const T::V<S>);
+            for r in 0..R {
+                let av = T::vsplat(s, *a_ptr.add(r * a.rs));
+                acc0[r] = T::vfma(s, av, b0, acc0[r]);
+                acc1[r] = T::vfma(s, av, b1, acc1[r]);
+            }
+        }
+        a_ptr = a_ptr.wrapping_add(a.cs);
+        b_ptr = b_ptr.wrapping_add(2 * lanes);
+    }
+    let al = T::vsplat(s, alpha);
+    for r in 0..R {
+        let v0 = T::vmul(s, acc0[r], al);
+        let v1 = T::vmul(s, acc1[r], al);
+        let off = tile.c_off + r * ldc;
+        let row = &mut c[off..off + tile.cols];
+        if tile.cols == 2 * lanes {
+            let (cv, _) = T::as_mut_simd::<S>(row);
+            if accumulate {
+                cv[0] = T::vadd(s, cv[0], v0);
+                cv[1] = T::vadd(s, cv[1], v1);
+            } else {
+                cv[0] = v0;
+                cv[1] = v1;
+            }
+        } else {
+            let n0 = tile.cols.min(lanes);
+            let (lo, hi) = row.split_at_mut(n0);
+            for (part, v) in [(lo, v0), (hi, v1)] {
+                if part.is_empty() {
+                    continue;
+                }
+                let v = if accumulate {
+                    T::vadd(s, T::load_partial(s, part), v)
+                } else {
+                    v
+                };
+                T::store_partial(s, part, v);
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! # favor-simd
+//!
+//! SIMD implementations of favor-core's [`Kernels`](favor_core::Kernels), written once over
+//! pulp's [`Simd`](pulp::Simd) trait and instantiated for AVX2+FMA, AVX-512 and NEON, with
+//! the CPU's best choice made at run time by [`Detected`]. Every favor-core algorithm runs
+//! on them unchanged: pass the backend where you would pass `favor_core::Scalar`.
+//!
+//! ```
+//! use favor_core::*;
+//! use favor_simd::Detected;
+//!
+//! let (l, d, m) = (64, 16, 128);
+//! let mut w = vec![0f32; m * d];
+//! projection(ProjectionKind::default(), 1, m, d, &mut w)?;
+//! // Keeping Wᵀ lets the SIMD GEMM project without transposing W on every call.
+//! let mut wt = vec![0f32; m * d];
+//! transpose_projection(&w, m, d, &mut wt)?;
+//! let phi = PositiveSoftmax::new(&w, m, d)?.with_transposed_projection(&wt)?;
+//!
+//! let x: Vec<f32> = (0..l * d).map(|i| ((i * 7919) % 101) as f32 / 200.0 - 0.25).collect();
+//! let shape = Shape::new(l, d, d);
+//! let opts = Options::default();
+//! let mut scratch = vec![0f32; causal_chunked_scratch_len(m, d, opts.block)?];
+//! let (mut fast, mut reference) = (vec![0f32; l * d], vec![0f32; l * d]);
+//! let simd = Detected::new();
+//! causal_chunked(&simd, &phi, &x, &x, &x, shape, &opts, &mut fast, &mut scratch)?;
+//! causal_chunked(&Scalar, &phi, &x, &x, &x, shape, &opts, &mut reference, &mut scratch)?;
+//! for (a, b) in fast.iter().zip(&reference) {
+//!     assert!((a - b).abs() < 1e-5);
+//! }
+//! # Ok::<(), favor_core::Error>(())
+//! ```
+//!
+//! ## Backends
+//! - [`Detected`]: AVX-512 or AVX2+FMA on x86-64, NEON on AArch64, else favor-core's scalar.
+//! - `Avx2::new()`, `Avx512::new()`, `Neon::new()`: one ISA, `None` where the CPU lacks it
+//!   (for tests and benchmarks that must pin a backend). [`Portable`]: the generic code on
+//!   pulp's one-lane token, available everywhere.
+//! - f32 is the fast path: everything vectorised, `exp`/`sin`/`cos` from [`math`]. f64 (the
+//!   reference type) gets vectorised GEMMs and BLAS-1 kernels, and libm for the rest.
+//!
+//! ## Accuracy
+//! Backends round differently from the scalar reference (FMA, summation order, vector
+//! `exp`), never by more than the bounds the shared test harness derives per operation:
+//! `2·γ_k·Σ|aᵢbᵢ|` for a length-k sum of products, [`math::EXP_MAX_ULP`] for `exp`,
+//! [`math::SIN_COS_MAX_ABS_ERR`] for `sin`/`cos`, and the end-to-end bound on attention
+//! outputs documented in `tests/backends.rs`.
+//!
+//! ## Features
+//! `std` (default): run-time CPU detection. Without it the crate is `no_std` and the ISA is
+//! fixed at compile time. `x86-v4` (default): the AVX-512 backend.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
+
+mod backend;
+mod detect;
+mod gemm;
+pub mod math;
+mod ops;
+mod real;
+
+pub use backend::*;
+pub use detect::Detected;

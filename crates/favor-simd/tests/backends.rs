@@ -1,0 +1,618 @@
+//! One harness, every backend: each kernel and each favor-core algorithm run on every
+//! backend this CPU has, compared with favor-core's `Scalar` reference (and f64).
+//!
+//! Tolerances are derived from the operation, not tuned:
+//! - a length-k sum of products computed in two different orders differs by at most
+//!   `2·γ_k·Σ|aᵢbᵢ|`, γ_k = k·u/(1 − k·u), u the unit roundoff (Higham, Thm 3.1), plus one
+//!   rounding of `|c|` when accumulating into C;
+//! - elementwise transcendental kernels: the stated bound of `favor_simd::math` plus the
+//!   reference libm's own error (< 1 ulp);
+//! - end-to-end attention: see `end_to_end` below.
+
+use favor_core::*;
+use favor_simd::*;
+
+/// Runs `$f(backend)` for every backend available here, printing which were skipped.
+macro_rules! all_backends {
+    ($f:expr) => {{
+        $f(Portable::new());
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        match Avx2::new() {
+            Some(k) => $f(k),
+            None => println!("AVX2+FMA not available on this CPU: skipped"),
+        }
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        match Avx512::new() {
+            Some(k) => $f(k),
+            None => println!("AVX-512 not available on this CPU: skipped"),
+        }
+        #[cfg(target_arch = "aarch64")]
+        match Neon::new() {
+            Some(k) => $f(k),
+            None => println!("NEON not available on this CPU: skipped"),
+        }
+        $f(Detected::new());
+    }};
+}
+
+fn data<T: Float>(seed: u64, n: usize, scale: f64) -> Vec<T> {
+    let mut g = Normals::new(0x5EED_0000 + seed);
+    (0..n).map(|_| T::from_f64(g.next_f64() * scale)).collect()
+}
+
+fn unit<T: Float>() -> f64 {
+    T::epsilon().to_f64() / 2.0
+}
+
+fn gamma<T: Float>(k: usize) -> f64 {
+    let ku = k as f64 * unit::<T>();
+    ku / (1.0 - ku)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Nt,
+    Nn,
+    Tn,
+}
+
+/// Runs one GEMM layout on `k` and on Scalar with padded leading dimensions and a sentinel
+/// outside C's m×n window; checks the window against the derived bound and that nothing
+/// outside it was written.
+fn check_gemm_case<T: Float, K: Kernels<T>>(
+    kern: &K,
+    layout: Layout,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    let (pad_a, pad_b, pad_c) = (3, 5, 2);
+    // Stored shapes: nt: A m×k, B n×k; nn: A m×k, B k×n; tn: A k×m, B k×n.
+    let (a_rows, a_cols, b_rows, b_cols) = match layout {
+        Layout::Nt => (m, k, n, k),
+        Layout::Nn => (m, k, k, n),
+        Layout::Tn => (k, m, k, n),
+    };
+    let (lda, ldb, ldc) = (a_cols + pad_a, b_cols + pad_b, n + pad_c);
+    let a: Vec<T> = data(1 + (m * 31 + n * 7 + k) as u64, a_rows * lda, 1.0);
+    let b: Vec<T> = data(2 + (m * 13 + n * 3 + k) as u64, b_rows * ldb, 1.0);
+    let a_at = |i: usize, p: usize| match layout {
+        Layout::Tn => a[p * lda + i],
+        _ => a[i * lda + p],
+    };
+    let b_at = |p: usize, j: usize| match layout {
+        Layout::Nt => b[j * ldb + p],
+        _ => b[p * ldb + j],
+    };
+    for accumulate in [false, true] {
+        let sentinel = T::from_f64(-1234.5);
+        let c0: Vec<T> = data::<T>(3, m * ldc, 1.0)
+            .into_iter()
+            .enumerate()
+            .map(|(idx, x)| if idx % ldc < n { x } else { sentinel })
+            .collect();
+        let mut got = c0.clone();
+        let mut want = c0.clone();
+        match layout {
+            Layout::Nt => {
+                kern.gemm_nt(m, n, k, &a, lda, &b, ldb, &mut got, ldc, accumulate);
+                Scalar.gemm_nt(m, n, k, &a, lda, &b, ldb, &mut want, ldc, accumulate);
+            }
+            Layout::Nn => {
+                kern.gemm_nn(m, n, k, &a, lda, &b, ldb, &mut got, ldc, accumulate);
+                Scalar.gemm_nn(m, n, k, &a, lda, &b, ldb, &mut want, ldc, accumulate);
+            }
+            Layout::Tn => {
+                kern.gemm_tn(m, n, k, &a, lda, &b, ldb, &mut got, ldc, accumulate);
+                Scalar.gemm_tn(m, n, k, &a, lda, &b, ldb, &mut want, ldc, accumulate);
+            }
+        }
+        for i in 0..m {
+            for j in 0..ldc {
+                let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
+                if j >= n {
+                    assert_eq!(
+                        g.to_bits_u64(),
+                        sentinel.to_bits_u64(),
+                        "{layout:?} wrote outside C"
+                    );
+                    continue;
+                }
+                let mut mag: f64 = (0..k)
+                    .map(|p| (a_at(i, p) * b_at(p, j)).abs().to_f64())
+                    .sum();
+                let mut tol = 2.0 * gamma::<T>(k) * mag;
+                if accumulate {
+                    mag = c0[i * ldc + j].abs().to_f64();
+                    tol += 2.0 * unit::<T>() * (mag + tol);
+                }
+                let err = (g - w).abs().to_f64();
+                assert!(
+                    err <= tol,
+                    "{} {layout:?} m={m} n={n} k={k} acc={accumulate} ({i},{j}): {g} vs {w}, err {err:e} > {tol:e}",
+                    kern.name()
+                );
+            }
+        }
+    }
+}
+
+trait Bits {
+    fn to_bits_u64(self) -> u64;
+}
+impl<T: Float> Bits for T {
+    fn to_bits_u64(self) -> u64 {
+        self.to_f64().to_bits()
+    }
+}
+
+fn gemm_shapes() -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::new();
+    for s in 0..=70 {
+        v.push((s, 19, 13));
+        v.push((7, s, 11));
+        v.push((9, 17, s));
+    }
+    v.extend([
+        (97, 70, 130),
+        (200, 257, 64),
+        (1, 256, 64),
+        (256, 64, 1),
+        (4, 300, 200),
+        (64, 64, 256),
+    ]);
+    v
+}
+
+fn check_gemm<T: Float, K: Kernels<T>>(kern: K) {
+    for (m, n, k) in gemm_shapes() {
+        for layout in [Layout::Nt, Layout::Nn, Layout::Tn] {
+            check_gemm_case(&kern, layout, m, n, k);
+        }
+    }
+}
+
+#[test]
+fn gemm_f32_every_backend() {
+    all_backends!(check_gemm::<f32, _>);
+}
+
+#[test]
+fn gemm_f64_every_backend() {
+    all_backends!(check_gemm::<f64, _>);
+}
+
+fn check_tril<T: Float, K: Kernels<T>>(kern: K) {
+    for m in 0..=70 {
+        let n = 1 + m % 23;
+        let lda = m + 1;
+        // Garbage above the diagonal (NaN): a correct kernel never reads it.
+        let mut a: Vec<T> = data(10 + m as u64, m * lda, 1.0);
+        for i in 0..m {
+            for j in i + 1..lda {
+                a[i * lda + j] = T::nan();
+            }
+        }
+        let b: Vec<T> = data(20 + m as u64, m * n, 1.0);
+        for accumulate in [false, true] {
+            let c0: Vec<T> = data(30, m * n, 1.0);
+            let (mut got, mut want) = (c0.clone(), c0.clone());
+            kern.gemm_tril_nn(m, n, &a, lda, &b, n, &mut got, n, accumulate);
+            Scalar.gemm_tril_nn(m, n, &a, lda, &b, n, &mut want, n, accumulate);
+            for i in 0..m {
+                for j in 0..n {
+                    let mag: f64 = (0..=i)
+                        .map(|p| (a[i * lda + p] * b[p * n + j]).abs().to_f64())
+                        .sum();
+                    let mut tol = 2.0 * gamma::<T>(i + 1) * mag;
+                    if accumulate {
+                        tol += 2.0 * unit::<T>() * (c0[i * n + j].abs().to_f64() + tol);
+                    }
+                    let err = (got[i * n + j] - want[i * n + j]).abs().to_f64();
+                    assert!(
+                        err <= tol,
+                        "{} tril m={m} ({i},{j}) err {err:e} > {tol:e}",
+                        kern.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tril_gemm_every_backend() {
+    all_backends!(check_tril::<f32, _>);
+    all_backends!(check_tril::<f64, _>);
+}
+
+fn blas1_sizes() -> impl Iterator<Item = usize> {
+    (0..=70).chain([255, 1000, 4099])
+}
+
+fn check_blas1<T: Float, K: Kernels<T>>(kern: K) {
+    let u = unit::<T>();
+    for n in blas1_sizes() {
+        let x: Vec<T> = data(40 + n as u64, n, 1.0);
+        let y: Vec<T> = data(50 + n as u64, n, 1.0);
+        // dot: two summation orders of the same n products.
+        let mag: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (*a * *b).abs().to_f64())
+            .sum();
+        let err = (kern.dot(&x, &y) - Scalar.dot(&x, &y)).abs().to_f64();
+        assert!(
+            err <= 2.0 * gamma::<T>(n) * mag,
+            "{} dot n={n}",
+            kern.name()
+        );
+        // axpy: one fused or two rounded operations per element.
+        let alpha = T::from_f64(0.7);
+        let (mut g, mut w) = (y.clone(), y.clone());
+        kern.axpy(alpha, &x, &mut g);
+        Scalar.axpy(alpha, &x, &mut w);
+        for i in 0..n {
+            let tol = 3.0 * u * ((alpha * x[i]).abs() + y[i].abs()).to_f64();
+            assert!(
+                (g[i] - w[i]).abs().to_f64() <= tol,
+                "{} axpy n={n} i={i}",
+                kern.name()
+            );
+        }
+        // scale: one correctly rounded multiply, so bit-identical.
+        let (mut g, mut w) = (x.clone(), x.clone());
+        kern.scale(alpha, &mut g);
+        Scalar.scale(alpha, &mut w);
+        assert_eq!(g, w, "{} scale n={n}", kern.name());
+        // max: exact.
+        assert_eq!(
+            Kernels::<T>::max(&kern, &x).to_bits_u64(),
+            Kernels::<T>::max(&Scalar, &x).to_bits_u64()
+        );
+    }
+}
+
+#[test]
+fn blas1_every_backend() {
+    all_backends!(check_blas1::<f32, _>);
+    all_backends!(check_blas1::<f64, _>);
+}
+
+/// Inputs of one end-to-end case: f32 data and the same values widened to f64.
+struct Case {
+    l: usize,
+    d: usize,
+    dv: usize,
+    m: usize,
+    w: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Case {
+    fn new(l: usize, d: usize, dv: usize, m: usize, norm: f64) -> Self {
+        let mut w = vec![0f32; m * d];
+        projection(ProjectionKind::default(), 77, m, d, &mut w).unwrap();
+        // Entries N(0, norm²/d): rows of norm ≈ `norm`.
+        let sd = norm / (d as f64).sqrt();
+        Self {
+            l,
+            d,
+            dv,
+            m,
+            w,
+            q: data(61, l * d, sd),
+            k: data(62, l * d, sd),
+            v: data(63, l * dv, 1.0),
+        }
+    }
+
+    /// Derived bound on |out_a − out_b| for two evaluations of the same normalised
+    /// positive-feature attention whose kernels round differently.
+    ///
+    /// Each projection uᵢ = s·wᵢ·x is a length-d dot product: abs error ≤ γ_d·s·Σ|wᵢⱼxⱼ| =: e_u
+    /// (B_u is its max over rows). The row max c and the |x|²/2 term carry errors of the same
+    /// kind (≤ γ_d·B_x). A stored feature exp(u − c) therefore has relative error
+    /// ≤ 2e_u + (exp ulps + 1)·u, and the key rescale exp(ℓ − c) adds 2(e_u + γ_d·B_x). A
+    /// score aᵢⱼ = Σ_r φ_r(q)φ_r(k) of M positive terms: relative error
+    /// δ ≤ 2·feature + rescale + γ_M. A normalised output Σⱼaᵢⱼvⱼ / Σⱼaᵢⱼ then moves by at most
+    /// 2δ·max|v| (numerator and denominator), plus γ_L·max|v| for the sums' own rounding.
+    /// Two evaluations: twice that.
+    fn bound(&self, exp_ulps: f64) -> f64 {
+        let u = unit::<f32>();
+        let s = (self.d as f64).powf(-0.25);
+        let mut b_u: f64 = 0.0;
+        let mut b_x: f64 = 0.0;
+        for x in self.q.chunks(self.d).chain(self.k.chunks(self.d)) {
+            let sq: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
+            b_x = b_x.max(s * s * sq / 2.0);
+            for wr in self.w.chunks(self.d) {
+                let t: f64 = wr
+                    .iter()
+                    .zip(x)
+                    .map(|(&a, &b)| f64::from(a * b).abs())
+                    .sum();
+                b_u = b_u.max(s * t);
+            }
+        }
+        let e_u = gamma::<f32>(self.d) * b_u;
+        let feature = 2.0 * e_u + (exp_ulps + 1.0) * u;
+        let rescale = 2.0 * (e_u + gamma::<f32>(self.d) * b_x);
+        let delta = 2.0 * feature + rescale + gamma::<f32>(2 * self.m);
+        let vmax = self.v.iter().fold(0f64, |a, &b| a.max(f64::from(b).abs()));
+        2.0 * (2.0 * delta + gamma::<f32>(self.l)) * vmax
+    }
+}
+
+/// Every favor-core attention path, run with kernels `K`, in a fixed order.
+fn run_all<K: Kernels<f32>, F: FeatureMap<f32>>(kern: &K, phi: &F, c: &Case) -> Vec<Vec<f32>> {
+    let shape = Shape::new(c.l, c.d, c.dv);
+    let mf = phi.feature_dim();
+    let mut outs = Vec::new();
+    let mut out = vec![0f32; c.l * c.dv];
+    for block in [1, 7, 64] {
+        let opts = Options {
+            block,
+            ..Default::default()
+        };
+        let mut scratch = vec![0f32; bidirectional_scratch_len(mf, c.dv, block).unwrap()];
+        bidirectional(
+            kern,
+            phi,
+            &c.q,
+            &c.k,
+            &c.v,
+            shape,
+            &opts,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        outs.push(out.clone());
+        let mut scratch = vec![0f32; causal_prefix_scratch_len(mf, c.dv, block).unwrap()];
+        causal_prefix(
+            kern,
+            phi,
+            &c.q,
+            &c.k,
+            &c.v,
+            shape,
+            &opts,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        outs.push(out.clone());
+        let mut scratch = vec![0f32; causal_chunked_scratch_len(mf, c.dv, block).unwrap()];
+        causal_chunked(
+            kern,
+            phi,
+            &c.q,
+            &c.k,
+            &c.v,
+            shape,
+            &opts,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        outs.push(out.clone());
+    }
+    let mut buf = vec![0f32; Stream::<f32, F, K>::buffer_len(phi, c.dv).unwrap()];
+    let mut stream = Stream::new(*kern, phi, c.dv, &mut buf).unwrap();
+    for t in 0..c.l {
+        let (r, rv) = (t * c.d..(t + 1) * c.d, t * c.dv..(t + 1) * c.dv);
+        stream
+            .step(&c.q[r.clone()], &c.k[r], &c.v[rv.clone()], &mut out[rv])
+            .unwrap();
+    }
+    outs.push(out.clone());
+    outs
+}
+
+/// End-to-end: every attention path on every backend agrees with the Scalar backend (f32)
+/// and with the f64 reference within `Case::bound`.
+fn check_end_to_end<K: Kernels<f32>>(kern: K) {
+    for case in [
+        Case::new(67, 16, 9, 40, 1.5),
+        Case::new(300, 64, 64, 256, 2.0),
+    ] {
+        let phi = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
+        let hyp = HyperbolicSoftmax::new(&case.w, case.m, case.d).unwrap();
+        let bound = case.bound(f64::from(favor_simd::math::EXP_MAX_ULP));
+        for (label, got, want) in [
+            (
+                "positive",
+                run_all(&kern, &phi, &case),
+                run_all(&Scalar, &phi, &case),
+            ),
+            (
+                "hyperbolic",
+                run_all(&kern, &hyp, &case),
+                run_all(&Scalar, &hyp, &case),
+            ),
+        ] {
+            for (path, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = g
+                    .iter()
+                    .zip(w)
+                    .fold(0f64, |a, (x, y)| a.max(f64::from(x - y).abs()));
+                assert!(
+                    err <= bound,
+                    "{} {label} path {path} L={}: max err {err:e} > bound {bound:e}",
+                    kern.name(),
+                    case.l
+                );
+            }
+        }
+        // And against the f64 evaluation of the same estimator (same projection bits).
+        let w64: Vec<f64> = case.w.iter().map(|&x| f64::from(x)).collect();
+        let (q64, k64, v64): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+            case.q.iter().map(|&x| f64::from(x)).collect(),
+            case.k.iter().map(|&x| f64::from(x)).collect(),
+            case.v.iter().map(|&x| f64::from(x)).collect(),
+        );
+        let phi64 = PositiveSoftmax::new(&w64, case.m, case.d).unwrap();
+        let shape = Shape::new(case.l, case.d, case.dv);
+        let opts = Options::default();
+        let mut scratch =
+            vec![0f64; causal_chunked_scratch_len(case.m, case.dv, opts.block).unwrap()];
+        let mut reference = vec![0f64; case.l * case.dv];
+        causal_chunked(
+            &Scalar,
+            &phi64,
+            &q64,
+            &k64,
+            &v64,
+            shape,
+            &opts,
+            &mut reference,
+            &mut scratch,
+        )
+        .unwrap();
+        let got = &run_all(&kern, &phi, &case)[2];
+        let err = got
+            .iter()
+            .zip(&reference)
+            .fold(0f64, |a, (x, y)| a.max((f64::from(*x) - y).abs()));
+        assert!(
+            err <= bound / 2.0 + 1e-12,
+            "{} vs f64: {err:e} > {:e}",
+            kern.name(),
+            bound / 2.0
+        );
+    }
+}
+
+#[test]
+fn end_to_end_every_backend() {
+    all_backends!(check_end_to_end);
+}
+
+/// Exact softmax attention on every backend vs f64: an online softmax of L terms; each
+/// logit is a length-d dot (abs error γ_d·τ·Σ|q||k|), which perturbs each weight by that
+/// relative amount; the weighted average then moves ≤ 2·(that + γ_L)·max|v|.
+fn check_exact<K: Kernels<f32>>(kern: K) {
+    let c = Case::new(90, 32, 17, 8, 3.0);
+    let shape = Shape::new(c.l, c.d, c.dv);
+    for causal in [false, true] {
+        let opts = ExactOptions {
+            causal,
+            ..Default::default()
+        };
+        let mut got = vec![0f32; c.l * c.dv];
+        softmax_attention(&kern, &c.q, &c.k, &c.v, shape, &opts, &mut got).unwrap();
+        let w64 = |x: &Vec<f32>| x.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
+        let mut want = vec![0f64; c.l * c.dv];
+        let opts64 = ExactOptions {
+            causal,
+            ..Default::default()
+        };
+        softmax_attention(
+            &Scalar,
+            &w64(&c.q),
+            &w64(&c.k),
+            &w64(&c.v),
+            shape,
+            &opts64,
+            &mut want,
+        )
+        .unwrap();
+        let tau = 1.0 / (c.d as f64).sqrt();
+        let mut b_logit: f64 = 0.0;
+        for qi in c.q.chunks(c.d) {
+            for kj in c.k.chunks(c.d) {
+                let t: f64 = qi
+                    .iter()
+                    .zip(kj)
+                    .map(|(&a, &b)| f64::from(a * b).abs())
+                    .sum();
+                b_logit = b_logit.max(tau * t);
+            }
+        }
+        let vmax = c.v.iter().fold(0f64, |a, &b| a.max(f64::from(b).abs()));
+        let u = unit::<f32>();
+        let bound =
+            2.0 * (2.0 * (gamma::<f32>(c.d) * b_logit + 4.0 * u) + gamma::<f32>(c.l)) * vmax;
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |a, (x, y)| a.max((f64::from(*x) - y).abs()));
+        assert!(
+            err <= bound,
+            "{} exact causal={causal}: {err:e} > {bound:e}",
+            kern.name()
+        );
+    }
+}
+
+#[test]
+fn exact_softmax_every_backend() {
+    all_backends!(check_exact);
+}
+
+/// The fused projection (`scale · X·Wᵀ` and row maxima), with and without Wᵀ, against the
+/// scalar reference: a length-d dot product plus one scaling, so the bound is
+/// `2·γ_{d+1}·|scale|·Σ|xⱼwᵢⱼ|` per element; a row maximum of perturbed values moves by at
+/// most the largest perturbation of its row.
+fn check_project<T: Float, K: Kernels<T>>(kern: K) {
+    for (rows, m, d) in [
+        (0, 8, 4),
+        (1, 256, 64),
+        (5, 33, 7),
+        (64, 256, 64),
+        (70, 19, 70),
+        (200, 40, 3),
+    ] {
+        let w: Vec<T> = data(70 + m as u64, m * d, 1.0);
+        let mut wt = vec![T::zero(); m * d];
+        transpose_projection(&w, m, d, &mut wt).unwrap();
+        let x: Vec<T> = data(80 + rows as u64, rows * d, 1.0);
+        let scale = T::from_f64(0.3);
+        let ldo = m + 3;
+        let (mut want, mut want_max) = (vec![T::zero(); rows * ldo], vec![T::zero(); rows]);
+        let p = ProjectionRef {
+            w: &w,
+            wt: None,
+            features: m,
+            dim: d,
+        };
+        Scalar.project(rows, &x, p, scale, &mut want, ldo, &mut want_max);
+        for wt in [None, Some(&wt[..])] {
+            let p = ProjectionRef {
+                w: &w,
+                wt,
+                features: m,
+                dim: d,
+            };
+            let (mut got, mut got_max) = (vec![T::zero(); rows * ldo], vec![T::zero(); rows]);
+            kern.project(rows, &x, p, scale, &mut got, ldo, &mut got_max);
+            for r in 0..rows {
+                let mut row_tol: f64 = 0.0;
+                for i in 0..m {
+                    let mag: f64 = (0..d)
+                        .map(|j| (x[r * d + j] * w[i * d + j]).abs().to_f64())
+                        .sum();
+                    let tol = 2.0 * gamma::<T>(d + 1) * scale.to_f64() * mag;
+                    row_tol = row_tol.max(tol);
+                    let err = (got[r * ldo + i] - want[r * ldo + i]).abs().to_f64();
+                    assert!(
+                        err <= tol,
+                        "{} project rows={rows} m={m} d={d} ({r},{i})",
+                        kern.name()
+                    );
+                }
+                let err = (got_max[r] - want_max[r]).abs().to_f64();
+                assert!(err <= row_tol, "{} project row max {r}", kern.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn project_every_backend() {
+    all_backends!(check_project::<f32, _>);
+    all_backends!(check_project::<f64, _>);
+}
