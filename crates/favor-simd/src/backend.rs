@@ -120,6 +120,17 @@ macro_rules! impl_common {
                     *mx = ops::max(s, &out[r * ldo..r * ldo + m]);
                 }
             });
+            // All rows of the causal tile in one dispatch: row i is a GEMV over i + 1 keys.
+            op!(Tril<'a> {
+                m: usize, n: usize, a: &'a [T], lda: usize, b: &'a [T], ldb: usize,
+                c: &'a mut [T], ldc: usize, acc: bool,
+            } -> (), |s| {
+                for i in 0..m {
+                    let ai = Mat { data: &a[i * lda..], rs: lda, cs: 1 };
+                    let bm = Mat { data: b, rs: ldb, cs: 1 };
+                    gemm(s, 1, n, i + 1, ai, bm, &mut c[i * ldc..], ldc, 1.0, acc);
+                }
+            });
             op!(Dot<'a> { x: &'a [T], y: &'a [T] } -> T, |s| { ops::dot(s, x, y) });
             op!(Axpy<'a> { alpha: T, x: &'a [T], y: &'a mut [T] } -> (),
                 |s| { ops::axpy(s, alpha, x, y) });
@@ -139,6 +150,13 @@ macro_rules! impl_common {
                 out: &mut [T], ldo: usize, row_max: &mut [T],
             ) {
                 simd.vectorize(Project { rows, x, p, scale, out, ldo, row_max })
+            }
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn tril_op<S: Simd>(
+                simd: S, m: usize, n: usize, a: &[T], lda: usize, b: &[T], ldb: usize,
+                c: &mut [T], ldc: usize, acc: bool,
+            ) {
+                simd.vectorize(Tril { m, n, a, lda, b, ldb, c, ldc, acc })
             }
             pub(super) fn dot_op<S: Simd>(simd: S, x: &[T], y: &[T]) -> T {
                 simd.vectorize(Dot { x, y })

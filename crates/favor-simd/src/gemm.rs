@@ -11,10 +11,19 @@
 use crate::real::Real;
 use pulp::Simd;
 
-/// Rows per microkernel call. 6×(2 vectors) = 12 accumulators: enough independent FMA
-/// chains to cover latency × throughput (4 × 2 on current x86 cores), and with the two B
-/// vectors and one broadcast it fits AVX2's 16 registers.
-const MR: usize = 6;
+/// Rows per microkernel call with 16 vector registers (AVX2): 6×(2 vectors) = 12
+/// accumulators, enough independent FMA chains to cover latency × throughput (4 × 2 on
+/// current x86 cores); with the two B vectors and one broadcast it fills the register file.
+const MR_NARROW: usize = 6;
+/// Rows per microkernel call with 32 vector registers (AVX-512, NEON): 24 accumulators halve
+/// the loads and the epilogue per FMA.
+const MR_WIDE: usize = 12;
+
+/// Whether the ISA has 32 vector registers.
+#[inline(always)]
+fn wide_register_file<S: Simd>() -> bool {
+    size_of::<S::f32s>() == 64 || (cfg!(target_arch = "aarch64") && size_of::<S::f32s>() == 16)
+}
 /// Depth of one packed block: a KC × NR B micro-panel (16 KiB in f32 on AVX-512) stays in L1.
 const KC: usize = 128;
 /// Rows of A packed at once: an MC × KC block (48 KiB in f32) stays in L2.
@@ -65,12 +74,16 @@ pub(crate) fn gemm<T: Real, S: Simd>(
         }
         return;
     }
-    if b.cs == 1 && (m < MR || k <= 2) {
+    if b.cs == 1 && (m < MR_NARROW || k <= 2) {
         rows_axpy(s, m, n, k, a, b, c, ldc, alpha, accumulate);
-    } else if a.cs == 1 && b.rs == 1 && m < MR {
+    } else if a.cs == 1 && b.rs == 1 && m < MR_NARROW {
         rows_dot(s, m, n, k, a, b, c, ldc, alpha, accumulate);
     } else {
-        packed(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+        if wide_register_file::<S>() {
+            packed::<T, S, MR_WIDE>(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+        } else {
+            packed::<T, S, MR_NARROW>(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+        }
     }
 }
 
@@ -201,7 +214,7 @@ fn dot4<T: Real, S: Simd>(s: S, x: &[T], ys: [&[T]; 4]) -> [T; 4] {
 /// small as a head dimension, packing it would cost as much as the FMAs it feeds.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn packed<T: Real, S: Simd>(
+fn packed<T: Real, S: Simd, const MR: usize>(
     s: S,
     m: usize,
     n: usize,
@@ -227,7 +240,7 @@ fn packed<T: Real, S: Simd>(
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 if pack_a_here {
-                    pack_a(a, ic, mc, pc, kc, &mut apack);
+                    pack_a::<T, MR>(a, ic, mc, pc, kc, &mut apack);
                 }
                 for (pj, jr) in (0..nc).step_by(nr).enumerate() {
                     let bp = &bpack[pj * kc * nr..(pj + 1) * kc * nr];
@@ -252,7 +265,7 @@ fn packed<T: Real, S: Simd>(
                             rows: MR.min(mc - ir),
                             cols: nr.min(nc - jr),
                         };
-                        micro(s, kc, ap, bp, c, ldc, tile, alpha, acc);
+                        micro::<T, S, MR>(s, kc, ap, bp, c, ldc, tile, alpha, acc);
                     }
                 }
             }
@@ -271,7 +284,14 @@ struct Tile {
 /// Packs A rows `ic..ic+mc`, columns `pc..pc+kc` into MR-row micro-panels: panel i holds
 /// `dst[i·kc·MR + p·MR + r] = A(ic + i·MR + r, pc + p)`, rows past `mc` zero.
 #[inline(always)]
-fn pack_a<T: Real>(a: Mat<'_, T>, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut [T]) {
+fn pack_a<T: Real, const MR: usize>(
+    a: Mat<'_, T>,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    dst: &mut [T],
+) {
     for (pi, ir) in (0..mc).step_by(MR).enumerate() {
         let panel = &mut dst[pi * kc * MR..(pi + 1) * kc * MR];
         let rows = MR.min(mc - ir);
@@ -366,7 +386,7 @@ fn pack_b<T: Real, S: Simd>(
 /// micro-panel (kc × NR, NR = 2 vectors); writes the tile's valid part of α·A·B into C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn micro<T: Real, S: Simd>(
+fn micro<T: Real, S: Simd, const MR: usize>(
     s: S,
     kc: usize,
     a: Mat<'_, T>,
@@ -377,14 +397,16 @@ fn micro<T: Real, S: Simd>(
     alpha: T,
     accumulate: bool,
 ) {
-    match tile.rows {
-        MR => micro_rows::<T, S, MR>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
-        1 => micro_rows::<T, S, 1>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
-        2 => micro_rows::<T, S, 2>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
-        3 => micro_rows::<T, S, 3>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
-        4 => micro_rows::<T, S, 4>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
-        _ => micro_rows::<T, S, 5>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),
+    macro_rules! dispatch {
+        ($($r:literal)*) => {
+            match tile.rows {
+                $($r => micro_rows::<T, S, $r>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),)*
+                _ => unreachable!("tile rows are 1..=MR"),
+            }
+        };
     }
+    debug_assert!(tile.rows >= 1 && tile.rows <= MR && MR <= MR_WIDE);
+    dispatch!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
 #[inline(always)]
