@@ -264,6 +264,20 @@ macro_rules! shared_methods {
             };
             $module::gemm_op(self.simd, m, n, k, a, b, c, ldc, accumulate)
         }
+        fn gemm_tril_nn(
+            &self,
+            m: usize,
+            n: usize,
+            a: &[$t],
+            lda: usize,
+            b: &[$t],
+            ldb: usize,
+            c: &mut [$t],
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            $module::tril_op(self.simd, m, n, a, lda, b, ldb, c, ldc, accumulate)
+        }
         fn project(
             &self,
             rows: usize,

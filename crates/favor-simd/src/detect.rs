@@ -49,6 +49,11 @@ impl Detected {
     }
 }
 
+/// The best backend for this CPU: shorthand for [`Detected::new`].
+pub fn detected() -> Detected {
+    Detected::new()
+}
+
 impl Default for Detected {
     fn default() -> Self {
         Self::new()

@@ -616,3 +616,135 @@ fn project_every_backend() {
     all_backends!(check_project::<f32, _>);
     all_backends!(check_project::<f64, _>);
 }
+
+fn ulps(a: f32, b: f32) -> u32 {
+    if a == b {
+        return 0;
+    }
+    // Map to a monotone integer line so the distance counts representable steps.
+    let key = |x: f32| {
+        let i = x.to_bits() as i32;
+        if i < 0 { i32::MIN - i } else { i }
+    };
+    key(a).abs_diff(key(b))
+}
+
+/// The elementwise feature-map kernels on every backend, all lengths 0..=70 (every tail) and
+/// a long one, against Scalar (libm). Bounds: `exp_shift` computes the same `x − shift` and
+/// then an exp within `EXP_MAX_ULP` ulps of libm's; `mul_exp` adds one rounding of the
+/// product; `sin_cos` is within `SIN_COS_MAX_ABS_ERR` of libm for |u| ≤ `SIN_COS_RANGE`;
+/// ReLU, |·| and custom functions are exact; x² + ε may be fused (one rounding apart).
+fn check_elementwise<K: Kernels<f32>>(kern: K) {
+    use favor_simd::math::{EXP_MAX_ULP, SIN_COS_MAX_ABS_ERR};
+    let eps32 = f64::from(f32::EPSILON);
+    for n in (0..=70).chain([1000]) {
+        // Inputs spread over the whole exp domain, clamp ends included.
+        let x: Vec<f32> = (0..n)
+            .map(|i| -110.0 + 205.0 * (i as f32 / n.max(1) as f32))
+            .collect();
+        for shift in [0.0f32, 3.5] {
+            let (mut g, mut w) = (x.clone(), x.clone());
+            kern.exp_shift(&mut g, shift);
+            Scalar.exp_shift(&mut w, shift);
+            for i in 0..n {
+                assert!(
+                    ulps(g[i], w[i]) <= EXP_MAX_ULP,
+                    "{} exp_shift n={n} i={i}: {} vs {}",
+                    kern.name(),
+                    g[i],
+                    w[i]
+                );
+            }
+        }
+        let logs: Vec<f32> = data(90 + n as u64, n, 20.0);
+        let vals: Vec<f32> = data(91 + n as u64, n, 1.0);
+        let (mut g, mut w) = (vals.clone(), vals.clone());
+        kern.mul_exp(&mut g, &logs, 5.0);
+        Scalar.mul_exp(&mut w, &logs, 5.0);
+        for i in 0..n {
+            let tol = f64::from(EXP_MAX_ULP + 1) * eps32 * f64::from(w[i].abs())
+                + f64::from(f32::MIN_POSITIVE);
+            assert!(
+                f64::from((g[i] - w[i]).abs()) <= tol,
+                "{} mul_exp n={n} i={i}",
+                kern.name()
+            );
+        }
+        let mut g = vec![0f32; 2 * n];
+        for (i, u) in g[..n].iter_mut().enumerate() {
+            *u = (i as f32 - 35.0) * 3.7;
+        }
+        let mut w = g.clone();
+        kern.sin_cos(&mut g, n);
+        Kernels::<f32>::sin_cos(&Scalar, &mut w, n);
+        for i in 0..2 * n {
+            assert!(
+                (g[i] - w[i]).abs() <= SIN_COS_MAX_ABS_ERR,
+                "{} sin_cos n={n} i={i}",
+                kern.name()
+            );
+        }
+        let u: Vec<f32> = data(92 + n as u64, n, 3.0);
+        for f in [
+            Activation::Relu,
+            Activation::Abs,
+            Activation::Square,
+            Activation::Exp,
+            Activation::EluPlusOne,
+            Activation::Custom(|v: f32| v * 0.5),
+        ] {
+            let (mut g, mut w) = (u.clone(), u.clone());
+            kern.activation(&mut g, f, 1e-3);
+            Scalar.activation(&mut w, f, 1e-3);
+            let ulps_allowed = match f {
+                Activation::Relu | Activation::Abs | Activation::Custom(_) => 0.0,
+                Activation::Square => 1.0,
+                _ => f64::from(EXP_MAX_ULP + 1),
+            };
+            for i in 0..n {
+                let tol = ulps_allowed * eps32 * f64::from(w[i].abs());
+                assert!(
+                    f64::from((g[i] - w[i]).abs()) <= tol,
+                    "{} {f:?} n={n} i={i}",
+                    kern.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_every_backend() {
+    all_backends!(check_elementwise);
+}
+
+/// The partition-function estimator on every backend against Scalar: ln Ẑ is a log of a
+/// positive sum of M products of features, each within the feature bound of `Case::bound`,
+/// so it moves by at most that relative amount (plus the rounding of the log).
+fn check_estimator<K: Kernels<f32>>(kern: K) {
+    let c = Case::new(50, 16, 1, 128, 1.0);
+    let phi = PositiveSoftmax::new(&c.w, c.m, c.d).unwrap();
+    let len = PartitionEstimator::<f32, _, K>::buffer_len(&phi);
+    let (mut b1, mut b2) = (vec![0f32; len], vec![0f32; len]);
+    let mut fast = PartitionEstimator::new(kern, &phi, &mut b1).unwrap();
+    let mut reference = PartitionEstimator::new(Scalar, &phi, &mut b2).unwrap();
+    fast.add_items(&c.k, c.l).unwrap();
+    reference.add_items(&c.k, c.l).unwrap();
+    let rel = c.bound(f64::from(favor_simd::math::EXP_MAX_ULP));
+    for q in c.q.chunks(c.d) {
+        let (g, w) = (
+            fast.log_partition(q).unwrap(),
+            reference.log_partition(q).unwrap(),
+        );
+        assert!(
+            f64::from((g - w).abs()) <= rel + 4.0 * f64::from(f32::EPSILON) * f64::from(w.abs()),
+            "{} ln Z",
+            kern.name()
+        );
+    }
+}
+
+#[test]
+fn partition_estimator_every_backend() {
+    all_backends!(check_estimator);
+}
