@@ -35,14 +35,19 @@ pub struct Stream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
     kernels: K,
     fm: &'a F,
     state: PrefixState<'a, T>,
+    /// Two feature rows: a step maps its key and query in one pass over W.
     feats: &'a mut [T],
-    log: [T; 1],
+    /// The step's key and query, side by side, so they project as one 2-row GEMM.
+    rows: &'a mut [T],
+    log: [T; 2],
 }
 
 impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
-    /// Elements the stream's buffer needs: the state (`M·dv + M`) plus one feature row (`M`).
+    /// Elements the stream's buffer needs: the state (`M·dv + M`) plus two feature rows
+    /// (`2·M`) and two input rows (`2·d`).
     pub fn buffer_len(fm: &F, value_dim: usize) -> Result<usize> {
-        check::add(state_len(fm.feature_dim(), value_dim)?, fm.feature_dim())
+        let extra = check::mul(2, check::add(fm.feature_dim(), fm.input_dim())?)?;
+        check::add(state_len(fm.feature_dim(), value_dim)?, extra)
     }
 
     /// An empty stream for values of dimension `value_dim`.
@@ -50,12 +55,14 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let m = fm.feature_dim();
         check::room("stream buffer", buf, Self::buffer_len(fm, value_dim)?)?;
         let (st, rest) = buf.split_at_mut(state_len(m, value_dim)?);
+        let (feats, rest) = rest.split_at_mut(2 * m);
         Ok(Self {
             kernels,
             fm,
             state: PrefixState::new(m, value_dim, st)?,
-            feats: &mut rest[..m],
-            log: [T::zero()],
+            feats,
+            rows: &mut rest[..2 * fm.input_dim()],
+            log: [T::zero(); 2],
         })
     }
 
@@ -85,7 +92,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         self.fm
             .map_rows(&self.kernels, k, 1, self.feats, &mut self.log)?;
         self.state
-            .push_rows(&self.kernels, self.feats, &self.log, v, 1);
+            .push_rows(&self.kernels, self.feats, &self.log[..1], v, 1);
         Ok(())
     }
 
@@ -99,18 +106,39 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         self.fm
             .map_rows(&self.kernels, q, 1, self.feats, &mut self.log)?;
         self.state
-            .query_rows(&self.kernels, self.feats, &self.log, 1, true, out, dv);
+            .query_rows(&self.kernels, self.feats, &self.log[..1], 1, true, out, dv);
         Ok(())
     }
 
     /// One decoding step: `push(k, v)` then `query(q, out)`, as in causal attention where a
     /// token attends to itself.
+    /// Same results as the two calls, bit for bit with any backend whose kernels treat rows
+    /// independently; faster, because the key and the query are projected in one pass
+    /// over W (decoding is memory-bound).
     pub fn step(&mut self, q: &[T], k: &[T], v: &[T], out: &mut [T]) -> Result<()> {
-        check::exact("q", q, self.fm.input_dim())?;
-        check::room("out", out, self.state.value_dim())?;
-        check::finite("q", q, self.fm.input_dim())?;
-        self.push(k, v)?;
-        self.query(q, out)
+        let (d, m, dv) = (
+            self.fm.input_dim(),
+            self.fm.feature_dim(),
+            self.state.value_dim(),
+        );
+        check::exact("q", q, d)?;
+        check::exact("k", k, d)?;
+        check::exact("v", v, dv)?;
+        check::room("out", out, dv)?;
+        check::finite("k", k, d)?;
+        check::finite("v", v, dv)?;
+        check::finite("q", q, d)?;
+        let (kr, qr) = self.rows.split_at_mut(d);
+        kr.copy_from_slice(k);
+        qr.copy_from_slice(q);
+        self.fm
+            .map_rows(&self.kernels, self.rows, 2, self.feats, &mut self.log)?;
+        let (kf, qf) = self.feats.split_at_mut(m);
+        self.state
+            .push_rows(&self.kernels, kf, &self.log[..1], v, 1);
+        self.state
+            .query_rows(&self.kernels, qf, &self.log[1..], 1, true, out, dv);
+        Ok(())
     }
 
     /// Scratch elements [`Stream::prefill`] needs for chunks of `chunk` tokens.

@@ -561,7 +561,7 @@ fn buffer_too_small_reports_needed_and_given() {
         Some(small("state", need, need - 1))
     );
     let need = Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap();
-    assert_eq!(need, M * DV + 2 * M);
+    assert_eq!(need, M * DV + M + 2 * (M + D));
     let mut buf = sentinel::<f32>(need - 1);
     let r = Stream::new(Scalar, &fm, DV, &mut buf).err();
     assert_eq!(r, Some(small("stream buffer", need, need - 1)));
