@@ -1,6 +1,9 @@
 //! A quick, criterion-free measurement of the favor-simd workloads against the FMA roof
-//! (the criterion benches are the reference; this prints one table in a few seconds).
-//! `cargo run --release -p favor-benches --example quick`
+//! measured in the same run (the criterion benches are the reference; this prints one table
+//! in a few seconds).
+//!
+//! `cargo run --release -p favor-benches --example quick [-- avx2]` (`avx2` forces the AVX2
+//! backend and compares it with the 8-lane roof).
 
 use favor_benches::*;
 use favor_core::*;
@@ -19,68 +22,77 @@ fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 
 fn main() {
     let iters = 2_000_000;
+    #[cfg(target_arch = "x86_64")]
+    if std::env::args().any(|a| a == "avx2") {
+        if let (Some(k), Some((_, flops))) = (favor_simd::Avx2::new(), fma_roof_avx2(1)) {
+            let t = best_of(5, || {
+                std::hint::black_box(fma_roof_avx2(iters));
+            });
+            return run(k, flops as f64 * iters as f64 / t / 1e9);
+        }
+        println!("AVX2+FMA not available on this CPU");
+        return;
+    }
     let t = best_of(5, || {
         std::hint::black_box(fma_roof(iters));
     });
-    let roof = fma_roof(1).1 as f64 * iters as f64 / t / 1e9;
-    let det = favor_simd::Detected::new();
+    run(
+        favor_simd::Detected::new(),
+        fma_roof(1).1 as f64 * iters as f64 / t / 1e9,
+    );
+}
+
+fn run<K: Kernels<f32>>(k: K, roof: f64) {
     println!(
-        "backend {}, FMA roof {roof:.1} GFLOP/s",
-        Kernels::<f32>::name(&det)
+        "backend {}, FMA roof {roof:.1} GFLOP/s (one core)",
+        k.name()
     );
     let len = 4096;
     let hs = heads(len);
     let mut out = vec![0f32; len * DIM];
     let mut scratch = vec![0f32; scratch_len()];
     let f = favor_flops(len) as f64;
-    let report = |name: &str, secs: f64| {
-        let g = f / secs / 1e9;
+    let line = |name: &str, ms: f64, g: f64| {
         println!(
-            "{name:<28} {:>8.2} ms {g:>7.1} GFLOP/s {:>5.1}% of roof",
-            secs * 1e3,
+            "{name:<26} {ms:>9.3} ms {g:>7.1} GFLOP/s {:>5.1}% of roof",
             100.0 * g / roof
         );
     };
-    report(
-        "bidirectional L=4096",
-        best_of(3, || {
-            bidirectional_all(&det, &hs, len, &mut out, &mut scratch)
-        }),
-    );
-    report(
-        "causal_chunked L=4096",
-        best_of(3, || causal_all(&det, &hs, len, &mut out, &mut scratch)),
-    );
+    let secs = best_of(3, || {
+        bidirectional_all(&k, &hs, len, &mut out, &mut scratch)
+    });
+    line("bidirectional L=4096", secs * 1e3, f / secs / 1e9);
+    let secs = best_of(3, || causal_all(&k, &hs, len, &mut out, &mut scratch));
+    line("causal chunked L=4096", secs * 1e3, f / secs / 1e9);
+
     let phis: Vec<_> = hs.iter().map(Head::phi).collect();
-    let blen = Stream::<f32, PositiveSoftmax<f32>, favor_simd::Detected>::buffer_len(&phis[0], DIM)
-        .unwrap();
+    let blen = Stream::<f32, PositiveSoftmax<f32>, K>::buffer_len(&phis[0], DIM).unwrap();
     let mut bufs = vec![vec![0f32; blen]; HEADS];
     let mut streams: Vec<_> = phis
         .iter()
         .zip(bufs.iter_mut())
-        .map(|(p, b)| Stream::new(det, p, DIM, b).unwrap())
+        .map(|(p, b)| Stream::new(k, p, DIM, b).unwrap())
         .collect();
     let tokens = 512;
     let secs = best_of(3, || {
         for t in 0..tokens {
             let r = t * DIM..(t + 1) * DIM;
             for (s, h) in streams.iter_mut().zip(&hs) {
-                let (q, k, v) = (&h.q[r.clone()], &h.k[r.clone()], &h.v[r.clone()]);
-                s.step(q, k, v, &mut out[..DIM]).unwrap();
+                let (q, kk, v) = (&h.q[r.clone()], &h.k[r.clone()], &h.v[r.clone()]);
+                s.step(q, kk, v, &mut out[..DIM]).unwrap();
             }
         }
-    });
-    let g = favor_flops(1) as f64 * tokens as f64 / secs / 1e9;
-    println!(
-        "{:<28} {:>8.2} us {g:>7.1} GFLOP/s {:>5.1}% of roof",
+    }) / tokens as f64;
+    line(
         "decode step, 8 heads",
-        secs / tokens as f64 * 1e6,
-        100.0 * g / roof
+        secs * 1e3,
+        favor_flops(1) as f64 / secs / 1e9,
     );
-    report(
-        "bidirectional scalar",
-        best_of(1, || {
-            bidirectional_all(&Scalar, &hs, len, &mut out, &mut scratch)
-        }),
-    );
+
+    let secs = best_of(1, || {
+        bidirectional_all(&Scalar, &hs, len, &mut out, &mut scratch)
+    });
+    line("bidirectional, scalar", secs * 1e3, f / secs / 1e9);
+    let secs = best_of(1, || causal_all(&Scalar, &hs, len, &mut out, &mut scratch));
+    line("causal chunked, scalar", secs * 1e3, f / secs / 1e9);
 }

@@ -143,3 +143,17 @@ pub fn fma_roof(iters: usize) -> (f32, u64) {
         iters: std::hint::black_box(iters),
     })
 }
+
+/// The FMA roof of the 8-lane AVX2+FMA ISA (`None` where the CPU lacks it), for comparing the
+/// forced AVX2 backend on a machine that also has AVX-512.
+#[cfg(target_arch = "x86_64")]
+pub fn fma_roof_avx2(iters: usize) -> Option<(f32, u64)> {
+    pulp::x86::V3::try_new().map(|s| {
+        Simd::vectorize(
+            s,
+            FmaLoop {
+                iters: std::hint::black_box(iters),
+            },
+        )
+    })
+}
