@@ -236,18 +236,10 @@ pub fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         apply_mask(&mut kl[..rows], opts.key_mask, start);
         for t in 0..rows {
             let i = start + t;
-            let kft = &mut kf[t * m..(t + 1) * m];
-            state.push_rows(kernels, kft, &kl[t..t + 1], &v[i * dv..(i + 1) * dv], 1);
-            let (qft, qlt) = (&qf[t * m..(t + 1) * m], &ql[t..t + 1]);
-            state.query_rows(
-                kernels,
-                qft,
-                qlt,
-                1,
-                opts.normalized,
-                &mut out[i * dv..],
-                dv,
-            );
+            let (kft, qft) = (&mut kf[t * m..(t + 1) * m], &qf[t * m..(t + 1) * m]);
+            let vi = &v[i * dv..(i + 1) * dv];
+            let oi = &mut out[i * dv..(i + 1) * dv];
+            state.step_row(kernels, kft, kl[t], vi, qft, ql[t], opts.normalized, oi);
         }
     }
     Ok(())

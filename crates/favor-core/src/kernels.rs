@@ -162,6 +162,33 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
         }
     }
 
+    /// One decoding step on a prefix state, which a backend can do in a single pass over S
+    /// (decoding is memory-bound): `S ← f·S + k·vᵀ`, `z ← f·z + k`, `out = qᵀS` with the new
+    /// S; returns `q·z` with the new z. S is `m × dv` row-major; `k`, `q`, `z` have length m;
+    /// `v`, `out` length dv. `f == 1` leaves the old state unscaled.
+    #[allow(clippy::too_many_arguments)]
+    fn state_step(
+        &self,
+        m: usize,
+        dv: usize,
+        s: &mut [T],
+        z: &mut [T],
+        f: T,
+        k: &[T],
+        v: &[T],
+        q: &[T],
+        out: &mut [T],
+    ) -> T {
+        if f != T::one() {
+            self.scale(f, &mut s[..m * dv]);
+            self.scale(f, &mut z[..m]);
+        }
+        self.gemm_tn(m, dv, 1, k, m, v, dv, s, dv, true);
+        self.axpy(T::one(), &k[..m], &mut z[..m]);
+        self.gemm_nn(1, dv, m, q, m, s, dv, out, dv, false);
+        self.dot(&q[..m], &z[..m])
+    }
+
     /// `Σ aᵢbᵢ` over the common length.
     fn dot(&self, a: &[T], b: &[T]) -> T;
 

@@ -149,6 +149,45 @@ impl<'a, T: Float> PrefixState<'a, T> {
         }
     }
 
+    /// One causal token: absorbs key features `kf` (scaled in place) with log-scale `lk`
+    /// (`-∞`: masked) and value `v`, then answers the query `qf`, `ql` into `out` — the same
+    /// as `push_rows(1)` then `query_rows(1)`, but in one pass over S through
+    /// [`Kernels::state_step`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step_row<K: Kernels<T>>(
+        &mut self,
+        kernels: &K,
+        kf: &mut [T],
+        lk: T,
+        v: &[T],
+        qf: &[T],
+        ql: T,
+        normalized: bool,
+        out: &mut [T],
+    ) {
+        if lk == T::neg_infinity() {
+            self.query_rows(kernels, qf, &[ql], 1, normalized, out, self.value_dim);
+            return;
+        }
+        let (m, dv) = (self.features, self.value_dim);
+        let c = lk.max(self.log_scale);
+        let f = if c > self.log_scale {
+            (self.log_scale - c).libm_exp()
+        } else {
+            T::one()
+        };
+        self.log_scale = c;
+        kernels.scale((lk - c).libm_exp(), &mut kf[..m]);
+        self.tokens += 1;
+        let den = kernels.state_step(m, dv, self.s, self.z, f, kf, v, qf, out);
+        let o = &mut out[..dv];
+        if normalized {
+            kernels.scale(T::one() / guard(den), o);
+        } else {
+            kernels.scale((ql + c).libm_exp(), o);
+        }
+    }
+
     /// Attention outputs for `rows` queries with stored features `feats` (rows×M) and
     /// log-scales `logs`: `out = φ(q)ᵀS / φ(q)·z` (normalised) or `e^{ℓ+c} φ(q)ᵀS`.
     #[allow(clippy::too_many_arguments)]

@@ -112,9 +112,10 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
 
     /// One decoding step: `push(k, v)` then `query(q, out)`, as in causal attention where a
     /// token attends to itself.
-    /// Same results as the two calls, bit for bit with any backend whose kernels treat rows
-    /// independently; faster, because the key and the query are projected in one pass
-    /// over W (decoding is memory-bound).
+    /// Same results as the two calls up to rounding (bit for bit with
+    /// [`Scalar`](crate::Scalar)); faster, because the key and the query are projected in one
+    /// pass over W and the state is updated and read in one pass over S (decoding is
+    /// memory-bound).
     pub fn step(&mut self, q: &[T], k: &[T], v: &[T], out: &mut [T]) -> Result<()> {
         let (d, m, dv) = (
             self.fm.input_dim(),
@@ -134,10 +135,9 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         self.fm
             .map_rows(&self.kernels, self.rows, 2, self.feats, &mut self.log)?;
         let (kf, qf) = self.feats.split_at_mut(m);
+        let (lk, lq) = (self.log[0], self.log[1]);
         self.state
-            .push_rows(&self.kernels, kf, &self.log[..1], v, 1);
-        self.state
-            .query_rows(&self.kernels, qf, &self.log[1..], 1, true, out, dv);
+            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out);
         Ok(())
     }
 

@@ -131,6 +131,10 @@ macro_rules! impl_common {
                     gemm(s, 1, n, i + 1, ai, bm, &mut c[i * ldc..], ldc, 1.0, acc);
                 }
             });
+            op!(StateStep<'a> {
+                m: usize, dv: usize, st: &'a mut [T], z: &'a mut [T], f: T, k: &'a [T],
+                v: &'a [T], q: &'a [T], out: &'a mut [T],
+            } -> T, |s| { ops::state_step(s, m, dv, st, z, f, k, v, q, out) });
             op!(Dot<'a> { x: &'a [T], y: &'a [T] } -> T, |s| { ops::dot(s, x, y) });
             op!(Axpy<'a> { alpha: T, x: &'a [T], y: &'a mut [T] } -> (),
                 |s| { ops::axpy(s, alpha, x, y) });
@@ -157,6 +161,13 @@ macro_rules! impl_common {
                 c: &mut [T], ldc: usize, acc: bool,
             ) {
                 simd.vectorize(Tril { m, n, a, lda, b, ldb, c, ldc, acc })
+            }
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn state_step_op<S: Simd>(
+                simd: S, m: usize, dv: usize, st: &mut [T], z: &mut [T], f: T, k: &[T],
+                v: &[T], q: &[T], out: &mut [T],
+            ) -> T {
+                simd.vectorize(StateStep { m, dv, st, z, f, k, v, q, out })
             }
             pub(super) fn dot_op<S: Simd>(simd: S, x: &[T], y: &[T]) -> T {
                 simd.vectorize(Dot { x, y })
@@ -263,6 +274,20 @@ macro_rules! shared_methods {
                 cs: 1,
             };
             $module::gemm_op(self.simd, m, n, k, a, b, c, ldc, accumulate)
+        }
+        fn state_step(
+            &self,
+            m: usize,
+            dv: usize,
+            s: &mut [$t],
+            z: &mut [$t],
+            f: $t,
+            k: &[$t],
+            v: &[$t],
+            q: &[$t],
+            out: &mut [$t],
+        ) -> $t {
+            $module::state_step_op(self.simd, m, dv, s, z, f, k, v, q, out)
         }
         fn gemm_tril_nn(
             &self,

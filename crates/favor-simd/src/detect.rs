@@ -111,6 +111,12 @@ macro_rules! impl_detected {
             ) {
                 forward!(self, k => k.project(rows, x, p, scale, out, ldo, row_max))
             }
+            fn state_step(
+                &self, m: usize, dv: usize, s: &mut [$t], z: &mut [$t], f: $t, k: &[$t],
+                v: &[$t], q: &[$t], out: &mut [$t],
+            ) -> $t {
+                forward!(self, x => x.state_step(m, dv, s, z, f, k, v, q, out))
+            }
             fn dot(&self, a: &[$t], b: &[$t]) -> $t {
                 forward!(self, k => k.dot(a, b))
             }

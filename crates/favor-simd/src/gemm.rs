@@ -105,11 +105,48 @@ fn rows_axpy<T: Real, S: Simd>(
 ) {
     let lanes = T::lanes::<S>();
     let w = 4 * lanes;
-    for i in 0..m {
-        let crow = &mut c[i * ldc..i * ldc + n];
+    // Rows go in pairs so each B vector loaded feeds two rows: a decode step projects its key
+    // and query together, and B (Wᵀ) is the bulk of the memory traffic.
+    let mut i = 0;
+    while i + 2 <= m {
+        let (c0, c1) = c[i * ldc..].split_at_mut(ldc);
+        let (c0, c1) = (&mut c0[..n], &mut c1[..n]);
         let mut j = 0;
         while j + w <= n {
-            let (cv, _) = T::as_mut_simd::<S>(&mut crow[j..j + w]);
+            let zero = T::vsplat(s, T::zero());
+            let (mut acc0, mut acc1) = ([zero; 4], [zero; 4]);
+            for p in 0..k {
+                let a0 = T::vsplat(s, alpha * a.at(i, p));
+                let a1 = T::vsplat(s, alpha * a.at(i + 1, p));
+                let (bv, _) = T::as_simd::<S>(&b.data[p * b.rs + j..p * b.rs + j + w]);
+                for t in 0..4 {
+                    acc0[t] = T::vfma(s, a0, bv[t], acc0[t]);
+                    acc1[t] = T::vfma(s, a1, bv[t], acc1[t]);
+                }
+            }
+            for (row, acc) in [(&mut *c0, acc0), (&mut *c1, acc1)] {
+                let (cv, _) = T::as_mut_simd::<S>(&mut row[j..j + w]);
+                for t in 0..4 {
+                    cv[t] = if accumulate {
+                        T::vadd(s, cv[t], acc[t])
+                    } else {
+                        acc[t]
+                    };
+                }
+            }
+            j += w;
+        }
+        if j < n {
+            for (r, row) in [(i, &mut *c0), (i + 1, &mut *c1)] {
+                row_tail(s, r, j, n, k, a, b, row, alpha, accumulate);
+            }
+        }
+        i += 2;
+    }
+    if i < m {
+        let row = &mut c[i * ldc..i * ldc + n];
+        let mut j = 0;
+        while j + w <= n {
             let mut acc = [T::vsplat(s, T::zero()); 4];
             for p in 0..k {
                 let av = T::vsplat(s, alpha * a.at(i, p));
@@ -118,6 +155,7 @@ fn rows_axpy<T: Real, S: Simd>(
                     acc[t] = T::vfma(s, av, bv[t], acc[t]);
                 }
             }
+            let (cv, _) = T::as_mut_simd::<S>(&mut row[j..j + w]);
             for t in 0..4 {
                 cv[t] = if accumulate {
                     T::vadd(s, cv[t], acc[t])
@@ -127,20 +165,40 @@ fn rows_axpy<T: Real, S: Simd>(
             }
             j += w;
         }
-        while j < n {
-            let len = lanes.min(n - j);
-            let mut acc = T::vsplat(s, T::zero());
-            for p in 0..k {
-                let av = T::vsplat(s, alpha * a.at(i, p));
-                let bv = T::load_partial(s, &b.data[p * b.rs + j..p * b.rs + j + len]);
-                acc = T::vfma(s, av, bv, acc);
-            }
-            if accumulate {
-                acc = T::vadd(s, T::load_partial(s, &crow[j..j + len]), acc);
-            }
-            T::store_partial(s, &mut crow[j..j + len], acc);
-            j += len;
+        row_tail(s, i, j, n, k, a, b, row, alpha, accumulate);
+    }
+}
+
+/// Columns `j0..n` of row i (fewer than four vectors), one vector at a time.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn row_tail<T: Real, S: Simd>(
+    s: S,
+    i: usize,
+    j0: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    row: &mut [T],
+    alpha: T,
+    accumulate: bool,
+) {
+    let lanes = T::lanes::<S>();
+    let mut j = j0;
+    while j < n {
+        let len = lanes.min(n - j);
+        let mut acc = T::vsplat(s, T::zero());
+        for p in 0..k {
+            let av = T::vsplat(s, alpha * a.at(i, p));
+            let bv = T::load_partial(s, &b.data[p * b.rs + j..p * b.rs + j + len]);
+            acc = T::vfma(s, av, bv, acc);
         }
+        if accumulate {
+            acc = T::vadd(s, T::load_partial(s, &row[j..j + len]), acc);
+        }
+        T::store_partial(s, &mut row[j..j + len], acc);
+        j += len;
     }
 }
 

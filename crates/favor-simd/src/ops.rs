@@ -163,3 +163,75 @@ pub(crate) fn activation_f32<S: Simd>(s: S, x: &mut [f32], f: Activation<f32>, e
         }
     }
 }
+
+/// One pass over the prefix state: `S ← f·S + k·vᵀ`, `z ← f·z + k`, `out = qᵀS` (new S),
+/// returns `q·z` (new z). Columns of S go in blocks of four vectors: v and the four output
+/// accumulators stay in registers while the rows stream through once.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn state_step<T: Real, S: Simd>(
+    s: S,
+    m: usize,
+    dv: usize,
+    st: &mut [T],
+    z: &mut [T],
+    f: T,
+    k: &[T],
+    v: &[T],
+    q: &[T],
+    out: &mut [T],
+) -> T {
+    let (st, k, q, v, out) = (
+        &mut st[..m * dv],
+        &k[..m],
+        &q[..m],
+        &v[..dv],
+        &mut out[..dv],
+    );
+    let lanes = T::lanes::<S>();
+    let w = 4 * lanes;
+    let fv = T::vsplat(s, f);
+    let mut j = 0;
+    while j + w <= dv {
+        let (vv, _) = T::as_simd::<S>(&v[j..j + w]);
+        let vb = [vv[0], vv[1], vv[2], vv[3]];
+        let mut acc = [T::vsplat(s, T::zero()); 4];
+        for i in 0..m {
+            let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
+            let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
+            for t in 0..4 {
+                let r = T::vfma(s, ki, vb[t], T::vmul(s, row[t], fv));
+                row[t] = r;
+                acc[t] = T::vfma(s, qi, r, acc[t]);
+            }
+        }
+        let (ov, _) = T::as_mut_simd::<S>(&mut out[j..j + w]);
+        ov[..4].copy_from_slice(&acc);
+        j += w;
+    }
+    while j < dv {
+        let len = lanes.min(dv - j);
+        let vb = T::load_partial(s, &v[j..j + len]);
+        let mut acc = T::vsplat(s, T::zero());
+        for i in 0..m {
+            let cell = &mut st[i * dv + j..i * dv + j + len];
+            let r = T::vfma(
+                s,
+                T::vsplat(s, k[i]),
+                vb,
+                T::vmul(s, T::load_partial(s, cell), fv),
+            );
+            T::store_partial(s, cell, r);
+            acc = T::vfma(s, T::vsplat(s, q[i]), r, acc);
+        }
+        T::store_partial(s, &mut out[j..j + len], acc);
+        j += len;
+    }
+    // z is short (m): scale-and-add, then the dot product, both vectorised.
+    let z = &mut z[..m];
+    if f != T::one() {
+        scale(s, f, z);
+    }
+    axpy(s, T::one(), k, z);
+    dot(s, q, z)
+}
