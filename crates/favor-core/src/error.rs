@@ -202,12 +202,18 @@ pub(crate) mod check {
 
     /// Rejects NaN and infinities; `row_len` turns the flat index into a row number.
     pub(crate) fn finite<T: Float>(what: &'static str, s: &[T], row_len: usize) -> Result<()> {
-        match s.iter().position(|x| !x.is_finite()) {
-            None => Ok(()),
-            Some(i) => Err(Error::NonFinite {
-                what,
-                row: i / row_len.max(1),
-            }),
+        // Whole chunks without an early exit, so the scan vectorises; only a chunk that
+        // fails is searched for the offending element.
+        const CHUNK: usize = 256;
+        for (c, chunk) in s.chunks(CHUNK).enumerate() {
+            if !chunk.iter().fold(true, |ok, x| ok & x.is_finite()) {
+                let i = c * CHUNK + chunk.iter().position(|x| !x.is_finite()).unwrap_or(0);
+                return Err(Error::NonFinite {
+                    what,
+                    row: i / row_len.max(1),
+                });
+            }
         }
+        Ok(())
     }
 }
