@@ -95,12 +95,22 @@ impl Options<'_> {
     }
 }
 
-fn apply_mask<T: Float>(logs: &mut [T], mask: Option<&[bool]>, start: usize) {
-    if let Some(mask) = mask {
-        for (l, &keep) in logs.iter_mut().zip(&mask[start..]) {
-            if !keep {
-                *l = T::neg_infinity();
-            }
+/// Prepares key rows for the state: masked keys, and keys whose log-scale is NaN (their
+/// squared norm overflowed `T`, so their true feature is the limit 0), get log-scale `-∞` and
+/// an all-zero feature row (their stored features may be NaN, and NaN·0 is NaN), which every
+/// path treats as "absent".
+pub(crate) fn prepare_keys<T: Float>(
+    feats: &mut [T],
+    width: usize,
+    logs: &mut [T],
+    mask: Option<&[bool]>,
+    start: usize,
+) {
+    for (j, l) in logs.iter_mut().enumerate() {
+        let masked = mask.is_some_and(|m| !m[start + j]);
+        if masked || l.is_nan() {
+            *l = T::neg_infinity();
+            feats[j * width..(j + 1) * width].fill(T::zero());
         }
     }
 }
@@ -165,7 +175,7 @@ pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             feats,
             logs,
         )?;
-        apply_mask(&mut logs[..rows], opts.key_mask, start);
+        prepare_keys(feats, m, &mut logs[..rows], opts.key_mask, start);
         state.push_rows(
             kernels,
             feats,
@@ -233,7 +243,7 @@ pub fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         let rows = block.min(shape.keys - start);
         fm.map_rows(kernels, &q[start * d..(start + rows) * d], rows, qf, ql)?;
         fm.map_rows(kernels, &k[start * d..(start + rows) * d], rows, kf, kl)?;
-        apply_mask(&mut kl[..rows], opts.key_mask, start);
+        prepare_keys(kf, m, &mut kl[..rows], opts.key_mask, start);
         for t in 0..rows {
             let i = start + t;
             let (kft, qft) = (&mut kf[t * m..(t + 1) * m], &qf[t * m..(t + 1) * m]);
@@ -330,7 +340,7 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         let oc = &mut out[start * dv..(start + c) * dv];
         fm.map_rows(kernels, &q[start * d..(start + c) * d], c, qf, ql)?;
         fm.map_rows(kernels, &k[start * d..(start + c) * d], c, kf, kl)?;
-        apply_mask(&mut kl[..c], opts.key_mask, start);
+        prepare_keys(kf, m, &mut kl[..c], opts.key_mask, start);
 
         // run[i]: the scale the token loop would hold after token i.
         let mut r = state.log_scale();

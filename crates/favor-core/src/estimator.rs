@@ -40,7 +40,7 @@ pub struct PartitionEstimator<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
 impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F, K> {
     /// Elements the buffer needs: `2·M` (the feature sum and one feature row).
     pub fn buffer_len(fm: &F) -> usize {
-        2 * fm.feature_dim()
+        fm.feature_dim().saturating_mul(2)
     }
 
     /// An empty estimator. The map must estimate the softmax kernel
@@ -79,6 +79,11 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
         for key in keys.chunks_exact(d) {
             self.fm
                 .map_rows(&self.kernels, key, 1, self.feats, &mut log)?;
+            self.items += 1;
+            if log[0].is_nan() || log[0] == T::neg_infinity() {
+                // Squared norm overflowed T: the item's true feature is the limit 0.
+                continue;
+            }
             if log[0] > self.log_scale {
                 let f = (self.log_scale - log[0]).libm_exp();
                 self.kernels.scale(f, self.sum);
@@ -86,7 +91,6 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
             }
             self.kernels
                 .axpy((log[0] - self.log_scale).libm_exp(), self.feats, self.sum);
-            self.items += 1;
         }
         Ok(())
     }

@@ -165,7 +165,8 @@ impl<'a, T: Float> PrefixState<'a, T> {
         normalized: bool,
         out: &mut [T],
     ) {
-        if lk == T::neg_infinity() {
+        // The same "absent key" test as push_rows (which also drops NaN through its max).
+        if lk.is_nan() || lk == T::neg_infinity() {
             self.query_rows(kernels, qf, &[ql], 1, normalized, out, self.value_dim);
             return;
         }

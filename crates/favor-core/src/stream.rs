@@ -1,6 +1,6 @@
 //! Token-by-token causal decoding over a constant-size state, with byte snapshots.
 
-use crate::attention::{Options, Shape, chunk_scratch_len, chunked_into_state};
+use crate::attention::{Options, Shape, chunk_scratch_len, chunked_into_state, prepare_keys};
 use crate::error::{Result, SnapshotError, check};
 use crate::state::{PrefixState, state_len};
 use crate::{FeatureMap, Float, Kernels};
@@ -91,6 +91,13 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::finite("v", v, dv)?;
         self.fm
             .map_rows(&self.kernels, k, 1, self.feats, &mut self.log)?;
+        prepare_keys(
+            self.feats,
+            self.fm.feature_dim(),
+            &mut self.log[..1],
+            None,
+            0,
+        );
         self.state
             .push_rows(&self.kernels, self.feats, &self.log[..1], v, 1);
         Ok(())
@@ -134,6 +141,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         qr.copy_from_slice(q);
         self.fm
             .map_rows(&self.kernels, self.rows, 2, self.feats, &mut self.log)?;
+        prepare_keys(self.feats, m, &mut self.log[..1], None, 0);
         let (kf, qf) = self.feats.split_at_mut(m);
         let (lk, lq) = (self.log[0], self.log[1]);
         self.state
@@ -239,8 +247,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
             return Err(SnapshotError::WrongLength.into());
         }
         let tokens = u64_at(32);
-        // The log-scale must survive the conversion to T: 1e300 is a finite f64 but an
-        // infinite f32, and an infinite scale would silently swallow every later key.
+        // The log-scale is checked after its conversion to T (rounding is fine): 1e300 is a
+        // finite f64 but an infinite f32, and an infinite scale would swallow every later key.
         let log_scale = T::from_f64(f64::from_bits(u64_at(48)));
         let body = &bytes[HEADER..];
         let (bs, bz) = body.split_at(size_of_val(self.state.s()));

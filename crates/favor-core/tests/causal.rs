@@ -1588,3 +1588,99 @@ fn trigonometric_features_can_be_wildly_off_but_stay_finite() {
     assert!(outside > 0, "no trig output left the hull of the values");
     assert!(worst > 1.0, "trig error only {worst} of the value range");
 }
+
+/// Regression: a finite key so large that `|x|²` overflows f32 gives a NaN log-scale (∞ − ∞).
+/// Its true feature is the limit 0, so every path must treat it as absent — the same way —
+/// and the state must stay usable (it once poisoned `Stream::step` and `causal_prefix` with
+/// NaN while `push` + `query` skipped the key, and `causal_chunked` depended on the chunk).
+#[test]
+fn keys_whose_squared_norm_overflows_are_absent_on_every_path() {
+    let (d, m, dv) = (4, 8, 4);
+    let mut w = vec![0f32; m * d];
+    projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
+    let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    // Key 0 huge, everything else ordinary.
+    let l = 5;
+    let q = vec![0.1f32; l * d];
+    let mut k: Vec<f32> = (0..l * d).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+    k[..d].fill(3e38);
+    let v: Vec<f32> = (0..l * dv).map(|i| i as f32).collect();
+    let shape = Shape::new(l, d, dv);
+    let mut outs = Vec::new();
+    for block in [1, 2, 4, 64] {
+        let opts = Options {
+            block,
+            ..Default::default()
+        };
+        let mut scratch = vec![0f32; causal_chunked_scratch_len(m, dv, block).unwrap()];
+        let mut out = vec![0f32; l * dv];
+        causal_chunked(
+            &Scalar,
+            &phi,
+            &q,
+            &k,
+            &v,
+            shape,
+            &opts,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        outs.push(out);
+        let mut scratch = vec![0f32; causal_prefix_scratch_len(m, dv, block).unwrap()];
+        let mut out = vec![0f32; l * dv];
+        causal_prefix(
+            &Scalar,
+            &phi,
+            &q,
+            &k,
+            &v,
+            shape,
+            &opts,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        outs.push(out);
+    }
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&phi, dv).unwrap()];
+    let mut stream = Stream::new(Scalar, &phi, dv, &mut buf).unwrap();
+    let mut buf2 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&phi, dv).unwrap()];
+    let mut split = Stream::new(Scalar, &phi, dv, &mut buf2).unwrap();
+    let (mut a, mut b) = (vec![0f32; l * dv], vec![0f32; l * dv]);
+    for t in 0..l {
+        let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
+        stream
+            .step(
+                &q[r.clone()],
+                &k[r.clone()],
+                &v[rv.clone()],
+                &mut a[rv.clone()],
+            )
+            .unwrap();
+        split.push(&k[r.clone()], &v[rv.clone()]).unwrap();
+        split.query(&q[r], &mut b[rv]).unwrap();
+    }
+    assert_eq!(
+        stream.tokens(),
+        (l - 1) as u64,
+        "the huge key is not counted"
+    );
+    assert_eq!(split.tokens(), stream.tokens());
+    outs.push(a);
+    outs.push(b);
+    for out in &outs {
+        assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
+        // Row 0 saw only the absent key: zeros. Row 1 saw one real key: its value.
+        assert_eq!(&out[..dv], &[0.0; 4]);
+        for (x, y) in out[dv..2 * dv].iter().zip(&v[dv..2 * dv]) {
+            assert!((x - y).abs() <= 1e-5 * y.abs(), "{x} vs {y}");
+        }
+        for (x, y) in out.iter().zip(&outs[0]) {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "paths disagree: {x} vs {y}"
+            );
+        }
+    }
+}

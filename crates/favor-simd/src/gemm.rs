@@ -30,6 +30,11 @@ const KC: usize = 128;
 const MC: usize = 96;
 /// Columns of B packed at once: a KC × NC block (64 KiB in f32) stays in L2.
 const NC: usize = 128;
+const _: () = assert!(
+    MC.is_multiple_of(MR_NARROW) && MC.is_multiple_of(MR_WIDE),
+    "A panels tile MC exactly"
+);
+
 /// Widest micro-panel any backend uses (AVX-512 f32: 2 × 16 lanes); NC is a multiple of it.
 const MAX_NR: usize = 32;
 
@@ -486,7 +491,13 @@ fn micro_rows<T: Real, S: Simd, const R: usize>(
     let mut acc1 = [zero; R];
     // Raw pointers in the hot loop: with indexing, LLVM keeps bounds checks and spills the
     // row offsets, losing a third of the FMA rate. These checks cover every access below.
-    assert!(kc > 0 && (R - 1) * a.rs + (kc - 1) * a.cs < a.data.len());
+    // Checked arithmetic: a wrapped product would let a huge stride pass the check.
+    let last_a = (R - 1).checked_mul(a.rs).and_then(|x| {
+        (kc.wrapping_sub(1))
+            .checked_mul(a.cs)
+            .and_then(|y| x.checked_add(y))
+    });
+    assert!(kc > 0 && last_a.is_some_and(|l| l < a.data.len()));
     assert!(bp.len() >= kc * 2 * lanes);
     let mut a_ptr = a.data.as_ptr();
     let mut b_ptr = bp.as_ptr();

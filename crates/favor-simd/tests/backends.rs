@@ -810,3 +810,26 @@ fn state_step_every_backend() {
     all_backends!(check_state_step::<f32, _>);
     all_backends!(check_state_step::<f64, _>);
 }
+
+/// Regression: a stride so large that `rows · stride` wraps `usize` once passed the
+/// microkernel's bounds check and read out of bounds (a segfault from safe code). It must be
+/// a panic — the `Kernels` contract for violated preconditions — on every backend.
+fn check_huge_stride<K: Kernels<f32>>(kern: K) {
+    let a = [1f32; 64];
+    let b = [1f32; 64];
+    let lda = (usize::MAX / 5) + 1; // 5·lda wraps to a small number
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut c = [0f32; 6 * 16];
+        kern.gemm_nn(6, 16, 3, &a, lda, &b, 16, &mut c, 16, false);
+    }));
+    assert!(
+        r.is_err(),
+        "{}: an impossible stride must panic",
+        kern.name()
+    );
+}
+
+#[test]
+fn huge_strides_panic_instead_of_reading_out_of_bounds() {
+    all_backends!(check_huge_stride);
+}
