@@ -9,6 +9,7 @@
 //! much as the arithmetic.
 
 use crate::real::Real;
+use core::mem::MaybeUninit;
 use pulp::Simd;
 
 /// Rows per microkernel call with 16 vector registers (AVX2): 6×(2 vectors) = 12
@@ -291,19 +292,29 @@ fn packed<T: Real, S: Simd, const MR: usize>(
 ) {
     let nr = 2 * T::lanes::<S>();
     debug_assert!(nr <= MAX_NR && NC.is_multiple_of(nr));
-    let mut bpack = [T::zero(); KC * NC];
-    let mut apack = [T::zero(); KC * MC];
+    // Stack storage, zeroed only as far as this call's blocks reach: zeroing all 112 KiB on
+    // every call cost more than the arithmetic of small GEMMs.
+    let mut bstore = [const { MaybeUninit::<T>::uninit() }; KC * NC];
+    let mut astore = [const { MaybeUninit::<T>::uninit() }; KC * MC];
+    let kc_max = KC.min(k);
+    let bpack = zeroed(&mut bstore[..kc_max * NC.min(n.next_multiple_of(nr))]);
     let pack_a_here = a.rs == 1 && a.cs != 1;
+    let a_len = if pack_a_here {
+        kc_max * MC.min(m.next_multiple_of(MR))
+    } else {
+        0
+    };
+    let apack = zeroed(&mut astore[..a_len]);
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
         let acc = accumulate || pc > 0;
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
-            pack_b::<T, S>(b, pc, kc, jc, nc, nr, &mut bpack);
+            pack_b::<T, S>(b, pc, kc, jc, nc, nr, bpack);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 if pack_a_here {
-                    pack_a::<T, MR>(a, ic, mc, pc, kc, &mut apack);
+                    pack_a::<T, MR>(a, ic, mc, pc, kc, apack);
                 }
                 for (pj, jr) in (0..nc).step_by(nr).enumerate() {
                     let bp = &bpack[pj * kc * nr..(pj + 1) * kc * nr];
@@ -334,6 +345,14 @@ fn packed<T: Real, S: Simd, const MR: usize>(
             }
         }
     }
+}
+
+/// Zero-fills `s` and returns it as initialised `T`s.
+#[inline(always)]
+fn zeroed<T: Real>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    s.fill(MaybeUninit::new(T::zero()));
+    // SAFETY: every element was just written, and `MaybeUninit<T>` has T's layout.
+    unsafe { core::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<T>(), s.len()) }
 }
 
 /// Where a microkernel's result goes: C offset of its top-left element and its valid size.
