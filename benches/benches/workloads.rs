@@ -95,6 +95,15 @@ fn exp(c: &mut Criterion) {
             det.exp_shift(black_box(&mut y), 0.0);
         })
     });
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = favor_simd::Avx2::new() {
+        g.bench_function("vector/avx2", |b| {
+            b.iter(|| {
+                y.copy_from_slice(&x);
+                avx2.exp_shift(black_box(&mut y), 0.0);
+            })
+        });
+    }
     g.bench_function("libm_expf", |b| {
         b.iter(|| {
             y.copy_from_slice(&x);
