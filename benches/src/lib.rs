@@ -73,14 +73,7 @@ pub fn bidirectional_all<K: Kernels<f32>>(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let opts = Options {
-        block: BIDIR_BLOCK,
-        ..Default::default()
-    };
-    let shape = Shape::new(len, DIM, DIM);
-    for h in heads {
-        bidirectional(k, &h.phi(), &h.q, &h.k, &h.v, shape, &opts, out, scratch).unwrap();
-    }
+    all_heads(k, heads, len, out, scratch, false)
 }
 
 /// Chunked causal attention over every head with kernels `k`.
@@ -91,13 +84,30 @@ pub fn causal_all<K: Kernels<f32>>(
     out: &mut [f32],
     scratch: &mut [f32],
 ) {
+    all_heads(k, heads, len, out, scratch, true)
+}
+
+fn all_heads<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    causal: bool,
+) {
+    let block = if causal { CAUSAL_CHUNK } else { BIDIR_BLOCK };
     let opts = Options {
-        block: CAUSAL_CHUNK,
+        block,
         ..Default::default()
     };
     let shape = Shape::new(len, DIM, DIM);
     for h in heads {
-        causal_chunked(k, &h.phi(), &h.q, &h.k, &h.v, shape, &opts, out, scratch).unwrap();
+        let (phi, (q, kk, v)) = (h.phi(), (&h.q, &h.k, &h.v));
+        if causal {
+            causal_chunked(k, &phi, q, kk, v, shape, &opts, out, scratch).unwrap();
+        } else {
+            bidirectional(k, &phi, q, kk, v, shape, &opts, out, scratch).unwrap();
+        }
     }
 }
 

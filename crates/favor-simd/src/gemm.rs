@@ -109,69 +109,74 @@ fn rows_axpy<T: Real, S: Simd>(
     alpha: T,
     accumulate: bool,
 ) {
-    let lanes = T::lanes::<S>();
-    let w = 4 * lanes;
     // Rows go in pairs so each B vector loaded feeds two rows: a decode step projects its key
     // and query together, and B (Wᵀ) is the bulk of the memory traffic.
     let mut i = 0;
     while i + 2 <= m {
-        let (c0, c1) = c[i * ldc..].split_at_mut(ldc);
-        let (c0, c1) = (&mut c0[..n], &mut c1[..n]);
-        let mut j = 0;
-        while j + w <= n {
-            let zero = T::vsplat(s, T::zero());
-            let (mut acc0, mut acc1) = ([zero; 4], [zero; 4]);
-            for p in 0..k {
-                let a0 = T::vsplat(s, alpha * a.at(i, p));
-                let a1 = T::vsplat(s, alpha * a.at(i + 1, p));
-                let (bv, _) = T::as_simd::<S>(&b.data[p * b.rs + j..p * b.rs + j + w]);
-                for t in 0..4 {
-                    acc0[t] = T::vfma(s, a0, bv[t], acc0[t]);
-                    acc1[t] = T::vfma(s, a1, bv[t], acc1[t]);
-                }
-            }
-            for (row, acc) in [(&mut *c0, acc0), (&mut *c1, acc1)] {
-                let (cv, _) = T::as_mut_simd::<S>(&mut row[j..j + w]);
-                for t in 0..4 {
-                    cv[t] = if accumulate {
-                        T::vadd(s, cv[t], acc[t])
-                    } else {
-                        acc[t]
-                    };
-                }
-            }
-            j += w;
-        }
-        if j < n {
-            for (r, row) in [(i, &mut *c0), (i + 1, &mut *c1)] {
-                row_tail(s, r, j, n, k, a, b, row, alpha, accumulate);
-            }
-        }
+        row_group::<T, S, 2>(s, i, n, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
         i += 2;
     }
     if i < m {
-        let row = &mut c[i * ldc..i * ldc + n];
-        let mut j = 0;
-        while j + w <= n {
-            let mut acc = [T::vsplat(s, T::zero()); 4];
-            for p in 0..k {
-                let av = T::vsplat(s, alpha * a.at(i, p));
-                let (bv, _) = T::as_simd::<S>(&b.data[p * b.rs + j..p * b.rs + j + w]);
+        row_group::<T, S, 1>(s, i, n, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+    }
+}
+
+/// Rows `i..i+R` of C (`c` starts at row i), four vectors of each row held in registers
+/// across the whole k loop, every B vector shared by the R rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn row_group<T: Real, S: Simd, const R: usize>(
+    s: S,
+    i: usize,
+    n: usize,
+    k: usize,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+    alpha: T,
+    accumulate: bool,
+) {
+    let w = 4 * T::lanes::<S>();
+    let mut j = 0;
+    while j + w <= n {
+        let mut acc = [[T::vsplat(s, T::zero()); 4]; R];
+        for p in 0..k {
+            let (bv, _) = T::as_simd::<S>(&b.data[p * b.rs + j..p * b.rs + j + w]);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = T::vsplat(s, alpha * a.at(i + r, p));
                 for t in 0..4 {
-                    acc[t] = T::vfma(s, av, bv[t], acc[t]);
+                    acc_r[t] = T::vfma(s, av, bv[t], acc_r[t]);
                 }
             }
-            let (cv, _) = T::as_mut_simd::<S>(&mut row[j..j + w]);
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            let (cv, _) = T::as_mut_simd::<S>(&mut c[r * ldc + j..r * ldc + j + w]);
             for t in 0..4 {
                 cv[t] = if accumulate {
-                    T::vadd(s, cv[t], acc[t])
+                    T::vadd(s, cv[t], acc_r[t])
                 } else {
-                    acc[t]
+                    acc_r[t]
                 };
             }
-            j += w;
         }
-        row_tail(s, i, j, n, k, a, b, row, alpha, accumulate);
+        j += w;
+    }
+    if j < n {
+        for r in 0..R {
+            row_tail(
+                s,
+                i + r,
+                j,
+                n,
+                k,
+                a,
+                b,
+                &mut c[r * ldc..r * ldc + n],
+                alpha,
+                accumulate,
+            );
+        }
     }
 }
 
@@ -363,7 +368,7 @@ struct Tile {
     cols: usize,
 }
 
-/// Packs A rows `ic..ic+mc`, columns `pc..pc+kc` into MR-row micro-panels: panel i holds
+/// Packs a transposed A's (`a.rs == 1`) rows `ic..ic+mc`, columns `pc..pc+kc` into MR-row micro-panels: panel i holds
 /// `dst[i·kc·MR + p·MR + r] = A(ic + i·MR + r, pc + p)`, rows past `mc` zero.
 #[inline(always)]
 fn pack_a<T: Real, const MR: usize>(
@@ -380,31 +385,16 @@ fn pack_a<T: Real, const MR: usize>(
         if rows < MR {
             panel.fill(T::zero());
         }
-        if a.rs == 1 {
-            // Transposed A: the panel's MR rows are adjacent in memory for each p.
-            // Fixed-length copies: a runtime-length one becomes a memcpy call per panel row.
-            for p in 0..kc {
-                let start = (pc + p) * a.cs + ic + ir;
-                let dst = &mut panel[p * MR..p * MR + MR];
-                if rows == MR {
-                    dst.copy_from_slice(&a.data[start..start + MR]);
-                } else {
-                    dst[..rows].copy_from_slice(&a.data[start..start + rows]);
-                }
-            }
-            continue;
-        }
-        for r in 0..rows {
-            let i = ic + ir + r;
-            if a.cs == 1 {
-                let src = &a.data[i * a.rs + pc..i * a.rs + pc + kc];
-                for (p, &x) in src.iter().enumerate() {
-                    panel[p * MR + r] = x;
-                }
+        // Only transposed A is packed (see `packed`): the panel's MR rows are adjacent in
+        // memory for each p. Fixed-length copies: a runtime-length one becomes a memcpy call.
+        debug_assert_eq!(a.rs, 1);
+        for p in 0..kc {
+            let start = (pc + p) * a.cs + ic + ir;
+            let dst = &mut panel[p * MR..p * MR + MR];
+            if rows == MR {
+                dst.copy_from_slice(&a.data[start..start + MR]);
             } else {
-                for p in 0..kc {
-                    panel[p * MR + r] = a.at(i, pc + p);
-                }
+                dst[..rows].copy_from_slice(&a.data[start..start + rows]);
             }
         }
     }
