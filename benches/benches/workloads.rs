@@ -45,33 +45,20 @@ fn attention(c: &mut Criterion) {
 
 fn decode<K: Kernels<f32>>(c: &mut Criterion, k: K, seen: usize) {
     let heads = heads(1);
-    let phis: Vec<_> = heads
-        .iter()
-        .map(|h| PositiveSoftmax::new(&h.w, FEATURES, DIM).unwrap())
-        .collect();
-    let len = Stream::<f32, PositiveSoftmax<f32>, K>::buffer_len(&phis[0], DIM).unwrap();
-    let mut bufs = vec![vec![0f32; len]; HEADS];
-    let mut streams: Vec<_> = phis
-        .iter()
-        .zip(bufs.iter_mut())
-        .map(|(phi, buf)| Stream::new(k, phi, DIM, buf).unwrap())
-        .collect();
     let mut out = vec![0f32; DIM];
-    for _ in 0..seen {
-        for (s, h) in streams.iter_mut().zip(&heads) {
-            s.push(&h.k, &h.v).unwrap();
-        }
-    }
-    let mut g = c.benchmark_group("decode_step_8heads");
-    g.throughput(Throughput::Elements(favor_flops(1)));
-    g.bench_function(format!("{}/seen{seen}", k.name()), |b| {
-        b.iter(|| {
+    with_streams(k, &heads, |streams| {
+        for _ in 0..seen {
             for (s, h) in streams.iter_mut().zip(&heads) {
-                s.step(&h.q, &h.k, &h.v, &mut out).unwrap();
+                s.push(&h.k, &h.v).unwrap();
             }
-        })
+        }
+        let mut g = c.benchmark_group("decode_step_8heads");
+        g.throughput(Throughput::Elements(favor_flops(1)));
+        g.bench_function(format!("{}/seen{seen}", k.name()), |b| {
+            b.iter(|| decode_step(streams, &heads, 0, &mut out))
+        });
+        g.finish();
     });
-    g.finish();
 }
 
 fn decode_all(c: &mut Criterion) {

@@ -65,23 +65,13 @@ fn run<K: Kernels<f32>>(k: K, roof: f64) {
     let secs = best_of(3, || causal_all(&k, &hs, len, &mut out, &mut scratch));
     line("causal chunked L=4096", secs * 1e3, f / secs / 1e9);
 
-    let phis: Vec<_> = hs.iter().map(Head::phi).collect();
-    let blen = Stream::<f32, PositiveSoftmax<f32>, K>::buffer_len(&phis[0], DIM).unwrap();
-    let mut bufs = vec![vec![0f32; blen]; HEADS];
-    let mut streams: Vec<_> = phis
-        .iter()
-        .zip(bufs.iter_mut())
-        .map(|(p, b)| Stream::new(k, p, DIM, b).unwrap())
-        .collect();
     let tokens = 512;
-    let secs = best_of(3, || {
-        for t in 0..tokens {
-            let r = t * DIM..(t + 1) * DIM;
-            for (s, h) in streams.iter_mut().zip(&hs) {
-                let (q, kk, v) = (&h.q[r.clone()], &h.k[r.clone()], &h.v[r.clone()]);
-                s.step(q, kk, v, &mut out[..DIM]).unwrap();
+    let secs = with_streams(k, &hs, |streams| {
+        best_of(3, || {
+            for t in 0..tokens {
+                decode_step(streams, &hs, t, &mut out);
             }
-        }
+        })
     }) / tokens as f64;
     line(
         "decode step, 8 heads",

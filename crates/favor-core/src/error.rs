@@ -57,6 +57,13 @@ pub enum Error {
         /// What is wrong with it.
         what: &'static str,
     },
+    /// A feature exponent overflowed `T` (some `wᵢ·x` is +∞): the input lies outside the
+    /// guaranteed-finite range (see the crate docs). Nothing was written; stream state is
+    /// unchanged.
+    Overflow {
+        /// The input whose features overflowed.
+        what: &'static str,
+    },
     /// A size computation overflowed `usize`.
     SizeOverflow,
     /// Snapshot bytes could not be restored.
@@ -111,6 +118,10 @@ impl fmt::Display for Error {
             }
             Error::NonFinite { what, row } => write!(f, "`{what}` row {row} holds NaN or infinity"),
             Error::InvalidParameter { what } => write!(f, "invalid parameter: {what}"),
+            Error::Overflow { what } => write!(
+                f,
+                "features of `{what}` overflow: its projection w·x is beyond the float range"
+            ),
             Error::SizeOverflow => f.write_str("buffer size overflows usize"),
             Error::Snapshot(e) => write!(f, "bad snapshot: {e}"),
         }

@@ -83,7 +83,9 @@ pub use attention::{
 };
 pub use error::{Error, Result, SnapshotError};
 pub use estimator::PartitionEstimator;
-pub use exact::{ExactOptions, softmax_attention};
+pub use exact::{
+    ExactOptions, softmax_attention, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
+};
 pub use features::{
     FeatureMap, Generalized, HyperbolicSoftmax, PositiveSoftmax, TrigonometricSoftmax,
 };
@@ -94,8 +96,3 @@ pub use projection::{ProjectionKind, RowNorms, projection, projection_len, trans
 pub use rng::Normals;
 pub use state::{PrefixState, denominator_floor, state_len};
 pub use stream::{SNAPSHOT_VERSION, Stream};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

@@ -100,6 +100,35 @@ impl<'a, T: Float> PrefixState<'a, T> {
         self.z
     }
 
+    /// A state over `buf` that keeps its contents: the S and z an earlier state over the same
+    /// buffer left there, at that state's `tokens` and `log_scale`.
+    pub(crate) fn attach(
+        features: usize,
+        value_dim: usize,
+        buf: &'a mut [T],
+        tokens: u64,
+        log_scale: T,
+    ) -> Result<Self> {
+        let len = state_len(features, value_dim)?;
+        check::room("state", buf, len)?;
+        // The O(1) invariants of a live state: empty exactly when the scale is −∞.
+        let empty = log_scale == T::neg_infinity();
+        if !(log_scale.is_finite() || empty) || (tokens == 0) != empty {
+            return Err(crate::Error::InvalidParameter {
+                what: "log_scale must be finite with tokens > 0, or -inf with tokens == 0",
+            });
+        }
+        let (s, z) = buf[..len].split_at_mut(features * value_dim);
+        Ok(Self {
+            s,
+            z,
+            log_scale,
+            tokens,
+            features,
+            value_dim,
+        })
+    }
+
     pub(crate) fn parts_mut(&mut self) -> (&mut [T], &mut [T]) {
         (self.s, self.z)
     }
@@ -140,7 +169,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
             let f = (l - c).libm_exp();
             kernels.scale(f, &mut feats[r * m..(r + 1) * m]);
             if l != T::neg_infinity() {
-                self.tokens += 1;
+                self.tokens = self.tokens.saturating_add(1);
             }
         }
         kernels.gemm_tn(m, dv, rows, feats, m, v, dv, self.s, dv, true);
@@ -179,7 +208,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
         };
         self.log_scale = c;
         kernels.scale((lk - c).libm_exp(), &mut kf[..m]);
-        self.tokens += 1;
+        self.tokens = self.tokens.saturating_add(1);
         let den = kernels.state_step(m, dv, self.s, self.z, f, kf, v, qf, out);
         let o = &mut out[..dv];
         if normalized {

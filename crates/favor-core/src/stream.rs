@@ -52,6 +52,46 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
 
     /// An empty stream for values of dimension `value_dim`.
     pub fn new(kernels: K, fm: &'a F, value_dim: usize, buf: &'a mut [T]) -> Result<Self> {
+        let mut s = Self::resume(kernels, fm, value_dim, buf, 0, T::neg_infinity())?;
+        s.reset();
+        Ok(s)
+    }
+
+    /// Re-attaches to `buf` as left by an earlier stream over the same map and `value_dim`,
+    /// continuing from that stream's [`tokens`](Self::tokens) and
+    /// [`state().log_scale()`](PrefixState::log_scale). Nothing in `buf` is cleared.
+    ///
+    /// This lets an owner keep a stream's memory between calls without keeping the borrow
+    /// alive. Only the O(1) invariants are checked (`tokens == 0` exactly when `log_scale` is
+    /// `-∞`, otherwise a finite scale): the buffer itself is trusted to be what a stream over
+    /// the same map and `value_dim` left there — a different buffer gives wrong (if memory-safe)
+    /// results. For bytes from elsewhere use [`restore`](Self::restore), which validates them.
+    ///
+    /// ```
+    /// use favor_core::*;
+    /// let (d, m) = (2, 4);
+    /// let mut w = [0f64; 8];
+    /// projection(ProjectionKind::default(), 1, m, d, &mut w).unwrap();
+    /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    /// let mut buf = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&phi, d).unwrap()];
+    /// let (tokens, log_scale) = {
+    ///     let mut s = Stream::new(Scalar, &phi, d, &mut buf).unwrap();
+    ///     s.push(&[0.1, 0.2], &[1.0, 2.0]).unwrap();
+    ///     (s.tokens(), s.state().log_scale())
+    /// };
+    /// let mut s = Stream::resume(Scalar, &phi, d, &mut buf, tokens, log_scale).unwrap();
+    /// let mut out = [0.0; 2];
+    /// s.query(&[0.3, 0.1], &mut out).unwrap();
+    /// assert!((out[1] - 2.0).abs() < 1e-12); // one token seen: attention returns its value
+    /// ```
+    pub fn resume(
+        kernels: K,
+        fm: &'a F,
+        value_dim: usize,
+        buf: &'a mut [T],
+        tokens: u64,
+        log_scale: T,
+    ) -> Result<Self> {
         let m = fm.feature_dim();
         check::room("stream buffer", buf, Self::buffer_len(fm, value_dim)?)?;
         let (st, rest) = buf.split_at_mut(state_len(m, value_dim)?);
@@ -59,7 +99,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         Ok(Self {
             kernels,
             fm,
-            state: PrefixState::new(m, value_dim, st)?,
+            state: PrefixState::attach(m, value_dim, st, tokens, log_scale)?,
             feats,
             rows: &mut rest[..2 * fm.input_dim()],
             log: [T::zero(); 2],
@@ -91,6 +131,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::finite("v", v, dv)?;
         self.fm
             .map_rows(&self.kernels, k, 1, self.feats, &mut self.log)?;
+        no_overflow("k", &self.log[..1])?;
         prepare_keys(
             self.feats,
             self.fm.feature_dim(),
@@ -112,6 +153,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::finite("q", q, d)?;
         self.fm
             .map_rows(&self.kernels, q, 1, self.feats, &mut self.log)?;
+        no_overflow("q", &self.log[..1])?;
         self.state
             .query_rows(&self.kernels, self.feats, &self.log[..1], 1, true, out, dv);
         Ok(())
@@ -141,6 +183,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         qr.copy_from_slice(q);
         self.fm
             .map_rows(&self.kernels, self.rows, 2, self.feats, &mut self.log)?;
+        no_overflow("k", &self.log[..1])?;
+        no_overflow("q", &self.log[1..])?;
         prepare_keys(self.feats, m, &mut self.log[..1], None, 0);
         let (kf, qf) = self.feats.split_at_mut(m);
         let (lk, lq) = (self.log[0], self.log[1]);
@@ -253,7 +297,9 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let body = &bytes[HEADER..];
         let (bs, bz) = body.split_at(size_of_val(self.state.s()));
         let values = body.chunks_exact(size_of::<T>()).map(read_le::<T>);
-        let consistent = if tokens == 0 {
+        let consistent = if tokens == u64::MAX {
+            false
+        } else if tokens == 0 {
             // An empty state is all zeros at scale −∞; anything else would answer queries
             // with keys it claims not to have seen.
             log_scale == T::neg_infinity() && values.clone().all(|x| x == T::zero())
@@ -273,6 +319,15 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         self.state.set_raw(log_scale, tokens);
         Ok(())
     }
+}
+
+/// A +∞ log-scale means some `wᵢ·x` overflowed: the feature is not representable, and
+/// absorbing it would poison the state for every later token.
+fn no_overflow<T: Float>(what: &'static str, logs: &[T]) -> Result<()> {
+    if logs.iter().any(|&l| l == T::infinity()) {
+        return Err(crate::Error::Overflow { what });
+    }
+    Ok(())
 }
 
 fn write_le<T: Float>(src: &[T], dst: &mut [u8]) {

@@ -68,6 +68,7 @@ fn variant(e: &Error) -> &'static str {
         Error::BufferTooSmall { .. } => "BufferTooSmall",
         Error::NonFinite { .. } => "NonFinite",
         Error::InvalidParameter { .. } => "InvalidParameter",
+        Error::Overflow { .. } => "Overflow",
         Error::SizeOverflow => "SizeOverflow",
         Error::Snapshot(s) => match s {
             SnapshotError::TooShort => "Snapshot(TooShort)",
@@ -84,13 +85,14 @@ fn variant(e: &Error) -> &'static str {
     }
 }
 
-const ALL_VARIANTS: [&str; 15] = [
+const ALL_VARIANTS: [&str; 16] = [
     "ZeroDimension",
     "LengthMismatch",
     "DimensionMismatch",
     "BufferTooSmall",
     "NonFinite",
     "InvalidParameter",
+    "Overflow",
     "SizeOverflow",
     "Snapshot(TooShort)",
     "Snapshot(BadMagic)",
@@ -1165,6 +1167,7 @@ fn every_variant_is_reachable_and_displays() {
             .unwrap()
             .with_epsilon(-1.0)
             .unwrap_err(),
+        overflowing_step().unwrap_err(),
         projection_len(usize::MAX, 3).unwrap_err(),
     ];
     let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
@@ -1218,4 +1221,53 @@ fn every_variant_is_reachable_and_displays() {
         ALL_VARIANTS.len(),
         "two variants display the same message"
     );
+}
+
+/// A finite projection whose `w·k` overflows f32: the step must refuse the key (its feature
+/// is not representable) rather than poison the state.
+fn overflowing_step() -> Result<(), Error> {
+    let mut w = vec![0.5f32; M * D];
+    w[0] = 3e38;
+    let fm = PositiveSoftmax::new(&w, M, D)?;
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV)?];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf)?;
+    let mut k = vec![0f32; D];
+    k[0] = 100.0;
+    let (q, v) = (vec![0.1f32; D], vec![1f32; DV]);
+    let mut out = vec![0f32; DV];
+    let before = snapshot(&s);
+    let e = s.step(&q, &k, &v, &mut out);
+    assert_eq!(e, Err(Error::Overflow { what: "k" }));
+    assert_eq!(s.push(&k, &v), Err(Error::Overflow { what: "k" }));
+    assert_eq!(s.query(&k, &mut out), Err(Error::Overflow { what: "q" }));
+    assert_eq!(snapshot(&s), before, "the state must not change");
+    // Ordinary tokens still work afterwards.
+    s.step(&q, &q, &v, &mut out)?;
+    assert!(out.iter().all(|x| x.is_finite()));
+    e
+}
+
+#[test]
+fn overflowing_features_are_refused_by_the_stream() {
+    assert!(overflowing_step().is_err());
+}
+
+#[test]
+fn resume_checks_its_invariants() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    for (tokens, log) in [
+        (0, 0.0),
+        (3, f32::NEG_INFINITY),
+        (1, f32::NAN),
+        (1, f32::INFINITY),
+    ] {
+        assert!(
+            Stream::resume(Scalar, &fm, DV, &mut buf, tokens, log).is_err(),
+            "tokens {tokens}, log-scale {log}"
+        );
+    }
+    assert!(Stream::resume(Scalar, &fm, DV, &mut buf, 0, f32::NEG_INFINITY).is_ok());
+    assert!(Stream::resume(Scalar, &fm, DV, &mut buf, 2, -3.0).is_ok());
 }

@@ -504,6 +504,21 @@ fn check_exact<K: Kernels<f32>>(kern: K) {
         };
         let mut got = vec![0f32; c.l * c.dv];
         softmax_attention(&kern, &c.q, &c.k, &c.v, shape, &opts, &mut got).unwrap();
+        // The tiled (GEMM) schedule sums the same terms in another order: same bound.
+        let mut tiled = vec![0f32; c.l * c.dv];
+        let mut scratch = vec![0f32; softmax_attention_tiled_scratch_len(16).unwrap()];
+        softmax_attention_tiled(
+            &kern,
+            &c.q,
+            &c.k,
+            &c.v,
+            shape,
+            &opts,
+            16,
+            &mut tiled,
+            &mut scratch,
+        )
+        .unwrap();
         let w64 = |x: &Vec<f32>| x.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
         let mut want = vec![0f64; c.l * c.dv];
         let opts64 = ExactOptions {
@@ -536,15 +551,17 @@ fn check_exact<K: Kernels<f32>>(kern: K) {
         let u = unit::<f32>();
         let bound =
             2.0 * (2.0 * (gamma::<f32>(c.d) * b_logit + 4.0 * u) + gamma::<f32>(c.l)) * vmax;
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f64, |a, (x, y)| a.max((f64::from(*x) - y).abs()));
-        assert!(
-            err <= bound,
-            "{} exact causal={causal}: {err:e} > {bound:e}",
-            kern.name()
-        );
+        for (name, got) in [("row", &got), ("tiled", &tiled)] {
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f64, |a, (x, y)| a.max((f64::from(*x) - y).abs()));
+            assert!(
+                err <= bound,
+                "{} exact ({name}) causal={causal}: {err:e} > {bound:e}",
+                kern.name()
+            );
+        }
     }
 }
 

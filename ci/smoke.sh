@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main job and the CLI's report modes, in release, on built-in data: they must
+# run to the end (their numbers are not asserted here; tests assert correctness).
+set -euo pipefail
+cargo build --release -p favor-cli
+favor=target/release/favor
+"$favor" demo
+"$favor" bench --quick --json > /tmp/favor-bench.jsonl
+test -s /tmp/favor-bench.jsonl
+"$favor" fidelity --len 256 --seeds 2 --features 16,64 --pairs 100 > /dev/null

@@ -1,0 +1,378 @@
+//! `favor run`, `favor exact` and `favor projection`: attention on `.npy` files.
+
+use std::path::{Path, PathBuf};
+
+use favor_core::{
+    ExactOptions, Shape, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
+};
+use favor_tensor::{Kernel, Performer, Precision, Projection, RowNorms, TensorView};
+
+use crate::args::{Args, CliError, CliResult};
+use crate::npy;
+
+/// One line naming the file.
+fn in_file(path: &Path, what: impl std::fmt::Display) -> CliError {
+    CliError::input(format!("{}: {what}", path.display()))
+}
+
+/// One input file: its shape as written, as `[B, H, L, d]`, and its data.
+struct Input {
+    path: PathBuf,
+    shape: Vec<usize>,
+    shape4: [usize; 4],
+    array: npy::Array,
+}
+
+impl Input {
+    /// Reads `(L, d)` or `(B, H, L, d)` of any float dtype; every element must be finite.
+    fn read(path: PathBuf) -> CliResult<Self> {
+        let a = npy::read(&path).map_err(|e| in_file(&path, e))?;
+        let shape4 = match a.shape[..] {
+            [l, d] => [1, 1, l, d],
+            [b, h, l, d] => [b, h, l, d],
+            _ => {
+                return Err(in_file(
+                    &path,
+                    format!(
+                        "shape {:?} has rank {}, expected (L, d) or (B, H, L, d)",
+                        a.shape,
+                        a.shape.len()
+                    ),
+                ));
+            }
+        };
+        if shape4.contains(&0) {
+            return Err(in_file(
+                &path,
+                format!("shape {:?} has an empty dimension", a.shape),
+            ));
+        }
+        if let Some(i) = a.to_f64().iter().position(|x| !x.is_finite()) {
+            return Err(in_file(&path, format!("element {i} is NaN or infinite")));
+        }
+        Ok(Self {
+            path,
+            shape: a.shape.clone(),
+            shape4,
+            array: a,
+        })
+    }
+
+    /// The data in f32; an error naming the file if a value does not fit.
+    fn f32(&self) -> CliResult<Vec<f32>> {
+        let data = self.array.to_f32();
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(in_file(
+                &self.path,
+                format!(
+                    "element {i} = {:e} does not fit float32 (use --precision f64)",
+                    self.array.to_f64()[i]
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// The data in f64 (exact for every stored type).
+    fn f64(&self) -> Vec<f64> {
+        self.array.to_f64()
+    }
+}
+
+/// A view of one input's data in its 4-d shape.
+fn view<'a, E: favor_tensor::Element>(input: &Input, data: &'a [E]) -> TensorView<'a, E> {
+    TensorView::new(input.shape4, data).expect("shape checked on read")
+}
+
+/// q, k and v, checked against each other, and where the output goes.
+struct Inputs {
+    q: Input,
+    k: Input,
+    v: Input,
+    out: PathBuf,
+}
+
+impl Inputs {
+    fn read(args: &mut Args) -> CliResult<Self> {
+        let q = args.required("q")?;
+        let k = args.required("k")?;
+        let v = args.required("v")?;
+        let out = PathBuf::from(args.required("out")?);
+        let (q, k, v) = (
+            Input::read(q.into())?,
+            Input::read(k.into())?,
+            Input::read(v.into())?,
+        );
+        let mismatch = |x: &Input, y: &Input, why: &str| {
+            Err(in_file(
+                &x.path,
+                format!(
+                    "shape {:?} does not match {}'s {:?} ({why})",
+                    x.shape,
+                    y.path.display(),
+                    y.shape
+                ),
+            ))
+        };
+        if k.shape.len() != q.shape.len() || v.shape.len() != q.shape.len() {
+            let odd = if k.shape.len() != q.shape.len() {
+                &k
+            } else {
+                &v
+            };
+            return mismatch(odd, &q, "different rank");
+        }
+        let [b, h, _, d] = q.shape4;
+        if k.shape4[0] != b || k.shape4[1] != h || k.shape4[3] != d {
+            return mismatch(&k, &q, "batch, heads and d must agree");
+        }
+        if v.shape4[..3] != k.shape4[..3] {
+            return mismatch(
+                &v,
+                &k,
+                "values pair with keys: same batch, heads and length",
+            );
+        }
+        Ok(Self { q, k, v, out })
+    }
+
+    fn causal_check(&self) -> CliResult<()> {
+        if self.k.shape4[2] != self.q.shape4[2] {
+            return Err(in_file(
+                &self.k.path,
+                format!(
+                    "causal attention needs as many keys as queries: {} has {}, {} has {}",
+                    self.q.path.display(),
+                    self.q.shape4[2],
+                    self.k.path.display(),
+                    self.k.shape4[2]
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The output shape: the queries' leading dims and the values' last.
+    fn out_shape(&self) -> Vec<usize> {
+        let mut s = self.q.shape.clone();
+        let last = s.len() - 1;
+        s[last] = self.v.shape4[3];
+        s
+    }
+
+    fn write(&self, data: &[f32]) -> CliResult<()> {
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(CliError::input(format!(
+                "{}: not written: output element {i} is {} (values beyond float32's range, or a \
+                 trigonometric-kernel denominator that crossed zero)",
+                self.out.display(),
+                data[i]
+            )));
+        }
+        npy::write_f32(&self.out, &self.out_shape(), data)
+            .map_err(|e| CliError::failure(format!("{}: {e}", self.out.display())))
+    }
+}
+
+fn parse_projection(args: &mut Args) -> CliResult<Projection> {
+    let norms = match args.value("norms")?.as_deref() {
+        None | Some("chi") => RowNorms::Chi,
+        Some("sqrt-d") => RowNorms::SqrtD,
+        Some(s) => {
+            return Err(CliError::input(format!(
+                "--norms {s:?}: expected chi or sqrt-d"
+            )));
+        }
+    };
+    Ok(match args.value("projection-kind")?.as_deref() {
+        None | Some("orthogonal") => Projection::Orthogonal(norms),
+        Some("iid") => Projection::Iid,
+        Some("none") => Projection::None,
+        Some(s) => {
+            return Err(CliError::input(format!(
+                "--projection-kind {s:?}: expected orthogonal, iid or none"
+            )));
+        }
+    })
+}
+
+fn parse_precision(args: &mut Args) -> CliResult<Precision> {
+    match args.value("precision")?.as_deref() {
+        None | Some("f32") => Ok(Precision::F32),
+        Some("f64") => Ok(Precision::F64),
+        Some(s) => Err(CliError::input(format!(
+            "--precision {s:?}: expected f32 or f64"
+        ))),
+    }
+}
+
+/// `favor run`: FAVOR+ attention of `--q --k --v` into `--out`.
+pub fn run(mut args: Args) -> CliResult<()> {
+    let kernel: Kernel = args.parse("kernel")?.unwrap_or_default();
+    let features: Option<usize> = args.parse("features")?;
+    let projection = parse_projection(&mut args)?;
+    let seed: Option<u64> = args.parse("seed")?;
+    let seeded = seed.is_some();
+    let seed = seed.unwrap_or(0);
+    let causal = args.flag("causal");
+    let chunk: Option<usize> = args.parse("chunk")?;
+    let precision = parse_precision(&mut args)?;
+    let matrix = args.value("projection")?.map(PathBuf::from);
+    let io = Inputs::read(&mut args)?;
+    args.finish()?;
+    if matrix.is_some() && (seeded || projection != Projection::default()) {
+        return Err(CliError::input(
+            "--projection gives W exactly; --seed, --norms and --projection-kind do not apply",
+        ));
+    }
+    if causal {
+        io.causal_check()?;
+    }
+    let [_, heads, _, dim] = io.q.shape4;
+    let mut b = Performer::builder(dim)
+        .heads(heads)
+        .value_dim(io.v.shape4[3])
+        .kernel(kernel)
+        .projection(projection)
+        .seed(seed)
+        .causal(causal)
+        .precision(precision);
+    if let Some(m) = features {
+        b = b.features(m);
+    }
+    if let Some(c) = chunk {
+        b = b.chunk(c);
+    }
+    if let Some(path) = &matrix {
+        let w = npy::read(path).map_err(|e| in_file(path, e))?;
+        let [rows, cols] = w.shape[..] else {
+            return Err(in_file(
+                path,
+                format!("projection shape {:?}: expected (m, d)", w.shape),
+            ));
+        };
+        if cols != dim {
+            return Err(in_file(
+                path,
+                format!(
+                    "projection shape {:?}: d = {cols} but {} has d = {dim}",
+                    w.shape,
+                    io.q.path.display()
+                ),
+            ));
+        }
+        b = b.projection_matrix(rows, &w.to_f64());
+    }
+    let mut attn = b.build().map_err(|e| {
+        let e = CliError::input(e.to_string());
+        match &matrix {
+            Some(p) => in_file(p, e),
+            None => e,
+        }
+    })?;
+    let out = match precision {
+        Precision::F32 => {
+            let (q, k, v) = (io.q.f32()?, io.k.f32()?, io.v.f32()?);
+            attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
+        }
+        Precision::F64 => {
+            let (q, k, v) = (io.q.f64(), io.k.f64(), io.v.f64());
+            attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
+        }
+    }
+    .map_err(|e| CliError::input(e.to_string()))?;
+    io.write(out.data())
+}
+
+/// `favor exact`: exact softmax attention of `--q --k --v` into `--out`, computed in f64 from
+/// the inputs as stored (f64 files are not rounded to f32 first), rounded to f32 once.
+pub fn exact(mut args: Args) -> CliResult<()> {
+    let causal = args.flag("causal");
+    let io = Inputs::read(&mut args)?;
+    args.finish()?;
+    if causal {
+        io.causal_check()?;
+    }
+    let [b, h, lq, d] = io.q.shape4;
+    let (lk, dv) = (io.k.shape4[2], io.v.shape4[3]);
+    let shape = Shape {
+        queries: lq,
+        keys: lk,
+        dim: d,
+        value_dim: dv,
+    };
+    let opts = ExactOptions {
+        causal,
+        ..Default::default()
+    };
+    let kernels = favor_simd::detected();
+    let (q, k, v) = (io.q.f64(), io.k.f64(), io.v.f64());
+    let n_out = [b, h, lq, dv]
+        .iter()
+        .try_fold(1usize, |a, &x| a.checked_mul(x))
+        .ok_or_else(|| CliError::input("the output's size overflows"))?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(n_out)
+        .map_err(|_| CliError::failure(format!("cannot allocate the output ({n_out} floats)")))?;
+    out.resize(n_out, 0f32);
+    let mut head_out = vec![0f64; lq * dv];
+    let mut scratch = vec![
+        0f64;
+        softmax_attention_tiled_scratch_len(TILE)
+            .map_err(|e| CliError::failure(e.to_string()))?
+    ];
+    for (i, o) in out.chunks_mut(lq * dv).enumerate() {
+        let (bi, hi) = (i / h, i % h);
+        let (q, k, v) = (
+            view(&io.q, &q).head(bi, hi),
+            view(&io.k, &k).head(bi, hi),
+            view(&io.v, &v).head(bi, hi),
+        );
+        softmax_attention_tiled(
+            &kernels,
+            q,
+            k,
+            v,
+            shape,
+            &opts,
+            TILE,
+            &mut head_out,
+            &mut scratch,
+        )
+        .map_err(|e| CliError::input(format!("batch {bi}, head {hi}: {e}")))?;
+        for (a, &x) in o.iter_mut().zip(&head_out) {
+            *a = x as f32;
+        }
+    }
+    io.write(&out)
+}
+
+/// Query and key tile of `favor exact`.
+const TILE: usize = 128;
+
+/// `favor projection`: writes the projection `favor run` would draw, as f32 `(m, d)`.
+pub fn projection(mut args: Args) -> CliResult<()> {
+    let m: usize = args
+        .parse("features")?
+        .unwrap_or(favor_tensor::DEFAULT_FEATURES);
+    let d: usize = args
+        .parse("dim")?
+        .ok_or_else(|| CliError::input("missing required option --dim"))?;
+    let seed: u64 = args.parse("seed")?.unwrap_or(0);
+    let projection = parse_projection(&mut args)?;
+    let out = PathBuf::from(args.required("out")?);
+    args.finish()?;
+    if projection == Projection::None {
+        return Err(CliError::input(
+            "--projection-kind none has no matrix to export",
+        ));
+    }
+    let attn = Performer::builder(d)
+        .features(m)
+        .projection(projection)
+        .seed(seed)
+        .build()
+        .map_err(|e| CliError::input(e.to_string()))?;
+    npy::write_f32(&out, &[m, d], attn.projection_f32())
+        .map_err(|e| CliError::failure(format!("{}: {e}", out.display())))
+}

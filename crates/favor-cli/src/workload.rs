@@ -1,0 +1,240 @@
+//! The benchmark workload of the favor-simd issue — batch 1, 8 heads, head dim 64, m = 256
+//! features, f32 — its FLOP model and the FMA roof loop.
+//!
+//! This module is the one home of these definitions: `favor bench` ([`crate::bench`]) runs
+//! them, and the criterion benches and examples in `benches/` re-export them
+//! (`favor_benches` is `pub use favor_cli::workload::*`).
+
+use favor_core::*;
+use pulp::{Simd, WithSimd};
+
+/// Heads in the benchmark workload.
+pub const HEADS: usize = 8;
+/// Head (query/key/value) dimension.
+pub const DIM: usize = 64;
+/// Random features m.
+pub const FEATURES: usize = 256;
+/// Rows per block of bidirectional attention.
+pub const BIDIR_BLOCK: usize = 256;
+/// Tokens per chunk of the chunked causal path.
+pub const CAUSAL_CHUNK: usize = 64;
+
+/// FLOPs charged to FAVOR+ attention over `len` tokens: 8·H·L·m·d (projection of q and k,
+/// K'ᵀV and Q'S, each 2·L·m·d). Exponentials, normalisers and the chunk-local causal tile
+/// are not counted.
+pub fn favor_flops(len: usize) -> u64 {
+    8 * (HEADS * len * FEATURES * DIM) as u64
+}
+
+/// FLOPs charged to exact softmax attention over `len` tokens: 4·H·L²·d (QKᵀ and the
+/// weighted sum of V, each L²·d multiply-adds of 2 FLOPs). Exponentials are not counted.
+pub fn exact_flops(len: usize) -> u64 {
+    4 * (HEADS * DIM) as u64 * (len as u64 * len as u64)
+}
+
+/// One head's inputs and projection.
+pub struct Head {
+    /// Projection W (m×d).
+    pub w: Vec<f32>,
+    /// Its transpose Wᵀ (d×m), which lets SIMD backends project without transposing W.
+    pub wt: Vec<f32>,
+    /// Queries (L×d).
+    pub q: Vec<f32>,
+    /// Keys (L×d).
+    pub k: Vec<f32>,
+    /// Values (L×d).
+    pub v: Vec<f32>,
+}
+
+impl Head {
+    /// The head's positive softmax feature map, with Wᵀ attached.
+    pub fn phi(&self) -> PositiveSoftmax<'_, f32> {
+        PositiveSoftmax::new(&self.w, FEATURES, DIM)
+            .and_then(|p| p.with_transposed_projection(&self.wt))
+            .unwrap()
+    }
+}
+
+/// `HEADS` heads of `len` tokens (the same projections whatever `len`): q, k rows of norm ≈ 2 (N(0, 1/16) entries), v ~ N(0, 1).
+pub fn heads(len: usize) -> Vec<Head> {
+    (0..HEADS as u64)
+        .map(|h| {
+            let mut w = vec![0f32; FEATURES * DIM];
+            projection(ProjectionKind::default(), h, FEATURES, DIM, &mut w).unwrap();
+            let mut wt = vec![0f32; FEATURES * DIM];
+            transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
+            let mut g = Normals::new(0xBE4C_0000 + h);
+            let mut draw = |s: f32| {
+                (0..len * DIM)
+                    .map(|_| g.sample::<f32>() * s)
+                    .collect::<Vec<_>>()
+            };
+            let (q, k, v) = (draw(0.25), draw(0.25), draw(1.0));
+            Head { w, wt, q, k, v }
+        })
+        .collect()
+}
+
+/// Bidirectional attention over the first `len` tokens of every head with kernels `k`; every
+/// head writes the same `out[..len·d]`.
+pub fn bidirectional_all<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    all_heads(k, heads, len, out, scratch, false)
+}
+
+/// Chunked causal attention (chunks of [`CAUSAL_CHUNK`]) over the first `len` tokens of every
+/// head with kernels `k`; every head writes the same `out[..len·d]`.
+pub fn causal_all<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    all_heads(k, heads, len, out, scratch, true)
+}
+
+fn all_heads<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    causal: bool,
+) {
+    let block = if causal { CAUSAL_CHUNK } else { BIDIR_BLOCK };
+    let opts = Options {
+        block,
+        ..Default::default()
+    };
+    let shape = Shape::new(len, DIM, DIM);
+    let n = len * DIM;
+    for h in heads {
+        let (phi, (q, kk, v)) = (h.phi(), (&h.q[..n], &h.k[..n], &h.v[..n]));
+        if causal {
+            causal_chunked(k, &phi, q, kk, v, shape, &opts, out, scratch).unwrap();
+        } else {
+            bidirectional(k, &phi, q, kk, v, shape, &opts, out, scratch).unwrap();
+        }
+    }
+}
+
+/// Query and key tile of [`exact_all`]: a 128×128 logit tile (64 KiB) stays in L2.
+pub const EXACT_TILE: usize = 128;
+
+/// Exact (bidirectional) softmax attention with scale 1/√d, the tiled GEMM schedule
+/// ([`softmax_attention_tiled`], tiles of [`EXACT_TILE`]), over the first `len` tokens of
+/// every head with kernels `k`; every head writes the same `out[..len·d]`. The tiled
+/// schedule runs at GEMM speed, so FAVOR+ is compared with a fair exact baseline, not with
+/// the row-at-a-time reference.
+pub fn exact_all<K: Kernels<f32>>(k: &K, heads: &[Head], len: usize, out: &mut [f32]) {
+    let (n, shape) = (len * DIM, Shape::new(len, DIM, DIM));
+    let opts = ExactOptions::default();
+    let mut scratch = vec![0f32; softmax_attention_tiled_scratch_len(EXACT_TILE).unwrap()];
+    for h in heads {
+        let (q, kk, v) = (&h.q[..n], &h.k[..n], &h.v[..n]);
+        softmax_attention_tiled(k, q, kk, v, shape, &opts, EXACT_TILE, out, &mut scratch).unwrap();
+    }
+}
+
+/// A decode stream over one head's feature map (the map borrows the [`Head`] for `'h`).
+pub type HeadStream<'a, 'h, K> = Stream<'a, f32, PositiveSoftmax<'h, f32>, K>;
+
+/// Runs `f` on one empty decode [`Stream`] per head of `heads` (each over [`Head::phi`],
+/// value dim [`DIM`]), with kernels `k`. The streams' buffers live for the call.
+pub fn with_streams<'h, K: Kernels<f32>, R>(
+    k: K,
+    heads: &'h [Head],
+    f: impl FnOnce(&mut [HeadStream<'_, 'h, K>]) -> R,
+) -> R {
+    let phis: Vec<_> = heads.iter().map(Head::phi).collect();
+    let mut bufs: Vec<Vec<f32>> = phis
+        .iter()
+        .map(|p| vec![0f32; HeadStream::<K>::buffer_len(p, DIM).unwrap()])
+        .collect();
+    let mut streams: Vec<_> = phis
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|(p, b)| Stream::new(k, p, DIM, b).unwrap())
+        .collect();
+    f(&mut streams)
+}
+
+/// One decode step of every head: token `t` of each head (row `t` modulo the head's length)
+/// goes through `streams[i]` (one per head, in order) with [`Stream::step`]; every head
+/// writes the same `out[..d]`. Charged [`favor_flops`]`(1)`.
+pub fn decode_step<K: Kernels<f32>>(
+    streams: &mut [HeadStream<'_, '_, K>],
+    heads: &[Head],
+    t: usize,
+    out: &mut [f32],
+) {
+    for (s, h) in streams.iter_mut().zip(heads) {
+        let row = t % (h.q.len() / DIM);
+        let r = row * DIM..(row + 1) * DIM;
+        let (q, kk, v) = (&h.q[r.clone()], &h.k[r.clone()], &h.v[r]);
+        s.step(q, kk, v, &mut out[..DIM]).unwrap();
+    }
+}
+
+/// Scratch large enough for either path.
+pub fn scratch_len() -> usize {
+    bidirectional_scratch_len(FEATURES, DIM, BIDIR_BLOCK)
+        .unwrap()
+        .max(causal_chunked_scratch_len(FEATURES, DIM, CAUSAL_CHUNK).unwrap())
+}
+
+struct FmaLoop {
+    iters: usize,
+}
+
+impl WithSimd for FmaLoop {
+    type Output = (f32, u64);
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> (f32, u64) {
+        // 12 independent chains: enough to cover FMA latency × issue width on current cores.
+        let mut acc = [s.splat_f32s(0.0); 12];
+        let a = s.splat_f32s(0.999_999);
+        let b = s.splat_f32s(1e-7);
+        for _ in 0..self.iters {
+            for x in acc.iter_mut() {
+                *x = s.mul_add_e_f32s(a, *x, b);
+            }
+        }
+        let mut total = s.splat_f32s(0.0);
+        for x in acc {
+            total = s.add_f32s(total, x);
+        }
+        (
+            s.reduce_sum_f32s(total),
+            (2 * 12 * S::F32_LANES * self.iters) as u64,
+        )
+    }
+}
+
+/// Runs `iters` rounds of 12 independent vector FMAs on the widest ISA pulp detects and
+/// returns (a checksum, the FLOPs performed). Its rate is the single-core FMA roof.
+pub fn fma_roof(iters: usize) -> (f32, u64) {
+    pulp::Arch::new().dispatch(FmaLoop {
+        iters: std::hint::black_box(iters),
+    })
+}
+
+/// The FMA roof of the 8-lane AVX2+FMA ISA (`None` where the CPU lacks it), for comparing the
+/// forced AVX2 backend on a machine that also has AVX-512.
+#[cfg(target_arch = "x86_64")]
+pub fn fma_roof_avx2(iters: usize) -> Option<(f32, u64)> {
+    pulp::x86::V3::try_new().map(|s| {
+        Simd::vectorize(
+            s,
+            FmaLoop {
+                iters: std::hint::black_box(iters),
+            },
+        )
+    })
+}

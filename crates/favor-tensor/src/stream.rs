@@ -1,0 +1,507 @@
+//! Causal decoding over tensors: one constant-size prefix state per (batch, head).
+
+use favor_core::{FeatureMap, Kernels};
+
+use crate::error::{Error, Result};
+use crate::map::AnyMap;
+use crate::performer::{
+    BackendOp, Performer, Precision, Real, check_shape, narrow_back, narrow_target, parallel_map,
+    widen,
+};
+use crate::tensor::{Element, Tensor, TensorView};
+
+const MAGIC: [u8; 4] = *b"FAVT";
+/// Version of the byte format [`Stream::snapshot`] writes.
+pub const STREAM_SNAPSHOT_VERSION: u32 = 1;
+const HEADER: usize = 48;
+
+/// Causal attention over `batch` sequences, one token (or one prefill block) at a time.
+///
+/// Each (batch, head) pair keeps favor-core's prefix state `(S, z)` plus its stabiliser:
+/// `heads × (m·dv + m)` floats per sequence (m = feature count), whatever the number of
+/// tokens seen. Outputs equal [`Performer::forward`] with causal attention up to rounding.
+///
+/// ```
+/// use favor_tensor::{Performer, TensorView};
+/// let (h, d) = (2, 8);
+/// let attn = Performer::builder(d).heads(h).features(32).causal(true).build().unwrap();
+/// let mut stream = attn.stream(1).unwrap();
+/// let prompt = vec![0.1f32; h * 5 * d];
+/// let p = TensorView::new([1, h, 5, d], &prompt).unwrap();
+/// let out = stream.prefill(p, p, p).unwrap();
+/// assert_eq!(out.shape(), [1, h, 5, d]);
+/// let tok = vec![0.2f32; h * d];
+/// let t = TensorView::new([1, h, 1, d], &tok).unwrap();
+/// let next = stream.step(t, t, t).unwrap();
+/// assert_eq!(stream.tokens(), 6);
+/// let bytes = stream.snapshot().unwrap();
+/// stream.reset();
+/// stream.restore(&bytes).unwrap();
+/// assert_eq!(stream.tokens(), 6);
+/// # let _ = next;
+/// ```
+#[derive(Debug)]
+pub struct Stream<'p> {
+    performer: &'p Performer,
+    batch: usize,
+    /// Tokens fed so far. favor-core's per-head counts can be lower: a key whose squared
+    /// norm overflows is absent from the state (its feature's limit is 0) and not counted.
+    position: u64,
+    states: States<'p>,
+}
+
+#[derive(Debug)]
+enum States<'p> {
+    F32(HeadStates<'p, f32>),
+    F64(HeadStates<'p, f64>),
+}
+
+/// The feature map and every head's state, in one precision.
+#[derive(Debug, Clone)]
+struct HeadStates<'p, T> {
+    map: AnyMap<'p, T>,
+    heads: Vec<HeadState<T>>,
+}
+
+/// A favor-core stream's memory between calls.
+#[derive(Debug, Clone)]
+struct HeadState<T> {
+    buf: Vec<T>,
+    tokens: u64,
+    log_scale: T,
+}
+
+macro_rules! states {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            States::F32($s) => $e,
+            States::F64($s) => $e,
+        }
+    };
+}
+
+impl<'p> Stream<'p> {
+    pub(crate) fn new(performer: &'p Performer, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::Config("a stream needs batch > 0".into()));
+        }
+        let n = batch
+            .checked_mul(performer.heads())
+            .ok_or_else(|| Error::Config(format!("a stream of batch {batch} is too large")))?;
+        let states = match performer.cfg.precision {
+            Precision::F32 => States::F32(HeadStates::new(performer, n)?),
+            Precision::F64 => States::F64(HeadStates::new(performer, n)?),
+        };
+        Ok(Self {
+            performer,
+            batch,
+            position: 0,
+            states,
+        })
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Tokens fed so far (the same for every sequence).
+    pub fn tokens(&self) -> u64 {
+        self.position
+    }
+
+    /// Bytes of state, whatever the number of tokens seen: per (batch, head) the prefix
+    /// state `m·dv + m` plus favor-core's two feature and two input rows.
+    pub fn memory_bytes(&self) -> usize {
+        states!(&self.states, s => s.heads.iter().map(|h| size_of_val(&h.buf[..])).sum())
+    }
+
+    /// Forgets every token.
+    pub fn reset(&mut self) {
+        self.position = 0;
+        states!(&mut self.states, s => s.heads.iter_mut().for_each(HeadState::reset))
+    }
+
+    /// Absorbs `len` tokens at once through the chunked causal path (`[B, H, len, d]`
+    /// queries and keys, `[B, H, len, dv]` values) and returns their outputs
+    /// `[B, H, len, dv]`: the same bits as causal [`Performer::forward`] on those tokens from
+    /// an empty stream. On error the state is unchanged.
+    pub fn prefill<E: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+    ) -> Result<Tensor> {
+        let len = self.check(q, k, v, None)?;
+        let shape = [
+            self.batch,
+            self.performer.heads(),
+            len,
+            self.performer.value_dim(),
+        ];
+        let mut out = Tensor::zeros(shape)?;
+        let io = StepIo {
+            q,
+            k,
+            v,
+            len,
+            step: false,
+        };
+        states!(&mut self.states, s => s.run(self.performer, &io, out.data_mut()))?;
+        self.position += len as u64;
+        Ok(out)
+    }
+
+    /// One decoding step: token `t`'s `[B, H, 1, d]` query and key and `[B, H, 1, dv]`
+    /// value; returns its `[B, H, 1, dv]` output. On error the state is unchanged.
+    pub fn step<E: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+    ) -> Result<Tensor> {
+        let shape = [
+            self.batch,
+            self.performer.heads(),
+            1,
+            self.performer.value_dim(),
+        ];
+        let mut out = Tensor::zeros(shape)?;
+        self.step_into(q, k, v, out.data_mut())?;
+        Ok(out)
+    }
+
+    /// [`step`](Self::step) into a caller buffer of `B·H·dv` elements, allocating nothing
+    /// for f32 inputs and precision.
+    pub fn step_into<E: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.check(q, k, v, Some(1))?;
+        let want = self.batch * self.performer.heads() * self.performer.value_dim();
+        if out.len() != want {
+            return Err(Error::Shape {
+                tensor: "out",
+                expected: format!("[{want}] (batch × heads × value_dim)"),
+                got: vec![out.len()],
+            });
+        }
+        let io = StepIo {
+            q,
+            k,
+            v,
+            len: 1,
+            step: true,
+        };
+        states!(&mut self.states, s => s.run(self.performer, &io, out))?;
+        self.position += 1;
+        Ok(())
+    }
+
+    /// Checks shapes and finiteness before anything changes; returns the token count.
+    fn check<E: Element>(
+        &self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+        len: Option<usize>,
+    ) -> Result<usize> {
+        let cfg = &self.performer.cfg;
+        let (b, h) = (Some(self.batch), Some(cfg.heads));
+        check_shape("q", &q, [b, h, len, Some(cfg.dim)])?;
+        let len = Some(q.shape()[2]);
+        check_shape("k", &k, [b, h, len, Some(cfg.dim)])?;
+        check_shape("v", &v, [b, h, len, Some(cfg.value_dim)])?;
+        // favor-core checks each head, but a NaN in the last head must not leave the first
+        // ones updated: check everything first, as the precision will see it, together with
+        // the supported range (see `Performer`) for every key absorbed so far.
+        let len = q.shape()[2];
+        let keys = self
+            .position
+            .checked_add(len as u64)
+            .filter(|&n| n < u64::MAX)
+            .ok_or_else(|| Error::Config("the stream's token count would overflow".into()))?;
+        let p = self.performer;
+        crate::range::check(cfg, p.weights.row_norm, cfg.feature_dim(), &q, &k, &v, keys)?;
+        Ok(q.shape()[2])
+    }
+
+    /// The state as bytes: a versioned little-endian header (magic `FAVT`, version,
+    /// precision, batch, heads, bytes per head, tokens fed) followed by favor-core's snapshot
+    /// of every (batch, head) state, which carries the feature map's fingerprint.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        states!(&self.states, s => s.snapshot(self.performer, self.batch, self.position))
+    }
+
+    /// Replaces the state with one [`snapshot`](Self::snapshot) wrote for a stream of the same
+    /// layer (projection, kernel, dims, precision) and batch. Malformed or mismatched bytes
+    /// give [`Error::Snapshot`] and leave the state unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let (p, b) = (self.performer, self.batch);
+        self.position = states!(&mut self.states, s => s.restore(p, b, bytes))?;
+        Ok(())
+    }
+}
+
+impl<T: Real> HeadState<T> {
+    fn reset(&mut self) {
+        self.buf.fill(T::zero());
+        self.tokens = 0;
+        self.log_scale = T::neg_infinity();
+    }
+}
+
+/// One prefill or step call's inputs.
+struct StepIo<'a, E> {
+    q: TensorView<'a, E>,
+    k: TensorView<'a, E>,
+    v: TensorView<'a, E>,
+    len: usize,
+    /// A decoding step (`Stream::step`) rather than a prefill.
+    step: bool,
+}
+
+impl<'p, T: Real> HeadStates<'p, T> {
+    fn new(performer: &'p Performer, n: usize) -> Result<Self> {
+        let map = performer.cfg.map::<T>(&performer.weights)?;
+        let len = favor_core::Stream::<T, AnyMap<'p, T>, favor_core::Scalar>::buffer_len(
+            &map,
+            performer.value_dim(),
+        )
+        .map_err(crate::error::setup)?;
+        let empty = HeadState {
+            buf: vec![T::zero(); len],
+            tokens: 0,
+            log_scale: T::neg_infinity(),
+        };
+        Ok(Self {
+            map,
+            heads: vec![empty; n],
+        })
+    }
+
+    fn run<E: Element>(
+        &mut self,
+        p: &Performer,
+        io: &StepIo<'_, E>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        p.cfg.with_backend(Run {
+            states: self,
+            p,
+            io,
+            out,
+        })
+    }
+
+    fn snapshot(&self, p: &Performer, batch: usize, position: u64) -> Result<Vec<u8>> {
+        struct Snap<'s, 'p, T> {
+            states: &'s HeadStates<'p, T>,
+            value_dim: usize,
+        }
+        impl<T: Real> BackendOp<T> for Snap<'_, '_, T> {
+            type Output = Result<Vec<Vec<u8>>>;
+            fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<Vec<Vec<u8>>> {
+                let map = &self.states.map;
+                self.states
+                    .heads
+                    .iter()
+                    .map(|h| {
+                        let mut buf = h.buf.clone();
+                        let s = favor_core::Stream::resume(
+                            *kernels,
+                            map,
+                            self.value_dim,
+                            &mut buf,
+                            h.tokens,
+                            h.log_scale,
+                        )
+                        .map_err(|e| Error::Snapshot(format!("state does not re-attach: {e}")))?;
+                        let mut bytes = vec![0u8; s.snapshot_len()];
+                        let n = s
+                            .snapshot(&mut bytes)
+                            .map_err(|e| Error::Snapshot(e.to_string()))?;
+                        bytes.truncate(n);
+                        Ok(bytes)
+                    })
+                    .collect()
+            }
+        }
+        let per_head = p.cfg.with_backend(Snap {
+            states: self,
+            value_dim: p.value_dim(),
+        })?;
+        let each = per_head.first().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(HEADER + each * per_head.len());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&STREAM_SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(size_of::<T>() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(batch as u64).to_le_bytes());
+        out.extend_from_slice(&(p.heads() as u64).to_le_bytes());
+        out.extend_from_slice(&(each as u64).to_le_bytes());
+        out.extend_from_slice(&position.to_le_bytes());
+        per_head.iter().for_each(|h| out.extend_from_slice(h));
+        Ok(out)
+    }
+
+    /// Restores every head; returns the tokens fed.
+    fn restore(&mut self, p: &Performer, batch: usize, bytes: &[u8]) -> Result<u64> {
+        let bad = |s: &str| Err(Error::Snapshot(s.to_string()));
+        let Some(header) = bytes.get(..HEADER) else {
+            return bad("shorter than its header");
+        };
+        let u32_at =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        if header[..4] != MAGIC {
+            return bad("not a favor-tensor stream snapshot");
+        }
+        if u32_at(4) != STREAM_SNAPSHOT_VERSION {
+            return Err(Error::Snapshot(format!(
+                "unsupported format version {}",
+                u32_at(4)
+            )));
+        }
+        if u32_at(8) != size_of::<T>() as u32 {
+            return bad("written with another precision");
+        }
+        if u32_at(12) != 0 {
+            return bad("reserved header field is not zero");
+        }
+        if u64_at(16) != batch as u64 || u64_at(24) != p.heads() as u64 {
+            return Err(Error::Snapshot(format!(
+                "written for batch {} × {} heads, this stream has {batch} × {}",
+                u64_at(16),
+                u64_at(24),
+                p.heads()
+            )));
+        }
+        let each = usize::try_from(u64_at(32)).unwrap_or(usize::MAX);
+        let body = &bytes[HEADER..];
+        if Some(body.len()) != each.checked_mul(self.heads.len()) || each == 0 {
+            return bad("length disagrees with its header");
+        }
+        struct Load<'s, 'p, 'b, T> {
+            states: &'s HeadStates<'p, T>,
+            value_dim: usize,
+            body: &'b [u8],
+            each: usize,
+            heads: usize,
+        }
+        impl<T: Real> BackendOp<T> for Load<'_, '_, '_, T> {
+            type Output = Result<Vec<HeadState<T>>>;
+            fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
+                let map = &self.states.map;
+                self.body
+                    .chunks_exact(self.each)
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let mut buf = vec![T::zero(); self.states.heads[i].buf.len()];
+                        let mut s =
+                            favor_core::Stream::new(*kernels, map, self.value_dim, &mut buf)
+                                .map_err(crate::error::setup)?;
+                        s.restore(chunk).map_err(|e| {
+                            Error::Snapshot(format!(
+                                "batch {}, head {}: {e}",
+                                i / self.heads,
+                                i % self.heads
+                            ))
+                        })?;
+                        let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
+                        Ok(HeadState {
+                            buf,
+                            tokens,
+                            log_scale,
+                        })
+                    })
+                    .collect()
+            }
+        }
+        let loaded = p.cfg.with_backend(Load {
+            states: self,
+            value_dim: p.value_dim(),
+            body,
+            each,
+            heads: p.heads(),
+        })?;
+        // Absent keys make a head's own count lower than the tokens fed, never higher.
+        let position = u64_at(40);
+        if position == u64::MAX || loaded.iter().any(|h| h.tokens > position) {
+            return bad("token count disagrees with the heads' states");
+        }
+        self.heads = loaded;
+        Ok(position)
+    }
+}
+
+/// One prefill or step over every head, with one backend.
+struct Run<'s, 'p, 'a, 'o, E, T> {
+    states: &'s mut HeadStates<'p, T>,
+    p: &'s Performer,
+    io: &'s StepIo<'a, E>,
+    out: &'o mut [f32],
+}
+
+impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
+    type Output = Result<()>;
+    fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+        let (io, cfg) = (self.io, &self.p.cfg);
+        let (dv, len) = (cfg.value_dim, io.len);
+        let map = &self.states.map;
+        let m = map.feature_dim();
+        let heads = &mut self.states.heads;
+        let one = |i: usize, h: &mut HeadState<T>, out: &mut [f32]| -> favor_core::Result<()> {
+            let (b, hd) = (i / cfg.heads, i % cfg.heads);
+            let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
+            let q = widen(io.q.head(b, hd), &mut tq);
+            let k = widen(io.k.head(b, hd), &mut tk);
+            let v = widen(io.v.head(b, hd), &mut tv);
+            let mut wide = Vec::new();
+            let out_t = narrow_target(out, &mut wide);
+            let mut s =
+                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)?;
+            if io.step {
+                s.step(q, k, v, out_t)?;
+            } else {
+                // Chunks longer than the call would only size scratch for absent rows.
+                let chunk = cfg.chunk.min(len);
+                let mut scratch = vec![T::zero(); favor_core::chunk_scratch_len(m, chunk)?];
+                s.prefill(q, k, v, len, chunk, out_t, &mut scratch)?;
+            }
+            let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
+            h.tokens = tokens;
+            h.log_scale = log_scale;
+            narrow_back(&wide, out);
+            Ok(())
+        };
+        let wrap = |i: usize, r: favor_core::Result<()>| {
+            r.map_err(|source| Error::Core {
+                batch: i / cfg.heads,
+                head: i % cfg.heads,
+                source,
+            })
+        };
+        if io.step {
+            // A step is a few microseconds per head: less than handing it to a pool.
+            for (i, (h, o)) in heads.iter_mut().zip(self.out.chunks_mut(dv)).enumerate() {
+                wrap(i, one(i, h, o))?;
+            }
+            return Ok(());
+        }
+        let cells: Vec<std::sync::Mutex<&mut HeadState<T>>> =
+            heads.iter_mut().map(std::sync::Mutex::new).collect();
+        let results = parallel_map(cfg.parallel, self.out, len * dv, |(i, o)| {
+            let mut h = cells[i].lock().unwrap_or_else(|e| e.into_inner());
+            wrap(i, one(i, &mut h, o))
+        });
+        results.into_iter().collect()
+    }
+}

@@ -1,0 +1,662 @@
+//! favor-tensor against independent oracles: favor-core on one head, f64 scalar runs, and
+//! exact softmax attention.
+
+use favor_core::{ExactOptions, Scalar, Shape, softmax_attention};
+use favor_tensor::*;
+
+/// Deterministic pseudo-random values in [-scale, scale).
+fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+const B: usize = 2;
+const H: usize = 3;
+const L: usize = 70;
+const D: usize = 16;
+
+fn qkv(seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = B * H * L * D;
+    (
+        data(n, seed, 0.6),
+        data(n, seed + 1, 0.6),
+        data(n, seed + 2, 1.0),
+    )
+}
+
+fn view(x: &[f32]) -> TensorView<'_> {
+    TensorView::new([B, H, L, D], x).unwrap()
+}
+
+fn at<E: Element>(shape: [usize; 4], x: &[E]) -> TensorView<'_, E> {
+    TensorView::new(shape, x).unwrap()
+}
+
+fn tv<E: Element>(len: usize, x: &[E]) -> TensorView<'_, E> {
+    TensorView::new([B, H, len, D], x).unwrap()
+}
+
+#[test]
+fn each_head_equals_favor_core_on_that_head() {
+    // Oracle: favor-core's own entry point with the Performer's projection, head by head.
+    let (q, k, v) = qkv(1);
+    for causal in [false, true] {
+        let mut p = Performer::builder(D)
+            .heads(H)
+            .features(48)
+            .causal(causal)
+            .backend(Backend::Scalar)
+            .build()
+            .unwrap();
+        let out = p.forward(view(&q), view(&k), view(&v)).unwrap();
+        let w = p.projection_f32().to_vec();
+        let phi = favor_core::PositiveSoftmax::new(&w, 48, D).unwrap();
+        let shape = Shape::new(L, D, D);
+        for b in 0..B {
+            for h in 0..H {
+                let (tq, tk, tv) = (
+                    view(&q).head(b, h),
+                    view(&k).head(b, h),
+                    view(&v).head(b, h),
+                );
+                let mut o = vec![0f32; L * D];
+                if causal {
+                    let opts = favor_core::Options {
+                        block: DEFAULT_CHUNK,
+                        ..Default::default()
+                    };
+                    let n = favor_core::causal_chunked_scratch_len(48, D, opts.block).unwrap();
+                    favor_core::causal_chunked(
+                        &Scalar,
+                        &phi,
+                        tq,
+                        tk,
+                        tv,
+                        shape,
+                        &opts,
+                        &mut o,
+                        &mut vec![0.0; n],
+                    )
+                    .unwrap();
+                } else {
+                    let opts = favor_core::Options {
+                        block: 256,
+                        ..Default::default()
+                    };
+                    let n = favor_core::bidirectional_scratch_len(48, D, opts.block).unwrap();
+                    favor_core::bidirectional(
+                        &Scalar,
+                        &phi,
+                        tq,
+                        tk,
+                        tv,
+                        shape,
+                        &opts,
+                        &mut o,
+                        &mut vec![0.0; n],
+                    )
+                    .unwrap();
+                }
+                assert_eq!(out.head(b, h), &o[..], "causal {causal}, head ({b}, {h})");
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_equals_serial_bit_for_bit() {
+    let (q, k, v) = qkv(2);
+    for causal in [false, true] {
+        let build = |parallel| {
+            Performer::builder(D)
+                .heads(H)
+                .features(64)
+                .causal(causal)
+                .parallel(parallel)
+                .build()
+                .unwrap()
+        };
+        let a = build(true).forward(view(&q), view(&k), view(&v)).unwrap();
+        let b = build(false).forward(view(&q), view(&k), view(&v)).unwrap();
+        assert_eq!(a, b, "causal {causal}");
+        let (pa, pb) = (build(true), build(false));
+        let sa = pa
+            .stream(B)
+            .unwrap()
+            .prefill(view(&q), view(&k), view(&v))
+            .unwrap();
+        let sb = pb
+            .stream(B)
+            .unwrap()
+            .prefill(view(&q), view(&k), view(&v))
+            .unwrap();
+        assert_eq!(sa, sb);
+    }
+}
+
+#[test]
+fn stream_equals_causal_forward() {
+    let (q, k, v) = qkv(3);
+    let mut p = Performer::builder(D)
+        .heads(H)
+        .features(64)
+        .causal(true)
+        .build()
+        .unwrap();
+    let full = p.forward(view(&q), view(&k), view(&v)).unwrap();
+    // The f64 scalar run of the same layer bounds what f32 rounding may move.
+    let mut p64 = Performer::builder(D)
+        .heads(H)
+        .features(64)
+        .causal(true)
+        .precision(Precision::F64)
+        .backend(Backend::Scalar)
+        .build()
+        .unwrap();
+    let reference = p64.forward(view(&q), view(&k), view(&v)).unwrap();
+    // Outputs are convex combinations of |v| ≤ 1; each is a ratio of sums of ≤ L·m positive
+    // f32 terms, so its relative rounding error is at most ~ (log2(L·m) + d)·ε ≈ 30·6e-8.
+    let tol = 4e-6;
+    assert!(max_abs_diff(full.data(), reference.data()) < tol);
+
+    // Prefill 40 tokens, then 30 single steps.
+    let split = 40;
+    let mut s = p.stream(B).unwrap();
+    let cut = |x: &[f32], from: usize, to: usize| -> Vec<f32> {
+        let mut out = Vec::new();
+        for b in 0..B {
+            for h in 0..H {
+                out.extend_from_slice(&view(x).head(b, h)[from * D..to * D]);
+            }
+        }
+        out
+    };
+    let pre = |x: &[f32]| cut(x, 0, split);
+    let (pq, pk, pv) = (pre(&q), pre(&k), pre(&v));
+    let head_out = s
+        .prefill(tv(split, &pq), tv(split, &pk), tv(split, &pv))
+        .unwrap();
+    for b in 0..B {
+        for h in 0..H {
+            let want = &full.head(b, h)[..split * D];
+            assert!(max_abs_diff(head_out.head(b, h), want) < tol);
+        }
+    }
+    for t in split..L {
+        let (tq, tk, tval) = (cut(&q, t, t + 1), cut(&k, t, t + 1), cut(&v, t, t + 1));
+        let o = s.step(tv(1, &tq), tv(1, &tk), tv(1, &tval)).unwrap();
+        for b in 0..B {
+            for h in 0..H {
+                let want = &full.head(b, h)[t * D..(t + 1) * D];
+                assert!(max_abs_diff(o.head(b, h), want) < tol, "token {t}");
+            }
+        }
+    }
+    assert_eq!(s.tokens(), L as u64);
+}
+
+#[test]
+fn stream_memory_does_not_grow_and_snapshots_round_trip() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let mut s = p.stream(B).unwrap();
+    let before = s.memory_bytes();
+    // (M·dv + M) state + 2M + 2d rows, per (batch, head), in f32.
+    assert_eq!(before, B * H * (32 * D + 32 + 2 * 32 + 2 * D) * 4);
+    let tok = data(B * H * D, 9, 0.5);
+    let t = TensorView::new([B, H, 1, D], &tok).unwrap();
+    for _ in 0..200 {
+        s.step(t, t, t).unwrap();
+    }
+    assert_eq!(s.memory_bytes(), before);
+    let snap = s.snapshot().unwrap();
+    let next = s.step(t, t, t).unwrap();
+    // Restoring into a fresh stream continues identically.
+    let mut s2 = p.stream(B).unwrap();
+    s2.restore(&snap).unwrap();
+    assert_eq!(s2.tokens(), 200);
+    assert_eq!(s2.step(t, t, t).unwrap(), next);
+}
+
+#[test]
+fn bad_snapshots_are_errors_and_change_nothing() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let mut s = p.stream(B).unwrap();
+    let tok = data(B * H * D, 10, 0.5);
+    let t = TensorView::new([B, H, 1, D], &tok).unwrap();
+    s.step(t, t, t).unwrap();
+    let snap = s.snapshot().unwrap();
+    s.step(t, t, t).unwrap();
+    let live = s.snapshot().unwrap();
+    let mut flipped = snap.clone();
+    flipped[0] ^= 1;
+    let mut body = snap.clone();
+    let last = body.len() - 1;
+    body[last] = 0xFF; // a NaN/garbage float in the last head's z
+    body[last - 1] = 0xFF;
+    body[last - 2] = 0xFF;
+    body[last - 3] = 0xFF;
+    let other = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .seed(1)
+        .causal(true)
+        .build()
+        .unwrap();
+    let foreign = other.stream(B).unwrap().snapshot().unwrap();
+    let cases: [(&str, &[u8]); 6] = [
+        ("empty", &[]),
+        ("truncated", &snap[..snap.len() - 1]),
+        ("magic", &flipped),
+        ("payload", &body),
+        ("other projection", &foreign),
+        ("header only", &snap[..40]),
+    ];
+    for (name, bytes) in cases {
+        let e = s.restore(bytes).unwrap_err();
+        assert!(matches!(e, Error::Snapshot(_)), "{name}: {e}");
+        assert_eq!(s.snapshot().unwrap(), live, "{name} changed the state");
+    }
+    let wrong_batch = p.stream(1).unwrap().snapshot().unwrap();
+    assert!(
+        s.restore(&wrong_batch)
+            .unwrap_err()
+            .to_string()
+            .contains("batch")
+    );
+}
+
+#[test]
+fn non_finite_input_names_batch_and_head_and_leaves_stream_unchanged() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let mut s = p.stream(B).unwrap();
+    let mut tok = data(B * H * D, 11, 0.5);
+    let t = TensorView::new([B, H, 1, D], &tok).unwrap();
+    s.step(t, t, t).unwrap();
+    let before = s.snapshot().unwrap();
+    // Last head of the last batch element: the earlier heads must not have been updated.
+    tok[(B * H - 1) * D + 3] = f32::NAN;
+    let bad = TensorView::new([B, H, 1, D], &tok).unwrap();
+    let good_data = data(B * H * D, 12, 0.5);
+    let good = TensorView::new([B, H, 1, D], &good_data).unwrap();
+    let e = s.step(good, bad, good).unwrap_err();
+    match e {
+        Error::Core {
+            batch,
+            head,
+            source,
+        } => {
+            assert_eq!((batch, head), (B - 1, H - 1));
+            assert!(matches!(
+                source,
+                favor_core::Error::NonFinite { what: "k", row: 0 }
+            ));
+        }
+        e => panic!("unexpected {e}"),
+    }
+    assert_eq!(s.snapshot().unwrap(), before);
+    // f64 inputs that overflow f32 are refused the same way at f32 precision.
+    let big = vec![1e300f64; B * H * D];
+    let big = TensorView::new([B, H, 1, D], &big).unwrap();
+    assert!(matches!(
+        s.step(big, big, big),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(s.snapshot().unwrap(), before);
+}
+
+#[test]
+fn shape_errors_name_the_tensor_and_dims() {
+    let mut p = Performer::builder(D).heads(H).causal(true).build().unwrap();
+    let (q, k, v) = qkv(4);
+    let short = &k[..B * H * (L - 1) * D];
+    let k_short = TensorView::new([B, H, L - 1, D], short).unwrap();
+    let e = p.forward(view(&q), k_short, view(&v)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "k: expected shape [{B}, {H}, {L}, {D}], got [{B}, {H}, {}, {D}]",
+            L - 1
+        )
+    );
+    let e = p
+        .forward_masked(view(&q), view(&k), view(&v), &[true; 3])
+        .unwrap_err();
+    assert!(e.to_string().starts_with("key_mask: expected shape"), "{e}");
+    assert!(TensorView::new([1, 1, 1, 2], &[0f32; 3]).is_err());
+    let empty: [f32; 0] = [];
+    let e = p
+        .forward(
+            TensorView::new([1, H, 0, D], &empty).unwrap(),
+            TensorView::new([1, H, 0, D], &empty).unwrap(),
+            TensorView::new([1, H, 0, D], &empty).unwrap(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("no empty dimension"), "{e}");
+    assert_eq!(p.calls(), 0, "failed calls are not counted");
+}
+
+#[test]
+fn builder_rejects_contradictions() {
+    let cases = [
+        Performer::builder(0).build(),
+        Performer::builder(8).heads(0).build(),
+        Performer::builder(8).projection(Projection::None).build(),
+        Performer::builder(8)
+            .kernel(Kernel::Relu)
+            .projection(Projection::None)
+            .features(4)
+            .build(),
+        Performer::builder(8)
+            .projection_matrix(3, &[0f32; 23])
+            .build(),
+        Performer::builder(8)
+            .projection_matrix(3, &[0f32; 24])
+            .features(4)
+            .build(),
+        Performer::builder(8)
+            .projection_matrix(3, &[f32::NAN; 24])
+            .build(),
+        Performer::builder(8)
+            .projection_matrix(3, &[0f32; 24])
+            .redraw(Redraw::Every(2))
+            .build(),
+        Performer::builder(8).redraw(Redraw::Every(0)).build(),
+        Performer::builder(8).epsilon(-1.0).build(),
+        Performer::builder(8).chunk(0).build(),
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        assert!(c.is_err(), "case {i} built");
+    }
+    let relu = Performer::builder(8)
+        .kernel(Kernel::Relu)
+        .projection(Projection::None)
+        .build()
+        .unwrap();
+    assert_eq!(relu.features(), 8);
+}
+
+#[test]
+fn half_inputs_are_widened_exactly() {
+    let (q, k, v) = qkv(5);
+    let to_h = |x: &[f32]| x.iter().map(|&a| f16::from_f32(a)).collect::<Vec<_>>();
+    let (hq, hk, hv) = (to_h(&q), to_h(&k), to_h(&v));
+    let back = |x: &[f16]| x.iter().map(|a| a.to_f32()).collect::<Vec<_>>();
+    let (wq, wk, wv) = (back(&hq), back(&hk), back(&hv));
+    let mut p = Performer::builder(D).heads(H).features(32).build().unwrap();
+    let a = p.forward(tv(L, &hq), tv(L, &hk), tv(L, &hv)).unwrap();
+    let b = p.forward(view(&wq), view(&wk), view(&wv)).unwrap();
+    assert_eq!(a, b);
+    // Round trips: f16 and bf16 of representable values are exact; others round to nearest.
+    let t = Tensor::from_vec([1, 1, 1, 4], vec![1.0, -2.5, 65504.0, 1.0e-3]).unwrap();
+    let h = t.to_f16();
+    assert_eq!(
+        Tensor::from_elements([1, 1, 1, 4], &h).unwrap().data()[..3],
+        [1.0, -2.5, 65504.0]
+    );
+    assert!((h[3].to_f32() - 1.0e-3).abs() <= 1.0e-3 * 2f32.powi(-11));
+    let bf = t.to_bf16();
+    assert_eq!(bf[1].to_f32(), -2.5);
+    assert!((bf[3].to_f32() - 1.0e-3).abs() <= 1.0e-3 * 2f32.powi(-8));
+    let bytes = t.as_bytes().to_vec();
+    assert_eq!(Tensor::from_bytes([1, 1, 1, 4], &bytes).unwrap(), t);
+    assert!(Tensor::from_bytes([1, 1, 1, 4], &bytes[1..]).is_err());
+}
+
+#[test]
+fn key_mask_equals_dropping_the_keys() {
+    // Each batch element keeps a different prefix of its keys; the oracle runs that element
+    // alone on the kept keys.
+    let (q, k, v) = qkv(6);
+    let keep = [50, 23];
+    let mut mask = vec![false; B * L];
+    for b in 0..B {
+        mask[b * L..b * L + keep[b]].fill(true);
+    }
+    let mut p = Performer::builder(D)
+        .heads(H)
+        .features(64)
+        .backend(Backend::Scalar)
+        .build()
+        .unwrap();
+    let masked = p
+        .forward_masked(view(&q), view(&k), view(&v), &mask)
+        .unwrap();
+    for (b, &kept) in keep.iter().enumerate() {
+        let rows = |x: &[f32], n: usize| -> Vec<f32> {
+            (0..H)
+                .flat_map(|h| view(x).head(b, h)[..n * D].to_vec())
+                .collect()
+        };
+        let one = |x: &[f32], n: usize| {
+            TensorView::new([1, H, n, D], x)
+                .map(|t| t.data().to_vec())
+                .unwrap()
+        };
+        let (bq, bk, bv) = (
+            one(&rows(&q, L), L),
+            one(&rows(&k, kept), kept),
+            one(&rows(&v, kept), kept),
+        );
+        let dropped = p
+            .forward(
+                TensorView::new([1, H, L, D], &bq).unwrap(),
+                TensorView::new([1, H, kept, D], &bk).unwrap(),
+                TensorView::new([1, H, kept, D], &bv).unwrap(),
+            )
+            .unwrap();
+        for h in 0..H {
+            // Same sums in the same order but for masked zero rows: equal up to a few ulps.
+            assert!(
+                max_abs_diff(masked.head(b, h), dropped.head(0, h)) < 1e-6,
+                "batch {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn explicit_projection_and_redraw() {
+    let (q, k, v) = qkv(7);
+    let build = |seed| {
+        Performer::builder(D)
+            .heads(H)
+            .features(32)
+            .seed(seed)
+            .redraw(Redraw::Every(2))
+    };
+    let mut p = build(5).build().unwrap();
+    let w0 = p.projection_f32().to_vec();
+    // Loading the exported matrix reproduces the layer bit for bit.
+    let mut loaded = Performer::builder(D)
+        .heads(H)
+        .projection_matrix(32, &w0)
+        .build()
+        .unwrap();
+    let o0 = p.forward(view(&q), view(&k), view(&v)).unwrap();
+    assert_eq!(loaded.forward(view(&q), view(&k), view(&v)).unwrap(), o0);
+    assert_eq!(p.forward(view(&q), view(&k), view(&v)).unwrap(), o0);
+    // The third call redraws from redraw_seed(5, 0).
+    let o2 = p.forward(view(&q), view(&k), view(&v)).unwrap();
+    assert_ne!(o2, o0);
+    let mut fresh = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .seed(redraw_seed(5, 0))
+        .build()
+        .unwrap();
+    assert_eq!(fresh.forward(view(&q), view(&k), view(&v)).unwrap(), o2);
+    // Explicit redraw.
+    p.redraw(5).unwrap();
+    assert_eq!(p.projection_f32(), &w0[..]);
+}
+
+#[test]
+fn close_to_exact_softmax_with_many_features() {
+    // Oracle: f64 exact softmax. With m = 2048 ORF and |q|,|k| ≤ 0.6·√16 ≈ 2.4... the
+    // relative error of FAVOR+ scales as 1/√m; 0.05 of max |v| is a loose 5σ-style bound
+    // for these norms (favor-core's statistics tests pin the rate itself).
+    let (q, k, v) = qkv(8);
+    let mut p = Performer::builder(D)
+        .heads(H)
+        .features(2048)
+        .precision(Precision::F64)
+        .build()
+        .unwrap();
+    let out = p.forward(view(&q), view(&k), view(&v)).unwrap();
+    let shape = Shape::new(L, D, D);
+    let to64 = |x: &[f32]| x.iter().map(|&a| f64::from(a)).collect::<Vec<_>>();
+    let mut worst = 0f64;
+    for b in 0..B {
+        for h in 0..H {
+            let (tq, tk, tv) = (
+                to64(view(&q).head(b, h)),
+                to64(view(&k).head(b, h)),
+                to64(view(&v).head(b, h)),
+            );
+            let mut exact = vec![0f64; L * D];
+            softmax_attention(
+                &Scalar,
+                &tq,
+                &tk,
+                &tv,
+                shape,
+                &ExactOptions::default(),
+                &mut exact,
+            )
+            .unwrap();
+            for (a, e) in out.head(b, h).iter().zip(&exact) {
+                worst = worst.max((f64::from(*a) - e).abs());
+            }
+        }
+    }
+    assert!(worst < 0.05, "worst {worst}");
+}
+
+#[test]
+fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
+    // Keys whose squared norm overflows f32 (favor-core would treat them as absent).
+    let mut p0 = Performer::builder(D).features(8).build().unwrap();
+    let mut k0 = vec![0.1f32; D];
+    k0[0] = 1e20;
+    let q0 = vec![0.1f32; D];
+    let s1 = [1, 1, 1, D];
+    let e = p0
+        .forward(at(s1, &q0), at(s1, &k0), at(s1, &q0))
+        .unwrap_err();
+    assert!(matches!(e, Error::OutOfRange { tensor: "k", .. }), "{e}");
+    // A finite projection with a huge entry: w·k overflows f32.
+    let mut w = vec![0.5f32; 8 * D];
+    w[0] = 3e38;
+    let mut p = Performer::builder(D)
+        .projection_matrix(8, &w)
+        .causal(true)
+        .build()
+        .unwrap();
+    let mut k = vec![0.0f32; D];
+    k[0] = 100.0;
+    let one = |x: &[f32]| TensorView::new([1, 1, 1, D], x).unwrap().data().to_vec();
+    let (k, q, v) = (one(&k), one(&[0.1; D]), one(&[1.0; D]));
+    let e = p.forward(at(s1, &q), at(s1, &k), at(s1, &v)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::OutOfRange {
+                tensor: "q" | "k",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(p.calls(), 0);
+    let mut s = p.stream(1).unwrap();
+    assert!(matches!(
+        s.step(at(s1, &q), at(s1, &k), at(s1, &v)),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(s.tokens(), 0);
+    // Values so large that a sum of two could overflow f32.
+    let mut ok = Performer::builder(D)
+        .features(8)
+        .causal(true)
+        .build()
+        .unwrap();
+    let big = vec![3e37f32; 2 * D];
+    let s2 = [1, 1, 2, D];
+    let small = vec![0.1f32; 2 * D];
+    let e = ok
+        .forward(at(s2, &small), at(s2, &small), at(s2, &big))
+        .unwrap_err();
+    assert!(matches!(e, Error::OutOfRange { tensor: "v", .. }), "{e}");
+    // f64 inputs that do not fit f32 say so, and work at f64 precision.
+    let huge = vec![1e300f64; 2 * D];
+    let tiny = vec![0.1f64; 2 * D];
+    let e = ok
+        .forward(at(s2, &tiny), at(s2, &tiny), at(s2, &huge))
+        .unwrap_err();
+    assert!(e.to_string().contains("does not fit f32"), "{e}");
+    let v64 = vec![1e200f64; 2 * D];
+    let mut wide = Performer::builder(D)
+        .features(8)
+        .precision(Precision::F64)
+        .build()
+        .unwrap();
+    let out = wide
+        .forward(at(s2, &tiny), at(s2, &tiny), at(s2, &v64))
+        .unwrap();
+    assert!(
+        out.data().iter().all(|x| x.is_infinite()),
+        "1e200 rounds to inf in the f32 output"
+    );
+}
+
+#[test]
+fn huge_chunks_and_batches_are_errors_or_harmless() {
+    let (q, k, v) = qkv(12);
+    let mut a = Performer::builder(D)
+        .heads(H)
+        .causal(true)
+        .chunk(1 << 40)
+        .build()
+        .unwrap();
+    let mut b = Performer::builder(D)
+        .heads(H)
+        .causal(true)
+        .chunk(L)
+        .build()
+        .unwrap();
+    assert_eq!(
+        a.forward(view(&q), view(&k), view(&v)).unwrap(),
+        b.forward(view(&q), view(&k), view(&v)).unwrap()
+    );
+    assert!(a.stream(usize::MAX / 2 + 1).is_err());
+}
