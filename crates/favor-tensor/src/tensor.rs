@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 
-/// A storage element favor-tensor reads: `f32`, `f64`, [`f16`] or [`bf16`]. Attention always
+/// A storage element favor-tensor reads: `f32`, `f64`, [`struct@f16`] or [`bf16`]. Attention always
 /// accumulates in `f32` (or `f64`, see [`Precision`](crate::Precision)); narrow types are
 /// widened a head at a time, never a whole tensor.
 pub trait Element: bytemuck::Pod + Send + Sync + 'static {
