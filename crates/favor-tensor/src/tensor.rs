@@ -113,6 +113,29 @@ impl<'a, E: Element> TensorView<'a, E> {
         Ok(Self { shape, data })
     }
 
+    /// A zero-copy view of native-endian bytes (e.g. a memory-mapped file). The bytes must be
+    /// aligned for `E` and exactly as long as the shape needs; otherwise an error (copy them
+    /// with [`Tensor::from_bytes`] instead).
+    ///
+    /// ```
+    /// use favor_tensor::TensorView;
+    /// let data = [1.0f32, 2.0, 3.0, 4.0];
+    /// let bytes: &[u8] = bytemuck::cast_slice(&data);
+    /// let v = TensorView::<f32>::from_bytes([1, 1, 2, 2], bytes).unwrap();
+    /// assert_eq!(v.data(), &data);
+    /// assert!(TensorView::<f32>::from_bytes([1, 1, 2, 2], &bytes[1..13]).is_err());
+    /// ```
+    pub fn from_bytes(shape: [usize; 4], bytes: &'a [u8]) -> Result<Self> {
+        let data = bytemuck::try_cast_slice(bytes).map_err(|e| {
+            Error::Config(format!(
+                "tensor bytes: cannot view {} bytes as {}: {e:?}",
+                bytes.len(),
+                core::any::type_name::<E>()
+            ))
+        })?;
+        Self::new(shape, data)
+    }
+
     /// `[batch, heads, seq, dim]`.
     pub fn shape(&self) -> [usize; 4] {
         self.shape
