@@ -48,7 +48,8 @@
 //!
 //! ## Glossary
 //! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]
-//!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`).
+//!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`);
+//!   [`AnyFeatureMap`] holds any of them, chosen at run time.
 //! - **projection** W — the m×d random matrix whose rows wᵢ define φ ([`projection`]).
 //! - **orthogonal random features (ORF)** — W built from blocks of Haar-random rotations
 //!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.
@@ -87,7 +88,8 @@ pub use exact::{
     ExactOptions, softmax_attention, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
 };
 pub use features::{
-    FeatureMap, Generalized, HyperbolicSoftmax, PositiveSoftmax, TrigonometricSoftmax,
+    AnyFeatureMap, FeatureMap, Generalized, HyperbolicSoftmax, PositiveSoftmax,
+    TrigonometricSoftmax,
 };
 pub use float::Float;
 pub use inspect::{attention_row, attention_row_scratch_len};

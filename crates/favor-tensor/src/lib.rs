@@ -36,7 +36,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
-mod map;
 mod performer;
 mod range;
 mod stream;

@@ -9,9 +9,9 @@ use favor_core::{
 };
 
 use crate::error::{Error, Result, setup};
-use crate::map::AnyMap;
 use crate::stream::Stream;
 use crate::tensor::{Element, Tensor, TensorView};
+use favor_core::AnyFeatureMap;
 
 /// Default number of random features m (projection rows).
 ///
@@ -257,19 +257,19 @@ impl Config {
     }
 
     /// The feature map over `weights`, in `T`.
-    pub(crate) fn map<'w, T: Real>(&self, weights: &'w Weights) -> Result<AnyMap<'w, T>> {
+    pub(crate) fn map<'w, T: Real>(&self, weights: &'w Weights) -> Result<AnyFeatureMap<'w, T>> {
         let (w, wt) = T::weights(weights);
         let (m, d, n) = (self.features, self.dim, self.normalizer);
         let map = match self.kernel {
             Kernel::Softmax => PositiveSoftmax::new(w, m, d)
                 .and_then(|p| p.with_transposed_projection(wt))
-                .map(|p| AnyMap::Positive(p.with_data_normalizer(n))),
+                .map(|p| AnyFeatureMap::Positive(p.with_data_normalizer(n))),
             Kernel::Hyperbolic => HyperbolicSoftmax::new(w, m, d)
                 .and_then(|p| p.with_transposed_projection(wt))
-                .map(|p| AnyMap::Hyperbolic(p.with_data_normalizer(n))),
+                .map(|p| AnyFeatureMap::Hyperbolic(p.with_data_normalizer(n))),
             Kernel::Trigonometric => TrigonometricSoftmax::new(w, m, d)
                 .and_then(|p| p.with_transposed_projection(wt))
-                .map(|p| AnyMap::Trigonometric(p.with_data_normalizer(n))),
+                .map(|p| AnyFeatureMap::Trigonometric(p.with_data_normalizer(n))),
             generalized => {
                 let f = generalized.activation().unwrap_or(Activation::Relu);
                 let g = if self.projection == Projection::None {
@@ -278,7 +278,7 @@ impl Config {
                     Generalized::new(w, m, d, f).and_then(|g| g.with_transposed_projection(wt))
                 };
                 g.and_then(|g| g.with_epsilon(T::from_f64(self.epsilon)))
-                    .map(|g| AnyMap::Generalized(g.with_data_normalizer(n)))
+                    .map(|g| AnyFeatureMap::Generalized(g.with_data_normalizer(n)))
             }
         };
         map.map_err(setup)
@@ -789,7 +789,7 @@ impl<'a, E: Element> Io<'a, E> {
 struct Heads<'r, 'a, 'w, E, T> {
     io: &'r Io<'a, E>,
     cfg: &'r Config,
-    map: &'r AnyMap<'w, T>,
+    map: &'r AnyFeatureMap<'w, T>,
     out: &'r mut [f32],
 }
 
@@ -853,7 +853,7 @@ impl<E: Element> HeadIo<'_, E> {
     fn attend<T: Real, K: Kernels<T>>(
         &self,
         kernels: &K,
-        map: &AnyMap<'_, T>,
+        map: &AnyFeatureMap<'_, T>,
         cfg: &Config,
         out: &mut [f32],
     ) -> favor_core::Result<()> {

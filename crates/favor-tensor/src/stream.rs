@@ -3,12 +3,12 @@
 use favor_core::{FeatureMap, Kernels};
 
 use crate::error::{Error, Result};
-use crate::map::AnyMap;
 use crate::performer::{
     BackendOp, Performer, Precision, Real, check_shape, narrow_back, narrow_target, parallel_map,
     widen,
 };
 use crate::tensor::{Element, Tensor, TensorView};
+use favor_core::AnyFeatureMap;
 
 const MAGIC: [u8; 4] = *b"FAVT";
 /// Version of the byte format [`Stream::snapshot`] writes.
@@ -59,7 +59,7 @@ enum States<'p> {
 /// The feature map and every head's state, in one precision.
 #[derive(Debug, Clone)]
 struct HeadStates<'p, T> {
-    map: AnyMap<'p, T>,
+    map: AnyFeatureMap<'p, T>,
     heads: Vec<HeadState<T>>,
 }
 
@@ -267,7 +267,7 @@ struct StepIo<'a, E> {
 impl<'p, T: Real> HeadStates<'p, T> {
     fn new(performer: &'p Performer, n: usize) -> Result<Self> {
         let map = performer.cfg.map::<T>(&performer.weights)?;
-        let len = favor_core::Stream::<T, AnyMap<'p, T>, favor_core::Scalar>::buffer_len(
+        let len = favor_core::Stream::<T, AnyFeatureMap<'p, T>, favor_core::Scalar>::buffer_len(
             &map,
             performer.value_dim(),
         )
