@@ -1,45 +1,34 @@
-//! The favor-simd speed workloads. Run: `cargo bench -p favor-benches`.
-//! Throughput is in FLOPs (criterion prints "elem/s"), so compare each line's rate with
-//! the `roof` group's rate from the same run.
+//! The README speed table's workloads under criterion. Run:
+//! `cargo bench -p favor-benches --bench workloads`.
+//!
+//! | group | what | elements (per iteration) |
+//! |---|---|---|
+//! | `roof` | [`fma_roof`] (widest ISA) and [`fma_roof_avx2`] (8-lane AVX2+FMA, where present) | FLOPs |
+//! | `decode_step_8heads` | one token through all 8 heads' favor-core [`Stream::step`] after 0 and 10 000 tokens (detected and forced AVX2 backends; scalar at 0), and through `favor_tensor::Stream::step_into` | FLOPs 8·H·m·d |
+//! | `exp_4096` | `exp_shift` of 4096 values in [-80, 80] (detected, AVX2) against `libm::expf`, a copy of the input included | elements |
+//!
+//! The attention workloads against L are in `attention.rs`, the kernels in `kernels.rs`.
+//! Compare each line's FLOP rate with the `roof` group's rate from the same run.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use favor_benches::*;
 use favor_core::*;
 use favor_simd::Detected;
 use std::hint::black_box;
-
-const LEN: usize = 4096;
+use std::time::Duration;
 
 fn roof(c: &mut Criterion) {
     let iters = 100_000;
-    let flops = fma_roof(1).1 * iters as u64;
     let mut g = c.benchmark_group("roof");
-    g.throughput(Throughput::Elements(flops));
+    g.throughput(Throughput::Elements(fma_roof(1).1 * iters as u64));
     g.bench_function("fma_loop", |b| b.iter(|| fma_roof(black_box(iters))));
-    g.finish();
-}
-
-fn attention(c: &mut Criterion) {
-    let heads = heads(LEN);
-    let mut out = vec![0f32; LEN * DIM];
-    let mut scratch = vec![0f32; scratch_len()];
-    let det = Detected::new();
-    let mut g = c.benchmark_group("attention_L4096_8heads");
-    g.throughput(Throughput::Elements(favor_flops(LEN)));
-    g.sample_size(10);
-    let name = Kernels::<f32>::name(&det);
-    g.bench_function(format!("bidirectional/{name}"), |b| {
-        b.iter(|| bidirectional_all(&det, &heads, LEN, &mut out, &mut scratch))
-    });
-    g.bench_function(format!("causal_chunked/{name}"), |b| {
-        b.iter(|| causal_all(&det, &heads, LEN, &mut out, &mut scratch))
-    });
-    g.bench_function("bidirectional/scalar", |b| {
-        b.iter(|| bidirectional_all(&Scalar, &heads, LEN, &mut out, &mut scratch))
-    });
-    g.bench_function("causal_chunked/scalar", |b| {
-        b.iter(|| causal_all(&Scalar, &heads, LEN, &mut out, &mut scratch))
-    });
+    #[cfg(target_arch = "x86_64")]
+    if let Some((_, flops)) = fma_roof_avx2(1) {
+        g.throughput(Throughput::Elements(flops * iters as u64));
+        g.bench_function("fma_loop_avx2", |b| {
+            b.iter(|| fma_roof_avx2(black_box(iters)))
+        });
+    }
     g.finish();
 }
 
@@ -54,18 +43,59 @@ fn decode<K: Kernels<f32>>(c: &mut Criterion, k: K, seen: usize) {
         }
         let mut g = c.benchmark_group("decode_step_8heads");
         g.throughput(Throughput::Elements(favor_flops(1)));
-        g.bench_function(format!("{}/seen{seen}", k.name()), |b| {
+        g.bench_function(BenchmarkId::new(k.name(), format!("seen{seen}")), |b| {
             b.iter(|| decode_step(streams, &heads, 0, &mut out))
         });
         g.finish();
     });
 }
 
+/// The same step through the tensor API: one `[1, 8, 1, 64]` token, no allocation.
+fn decode_tensor(c: &mut Criterion, seen: usize) {
+    let hs = heads(1);
+    let token = |pick: fn(&Head) -> &[f32]| -> Vec<f32> {
+        hs.iter().flat_map(|h| pick(h).iter().copied()).collect()
+    };
+    let (q, k, v) = (token(|h| &h.q), token(|h| &h.k), token(|h| &h.v));
+    let shape = [1, HEADS, 1, DIM];
+    let view = |x| favor_tensor::TensorView::new(shape, x).unwrap();
+    let (q, k, v) = (view(&q), view(&k), view(&v));
+    let performer = favor_tensor::Performer::builder(DIM)
+        .heads(HEADS)
+        .features(FEATURES)
+        .causal(true)
+        .build()
+        .unwrap();
+    let mut stream = performer.stream(1).unwrap();
+    let mut out = vec![0f32; HEADS * DIM];
+    for _ in 0..seen {
+        stream.step_into(q, k, v, &mut out).unwrap();
+    }
+    let mut g = c.benchmark_group("decode_step_8heads");
+    g.throughput(Throughput::Elements(favor_flops(1)));
+    let id = format!("tensor_stream/{}", performer.backend_name());
+    g.bench_function(BenchmarkId::new(id, format!("seen{seen}")), |b| {
+        b.iter(|| stream.step_into(q, k, v, &mut out).unwrap())
+    });
+    g.finish();
+}
+
 fn decode_all(c: &mut Criterion) {
     for seen in [0, 10_000] {
         decode(c, Detected::new(), seen);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = favor_simd::Avx2::new()
+        && name(&Detected::new()) != "avx2"
+    {
+        for seen in [0, 10_000] {
+            decode(c, avx2, seen);
+        }
+    }
     decode(c, Scalar, 0);
+    for seen in [0, 10_000] {
+        decode_tensor(c, seen);
+    }
 }
 
 fn exp(c: &mut Criterion) {
@@ -83,7 +113,9 @@ fn exp(c: &mut Criterion) {
         })
     });
     #[cfg(target_arch = "x86_64")]
-    if let Some(avx2) = favor_simd::Avx2::new() {
+    if let Some(avx2) = favor_simd::Avx2::new()
+        && name(&det) != "avx2"
+    {
         g.bench_function("vector/avx2", |b| {
             b.iter(|| {
                 y.copy_from_slice(&x);
@@ -102,5 +134,12 @@ fn exp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, roof, exp, attention, decode_all);
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    targets = roof, exp, decode_all
+}
 criterion_main!(benches);

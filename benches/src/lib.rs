@@ -1,4 +1,44 @@
 //! The favor-simd benchmark workload for the criterion benches and examples in this package.
-//! Its one home is `favor_cli::workload` (also run by `favor bench`); this crate re-exports it.
+//! Its one home is `favor_cli::workload` (also run by `favor bench`); this crate re-exports it
+//! and adds what only the criterion benches need.
+//!
+//! The benches (`cargo bench -p favor-benches`; one file each, filter with
+//! `cargo bench -p favor-benches --bench kernels -- gemm`):
+//!
+//! | bench | groups |
+//! |---|---|
+//! | `workloads` | `roof` (FMA loop), `decode_step_8heads`, `exp_4096` (vector exp against `libm::expf`) |
+//! | `kernels` | one group per primitive at the workload's shapes, per backend ([`backends`]); `feature_map` |
+//! | `attention` | `bidirectional_8heads`, `causal_8heads` and `exact_8heads` against L; `f16_input_8heads` |
+//!
+//! Throughput is set on every group: `elem/s` counts FLOPs where a FLOP model applies (compare
+//! with the `roof` group's rate) and elements otherwise, as each file's docs say; groups
+//! bound by memory traffic also report bytes.
 
 pub use favor_cli::workload::*;
+use favor_core::{Kernels, Scalar};
+use favor_simd::Detected;
+
+/// The backends the kernel benches compare: favor-core's scalar reference, the detected one
+/// and, on an x86 CPU whose detected backend is wider, AVX2+FMA forced. All are
+/// [`Detected`] values, so one generic function benches each; names come from
+/// [`Kernels::name`].
+pub fn backends() -> Vec<Detected> {
+    let detected = Detected::new();
+    let mut v = vec![Detected::Scalar(Scalar)];
+    if Kernels::<f32>::name(&detected) != "scalar" {
+        v.push(detected);
+    }
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    if let Some(avx2) = favor_simd::Avx2::new()
+        && Kernels::<f32>::name(&detected) != "avx2"
+    {
+        v.push(Detected::Avx2(avx2));
+    }
+    v
+}
+
+/// The detected backend's name, for benchmark ids.
+pub fn name(k: &Detected) -> &'static str {
+    Kernels::<f32>::name(k)
+}

@@ -3,6 +3,7 @@
 //! ```text
 //! favor bench [--json] [--quick] [--lens 256,1024,...] [--threads N]
 //!             [--backend auto|avx2|avx512|neon|portable|scalar] [--plot FILE.png]
+//! favor bench --memory [--json] [--quick]
 //! ```
 //!
 //! # Workload
@@ -67,22 +68,55 @@
 //!
 //! `--plot FILE.png` also draws time per call against L on log–log axes: FAVOR+
 //! bidirectional and causal and exact attention (dashed: the scalar backend).
+//!
+//! # Memory (`--memory`)
+//! `favor bench --memory` measures peak resident memory instead of time, to show that FAVOR+
+//! needs no memory that grows with L beyond its inputs and outputs. Each row runs in a fresh
+//! child process (this binary re-executed with the hidden option `--memory-probe
+//! WORKLOAD:L`), which reads its resident set size (`VmRSS` of `/proc/self/status`) before
+//! it allocates anything, runs the workload once and then reads its peak resident set size
+//! (`VmHWM`). Linux only: elsewhere `--memory` fails with "unsupported".
+//!
+//! The workloads go through the tensor API ([`favor_tensor::Performer`], the detected
+//! backend, one thread: `parallel(false)`, so the figures do not depend on the core count)
+//! with the benchmark's shape: batch 1, [`HEADS`] heads, d = [`DIM`], m = [`FEATURES`], f32,
+//! inputs q, k, v of `[1, 8, L, 64]` (2 KiB per token each) filled with
+//! [`workload::fill_inputs`]:
+//!
+//! | workload | what | inputs | outputs |
+//! |---|---|---|---|
+//! | `memory-bidir` | one bidirectional `Performer::forward` | q, k, v: 6 KiB per token | the `[1, 8, L, 64]` result |
+//! | `memory-causal` | one causal `Performer::forward` (chunks of 64) | the same | the same |
+//! | `memory-stream` | a causal `Stream` fed L tokens by `Stream::prefill` in chunks of [`STREAM_CHUNK`] tokens: the same q, k, v chunk every time, so the inputs never exist at full length | one chunk | one chunk's result (each is dropped before the next call) |
+//!
+//! The default rows are bidir and causal at L = 2¹² and 2¹⁶ and the stream at 2¹⁶ and 2²⁰
+//! tokens (`--quick`: 2¹⁰, 2¹²; stream 2¹², 2¹⁴). `working` is peak − baseline − inputs −
+//! outputs: what the library itself held at the peak (projections, scratch, stream state,
+//! allocator overhead); it can be slightly negative when the allocator returns pages early.
+//! `--json` writes one object per row:
+//!
+//! ```text
+//! {"workload":"memory-bidir","L":65536,"peak_rss_bytes":541401088,"baseline_rss_bytes":3051520,"input_bytes":402653184,"output_bytes":134217728,"working_bytes":1478656}
+//! ```
 
 use crate::args::{Args, CliError, CliResult};
 use crate::plot::{Panel, Series, render_png};
 use crate::workload::{self, CAUSAL_CHUNK, DIM, FEATURES, HEADS, Head, HeadStream};
 use favor_core::{Kernels, Scalar};
 use favor_simd::{Detected, Portable};
+use favor_tensor::{Performer, TensorView};
 use std::fmt;
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::str::FromStr;
 use std::time::Instant;
 
 /// One line of help for `favor help`.
 pub const USAGE: &str = "favor bench [--json] [--quick] [--lens 256,1024,...] [--threads N] \
-                         [--backend auto|avx2|avx512|neon|portable|scalar] [--plot FILE.png]";
+                         [--backend auto|avx2|avx512|neon|portable|scalar] [--plot FILE.png] \
+                         | favor bench --memory [--json] [--quick]";
 
 /// Largest L `--lens` accepts (the inputs take 6 KiB per token).
 pub const MAX_LEN: usize = 1 << 20;
@@ -99,8 +133,19 @@ const MAX_RUNS: usize = 5000;
 /// Runs `favor bench` with the options in `args`, printing to stdout.
 pub fn main(args: Args) -> CliResult<()> {
     let opts = Options::parse(args)?;
+    let out = &mut std::io::stdout().lock();
+    if let Some(p) = opts.memory_probe {
+        let m = memory_probe(p)?;
+        return put(out, &(m.probe_line() + "\n"));
+    }
+    if opts.memory {
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::failure(format!("--memory: cannot find this program: {e}")))?;
+        let probes = MemoryProbe::defaults(opts.quick);
+        return memory_report(&opts, &probes, |p| spawn_probe(&exe, p), out).map(drop);
+    }
     let plan = Plan::new(&opts);
-    run(&opts, &plan, &mut std::io::stdout().lock()).map(drop)
+    run(&opts, &plan, out).map(drop)
 }
 
 /// The kernels `--backend` asks for.
@@ -156,6 +201,11 @@ pub struct Options {
     pub backend: BackendChoice,
     /// `--plot FILE.png`: where to draw time against L.
     pub plot: Option<PathBuf>,
+    /// `--memory`: measure peak resident memory (in child processes) instead of time.
+    pub memory: bool,
+    /// `--memory-probe WORKLOAD:L` (hidden): run one memory measurement in this process and
+    /// print it as a [`MemoryMeasurement::probe_line`]; what `--memory` runs in each child.
+    pub memory_probe: Option<MemoryProbe>,
 }
 
 impl Options {
@@ -163,13 +213,28 @@ impl Options {
     pub fn parse(mut args: Args) -> CliResult<Self> {
         let json = args.flag("json");
         let quick = args.flag("quick");
-        let threads = args.parse::<usize>("threads")?.unwrap_or(1);
+        let memory = args.flag("memory");
+        let memory_probe = args.parse::<MemoryProbe>("memory-probe")?;
+        let given_threads = args.parse::<usize>("threads")?;
+        let threads = given_threads.unwrap_or(1);
         let lens = args.list::<usize>("lens")?;
-        let backend = args
-            .parse::<BackendChoice>("backend")?
-            .unwrap_or(BackendChoice::Auto);
+        let given_backend = args.parse::<BackendChoice>("backend")?;
+        let backend = given_backend.unwrap_or(BackendChoice::Auto);
         let plot = args.value("plot")?.map(PathBuf::from);
         args.finish()?;
+        if memory || memory_probe.is_some() {
+            let timing_only = [
+                ("--threads", given_threads.is_some()),
+                ("--lens", lens.is_some()),
+                ("--backend", given_backend.is_some()),
+                ("--plot", plot.is_some()),
+            ];
+            if let Some((name, _)) = timing_only.iter().find(|(_, given)| *given) {
+                return Err(CliError::input(format!(
+                    "{name} does not apply to --memory (which takes only --json and --quick)"
+                )));
+            }
+        }
         if !(1..=HEADS).contains(&threads) {
             return Err(CliError::input(format!(
                 "--threads {threads}: must be 1 to {HEADS} (the workload has {HEADS} heads)"
@@ -197,6 +262,8 @@ impl Options {
             lens,
             backend,
             plot,
+            memory,
+            memory_probe,
         })
     }
 }
@@ -950,6 +1017,363 @@ fn plot(path: &Path, opts: &Options, backend: &str, all: &[Measurement]) -> CliR
         .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))
 }
 
+/// Tokens per `Stream::prefill` call of the `memory-stream` workload.
+pub const STREAM_CHUNK: usize = 4096;
+
+/// Longest stream `--memory-probe` accepts (2³⁰ tokens).
+pub const MAX_STREAM_LEN: usize = 1 << 30;
+
+/// The workloads of `favor bench --memory` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryWorkload {
+    /// One bidirectional `Performer::forward`.
+    Bidir,
+    /// One causal `Performer::forward`.
+    Causal,
+    /// A causal `Stream` fed by `prefill` in chunks of [`STREAM_CHUNK`].
+    Stream,
+}
+
+impl MemoryWorkload {
+    /// The name in JSON (`memory-bidir`, `memory-causal`, `memory-stream`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bidir => "memory-bidir",
+            Self::Causal => "memory-causal",
+            Self::Stream => "memory-stream",
+        }
+    }
+
+    /// The short name in the text table and in `--memory-probe` (`bidir`, `causal`, `stream`).
+    pub fn short(self) -> &'static str {
+        &self.as_str()["memory-".len()..]
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Bidir, Self::Causal, Self::Stream]
+            .into_iter()
+            .find(|w| s == w.short() || s == w.as_str())
+    }
+}
+
+/// One row of `favor bench --memory`: a workload and its length (tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryProbe {
+    /// What runs.
+    pub workload: MemoryWorkload,
+    /// Tokens: the sequence length, or the tokens fed to the stream.
+    pub len: usize,
+}
+
+impl MemoryProbe {
+    /// The rows `--memory` measures (`quick`: the `--quick` ones), in order.
+    pub fn defaults(quick: bool) -> Vec<Self> {
+        let (short, long, stream) = if quick {
+            (1 << 10, 1 << 12, [1 << 12, 1 << 14])
+        } else {
+            (1 << 12, 1 << 16, [1 << 16, 1 << 20])
+        };
+        let mut v = Vec::new();
+        for workload in [MemoryWorkload::Bidir, MemoryWorkload::Causal] {
+            v.extend([short, long].map(|len| Self { workload, len }));
+        }
+        v.extend(stream.map(|len| Self {
+            workload: MemoryWorkload::Stream,
+            len,
+        }));
+        v
+    }
+
+    /// Tokens in each input tensor: L, or the stream's chunk (`min(L, STREAM_CHUNK)`).
+    pub fn tokens_per_call(&self) -> usize {
+        match self.workload {
+            MemoryWorkload::Stream => self.len.min(STREAM_CHUNK),
+            _ => self.len,
+        }
+    }
+}
+
+impl fmt::Display for MemoryProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.workload.short(), self.len)
+    }
+}
+
+impl FromStr for MemoryProbe {
+    type Err = String;
+
+    /// `WORKLOAD:L`, e.g. `bidir:65536`; a stream's L must be a multiple of its chunk.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (w, l) = s
+            .split_once(':')
+            .ok_or("expected WORKLOAD:L, e.g. bidir:4096")?;
+        let workload = MemoryWorkload::parse(w)
+            .ok_or("unknown workload (expected bidir, causal or stream)")?;
+        let len: usize = l.parse().map_err(|e| format!("L: {e}"))?;
+        let max = match workload {
+            MemoryWorkload::Stream => MAX_STREAM_LEN,
+            _ => MAX_LEN,
+        };
+        if !(1..=max).contains(&len) {
+            return Err(format!("L must be 1 to {max}"));
+        }
+        let p = Self { workload, len };
+        if !len.is_multiple_of(p.tokens_per_call()) {
+            return Err(format!(
+                "a stream's L must be a multiple of its chunk of {STREAM_CHUNK} tokens"
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// One memory measurement (bytes; see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryMeasurement {
+    /// What ran.
+    pub probe: MemoryProbe,
+    /// Peak resident set size of the process (`VmHWM`).
+    pub peak_rss_bytes: u64,
+    /// Resident set size before anything was allocated (`VmRSS`).
+    pub baseline_rss_bytes: u64,
+    /// Bytes of q, k and v (for the stream: of one chunk).
+    pub input_bytes: u64,
+    /// Bytes of the result tensor (for the stream: of one chunk's).
+    pub output_bytes: u64,
+}
+
+/// Prefix of the line a `--memory-probe` child prints.
+const PROBE_TAG: &str = "favor-memory-probe";
+
+impl MemoryMeasurement {
+    /// Peak − baseline − inputs − outputs: memory the library held beyond its inputs and
+    /// outputs (negative if the allocator gave pages back early).
+    pub fn working_bytes(&self) -> i64 {
+        let gone = self.baseline_rss_bytes + self.input_bytes + self.output_bytes;
+        self.peak_rss_bytes as i64 - gone as i64
+    }
+
+    /// One JSON object (no newline) with the keys `workload`, `L`, `peak_rss_bytes`,
+    /// `baseline_rss_bytes`, `input_bytes`, `output_bytes` and `working_bytes`, all integers
+    /// but the workload's name.
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"workload\":\"{}\",\"L\":{},\"peak_rss_bytes\":{},\"baseline_rss_bytes\":{},\
+             \"input_bytes\":{},\"output_bytes\":{},\"working_bytes\":{}}}",
+            self.probe.workload.as_str(),
+            self.probe.len,
+            self.peak_rss_bytes,
+            self.baseline_rss_bytes,
+            self.input_bytes,
+            self.output_bytes,
+            self.working_bytes(),
+        )
+    }
+
+    /// The line a `--memory-probe` child prints for its parent:
+    /// `favor-memory-probe bidir:4096 peak=… baseline=… input=… output=…` (bytes).
+    pub fn probe_line(&self) -> String {
+        format!(
+            "{PROBE_TAG} {} peak={} baseline={} input={} output={}",
+            self.probe,
+            self.peak_rss_bytes,
+            self.baseline_rss_bytes,
+            self.input_bytes,
+            self.output_bytes
+        )
+    }
+
+    /// Reads a [`probe_line`](Self::probe_line) back; `None` unless it is exactly one.
+    pub fn parse_probe_line(line: &str) -> Option<Self> {
+        let mut words = line.split_whitespace();
+        if words.next()? != PROBE_TAG {
+            return None;
+        }
+        let probe = words.next()?.parse().ok()?;
+        let mut field = |key: &str| -> Option<u64> {
+            let (k, v) = words.next()?.split_once('=')?;
+            if k == key { v.parse().ok() } else { None }
+        };
+        let m = Self {
+            probe,
+            peak_rss_bytes: field("peak")?,
+            baseline_rss_bytes: field("baseline")?,
+            input_bytes: field("input")?,
+            output_bytes: field("output")?,
+        };
+        words.next().is_none().then_some(m)
+    }
+}
+
+/// The value of `key` (e.g. `VmHWM`) in the text of `/proc/self/status`, in bytes.
+pub fn status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.split_once(':').is_some_and(|(k, _)| k == key))?;
+    let mut words = line.split_once(':')?.1.split_whitespace();
+    let n: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => n.checked_mul(1024),
+        None => Some(n),
+        Some(_) => None,
+    }
+}
+
+/// This process's `VmRSS` or `VmHWM`, or the "unsupported" error where there is no
+/// `/proc/self/status` with it (not Linux).
+fn own_memory(key: &str) -> CliResult<u64> {
+    let unsupported = || {
+        CliError::failure(format!(
+            "--memory: unsupported on this OS (peak resident memory is read as {key} from \
+             /proc/self/status, which only Linux has)"
+        ))
+    };
+    if !cfg!(target_os = "linux") {
+        return Err(unsupported());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| unsupported())?;
+    status_bytes(&status, key).ok_or_else(unsupported)
+}
+
+/// Runs one memory measurement in this process (what a `--memory-probe` child does).
+/// Meaningful only in a fresh process: `VmHWM` is the peak since the process started.
+pub fn memory_probe(p: MemoryProbe) -> CliResult<MemoryMeasurement> {
+    let baseline = own_memory("VmRSS")?;
+    let fail = |e: favor_tensor::Error| CliError::failure(format!("memory probe {p}: {e}"));
+    let mut performer = Performer::builder(DIM)
+        .heads(HEADS)
+        .features(FEATURES)
+        .causal(p.workload != MemoryWorkload::Bidir)
+        .parallel(false)
+        .build()
+        .map_err(fail)?;
+    let tokens = p.tokens_per_call();
+    let n = HEADS * tokens * DIM;
+    let (mut q, mut k, mut v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let per_head = tokens * DIM;
+    for h in 0..HEADS {
+        let r = h * per_head..(h + 1) * per_head;
+        workload::fill_inputs(h, &mut q[r.clone()], &mut k[r.clone()], &mut v[r]);
+    }
+    let shape = [1, HEADS, tokens, DIM];
+    let view = |x| TensorView::new(shape, x).map_err(fail);
+    let (qv, kv, vv) = (view(&q)?, view(&k)?, view(&v)?);
+    match p.workload {
+        MemoryWorkload::Bidir | MemoryWorkload::Causal => {
+            let out = performer.forward(qv, kv, vv).map_err(fail)?;
+            std::hint::black_box(out.data());
+        }
+        MemoryWorkload::Stream => {
+            let mut stream = performer.stream(1).map_err(fail)?;
+            for _ in 0..p.len / tokens {
+                let out = stream.prefill(qv, kv, vv).map_err(fail)?;
+                std::hint::black_box(out.data());
+            }
+        }
+    }
+    let peak = own_memory("VmHWM")?;
+    let bytes = (n * size_of::<f32>()) as u64;
+    Ok(MemoryMeasurement {
+        probe: p,
+        peak_rss_bytes: peak,
+        baseline_rss_bytes: baseline,
+        input_bytes: 3 * bytes,
+        output_bytes: bytes,
+    })
+}
+
+/// Runs `exe bench --memory-probe P` and reads its line.
+fn spawn_probe(exe: &Path, p: MemoryProbe) -> CliResult<MemoryMeasurement> {
+    let child = Command::new(exe)
+        .args(["bench", "--memory-probe", &p.to_string()])
+        .output()
+        .map_err(|e| CliError::failure(format!("--memory: cannot run {}: {e}", exe.display())))?;
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let found = stdout.lines().find_map(MemoryMeasurement::parse_probe_line);
+    match found {
+        Some(m) if child.status.success() && m.probe == p => Ok(m),
+        _ => {
+            let stderr = String::from_utf8_lossy(&child.stderr);
+            let why = stderr
+                .lines()
+                .next()
+                .map(|l| l.strip_prefix("favor: ").unwrap_or(l).to_string())
+                .unwrap_or_else(|| format!("exited with {}", child.status));
+            Err(CliError {
+                message: format!("memory probe {p}: {why}"),
+                code: 1,
+            })
+        }
+    }
+}
+
+/// The `--memory` report: runs `probe` for each of `probes` and writes each row to `out` as
+/// it comes (a table, or JSON lines with `--json`); returns the measurements.
+pub fn memory_report(
+    opts: &Options,
+    probes: &[MemoryProbe],
+    mut probe: impl FnMut(MemoryProbe) -> CliResult<MemoryMeasurement>,
+    out: &mut dyn Write,
+) -> CliResult<Vec<MemoryMeasurement>> {
+    let start = Instant::now();
+    // Fail before the first child where the measurement cannot work.
+    own_memory("VmHWM")?;
+    if !opts.json {
+        put(out, &memory_header())?;
+    }
+    let mut all = Vec::new();
+    for &p in probes {
+        let m = probe(p)?;
+        let line = if opts.json {
+            m.to_json()
+        } else {
+            memory_row(&m)
+        };
+        put(out, &(line + "\n"))?;
+        all.push(m);
+    }
+    if !opts.json {
+        put(
+            out,
+            &format!("total time {:.1} s\n", start.elapsed().as_secs_f64()),
+        )?;
+    }
+    Ok(all)
+}
+
+/// Header of the `--memory` table.
+pub const MEMORY_TABLE_HEAD: &str =
+    "workload        L  peak RSS MiB  baseline MiB  inputs MiB  outputs MiB  working MiB";
+
+fn memory_header() -> String {
+    let backend = Kernels::<f32>::name(&Detected::new());
+    format!(
+        "favor bench --memory: peak resident memory (VmHWM), one fresh process per row\n\
+         cpu       {}\n\
+         workload  favor-tensor Performer: batch 1, {HEADS} heads, d = {DIM}, m = {FEATURES}, f32, \
+         {backend} backend, one thread\n\
+         \x20         bidir, causal: one forward over q, k, v of [1, {HEADS}, L, {DIM}] (6 KiB per token)\n\
+         \x20         stream: L tokens through Stream::prefill, {STREAM_CHUNK} at a time (the same chunk each time)\n\
+         working   peak - baseline (RSS before any allocation) - inputs - outputs\n\n\
+         {MEMORY_TABLE_HEAD}\n",
+        cpu_model(),
+    )
+}
+
+fn memory_row(m: &MemoryMeasurement) -> String {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    format!(
+        "{:<8} {:>8} {:>13.1} {:>13.1} {:>11.1} {:>12.1} {:>12.2}",
+        m.probe.workload.short(),
+        m.probe.len,
+        mib(m.peak_rss_bytes),
+        mib(m.baseline_rss_bytes),
+        mib(m.input_bytes),
+        mib(m.output_bytes),
+        m.working_bytes() as f64 / (1u64 << 20) as f64,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1108,6 +1532,246 @@ mod tests {
         ] {
             let e = opts(bad).unwrap_err();
             assert_eq!(e.code, 2, "{bad}: {e}");
+        }
+    }
+
+    const MEMORY_KEYS: [&str; 7] = [
+        "workload",
+        "L",
+        "peak_rss_bytes",
+        "baseline_rss_bytes",
+        "input_bytes",
+        "output_bytes",
+        "working_bytes",
+    ];
+
+    fn memory_sample() -> MemoryMeasurement {
+        MemoryMeasurement {
+            probe: MemoryProbe {
+                workload: MemoryWorkload::Stream,
+                len: 1 << 20,
+            },
+            peak_rss_bytes: 40 << 20,
+            baseline_rss_bytes: 3 << 20,
+            input_bytes: 24 << 20,
+            output_bytes: 8 << 20,
+        }
+    }
+
+    /// Checks one `--memory --json` line: the keys in order, a known workload name, integers.
+    fn check_memory_line(line: &str) -> Vec<(String, Value)> {
+        let obj = parse_object(line);
+        let keys: Vec<&str> = obj.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, MEMORY_KEYS, "{line}");
+        let Value::Str(w) = &obj[0].1 else {
+            panic!("{line}")
+        };
+        assert!(
+            MemoryWorkload::parse(w).is_some_and(|x| x.as_str() == w),
+            "{line}"
+        );
+        for (k, v) in &obj[1..] {
+            let Value::Num(x) = v else {
+                panic!("bad value for {k} in {line}")
+            };
+            assert!(x.fract() == 0.0, "{line}");
+            assert!(*x >= 0.0 || k == "working_bytes", "{line}");
+        }
+        obj
+    }
+
+    #[test]
+    fn memory_json_and_probe_line() {
+        let m = memory_sample();
+        assert_eq!(m.working_bytes(), 5 << 20);
+        let obj = check_memory_line(&m.to_json());
+        assert_eq!(obj[0].1, Value::Str("memory-stream".into()));
+        assert_eq!(obj[1].1, Value::Num(1048576.0));
+        assert_eq!(obj[2].1, Value::Num((40 << 20) as f64));
+        assert_eq!(obj[6].1, Value::Num((5 << 20) as f64));
+        // Peak below baseline + inputs + outputs: a negative working figure, still valid JSON.
+        let low = MemoryMeasurement {
+            peak_rss_bytes: 30 << 20,
+            ..m
+        };
+        assert_eq!(low.working_bytes(), -(5 << 20));
+        check_memory_line(&low.to_json());
+        assert!(low.to_json().contains("\"working_bytes\":-5242880"));
+        let line = m.probe_line();
+        assert_eq!(MemoryMeasurement::parse_probe_line(&line), Some(m));
+        for bad in [
+            "",
+            "favor-memory-probe",
+            "favor-memory-probe stream:1048576 peak=1 baseline=2 input=3",
+            "favor-memory-probe stream:1048576 peak=1 baseline=2 input=3 output=4 extra=5",
+            "favor-memory-probe stream:1048576 baseline=2 peak=1 input=3 output=4",
+            "favor-memory-probe stream:1048576 peak=x baseline=2 input=3 output=4",
+            "favor-memory-probe nope:1 peak=1 baseline=2 input=3 output=4",
+            "other stream:1048576 peak=1 baseline=2 input=3 output=4",
+        ] {
+            assert_eq!(MemoryMeasurement::parse_probe_line(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_probe_names_and_defaults() {
+        let p: MemoryProbe = "bidir:65536".parse().unwrap();
+        assert_eq!((p.workload, p.len), (MemoryWorkload::Bidir, 65536));
+        assert_eq!(p.to_string(), "bidir:65536");
+        let p: MemoryProbe = "memory-stream:8192".parse().unwrap();
+        assert_eq!(
+            (p.workload, p.tokens_per_call()),
+            (MemoryWorkload::Stream, 4096)
+        );
+        assert_eq!(
+            "stream:100"
+                .parse::<MemoryProbe>()
+                .unwrap()
+                .tokens_per_call(),
+            100
+        );
+        for bad in [
+            "bidir",
+            "bidir:0",
+            "bidir:x",
+            "flash:64",
+            "stream:5000",
+            "causal:2097152",
+        ] {
+            assert!(bad.parse::<MemoryProbe>().is_err(), "{bad}");
+        }
+        for quick in [false, true] {
+            let d = MemoryProbe::defaults(quick);
+            assert_eq!(d.len(), 6);
+            for w in [
+                MemoryWorkload::Bidir,
+                MemoryWorkload::Causal,
+                MemoryWorkload::Stream,
+            ] {
+                let lens: Vec<usize> = d
+                    .iter()
+                    .filter(|p| p.workload == w)
+                    .map(|p| p.len)
+                    .collect();
+                assert!(lens.len() == 2 && lens[0] < lens[1], "{w:?}: {lens:?}");
+            }
+            // Every default is accepted back by the hidden option.
+            assert!(d.iter().all(|p| p.to_string().parse() == Ok(*p)));
+        }
+        let full = MemoryProbe::defaults(false);
+        assert!(full.contains(&MemoryProbe {
+            workload: MemoryWorkload::Bidir,
+            len: 1 << 16
+        }));
+        assert!(full.contains(&MemoryProbe {
+            workload: MemoryWorkload::Stream,
+            len: 1 << 20
+        }));
+    }
+
+    #[test]
+    fn status_parsing() {
+        let status = "Name:\tfavor\nVmPeak:\t  10000 kB\nVmHWM:\t    4096 kB\nVmRSS:\t    2048 kB\n\
+                      Threads:\t1\nVmBad:\t12 MB\n";
+        assert_eq!(status_bytes(status, "VmHWM"), Some(4096 * 1024));
+        assert_eq!(status_bytes(status, "VmRSS"), Some(2048 * 1024));
+        assert_eq!(status_bytes(status, "Threads"), Some(1));
+        assert_eq!(status_bytes(status, "VmBad"), None);
+        assert_eq!(status_bytes(status, "VmSwap"), None);
+        assert_eq!(status_bytes(status, "Vm"), None);
+    }
+
+    #[test]
+    fn memory_options() {
+        let o = opts("--memory --json --quick").unwrap();
+        assert!(o.memory && o.json && o.quick && o.memory_probe.is_none());
+        let o = opts("--memory-probe causal:256").unwrap();
+        assert_eq!(
+            o.memory_probe,
+            Some(MemoryProbe {
+                workload: MemoryWorkload::Causal,
+                len: 256
+            })
+        );
+        for bad in [
+            "--memory --threads 2",
+            "--memory --lens 256",
+            "--memory --backend scalar",
+            "--memory --plot x.png",
+            "--memory-probe",
+            "--memory-probe bidir",
+            "--memory-probe stream:4097",
+        ] {
+            assert_eq!(opts(bad).unwrap_err().code, 2, "{bad}");
+        }
+    }
+
+    /// The report with the probes run in this process (a child process would re-run the test
+    /// binary): checks the structure only, never the sizes.
+    #[test]
+    fn memory_report_text_and_json() {
+        let probes = [
+            MemoryProbe {
+                workload: MemoryWorkload::Bidir,
+                len: 64,
+            },
+            MemoryProbe {
+                workload: MemoryWorkload::Causal,
+                len: 64,
+            },
+            MemoryProbe {
+                workload: MemoryWorkload::Stream,
+                len: 128,
+            },
+        ];
+        for json in [true, false] {
+            let o = Options {
+                json,
+                ..opts("--memory --quick").unwrap()
+            };
+            let mut buf = Vec::new();
+            let got = memory_report(&o, &probes, memory_probe, &mut buf);
+            if !cfg!(target_os = "linux") {
+                let e = got.unwrap_err();
+                assert!(e.message.contains("unsupported"), "{e}");
+                continue;
+            }
+            let all = got.unwrap();
+            let text = String::from_utf8(buf).unwrap();
+            assert_eq!(all.len(), probes.len());
+            for (m, p) in all.iter().zip(&probes) {
+                assert_eq!(m.probe, *p);
+                let per_call = (HEADS * p.tokens_per_call() * DIM * 4) as u64;
+                assert_eq!((m.input_bytes, m.output_bytes), (3 * per_call, per_call));
+                assert!(m.peak_rss_bytes > 0 && m.baseline_rss_bytes > 0);
+            }
+            if json {
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(lines.len(), all.len());
+                for (line, m) in lines.iter().zip(&all) {
+                    check_memory_line(line);
+                    assert_eq!(*line, m.to_json());
+                }
+            } else {
+                assert!(text.contains(MEMORY_TABLE_HEAD), "{text}");
+                assert!(text.contains("total time"), "{text}");
+                for m in &all {
+                    assert!(text.contains(&memory_row(m)), "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn memory_probe_failure_is_reported() {
+        let o = opts("--memory").unwrap();
+        let mut buf = Vec::new();
+        let probes = MemoryProbe::defaults(true);
+        let e =
+            memory_report(&o, &probes, |_| Err(CliError::failure("boom")), &mut buf).unwrap_err();
+        assert_eq!(e.code, 1);
+        if cfg!(target_os = "linux") {
+            assert_eq!(e.message, "boom");
         }
     }
 

@@ -24,7 +24,9 @@ USAGE:
   favor exact --q Q.npy --k K.npy --v V.npy --out OUT.npy [--causal]
                                                exact softmax attention (f64 accumulation)
   favor projection --dim D [--features M] [--seed S] [--projection-kind K] [--norms N] --out W.npy
-  favor bench [--json] [--threads N] [--plot FILE.png] [--quick]
+  favor bench [--json] [--threads N] [--plot FILE.png] [--quick] [--lens 256,...]
+              [--backend auto|avx2|avx512|neon|portable|scalar]
+  favor bench --memory [--json] [--quick]      peak resident memory vs L (Linux)
   favor fidelity [--json] [--plot FILE.png] [--markdown FILE.md] [--norms 1,2,4]
                  [--features 16,...,512] [--seeds 15] [--len 4096] [--dim 16] [--pairs N]
                  [--kernels ...] [--projections ...] [--threads N]

@@ -57,22 +57,31 @@ impl Head {
 
 /// `HEADS` heads of `len` tokens (the same projections whatever `len`): q, k rows of norm ≈ 2 (N(0, 1/16) entries), v ~ N(0, 1).
 pub fn heads(len: usize) -> Vec<Head> {
-    (0..HEADS as u64)
+    (0..HEADS)
         .map(|h| {
             let mut w = vec![0f32; FEATURES * DIM];
-            projection(ProjectionKind::default(), h, FEATURES, DIM, &mut w).unwrap();
+            projection(ProjectionKind::default(), h as u64, FEATURES, DIM, &mut w).unwrap();
             let mut wt = vec![0f32; FEATURES * DIM];
             transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
-            let mut g = Normals::new(0xBE4C_0000 + h);
-            let mut draw = |s: f32| {
-                (0..len * DIM)
-                    .map(|_| g.sample::<f32>() * s)
-                    .collect::<Vec<_>>()
-            };
-            let (q, k, v) = (draw(0.25), draw(0.25), draw(1.0));
+            let n = len * DIM;
+            let (mut q, mut k, mut v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+            fill_inputs(h, &mut q, &mut k, &mut v);
             Head { w, wt, q, k, v }
         })
         .collect()
+}
+
+/// Writes head `head`'s inputs into caller buffers, the values [`heads`] gives that head for
+/// `q.len() / DIM` tokens: q, then k, then v drawn in turn from the head's seeded normal
+/// stream (q and k scaled by 1/4). Lets a caller lay the heads out in one `[1, H, L, d]`
+/// tensor without a second copy. Buffers of unequal lengths are filled in the same order.
+pub fn fill_inputs(head: usize, q: &mut [f32], k: &mut [f32], v: &mut [f32]) {
+    let mut g = Normals::new(0xBE4C_0000 + head as u64);
+    for (x, s) in [(q, 0.25f32), (k, 0.25), (v, 1.0)] {
+        for e in x.iter_mut() {
+            *e = g.sample::<f32>() * s;
+        }
+    }
 }
 
 /// Bidirectional attention over the first `len` tokens of every head with kernels `k`; every

@@ -917,6 +917,11 @@ impl<E: Element> HeadIo<'_, E> {
 pub(crate) fn widen<'a, E: Element, T: Float>(src: &'a [E], tmp: &'a mut Vec<T>) -> &'a [T] {
     if TypeId::of::<E>() == TypeId::of::<T>() {
         bytemuck::cast_slice(src)
+    } else if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // To f32: one vectorised slice conversion (exact for f16/bf16, rounding for f64).
+        tmp.resize(src.len(), T::zero());
+        E::to_f32_slice(src, bytemuck::cast_slice_mut(tmp.as_mut_slice()));
+        tmp
     } else {
         tmp.extend(src.iter().map(|&x| T::from_f64(x.to_f64())));
         tmp

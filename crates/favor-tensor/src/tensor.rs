@@ -13,6 +13,13 @@ pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// Rounds an f32 to this type (to nearest, ties to even; overflow gives ±∞).
     fn from_f32(x: f32) -> Self;
+    /// Converts a slice into `dst` (same length) as [`to_f32`](Self::to_f32) would; f16 and
+    /// bf16 use `half`'s vectorised (F16C where available) slice conversion.
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
 }
 
 impl Element for f32 {
@@ -40,6 +47,9 @@ impl Element for f64 {
 }
 
 impl Element for f16 {
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
     fn to_f64(self) -> f64 {
         f16::to_f64(self)
     }
@@ -52,6 +62,9 @@ impl Element for f16 {
 }
 
 impl Element for bf16 {
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
     fn to_f64(self) -> f64 {
         bf16::to_f64(self)
     }
