@@ -309,6 +309,9 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         if !consistent || !values.clone().all(|x| x.is_finite()) || u32_at(12) != 0 {
             return Err(SnapshotError::Corrupt.into());
         }
+        if self.fm.is_positive() && !positive_state_is_sound::<T>(bs, bz, self.state.value_dim()) {
+            return Err(SnapshotError::Corrupt.into());
+        }
         let (s, z) = self.state.parts_mut();
         for (x, c) in s.iter_mut().zip(bs.chunks_exact(size_of::<T>())) {
             *x = read_le(c);
@@ -319,6 +322,35 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         self.state.set_raw(log_scale, tokens);
         Ok(())
     }
+}
+
+/// What a state built from positive features always satisfies, and what keeps every answer
+/// finite: `zᵢ ≥ 0`; row i of S is zero where `zᵢ = 0`; each `|Sᵢⱼ|/zᵢ` is finite (an output
+/// is a convex combination of these ratios, since a positive query weighs row i by `qᵢzᵢ`);
+/// and `M·max|S|`, `M·max z` are finite, so the sums `qᵀS` and `qᵀz` (stored `qᵢ ≤ 1`) cannot
+/// overflow. Computed in f64 against `T`'s range.
+fn positive_state_is_sound<T: Float>(bs: &[u8], bz: &[u8], dv: usize) -> bool {
+    let max = T::max_value().to_f64();
+    let m = (bz.len() / size_of::<T>()) as f64;
+    let z = bz
+        .chunks_exact(size_of::<T>())
+        .map(|c| read_le::<T>(c).to_f64());
+    let rows = bs.chunks_exact(size_of::<T>() * dv.max(1));
+    let (mut s_max, mut z_max) = (0f64, 0f64);
+    for (zi, row) in z.zip(rows) {
+        if zi < 0.0 {
+            return false;
+        }
+        z_max = z_max.max(zi);
+        for c in row.chunks_exact(size_of::<T>()) {
+            let sij = read_le::<T>(c).to_f64().abs();
+            s_max = s_max.max(sij);
+            if (zi == 0.0 && sij != 0.0) || sij > zi * max {
+                return false;
+            }
+        }
+    }
+    m * s_max <= max && m * z_max <= max
 }
 
 /// A +∞ log-scale means some `wᵢ·x` overflowed: the feature is not representable, and

@@ -7,7 +7,7 @@
 //!
 //! - every q and k row: `|x|² ≤ MAX/4` and `|W|·|x| ≤ MAX/4`, where `|W|` is the largest row
 //!   norm of the projection (1 without one) and MAX the compute type's largest finite value;
-//! - values: `M · L · f² · max|v| ≤ MAX/4`, where L counts keys (all keys ever absorbed, for a
+//! - values: `max|v| ≤ f32::MAX` (outputs are f32) and `M · L · f² · max|v| ≤ MAX/4`, where L counts keys (all keys ever absorbed, for a
 //!   stream), M is the feature dimension and f bounds one stored feature: 1 for the softmax
 //!   maps and `exp` (stored rows are shifted by their maximum), `|W|·|x| + 1 + ε` for ReLU,
 //!   ELU+1 and abs, `(|W|·|x|)² + ε` for square. This bounds `|S|`, `|z|` and `|φ(q)ᵀS|`.
@@ -111,6 +111,17 @@ pub(crate) fn check<E: Element>(
         _ => 1.0,
     };
     let s = scan("v", v, cfg.precision)?;
+    // Outputs are f32 whatever the precision, and (for the positive kernels) convex
+    // combinations of the values: values beyond f32 could only come back infinite.
+    if s.max_abs > f64::from(f32::MAX) {
+        return Err(Error::OutOfRange {
+            tensor: "v",
+            reason: format!(
+                "a value of magnitude {:e} cannot appear in the f32 output",
+                s.max_abs
+            ),
+        });
+    }
     let bound = feature_dim as f64 * keys as f64 * f * f * s.max_abs;
     if bound > limit {
         return Err(Error::OutOfRange {

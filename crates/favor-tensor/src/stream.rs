@@ -415,7 +415,25 @@ impl<'p, T: Real> HeadStates<'p, T> {
                                 i % self.heads
                             ))
                         })?;
-                        let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
+                        // Outputs are f32: a (valid f64) state whose answers can exceed
+                        // f32 — any output is a convex combination of the ratios Sᵢⱼ/zᵢ —
+                        // cannot come from values this layer accepts.
+                        let st = s.state();
+                        let limit = f64::from(f32::MAX);
+                        let dv = self.value_dim;
+                        let too_big = st.z().iter().zip(st.s().chunks_exact(dv)).any(|(z, row)| {
+                            let z = <T as favor_core::Float>::to_f64(*z);
+                            row.iter()
+                                .any(|&x| <T as favor_core::Float>::to_f64(x).abs() > z * limit)
+                        });
+                        if too_big {
+                            return Err(Error::Snapshot(format!(
+                                "batch {}, head {}: state values beyond the f32 output range",
+                                i / self.heads,
+                                i % self.heads
+                            )));
+                        }
+                        let (tokens, log_scale) = (s.tokens(), st.log_scale());
                         Ok(HeadState {
                             buf,
                             tokens,

@@ -1,0 +1,59 @@
+//! # favor-testkit
+//!
+//! Fuzz inputs and oracles for favor, shared by the cargo-fuzz targets in `fuzz/` (nightly)
+//! and by `tests/replay.rs` (stable `cargo test`), which replays every committed regression
+//! and seed under `fuzz/regressions/<target>/` and `fuzz/seeds/<target>/` plus a fixed-seed
+//! sweep of generated inputs.
+//!
+//! Each target is one function `check_<target>(data: &[u8])`: it decodes the bytes with
+//! [`arbitrary::Unstructured`] into a bounded case (inputs the decoder cannot use are
+//! skipped) and panics when an oracle is violated.
+//!
+//! | target | what it checks |
+//! |---|---|
+//! | [`check_kernels`] | every `Kernels` method of every SIMD backend vs favor-core's `Scalar`, f32 and f64 |
+//! | [`check_feature_maps`] | every feature map on arbitrary finite rows vs f64 formulas; finiteness and signs |
+//! | [`check_attention`] | bidirectional / causal / chunked / stream vs naive f64 FAVOR+, exact softmax and `Scalar`; no-leak |
+//! | [`check_stream`] | push / query / step / prefill / snapshot / restore interleavings vs f64 FAVOR+ and `causal_prefix` |
+//! | [`check_snapshot_bytes`] | favor-core and favor-tensor `Stream::restore` on arbitrary bytes |
+//! | [`check_npy`] | `favor_cli::npy::parse` on arbitrary bytes and on generated files |
+//!
+//! Every tolerance is derived from the operation (comments in each module); none is tuned.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+// Numerical oracles index several arrays with the same counters.
+#![allow(clippy::needless_range_loop)]
+
+pub mod attention;
+pub mod backends;
+pub mod bounds;
+pub mod features;
+pub mod input;
+pub mod kernels;
+pub mod maps;
+pub mod npy;
+pub mod reference;
+pub mod snapshot;
+pub mod stream;
+
+pub use attention::check_attention;
+pub use features::check_feature_maps;
+pub use kernels::check_kernels;
+pub use npy::check_npy;
+pub use snapshot::check_snapshot_bytes;
+pub use stream::check_stream;
+
+/// A target's entry point: decodes fuzzer bytes and panics when an oracle is violated.
+pub type Check = fn(&[u8]);
+
+/// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the directory under
+/// `fuzz/regressions/` and `fuzz/seeds/`) and its check.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("kernels", check_kernels),
+    ("feature_maps", check_feature_maps),
+    ("attention", check_attention),
+    ("stream", check_stream),
+    ("snapshot_bytes", check_snapshot_bytes),
+    ("npy", check_npy),
+];

@@ -1,0 +1,290 @@
+//! The attention oracles, in f64, never running favor code:
+//!
+//! 1. [`favor_reference`]: FAVOR+ written out naively — explicit feature vectors of the
+//!    positive softmax maps, every score `aᵢⱼ = φ(qᵢ)·φ(kⱼ)`, O(Lq·Lk·M) — computed in the log
+//!    domain (log-sum-exp) so that no input norm under- or overflows it, with a per-element
+//!    bound on |computed − exact| for an evaluation in unit roundoff u. The bound is the one
+//!    derived (and documented step by step) in favor-core's `tests/causal.rs`:
+//!    - key exponent error `Δk = γ_{d+2}(p + h) + u(4p + 4h + ln√M + 3)` (p = largest
+//!      Σⱼ|wᵢⱼx'ⱼ| of the row, h = |x'|²/2), normalised query `Δq = γ_{d+2}p + u(2p + 3)`;
+//!    - the stabiliser's rescales `Δs = u(7Λ + 6L + 6)`, Λ = max over keys of p + h + ln√M;
+//!    - each score's relative error `δᵢⱼ = exp(Δq + Δk + Δs + u) − 1`, sums of at most
+//!      N = 2(L + M) + 16 terms (γ_N);
+//!    - normalised output: `[Σⱼ pⱼδⱼ|vⱼ − out| + 2γ_N(Σⱼ pⱼ|vⱼ| + |out|)] / (1 − maxδ − γ_N)`;
+//!      unnormalised: `Σⱼ aⱼ|vⱼ|(δⱼ + 2γ_N)/(1 − γ_N)`.
+//!
+//!    Evaluated with u' = 2u_T + u_f64 it covers every backend: SIMD exp is within
+//!    EXP_MAX_ULP = 1 ulp of libm (so ≤ 2 ulp = 2u' of exact, the bound's "exp adds 2u"), SIMD
+//!    sums are other orders of the same terms (γ bounds any order), and u_f64 covers this
+//!    oracle's own rounding (every term grows at least linearly in u).
+//! 2. [`softmax`]: exact softmax attention, and [`spread_bound`]: how far FAVOR+ with *these*
+//!    features can be from it. With ρⱼ = aⱼ/exp(τ qᵢ·kⱼ) and exact weights pⱼ,
+//!    `out − E = Σⱼ pⱼ(ρⱼ − ρ_min)(vⱼ − E) / Σⱼ pⱼρⱼ` (because Σⱼ pⱼ(vⱼ − E) = 0), so
+//!    `|out − E| ≤ (e^{ΔL} − 1)·Σⱼ pⱼ|vⱼ − E|` with ΔL = max ln ρⱼ − min ln ρⱼ over visible
+//!    keys: an identity-based bound that is small exactly when m is large enough for the
+//!    estimate to be good, and never a statistical guess.
+
+use crate::bounds::gamma;
+use crate::maps::{MapKind, MapSpec};
+
+/// Explicit log-features of rows of x under a positive softmax map.
+#[derive(Debug, Clone)]
+pub struct Explicit {
+    d: usize,
+    width: usize,
+    rows: usize,
+    ln_norm: f64,
+    /// rows×width: ln φᵣ(x) = ±uᵣ − h − ln√M.
+    logf: Vec<f64>,
+    /// Per row: p = maxᵣ Σⱼ |wᵣⱼ x'ⱼ|.
+    p: Vec<f64>,
+    /// Per row: h = |x'|²/2.
+    h: Vec<f64>,
+}
+
+/// The explicit features of the rows of `x` (row-major, d columns) under `spec` (SM+ or
+/// SMhyp+).
+pub fn explicit(spec: &MapSpec, x: &[f64]) -> Explicit {
+    assert!(spec.kind.positive_softmax());
+    let (d, m) = (spec.d, spec.m);
+    let s = spec.scale();
+    let width = spec.features();
+    let ln_norm = (width as f64).sqrt().ln();
+    let rows = x.len() / d;
+    let mut e = Explicit {
+        d,
+        width,
+        rows,
+        ln_norm,
+        logf: vec![0.0; rows * width],
+        p: vec![0.0; rows],
+        h: vec![0.0; rows],
+    };
+    for r in 0..rows {
+        let xs: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|v| v * s).collect();
+        let h = xs.iter().map(|v| v * v).sum::<f64>() / 2.0;
+        let mut pmax = 0.0f64;
+        for i in 0..m {
+            let wi = &spec.w[i * d..(i + 1) * d];
+            let u: f64 = wi.iter().zip(&xs).map(|(a, b)| a * b).sum();
+            pmax = pmax.max(wi.iter().zip(&xs).map(|(a, b)| (a * b).abs()).sum());
+            e.logf[r * width + i] = u - h - ln_norm;
+            if spec.kind == MapKind::Hyperbolic {
+                e.logf[r * width + m + i] = -u - h - ln_norm;
+            }
+        }
+        e.p[r] = pmax;
+        e.h[r] = h;
+    }
+    e
+}
+
+fn key_exponent_err(e: &Explicit, r: usize, u: f64) -> f64 {
+    let (p, h) = (e.p[r], e.h[r]);
+    gamma(e.d + 2, u) * (p + h) + u * (4.0 * p + 4.0 * h + e.ln_norm + 3.0)
+}
+
+fn query_exponent_err(e: &Explicit, r: usize, u: f64, normalized: bool) -> f64 {
+    if normalized {
+        gamma(e.d + 2, u) * e.p[r] + u * (2.0 * e.p[r] + 3.0)
+    } else {
+        key_exponent_err(e, r, u)
+    }
+}
+
+/// ln Σᵣ exp(aᵣ + bᵣ).
+fn lse_pair(a: &[f64], b: &[f64]) -> f64 {
+    let top = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x + y)
+        .fold(f64::NEG_INFINITY, f64::max);
+    if top == f64::NEG_INFINITY {
+        return top;
+    }
+    top + a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x + y - top).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// Options of the FAVOR+ reference.
+#[derive(Debug, Clone, Copy)]
+pub struct RefOpts<'a> {
+    /// Query i sees keys 0..=i.
+    pub causal: bool,
+    /// Key padding mask.
+    pub key_mask: Option<&'a [bool]>,
+    /// Normalised (softmax-like) output, else the raw estimate of A·V.
+    pub normalized: bool,
+    /// Unit roundoff the bound is for.
+    pub u: f64,
+}
+
+/// FAVOR+ in f64 and its rounding bound, per output element.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// Lq×dv outputs.
+    pub out: Vec<f64>,
+    /// Lq×dv bounds on |computed − out|.
+    pub tol: Vec<f64>,
+    /// Lq×Lk: ln aᵢⱼ (−∞ where invisible).
+    pub log_a: Vec<f64>,
+}
+
+/// Whether key j is visible to query i.
+pub fn visible(i: usize, j: usize, causal: bool, mask: Option<&[bool]>) -> bool {
+    (!causal || j <= i) && mask.is_none_or(|m| m[j])
+}
+
+/// The naive FAVOR+ output for queries `q` over keys `k` and values `v` (dv columns).
+pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &RefOpts) -> Reference {
+    let (lq, lk, mm) = (q.rows, k.rows, q.width);
+    assert_eq!(mm, k.width);
+    let u = o.u;
+    let g = gamma(2 * (lk + mm) + 16, u);
+    let lambda = (0..lk)
+        .map(|j| k.p[j] + k.h[j] + k.ln_norm)
+        .fold(0.0, f64::max);
+    let ds = u * (7.0 * lambda + 6.0 * lk as f64 + 6.0);
+    let dk: Vec<f64> = (0..lk).map(|j| key_exponent_err(k, j, u)).collect();
+    let mut r = Reference {
+        out: vec![0.0; lq * dv],
+        tol: vec![0.0; lq * dv],
+        log_a: vec![f64::NEG_INFINITY; lq * lk],
+    };
+    for i in 0..lq {
+        let dq = query_exponent_err(q, i, u, o.normalized);
+        let qf = &q.logf[i * mm..(i + 1) * mm];
+        let vis: Vec<usize> = (0..lk)
+            .filter(|&j| visible(i, j, o.causal, o.key_mask))
+            .collect();
+        if vis.is_empty() {
+            continue; // no visible key: the library promises exact zeros
+        }
+        let mut la = Vec::with_capacity(vis.len());
+        let mut delta = Vec::with_capacity(vis.len());
+        for &j in &vis {
+            let a = lse_pair(qf, &k.logf[j * mm..(j + 1) * mm]);
+            r.log_a[i * lk + j] = a;
+            la.push(a);
+            delta.push((dq + dk[j] + ds + u).exp_m1());
+        }
+        let dmax = delta.iter().fold(0.0f64, |a, &b| a.max(b));
+        // Weights: normalised pⱼ, or the raw aⱼ.
+        let w: Vec<f64> = if o.normalized {
+            let top = la.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let z: f64 = la.iter().map(|a| (a - top).exp()).sum();
+            la.iter().map(|a| (a - top).exp() / z).collect()
+        } else {
+            la.iter().map(|a| a.exp()).collect()
+        };
+        for c in 0..dv {
+            let acc: f64 = vis.iter().zip(&w).map(|(&j, wj)| wj * v[j * dv + c]).sum();
+            r.out[i * dv + c] = acc;
+            let mut t = 0.0;
+            for ((&j, wj), dl) in vis.iter().zip(&w).zip(&delta) {
+                let vj = v[j * dv + c];
+                t += if o.normalized {
+                    wj * dl * (vj - acc).abs() + 2.0 * g * wj * vj.abs()
+                } else {
+                    wj * vj.abs() * (dl + 2.0 * g)
+                };
+            }
+            // A denominator ≤ 0 means the first-order model no longer bounds anything.
+            let den = if o.normalized {
+                1.0 - dmax - g
+            } else {
+                1.0 - g
+            };
+            r.tol[i * dv + c] = if den > 0.0 {
+                (if o.normalized {
+                    t + 2.0 * g * acc.abs()
+                } else {
+                    t
+                }) / den
+            } else {
+                f64::INFINITY
+            };
+        }
+    }
+    r
+}
+
+/// Exact softmax attention `softmax(τ·q·kᵀ)·v` (row-major; rows with no visible key: 0)
+/// and, per query row, the exact weights (Lq×Lk, 0 where invisible).
+pub fn softmax(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    (d, dv): (usize, usize),
+    tau: f64,
+    causal: bool,
+    mask: Option<&[bool]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (lq, lk) = (q.len() / d, k.len() / d);
+    let (mut out, mut p) = (vec![0.0; lq * dv], vec![0.0; lq * lk]);
+    for i in 0..lq {
+        let logits: Vec<(usize, f64)> = (0..lk)
+            .filter(|&j| visible(i, j, causal, mask))
+            .map(|j| {
+                let dot: f64 = (0..d).map(|c| q[i * d + c] * k[j * d + c]).sum();
+                (j, tau * dot)
+            })
+            .collect();
+        let Some(top) = logits.iter().map(|x| x.1).reduce(f64::max) else {
+            continue;
+        };
+        let z: f64 = logits.iter().map(|(_, l)| (l - top).exp()).sum();
+        for &(j, l) in &logits {
+            p[i * lk + j] = (l - top).exp() / z;
+            for c in 0..dv {
+                out[i * dv + c] += p[i * lk + j] * v[j * dv + c];
+            }
+        }
+    }
+    (out, p)
+}
+
+/// Per output element, the bound `(e^{ΔL} − 1)·Σⱼ pⱼ|vⱼ − E|` on |FAVOR+ − softmax| for
+/// these features (module docs), from the reference's ln aᵢⱼ and the exact weights.
+#[allow(clippy::too_many_arguments)]
+pub fn spread_bound(
+    r: &Reference,
+    exact: &[f64],
+    p: &[f64],
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    (d, dv): (usize, usize),
+    tau: f64,
+) -> Vec<f64> {
+    let (lq, lk) = (q.len() / d, k.len() / d);
+    let mut out = vec![0.0; lq * dv];
+    for i in 0..lq {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for j in 0..lk {
+            if p[i * lk + j] == 0.0 && r.log_a[i * lk + j] == f64::NEG_INFINITY {
+                continue;
+            }
+            let dot: f64 = (0..d).map(|c| q[i * d + c] * k[j * d + c]).sum();
+            let ln_rho = r.log_a[i * lk + j] - tau * dot;
+            lo = lo.min(ln_rho);
+            hi = hi.max(ln_rho);
+        }
+        if lo > hi {
+            continue;
+        }
+        let factor = (hi - lo).exp_m1();
+        for c in 0..dv {
+            let e = exact[i * dv + c];
+            let spread: f64 = (0..lk)
+                .map(|j| p[i * lk + j] * (v[j * dv + c] - e).abs())
+                .sum();
+            out[i * dv + c] = factor * spread;
+        }
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! `kernels`: see `favor_testkit::check_kernels`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| favor_testkit::check_kernels(data));

@@ -1,0 +1,4 @@
+//! `stream`: see `favor_testkit::check_stream`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| favor_testkit::check_stream(data));
