@@ -136,6 +136,25 @@ impl Inputs {
         Ok(Self { q, k, v, out })
     }
 
+    /// A favor-tensor error, naming the file of the tensor it is about.
+    fn library_error(&self, e: favor_tensor::Error) -> CliError {
+        let tensor = match &e {
+            favor_tensor::Error::OutOfRange { tensor, .. }
+            | favor_tensor::Error::Shape { tensor, .. } => Some(*tensor),
+            _ => None,
+        };
+        let file = match tensor {
+            Some("q") => Some(&self.q.path),
+            Some("k") => Some(&self.k.path),
+            Some("v") => Some(&self.v.path),
+            _ => None,
+        };
+        match file {
+            Some(p) => in_file(p, e),
+            None => CliError::input(e.to_string()),
+        }
+    }
+
     fn causal_check(&self) -> CliResult<()> {
         if self.k.shape4[2] != self.q.shape4[2] {
             return Err(in_file(
@@ -280,7 +299,7 @@ pub fn run(mut args: Args) -> CliResult<()> {
             attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
         }
     }
-    .map_err(|e| CliError::input(e.to_string()))?;
+    .map_err(|e| io.library_error(e))?;
     io.write(out.data())
 }
 

@@ -463,7 +463,7 @@ fn bad_input_is_one_line_and_exit_2() {
         e.contains("huge64.npy") && e.contains("--precision f64"),
         "{e}"
     );
-    // At f64 the attention is fine, but its f32 output would be infinite: not written.
+    // At f64 the attention is fine, but its f32 output would be infinite: refused.
     let e = fails(&[
         "run",
         "--precision",
@@ -477,7 +477,7 @@ fn bad_input_is_one_line_and_exit_2() {
         "--out",
         out,
     ]);
-    assert!(e.contains("not written"), "{e}");
+    assert!(e.contains("huge64.npy") && e.contains("f32 output"), "{e}");
     // --projection fixes W: a seed or a kind would be silently ignored.
     let w = d.join("w.npy");
     ok(&[
