@@ -662,14 +662,3 @@ fn options_are_parsed_and_checked() {
         assert_eq!(e.code, 2, "{bad}: {}", e.message);
     }
 }
-
-/// Runs `favor fidelity` with the arguments in `FIDELITY_ARGS` (whitespace-separated), e.g.
-/// to regenerate the README material without the binary:
-/// `FIDELITY_ARGS="--markdown docs/fidelity.md --plot docs/fidelity.png" cargo test --release
-/// -p favor-cli --test fidelity -- --ignored --nocapture run_command`.
-#[test]
-#[ignore]
-fn run_command() {
-    let a = std::env::var("FIDELITY_ARGS").unwrap_or_default();
-    fidelity::main(Args::new(a.split_whitespace().map(String::from))).unwrap();
-}

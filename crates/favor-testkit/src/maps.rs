@@ -4,8 +4,8 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use favor_core::{
-    Activation, FeatureMap, Float, Generalized, HyperbolicSoftmax, Kernels, PositiveSoftmax,
-    ProjectionKind, RowNorms, TrigonometricSoftmax,
+    Activation, Float, Generalized, HyperbolicSoftmax, PositiveSoftmax, ProjectionKind, RowNorms,
+    TrigonometricSoftmax,
 };
 
 use crate::input::{size, vector};
@@ -219,7 +219,7 @@ impl MapSpec {
                         Ok(p)
                     }
                 })
-                .map(Map::Trig),
+                .map(Map::Trigonometric),
             MapKind::Generalized { act, projection } => {
                 let g = if projection {
                     Generalized::new(w, m, d, act.to()).and_then(|g| {
@@ -240,54 +240,5 @@ impl MapSpec {
     }
 }
 
-/// Any favor-core feature map.
-#[derive(Debug, Clone, Copy)]
-pub enum Map<'w, T> {
-    /// SM+.
-    Positive(PositiveSoftmax<'w, T>),
-    /// SMhyp+.
-    Hyperbolic(HyperbolicSoftmax<'w, T>),
-    /// Trigonometric.
-    Trig(TrigonometricSoftmax<'w, T>),
-    /// Generalized.
-    Generalized(Generalized<'w, T>),
-}
-
-macro_rules! each {
-    ($self:ident, $m:ident => $e:expr) => {
-        match $self {
-            Map::Positive($m) => $e,
-            Map::Hyperbolic($m) => $e,
-            Map::Trig($m) => $e,
-            Map::Generalized($m) => $e,
-        }
-    };
-}
-
-impl<T: Float> FeatureMap<T> for Map<'_, T> {
-    fn input_dim(&self) -> usize {
-        each!(self, m => m.input_dim())
-    }
-    fn feature_dim(&self) -> usize {
-        each!(self, m => m.feature_dim())
-    }
-    fn is_positive(&self) -> bool {
-        each!(self, m => m.is_positive())
-    }
-    fn softmax_temperature(&self) -> Option<T> {
-        each!(self, m => m.softmax_temperature())
-    }
-    fn fingerprint(&self) -> u64 {
-        each!(self, m => m.fingerprint())
-    }
-    fn map_rows<K: Kernels<T>>(
-        &self,
-        kernels: &K,
-        x: &[T],
-        rows: usize,
-        out: &mut [T],
-        log_scales: &mut [T],
-    ) -> favor_core::Result<()> {
-        each!(self, m => m.map_rows(kernels, x, rows, out, log_scales))
-    }
-}
+/// Any favor-core feature map (favor-core's run-time choice of map).
+pub type Map<'w, T> = favor_core::AnyFeatureMap<'w, T>;
