@@ -46,6 +46,20 @@
 //! Non-finite inputs are rejected with [`Error::NonFinite`] before anything is written;
 //! stream state is left untouched.
 //!
+//! ## Accuracy in `f32`: the underflow limit
+//! Finite is not the same as accurate. Stored rows are shifted by their own largest exponent
+//! (query: `ℓ_q`, key: `ℓ_k`) and keys are held at the stabiliser `c` (the largest `ℓ_k` a
+//! query sees), so for a query row what the library actually sums is
+//! `D = Σⱼ φ(q)·φ(kⱼ) / e^{ℓ_q + c}`, between `e^{-(2p_q + 2p_k)}` and `M·L` (p: the largest
+//! `|wᵢ·x'|` of a row). Normalised outputs equal FAVOR+ to within rounding plus an underflow
+//! term of at most `10·M·(L + 1)·μ·(max|v| + |out|) / D` (μ = [`denominator_floor`],
+//! `2⁻¹²⁶` in `f32`): negligible unless `D` nears μ, i.e. unless the query is so misaligned
+//! with every key it sees that `ln D ≲ −80` in `f32`. Realistic inputs are far from it: an
+//! exactly opposed q and k give `ln D ≈ ln M − 2·maxᵢ wᵢ·q'`, which for d = 64, M = 256 and
+//! the data normaliser needs row norms of about 40 to reach −80. Very large norms without
+//! the normaliser can get there; such rows are finite and convex but inaccurate. `f64` moves the limit to `ln D ≈ −700`. The fuzz oracle
+//! (`favor-testkit`'s `favor_reference`) checks exactly this bound.
+//!
 //! ## Glossary
 //! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]
 //!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`);

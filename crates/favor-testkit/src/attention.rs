@@ -445,6 +445,8 @@ impl Numeric {
                 key_mask: c.mask.as_deref(),
                 normalized: c.normalized,
                 u: 2.0 * unit::<f32>() + unit::<f64>(),
+                // f32's: the larger, so the bound also covers f64 runs (see `scale`).
+                tiny: f64::from(f32::MIN_POSITIVE),
             };
             let r = favor_reference(&qe, &ke, &c.v, dv, &o);
             let (e, p) = softmax(q, &c.k, &c.v, (d, dv), tau, causal, c.mask.as_deref());

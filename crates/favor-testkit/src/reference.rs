@@ -13,6 +13,24 @@
 //!    - normalised output: `[Σⱼ pⱼδⱼ|vⱼ − out| + 2γ_N(Σⱼ pⱼ|vⱼ| + |out|)] / (1 − maxδ − γ_N)`;
 //!      unnormalised: `Σⱼ aⱼ|vⱼ|(δⱼ + 2γ_N)/(1 − γ_N)`.
 //!
+//!    That model has no underflow. The library stores every feature row shifted by its own
+//!    largest exponent (query row: `ℓ_q`, key row: `ℓ_k`) and brings keys to the running
+//!    stabiliser `c = max ℓ_k` over the keys the query sees, so what it actually sums is
+//!    `D = Σⱼ aⱼ / e^{ℓ_q + c}` (≤ M·L). When a query is so misaligned with every key that
+//!    `D` nears the smallest normal number μ of `T`, the stored products underflow and the
+//!    output loses its digits: favor-core documents this limit ("Accuracy in `f32`"). The
+//!    underflow term bounds it, with every quantity whose exact value is below μ allowed an
+//!    absolute error of μ (flush to zero; gradual underflow does better):
+//!    - stored q and k features (≤ 1): μ each; a key brought to the scale `c` (factor ≤ 1):
+//!      2μ per entry; z and S sum ≤ L such entries through ≤ L rescales: `3Lμ` per entry
+//!      (times max|v| for S);
+//!    - `q̃·z` (query factor ≤ 1, `zᵣ ≤ L`), plus the chunked path's query rescale:
+//!      `M(5L + 1)μ`; the chunk-local scores, M products of three rounded factors and one
+//!      rescale per key: `L(4M + 1)μ`;
+//!    - so the denominator carries `E = 10·M·(L + 1)·μ` at most and each numerator `E·max|v|`,
+//!      and a normalised output moves by `E(max|v| + |out|)/(D(1 − maxδ − γ_N) − E)` more
+//!      (no bound unless that denominator exceeds E); unnormalised, `e^{ℓ_q + c}·E·max|v|`.
+//!
 //!    Evaluated with u' = 2u_T + u_f64 it covers every backend: SIMD exp is within
 //!    EXP_MAX_ULP = 1 ulp of libm (so ≤ 2 ulp = 2u' of exact, the bound's "exp adds 2u"), SIMD
 //!    sums are other orders of the same terms (γ bounds any order), and u_f64 covers this
@@ -121,6 +139,8 @@ pub struct RefOpts<'a> {
     pub normalized: bool,
     /// Unit roundoff the bound is for.
     pub u: f64,
+    /// Smallest positive normal number μ of the type the bound is for (its underflow term).
+    pub tiny: f64,
 }
 
 /// FAVOR+ in f64 and its rounding bound, per output element.
@@ -173,20 +193,42 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
             delta.push((dq + dk[j] + ds + u).exp_m1());
         }
         let dmax = delta.iter().fold(0.0f64, |a, &b| a.max(b));
+        // The library's stabilised denominator D (module docs) and its underflow budget E.
+        let row_max = |e: &Explicit, r: usize| {
+            e.logf[r * mm..(r + 1) * mm]
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, &b| a.max(b))
+        };
+        let (lq_scale, c) = (
+            row_max(q, i),
+            vis.iter()
+                .map(|&j| row_max(k, j))
+                .fold(f64::NEG_INFINITY, f64::max),
+        );
+        let top = la.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        let sum_rel: f64 = la.iter().map(|a| (a - top).exp()).sum();
+        let log_d = top + sum_rel.ln() - lq_scale - c;
+        let e_under = 10.0 * mm as f64 * (lk as f64 + 1.0) * o.tiny;
+        let vmax = vis
+            .iter()
+            .flat_map(|&j| &v[j * dv..(j + 1) * dv])
+            .fold(0.0f64, |a, &b| a.max(b.abs()));
         // Weights: normalised pⱼ, or the raw aⱼ.
         let w: Vec<f64> = if o.normalized {
-            let top = la.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-            let z: f64 = la.iter().map(|a| (a - top).exp()).sum();
-            la.iter().map(|a| (a - top).exp() / z).collect()
+            la.iter().map(|a| (a - top).exp() / sum_rel).collect()
         } else {
             la.iter().map(|a| a.exp()).collect()
         };
-        for c in 0..dv {
-            let acc: f64 = vis.iter().zip(&w).map(|(&j, wj)| wj * v[j * dv + c]).sum();
-            r.out[i * dv + c] = acc;
+        for col in 0..dv {
+            let acc: f64 = vis
+                .iter()
+                .zip(&w)
+                .map(|(&j, wj)| wj * v[j * dv + col])
+                .sum();
+            r.out[i * dv + col] = acc;
             let mut t = 0.0;
             for ((&j, wj), dl) in vis.iter().zip(&w).zip(&delta) {
-                let vj = v[j * dv + c];
+                let vj = v[j * dv + col];
                 t += if o.normalized {
                     wj * dl * (vj - acc).abs() + 2.0 * g * wj * vj.abs()
                 } else {
@@ -199,7 +241,7 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
             } else {
                 1.0 - g
             };
-            r.tol[i * dv + c] = if den > 0.0 {
+            let round = if den > 0.0 {
                 (if o.normalized {
                     t + 2.0 * g * acc.abs()
                 } else {
@@ -208,6 +250,21 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
             } else {
                 f64::INFINITY
             };
+            let under = if !round.is_finite() {
+                f64::INFINITY
+            } else if o.normalized {
+                let d_low = log_d.exp() * den;
+                if d_low > 2.0 * e_under {
+                    e_under * (vmax + acc.abs() + round) / (d_low - e_under)
+                } else {
+                    f64::INFINITY
+                }
+            } else if e_under * vmax == 0.0 {
+                0.0
+            } else {
+                (lq_scale + c).exp() * e_under * vmax * (1.0 + dmax + g)
+            };
+            r.tol[i * dv + col] = round + under;
         }
     }
     r

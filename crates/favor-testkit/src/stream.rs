@@ -372,6 +372,7 @@ impl<T: Real> Ctx<'_, '_, T> {
                 key_mask: None,
                 normalized: true,
                 u,
+                tiny: T::min_positive_value().to64(),
             },
         );
         for j in 0..dv {
