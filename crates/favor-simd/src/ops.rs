@@ -196,13 +196,27 @@ pub(crate) fn state_step<T: Real, S: Simd>(
         let (vv, _) = T::as_simd::<S>(&v[j..j + w]);
         let vb = [vv[0], vv[1], vv[2], vv[3]];
         let mut acc = [T::vsplat(s, T::zero()); 4];
-        for i in 0..m {
-            let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
-            let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
-            for t in 0..4 {
-                let r = T::vfma(s, ki, vb[t], T::vmul(s, row[t], fv));
-                row[t] = r;
-                acc[t] = T::vfma(s, qi, r, acc[t]);
+        // Most steps leave the stabiliser where it is (f = 1): without the rescale the loop
+        // is two FMAs per element, and S·1 is S exactly, so both branches agree bit for bit.
+        if f == T::one() {
+            for i in 0..m {
+                let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
+                let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
+                for t in 0..4 {
+                    let r = T::vfma(s, ki, vb[t], row[t]);
+                    row[t] = r;
+                    acc[t] = T::vfma(s, qi, r, acc[t]);
+                }
+            }
+        } else {
+            for i in 0..m {
+                let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
+                let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
+                for t in 0..4 {
+                    let r = T::vfma(s, ki, vb[t], T::vmul(s, row[t], fv));
+                    row[t] = r;
+                    acc[t] = T::vfma(s, qi, r, acc[t]);
+                }
             }
         }
         let (ov, _) = T::as_mut_simd::<S>(&mut out[j..j + w]);
