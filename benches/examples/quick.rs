@@ -78,6 +78,36 @@ fn run<K: Kernels<f32>>(k: K, roof: f64) {
         secs * 1e3,
         favor_flops(1) as f64 / secs / 1e9,
     );
+    // The same step with one projection shared by the heads (favor-tensor's configuration):
+    // every head's stream over head 0's map, all heads mapped in one GEMM.
+    let phi = hs[0].phi();
+    let mut rows = vec![0f32; 2 * HEADS * DIM];
+    let mut mscratch = vec![0f32; mapped_tokens_len(&phi, HEADS).unwrap()];
+    let len1 = HeadStream::<K>::buffer_len(&phi, DIM).unwrap();
+    let mut bufs = vec![vec![0f32; len1]; HEADS];
+    let mut streams: Vec<_> = bufs
+        .iter_mut()
+        .map(|b| Stream::new(k, &phi, DIM, b).unwrap())
+        .collect();
+    let secs = best_of(3, || {
+        for t in 0..tokens {
+            decode_step_shared(
+                &k,
+                &phi,
+                &mut streams,
+                &hs,
+                t,
+                &mut rows,
+                &mut mscratch,
+                &mut out,
+            );
+        }
+    }) / tokens as f64;
+    line(
+        "decode step, 8 heads, one W",
+        secs * 1e3,
+        favor_flops(1) as f64 / secs / 1e9,
+    );
 
     let secs = best_of(1, || {
         bidirectional_all(&Scalar, &hs, len, &mut out, &mut scratch)

@@ -191,6 +191,45 @@ pub fn decode_step<K: Kernels<f32>>(
     }
 }
 
+/// One decode step of every head through one shared feature map — the heads of a layer with
+/// one projection, as favor-tensor's `Performer` has: token `t` of each head (as in
+/// [`decode_step`]) is mapped for all heads at once with [`MappedTokens`] (one GEMM of
+/// 2·H rows: W is read once per token, not once per head), then applied to each head's
+/// stream with [`Stream::step_mapped`]. `streams` must all be over `phi` with kernels `k`;
+/// `rows` holds
+/// 2·H·d elements (the heads' q then k rows) and `scratch` [`mapped_tokens_len`] for H.
+/// Charged [`favor_flops`]`(1)`, like [`decode_step`].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_step_shared<'h, K: Kernels<f32>>(
+    k: &K,
+    phi: &PositiveSoftmax<'h, f32>,
+    streams: &mut [HeadStream<'_, 'h, K>],
+    heads: &[Head],
+    t: usize,
+    rows: &mut [f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let n = streams.len();
+    let (qs, ks) = rows.split_at_mut(n * DIM);
+    for (i, h) in heads.iter().enumerate().take(n) {
+        let row = t % (h.q.len() / DIM);
+        qs[i * DIM..(i + 1) * DIM].copy_from_slice(&h.q[row * DIM..(row + 1) * DIM]);
+        ks[i * DIM..(i + 1) * DIM].copy_from_slice(&h.k[row * DIM..(row + 1) * DIM]);
+    }
+    let mapped = MappedTokens::new(k, phi, n, qs, ks, scratch).unwrap();
+    for (i, (s, h)) in streams.iter_mut().zip(heads).enumerate() {
+        let row = t % (h.q.len() / DIM);
+        s.step_mapped(
+            &mapped,
+            i,
+            &h.v[row * DIM..(row + 1) * DIM],
+            &mut out[..DIM],
+        )
+        .unwrap();
+    }
+}
+
 /// Scratch large enough for either path.
 pub fn scratch_len() -> usize {
     bidirectional_scratch_len(FEATURES, DIM, BIDIR_BLOCK)

@@ -111,4 +111,4 @@ pub use kernels::{Activation, Kernels, ProjectionRef, Scalar};
 pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
 pub use rng::Normals;
 pub use state::{PrefixState, denominator_floor, state_len};
-pub use stream::{SNAPSHOT_VERSION, Stream};
+pub use stream::{MappedTokens, SNAPSHOT_VERSION, Stream, mapped_tokens_len};

@@ -193,6 +193,46 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         Ok(())
     }
 
+    /// One decoding step with token `i` of `mapped`, whose key and query were mapped together
+    /// with the other streams' (see [`MappedTokens`]), and value `v`. The same as
+    /// [`step`](Self::step) with that token's q and k up to rounding (bit for bit with
+    /// [`Scalar`](crate::Scalar)).
+    ///
+    /// `mapped` must come from this stream's feature map (the same reference, or one with the
+    /// same [`fingerprint`](FeatureMap::fingerprint)). A non-finite `v` is rejected and leaves
+    /// the state unchanged.
+    pub fn step_mapped(
+        &mut self,
+        mapped: &MappedTokens<'_, '_, T, F>,
+        i: usize,
+        v: &[T],
+        out: &mut [T],
+    ) -> Result<()> {
+        let (m, dv) = (self.fm.feature_dim(), self.state.value_dim());
+        if !(core::ptr::eq(self.fm, mapped.fm) || self.fm.fingerprint() == mapped.fm.fingerprint())
+        {
+            return Err(crate::Error::InvalidParameter {
+                what: "mapped tokens come from another feature map",
+            });
+        }
+        if i >= mapped.n {
+            return Err(crate::Error::InvalidParameter {
+                what: "mapped token index out of range",
+            });
+        }
+        check::exact("v", v, dv)?;
+        check::room("out", out, dv)?;
+        check::finite("v", v, dv)?;
+        // The stream's own rows: step_row scales the key row in place, and `mapped` stays
+        // usable (and shareable) that way.
+        self.feats[..2 * m].copy_from_slice(&mapped.feats[2 * i * m..2 * (i + 1) * m]);
+        let (lk, lq) = (mapped.logs[2 * i], mapped.logs[2 * i + 1]);
+        let (kf, qf) = self.feats.split_at_mut(m);
+        self.state
+            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out);
+        Ok(())
+    }
+
     /// Scratch elements [`Stream::prefill`] needs for chunks of `chunk` tokens.
     pub fn prefill_scratch_len(&self, chunk: usize) -> Result<usize> {
         chunk_scratch_len(self.fm.feature_dim(), chunk)
@@ -351,6 +391,103 @@ fn positive_state_is_sound<T: Float>(bs: &[u8], bz: &[u8], dv: usize) -> bool {
         }
     }
     m * s_max <= max && m * z_max <= max
+}
+
+/// Elements of scratch [`MappedTokens::new`] needs for `n` tokens: their keys and queries
+/// (`2n·d`), feature rows (`2n·M`) and log-scales (`2n`).
+pub fn mapped_tokens_len<T: Float, F: FeatureMap<T>>(fm: &F, n: usize) -> Result<usize> {
+    let per = check::add(check::add(fm.input_dim(), fm.feature_dim())?, 1)?;
+    check::mul(check::mul(2, n)?, per)
+}
+
+/// The keys and queries of one decoding step of `n` streams that share a feature map — the
+/// heads of a layer with one projection, as in the paper's Performer — mapped in one GEMM of
+/// `2n` rows, so W is read once per token instead of once per head (decoding is
+/// memory-bound: W is as large as a head's state). Apply token `i` to its stream with
+/// [`Stream::step_mapped`].
+///
+/// ```
+/// use favor_core::*;
+/// let (d, m, heads) = (4, 8, 3);
+/// let mut w = [0f32; 32];
+/// projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
+/// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+/// let len = Stream::<f32, _, Scalar>::buffer_len(&phi, d).unwrap();
+/// let mut bufs = vec![vec![0f32; len]; heads];
+/// let mut streams: Vec<_> =
+///     bufs.iter_mut().map(|b| Stream::new(Scalar, &phi, d, b).unwrap()).collect();
+/// let q: Vec<f32> = (0..heads * d).map(|i| (i as f32 * 0.3).sin()).collect();
+/// let k: Vec<f32> = (0..heads * d).map(|i| (i as f32 * 0.7).cos()).collect();
+/// let v: Vec<f32> = (0..heads * d).map(|i| i as f32).collect();
+/// let mut scratch = vec![0f32; mapped_tokens_len(&phi, heads).unwrap()];
+/// let mapped = MappedTokens::new(&Scalar, &phi, heads, &q, &k, &mut scratch).unwrap();
+/// let mut out = vec![0f32; heads * d];
+/// for (h, s) in streams.iter_mut().enumerate() {
+///     s.step_mapped(&mapped, h, &v[h * d..(h + 1) * d], &mut out[h * d..(h + 1) * d]).unwrap();
+/// }
+/// // One token per head so far: each head returns its own value.
+/// assert!((out[5] - 5.0).abs() < 1e-4);
+/// ```
+#[derive(Debug)]
+pub struct MappedTokens<'a, 'f, T, F> {
+    fm: &'f F,
+    n: usize,
+    /// 2n rows of M: token i's key row, then its query row.
+    feats: &'a [T],
+    /// 2n log-scales, in the same order.
+    logs: &'a [T],
+}
+
+impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
+    /// Maps `n` queries `q` and keys `k` (each n×d, row i for stream i) with `fm`, using
+    /// [`mapped_tokens_len`] elements of `scratch`. Every input is checked (finite, and
+    /// features representable) before this returns, so no stream is touched by a bad token.
+    pub fn new<K: Kernels<T>>(
+        kernels: &K,
+        fm: &'f F,
+        n: usize,
+        q: &[T],
+        k: &[T],
+        scratch: &'a mut [T],
+    ) -> Result<Self> {
+        let (d, m) = (fm.input_dim(), fm.feature_dim());
+        let n = check::nonzero("tokens", n)?;
+        check::exact("q", q, check::mul(n, d)?)?;
+        check::exact("k", k, check::mul(n, d)?)?;
+        check::room("scratch", scratch, mapped_tokens_len(fm, n)?)?;
+        check::finite("k", k, d)?;
+        check::finite("q", q, d)?;
+        let (rows, rest) = scratch.split_at_mut(2 * n * d);
+        let (feats, rest) = rest.split_at_mut(2 * n * m);
+        let logs = &mut rest[..2 * n];
+        for i in 0..n {
+            rows[2 * i * d..(2 * i + 1) * d].copy_from_slice(&k[i * d..(i + 1) * d]);
+            rows[(2 * i + 1) * d..(2 * i + 2) * d].copy_from_slice(&q[i * d..(i + 1) * d]);
+        }
+        fm.map_rows(kernels, rows, 2 * n, feats, logs)?;
+        for i in 0..n {
+            no_overflow("k", &logs[2 * i..2 * i + 1])?;
+            no_overflow("q", &logs[2 * i + 1..2 * i + 2])?;
+            prepare_keys(
+                &mut feats[2 * i * m..(2 * i + 1) * m],
+                m,
+                &mut logs[2 * i..2 * i + 1],
+                None,
+                0,
+            );
+        }
+        Ok(Self { fm, n, feats, logs })
+    }
+
+    /// Tokens mapped.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Always false: at least one token is mapped.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// A +∞ log-scale means some `wᵢ·x` overflowed: the feature is not representable, and

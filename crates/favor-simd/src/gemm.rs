@@ -80,7 +80,7 @@ pub(crate) fn gemm<T: Real, S: Simd>(
         }
         return;
     }
-    if b.cs == 1 && (m < MR_NARROW || k <= 2) {
+    if b.cs == 1 && (m <= ROWS_MAX || k <= 2) {
         rows_axpy(s, m, n, k, a, b, c, ldc, alpha, accumulate);
     } else if a.cs == 1 && b.rs == 1 && m < MR_NARROW {
         rows_dot(s, m, n, k, a, b, c, ldc, alpha, accumulate);
@@ -93,8 +93,14 @@ pub(crate) fn gemm<T: Real, S: Simd>(
     }
 }
 
+/// Largest m that skips packing: with up to 16 rows (a decode step's keys and queries for 8
+/// heads sharing one W) packing B would copy as many bytes as the rows read, and the column
+/// blocks of [`rows_axpy`] already keep each B strip in L1 for all the rows.
+const ROWS_MAX: usize = 16;
+
 /// Each C row as `Σ_p a_ip · B_p` over contiguous B rows, four vectors of C held in
-/// registers across the whole k loop.
+/// registers across the whole k loop. Column blocks are the outer loop, so a k × 4-vector
+/// strip of B is read from memory once and then from L1 for every further row pair.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_axpy<T: Real, S: Simd>(
@@ -111,24 +117,42 @@ fn rows_axpy<T: Real, S: Simd>(
 ) {
     // Rows go in pairs so each B vector loaded feeds two rows: a decode step projects its key
     // and query together, and B (Wᵀ) is the bulk of the memory traffic.
-    let mut i = 0;
-    while i + 2 <= m {
-        row_group::<T, S, 2>(s, i, n, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
-        i += 2;
+    let w = 4 * T::lanes::<S>();
+    let full = n - n % w;
+    for j in (0..full).step_by(w) {
+        let mut i = 0;
+        // 16 accumulators where there are 32 registers, 8 where there are 16.
+        if wide_register_file::<S>() {
+            while i + 4 <= m {
+                row_group::<T, S, 4>(s, i, j, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+                i += 4;
+            }
+        }
+        while i + 2 <= m {
+            row_group::<T, S, 2>(s, i, j, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+            i += 2;
+        }
+        if i < m {
+            row_group::<T, S, 1>(s, i, j, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+        }
     }
-    if i < m {
-        row_group::<T, S, 1>(s, i, n, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+    if full < n {
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            row_tail(s, i, full, n, k, a, b, row, alpha, accumulate);
+        }
     }
 }
 
-/// Rows `i..i+R` of C (`c` starts at row i), four vectors of each row held in registers
-/// across the whole k loop, every B vector shared by the R rows.
+/// Rows `i..i+R` of C (`c` starts at row i), columns `j..j+4·lanes`: four vectors of each
+/// row held in registers across the whole k loop, every B vector shared by the R rows, α
+/// applied once at the end.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn row_group<T: Real, S: Simd, const R: usize>(
     s: S,
     i: usize,
-    n: usize,
+    j: usize,
     k: usize,
     a: Mat<'_, T>,
     b: Mat<'_, T>,
@@ -138,44 +162,47 @@ fn row_group<T: Real, S: Simd, const R: usize>(
     accumulate: bool,
 ) {
     let w = 4 * T::lanes::<S>();
-    let mut j = 0;
-    while j + w <= n {
-        let mut acc = [[T::vsplat(s, T::zero()); 4]; R];
-        for p in 0..k {
-            let (bv, _) = T::as_simd::<S>(&b.data[p * b.rs + j..p * b.rs + j + w]);
+    let mut acc = [[T::vsplat(s, T::zero()); 4]; R];
+    // Raw pointers in the k loop, as in the microkernel: per-step slicing and indexing kept
+    // bounds checks and address arithmetic that cost as much as the FMAs at these sizes.
+    // Checked arithmetic: a wrapped product would let a huge stride pass the check.
+    let last_b = (k - 1)
+        .checked_mul(b.rs)
+        .and_then(|x| x.checked_add(j + w - 1));
+    let last_a = (i + R - 1)
+        .checked_mul(a.rs)
+        .and_then(|x| (k - 1).checked_mul(a.cs).and_then(|y| x.checked_add(y)));
+    assert!(k > 0 && last_b.is_some_and(|l| l < b.data.len()));
+    assert!(last_a.is_some_and(|l| l < a.data.len()));
+    let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
+    for p in 0..k {
+        // SAFETY: p < k and r < R, so the B vectors at p·b.rs + j .. + w and the A scalars at
+        // (i + r)·a.rs + p·a.cs are at most `last_b` and `last_a`, inside `b.data` and
+        // `a.data` by the asserts above; pulp's vector types are `repr(C)` arrays of T, read
+        // unaligned.
+        unsafe {
+            let brow = bp.add(p * b.rs + j);
+            let lanes = T::lanes::<S>();
+            let bv = [
+                core::ptr::read_unaligned(brow as *const T::V<S>),
+                core::ptr::read_unaligned(brow.add(lanes) as *const T::V<S>),
+                core::ptr::read_unaligned(brow.add(2 * lanes) as *const T::V<S>),
+                core::ptr::read_unaligned(brow.add(3 * lanes) as *const T::V<S>),
+            ];
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av = T::vsplat(s, alpha * a.at(i + r, p));
+                let av = T::vsplat(s, *ap.add((i + r) * a.rs + p * a.cs));
                 for t in 0..4 {
                     acc_r[t] = T::vfma(s, av, bv[t], acc_r[t]);
                 }
             }
         }
-        for (r, acc_r) in acc.iter().enumerate() {
-            let (cv, _) = T::as_mut_simd::<S>(&mut c[r * ldc + j..r * ldc + j + w]);
-            for t in 0..4 {
-                cv[t] = if accumulate {
-                    T::vadd(s, cv[t], acc_r[t])
-                } else {
-                    acc_r[t]
-                };
-            }
-        }
-        j += w;
     }
-    if j < n {
-        for r in 0..R {
-            row_tail(
-                s,
-                i + r,
-                j,
-                n,
-                k,
-                a,
-                b,
-                &mut c[r * ldc..r * ldc + n],
-                alpha,
-                accumulate,
-            );
+    let al = T::vsplat(s, alpha);
+    for (r, acc_r) in acc.iter().enumerate() {
+        let (cv, _) = T::as_mut_simd::<S>(&mut c[r * ldc + j..r * ldc + j + w]);
+        for t in 0..4 {
+            let x = T::vmul(s, acc_r[t], al);
+            cv[t] = if accumulate { T::vadd(s, cv[t], x) } else { x };
         }
     }
 }

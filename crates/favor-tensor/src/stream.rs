@@ -61,6 +61,9 @@ enum States<'p> {
 struct HeadStates<'p, T> {
     map: AnyFeatureMap<'p, T>,
     heads: Vec<HeadState<T>>,
+    /// Scratch of a step: every (batch, head)'s key and query, mapped in one GEMM
+    /// ([`favor_core::MappedTokens`]); kept so a step allocates nothing.
+    mapped: Vec<T>,
 }
 
 /// A favor-core stream's memory between calls.
@@ -111,9 +114,13 @@ impl<'p> Stream<'p> {
     }
 
     /// Bytes of state, whatever the number of tokens seen: per (batch, head) the prefix
-    /// state `m·dv + m` plus favor-core's two feature and two input rows.
+    /// state `m·dv + m` plus favor-core's two feature and two input rows, and the step's
+    /// scratch for mapping every head's key and query at once (`2·(m + d + 1)` per head).
     pub fn memory_bytes(&self) -> usize {
-        states!(&self.states, s => s.heads.iter().map(|h| size_of_val(&h.buf[..])).sum())
+        states!(&self.states, s => {
+            s.heads.iter().map(|h| size_of_val(&h.buf[..])).sum::<usize>()
+                + size_of_val(&s.mapped[..])
+        })
     }
 
     /// Forgets every token.
@@ -277,9 +284,12 @@ impl<'p, T: Real> HeadStates<'p, T> {
             tokens: 0,
             log_scale: T::neg_infinity(),
         };
+        let mapped =
+            vec![T::zero(); favor_core::mapped_tokens_len(&map, n).map_err(crate::error::setup)?];
         Ok(Self {
             map,
             heads: vec![empty; n],
+            mapped,
         })
     }
 
@@ -486,14 +496,11 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             let out_t = narrow_target(out, &mut wide);
             let mut s =
                 favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)?;
-            if io.step {
-                s.step(q, k, v, out_t)?;
-            } else {
-                // Chunks longer than the call would only size scratch for absent rows.
-                let chunk = cfg.chunk.min(len);
-                let mut scratch = vec![T::zero(); favor_core::chunk_scratch_len(m, chunk)?];
-                s.prefill(q, k, v, len, chunk, out_t, &mut scratch)?;
-            }
+            // A prefill (steps map every head at once, below). Chunks longer than the call
+            // would only size scratch for absent rows.
+            let chunk = cfg.chunk.min(len);
+            let mut scratch = vec![T::zero(); favor_core::chunk_scratch_len(m, chunk)?];
+            s.prefill(q, k, v, len, chunk, out_t, &mut scratch)?;
             let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
             h.tokens = tokens;
             h.log_scale = log_scale;
@@ -508,9 +515,49 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             })
         };
         if io.step {
-            // A step is a few microseconds per head: less than handing it to a pool.
+            // Every head shares the one projection: map all keys and queries in one GEMM (W
+            // read once per token, not once per head), then step each head's state. A step
+            // is a few microseconds per head: less than handing it to a pool.
+            let n = heads.len();
+            let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
+            let q = widen(io.q.data(), &mut tq);
+            let k = widen(io.k.data(), &mut tk);
+            let v = widen(io.v.data(), &mut tv);
+            let core = |i: usize, source| Error::Core {
+                batch: i / cfg.heads,
+                head: i % cfg.heads,
+                source,
+            };
+            let mapped =
+                favor_core::MappedTokens::new(kernels, map, n, q, k, &mut self.states.mapped)
+                    .map_err(|e| match e {
+                        // Token i is (batch, head) = (i / H, i % H), its row 0.
+                        favor_core::Error::NonFinite { what, row } => {
+                            core(row, favor_core::Error::NonFinite { what, row: 0 })
+                        }
+                        // Unreachable: `check` ran the range check, which rules out
+                        // overflowing features, before anything ran.
+                        other => core(0, other),
+                    })?;
             for (i, (h, o)) in heads.iter_mut().zip(self.out.chunks_mut(dv)).enumerate() {
-                wrap(i, one(i, h, o))?;
+                let mut wide = Vec::new();
+                let out_t = narrow_target(o, &mut wide);
+                let (tokens, log_scale) = favor_core::Stream::resume(
+                    *kernels,
+                    map,
+                    dv,
+                    &mut h.buf,
+                    h.tokens,
+                    h.log_scale,
+                )
+                .and_then(|mut s| {
+                    s.step_mapped(&mapped, i, &v[i * dv..(i + 1) * dv], out_t)?;
+                    Ok((s.tokens(), s.state().log_scale()))
+                })
+                .map_err(|e| core(i, e))?;
+                h.tokens = tokens;
+                h.log_scale = log_scale;
+                narrow_back(&wide, o);
             }
             return Ok(());
         }

@@ -220,8 +220,12 @@ fn stream_memory_does_not_grow_and_snapshots_round_trip() {
         .unwrap();
     let mut s = p.stream(B).unwrap();
     let before = s.memory_bytes();
-    // (M·dv + M) state + 2M + 2d rows, per (batch, head), in f32.
-    assert_eq!(before, B * H * (32 * D + 32 + 2 * 32 + 2 * D) * 4);
+    // (M·dv + M) state + 2M + 2d rows, per (batch, head), plus the step's mapping scratch
+    // 2(M + d + 1) per (batch, head), in f32.
+    assert_eq!(
+        before,
+        B * H * (32 * D + 32 + 2 * 32 + 2 * D + 2 * (32 + D + 1)) * 4
+    );
     let tok = data(B * H * D, 9, 0.5);
     let t = TensorView::new([B, H, 1, D], &tok).unwrap();
     for _ in 0..200 {
