@@ -29,7 +29,9 @@
 //!      rescale per key: `L(4M + 1)μ`;
 //!    - so the denominator carries `E = 10·M·(L + 1)·μ` at most and each numerator `E·max|v|`,
 //!      and a normalised output moves by `E(max|v| + |out|)/(D(1 − maxδ − γ_N) − E)` more
-//!      (no bound unless that denominator exceeds E); unnormalised, `e^{ℓ_q + c}·E·max|v|`.
+//!      (no bound unless that denominator exceeds E); unnormalised, `e^{ℓ_q + c}·E·max|v|`;
+//!    - the output's own rounding into T below μ (≤ μ), and for an unnormalised output the
+//!      factor `e^{ℓ_q + c}` below μ (≤ μ times the stabilised sum, ≤ M·(L + 1)·max|v|).
 //!
 //!    Evaluated with u' = 2u_T + u_f64 it covers every backend: SIMD exp is within
 //!    EXP_MAX_ULP = 1 ulp of libm (so ≤ 2 ulp = 2u' of exact, the bound's "exp adds 2u"), SIMD
@@ -264,7 +266,15 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
             } else {
                 (lq_scale + c).exp() * e_under * vmax * (1.0 + dmax + g)
             };
-            r.tol[i * dv + col] = round + under;
+            // The output itself may lie below μ (absolute error ≤ μ when it is rounded into
+            // T), and an unnormalised output's factor e^{ℓ_q + c} may be below μ too, with
+            // absolute error ≤ μ times the stabilised sum it scales (≤ M·L·max|v|).
+            let out_under = if o.normalized {
+                o.tiny
+            } else {
+                o.tiny * (1.0 + mm as f64 * (lk as f64 + 1.0) * vmax * (1.0 + dmax + g))
+            };
+            r.tol[i * dv + col] = round + under + out_under;
         }
     }
     r
