@@ -178,14 +178,16 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::finite("k", k, d)?;
         check::finite("v", v, dv)?;
         check::finite("q", q, d)?;
-        let (kr, qr) = self.rows.split_at_mut(d);
-        kr.copy_from_slice(k);
-        qr.copy_from_slice(q);
-        self.fm
-            .map_rows(&self.kernels, self.rows, 2, self.feats, &mut self.log)?;
-        no_overflow("k", &self.log[..1])?;
-        no_overflow("q", &self.log[1..])?;
-        prepare_keys(self.feats, m, &mut self.log[..1], None, 0);
+        map_pairs(
+            &self.kernels,
+            self.fm,
+            1,
+            q,
+            k,
+            self.rows,
+            self.feats,
+            &mut self.log,
+        )?;
         let (kf, qf) = self.feats.split_at_mut(m);
         let (lk, lq) = (self.log[0], self.log[1]);
         self.state
@@ -223,11 +225,12 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::exact("v", v, dv)?;
         check::room("out", out, dv)?;
         check::finite("v", v, dv)?;
-        // The stream's own rows: step_row scales the key row in place, and `mapped` stays
-        // usable (and shareable) that way.
-        self.feats[..2 * m].copy_from_slice(&mapped.feats[2 * i * m..2 * (i + 1) * m]);
+        // step_row scales the key row in place: it goes through the stream's own row, so
+        // `mapped` stays unchanged (and shareable); the query row is read where it is.
+        let kf = &mut self.feats[..m];
+        kf.copy_from_slice(&mapped.feats[2 * i * m..(2 * i + 1) * m]);
+        let qf = &mapped.feats[(2 * i + 1) * m..2 * (i + 1) * m];
         let (lk, lq) = (mapped.logs[2 * i], mapped.logs[2 * i + 1]);
-        let (kf, qf) = self.feats.split_at_mut(m);
         self.state
             .step_row(&self.kernels, kf, lk, v, qf, lq, true, out);
         Ok(())
@@ -460,22 +463,7 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
         let (rows, rest) = scratch.split_at_mut(2 * n * d);
         let (feats, rest) = rest.split_at_mut(2 * n * m);
         let logs = &mut rest[..2 * n];
-        for i in 0..n {
-            rows[2 * i * d..(2 * i + 1) * d].copy_from_slice(&k[i * d..(i + 1) * d]);
-            rows[(2 * i + 1) * d..(2 * i + 2) * d].copy_from_slice(&q[i * d..(i + 1) * d]);
-        }
-        fm.map_rows(kernels, rows, 2 * n, feats, logs)?;
-        for i in 0..n {
-            no_overflow("k", &logs[2 * i..2 * i + 1])?;
-            no_overflow("q", &logs[2 * i + 1..2 * i + 2])?;
-            prepare_keys(
-                &mut feats[2 * i * m..(2 * i + 1) * m],
-                m,
-                &mut logs[2 * i..2 * i + 1],
-                None,
-                0,
-            );
-        }
+        map_pairs(kernels, fm, n, q, k, rows, feats, logs)?;
         Ok(Self { fm, n, feats, logs })
     }
 
@@ -488,6 +476,41 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
     pub fn is_empty(&self) -> bool {
         false
     }
+}
+
+/// Maps `n` (key, query) pairs (rows of `k` and `q`, checked finite) as one GEMM of `2n`
+/// rows: `rows` (2n·d) holds key i then query i, `feats` (2n·M) and `logs` (2n) receive
+/// their features in that order. Refuses +∞ log-scales before returning; keys whose log-scale
+/// is NaN become absent (see `prepare_keys`).
+#[allow(clippy::too_many_arguments)]
+fn map_pairs<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    kernels: &K,
+    fm: &F,
+    n: usize,
+    q: &[T],
+    k: &[T],
+    rows: &mut [T],
+    feats: &mut [T],
+    logs: &mut [T],
+) -> Result<()> {
+    let (d, m) = (fm.input_dim(), fm.feature_dim());
+    for i in 0..n {
+        rows[2 * i * d..(2 * i + 1) * d].copy_from_slice(&k[i * d..(i + 1) * d]);
+        rows[(2 * i + 1) * d..(2 * i + 2) * d].copy_from_slice(&q[i * d..(i + 1) * d]);
+    }
+    fm.map_rows(kernels, &rows[..2 * n * d], 2 * n, feats, logs)?;
+    for i in 0..n {
+        no_overflow("k", &logs[2 * i..2 * i + 1])?;
+        no_overflow("q", &logs[2 * i + 1..2 * i + 2])?;
+        prepare_keys(
+            &mut feats[2 * i * m..(2 * i + 1) * m],
+            m,
+            &mut logs[2 * i..2 * i + 1],
+            None,
+            0,
+        );
+    }
+    Ok(())
 }
 
 /// A +∞ log-scale means some `wᵢ·x` overflowed: the feature is not representable, and

@@ -545,12 +545,11 @@ fn micro_rows<T: Real, S: Simd, const R: usize>(
     // per step (LLVM chains them), which leaves the 12-row kernel front-end bound: 12 adds
     // beside 14 loads and 24 FMAs. A packed micro-panel has `a.rs == 1`: with the stride
     // known, the R reads are constant offsets from one pointer.
-    let rs = if a.rs == 1 { 1 } else { a.rs };
     macro_rules! steps {
         ($rs:expr) => {
             for _ in 0..kc {
                 // SAFETY: after p < kc steps a_ptr = a.data + p·a.cs and b_ptr = bp +
-                // p·2·lanes; the R scalars at r·rs (rs = a.rs) and the two vectors read here
+                // p·2·lanes; the R scalars at r·$rs ($rs = a.rs) and the two vectors read here
                 // are inside `a.data` and `bp` by the asserts above. pulp's vector types are
                 // `repr(C)` arrays of T, read unaligned. `wrapping_add` keeps the final,
                 // one-past step free of any in-bounds requirement.
@@ -568,10 +567,10 @@ fn micro_rows<T: Real, S: Simd, const R: usize>(
             }
         };
     }
-    if rs == 1 {
+    if a.rs == 1 {
         steps!(1);
     } else {
-        steps!(rs);
+        steps!(a.rs);
     }
     let al = T::vsplat(s, alpha);
     for r in 0..R {

@@ -197,27 +197,29 @@ pub(crate) fn state_step<T: Real, S: Simd>(
         let vb = [vv[0], vv[1], vv[2], vv[3]];
         let mut acc = [T::vsplat(s, T::zero()); 4];
         // Most steps leave the stabiliser where it is (f = 1): without the rescale the loop
-        // is two FMAs per element, and S·1 is S exactly, so both branches agree bit for bit.
+        // is two FMAs per element, and S·1 is S exactly, so both instances agree bit for bit.
+        macro_rules! rows {
+            ($rescale:expr) => {
+                for i in 0..m {
+                    let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
+                    let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
+                    for t in 0..4 {
+                        let old = if $rescale {
+                            T::vmul(s, row[t], fv)
+                        } else {
+                            row[t]
+                        };
+                        let r = T::vfma(s, ki, vb[t], old);
+                        row[t] = r;
+                        acc[t] = T::vfma(s, qi, r, acc[t]);
+                    }
+                }
+            };
+        }
         if f == T::one() {
-            for i in 0..m {
-                let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
-                let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
-                for t in 0..4 {
-                    let r = T::vfma(s, ki, vb[t], row[t]);
-                    row[t] = r;
-                    acc[t] = T::vfma(s, qi, r, acc[t]);
-                }
-            }
+            rows!(false);
         } else {
-            for i in 0..m {
-                let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
-                let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
-                for t in 0..4 {
-                    let r = T::vfma(s, ki, vb[t], T::vmul(s, row[t], fv));
-                    row[t] = r;
-                    acc[t] = T::vfma(s, qi, r, acc[t]);
-                }
-            }
+            rows!(true);
         }
         let (ov, _) = T::as_mut_simd::<S>(&mut out[j..j + w]);
         ov[..4].copy_from_slice(&acc);

@@ -507,13 +507,12 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             narrow_back(&wide, out);
             Ok(())
         };
-        let wrap = |i: usize, r: favor_core::Result<()>| {
-            r.map_err(|source| Error::Core {
-                batch: i / cfg.heads,
-                head: i % cfg.heads,
-                source,
-            })
+        let core = |i: usize, source| Error::Core {
+            batch: i / cfg.heads,
+            head: i % cfg.heads,
+            source,
         };
+        let wrap = |i: usize, r: favor_core::Result<()>| r.map_err(|e| core(i, e));
         if io.step {
             // Every head shares the one projection: map all keys and queries in one GEMM (W
             // read once per token, not once per head), then step each head's state. A step
@@ -523,11 +522,6 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             let q = widen(io.q.data(), &mut tq);
             let k = widen(io.k.data(), &mut tk);
             let v = widen(io.v.data(), &mut tv);
-            let core = |i: usize, source| Error::Core {
-                batch: i / cfg.heads,
-                head: i % cfg.heads,
-                source,
-            };
             let mapped =
                 favor_core::MappedTokens::new(kernels, map, n, q, k, &mut self.states.mapped)
                     .map_err(|e| match e {
