@@ -57,12 +57,15 @@ pub enum Error {
         /// What is wrong with it.
         what: &'static str,
     },
-    /// A feature exponent overflowed `T` (some `wᵢ·x` is +∞): the input lies outside the
-    /// guaranteed-finite range (see the crate docs). Nothing was written; stream state is
-    /// unchanged.
-    Overflow {
-        /// The input whose features overflowed.
+    /// A finite input lies outside the supported range (crate docs, "Supported range"): a
+    /// query or key entry so large that its projection would overflow `T`, or values (and
+    /// features) so large that the sums over the keys could. Nothing was written; stream
+    /// state is unchanged.
+    OutOfRange {
+        /// The input (`"q"`, `"k"`, `"v"` ...).
         what: &'static str,
+        /// Index of the first offending row (token).
+        row: usize,
     },
     /// A size computation overflowed `usize`.
     SizeOverflow,
@@ -88,7 +91,10 @@ pub enum SnapshotError {
     WrongFeatureMap,
     /// The byte length disagrees with the header's dimensions.
     WrongLength,
-    /// The payload holds NaN, infinities or an impossible log-scale.
+    /// The bytes do not match their checksum: corrupted in storage or transit.
+    BadChecksum,
+    /// The payload is not a state a stream can reach: NaN or infinities, an impossible
+    /// log-scale, negative or oversized sums, a compensation larger than a rounding error.
     Corrupt,
 }
 
@@ -118,9 +124,10 @@ impl fmt::Display for Error {
             }
             Error::NonFinite { what, row } => write!(f, "`{what}` row {row} holds NaN or infinity"),
             Error::InvalidParameter { what } => write!(f, "invalid parameter: {what}"),
-            Error::Overflow { what } => write!(
+            Error::OutOfRange { what, row } => write!(
                 f,
-                "features of `{what}` overflow: its projection w·x is beyond the float range"
+                "`{what}` row {row} is outside the supported range: its features or the sums over \
+                 the keys would overflow (see favor-core's docs, \"Supported range\")"
             ),
             Error::SizeOverflow => f.write_str("buffer size overflows usize"),
             Error::Snapshot(e) => write!(f, "bad snapshot: {e}"),
@@ -138,6 +145,7 @@ impl fmt::Display for SnapshotError {
             SnapshotError::WrongDims => f.write_str("written with other feature/value dimensions"),
             SnapshotError::WrongFeatureMap => f.write_str("written with another feature map"),
             SnapshotError::WrongLength => f.write_str("length disagrees with its header"),
+            SnapshotError::BadChecksum => f.write_str("checksum mismatch (corrupted bytes)"),
             SnapshotError::Corrupt => f.write_str("payload is not a valid state"),
         }
     }
@@ -213,18 +221,52 @@ pub(crate) mod check {
 
     /// Rejects NaN and infinities; `row_len` turns the flat index into a row number.
     pub(crate) fn finite<T: Float>(what: &'static str, s: &[T], row_len: usize) -> Result<()> {
-        // Whole chunks without an early exit, so the scan vectorises; only a chunk that
-        // fails is searched for the offending element.
-        const CHUNK: usize = 256;
-        for (c, chunk) in s.chunks(CHUNK).enumerate() {
-            if !chunk.iter().fold(true, |ok, x| ok & x.is_finite()) {
-                let i = c * CHUNK + chunk.iter().position(|x| !x.is_finite()).unwrap_or(0);
-                return Err(Error::NonFinite {
-                    what,
-                    row: i / row_len.max(1),
-                });
-            }
+        max_abs(what, s, row_len).map(|_| ())
+    }
+
+    /// The largest `|x|` of `s` (0 when empty), after rejecting NaN and infinities as
+    /// [`finite`] does.
+    pub(crate) fn max_abs<T: Float>(what: &'static str, s: &[T], row_len: usize) -> Result<T> {
+        // On the bit patterns: with the sign bit cleared, IEEE floats order like unsigned
+        // integers, and NaN and ±∞ are exactly the patterns at or above +∞'s. An integer max
+        // vectorises (a float max or sum reduction does not, without fast-math).
+        let (top, finite) = if size_of::<T>() == 4 {
+            let bits: &[u32] = bytemuck::cast_slice(s);
+            let m = bits.iter().fold(0, |m, &b| m.max(b & 0x7FFF_FFFF));
+            (T::from_f64(f64::from(f32::from_bits(m))), m < 0x7F80_0000)
+        } else {
+            let bits: &[u64] = bytemuck::cast_slice(s);
+            let m = bits
+                .iter()
+                .fold(0, |m, &b| m.max(b & 0x7FFF_FFFF_FFFF_FFFF));
+            (T::from_f64(f64::from_bits(m)), m < 0x7FF0_0000_0000_0000)
+        };
+        if finite {
+            return Ok(top);
         }
-        Ok(())
+        let i = s.iter().position(|x| !x.is_finite()).unwrap_or(0);
+        Err(Error::NonFinite {
+            what,
+            row: i / row_len.max(1),
+        })
+    }
+
+    /// Rejects `s` (largest magnitude `max_abs`) if an element exceeds `limit`, naming the
+    /// first row that does.
+    pub(crate) fn within<T: Float>(
+        what: &'static str,
+        s: &[T],
+        row_len: usize,
+        max_abs: T,
+        limit: T,
+    ) -> Result<()> {
+        if max_abs <= limit {
+            return Ok(());
+        }
+        let i = s.iter().position(|x| x.abs() > limit).unwrap_or(0);
+        Err(Error::OutOfRange {
+            what,
+            row: i / row_len.max(1),
+        })
     }
 }

@@ -44,11 +44,12 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
     }
 
     /// An empty estimator. The map must estimate the softmax kernel
-    /// ([`FeatureMap::softmax_temperature`] is `Some`).
+    /// ([`FeatureMap::softmax_temperature`] is `Some`) with positive features: a
+    /// trigonometric map's estimate can be ≤ 0, which has no logarithm.
     pub fn new(kernels: K, fm: &'a F, buf: &'a mut [T]) -> Result<Self> {
-        if fm.softmax_temperature().is_none() {
+        if fm.softmax_temperature().is_none() || !fm.is_positive() {
             return Err(Error::InvalidParameter {
-                what: "the partition-function estimator needs a softmax feature map",
+                what: "the partition-function estimator needs a positive softmax feature map",
             });
         }
         let m = fm.feature_dim();
@@ -74,7 +75,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
     pub fn add_items(&mut self, keys: &[T], n: usize) -> Result<()> {
         let d = self.fm.input_dim();
         check::exact("keys", keys, check::mul(n, d)?)?;
-        check::finite("keys", keys, d)?;
+        crate::range::rows(self.fm, "keys", keys, d)?;
         let mut log = [T::zero()];
         for key in keys.chunks_exact(d) {
             self.fm
@@ -95,12 +96,11 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
         Ok(())
     }
 
-    /// `ln Ẑ(q)`. `-∞` before any item is added; NaN if a non-positive feature map's
-    /// estimate is ≤ 0 (a trigonometric map can do that).
+    /// `ln Ẑ(q)`; `-∞` before any item is added.
     pub fn log_partition(&mut self, q: &[T]) -> Result<T> {
         let d = self.fm.input_dim();
         check::exact("q", q, d)?;
-        check::finite("q", q, d)?;
+        crate::range::rows(self.fm, "q", q, d)?;
         let mut log = [T::zero()];
         self.fm
             .map_rows(&self.kernels, q, 1, self.feats, &mut log)?;
@@ -115,9 +115,13 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
     pub fn log_probability(&mut self, q: &[T], item: &[T]) -> Result<T> {
         let d = self.fm.input_dim();
         check::exact("item", item, d)?;
-        check::finite("item", item, d)?;
-        let log_z = self.log_partition(q)?;
+        crate::range::rows(self.fm, "item", item, d)?;
+        check::exact("q", q, d)?;
+        crate::range::rows(self.fm, "q", q, d)?;
+        // The exact logit τ·q·item must be finite, as in exact softmax attention.
         let tau = self.fm.softmax_temperature().unwrap_or(T::one());
+        crate::range::exact(tau, q, item, &[], d, 1, 1)?;
+        let log_z = self.log_partition(q)?;
         Ok(tau * self.kernels.dot(q, item) - log_z)
     }
 }

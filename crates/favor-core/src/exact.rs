@@ -92,7 +92,7 @@ fn check_exact<T: Float>(
     opts: &ExactOptions<'_, T>,
     out: &[T],
 ) -> Result<T> {
-    shape.check_inputs(shape.dim, q, k, v, out, opts.key_mask)?;
+    shape.check_shapes(shape.dim, q, k, v, out, opts.key_mask)?;
     if opts.causal {
         check::same_dim(
             "causal attention needs queries == keys",
@@ -100,13 +100,17 @@ fn check_exact<T: Float>(
             shape.queries,
         )?;
     }
-    match opts.scale {
-        Some(t) if t.is_finite() => Ok(t),
-        Some(_) => Err(crate::Error::InvalidParameter {
-            what: "scale must be finite",
-        }),
-        None => Ok(T::one() / T::from_usize(shape.dim).libm_sqrt()),
-    }
+    let tau = match opts.scale {
+        Some(t) if t.is_finite() => t,
+        Some(_) => {
+            return Err(crate::Error::InvalidParameter {
+                what: "scale must be finite",
+            });
+        }
+        None => T::one() / T::from_usize(shape.dim).libm_sqrt(),
+    };
+    crate::range::exact(tau, q, k, v, shape.dim, shape.value_dim, shape.keys)?;
+    Ok(tau)
 }
 
 /// Scratch elements [`softmax_attention_tiled`] needs for tiles of `block × block`: the logit

@@ -26,6 +26,27 @@ pub trait FeatureMap<T: Float> {
     /// A 64-bit digest of everything that determines φ (kind, dims, options, projection
     /// bits), used to refuse restoring a snapshot into a stream with another map.
     fn fingerprint(&self) -> u64;
+    /// An upper bound on the log-scale of any row this map produces (`+∞` when there is
+    /// none): a stream's stabiliser never exceeds it, so a snapshot whose does is refused.
+    /// The default claims nothing.
+    fn max_log_scale(&self) -> T {
+        T::infinity()
+    }
+    /// The largest magnitude a query or key entry may have (crate docs, "Supported range"):
+    /// within it every projection `wᵢ·x` and the map's own sums stay finite in `T`. The
+    /// attention entry points check it; `map_rows` itself does not (a row beyond it may get
+    /// non-finite features). The default admits every finite value.
+    fn max_input(&self) -> T {
+        T::max_value()
+    }
+    /// An upper bound on every stored feature of a row whose entries are at most `max_abs`
+    /// in magnitude (the softmax maps store rows shifted to at most 1), or `None` when the map
+    /// cannot bound them (a custom activation, or the default): the entry points then cannot
+    /// check that sums over the keys stay finite, and that is the caller's responsibility.
+    fn feature_bound(&self, max_abs: T) -> Option<f64> {
+        let _ = max_abs;
+        None
+    }
     /// Maps `rows` rows of `x` (row-major, stride d; `x.len()` must be `rows·d`) into `out`
     /// (stride M, at least `rows·M`) and their log-scales into `log_scales` (at least `rows`).
     fn map_rows<K: Kernels<T>>(
@@ -63,6 +84,36 @@ fn check_rows<T: Float>(
 fn check_projection<T: Float>(w: &[T], m: usize, d: usize) -> Result<()> {
     check::exact("projection", w, crate::projection_len(m, d)?)?;
     check::finite("projection", w, d)
+}
+
+/// The largest row norm of W (m×d), computed in f64 without overflow (each row scaled by
+/// its largest entry first: an f64 W of entries near 1e300 has a finite norm).
+fn max_row_norm<T: Float>(w: &[T], d: usize) -> f64 {
+    w.chunks_exact(d.max(1))
+        .map(|r| {
+            let a = r.iter().fold(0f64, |a, &x| a.max(Float::to_f64(x).abs()));
+            if a == 0.0 {
+                return 0.0;
+            }
+            let sq: f64 = r
+                .iter()
+                .map(|&x| (Float::to_f64(x) / a) * (Float::to_f64(x) / a))
+                .sum();
+            a * libm::sqrt(sq)
+        })
+        .fold(0f64, f64::max)
+}
+
+/// `MAX / (4·√d·max(ω, 1))`: entries below it keep every partial sum of `wᵢ·x` (Cauchy–
+/// Schwarz: `|wᵢ·x| ≤ ω·√d·max|xⱼ|`) below a quarter of `T`'s range, in any summation order.
+fn projection_input_limit<T: Float>(d: usize, row_norm: f64) -> f64 {
+    T::max_value().to_f64() / (4.0 * libm::sqrt(d as f64) * row_norm.max(1.0))
+}
+
+/// `max ℓ` of a softmax map: `ℓ = max wᵢ·x' − |x'|²/2 − ln √M ≤ max |wᵢ|²/2`, with room for
+/// rounding.
+fn softmax_log_scale_bound<T: Float>(row_norm: f64) -> T {
+    T::from_f64(row_norm * row_norm / 2.0 * (1.0 + 1e-3) + 1.0)
 }
 
 fn check_transpose<T: Float>(w: &[T], wt: &[T], m: usize, d: usize) -> Result<()> {
@@ -120,12 +171,15 @@ macro_rules! softmax_map_common {
             /// [`projection`](crate::projection)), with the d^(-1/4) data normaliser on.
             pub fn new(w: &'w [T], features: usize, dim: usize) -> Result<Self> {
                 check_projection(w, features, dim)?;
+                let row_norm = max_row_norm(w, dim);
                 Ok(Self {
                     w,
                     wt: None,
                     m: features,
                     d: dim,
                     normalize: true,
+                    row_norm,
+                    input_limit: projection_input_limit::<T>(dim, row_norm),
                 })
             }
 
@@ -185,10 +239,23 @@ pub struct PositiveSoftmax<'w, T> {
     m: usize,
     d: usize,
     normalize: bool,
+    /// max |wᵢ|, for the range checks.
+    row_norm: f64,
+    /// `projection_input_limit` of it, computed once (checked on every call).
+    input_limit: f64,
 }
 softmax_map_common!(PositiveSoftmax, 1);
 
 impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
+    fn max_log_scale(&self) -> T {
+        softmax_log_scale_bound(self.row_norm)
+    }
+    fn max_input(&self) -> T {
+        T::from_f64(self.input_limit)
+    }
+    fn feature_bound(&self, _max_abs: T) -> Option<f64> {
+        Some(1.0)
+    }
     fn input_dim(&self) -> usize {
         self.d
     }
@@ -241,10 +308,23 @@ pub struct HyperbolicSoftmax<'w, T> {
     m: usize,
     d: usize,
     normalize: bool,
+    /// max |wᵢ|, for the range checks.
+    row_norm: f64,
+    /// `projection_input_limit` of it, computed once (checked on every call).
+    input_limit: f64,
 }
 softmax_map_common!(HyperbolicSoftmax, 2);
 
 impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
+    fn max_log_scale(&self) -> T {
+        softmax_log_scale_bound(self.row_norm)
+    }
+    fn max_input(&self) -> T {
+        T::from_f64(self.input_limit)
+    }
+    fn feature_bound(&self, _max_abs: T) -> Option<f64> {
+        Some(1.0)
+    }
     fn input_dim(&self) -> usize {
         self.d
     }
@@ -301,10 +381,24 @@ pub struct TrigonometricSoftmax<'w, T> {
     m: usize,
     d: usize,
     normalize: bool,
+    /// max |wᵢ| (set by the shared constructor; trig's log-scales have no bound to use it).
+    #[allow(dead_code)]
+    row_norm: f64,
+    /// `projection_input_limit` of it, computed once (checked on every call).
+    input_limit: f64,
 }
 softmax_map_common!(TrigonometricSoftmax, 3);
 
 impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
+    fn max_input(&self) -> T {
+        // Its log-scale is +|x'|²/2: that must stay finite too.
+        let s = data_scale::<T>(self.d, self.normalize).to_f64();
+        let norm = libm::sqrt(T::max_value().to_f64() / 4.0) / (s * libm::sqrt(self.d as f64));
+        T::from_f64(self.input_limit.min(norm))
+    }
+    fn feature_bound(&self, _max_abs: T) -> Option<f64> {
+        Some(1.0)
+    }
     fn input_dim(&self) -> usize {
         self.d
     }
@@ -355,6 +449,8 @@ pub struct Generalized<'w, T> {
     f: Activation<T>,
     eps: T,
     normalize: bool,
+    /// max |wᵢ| (unused without a projection), for the range checks.
+    row_norm: f64,
 }
 
 impl<'w, T: Float> Generalized<'w, T> {
@@ -369,6 +465,7 @@ impl<'w, T: Float> Generalized<'w, T> {
             f,
             eps: T::from_f64(1e-3),
             normalize: false,
+            row_norm: max_row_norm(w, dim),
         })
     }
 
@@ -383,6 +480,7 @@ impl<'w, T: Float> Generalized<'w, T> {
             f,
             eps: T::from_f64(1e-3),
             normalize: false,
+            row_norm: 1.0,
         })
     }
 
@@ -415,7 +513,51 @@ impl<'w, T: Float> Generalized<'w, T> {
     }
 }
 
+impl<'w, T: Float> Generalized<'w, T> {
+    /// `|u| ≤ gain·max|xⱼ|` for every pre-activation `u = s·wᵢ·x` (or `s·xⱼ` without a
+    /// projection).
+    fn gain(&self) -> f64 {
+        let s = data_scale::<T>(self.d, self.normalize).to_f64();
+        match self.w {
+            Some(_) => s * self.row_norm * libm::sqrt(self.d as f64),
+            None => s,
+        }
+    }
+}
+
 impl<T: Float> FeatureMap<T> for Generalized<'_, T> {
+    fn max_input(&self) -> T {
+        let max = T::max_value().to_f64();
+        let sums = match self.w {
+            Some(_) => projection_input_limit::<T>(self.d, self.row_norm),
+            None => max,
+        };
+        let own = match self.f {
+            // u² must stay finite.
+            Activation::Square => libm::sqrt(max / 4.0) / self.gain().max(f64::MIN_POSITIVE),
+            _ => max / 4.0 / self.gain().max(1.0),
+        };
+        T::from_f64(sums.min(own))
+    }
+    fn feature_bound(&self, max_abs: T) -> Option<f64> {
+        let u = self.gain() * max_abs.to_f64();
+        let eps = self.eps.to_f64();
+        match self.f {
+            Activation::Relu | Activation::Abs => Some(u + eps),
+            Activation::EluPlusOne => Some(u + 1.0 + eps),
+            // Stored rows are shifted by max(0, max u): at most 1 + ε.
+            Activation::Exp => Some(1.0 + eps),
+            Activation::Square => Some(u * u + eps),
+            Activation::Custom(_) => None,
+        }
+    }
+    fn max_log_scale(&self) -> T {
+        // Only the exponential keeps a log-scale; every other activation's is 0.
+        match self.f {
+            Activation::Exp => T::infinity(),
+            _ => T::zero(),
+        }
+    }
     fn input_dim(&self) -> usize {
         self.d
     }
@@ -568,6 +710,15 @@ impl<T: Float> FeatureMap<T> for AnyFeatureMap<'_, T> {
     }
     fn fingerprint(&self) -> u64 {
         each_map!(self, m => m.fingerprint())
+    }
+    fn max_log_scale(&self) -> T {
+        each_map!(self, m => m.max_log_scale())
+    }
+    fn max_input(&self) -> T {
+        each_map!(self, m => m.max_input())
+    }
+    fn feature_bound(&self, max_abs: T) -> Option<f64> {
+        each_map!(self, m => m.feature_bound(max_abs))
     }
     fn map_rows<K: Kernels<T>>(
         &self,

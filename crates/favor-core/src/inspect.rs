@@ -30,7 +30,7 @@ pub fn attention_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let (m, d) = (fm.feature_dim(), fm.input_dim());
     check::nonzero("keys", keys)?;
     check::exact("q", q, d)?;
-    check::finite("q", q, d)?;
+    crate::range::rows(fm, "q", q, d)?;
     check::exact("key_features", key_features, check::mul(keys, m)?)?;
     check::exact("key_log_scales", key_log_scales, keys)?;
     check::finite("key_features", key_features, m)?;

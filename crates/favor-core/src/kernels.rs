@@ -162,31 +162,71 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
         }
     }
 
-    /// One decoding step on a prefix state, which a backend can do in a single pass over S
-    /// (decoding is memory-bound): `S ← f·S + k·vᵀ`, `z ← f·z + k`, `out = qᵀS` with the new
-    /// S; returns `q·z` with the new z. S is `m × dv` row-major; `k`, `q`, `z` have length m;
-    /// `v`, `out` length dv. `f == 1` leaves the old state unscaled.
+    /// One decoding query against a prefix state held as a total `hi` (S, `m × dv` row-major,
+    /// then z, length m) and a ring of `r` recent keys (`keys`, r×m) and values (`values`,
+    /// r×dv): `out = qᵀS + Σ_b (q·k_b) v_b`; returns `q·z + Σ_b q·k_b`. A backend can do it
+    /// in one pass over S (decoding is memory-bound).
     #[allow(clippy::too_many_arguments)]
-    fn state_step(
+    fn ring_query(
         &self,
         m: usize,
         dv: usize,
-        s: &mut [T],
-        z: &mut [T],
-        f: T,
-        k: &[T],
-        v: &[T],
+        hi: &[T],
+        keys: &[T],
+        values: &[T],
+        r: usize,
         q: &[T],
         out: &mut [T],
     ) -> T {
-        if f != T::one() {
-            self.scale(f, &mut s[..m * dv]);
-            self.scale(f, &mut z[..m]);
-        }
-        self.gemm_tn(m, dv, 1, k, m, v, dv, s, dv, true);
-        self.axpy(T::one(), &k[..m], &mut z[..m]);
+        let (s, z) = hi[..m * dv + m].split_at(m * dv);
         self.gemm_nn(1, dv, m, q, m, s, dv, out, dv, false);
-        self.dot(&q[..m], &z[..m])
+        let mut den = self.dot(&q[..m], z);
+        for b in 0..r {
+            let score = self.dot(&q[..m], &keys[b * m..(b + 1) * m]);
+            self.axpy(score, &values[b * dv..(b + 1) * dv], &mut out[..dv]);
+            den = den + score;
+        }
+        den
+    }
+
+    /// Adds the rank-r sums of `r` key rows `keys` (r×m) and value rows `values` (r×dv) to a
+    /// compensated total `(hi, lo)` (each S, `m × dv`, then z, m): per element,
+    /// `p = Σ_b keys[b][i]·values[b][j]` (z: `Σ_b keys[b][i]`) in any order, `lo ← lo + p`
+    /// rounded once, then [`fold`](Self::fold)'s TwoSum. A backend can do it in one pass over
+    /// the total.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_rank(
+        &self,
+        m: usize,
+        dv: usize,
+        hi: &mut [T],
+        lo: &mut [T],
+        keys: &[T],
+        values: &[T],
+        r: usize,
+    ) {
+        let (s, z) = lo[..m * dv + m].split_at_mut(m * dv);
+        self.gemm_tn(m, dv, r, keys, m, values, dv, s, dv, true);
+        for b in 0..r {
+            self.axpy(T::one(), &keys[b * m..(b + 1) * m], z);
+        }
+        self.fold(&mut hi[..m * dv + m], &mut lo[..m * dv + m]);
+    }
+
+    /// Folds a compensation into its total, elementwise over the common length, with Knuth's
+    /// error-free TwoSum: `s = hi + lo`, `lo ← (hi − (s − b)) + (lo − b)` with `b = s − hi`,
+    /// `hi ← s`, so that `hi + lo` is unchanged exactly and `|lo| ≤ ulp(hi)/2` afterwards.
+    /// Sums added to `lo` (by GEMMs with `accumulate`) are thereby moved into `hi` without
+    /// losing their low bits. Implementations must compute exactly these IEEE operations in
+    /// this order (no reassociation, no fused operations): the error-free property depends
+    /// on it.
+    fn fold(&self, hi: &mut [T], lo: &mut [T]) {
+        for (h, l) in hi.iter_mut().zip(lo.iter_mut()) {
+            let s = *h + *l;
+            let b = s - *h;
+            *l = (*h - (s - b)) + (*l - b);
+            *h = s;
+        }
     }
 
     /// `Σ aᵢbᵢ` over the common length.

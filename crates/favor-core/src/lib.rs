@@ -80,6 +80,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attention;
+mod checksum;
 mod error;
 mod estimator;
 mod exact;
@@ -88,7 +89,9 @@ mod float;
 mod inspect;
 mod kernels;
 mod projection;
+mod range;
 mod rng;
+mod snapshot;
 mod state;
 mod stream;
 
@@ -96,6 +99,7 @@ pub use attention::{
     Options, Shape, bidirectional, bidirectional_scratch_len, causal_chunked,
     causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, chunk_scratch_len,
 };
+pub use checksum::crc32;
 pub use error::{Error, Result, SnapshotError};
 pub use estimator::PartitionEstimator;
 pub use exact::{
@@ -110,5 +114,6 @@ pub use inspect::{attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Scalar};
 pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
 pub use rng::Normals;
-pub use state::{PrefixState, denominator_floor, state_len};
-pub use stream::{MappedTokens, SNAPSHOT_VERSION, Stream, mapped_tokens_len};
+pub use snapshot::SNAPSHOT_VERSION;
+pub use state::{PrefixState, RING, denominator_floor, state_len};
+pub use stream::{MappedTokens, Stream, mapped_tokens_len};

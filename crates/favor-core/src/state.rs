@@ -1,10 +1,54 @@
-//! The prefix state `(S, z, c)` shared by bidirectional, causal and streaming attention.
+//! The prefix state `(S, z, c)` shared by bidirectional, causal and streaming attention, with
+//! compensated summation so that long streams keep `f32` precision.
+//!
+//! ## Error model of the sums
+//! Plain `f32` prefix sums lose precision as they grow: once `z` is thousands of times larger
+//! than the feature row added to it, each addition drops the row's low bits, and after 10⁷
+//! tokens outputs were off by 10⁻² (measured). The state therefore holds S and z as a total
+//! `hi + lo` and a ring of the last keys:
+//!
+//! - a decoding step appends its key (features at the state's scale) and value to the ring,
+//!   and answers from `hi` plus the ring's keys directly, `qᵀS = qᵀS_hi + Σ_b (q·k_b) v_b`;
+//! - when the ring holds [`RING`] keys (and before a block of keys or queries), its rank-R sum
+//!   is added to the total with an error-free transformation (TwoSum): `hi + lo` then equals
+//!   the exact sum up to the rounding of the R-term sum, and `|lo| ≤ u·|hi|`;
+//! - blocks of keys (prefill, bidirectional) are summed by one GEMM and added the same way;
+//! - queries ignore `lo`, which costs at most `u` relative error.
+//!
+//! So the error of a sum is that of summing one block (R keys, or a chunk) plus about `2u`,
+//! relative to its size, whatever the number of tokens — where plain summation grows like
+//! `n·u`. A decoding step reads `hi` (S once) and the ring instead of reading and writing S:
+//! the extra memory costs no extra traffic. `lo` is touched only by folds.
+//!
+//! ## The stabiliser on a power-of-two grid
+//! The stabiliser `c` moves only to values `k·ln 2` (k an integer), rounded to `T`, so moving
+//! it rescales the sums by an exact power of two: however often it moves (slowly growing key
+//! norms move it often), rescaling adds no rounding error. Stored key features are then in
+//! `(½, 1]` at their largest instead of exactly 1. Log-scales beyond `±2²⁰` (inputs whose
+//! log-scales have no precision left anyway) are used as they are.
 
 use crate::error::{Result, check};
 use crate::{Float, Kernels};
 
-/// Elements a [`PrefixState`] needs: `M·dv` for S plus `M` for z.
+/// Keys a state holds in its ring before folding them into the compensated total.
+///
+/// A step reads the ring once (R·(M + dv) elements) beside S; a fold costs a pass over the
+/// total and its compensation. At 16 both are a fraction of a step's S read, and the sums keep
+/// a relative error of a few `u` (module docs).
+pub const RING: usize = 16;
+
+/// Elements a [`PrefixState`] needs: the total and its compensation (each `M·dv` for S plus
+/// `M` for z), the ring of [`RING`] keys and values (`RING·(M + dv)`), and its fill count (1).
 pub fn state_len(features: usize, value_dim: usize) -> Result<usize> {
+    let ring = check::mul(RING, check::add(features, value_dim)?)?;
+    check::add(
+        check::add(check::mul(2, block_len(features, value_dim)?)?, ring)?,
+        1,
+    )
+}
+
+/// Elements of one copy of the sums: S (`M·dv`) then z (`M`).
+pub(crate) fn block_len(features: usize, value_dim: usize) -> Result<usize> {
     let m = check::nonzero("features", features)?;
     let dv = check::nonzero("value_dim", value_dim)?;
     check::add(check::mul(m, dv)?, m)
@@ -32,17 +76,111 @@ pub(crate) fn guard<T: Float>(den: T) -> T {
     }
 }
 
+/// Log-scales of at most this magnitude are put on the `k·ln 2` grid (module docs).
+const GRID_LIMIT: f64 = 1_048_576.0;
+
+/// Whether `x` (finite or not) is within the grid's range.
+fn on_grid_range(x: f64) -> bool {
+    x.abs() < GRID_LIMIT
+}
+
+/// The stabiliser for a largest key log-scale `l`: the smallest `c = k·ln 2` (k an integer,
+/// rounded to `T`) with `c ≥ l`; `l` itself beyond the grid, and for `±∞`.
+pub(crate) fn stabiliser<T: Float>(l: T) -> T {
+    let x = l.to_f64();
+    if !on_grid_range(x) {
+        return l;
+    }
+    // The slack keeps a log-scale that is itself a grid point (up to rounding) on it.
+    let k = libm::ceil(x * core::f64::consts::LOG2_E - 1e-6);
+    let c = T::from_f64(k * core::f64::consts::LN_2);
+    if c >= l {
+        c
+    } else {
+        T::from_f64((k + 1.0) * core::f64::consts::LN_2)
+    }
+}
+
+/// `k` if `c` is the grid point `k·ln 2` rounded to `T`.
+fn grid_index<T: Float>(c: T) -> Option<i64> {
+    let x = c.to_f64();
+    if !on_grid_range(x) {
+        return None;
+    }
+    let k = libm::round(x * core::f64::consts::LOG2_E);
+    (T::from_f64(k * core::f64::consts::LN_2) == c).then_some(k as i64)
+}
+
+/// Whether `c` is a stabiliser [`stabiliser`] can return: a grid point, or beyond the grid.
+pub(crate) fn on_grid<T: Float>(c: T) -> bool {
+    grid_index(c).is_some() || !on_grid_range(c.to_f64())
+}
+
+/// `2ᵉ` for `e ≤ 0`, exact wherever `T` can hold it.
+fn pow2<T: Float>(e: i64) -> T {
+    let x = if e >= -1022 {
+        f64::from_bits(((e.min(0) + 1023) as u64) << 52)
+    } else if e >= -1074 {
+        f64::from_bits(1u64 << (e + 1074))
+    } else {
+        0.0
+    };
+    T::from_f64(x)
+}
+
+/// `exp(from − to)` for stabilisers `to ≥ from`: an exact power of two when both are on the
+/// grid (from [`stabiliser`]); 0 from an empty state.
+pub(crate) fn rescale_factor<T: Float>(from: T, to: T) -> T {
+    match (grid_index(from), grid_index(to)) {
+        (Some(a), Some(b)) => pow2(a - b),
+        _ => (from - to).libm_exp(),
+    }
+}
+
+/// `o ← o·exp(e)`, without the overflow of `exp(e)` alone: a factor beyond `T`'s range is
+/// applied in steps, so an output whose true value is finite comes out finite (and one beyond
+/// the range comes out ±∞, never NaN: zeros stay zero).
+pub(crate) fn scale_by_exp<T: Float, K: Kernels<T>>(kernels: &K, o: &mut [T], e: T) {
+    // e^64 and e^−64 are comfortably inside f32's range, so each step is a normal factor.
+    let step = T::from_f64(64.0);
+    // Beyond 2·(largest finite exponent) every non-zero element has over- or underflowed.
+    let limit = T::from_f64(4.0 * libm::log(T::max_value().to_f64()));
+    let mut e = e.max(-limit).min(limit);
+    if e.is_nan() {
+        return;
+    }
+    while e > step {
+        kernels.scale(step.libm_exp(), o);
+        e = e - step;
+    }
+    while e < -step {
+        kernels.scale((-step).libm_exp(), o);
+        e = e + step;
+    }
+    kernels.scale(e.libm_exp(), o);
+}
+
 /// The prefix sums of causal attention, `S = Σ φ(kⱼ) vⱼᵀ` (M×dv) and `z = Σ φ(kⱼ)` (M), kept
 /// at a running log-scale `c`: the true sums are `e^c · S` and `e^c · z`.
 ///
 /// This is the online stabiliser. When a key arrives whose log-scale exceeds `c`, S and z
-/// are rescaled by `exp(c_old − c_new)` and `c` moves up, so the largest key feature held is
-/// ≤ 1, nothing ever overflows, and — unlike a max over the whole sequence — no future token
-/// can influence the scale a past output was computed at.
+/// are rescaled by `exp(c_old − c_new)` (a power of two) and `c` moves up, so the largest key
+/// feature held is ≤ 1, nothing ever overflows, and — unlike a max over the whole sequence —
+/// no future token can influence the scale a past output was computed at.
+///
+/// S and z are held as a compensated total plus a ring of the latest keys (module docs): the
+/// sums keep their precision over any number of tokens.
 #[derive(Debug)]
 pub struct PrefixState<'a, T> {
-    s: &'a mut [T],
-    z: &'a mut [T],
+    /// The folded total `[S | z]`.
+    hi: &'a mut [T],
+    /// Its compensation: the rounding error of the folds, `|lo| ≲ u·|hi|`.
+    lo: &'a mut [T],
+    /// The ring's key rows (RING × M, at the state's scale) and value rows (RING × dv).
+    ring_keys: &'a mut [T],
+    ring_values: &'a mut [T],
+    /// Keys in the ring, as a `T` holding a small integer (so the buffer is the whole state).
+    ring_len: &'a mut T,
     log_scale: T,
     tokens: u64,
     features: usize,
@@ -52,25 +190,18 @@ pub struct PrefixState<'a, T> {
 impl<'a, T: Float> PrefixState<'a, T> {
     /// An empty state over the first [`state_len`] elements of `buf`.
     pub fn new(features: usize, value_dim: usize, buf: &'a mut [T]) -> Result<Self> {
-        let len = state_len(features, value_dim)?;
-        check::room("state", buf, len)?;
-        let (s, rest) = buf[..len].split_at_mut(features * value_dim);
-        let mut st = Self {
-            s,
-            z: rest,
-            log_scale: T::neg_infinity(),
-            tokens: 0,
-            features,
-            value_dim,
-        };
+        let mut st = Self::attach(features, value_dim, buf, 0, T::neg_infinity())?;
         st.reset();
         Ok(st)
     }
 
     /// Forgets every key.
     pub fn reset(&mut self) {
-        self.s.fill(T::zero());
-        self.z.fill(T::zero());
+        self.hi.fill(T::zero());
+        self.lo.fill(T::zero());
+        self.ring_keys.fill(T::zero());
+        self.ring_values.fill(T::zero());
+        *self.ring_len = T::zero();
         self.log_scale = T::neg_infinity();
         self.tokens = 0;
     }
@@ -91,16 +222,68 @@ impl<'a, T: Float> PrefixState<'a, T> {
     pub fn log_scale(&self) -> T {
         self.log_scale
     }
-    /// Stored S (M×dv, row-major), to be multiplied by `e^c`.
+    /// Folded total of S (M×dv, row-major), to be multiplied by `e^c`. The whole S is this
+    /// plus its compensation plus the ring's keys (see [`parts`](Self::parts)).
     pub fn s(&self) -> &[T] {
-        self.s
+        &self.hi[..self.features * self.value_dim]
     }
-    /// Stored z (M), to be multiplied by `e^c`.
+    /// Folded total of z (M), to be multiplied by `e^c`; see [`s`](Self::s).
     pub fn z(&self) -> &[T] {
-        self.z
+        &self.hi[self.features * self.value_dim..]
+    }
+    /// Keys in the ring, not yet folded into the total (at most [`RING`]).
+    pub fn ring_len(&self) -> usize {
+        ring_count(*self.ring_len)
+    }
+    /// The parts of the state: the folded total and its compensation (each S, M×dv, then z,
+    /// M), and the ring's first [`ring_len`](Self::ring_len) key rows (M each) and value rows
+    /// (dv each). S is `total + compensation + Σ keysᵀ·values`, z likewise with the keys'
+    /// sum.
+    pub fn parts(&self) -> [&[T]; 4] {
+        let r = self.ring_len();
+        [
+            self.hi,
+            self.lo,
+            &self.ring_keys[..r * self.features],
+            &self.ring_values[..r * self.value_dim],
+        ]
     }
 
-    /// A state over `buf` that keeps its contents: the S and z an earlier state over the same
+    /// One element of the whole state, in f64: `S[row][col]` (or `z[row]` for `col = None`)
+    /// as total + compensation + the ring's keys' contribution, to be multiplied by `e^c`.
+    pub fn entry(&self, row: usize, col: Option<usize>) -> f64 {
+        let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
+        let at = col.map_or(m * dv + row, |j| row * dv + j);
+        let ring: f64 = (0..r)
+            .map(|b| {
+                let k = self.ring_keys[b * m + row].to_f64();
+                col.map_or(k, |j| k * self.ring_values[b * dv + j].to_f64())
+            })
+            .sum();
+        self.hi[at].to_f64() + self.lo[at].to_f64() + ring
+    }
+
+    /// The whole state's elements in snapshot order: total, compensation, ring keys, ring
+    /// values (all RING rows, the unused ones zero).
+    pub(crate) fn storage(&self) -> [&[T]; 4] {
+        [self.hi, self.lo, self.ring_keys, self.ring_values]
+    }
+
+    /// [`storage`](Self::storage), writable, for restoring a snapshot; the ring count
+    /// separately.
+    pub(crate) fn storage_mut(&mut self) -> ([&mut [T]; 4], &mut T) {
+        (
+            [
+                &mut *self.hi,
+                &mut *self.lo,
+                &mut *self.ring_keys,
+                &mut *self.ring_values,
+            ],
+            &mut *self.ring_len,
+        )
+    }
+
+    /// A state over `buf` that keeps its contents: the sums an earlier state over the same
     /// buffer left there, at that state's `tokens` and `log_scale`.
     pub(crate) fn attach(
         features: usize,
@@ -109,8 +292,8 @@ impl<'a, T: Float> PrefixState<'a, T> {
         tokens: u64,
         log_scale: T,
     ) -> Result<Self> {
-        let len = state_len(features, value_dim)?;
-        check::room("state", buf, len)?;
+        let block = block_len(features, value_dim)?;
+        check::room("state", buf, state_len(features, value_dim)?)?;
         // The O(1) invariants of a live state: empty exactly when the scale is −∞.
         let empty = log_scale == T::neg_infinity();
         if !(log_scale.is_finite() || empty) || (tokens == 0) != empty {
@@ -118,19 +301,21 @@ impl<'a, T: Float> PrefixState<'a, T> {
                 what: "log_scale must be finite with tokens > 0, or -inf with tokens == 0",
             });
         }
-        let (s, z) = buf[..len].split_at_mut(features * value_dim);
+        let (hi, rest) = buf.split_at_mut(block);
+        let (lo, rest) = rest.split_at_mut(block);
+        let (ring_keys, rest) = rest.split_at_mut(RING * features);
+        let (ring_values, rest) = rest.split_at_mut(RING * value_dim);
         Ok(Self {
-            s,
-            z,
+            hi,
+            lo,
+            ring_keys,
+            ring_values,
+            ring_len: &mut rest[0],
             log_scale,
             tokens,
             features,
             value_dim,
         })
-    }
-
-    pub(crate) fn parts_mut(&mut self) -> (&mut [T], &mut [T]) {
-        (self.s, self.z)
     }
 
     pub(crate) fn set_raw(&mut self, log_scale: T, tokens: u64) {
@@ -141,15 +326,40 @@ impl<'a, T: Float> PrefixState<'a, T> {
     /// Moves the state to log-scale `c_new ≥ c`.
     fn raise_scale<K: Kernels<T>>(&mut self, kernels: &K, c_new: T) {
         if c_new > self.log_scale {
-            let f = (self.log_scale - c_new).libm_exp();
-            kernels.scale(f, self.s);
-            kernels.scale(f, self.z);
+            let f = rescale_factor(self.log_scale, c_new);
+            let r = self.ring_len();
+            kernels.scale(f, self.hi);
+            kernels.scale(f, self.lo);
+            kernels.scale(f, &mut self.ring_keys[..r * self.features]);
             self.log_scale = c_new;
         }
     }
 
+    /// Folds the ring into the compensated total and empties it: its rank-r sums are added
+    /// to the compensation by one GEMM (`lo` is tiny, so they keep their low bits), then
+    /// [`settle`](Self::settle)d into the total.
+    pub(crate) fn flush<K: Kernels<T>>(&mut self, kernels: &K) {
+        let r = self.ring_len();
+        if r > 0 {
+            let (m, dv) = (self.features, self.value_dim);
+            kernels.fold_rank(m, dv, self.hi, self.lo, self.ring_keys, self.ring_values, r);
+            self.ring_keys[..r * m].fill(T::zero());
+            self.ring_values[..r * dv].fill(T::zero());
+            *self.ring_len = T::zero();
+        }
+    }
+
+    /// Moves the compensation's excess into the total (TwoSum per element): afterwards
+    /// `|lo| ≤ ulp(hi)/2` and `hi + lo` is unchanged.
+    pub(crate) fn settle<K: Kernels<T>>(&mut self, kernels: &K) {
+        kernels.fold(self.hi, self.lo);
+    }
+
     /// Absorbs `rows` keys: stored features `feats` (rows×M, scaled in place) with log-scales
-    /// `logs` (`-∞` marks a masked key), values `v` (rows×dv).
+    /// `logs` (`-∞` marks a masked key), values `v` (rows×dv). Their sums are added to the
+    /// compensation by one GEMM; the caller [`settle`](Self::settle)s them into the total
+    /// before the next query (and often enough that the compensation stays small next to the
+    /// total: the bidirectional path every so many rows).
     pub(crate) fn push_rows<K: Kernels<T>>(
         &mut self,
         kernels: &K,
@@ -163,30 +373,49 @@ impl<'a, T: Float> PrefixState<'a, T> {
         if block_max == T::neg_infinity() {
             return;
         }
-        let c = block_max.max(self.log_scale);
+        self.flush(kernels);
+        let c = stabiliser(block_max).max(self.log_scale);
         self.raise_scale(kernels, c);
+        let mut absorbed = 0u64;
         for (r, &l) in logs[..rows].iter().enumerate() {
-            let f = (l - c).libm_exp();
-            kernels.scale(f, &mut feats[r * m..(r + 1) * m]);
+            kernels.scale((l - c).libm_exp(), &mut feats[r * m..(r + 1) * m]);
             if l != T::neg_infinity() {
-                self.tokens = self.tokens.saturating_add(1);
+                absorbed += 1;
             }
         }
-        kernels.gemm_tn(m, dv, rows, feats, m, v, dv, self.s, dv, true);
-        for r in 0..rows {
-            kernels.axpy(T::one(), &feats[r * m..(r + 1) * m], self.z);
+        add_block(kernels, self.lo, feats, v, rows, m, dv);
+        self.tokens = self.tokens.saturating_add(absorbed);
+    }
+
+    /// Absorbs one key into the ring: features `kf` with log-scale `lk` (`-∞` or NaN: absent,
+    /// nothing happens) and value `v`; folds the ring into the total when it is full.
+    pub(crate) fn push_row<K: Kernels<T>>(&mut self, kernels: &K, kf: &[T], lk: T, v: &[T]) {
+        // The same "absent key" test as push_rows (which also drops NaN through its max).
+        if lk.is_nan() || lk == T::neg_infinity() {
+            return;
+        }
+        let (m, dv) = (self.features, self.value_dim);
+        let c = stabiliser(lk).max(self.log_scale);
+        self.raise_scale(kernels, c);
+        let r = self.ring_len();
+        let row = &mut self.ring_keys[r * m..(r + 1) * m];
+        row.copy_from_slice(&kf[..m]);
+        kernels.scale((lk - c).libm_exp(), row);
+        self.ring_values[r * dv..(r + 1) * dv].copy_from_slice(&v[..dv]);
+        *self.ring_len = T::from_usize(r + 1);
+        self.tokens = self.tokens.saturating_add(1);
+        if r + 1 == RING {
+            self.flush(kernels);
         }
     }
 
-    /// One causal token: absorbs key features `kf` (scaled in place) with log-scale `lk`
-    /// (`-∞`: masked) and value `v`, then answers the query `qf`, `ql` into `out` — the same
-    /// as `push_rows(1)` then `query_rows(1)`, but in one pass over S through
-    /// [`Kernels::state_step`].
+    /// One causal token: [`push_row`](Self::push_row), then the query `qf`, `ql` answered
+    /// into `out` (a token attends to itself).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn step_row<K: Kernels<T>>(
         &mut self,
         kernels: &K,
-        kf: &mut [T],
+        kf: &[T],
         lk: T,
         v: &[T],
         qf: &[T],
@@ -194,32 +423,25 @@ impl<'a, T: Float> PrefixState<'a, T> {
         normalized: bool,
         out: &mut [T],
     ) {
-        // The same "absent key" test as push_rows (which also drops NaN through its max).
-        if lk.is_nan() || lk == T::neg_infinity() {
-            self.query_rows(kernels, qf, &[ql], 1, normalized, out, self.value_dim);
-            return;
-        }
-        let (m, dv) = (self.features, self.value_dim);
-        let c = lk.max(self.log_scale);
-        let f = if c > self.log_scale {
-            (self.log_scale - c).libm_exp()
-        } else {
-            T::one()
-        };
-        self.log_scale = c;
-        kernels.scale((lk - c).libm_exp(), &mut kf[..m]);
-        self.tokens = self.tokens.saturating_add(1);
-        let den = kernels.state_step(m, dv, self.s, self.z, f, kf, v, qf, out);
-        let o = &mut out[..dv];
+        self.push_row(kernels, kf, lk, v);
+        self.query_rows(kernels, qf, &[ql], 1, normalized, out, self.value_dim);
+    }
+
+    /// Normalises one output row by its denominator, or scales an unnormalised one by its
+    /// query's and the state's log-scales.
+    fn finish_row<K: Kernels<T>>(&self, kernels: &K, o: &mut [T], den: T, ql: T, normalized: bool) {
         if normalized {
             kernels.scale(T::one() / guard(den), o);
+        } else if self.log_scale == T::neg_infinity() {
+            o.fill(T::zero());
         } else {
-            kernels.scale((ql + c).libm_exp(), o);
+            scale_by_exp(kernels, o, ql + self.log_scale);
         }
     }
 
     /// Attention outputs for `rows` queries with stored features `feats` (rows×M) and
-    /// log-scales `logs`: `out = φ(q)ᵀS / φ(q)·z` (normalised) or `e^{ℓ+c} φ(q)ᵀS`.
+    /// log-scales `logs`: `out = φ(q)ᵀS / φ(q)·z` (normalised) or `e^{ℓ+c} φ(q)ᵀS`, from the
+    /// total and the ring's keys.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn query_rows<K: Kernels<T>>(
         &self,
@@ -231,18 +453,64 @@ impl<'a, T: Float> PrefixState<'a, T> {
         out: &mut [T],
         ldo: usize,
     ) {
-        let (m, dv) = (self.features, self.value_dim);
-        kernels.gemm_nn(rows, dv, m, feats, m, self.s, dv, out, ldo, false);
-        for r in 0..rows {
-            let o = &mut out[r * ldo..r * ldo + dv];
-            if normalized {
-                let den = kernels.dot(&feats[r * m..(r + 1) * m], self.z);
-                kernels.scale(T::one() / guard(den), o);
-            } else if self.log_scale == T::neg_infinity() {
-                o.fill(T::zero());
-            } else {
-                kernels.scale((logs[r] + self.log_scale).libm_exp(), o);
+        let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
+        if r > 0 || rows == 1 {
+            // Decoding: one pass over S and the ring per query.
+            for i in 0..rows {
+                let f = &feats[i * m..(i + 1) * m];
+                let o = &mut out[i * ldo..i * ldo + dv];
+                let (keys, values) = (&*self.ring_keys, &*self.ring_values);
+                let den = kernels.ring_query(m, dv, self.hi, keys, values, r, f, o);
+                self.finish_row(kernels, o, den, logs[i], normalized);
             }
+            return;
         }
+        // A block of queries against the total alone (block paths empty the ring first).
+        let (s, z) = self.hi.split_at(m * dv);
+        kernels.gemm_nn(rows, dv, m, feats, m, s, dv, out, ldo, false);
+        for i in 0..rows {
+            let f = &feats[i * m..(i + 1) * m];
+            let den = if normalized {
+                kernels.dot(f, z)
+            } else {
+                T::zero()
+            };
+            self.finish_row(
+                kernels,
+                &mut out[i * ldo..i * ldo + dv],
+                den,
+                logs[i],
+                normalized,
+            );
+        }
+    }
+}
+
+/// `sums += [Kᵀ V | Kᵀ 1]` for `rows` key rows `k` (rows×m) and value rows `v` (rows×dv), into
+/// a copy of the sums (S, m×dv, then z, m).
+fn add_block<T: Float, K: Kernels<T>>(
+    kernels: &K,
+    sums: &mut [T],
+    k: &[T],
+    v: &[T],
+    rows: usize,
+    m: usize,
+    dv: usize,
+) {
+    let (s, z) = sums[..m * dv + m].split_at_mut(m * dv);
+    kernels.gemm_tn(m, dv, rows, k, m, v, dv, s, dv, true);
+    for r in 0..rows {
+        kernels.axpy(T::one(), &k[r * m..(r + 1) * m], z);
+    }
+}
+
+/// The ring count held in the buffer, clamped to `[0, RING]` (a foreign buffer may hold
+/// anything; restore validates it exactly).
+pub(crate) fn ring_count<T: Float>(x: T) -> usize {
+    let n = x.to_f64();
+    if n >= 0.0 && n <= RING as f64 {
+        n as usize
+    } else {
+        0
     }
 }

@@ -1,14 +1,10 @@
 //! Token-by-token causal decoding over a constant-size state, with byte snapshots.
 
 use crate::attention::{Options, Shape, chunk_scratch_len, chunked_into_state, prepare_keys};
-use crate::error::{Result, SnapshotError, check};
+use crate::error::{Result, check};
 use crate::state::{PrefixState, state_len};
 use crate::{FeatureMap, Float, Kernels};
-
-const MAGIC: [u8; 4] = *b"FAVS";
-/// Version of the snapshot byte format written by [`Stream::snapshot`].
-pub const SNAPSHOT_VERSION: u32 = 1;
-const HEADER: usize = 56;
+use crate::{range, snapshot};
 
 /// A causal attention stream: the prefix state `(S, z, c)` of one head plus the feature map,
 /// for decoding one token at a time in O(M·(d + dv)) per token and O(M·dv) memory, however
@@ -22,7 +18,7 @@ const HEADER: usize = 56;
 /// let mut w = [0f32; 32];
 /// projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
 /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
-/// let mut buf = [0f32; 64];
+/// let mut buf = [0f32; 300];
 /// assert!(Stream::<f32, _, Scalar>::buffer_len(&phi, d).unwrap() <= buf.len());
 /// let mut stream = Stream::new(Scalar, &phi, d, &mut buf).unwrap();
 /// let mut out = [0f32; 4];
@@ -43,8 +39,9 @@ pub struct Stream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
 }
 
 impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
-    /// Elements the stream's buffer needs: the state (`M·dv + M`) plus two feature rows
-    /// (`2·M`) and two input rows (`2·d`).
+    /// Elements the stream's buffer needs: the state ([`state_len`](crate::state_len): the
+    /// sums and their compensation, `2·(M·dv + M)`, and the ring of recent keys,
+    /// `RING·(M + dv) + 1`) plus two feature rows (`2·M`) and two input rows (`2·d`).
     pub fn buffer_len(fm: &F, value_dim: usize) -> Result<usize> {
         let extra = check::mul(2, check::add(fm.feature_dim(), fm.input_dim())?)?;
         check::add(state_len(fm.feature_dim(), value_dim)?, extra)
@@ -111,6 +108,11 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         self.state.tokens()
     }
 
+    /// Keys the state will have summed after `n` more: what the range check bounds.
+    fn next_keys(&self, n: u64) -> u64 {
+        self.state.tokens().saturating_add(n)
+    }
+
     /// The underlying prefix state.
     pub fn state(&self) -> &PrefixState<'a, T> {
         &self.state
@@ -127,11 +129,10 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let (d, dv) = (self.fm.input_dim(), self.state.value_dim());
         check::exact("k", k, d)?;
         check::exact("v", v, dv)?;
-        check::finite("k", k, d)?;
-        check::finite("v", v, dv)?;
+        let ak = range::rows(self.fm, "k", k, d)?;
+        range::sums(self.fm, ak, ak, v, dv, self.next_keys(1))?;
         self.fm
             .map_rows(&self.kernels, k, 1, self.feats, &mut self.log)?;
-        no_overflow("k", &self.log[..1])?;
         prepare_keys(
             self.feats,
             self.fm.feature_dim(),
@@ -139,8 +140,9 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
             None,
             0,
         );
+        let m = self.fm.feature_dim();
         self.state
-            .push_rows(&self.kernels, self.feats, &self.log[..1], v, 1);
+            .push_row(&self.kernels, &self.feats[..m], self.log[0], v);
         Ok(())
     }
 
@@ -150,10 +152,9 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let (d, dv) = (self.fm.input_dim(), self.state.value_dim());
         check::exact("q", q, d)?;
         check::room("out", out, dv)?;
-        check::finite("q", q, d)?;
+        range::rows(self.fm, "q", q, d)?;
         self.fm
             .map_rows(&self.kernels, q, 1, self.feats, &mut self.log)?;
-        no_overflow("q", &self.log[..1])?;
         self.state
             .query_rows(&self.kernels, self.feats, &self.log[..1], 1, true, out, dv);
         Ok(())
@@ -161,9 +162,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
 
     /// One decoding step: `push(k, v)` then `query(q, out)`, as in causal attention where a
     /// token attends to itself.
-    /// Same results as the two calls up to rounding (bit for bit with
-    /// [`Scalar`](crate::Scalar)); faster, because the key and the query are projected in one
-    /// pass over W and the state is updated and read in one pass over S (decoding is
+    /// Same results as the two calls (bit for bit with [`Scalar`](crate::Scalar)); faster,
+    /// because the key and the query are projected in one pass over W (decoding is
     /// memory-bound).
     pub fn step(&mut self, q: &[T], k: &[T], v: &[T], out: &mut [T]) -> Result<()> {
         let (d, m, dv) = (
@@ -175,9 +175,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::exact("k", k, d)?;
         check::exact("v", v, dv)?;
         check::room("out", out, dv)?;
-        check::finite("k", k, d)?;
-        check::finite("v", v, dv)?;
-        check::finite("q", q, d)?;
+        range::inputs(self.fm, q, k, v, d, dv, self.next_keys(1))?;
         map_pairs(
             &self.kernels,
             self.fm,
@@ -188,7 +186,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
             self.feats,
             &mut self.log,
         )?;
-        let (kf, qf) = self.feats.split_at_mut(m);
+        let (kf, qf) = self.feats.split_at(m);
         let (lk, lq) = (self.log[0], self.log[1]);
         self.state
             .step_row(&self.kernels, kf, lk, v, qf, lq, true, out);
@@ -224,11 +222,15 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         }
         check::exact("v", v, dv)?;
         check::room("out", out, dv)?;
-        check::finite("v", v, dv)?;
-        // step_row scales the key row in place: it goes through the stream's own row, so
-        // `mapped` stays unchanged (and shareable); the query row is read where it is.
-        let kf = &mut self.feats[..m];
-        kf.copy_from_slice(&mapped.feats[2 * i * m..(2 * i + 1) * m]);
+        range::sums(
+            self.fm,
+            mapped.max_q,
+            mapped.max_k,
+            v,
+            dv,
+            self.next_keys(1),
+        )?;
+        let kf = &mapped.feats[2 * i * m..(2 * i + 1) * m];
         let qf = &mapped.feats[(2 * i + 1) * m..2 * (i + 1) * m];
         let (lk, lq) = (mapped.logs[2 * i], mapped.logs[2 * i + 1]);
         self.state
@@ -256,7 +258,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         scratch: &mut [T],
     ) -> Result<()> {
         let shape = Shape::new(len, self.fm.input_dim(), self.state.value_dim());
-        shape.check_inputs(self.fm.input_dim(), q, k, v, out, None)?;
+        shape.check_inputs(self.fm, q, k, v, out, None, self.tokens())?;
         check::room("scratch", scratch, self.prefill_scratch_len(chunk)?)?;
         let opts = Options {
             block: chunk,
@@ -279,121 +281,25 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
 
     /// Bytes [`Stream::snapshot`] writes.
     pub fn snapshot_len(&self) -> usize {
-        HEADER + self.state.s().len().saturating_add(self.state.z().len()) * size_of::<T>()
+        snapshot::len(&self.state)
     }
 
-    /// Writes the state as bytes (little-endian, versioned header; layout in ARCHITECTURE.md)
-    /// and returns how many were written.
+    /// Writes the state as bytes (little-endian, versioned header, CRC-32 trailer; layout in
+    /// ARCHITECTURE.md) and returns how many were written.
     pub fn snapshot(&self, out: &mut [u8]) -> Result<usize> {
         let n = self.snapshot_len();
         check::room("snapshot", out, n)?;
-        let out = &mut out[..n];
-        out[0..4].copy_from_slice(&MAGIC);
-        out[4..8].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        out[8..12].copy_from_slice(&T::DTYPE_TAG.to_le_bytes());
-        out[12..16].copy_from_slice(&0u32.to_le_bytes());
-        out[16..24].copy_from_slice(&(self.state.features() as u64).to_le_bytes());
-        out[24..32].copy_from_slice(&(self.state.value_dim() as u64).to_le_bytes());
-        out[32..40].copy_from_slice(&self.state.tokens().to_le_bytes());
-        out[40..48].copy_from_slice(&self.fm.fingerprint().to_le_bytes());
-        out[48..56].copy_from_slice(&self.state.log_scale().to_f64().to_le_bytes());
-        let body = &mut out[HEADER..];
-        let (bs, bz) = body.split_at_mut(size_of_val(self.state.s()));
-        write_le(self.state.s(), bs);
-        write_le(self.state.z(), bz);
+        snapshot::write(&self.state, self.fm, out);
         Ok(n)
     }
 
-    /// Replaces the state with one written by [`Stream::snapshot`]. The bytes must come from
-    /// a stream with the same float type, dimensions and feature map; on any error the state
-    /// is unchanged.
+    /// Replaces the state with one written by [`Stream::snapshot`] (this version or version 1).
+    /// The bytes must come from a stream with the same float type, dimensions and feature map,
+    /// carry a valid checksum, and describe a state such a stream can reach; on any error the
+    /// state is unchanged.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() < HEADER {
-            return Err(SnapshotError::TooShort.into());
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or([0; 4]));
-        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-        if bytes[0..4] != MAGIC {
-            return Err(SnapshotError::BadMagic.into());
-        }
-        let version = u32_at(4);
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion(version).into());
-        }
-        if u32_at(8) != T::DTYPE_TAG {
-            return Err(SnapshotError::WrongDType.into());
-        }
-        if u64_at(16) != self.state.features() as u64 || u64_at(24) != self.state.value_dim() as u64
-        {
-            return Err(SnapshotError::WrongDims.into());
-        }
-        if u64_at(40) != self.fm.fingerprint() {
-            return Err(SnapshotError::WrongFeatureMap.into());
-        }
-        if bytes.len() != self.snapshot_len() {
-            return Err(SnapshotError::WrongLength.into());
-        }
-        let tokens = u64_at(32);
-        // The log-scale is checked after its conversion to T (rounding is fine): 1e300 is a
-        // finite f64 but an infinite f32, and an infinite scale would swallow every later key.
-        let log_scale = T::from_f64(f64::from_bits(u64_at(48)));
-        let body = &bytes[HEADER..];
-        let (bs, bz) = body.split_at(size_of_val(self.state.s()));
-        let values = body.chunks_exact(size_of::<T>()).map(read_le::<T>);
-        let consistent = if tokens == u64::MAX {
-            false
-        } else if tokens == 0 {
-            // An empty state is all zeros at scale −∞; anything else would answer queries
-            // with keys it claims not to have seen.
-            log_scale == T::neg_infinity() && values.clone().all(|x| x == T::zero())
-        } else {
-            log_scale.is_finite()
-        };
-        if !consistent || !values.clone().all(|x| x.is_finite()) || u32_at(12) != 0 {
-            return Err(SnapshotError::Corrupt.into());
-        }
-        if self.fm.is_positive() && !positive_state_is_sound::<T>(bs, bz, self.state.value_dim()) {
-            return Err(SnapshotError::Corrupt.into());
-        }
-        let (s, z) = self.state.parts_mut();
-        for (x, c) in s.iter_mut().zip(bs.chunks_exact(size_of::<T>())) {
-            *x = read_le(c);
-        }
-        for (x, c) in z.iter_mut().zip(bz.chunks_exact(size_of::<T>())) {
-            *x = read_le(c);
-        }
-        self.state.set_raw(log_scale, tokens);
-        Ok(())
+        snapshot::restore(&mut self.state, self.fm, bytes)
     }
-}
-
-/// What a state built from positive features always satisfies, and what keeps every answer
-/// finite: `zᵢ ≥ 0`; row i of S is zero where `zᵢ = 0`; each `|Sᵢⱼ|/zᵢ` is finite (an output
-/// is a convex combination of these ratios, since a positive query weighs row i by `qᵢzᵢ`);
-/// and `M·max|S|`, `M·max z` are finite, so the sums `qᵀS` and `qᵀz` (stored `qᵢ ≤ 1`) cannot
-/// overflow. Computed in f64 against `T`'s range.
-fn positive_state_is_sound<T: Float>(bs: &[u8], bz: &[u8], dv: usize) -> bool {
-    let max = T::max_value().to_f64();
-    let m = (bz.len() / size_of::<T>()) as f64;
-    let z = bz
-        .chunks_exact(size_of::<T>())
-        .map(|c| read_le::<T>(c).to_f64());
-    let rows = bs.chunks_exact(size_of::<T>() * dv.max(1));
-    let (mut s_max, mut z_max) = (0f64, 0f64);
-    for (zi, row) in z.zip(rows) {
-        if zi < 0.0 {
-            return false;
-        }
-        z_max = z_max.max(zi);
-        for c in row.chunks_exact(size_of::<T>()) {
-            let sij = read_le::<T>(c).to_f64().abs();
-            s_max = s_max.max(sij);
-            if (zi == 0.0 && sij != 0.0) || sij > zi * max {
-                return false;
-            }
-        }
-    }
-    m * s_max <= max && m * z_max <= max
 }
 
 /// Elements of scratch [`MappedTokens::new`] needs for `n` tokens: their keys and queries
@@ -439,6 +345,9 @@ pub struct MappedTokens<'a, 'f, T, F> {
     feats: &'a [T],
     /// 2n log-scales, in the same order.
     logs: &'a [T],
+    /// The largest query and key entries, for the range check of each step.
+    max_q: T,
+    max_k: T,
 }
 
 impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
@@ -458,13 +367,20 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
         check::exact("q", q, check::mul(n, d)?)?;
         check::exact("k", k, check::mul(n, d)?)?;
         check::room("scratch", scratch, mapped_tokens_len(fm, n)?)?;
-        check::finite("k", k, d)?;
-        check::finite("q", q, d)?;
+        let max_k = range::rows(fm, "k", k, d)?;
+        let max_q = range::rows(fm, "q", q, d)?;
         let (rows, rest) = scratch.split_at_mut(2 * n * d);
         let (feats, rest) = rest.split_at_mut(2 * n * m);
         let logs = &mut rest[..2 * n];
         map_pairs(kernels, fm, n, q, k, rows, feats, logs)?;
-        Ok(Self { fm, n, feats, logs })
+        Ok(Self {
+            fm,
+            n,
+            feats,
+            logs,
+            max_q,
+            max_k,
+        })
     }
 
     /// Tokens mapped.
@@ -480,8 +396,8 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
 
 /// Maps `n` (key, query) pairs (rows of `k` and `q`, checked finite) as one GEMM of `2n`
 /// rows: `rows` (2n·d) holds key i then query i, `feats` (2n·M) and `logs` (2n) receive
-/// their features in that order. Refuses +∞ log-scales before returning; keys whose log-scale
-/// is NaN become absent (see `prepare_keys`).
+/// their features in that order. Keys whose log-scale is NaN become absent (see
+/// `prepare_keys`).
 #[allow(clippy::too_many_arguments)]
 fn map_pairs<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     kernels: &K,
@@ -500,8 +416,6 @@ fn map_pairs<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     }
     fm.map_rows(kernels, &rows[..2 * n * d], 2 * n, feats, logs)?;
     for i in 0..n {
-        no_overflow("k", &logs[2 * i..2 * i + 1])?;
-        no_overflow("q", &logs[2 * i + 1..2 * i + 2])?;
         prepare_keys(
             &mut feats[2 * i * m..(2 * i + 1) * m],
             m,
@@ -511,32 +425,4 @@ fn map_pairs<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         );
     }
     Ok(())
-}
-
-/// A +∞ log-scale means some `wᵢ·x` overflowed: the feature is not representable, and
-/// absorbing it would poison the state for every later token.
-fn no_overflow<T: Float>(what: &'static str, logs: &[T]) -> Result<()> {
-    if logs.iter().any(|&l| l == T::infinity()) {
-        return Err(crate::Error::Overflow { what });
-    }
-    Ok(())
-}
-
-fn write_le<T: Float>(src: &[T], dst: &mut [u8]) {
-    let bytes: &[u8] = bytemuck::cast_slice(src);
-    dst.copy_from_slice(bytes);
-    if cfg!(target_endian = "big") {
-        dst.chunks_exact_mut(size_of::<T>())
-            .for_each(<[u8]>::reverse);
-    }
-}
-
-fn read_le<T: Float>(c: &[u8]) -> T {
-    let mut buf = [0u8; 8];
-    let b = &mut buf[..c.len()];
-    b.copy_from_slice(c);
-    if cfg!(target_endian = "big") {
-        b.reverse();
-    }
-    bytemuck::pod_read_unaligned(b)
 }

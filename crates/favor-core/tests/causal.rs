@@ -1589,10 +1589,12 @@ fn trigonometric_features_can_be_wildly_off_but_stay_finite() {
     assert!(worst > 1.0, "trig error only {worst} of the value range");
 }
 
-/// Regression: a finite key so large that `|x|²` overflows f32 gives a NaN log-scale (∞ − ∞).
-/// Its true feature is the limit 0, so every path must treat it as absent — the same way —
-/// and the state must stay usable (it once poisoned `Stream::step` and `causal_prefix` with
-/// NaN while `push` + `query` skipped the key, and `causal_chunked` depended on the chunk).
+/// Regression: a finite key so large that `|x|²` overflows f32 (but within the supported
+/// range: its projections are finite) gets a log-scale of −∞ (it once got NaN, ∞ − ∞, from
+/// keys whose projections overflowed too, which are now refused as out of range). Its true
+/// feature is the limit 0, so every path must treat it as absent — the same way — and the
+/// state must stay usable (it once poisoned `Stream::step` and `causal_prefix` with NaN while
+/// `push` + `query` skipped the key, and `causal_chunked` depended on the chunk).
 #[test]
 fn keys_whose_squared_norm_overflows_are_absent_on_every_path() {
     let (d, m, dv) = (4, 8, 4);
@@ -1603,7 +1605,8 @@ fn keys_whose_squared_norm_overflows_are_absent_on_every_path() {
     let l = 5;
     let q = vec![0.1f32; l * d];
     let mut k: Vec<f32> = (0..l * d).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
-    k[..d].fill(3e38);
+    k[..d].fill(1e20);
+    assert!(1e20 < phi.max_input());
     let v: Vec<f32> = (0..l * dv).map(|i| i as f32).collect();
     let shape = Shape::new(l, d, dv);
     let mut outs = Vec::new();

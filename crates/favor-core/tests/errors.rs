@@ -4,9 +4,9 @@
 //! sentinel and must still hold it bit for bit; stream state is compared through snapshots.
 
 use favor_core::{
-    Activation, Error, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Normals,
-    Options, PartitionEstimator, PositiveSoftmax, PrefixState, ProjectionKind, SNAPSHOT_VERSION,
-    Scalar, Shape, SnapshotError, Stream, TrigonometricSoftmax, attention_row,
+    Activation, Error, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Kernels,
+    Normals, Options, PartitionEstimator, PositiveSoftmax, PrefixState, ProjectionKind, RING,
+    SNAPSHOT_VERSION, Scalar, Shape, SnapshotError, Stream, TrigonometricSoftmax, attention_row,
     attention_row_scratch_len, bidirectional, bidirectional_scratch_len, causal_chunked,
     causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, chunk_scratch_len,
     projection, projection_len, softmax_attention, state_len,
@@ -68,7 +68,7 @@ fn variant(e: &Error) -> &'static str {
         Error::BufferTooSmall { .. } => "BufferTooSmall",
         Error::NonFinite { .. } => "NonFinite",
         Error::InvalidParameter { .. } => "InvalidParameter",
-        Error::Overflow { .. } => "Overflow",
+        Error::OutOfRange { .. } => "OutOfRange",
         Error::SizeOverflow => "SizeOverflow",
         Error::Snapshot(s) => match s {
             SnapshotError::TooShort => "Snapshot(TooShort)",
@@ -78,6 +78,7 @@ fn variant(e: &Error) -> &'static str {
             SnapshotError::WrongDims => "Snapshot(WrongDims)",
             SnapshotError::WrongFeatureMap => "Snapshot(WrongFeatureMap)",
             SnapshotError::WrongLength => "Snapshot(WrongLength)",
+            SnapshotError::BadChecksum => "Snapshot(BadChecksum)",
             SnapshotError::Corrupt => "Snapshot(Corrupt)",
             _ => "Snapshot(unknown)",
         },
@@ -85,14 +86,14 @@ fn variant(e: &Error) -> &'static str {
     }
 }
 
-const ALL_VARIANTS: [&str; 16] = [
+const ALL_VARIANTS: [&str; 17] = [
     "ZeroDimension",
     "LengthMismatch",
     "DimensionMismatch",
     "BufferTooSmall",
     "NonFinite",
     "InvalidParameter",
-    "Overflow",
+    "OutOfRange",
     "SizeOverflow",
     "Snapshot(TooShort)",
     "Snapshot(BadMagic)",
@@ -101,6 +102,7 @@ const ALL_VARIANTS: [&str; 16] = [
     "Snapshot(WrongDims)",
     "Snapshot(WrongFeatureMap)",
     "Snapshot(WrongLength)",
+    "Snapshot(BadChecksum)",
     "Snapshot(Corrupt)",
 ];
 
@@ -563,7 +565,7 @@ fn buffer_too_small_reports_needed_and_given() {
         Some(small("state", need, need - 1))
     );
     let need = Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap();
-    assert_eq!(need, M * DV + M + 2 * (M + D));
+    assert_eq!(need, 2 * (M * DV + M) + RING * (M + DV) + 1 + 2 * (M + D));
     let mut buf = sentinel::<f32>(need - 1);
     let r = Stream::new(Scalar, &fm, DV, &mut buf).err();
     assert_eq!(r, Some(small("stream buffer", need, need - 1)));
@@ -883,7 +885,7 @@ fn invalid_parameters_are_named() {
     assert_eq!(
         r,
         Some(inv(
-            "the partition-function estimator needs a softmax feature map"
+            "the partition-function estimator needs a positive softmax feature map"
         ))
     );
     untouched(&eb, "estimator buffer");
@@ -930,6 +932,7 @@ fn size_overflow_is_reported_not_wrapped() {
 // Snapshots
 
 const HEADER: usize = 56;
+const TRAILER: usize = 4;
 
 /// Little-endian bytes of one T.
 fn le_bytes<T: Float>(x: T) -> Vec<u8> {
@@ -941,9 +944,21 @@ fn le_bytes<T: Float>(x: T) -> Vec<u8> {
     }
 }
 
+/// `bytes` with `with` written at `at`, checksum left as it was (so a version-2 snapshot
+/// fails it).
 fn patched(bytes: &[u8], at: usize, with: &[u8]) -> Vec<u8> {
     let mut b = bytes.to_vec();
     b[at..at + with.len()].copy_from_slice(with);
+    b
+}
+
+/// [`patched`], then the checksum recomputed: a deliberately crafted snapshot that only the
+/// semantic checks can refuse.
+fn resealed(bytes: &[u8], at: usize, with: &[u8]) -> Vec<u8> {
+    let mut b = patched(bytes, at, with);
+    let body = b.len() - TRAILER;
+    let crc = favor_core::crc32(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
@@ -955,7 +970,9 @@ fn check_snapshot_errors<T: Float>() {
     let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
     push_tokens(&mut s, &x, 4);
     let good = snapshot(&s);
-    assert_eq!(good.len(), HEADER + (M * DV + M) * size_of::<T>());
+    let part = (M * DV + M) * size_of::<T>();
+    let ring = RING * (M + DV) * size_of::<T>();
+    assert_eq!(good.len(), HEADER + 2 * part + ring + TRAILER);
     // A second stream with another state: the target of every rejected restore.
     let mut buf2 = vec![T::from_f64(0.0); Stream::<T, _, Scalar>::buffer_len(&fm, DV).unwrap()];
     let mut t = Stream::new(Scalar, &fm, DV, &mut buf2).unwrap();
@@ -981,46 +998,76 @@ fn check_snapshot_errors<T: Float>() {
             SnapshotError::UnsupportedVersion(v),
         );
     }
-    let other_tag: u32 = if size_of::<T>() == 4 { 8 } else { 4 };
-    reject(
-        &patched(&good, 8, &other_tag.to_le_bytes()),
-        SnapshotError::WrongDType,
-    );
-    reject(
-        &patched(&good, 16, &(M as u64 + 1).to_le_bytes()),
-        SnapshotError::WrongDims,
-    );
-    reject(
-        &patched(&good, 24, &(DV as u64 * 2).to_le_bytes()),
-        SnapshotError::WrongDims,
-    );
-    reject(
-        &patched(&good, 40, &[0x5A; 8]),
-        SnapshotError::WrongFeatureMap,
-    );
     reject(&good[..good.len() - 1], SnapshotError::WrongLength);
     reject(&good[..HEADER], SnapshotError::WrongLength);
     reject(&[&good[..], &[0u8]].concat(), SnapshotError::WrongLength);
-    // Corrupt payloads: a non-finite value in S or z, a non-finite or impossible log-scale,
-    // a non-zero reserved word.
+    // A header whose dims imply another length is a length error, whatever the checksum.
+    reject(
+        &patched(&good, 16, &(M as u64 + 1).to_le_bytes()),
+        SnapshotError::WrongLength,
+    );
+    reject(
+        &patched(&good, 8, &3u32.to_le_bytes()),
+        SnapshotError::WrongLength,
+    );
+    // Any corrupted byte after the header's sizes fails the checksum.
+    for at in [12, 33, 40, 48, HEADER, HEADER + part, good.len() - 1] {
+        let mut b = good.clone();
+        b[at] ^= 0x10;
+        reject(&b, SnapshotError::BadChecksum);
+    }
+    // Valid checksums over crafted headers: each mismatch is named.
+    let other_tag: u32 = if size_of::<T>() == 4 { 8 } else { 4 };
+    let retyped = {
+        // Another dtype with the same byte length: the payload element count changes.
+        let n = (M * DV + M) * size_of::<T>() / (other_tag as usize);
+        let mut b = resealed(&good, 8, &other_tag.to_le_bytes());
+        if n != M * DV + M {
+            b = good.clone();
+        }
+        b
+    };
+    if retyped != good {
+        reject(&retyped, SnapshotError::WrongDType);
+    }
+    reject(
+        &resealed(&good, 40, &[0x5A; 8]),
+        SnapshotError::WrongFeatureMap,
+    );
+    // Corrupt payloads with valid checksums: a non-finite value in any part, a non-finite,
+    // off-grid or impossible log-scale, a non-zero reserved word, a compensation beyond a
+    // rounding error, negative or oversized sums.
     let nan = T::from_f64(f64::NAN);
     let inf = T::from_f64(f64::INFINITY);
-    for (at, val) in [(HEADER, nan), (HEADER + M * DV * size_of::<T>(), inf)] {
-        reject(&patched(&good, at, &le_bytes(val)), SnapshotError::Corrupt);
+    for (at, val) in [
+        (HEADER, nan),
+        (HEADER + M * DV * size_of::<T>(), inf),
+        (HEADER + part, nan),
+        (HEADER + 2 * part + ring - size_of::<T>(), nan),
+    ] {
+        reject(&resealed(&good, at, &le_bytes(val)), SnapshotError::Corrupt);
     }
-    let last = good.len() - size_of::<T>();
-    reject(
-        &patched(&good, last, &le_bytes(nan)),
-        SnapshotError::Corrupt,
-    );
-    for ls in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+    for ls in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, 0.1, 1e4] {
         reject(
-            &patched(&good, 48, &ls.to_le_bytes()),
+            &resealed(&good, 48, &ls.to_le_bytes()),
             SnapshotError::Corrupt,
         );
     }
     reject(
-        &patched(&good, 12, &1u32.to_le_bytes()),
+        &resealed(&good, 12, &1u32.to_le_bytes()),
+        SnapshotError::Corrupt,
+    );
+    let z0 = HEADER + M * DV * size_of::<T>();
+    reject(
+        &resealed(&good, z0 + part, &le_bytes(T::from_f64(0.5))),
+        SnapshotError::Corrupt,
+    );
+    reject(
+        &resealed(&good, z0, &le_bytes(T::from_f64(-1.0))),
+        SnapshotError::Corrupt,
+    );
+    reject(
+        &resealed(&good, z0, &le_bytes(T::from_f64(1e3))),
         SnapshotError::Corrupt,
     );
 
@@ -1055,6 +1102,81 @@ fn check_snapshot_errors<T: Float>() {
 fn snapshot_errors_name_the_problem_and_leave_the_stream_alone() {
     check_snapshot_errors::<f32>();
     check_snapshot_errors::<f64>();
+}
+
+/// Every single-byte change of a snapshot is refused (the CRC-32 detects every burst of up
+/// to 32 bits), and the stream is left as it was.
+#[test]
+fn every_single_byte_mutation_of_a_snapshot_is_refused() {
+    let x = data::<f32>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 3);
+    let good = snapshot(&s);
+    let mut b2 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut t = Stream::new(Scalar, &fm, DV, &mut b2).unwrap();
+    let before = snapshot(&t);
+    for at in 0..good.len() {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut b = good.clone();
+            b[at] ^= flip;
+            assert!(t.restore(&b).is_err(), "byte {at} ^ {flip:#x} accepted");
+        }
+    }
+    assert_eq!(snapshot(&t), before);
+    t.restore(&good).unwrap();
+    assert_eq!(snapshot(&t), good);
+}
+
+/// Version-1 snapshots (one part, no checksum) still restore: the same state, with no
+/// compensation and nothing pending, answering as the stream that wrote them.
+#[test]
+fn version_1_snapshots_restore() {
+    let x = data::<f64>();
+    let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
+    let mut buf = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
+    push_tokens(&mut s, &x, 5);
+    // Everything in one total, as a version-1 writer had it: S and z in one part.
+    let total: Vec<f64> = {
+        let [hi, lo, keys, values] = s.state().parts();
+        let r = s.state().ring_len();
+        (0..hi.len())
+            .map(|idx| {
+                let ring: f64 = (0..r)
+                    .map(|b| match idx < M * DV {
+                        true => keys[b * M + idx / DV] * values[b * DV + idx % DV],
+                        false => keys[b * M + idx - M * DV],
+                    })
+                    .sum();
+                hi[idx] + lo[idx] + ring
+            })
+            .collect()
+    };
+    let v2 = snapshot(&s);
+    let mut v1 = v2[..HEADER].to_vec();
+    v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+    v1[12..16].copy_from_slice(&0u32.to_le_bytes());
+    for x in &total {
+        v1.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut b2 = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut t = Stream::new(Scalar, &fm, DV, &mut b2).unwrap();
+    t.restore(&v1).unwrap();
+    assert_eq!(t.tokens(), 5);
+    let (mut a, mut b) = ([0f64; DV], [0f64; DV]);
+    s.query(&x.q[..D], &mut a).unwrap();
+    t.query(&x.q[..D], &mut b).unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert!((a - b).abs() <= 1e-14 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    // A version-1 snapshot is checked too: NaN in its payload is refused.
+    let bad = patched(&v1, HEADER, &f64::NAN.to_le_bytes());
+    assert_eq!(
+        t.restore(&bad),
+        Err(Error::Snapshot(SnapshotError::Corrupt))
+    );
 }
 
 /// A snapshot written by an f64 stream restored into an f32 stream over the same dims (and
@@ -1096,7 +1218,7 @@ fn restore_rejects_a_log_scale_that_is_infinite_in_the_stream_type() {
     let mut buf2 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
     let mut t = Stream::new(Scalar, &fm, DV, &mut buf2).unwrap();
     for ls in [1e300f64, 4e38, -1e300] {
-        let bytes = patched(&good, 48, &ls.to_le_bytes());
+        let bytes = resealed(&good, 48, &ls.to_le_bytes());
         let r = t.restore(&bytes);
         assert_eq!(
             r,
@@ -1116,12 +1238,20 @@ fn restore_rejects_an_empty_snapshot_with_a_non_zero_state() {
     let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
     let mut s = Stream::new(Scalar, &fm, DV, &mut buf).unwrap();
     let empty = snapshot(&s);
-    // First element of S (just after the 56-byte header) set to 1.0.
-    let bytes = patched(&empty, 56, &1.0f32.to_le_bytes());
-    assert_eq!(
-        s.restore(&bytes),
-        Err(Error::Snapshot(SnapshotError::Corrupt))
-    );
+    let part = (M * DV + M) * 4;
+    // The first element of each part (just after the 56-byte header) set to 1.0.
+    for at in [
+        HEADER,
+        HEADER + part,
+        HEADER + 2 * part,
+        HEADER + 2 * part + RING * M * 4,
+    ] {
+        let bytes = resealed(&empty, at, &1.0f32.to_le_bytes());
+        assert_eq!(
+            s.restore(&bytes),
+            Err(Error::Snapshot(SnapshotError::Corrupt))
+        );
+    }
     assert_eq!(snapshot(&s), empty);
     // The untouched empty snapshot itself restores fine.
     assert_eq!(s.restore(&empty), Ok(()));
@@ -1167,7 +1297,7 @@ fn every_variant_is_reachable_and_displays() {
             .unwrap()
             .with_epsilon(-1.0)
             .unwrap_err(),
-        overflowing_step().unwrap_err(),
+        out_of_range_step().unwrap_err(),
         projection_len(usize::MAX, 3).unwrap_err(),
     ];
     let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap()];
@@ -1180,15 +1310,20 @@ fn every_variant_is_reachable_and_displays() {
     let s2 = Stream::new(Scalar, &fm2, DV, &mut b2).unwrap();
     let mut b3 = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&fm, 1).unwrap()];
     let s3 = Stream::new(Scalar, &fm, 1, &mut b3).unwrap();
+    let w64: Vec<f64> = x.w.iter().map(|&w| f64::from(w)).collect();
+    let fm64 = PositiveSoftmax::new(&w64, M, D).unwrap();
+    let mut b64 = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&fm64, DV).unwrap()];
+    let s64 = Stream::new(Scalar, &fm64, DV, &mut b64).unwrap();
     let bad_snapshots = [
         good[..10].to_vec(),
         patched(&good, 0, b"XXXX"),
         patched(&good, 4, &7u32.to_le_bytes()),
-        patched(&good, 8, &8u32.to_le_bytes()),
+        snapshot(&s64),
         snapshot(&s3),
         snapshot(&s2),
         good[..good.len() - 4].to_vec(),
         patched(&good, HEADER, &f32::NAN.to_le_bytes()),
+        resealed(&good, HEADER, &f32::NAN.to_le_bytes()),
     ];
     for b in &bad_snapshots {
         errors.push(s.restore(b).unwrap_err());
@@ -1223,9 +1358,9 @@ fn every_variant_is_reachable_and_displays() {
     );
 }
 
-/// A finite projection whose `w·k` overflows f32: the step must refuse the key (its feature
-/// is not representable) rather than poison the state.
-fn overflowing_step() -> Result<(), Error> {
+/// A finite key whose projection `w·k` would overflow f32: the step must refuse it as out of
+/// range rather than poison the state (or, for a query, answer NaN).
+fn out_of_range_step() -> Result<(), Error> {
     let mut w = vec![0.5f32; M * D];
     w[0] = 3e38;
     let fm = PositiveSoftmax::new(&w, M, D)?;
@@ -1237,19 +1372,96 @@ fn overflowing_step() -> Result<(), Error> {
     let mut out = vec![0f32; DV];
     let before = snapshot(&s);
     let e = s.step(&q, &k, &v, &mut out);
-    assert_eq!(e, Err(Error::Overflow { what: "k" }));
-    assert_eq!(s.push(&k, &v), Err(Error::Overflow { what: "k" }));
-    assert_eq!(s.query(&k, &mut out), Err(Error::Overflow { what: "q" }));
+    let oor = |what| Err(Error::OutOfRange { what, row: 0 });
+    assert_eq!(e, oor("k"));
+    assert_eq!(s.push(&k, &v), oor("k"));
+    assert_eq!(s.query(&k, &mut out), oor("q"));
     assert_eq!(snapshot(&s), before, "the state must not change");
-    // Ordinary tokens still work afterwards.
-    s.step(&q, &q, &v, &mut out)?;
-    assert!(out.iter().all(|x| x.is_finite()));
     e
 }
 
 #[test]
-fn overflowing_features_are_refused_by_the_stream() {
-    assert!(overflowing_step().is_err());
+fn out_of_range_features_are_refused_by_the_stream() {
+    assert!(out_of_range_step().is_err());
+}
+
+/// The reproductions: finite inputs that once gave NaN with `Ok`. Each entry point
+/// now returns `OutOfRange` or a finite result (favor-simd's tests run the same on every
+/// backend).
+#[test]
+fn finite_inputs_never_give_nan() {
+    fn run<K: Kernels<f32>>(kern: K) {
+        let (d, m) = (16, 32);
+        let mut w = vec![0f32; m * d];
+        projection(ProjectionKind::default(), 1, m, d, &mut w).unwrap();
+        let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+        let mut buf = vec![0f32; Stream::<f32, _, K>::buffer_len(&fm, d).unwrap()];
+        let mut s = Stream::new(kern, &fm, d, &mut buf).unwrap();
+        let mut out = vec![0f32; d];
+        let r = s.step(&[1e38; 16], &[0.1; 16], &[1.0; 16], &mut out);
+        assert_eq!(r, Err(Error::OutOfRange { what: "q", row: 0 }));
+        // The largest admitted entries give finite outputs.
+        let big = fm.max_input();
+        s.step(&[big; 16], &[0.1; 16], &[1.0; 16], &mut out)
+            .unwrap();
+        assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
+        s.step(&[0.1; 16], &[-big; 16], &[1.0; 16], &mut out)
+            .unwrap();
+        assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
+
+        // Bidirectional with one query row near 3e38, and a second within range.
+        let l = 4;
+        let mut q = vec![0.1f32; l * d];
+        q[2 * d + 3] = 3e38;
+        let kv = vec![0.2f32; l * d];
+        let mut scratch = vec![0f32; bidirectional_scratch_len(m, d, 64).unwrap()];
+        let mut o = vec![0f32; l * d];
+        let shape = Shape::new(l, d, d);
+        let r = bidirectional(
+            &kern,
+            &fm,
+            &q,
+            &kv,
+            &kv,
+            shape,
+            &Options::default(),
+            &mut o,
+            &mut scratch,
+        );
+        assert_eq!(r, Err(Error::OutOfRange { what: "q", row: 2 }));
+        q[2 * d + 3] = big;
+        for normalized in [true, false] {
+            let opts = Options {
+                normalized,
+                ..Default::default()
+            };
+            bidirectional(&kern, &fm, &q, &kv, &kv, shape, &opts, &mut o, &mut scratch).unwrap();
+            assert!(o.iter().all(|x| !x.is_nan()), "{o:?}");
+            if normalized {
+                assert!(o.iter().all(|x| x.is_finite()), "{o:?}");
+            }
+        }
+        // Values whose sums would overflow.
+        let mut v = vec![1f32; l * d];
+        v[d] = 1e37;
+        let r = bidirectional(
+            &kern,
+            &fm,
+            &kv,
+            &kv,
+            &v,
+            shape,
+            &Options::default(),
+            &mut o,
+            &mut scratch,
+        );
+        assert_eq!(r, Err(Error::OutOfRange { what: "v", row: 1 }));
+        // Exact attention with logits beyond f32.
+        q[2 * d + 3] = 3e38;
+        let r = softmax_attention(&kern, &q, &kv, &kv, shape, &ExactOptions::default(), &mut o);
+        assert_eq!(r, Err(Error::OutOfRange { what: "q", row: 2 }));
+    }
+    run(Scalar);
 }
 
 #[test]

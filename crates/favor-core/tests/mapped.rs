@@ -91,14 +91,14 @@ fn bad_input_is_rejected_before_any_stream_changes() {
     ));
     assert!(MappedTokens::new(&Scalar, &phi, HEADS, &q, &k, &mut scratch[1..]).is_err());
     assert!(MappedTokens::new(&Scalar, &phi, 0, &[], &[], &mut scratch).is_err());
-    // A huge projection row: w·k overflows while |k|² does not (+∞ log-scale).
+    // A huge projection row: w·k would overflow while |k|² does not; refused up front.
     let mut w_big = w.clone();
     w_big[..D].fill(1e300);
     let big = PositiveSoftmax::new(&w_big, M, D).unwrap();
     let mut k_over = k.clone();
     k_over[2 * D] = 1e10;
     let r = MappedTokens::new(&Scalar, &big, HEADS, &q, &k_over, &mut scratch);
-    assert!(matches!(r, Err(Error::Overflow { what: "k" })), "{r:?}");
+    assert_eq!(r.unwrap_err(), Error::OutOfRange { what: "k", row: 2 });
 
     let mut scratch2 = vec![0f64; mapped_tokens_len(&other, HEADS).unwrap()];
     let foreign = MappedTokens::new(&Scalar, &other, HEADS, &q, &k, &mut scratch2).unwrap();

@@ -131,10 +131,16 @@ macro_rules! impl_common {
                     gemm(s, 1, n, i + 1, ai, bm, &mut c[i * ldc..], ldc, 1.0, acc);
                 }
             });
-            op!(StateStep<'a> {
-                m: usize, dv: usize, st: &'a mut [T], z: &'a mut [T], f: T, k: &'a [T],
-                v: &'a [T], q: &'a [T], out: &'a mut [T],
-            } -> T, |s| { ops::state_step(s, m, dv, st, z, f, k, v, q, out) });
+            op!(Fold<'a> { hi: &'a mut [T], lo: &'a mut [T] } -> (),
+                |s| { ops::fold(s, hi, lo) });
+            op!(RingQuery<'a> {
+                m: usize, dv: usize, hi: &'a [T], keys: &'a [T], values: &'a [T], r: usize,
+                q: &'a [T], out: &'a mut [T],
+            } -> T, |s| { ops::ring_query(s, m, dv, hi, keys, values, r, q, out) });
+            op!(FoldRank<'a> {
+                m: usize, dv: usize, hi: &'a mut [T], lo: &'a mut [T], keys: &'a [T],
+                values: &'a [T], r: usize,
+            } -> (), |s| { ops::fold_rank(s, m, dv, hi, lo, keys, values, r) });
             op!(Dot<'a> { x: &'a [T], y: &'a [T] } -> T, |s| { ops::dot(s, x, y) });
             op!(Axpy<'a> { alpha: T, x: &'a [T], y: &'a mut [T] } -> (),
                 |s| { ops::axpy(s, alpha, x, y) });
@@ -163,11 +169,22 @@ macro_rules! impl_common {
                 simd.vectorize(Tril { m, n, a, lda, b, ldb, c, ldc, acc })
             }
             #[allow(clippy::too_many_arguments)]
-            pub(super) fn state_step_op<S: Simd>(
-                simd: S, m: usize, dv: usize, st: &mut [T], z: &mut [T], f: T, k: &[T],
-                v: &[T], q: &[T], out: &mut [T],
+            pub(super) fn fold_op<S: Simd>(simd: S, hi: &mut [T], lo: &mut [T]) {
+                simd.vectorize(Fold { hi, lo })
+            }
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn ring_query_op<S: Simd>(
+                simd: S, m: usize, dv: usize, hi: &[T], keys: &[T], values: &[T], r: usize,
+                q: &[T], out: &mut [T],
             ) -> T {
-                simd.vectorize(StateStep { m, dv, st, z, f, k, v, q, out })
+                simd.vectorize(RingQuery { m, dv, hi, keys, values, r, q, out })
+            }
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn fold_rank_op<S: Simd>(
+                simd: S, m: usize, dv: usize, hi: &mut [T], lo: &mut [T], keys: &[T],
+                values: &[T], r: usize,
+            ) {
+                simd.vectorize(FoldRank { m, dv, hi, lo, keys, values, r })
             }
             pub(super) fn dot_op<S: Simd>(simd: S, x: &[T], y: &[T]) -> T {
                 simd.vectorize(Dot { x, y })
@@ -275,19 +292,33 @@ macro_rules! shared_methods {
             };
             $module::gemm_op(self.simd, m, n, k, a, b, c, ldc, accumulate)
         }
-        fn state_step(
+        fn fold(&self, hi: &mut [$t], lo: &mut [$t]) {
+            $module::fold_op(self.simd, hi, lo)
+        }
+        fn ring_query(
             &self,
             m: usize,
             dv: usize,
-            s: &mut [$t],
-            z: &mut [$t],
-            f: $t,
-            k: &[$t],
-            v: &[$t],
+            hi: &[$t],
+            keys: &[$t],
+            values: &[$t],
+            r: usize,
             q: &[$t],
             out: &mut [$t],
         ) -> $t {
-            $module::state_step_op(self.simd, m, dv, s, z, f, k, v, q, out)
+            $module::ring_query_op(self.simd, m, dv, hi, keys, values, r, q, out)
+        }
+        fn fold_rank(
+            &self,
+            m: usize,
+            dv: usize,
+            hi: &mut [$t],
+            lo: &mut [$t],
+            keys: &[$t],
+            values: &[$t],
+            r: usize,
+        ) {
+            $module::fold_rank_op(self.simd, m, dv, hi, lo, keys, values, r)
         }
         fn gemm_tril_nn(
             &self,

@@ -111,11 +111,20 @@ macro_rules! impl_detected {
             ) {
                 forward!(self, k => k.project(rows, x, p, scale, out, ldo, row_max))
             }
-            fn state_step(
-                &self, m: usize, dv: usize, s: &mut [$t], z: &mut [$t], f: $t, k: &[$t],
-                v: &[$t], q: &[$t], out: &mut [$t],
+            fn fold(&self, hi: &mut [$t], lo: &mut [$t]) {
+                forward!(self, x => x.fold(hi, lo))
+            }
+            fn ring_query(
+                &self, m: usize, dv: usize, hi: &[$t], keys: &[$t], values: &[$t], r: usize,
+                q: &[$t], out: &mut [$t],
             ) -> $t {
-                forward!(self, x => x.state_step(m, dv, s, z, f, k, v, q, out))
+                forward!(self, x => x.ring_query(m, dv, hi, keys, values, r, q, out))
+            }
+            fn fold_rank(
+                &self, m: usize, dv: usize, hi: &mut [$t], lo: &mut [$t], keys: &[$t],
+                values: &[$t], r: usize,
+            ) {
+                forward!(self, x => x.fold_rank(m, dv, hi, lo, keys, values, r))
             }
             fn dot(&self, a: &[$t], b: &[$t]) -> $t {
                 forward!(self, k => k.dot(a, b))

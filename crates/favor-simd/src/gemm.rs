@@ -22,7 +22,7 @@ const MR_WIDE: usize = 12;
 
 /// Whether the ISA has 32 vector registers.
 #[inline(always)]
-fn wide_register_file<S: Simd>() -> bool {
+pub(crate) fn wide_register_file<S: Simd>() -> bool {
     size_of::<S::f32s>() == 64 || (cfg!(target_arch = "aarch64") && size_of::<S::f32s>() == 16)
 }
 /// Depth of one packed block: a KC × NR B micro-panel (16 KiB in f32 on AVX-512) stays in L1.

@@ -164,62 +164,79 @@ pub(crate) fn activation_f32<S: Simd>(s: S, x: &mut [f32], f: Activation<f32>, e
     }
 }
 
-/// One pass over the prefix state: `S ← f·S + k·vᵀ`, `z ← f·z + k`, `out = qᵀS` (new S),
-/// returns `q·z` (new z). Columns of S go in blocks of four vectors: v and the four output
-/// accumulators stay in registers while the rows stream through once.
+/// Knuth's TwoSum, elementwise: `hi + lo ← (s, error)` with `s = fl(hi + lo)`. Plain adds
+/// and subtracts only (no FMA, no reassociation): the error-free property depends on each
+/// operation rounding exactly once.
+#[inline(always)]
+pub(crate) fn fold<T: Real, S: Simd>(s: S, hi: &mut [T], lo: &mut [T]) {
+    let n = hi.len().min(lo.len());
+    let (hv, ht) = T::as_mut_simd::<S>(&mut hi[..n]);
+    let (lv, lt) = T::as_mut_simd::<S>(&mut lo[..n]);
+    for (h, l) in hv.iter_mut().zip(lv.iter_mut()) {
+        let sum = T::vadd(s, *h, *l);
+        let b = T::vsub(s, sum, *h);
+        *l = T::vadd(s, T::vsub(s, *h, T::vsub(s, sum, b)), T::vsub(s, *l, b));
+        *h = sum;
+    }
+    for (h, l) in ht.iter_mut().zip(lt.iter_mut()) {
+        let sum = *h + *l;
+        let b = sum - *h;
+        *l = (*h - (sum - b)) + (*l - b);
+        *h = sum;
+    }
+}
+
+/// A sum `p` added to a compensated pair: `y = fl(p + l)` (one rounding, as a GEMM
+/// accumulating into `l` has), then Knuth's TwoSum `(h, l) ← (fl(h + y), its exact error)`.
+#[inline(always)]
+fn add_two_sum<T: Real, S: Simd>(s: S, h: &mut T::V<S>, l: &mut T::V<S>, p: T::V<S>) {
+    let y = T::vadd(s, p, *l);
+    let sum = T::vadd(s, *h, y);
+    let b = T::vsub(s, sum, *h);
+    *l = T::vadd(s, T::vsub(s, *h, T::vsub(s, sum, b)), T::vsub(s, y, b));
+    *h = sum;
+}
+
+/// One decoding query in one pass over S: the ring's scores `q·k_b` first (r dot products),
+/// then, columns in blocks of four vectors, `Σᵢ qᵢ·Sᵢ + Σ_b score_b·v_b` with the four
+/// accumulators in registers while the rows of S stream through once.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn state_step<T: Real, S: Simd>(
+pub(crate) fn ring_query<T: Real, S: Simd>(
     s: S,
     m: usize,
     dv: usize,
-    st: &mut [T],
-    z: &mut [T],
-    f: T,
-    k: &[T],
-    v: &[T],
+    hi: &[T],
+    keys: &[T],
+    values: &[T],
+    r: usize,
     q: &[T],
     out: &mut [T],
 ) -> T {
-    let (st, k, q, v, out) = (
-        &mut st[..m * dv],
-        &k[..m],
-        &q[..m],
-        &v[..dv],
-        &mut out[..dv],
-    );
+    let (sh, zh) = hi[..m * dv + m].split_at(m * dv);
+    let (q, out) = (&q[..m], &mut out[..dv]);
+    let r = r.min(favor_core::RING);
+    let mut scores = [T::zero(); favor_core::RING];
+    for (b, sc) in scores.iter_mut().enumerate().take(r) {
+        *sc = dot(s, q, &keys[b * m..(b + 1) * m]);
+    }
+    let values = &values[..r * dv];
     let lanes = T::lanes::<S>();
     let w = 4 * lanes;
-    let fv = T::vsplat(s, f);
+    let zero = T::vsplat(s, T::zero());
     let mut j = 0;
     while j + w <= dv {
-        let (vv, _) = T::as_simd::<S>(&v[j..j + w]);
-        let vb = [vv[0], vv[1], vv[2], vv[3]];
-        let mut acc = [T::vsplat(s, T::zero()); 4];
-        // Most steps leave the stabiliser where it is (f = 1): without the rescale the loop
-        // is two FMAs per element, and S·1 is S exactly, so both instances agree bit for bit.
-        macro_rules! rows {
-            ($rescale:expr) => {
-                for i in 0..m {
-                    let (row, _) = T::as_mut_simd::<S>(&mut st[i * dv + j..i * dv + j + w]);
-                    let (ki, qi) = (T::vsplat(s, k[i]), T::vsplat(s, q[i]));
-                    for t in 0..4 {
-                        let old = if $rescale {
-                            T::vmul(s, row[t], fv)
-                        } else {
-                            row[t]
-                        };
-                        let r = T::vfma(s, ki, vb[t], old);
-                        row[t] = r;
-                        acc[t] = T::vfma(s, qi, r, acc[t]);
-                    }
-                }
-            };
-        }
-        if f == T::one() {
-            rows!(false);
-        } else {
-            rows!(true);
+        let mut acc = [zero; 4];
+        let rows = sh
+            .chunks_exact(dv)
+            .zip(q)
+            .chain(values.chunks_exact(dv).zip(&scores));
+        for (row, &c) in rows {
+            let (rv, _) = T::as_simd::<S>(&row[j..j + w]);
+            let cv = T::vsplat(s, c);
+            for t in 0..4 {
+                acc[t] = T::vfma(s, cv, rv[t], acc[t]);
+            }
         }
         let (ov, _) = T::as_mut_simd::<S>(&mut out[j..j + w]);
         ov[..4].copy_from_slice(&acc);
@@ -227,27 +244,126 @@ pub(crate) fn state_step<T: Real, S: Simd>(
     }
     while j < dv {
         let len = lanes.min(dv - j);
-        let vb = T::load_partial(s, &v[j..j + len]);
-        let mut acc = T::vsplat(s, T::zero());
-        for i in 0..m {
-            let cell = &mut st[i * dv + j..i * dv + j + len];
-            let r = T::vfma(
+        let mut acc = zero;
+        let rows = sh
+            .chunks_exact(dv)
+            .zip(q)
+            .chain(values.chunks_exact(dv).zip(&scores));
+        for (row, &c) in rows {
+            acc = T::vfma(
                 s,
-                T::vsplat(s, k[i]),
-                vb,
-                T::vmul(s, T::load_partial(s, cell), fv),
+                T::vsplat(s, c),
+                T::load_partial(s, &row[j..j + len]),
+                acc,
             );
-            T::store_partial(s, cell, r);
-            acc = T::vfma(s, T::vsplat(s, q[i]), r, acc);
         }
         T::store_partial(s, &mut out[j..j + len], acc);
         j += len;
     }
-    // z is short (m): scale-and-add, then the dot product, both vectorised.
-    let z = &mut z[..m];
-    if f != T::one() {
-        scale(s, f, z);
+    scores[..r].iter().fold(dot(s, q, zh), |a, &x| a + x)
+}
+
+/// The ring's rank-r sums added to the compensated total in one pass over it: rows of S in
+/// register blocks of `R` rows × four vectors of columns, `p = Σ_b k_b[i]·v_b` in `4R`
+/// accumulators (each value vector loaded once serves R rows, each key broadcast four
+/// vectors), then `y = p + lo` and TwoSum into `(hi, lo)` as `fold` does; z from the keys'
+/// column sums.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fold_rank<T: Real, S: Simd>(
+    s: S,
+    m: usize,
+    dv: usize,
+    hi: &mut [T],
+    lo: &mut [T],
+    keys: &[T],
+    values: &[T],
+    r: usize,
+) {
+    if crate::gemm::wide_register_file::<S>() {
+        fold_rank_rows::<T, S, 4>(s, m, dv, hi, lo, keys, values, r)
+    } else {
+        fold_rank_rows::<T, S, 2>(s, m, dv, hi, lo, keys, values, r)
     }
-    axpy(s, T::one(), k, z);
-    dot(s, q, z)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fold_rank_rows<T: Real, S: Simd, const R: usize>(
+    s: S,
+    m: usize,
+    dv: usize,
+    hi: &mut [T],
+    lo: &mut [T],
+    keys: &[T],
+    values: &[T],
+    r: usize,
+) {
+    let (keys, values) = (&keys[..r * m], &values[..r * dv]);
+    let (hs, hz) = hi[..m * dv + m].split_at_mut(m * dv);
+    let (ls, lz) = lo[..m * dv + m].split_at_mut(m * dv);
+    let lanes = T::lanes::<S>();
+    let w = 4 * lanes;
+    let zero = T::vsplat(s, T::zero());
+    for i0 in (0..m).step_by(R) {
+        let rows = R.min(m - i0);
+        let mut j = 0;
+        while j + w <= dv {
+            let mut acc = [[zero; 4]; R];
+            for (krow, vrow) in keys.chunks_exact(m).zip(values.chunks_exact(dv)) {
+                let (vv, _) = T::as_simd::<S>(&vrow[j..j + w]);
+                let vb = [vv[0], vv[1], vv[2], vv[3]];
+                // A constant trip count, so the accumulators stay in registers; a last block
+                // of fewer rows multiplies by zero keys and is not stored.
+                for (x, a) in acc.iter_mut().enumerate() {
+                    let k = if x < rows { krow[i0 + x] } else { T::zero() };
+                    let kv = T::vsplat(s, k);
+                    for t in 0..4 {
+                        a[t] = T::vfma(s, kv, vb[t], a[t]);
+                    }
+                }
+            }
+            for (x, a) in acc.iter().enumerate().take(rows) {
+                let at = (i0 + x) * dv + j;
+                let (hv, _) = T::as_mut_simd::<S>(&mut hs[at..at + w]);
+                let (lv, _) = T::as_mut_simd::<S>(&mut ls[at..at + w]);
+                for t in 0..4 {
+                    add_two_sum::<T, S>(s, &mut hv[t], &mut lv[t], a[t]);
+                }
+            }
+            j += w;
+        }
+        while j < dv {
+            let len = lanes.min(dv - j);
+            for i in i0..i0 + rows {
+                let mut acc = zero;
+                for (krow, vrow) in keys.chunks_exact(m).zip(values.chunks_exact(dv)) {
+                    let vb = T::load_partial(s, &vrow[j..j + len]);
+                    acc = T::vfma(s, T::vsplat(s, krow[i]), vb, acc);
+                }
+                let at = i * dv + j;
+                let mut h = T::load_partial(s, &hs[at..at + len]);
+                let mut l = T::load_partial(s, &ls[at..at + len]);
+                add_two_sum::<T, S>(s, &mut h, &mut l, acc);
+                T::store_partial(s, &mut hs[at..at + len], h);
+                T::store_partial(s, &mut ls[at..at + len], l);
+            }
+            j += len;
+        }
+    }
+    // z: the keys' column sums, a vector of features at a time.
+    let mut i = 0;
+    while i < m {
+        let len = lanes.min(m - i);
+        let mut acc = zero;
+        for krow in keys.chunks_exact(m) {
+            acc = T::vadd(s, acc, T::load_partial(s, &krow[i..i + len]));
+        }
+        let mut h = T::load_partial(s, &hz[i..i + len]);
+        let mut l = T::load_partial(s, &lz[i..i + len]);
+        add_two_sum::<T, S>(s, &mut h, &mut l, acc);
+        T::store_partial(s, &mut hz[i..i + len], h);
+        T::store_partial(s, &mut lz[i..i + len], l);
+        i += len;
+    }
 }

@@ -12,6 +12,7 @@ pub(crate) trait Real: favor_core::Float {
     /// `a·b + c`, fused where the ISA has FMA.
     fn vfma<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>, c: Self::V<S>) -> Self::V<S>;
     fn vadd<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S>;
+    fn vsub<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S>;
     fn vmul<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S>;
     fn vmax<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S>;
     fn reduce_sum<S: Simd>(s: S, a: Self::V<S>) -> Self;
@@ -23,7 +24,7 @@ pub(crate) trait Real: favor_core::Float {
 }
 
 macro_rules! impl_real {
-    ($t:ty, $v:ident, $lanes:ident, $splat:ident, $fma:ident, $add:ident, $mul:ident,
+    ($t:ty, $v:ident, $lanes:ident, $splat:ident, $fma:ident, $add:ident, $sub:ident, $mul:ident,
      $max:ident, $rsum:ident, $rmax:ident, $as:ident, $as_mut:ident, $pl:ident, $ps:ident) => {
         impl Real for $t {
             type V<S: Simd> = S::$v;
@@ -42,6 +43,10 @@ macro_rules! impl_real {
             #[inline(always)]
             fn vadd<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S> {
                 s.$add(a, b)
+            }
+            #[inline(always)]
+            fn vsub<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S> {
+                s.$sub(a, b)
             }
             #[inline(always)]
             fn vmul<S: Simd>(s: S, a: Self::V<S>, b: Self::V<S>) -> Self::V<S> {
@@ -86,6 +91,7 @@ impl_real!(
     splat_f32s,
     mul_add_e_f32s,
     add_f32s,
+    sub_f32s,
     mul_f32s,
     max_f32s,
     reduce_sum_f32s,
@@ -102,6 +108,7 @@ impl_real!(
     splat_f64s,
     mul_add_e_f64s,
     add_f64s,
+    sub_f64s,
     mul_f64s,
     max_f64s,
     reduce_sum_f64s,

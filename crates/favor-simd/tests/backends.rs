@@ -766,66 +766,48 @@ fn partition_estimator_every_backend() {
     all_backends!(check_estimator);
 }
 
-/// The fused decode step (`S ← f·S + k·vᵀ`, `out = qᵀS`, `z ← f·z + k`, `q·z`) on every
-/// backend against Scalar's unfused sequence. Each new S entry `f·s + kᵢvⱼ` may round
-/// differently (fused or not): within `2u·(|f·s| + |kᵢvⱼ|)`. The output sums m products of
-/// those entries: its two evaluations differ by `Σᵢ|qᵢ|·(that) + 2γ_m·Σᵢ|qᵢ·Sᵢⱼ|`; likewise z
-/// and the returned dot product.
-fn check_state_step<T: Float, K: Kernels<T>>(kern: K) {
-    let u = unit::<T>();
-    for (m, dv) in (0..=70)
-        .map(|x| (1 + x % 37, x))
-        .chain([(256, 64), (40, 1), (3, 70)])
-    {
-        let s0: Vec<T> = data(100 + m as u64, m * dv, 1.0);
-        let z0: Vec<T> = data::<T>(101 + m as u64, m, 1.0)
+/// The fold is specified operation by operation (TwoSum): every backend equals Scalar bit for
+/// bit, and the result is error-free: `hi + lo` is unchanged exactly. The inputs are multiples
+/// of 2⁻²⁰ below 2⁴ (lo as large as a GEMM's sums added to it, or as small as a rounding
+/// error), so both sides are exact in f64.
+fn check_fold<T: Float, K: Kernels<T>>(kern: K) {
+    let grid = |seed: u64, n: usize, scale: f64| -> Vec<T> {
+        data::<T>(seed, n, scale)
             .iter()
-            .map(|x| x.abs())
-            .collect();
-        let (k, q): (Vec<T>, Vec<T>) = (data(102, m, 1.0), data(103, m, 1.0));
-        let v: Vec<T> = data(104 + dv as u64, dv, 1.0);
-        for f in [T::one(), T::from_f64(0.37)] {
-            let (mut sg, mut zg, mut og) = (s0.clone(), z0.clone(), vec![T::zero(); dv]);
-            let (mut sw, mut zw, mut ow) = (s0.clone(), z0.clone(), vec![T::zero(); dv]);
-            let dg = kern.state_step(m, dv, &mut sg, &mut zg, f, &k, &v, &q, &mut og);
-            let dw = Scalar.state_step(m, dv, &mut sw, &mut zw, f, &k, &v, &q, &mut ow);
-            let entry = |i: usize, j: usize| {
-                2.0 * u * ((f * s0[i * dv + j]).abs() + (k[i] * v[j]).abs()).to_f64()
-            };
-            for j in 0..dv {
-                let mut tol = 0.0;
-                for i in 0..m {
-                    let e = entry(i, j);
-                    assert!(
-                        (sg[i * dv + j] - sw[i * dv + j]).abs().to_f64() <= e,
-                        "{} S ({i},{j})",
-                        kern.name()
-                    );
-                    tol += q[i].abs().to_f64() * e
-                        + 2.0 * gamma::<T>(m) * (q[i] * sw[i * dv + j]).abs().to_f64();
-                }
+            .map(|&x| T::from_f64((Float::to_f64(x) * 2f64.powi(20)).round() / 2f64.powi(20)))
+            .collect()
+    };
+    for n in (0..=70).chain([1000, 16448]) {
+        for scale in [1.0, 1e-5] {
+            let h0 = grid(200 + n as u64, n, 1.0);
+            let l0 = grid(201 + n as u64, n, scale);
+            let (mut hg, mut lg) = (h0.clone(), l0.clone());
+            let (mut hw, mut lw) = (h0.clone(), l0.clone());
+            kern.fold(&mut hg, &mut lg);
+            Scalar.fold(&mut hw, &mut lw);
+            for i in 0..n {
+                let same = hg[i].to_bits_u64() == hw[i].to_bits_u64()
+                    && lg[i].to_bits_u64() == lw[i].to_bits_u64();
+                assert!(same, "{} fold n={n} i={i}", kern.name());
+                assert_eq!(
+                    hw[i].to_f64() + lw[i].to_f64(),
+                    h0[i].to_f64() + l0[i].to_f64(),
+                    "fold n={n} i={i}"
+                );
+                let half_ulp = hw[i].abs().to_f64() * unit::<T>();
                 assert!(
-                    (og[j] - ow[j]).abs().to_f64() <= tol,
-                    "{} out m={m} dv={dv} j={j}",
-                    kern.name()
+                    lw[i].abs().to_f64() <= half_ulp,
+                    "fold n={n} i={i}: lo not settled"
                 );
             }
-            let mut tol = 0.0;
-            for i in 0..m {
-                let e = 2.0 * u * ((f * z0[i]).abs() + k[i].abs()).to_f64();
-                assert!((zg[i] - zw[i]).abs().to_f64() <= e, "{} z {i}", kern.name());
-                tol +=
-                    q[i].abs().to_f64() * e + 2.0 * gamma::<T>(m) * (q[i] * zw[i]).abs().to_f64();
-            }
-            assert!((dg - dw).abs().to_f64() <= tol, "{} q·z m={m}", kern.name());
         }
     }
 }
 
 #[test]
-fn state_step_every_backend() {
-    all_backends!(check_state_step::<f32, _>);
-    all_backends!(check_state_step::<f64, _>);
+fn fold_every_backend() {
+    all_backends!(check_fold::<f32, _>);
+    all_backends!(check_fold::<f64, _>);
 }
 
 /// Regression: a stride so large that `rows · stride` wraps `usize` once passed the

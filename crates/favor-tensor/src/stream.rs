@@ -12,8 +12,11 @@ use favor_core::AnyFeatureMap;
 
 const MAGIC: [u8; 4] = *b"FAVT";
 /// Version of the byte format [`Stream::snapshot`] writes.
-pub const STREAM_SNAPSHOT_VERSION: u32 = 1;
+pub const STREAM_SNAPSHOT_VERSION: u32 = 2;
 const HEADER: usize = 48;
+/// Each version-2 head record starts with its batch and head index (u32 each).
+const RECORD: usize = 8;
+const TRAILER: usize = 4;
 
 /// Causal attention over `batch` sequences, one token (or one prefill block) at a time.
 ///
@@ -237,15 +240,17 @@ impl<'p> Stream<'p> {
     }
 
     /// The state as bytes: a versioned little-endian header (magic `FAVT`, version,
-    /// precision, batch, heads, bytes per head, tokens fed) followed by favor-core's snapshot
-    /// of every (batch, head) state, which carries the feature map's fingerprint.
+    /// precision, batch, heads, bytes per head, tokens fed), then for every (batch, head) its
+    /// indices and favor-core's snapshot of its state (which carries the feature map's
+    /// fingerprint and its own checksum), then a CRC-32 of everything before it.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
         states!(&self.states, s => s.snapshot(self.performer, self.batch, self.position))
     }
 
-    /// Replaces the state with one [`snapshot`](Self::snapshot) wrote for a stream of the same
-    /// layer (projection, kernel, dims, precision) and batch. Malformed or mismatched bytes
-    /// give [`Error::Snapshot`] and leave the state unchanged.
+    /// Replaces the state with one [`snapshot`](Self::snapshot) wrote (this version or
+    /// version 1) for a stream of the same layer (projection, kernel, dims, precision) and
+    /// batch. Corrupted (checksum), malformed, reordered or mismatched bytes give
+    /// [`Error::Snapshot`] and leave the state unchanged.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let (p, b) = (self.performer, self.batch);
         self.position = states!(&mut self.states, s => s.restore(p, b, bytes))?;
@@ -345,7 +350,7 @@ impl<'p, T: Real> HeadStates<'p, T> {
             value_dim: p.value_dim(),
         })?;
         let each = per_head.first().map_or(0, Vec::len);
-        let mut out = Vec::with_capacity(HEADER + each * per_head.len());
+        let mut out = Vec::with_capacity(HEADER + (RECORD + each) * per_head.len() + TRAILER);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&STREAM_SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&(size_of::<T>() as u32).to_le_bytes());
@@ -354,7 +359,14 @@ impl<'p, T: Real> HeadStates<'p, T> {
         out.extend_from_slice(&(p.heads() as u64).to_le_bytes());
         out.extend_from_slice(&(each as u64).to_le_bytes());
         out.extend_from_slice(&position.to_le_bytes());
-        per_head.iter().for_each(|h| out.extend_from_slice(h));
+        for (i, h) in per_head.iter().enumerate() {
+            // Indices as u32: a stream of more than 2³² heads could not be allocated.
+            out.extend_from_slice(&((i / p.heads()) as u32).to_le_bytes());
+            out.extend_from_slice(&((i % p.heads()) as u32).to_le_bytes());
+            out.extend_from_slice(h);
+        }
+        let crc = favor_core::crc32(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
     }
 
@@ -374,11 +386,36 @@ impl<'p, T: Real> HeadStates<'p, T> {
         if header[..4] != MAGIC {
             return bad("not a favor-tensor stream snapshot");
         }
-        if u32_at(4) != STREAM_SNAPSHOT_VERSION {
+        let version = u32_at(4);
+        if version != 1 && version != STREAM_SNAPSHOT_VERSION {
             return Err(Error::Snapshot(format!(
-                "unsupported format version {}",
-                u32_at(4)
+                "unsupported format version {version} (this build reads 1 and {STREAM_SNAPSHOT_VERSION})"
             )));
+        }
+        let (record, trailer) = if version == 1 {
+            (0, 0)
+        } else {
+            (RECORD, TRAILER)
+        };
+        let each = usize::try_from(u64_at(32)).unwrap_or(usize::MAX);
+        let n = usize::try_from(u64_at(16))
+            .ok()
+            .zip(usize::try_from(u64_at(24)).ok())
+            .and_then(|(b, h)| b.checked_mul(h));
+        let implied = each
+            .checked_add(record)
+            .zip(n)
+            .and_then(|(r, n)| r.checked_mul(n))
+            .and_then(|x| x.checked_add(HEADER + trailer));
+        if implied != Some(bytes.len()) || each == 0 {
+            return bad("length disagrees with its header (truncated or padded)");
+        }
+        if version != 1 {
+            let body = bytes.len() - TRAILER;
+            let stored = u32::from_le_bytes(bytes[body..].try_into().unwrap_or([0; 4]));
+            if favor_core::crc32(&bytes[..body]) != stored {
+                return bad("checksum mismatch: the bytes are corrupted");
+            }
         }
         if u32_at(8) != size_of::<T>() as u32 {
             return bad("written with another precision");
@@ -394,16 +431,29 @@ impl<'p, T: Real> HeadStates<'p, T> {
                 p.heads()
             )));
         }
-        let each = usize::try_from(u64_at(32)).unwrap_or(usize::MAX);
-        let body = &bytes[HEADER..];
-        if Some(body.len()) != each.checked_mul(self.heads.len()) || each == 0 {
-            return bad("length disagrees with its header");
+        let end = bytes.len() - trailer;
+        let records: Vec<&[u8]> = bytes[HEADER..end].chunks_exact(record + each).collect();
+        for (i, r) in records.iter().enumerate() {
+            if version == 1 {
+                break;
+            }
+            let (b, h) = (
+                u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize,
+                u32::from_le_bytes([r[4], r[5], r[6], r[7]]) as usize,
+            );
+            if (b, h) != (i / p.heads(), i % p.heads()) {
+                return Err(Error::Snapshot(format!(
+                    "record {i} holds batch {b}, head {h}, not batch {}, head {}: heads reordered",
+                    i / p.heads(),
+                    i % p.heads()
+                )));
+            }
         }
+        let body: Vec<&[u8]> = records.iter().map(|r| &r[record..]).collect();
         struct Load<'s, 'p, 'b, T> {
             states: &'s HeadStates<'p, T>,
             value_dim: usize,
-            body: &'b [u8],
-            each: usize,
+            body: Vec<&'b [u8]>,
             heads: usize,
         }
         impl<T: Real> BackendOp<T> for Load<'_, '_, '_, T> {
@@ -411,7 +461,7 @@ impl<'p, T: Real> HeadStates<'p, T> {
             fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
                 let map = &self.states.map;
                 self.body
-                    .chunks_exact(self.each)
+                    .iter()
                     .enumerate()
                     .map(|(i, chunk)| {
                         let mut buf = vec![T::zero(); self.states.heads[i].buf.len()];
@@ -426,16 +476,18 @@ impl<'p, T: Real> HeadStates<'p, T> {
                             ))
                         })?;
                         // Outputs are f32: a (valid f64) state whose answers can exceed
-                        // f32 — any output is a convex combination of the ratios Sᵢⱼ/zᵢ —
-                        // cannot come from values this layer accepts.
+                        // f32 cannot come from values this layer accepts. With a positive map
+                        // any output is a convex combination of the ratios Sᵢⱼ/zᵢ; other maps
+                        // (trigonometric: z may be ≤ 0) give no such bound to check.
                         let st = s.state();
                         let limit = f64::from(f32::MAX);
                         let dv = self.value_dim;
-                        let too_big = st.z().iter().zip(st.s().chunks_exact(dv)).any(|(z, row)| {
-                            let z = <T as favor_core::Float>::to_f64(*z);
-                            row.iter()
-                                .any(|&x| <T as favor_core::Float>::to_f64(x).abs() > z * limit)
-                        });
+                        let positive = favor_core::FeatureMap::is_positive(map);
+                        let too_big = positive
+                            && (0..st.features()).any(|i| {
+                                let z = st.entry(i, None);
+                                (0..dv).any(|j| st.entry(i, Some(j)).abs() > z * limit)
+                            });
                         if too_big {
                             return Err(Error::Snapshot(format!(
                                 "batch {}, head {}: state values beyond the f32 output range",
@@ -457,7 +509,6 @@ impl<'p, T: Real> HeadStates<'p, T> {
             states: self,
             value_dim: p.value_dim(),
             body,
-            each,
             heads: p.heads(),
         })?;
         // Absent keys make a head's own count lower than the tokens fed, never higher.

@@ -220,11 +220,13 @@ fn stream_memory_does_not_grow_and_snapshots_round_trip() {
         .unwrap();
     let mut s = p.stream(B).unwrap();
     let before = s.memory_bytes();
-    // (M·dv + M) state + 2M + 2d rows, per (batch, head), plus the step's mapping scratch
-    // 2(M + d + 1) per (batch, head), in f32.
+    // 2(M·dv + M) sums (total, compensation) + a ring of RING keys and values + its count,
+    // + 2M + 2d rows, per (batch, head), plus the step's mapping scratch 2(M + d + 1) per
+    // (batch, head), in f32.
+    let ring = favor_core::RING * (32 + D) + 1;
     assert_eq!(
         before,
-        B * H * (32 * D + 32 + 2 * 32 + 2 * D + 2 * (32 + D + 1)) * 4
+        B * H * (2 * (32 * D + 32) + ring + 2 * 32 + 2 * D + 2 * (32 + D + 1)) * 4
     );
     let tok = data(B * H * D, 9, 0.5);
     let t = TensorView::new([B, H, 1, D], &tok).unwrap();
@@ -292,6 +294,152 @@ fn bad_snapshots_are_errors_and_change_nothing() {
             .to_string()
             .contains("batch")
     );
+}
+
+/// The layout of a version-2 tensor snapshot (favor-tensor's `Stream::snapshot` docs):
+/// 48-byte header, per (batch, head) 8 bytes of indices and a favor-core snapshot, CRC-32.
+const T_HEADER: usize = 48;
+
+/// Recomputes the trailing CRC-32 of a (tensor or core) snapshot after a deliberate edit.
+fn reseal(b: &mut [u8]) {
+    let body = b.len() - 4;
+    let crc = favor_core::crc32(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Byte ranges of each (batch, head)'s core snapshot in a version-2 tensor snapshot.
+fn records(snap: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let each = u64::from_le_bytes(snap[32..40].try_into().unwrap()) as usize;
+    (0..B * H)
+        .map(|i| {
+            let at = T_HEADER + i * (8 + each) + 8;
+            at..at + each
+        })
+        .collect()
+}
+
+fn stream_with_tokens(p: &Performer, n: usize) -> Stream<'_> {
+    let mut s = p.stream(B).unwrap();
+    let tok = data(B * H * D, 21, 0.5);
+    let t = TensorView::new([B, H, 1, D], &tok).unwrap();
+    for _ in 0..n {
+        s.step(t, t, t).unwrap();
+    }
+    s
+}
+
+#[test]
+fn every_single_byte_mutation_of_a_tensor_snapshot_is_refused() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(8)
+        .causal(true)
+        .build()
+        .unwrap();
+    let s = stream_with_tokens(&p, 3);
+    let good = s.snapshot().unwrap();
+    let mut t = p.stream(B).unwrap();
+    let before = t.snapshot().unwrap();
+    for at in 0..good.len() {
+        let mut b = good.clone();
+        b[at] ^= 0x01;
+        assert!(t.restore(&b).is_err(), "byte {at} flipped: accepted");
+    }
+    assert_eq!(t.snapshot().unwrap(), before);
+    t.restore(&good).unwrap();
+    assert_eq!(t.snapshot().unwrap(), good);
+}
+
+/// Crafted snapshots with valid checksums: two heads swapped, and a head whose log-scale is
+/// 1e30 (beyond what any key of this layer can produce) are refused by the semantic checks.
+#[test]
+fn crafted_tensor_snapshots_are_refused() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let s = stream_with_tokens(&p, 3);
+    let good = s.snapshot().unwrap();
+    let recs = records(&good);
+    let mut t = p.stream(B).unwrap();
+    let before = t.snapshot().unwrap();
+
+    // Swap head records 0 and 1 whole (indices included) and reseal.
+    let (r0, r1) = (
+        recs[0].start - 8..recs[0].end,
+        recs[1].start - 8..recs[1].end,
+    );
+    let mut swapped = good.clone();
+    let (a, b) = (good[r0.clone()].to_vec(), good[r1.clone()].to_vec());
+    swapped[r0].copy_from_slice(&b);
+    swapped[r1].copy_from_slice(&a);
+    reseal(&mut swapped);
+    let e = t.restore(&swapped).unwrap_err().to_string();
+    assert!(e.contains("reordered"), "{e}");
+
+    // A log-scale of 1e30 in head 2's core snapshot, both checksums recomputed.
+    let mut big = good.clone();
+    let r = recs[2].clone();
+    big[r.start + 48..r.start + 56].copy_from_slice(&1e30f64.to_le_bytes());
+    reseal(&mut big[r]);
+    reseal(&mut big);
+    let e = t.restore(&big).unwrap_err().to_string();
+    assert!(
+        e.contains("head 2") && e.contains("not a valid state"),
+        "{e}"
+    );
+    assert_eq!(t.snapshot().unwrap(), before);
+}
+
+/// Version-1 tensor snapshots (no indices, no checksum, version-1 core snapshots) restore.
+#[test]
+fn version_1_tensor_snapshots_restore() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let mut s = stream_with_tokens(&p, 5);
+    let good = s.snapshot().unwrap();
+    // Rebuild it as version 1: each core snapshot (layout in favor-core's snapshot docs) with
+    // one copy of S and z — total + compensation + the ring's keys, summed in f64 and rounded
+    // to f32 — no ring and no checksum.
+    let (m, dv) = (32, D);
+    let ring = favor_core::RING;
+    let mut v1 = good[..T_HEADER].to_vec();
+    v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let part = (m * dv + m) * 4;
+    v1[32..40].copy_from_slice(&((56 + part) as u64).to_le_bytes());
+    for r in records(&good) {
+        let c = &good[r];
+        let f = |at: usize| f64::from(f32::from_le_bytes(c[at..at + 4].try_into().unwrap()));
+        let r_len = u32::from_le_bytes(c[12..16].try_into().unwrap()) as usize;
+        let (keys, values) = (56 + 2 * part, 56 + 2 * part + ring * m * 4);
+        let mut h = c[..56].to_vec();
+        h[4..8].copy_from_slice(&1u32.to_le_bytes());
+        h[12..16].copy_from_slice(&0u32.to_le_bytes());
+        for idx in 0..m * dv + m {
+            let ring_sum: f64 = (0..r_len)
+                .map(|b| match idx < m * dv {
+                    true => f(keys + 4 * (b * m + idx / dv)) * f(values + 4 * (b * dv + idx % dv)),
+                    false => f(keys + 4 * (b * m + idx - m * dv)),
+                })
+                .sum();
+            let total = f(56 + 4 * idx) + f(56 + part + 4 * idx) + ring_sum;
+            h.extend_from_slice(&(total as f32).to_le_bytes());
+        }
+        v1.extend_from_slice(&h);
+    }
+    let mut t = p.stream(B).unwrap();
+    t.restore(&v1).unwrap();
+    assert_eq!(t.tokens(), 5);
+    let tok = data(B * H * D, 22, 0.5);
+    let x = TensorView::new([B, H, 1, D], &tok).unwrap();
+    let (a, b) = (s.step(x, x, x).unwrap(), t.step(x, x, x).unwrap());
+    assert!(max_abs_diff(a.data(), b.data()) < 1e-6);
 }
 
 #[test]

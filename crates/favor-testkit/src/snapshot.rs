@@ -1,11 +1,14 @@
 //! Target `snapshot_bytes`: favor-core `Stream::restore` (f32 and f64) and favor-tensor
 //! `Stream::restore` on arbitrary bytes — raw, or a genuine snapshot with bytes flipped,
 //! cut or appended (so the fuzzer gets past magic, version, dimensions and the feature
-//! map's 64-bit fingerprint). Never a panic; and:
+//! map's 64-bit fingerprint), its checksum then recomputed or not (so that mutations reach the
+//! semantic checks behind it; raw bytes reach them through version 1, which has no
+//! checksum). Never a panic; and:
 //! - `Err` leaves the state bit-identical (its snapshot unchanged);
 //! - `Ok` means a valid state: `tokens()` is the header's count, snapshotting again gives
-//!   back the same bytes (the log-scale rounded to T), and queries and a further step with
-//!   ordinary inputs give finite outputs;
+//!   back the same bytes (the log-scale rounded to T, the checksum recomputed; a version-1
+//!   snapshot comes back as version 2), and queries and a further step with ordinary inputs
+//!   give finite outputs;
 //! - an untouched snapshot is accepted and answers exactly like the stream that wrote it.
 
 use arbitrary::{Result, Unstructured};
@@ -36,7 +39,8 @@ pub fn check_snapshot_bytes(data: &[u8]) {
 }
 
 /// The fixed map raw bytes are restored into: m = 2, d = 2 (a constant fingerprint the
-/// fuzzer can learn from comparisons), dv = 1, so a well-formed body is 56 + 3·size bytes.
+/// fuzzer can learn from comparisons), dv = 1, so a well-formed version-1 snapshot is
+/// 56 + 4·size bytes (version 2: 56 + 12·size + 4).
 fn fixed_map() -> MapSpec {
     let (m, d) = (2, 2);
     let mut w = vec![0f64; m * d];
@@ -87,7 +91,6 @@ fn core_restore<T: Real>(spec: &MapSpec, dv: usize, bytes: &[u8], genuine: Optio
             let tokens = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
             assert_eq!(s.tokens(), tokens, "{what}: tokens()");
             let again = snapshot_of(&s);
-            assert_eq!(again.len(), bytes.len(), "{what}: length");
             let c_in = f64::from_le_bytes(bytes[48..56].try_into().unwrap());
             let c_t = T::from_f64(c_in).to64();
             let c_out = f64::from_le_bytes(again[48..56].try_into().unwrap());
@@ -95,10 +98,19 @@ fn core_restore<T: Real>(spec: &MapSpec, dv: usize, bytes: &[u8], genuine: Optio
                 c_out.to_bits() == c_t.to_bits(),
                 "{what}: log-scale {c_in:e} came back as {c_out:e}"
             );
+            let version = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
             assert!(
-                again[..48] == bytes[..48] && again[56..] == bytes[56..],
-                "{what}: snapshot after restore differs from the restored bytes"
+                again[8..48] == bytes[8..48],
+                "{what}: header after restore differs from the restored bytes"
             );
+            if version == favor_core::SNAPSHOT_VERSION {
+                assert_eq!(again.len(), bytes.len(), "{what}: length");
+                let n = bytes.len() - 4;
+                assert!(
+                    again[56..n] == bytes[56..n],
+                    "{what}: snapshot after restore differs from the restored bytes"
+                );
+            }
             // Ordinary queries must give finite answers.
             let probes = [
                 vec![0.0; d],
@@ -179,8 +191,8 @@ fn core_mutated_in<T: Real>(u: &mut Unstructured<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Applies up to four byte flips (xor), a cut or an extension. Returns whether anything
-/// changed.
+/// Applies up to four byte flips (xor), a cut or an extension, then recomputes the trailing
+/// CRC-32 or not. Returns whether anything changed.
 fn mutate(u: &mut Unstructured<'_>, mut bytes: Vec<u8>) -> Result<(bool, Vec<u8>)> {
     let orig = bytes.clone();
     for _ in 0..u.int_in_range(0u8..=4)? {
@@ -202,6 +214,11 @@ fn mutate(u: &mut Unstructured<'_>, mut bytes: Vec<u8>) -> Result<(bool, Vec<u8>
             bytes.extend(u.bytes(n)?)
         }
         _ => {}
+    }
+    if u.arbitrary()? && bytes.len() >= 4 {
+        let body = bytes.len() - 4;
+        let crc = favor_core::crc32(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
     }
     Ok((bytes != orig, bytes))
 }
@@ -230,7 +247,9 @@ fn tensor_restore(
         }
         Ok(()) => {
             let again = s.snapshot().expect("snapshot");
-            assert_eq!(again.len(), bytes.len(), "{what}: length");
+            if bytes[4..8] == favor_tensor::STREAM_SNAPSHOT_VERSION.to_le_bytes() {
+                assert_eq!(again.len(), bytes.len(), "{what}: length");
+            }
             let q: Vec<f32> = (0..batch * h * d)
                 .map(|i| (i % 5) as f32 * 0.25 - 0.5)
                 .collect();
