@@ -667,3 +667,99 @@ fn huge_chunks_and_batches_are_errors_or_harmless() {
     );
     assert!(a.stream(usize::MAX / 2 + 1).is_err());
 }
+
+#[test]
+fn sizes_beyond_memory_are_errors_not_aborts() {
+    // The reproduction: 2^41 (batch, head) states of 2.5 KiB, about 5 PiB. It used
+    // to abort the process in the state's allocation.
+    let p = Performer::builder(16)
+        .heads(2)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let e = p.stream(1 << 40).unwrap_err();
+    assert!(
+        matches!(e, Error::Alloc { what: "stream state", bytes: Some(b) } if b > 1 << 52),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("stream state: cannot allocate 5."),
+        "{e}"
+    );
+    // A stream whose batch × heads overflows the size arithmetic.
+    assert_eq!(
+        p.stream(usize::MAX / 2).unwrap_err(),
+        Error::Alloc {
+            what: "stream state",
+            bytes: None
+        }
+    );
+    // A projection beyond any address space (2^40 × 64 f64 = 512 TiB), and one whose element
+    // count overflows usize.
+    let e = Performer::builder(64)
+        .features(1 << 40)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Alloc {
+            what: "projection",
+            bytes: Some(1 << 49)
+        }
+    );
+    let e = Performer::builder(1 << 40)
+        .features(1 << 40)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Alloc {
+            what: "projection",
+            bytes: None
+        }
+    );
+    // Tensors: a shape whose size overflows, and one beyond the address space.
+    assert_eq!(
+        Tensor::zeros([1 << 20; 4]).unwrap_err(),
+        Error::Alloc {
+            what: "tensor",
+            bytes: None
+        }
+    );
+    assert!(matches!(
+        Tensor::zeros([1 << 20, 1 << 20, 1 << 8, 1]).unwrap_err(),
+        Error::Alloc {
+            what: "tensor",
+            bytes: Some(_)
+        }
+    ));
+}
+
+#[test]
+fn prefill_buffers_serve_heads_in_turn_without_leaking() {
+    // A prefill allocates its buffers (inputs widened to the precision, outputs before
+    // narrowing, scratch) for the heads that can run at once, before any state changes;
+    // with B·H = 6 heads each set serves several heads in turn. Oracle: causal forward, whose
+    // heads allocate their own, on the same f16 inputs: the same chunked path, bit for bit.
+    let (q, k, v) = qkv(13);
+    let h16 = |x: &[f32]| x.iter().map(|&a| f16::from_f32(a)).collect::<Vec<_>>();
+    let (hq, hk, hv) = (h16(&q), h16(&k), h16(&v));
+    for precision in [Precision::F32, Precision::F64] {
+        for parallel in [false, true] {
+            let mut p = Performer::builder(D)
+                .heads(H)
+                .features(32)
+                .causal(true)
+                .precision(precision)
+                .parallel(parallel)
+                .build()
+                .unwrap();
+            let want = p.forward(tv(L, &hq), tv(L, &hk), tv(L, &hv)).unwrap();
+            let mut s = p.stream(B).unwrap();
+            let got = s.prefill(tv(L, &hq), tv(L, &hk), tv(L, &hv)).unwrap();
+            assert_eq!(got, want, "{precision:?}, parallel {parallel}");
+        }
+    }
+}
