@@ -33,7 +33,8 @@ pub enum Error {
     /// Inputs outside the supported range (finite, but large enough that a projection or a
     /// sum could overflow the compute type; see [`Performer`](crate::Performer)).
     OutOfRange {
-        /// The tensor's name.
+        /// The tensor's name (`"projection"` when a given projection matrix holds values so
+        /// large that no ordinary input fits).
         tensor: &'static str,
         /// What overflows, in one line.
         reason: String,

@@ -172,7 +172,7 @@ impl Weights {
         let mut wt32 = try_zeros("projection", w32.len())?;
         let row_norm = w64
             .chunks_exact(d.max(1))
-            .map(|r| r.iter().map(|x| x * x).sum::<f64>().sqrt())
+            .map(crate::range::norm)
             .fold(0.0, f64::max);
         favor_core::transpose_projection(&w64, m, d, &mut wt64).map_err(setup)?;
         favor_core::transpose_projection(&w32, m, d, &mut wt32).map_err(setup)?;
@@ -438,11 +438,18 @@ impl PerformerBuilder {
                 if matches!(self.redraw, Redraw::Every(_)) {
                     return bad("Redraw::Every would replace the given projection matrix");
                 }
-                if *rows == 0 || Some(w.len()) != rows.checked_mul(self.dim) {
+                if Some(w.len()) != rows.checked_mul(self.dim) {
+                    return Err(Error::DataLength {
+                        tensor: "projection",
+                        shape: vec![*rows, self.dim],
+                        len: w.len(),
+                    });
+                }
+                if *rows == 0 {
                     return Err(Error::Shape {
                         tensor: "projection",
                         expected: format!("[m, {}] with m > 0", self.dim),
-                        got: vec![*rows, w.len().checked_div(self.dim).unwrap_or(0)],
+                        got: vec![0, self.dim],
                     });
                 }
                 *rows

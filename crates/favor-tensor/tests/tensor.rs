@@ -591,14 +591,20 @@ fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
     let one = |x: &[f32]| TensorView::new([1, 1, 1, D], x).unwrap().data().to_vec();
     let (k, q, v) = (one(&k), one(&[0.1; D]), one(&[1.0; D]));
     let e = p.forward(at(s1, &q), at(s1, &k), at(s1, &v)).unwrap_err();
+    // The matrix is at fault, not the ordinary q.
     assert!(
         matches!(
             e,
             Error::OutOfRange {
-                tensor: "q" | "k",
+                tensor: "projection",
                 ..
             }
         ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("projection: outside the supported range: a row of norm 3.0000000"),
         "{e}"
     );
     assert_eq!(p.calls(), 0);
@@ -762,4 +768,61 @@ fn prefill_buffers_serve_heads_in_turn_without_leaking() {
             assert_eq!(got, want, "{precision:?}, parallel {parallel}");
         }
     }
+}
+
+#[test]
+fn range_and_shape_errors_say_what_is_wrong() {
+    // A row of f64 elements near 1e300: its norm is finite (the squared norm is not), and
+    // the message gives the norm, not `inf`.
+    let s1 = [1, 1, 1, D];
+    let mut q = vec![0.5f64; D];
+    q[3] = 3e300;
+    q[4] = -4e300;
+    let small = vec![0.1f64; D];
+    let mut p = Performer::builder(D)
+        .features(8)
+        .precision(Precision::F64)
+        .build()
+        .unwrap();
+    let e = p
+        .forward(at(s1, &q), at(s1, &small), at(s1, &small))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "q: outside the supported range: a row of norm 5e300: its squared norm overflows f64"
+    );
+    // An element that does not fit f32 is located down to its column.
+    let mut k = vec![0.1f64; 2 * D];
+    k[D + 5] = 1e39;
+    let mut p32 = Performer::builder(D).features(8).build().unwrap();
+    let s2 = [1, 1, 2, D];
+    let e = p32
+        .forward(
+            at(s2, &[0.1f64; 2 * D]),
+            at(s2, &k),
+            at(s2, &[0.1f64; 2 * D]),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("element 1e39 (batch 0, head 0, row 1, column 5) does not fit f32"),
+        "{e}"
+    );
+    // A projection matrix with no rows is reported with its real shape.
+    let e = Performer::builder(16)
+        .projection_matrix::<f32>(0, &[])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "projection: expected shape [m, 16] with m > 0, got [0, 16]"
+    );
+    let e = Performer::builder(16)
+        .projection_matrix(2, &[0.5f32; 31])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "projection: shape [2, 16] needs 32 elements, got 31"
+    );
 }
