@@ -850,3 +850,44 @@ fn endless_inputs_are_read_no_further_than_their_header() {
     ok(&["run", "--q", &q, "--k", &k, "--v", &v, "--out", out]);
     assert_eq!((shape, data), read(Path::new(out)));
 }
+
+#[test]
+#[cfg(target_os = "linux")]
+fn diagnostic_commands_out_of_memory_exit_2() {
+    // `favor fidelity` sizes its inputs from --len × --dim and its pairs from --pairs × --dim
+    // (12.8 GB each here); `favor bench` its inputs from --lens (256 MiB per head and
+    // tensor at L = 2^20, of which the second does not fit under 300 MB).
+    let fidelity = |extra: &[&str]| {
+        let mut a = vec![
+            "fidelity",
+            "--dim",
+            "16",
+            "--seeds",
+            "1",
+            "--features",
+            "16",
+            "--kernels",
+            "positive",
+            "--projections",
+            "iid",
+        ];
+        a.extend_from_slice(extra);
+        exit_2(favor_limited(1_000_000, None, &a), &a)
+    };
+    let e = fidelity(&["--len", "100000000"]);
+    assert_eq!(
+        e.trim_end(),
+        "favor: fidelity inputs: cannot allocate 11.92 GiB (12800000000 bytes): out of memory"
+    );
+    let e = fidelity(&["--len", "64", "--pairs", "100000000"]);
+    assert_eq!(
+        e.trim_end(),
+        "favor: pairs: cannot allocate 11.92 GiB (12800000000 bytes): out of memory"
+    );
+    let args = ["bench", "--quick", "--lens", "1048576"];
+    let e = exit_2(favor_limited(300_000, None, &args), &args);
+    assert_eq!(
+        e.trim_end(),
+        "favor: benchmark inputs: cannot allocate 256.00 MiB (268435456 bytes): out of memory"
+    );
+}
