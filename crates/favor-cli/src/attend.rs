@@ -99,6 +99,25 @@ impl Drop for Output {
     }
 }
 
+/// Fails (exit 2, one line) unless `path` can be written: for an output written only after
+/// a long computation (`--plot`, `--markdown`), found out before it starts. Nothing is
+/// left behind: a file created to find out is removed, an existing one is not changed.
+pub fn check_writable(path: &Path) -> CliResult<()> {
+    Output::open(path.to_path_buf()).map(drop)
+}
+
+/// A [`render_png`](crate::plot::render_png) error for `path`: exit 2 when the image could
+/// not be written (a full disk: the path itself was checked up front), 1 when the plotting
+/// itself failed.
+pub fn plot_error(path: &Path, e: String) -> CliError {
+    let line = format!("{}: {e}", path.display());
+    if e.starts_with("cannot write") {
+        CliError::input(line)
+    } else {
+        CliError::failure(line)
+    }
+}
+
 /// One input file: its shape as written, as `[B, H, L, d]`, and its data.
 struct Input {
     path: PathBuf,

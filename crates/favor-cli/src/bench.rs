@@ -133,6 +133,9 @@ const MAX_RUNS: usize = 5000;
 /// Runs `favor bench` with the options in `args`, printing to stdout.
 pub fn main(args: Args) -> CliResult<()> {
     let opts = Options::parse(args)?;
+    if let Some(p) = &opts.plot {
+        crate::attend::check_writable(p)?;
+    }
     let out = &mut std::io::stdout().lock();
     if let Some(p) = opts.memory_probe {
         let m = memory_probe(p)?;
@@ -1017,8 +1020,7 @@ fn plot(path: &Path, opts: &Options, backend: &str, all: &[Measurement]) -> CliR
         opts.threads,
         if opts.threads == 1 { "" } else { "s" }
     );
-    render_png(path, &title, &[panel])
-        .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))
+    render_png(path, &title, &[panel]).map_err(|e| crate::attend::plot_error(path, e))
 }
 
 /// Tokens per `Stream::prefill` call of the `memory-stream` workload.

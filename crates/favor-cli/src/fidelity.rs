@@ -1418,8 +1418,7 @@ pub fn plot(rep: &Report, path: &Path) -> CliResult<()> {
         "FAVOR+ vs exact softmax attention: L = {}, d = {}, {} seeds (dashed: iid, solid: orthogonal)",
         c.len, c.dim, c.seeds
     );
-    render_png(path, &title, &panels(rep))
-        .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))
+    render_png(path, &title, &panels(rep)).map_err(|e| crate::attend::plot_error(path, e))
 }
 
 /// Options of `favor fidelity` besides the [`Config`].
@@ -1497,6 +1496,9 @@ pub fn parse_args(mut args: Args) -> CliResult<(Config, Output)> {
 /// and writes the plot and Markdown files if asked.
 pub fn main(args: Args) -> CliResult<()> {
     let (cfg, out) = parse_args(args)?;
+    for path in [&out.markdown, &out.plot].into_iter().flatten() {
+        crate::attend::check_writable(path)?;
+    }
     let rep = run(&cfg)?;
     if out.json {
         print!("{}", render_json(&rep));
@@ -1505,7 +1507,7 @@ pub fn main(args: Args) -> CliResult<()> {
     }
     if let Some(path) = &out.markdown {
         std::fs::write(path, render_markdown(&rep))
-            .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
+            .map_err(|e| CliError::input(format!("{}: cannot write: {e}", path.display())))?;
     }
     if let Some(path) = &out.plot {
         plot(&rep, path)?;

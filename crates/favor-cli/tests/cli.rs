@@ -891,3 +891,39 @@ fn diagnostic_commands_out_of_memory_exit_2() {
         "favor: benchmark inputs: cannot allocate 256.00 MiB (268435456 bytes): out of memory"
     );
 }
+
+#[test]
+fn report_files_that_cannot_be_written_fail_before_the_study() {
+    let d = dir("reports");
+    let missing = d.join("no-such-dir").join("t.md");
+    let missing = missing.to_str().unwrap();
+    let small = [
+        "fidelity",
+        "--len",
+        "64",
+        "--seeds",
+        "1",
+        "--features",
+        "16",
+        "--kernels",
+        "positive",
+        "--projections",
+        "iid",
+    ];
+    for opt in ["--markdown", "--plot"] {
+        let mut args = small.to_vec();
+        args.extend([opt, missing]);
+        let o = favor(&args);
+        assert!(o.stdout.is_empty(), "{opt}: the study ran first");
+        let e = exit_2(o, &args);
+        assert!(e.contains(missing) && e.contains("cannot write"), "{e}");
+    }
+    // A directory where the image should go.
+    let png_dir = d.join("plot.png");
+    std::fs::create_dir(&png_dir).unwrap();
+    let args = ["bench", "--quick", "--plot", png_dir.to_str().unwrap()];
+    let o = favor(&args);
+    assert!(o.stdout.is_empty(), "the sweep ran first");
+    let e = exit_2(o, &args);
+    assert!(e.contains("Is a directory"), "{e}");
+}
