@@ -12,7 +12,8 @@ use std::str::FromStr;
 pub struct CliError {
     /// The line to print (without a trailing newline).
     pub message: String,
-    /// Process exit status: 2 for bad usage or bad input, 1 for anything else.
+    /// Process exit status: 2 for bad usage or bad input (including an output path that
+    /// cannot be written and sizes beyond the memory available), 1 for anything else.
     pub code: i32,
 }
 
@@ -25,7 +26,8 @@ impl CliError {
         }
     }
 
-    /// A failure that is not the caller's input (exit status 1), e.g. a full disk.
+    /// A failure that is not the caller's input (exit status 1), e.g. a report that cannot
+    /// be printed or an internal error.
     pub fn failure(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -41,6 +43,64 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+/// `"{what}: cannot allocate 1.50 GiB (1610612736 bytes): out of memory"`, the wording of
+/// favor-tensor's `Error::Alloc`; `bytes` is `None` when the size overflows `usize`.
+pub fn cannot_allocate(what: &str, bytes: Option<usize>) -> String {
+    let Some(n) = bytes else {
+        return format!(
+            "{what}: cannot allocate: the size overflows this platform's address space"
+        );
+    };
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let (mut x, mut unit) = (n as f64, 0);
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    let human = if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{x:.2} {}", UNITS[unit])
+    };
+    format!("{what}: cannot allocate {human} ({n} bytes): out of memory")
+}
+
+/// The product of `dims`: how many elements a buffer for `what` needs, or exit status 2
+/// when that overflows `usize`.
+pub fn elements(what: &str, dims: &[usize]) -> CliResult<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| CliError::input(cannot_allocate(what, None)))
+}
+
+/// `n` copies of `value`, reserved fallibly: sizes that come from the command line or an
+/// input file end in exit status 2 and one line naming `what`, not in an abort.
+pub fn try_filled<T: Clone>(what: &str, n: usize, value: T) -> CliResult<Vec<T>> {
+    let mut v = try_with_capacity(what, n)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// `n` zeros; see [`try_filled`].
+pub fn try_zeros<T: Clone + Default>(what: &str, n: usize) -> CliResult<Vec<T>> {
+    try_filled(what, n, T::default())
+}
+
+/// An empty vector with room for `n` elements; see [`try_filled`].
+pub fn try_with_capacity<T>(what: &str, n: usize) -> CliResult<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| CliError::input(cannot_allocate(what, n.checked_mul(size_of::<T>()))))?;
+    Ok(v)
+}
+
+/// The items of an iterator of known length; see [`try_filled`].
+pub fn try_collect<T>(what: &str, items: impl ExactSizeIterator<Item = T>) -> CliResult<Vec<T>> {
+    let mut v = try_with_capacity(what, items.len())?;
+    v.extend(items);
+    Ok(v)
+}
 
 /// Result alias for CLI code.
 pub type CliResult<T> = Result<T, CliError>;

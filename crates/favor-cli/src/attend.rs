@@ -1,5 +1,8 @@
 //! `favor run`, `favor exact` and `favor projection`: attention on `.npy` files.
 
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use favor_core::{
@@ -7,12 +10,112 @@ use favor_core::{
 };
 use favor_tensor::{Kernel, Performer, Precision, Projection, RowNorms, TensorView};
 
-use crate::args::{Args, CliError, CliResult};
+use crate::args::{Args, CliError, CliResult, elements, try_zeros};
 use crate::npy;
 
 /// One line naming the file.
 fn in_file(path: &Path, what: impl std::fmt::Display) -> CliError {
     CliError::input(format!("{}: {what}", path.display()))
+}
+
+/// Where a flat index of an array of `shape` lies: `batch b, head h, row r, column c` for
+/// `(B, H, L, d)` files, `row r, column c` for `(L, d)`, else the index tuple.
+fn position(shape: &[usize], mut flat: usize) -> String {
+    let mut index = vec![0; shape.len()];
+    for (i, &d) in index.iter_mut().zip(shape).rev() {
+        *i = flat % d.max(1);
+        flat /= d.max(1);
+    }
+    match index[..] {
+        [b, h, r, c] => format!("batch {b}, head {h}, row {r}, column {c}"),
+        [r, c] => format!("row {r}, column {c}"),
+        _ => format!("{index:?}"),
+    }
+}
+
+/// The `--out` file, opened (created if need be, never truncated) before anything is read
+/// or computed, so that a path that cannot be written (a missing directory, a directory, no
+/// permission) fails at once rather than after all the work.
+struct Output {
+    path: PathBuf,
+    file: Option<File>,
+    /// This run created the file: it goes again if nothing is written.
+    created: bool,
+}
+
+impl Output {
+    fn open(path: PathBuf) -> CliResult<Self> {
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| in_file(&path, format!("cannot write: {e}")))?;
+        Ok(Self {
+            path,
+            file: Some(file),
+            created: !existed,
+        })
+    }
+
+    /// Replaces the file's contents with the `.npy` of `data`. A write that fails (a full
+    /// disk) removes what it left of a regular file: a truncated `.npy` is no result.
+    fn write(mut self, shape: &[usize], data: &[f32]) -> CliResult<()> {
+        let Some(file) = self.file.take() else {
+            return Err(CliError::failure("internal error: output written twice"));
+        };
+        // Only a regular file has contents to replace; a device or a pipe takes a stream.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let written = (|| -> Result<(), npy::NpyError> {
+            if regular {
+                file.set_len(0)?;
+            }
+            let mut w = std::io::BufWriter::new(&file);
+            npy::write_to(&mut w, shape, data)?;
+            w.flush()?;
+            Ok(())
+        })();
+        self.created = false;
+        written.map_err(|e| {
+            let removed = regular && std::fs::remove_file(&self.path).is_ok();
+            let note = if removed {
+                " (the incomplete file was removed)"
+            } else {
+                ""
+            };
+            in_file(&self.path, format!("cannot write: {e}{note}"))
+        })
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // An error came before the write: a file this run created goes again, one that
+        // existed is left as it was (it was never truncated).
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Fails (exit 2, one line) unless `path` can be written: for an output written only after
+/// a long computation (`--plot`, `--markdown`), found out before it starts. Nothing is
+/// left behind: a file created to find out is removed, an existing one is not changed.
+pub fn check_writable(path: &Path) -> CliResult<()> {
+    Output::open(path.to_path_buf()).map(drop)
+}
+
+/// A [`render_png`](crate::plot::render_png) error for `path`: exit 2 when the image could
+/// not be written (a full disk: the path itself was checked up front), 1 when the plotting
+/// itself failed.
+pub fn plot_error(path: &Path, e: String) -> CliError {
+    let line = format!("{}: {e}", path.display());
+    if e.starts_with("cannot write") {
+        CliError::input(line)
+    } else {
+        CliError::failure(line)
+    }
 }
 
 /// One input file: its shape as written, as `[B, H, L, d]`, and its data.
@@ -47,8 +150,11 @@ impl Input {
                 format!("shape {:?} has an empty dimension", a.shape),
             ));
         }
-        if let Some(i) = a.to_f64().iter().position(|x| !x.is_finite()) {
-            return Err(in_file(&path, format!("element {i} is NaN or infinite")));
+        if let Some((i, x)) = a.find(|x| !x.is_finite()) {
+            return Err(in_file(
+                &path,
+                format!("element at {} is {x}", position(&a.shape, i)),
+            ));
         }
         Ok(Self {
             path,
@@ -58,24 +164,30 @@ impl Input {
         })
     }
 
-    /// The data in f32; an error naming the file if a value does not fit.
-    fn f32(&self) -> CliResult<Vec<f32>> {
-        let data = self.array.to_f32();
-        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+    /// The data in f32 (borrowed from a float32 file); an error naming the file if a value
+    /// does not fit.
+    fn f32(&self) -> CliResult<Cow<'_, [f32]>> {
+        if let Some((i, x)) = self.array.find(|x| !(x as f32).is_finite()) {
             return Err(in_file(
                 &self.path,
                 format!(
-                    "element {i} = {:e} does not fit float32 (use --precision f64)",
-                    self.array.to_f64()[i]
+                    "element at {} = {x:e} does not fit float32 (use --precision f64)",
+                    position(&self.shape, i)
                 ),
             ));
         }
-        Ok(data)
+        match &self.array.data {
+            npy::Data::F32(v) => Ok(Cow::Borrowed(v)),
+            _ => (self.array.to_f32().map(Cow::Owned)).map_err(|e| in_file(&self.path, e)),
+        }
     }
 
-    /// The data in f64 (exact for every stored type).
-    fn f64(&self) -> Vec<f64> {
-        self.array.to_f64()
+    /// The data in f64 (exact for every stored type; borrowed from a float64 file).
+    fn f64(&self) -> CliResult<Cow<'_, [f64]>> {
+        match &self.array.data {
+            npy::Data::F64(v) => Ok(Cow::Borrowed(v)),
+            _ => (self.array.to_f64().map(Cow::Owned)).map_err(|e| in_file(&self.path, e)),
+        }
     }
 }
 
@@ -84,24 +196,41 @@ fn view<'a, E: favor_tensor::Element>(input: &Input, data: &'a [E]) -> TensorVie
     TensorView::new(input.shape4, data).expect("shape checked on read")
 }
 
+/// The files of `--q --k --v --out`, as given.
+struct Paths {
+    q: PathBuf,
+    k: PathBuf,
+    v: PathBuf,
+    out: PathBuf,
+}
+
+impl Paths {
+    fn take(args: &mut Args) -> CliResult<Self> {
+        Ok(Self {
+            q: args.required("q")?.into(),
+            k: args.required("k")?.into(),
+            v: args.required("v")?.into(),
+            out: args.required("out")?.into(),
+        })
+    }
+}
+
 /// q, k and v, checked against each other, and where the output goes.
 struct Inputs {
     q: Input,
     k: Input,
     v: Input,
-    out: PathBuf,
+    out: Output,
 }
 
 impl Inputs {
-    fn read(args: &mut Args) -> CliResult<Self> {
-        let q = args.required("q")?;
-        let k = args.required("k")?;
-        let v = args.required("v")?;
-        let out = PathBuf::from(args.required("out")?);
+    /// Opens the output, then reads the inputs.
+    fn read(paths: Paths) -> CliResult<Self> {
+        let out = Output::open(paths.out)?;
         let (q, k, v) = (
-            Input::read(q.into())?,
-            Input::read(k.into())?,
-            Input::read(v.into())?,
+            Input::read(paths.q)?,
+            Input::read(paths.k)?,
+            Input::read(paths.v)?,
         );
         let mismatch = |x: &Input, y: &Input, why: &str| {
             Err(in_file(
@@ -136,17 +265,19 @@ impl Inputs {
         Ok(Self { q, k, v, out })
     }
 
-    /// A favor-tensor error, naming the file of the tensor it is about.
-    fn library_error(&self, e: favor_tensor::Error) -> CliError {
+    /// A favor-tensor error, naming the file of the tensor it is about (`matrix`: the
+    /// `--projection` file, if any).
+    fn library_error(&self, e: favor_tensor::Error, matrix: Option<&Path>) -> CliError {
         let tensor = match &e {
             favor_tensor::Error::OutOfRange { tensor, .. }
             | favor_tensor::Error::Shape { tensor, .. } => Some(*tensor),
             _ => None,
         };
         let file = match tensor {
-            Some("q") => Some(&self.q.path),
-            Some("k") => Some(&self.k.path),
-            Some("v") => Some(&self.v.path),
+            Some("q") => Some(self.q.path.as_path()),
+            Some("k") => Some(self.k.path.as_path()),
+            Some("v") => Some(self.v.path.as_path()),
+            Some("projection") => matrix,
             _ => None,
         };
         match file {
@@ -179,17 +310,18 @@ impl Inputs {
         s
     }
 
-    fn write(&self, data: &[f32]) -> CliResult<()> {
+    fn write(self, data: &[f32]) -> CliResult<()> {
+        let shape = self.out_shape();
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
             return Err(CliError::input(format!(
-                "{}: not written: output element {i} is {} (values beyond float32's range, or a \
+                "{}: not written: output element at {} is {} (values beyond float32's range, or a \
                  trigonometric-kernel denominator that crossed zero)",
-                self.out.display(),
+                self.out.path.display(),
+                position(&shape, i),
                 data[i]
             )));
         }
-        npy::write_f32(&self.out, &self.out_shape(), data)
-            .map_err(|e| CliError::failure(format!("{}: {e}", self.out.display())))
+        self.out.write(&shape, data)
     }
 }
 
@@ -237,13 +369,14 @@ pub fn run(mut args: Args) -> CliResult<()> {
     let chunk: Option<usize> = args.parse("chunk")?;
     let precision = parse_precision(&mut args)?;
     let matrix = args.value("projection")?.map(PathBuf::from);
-    let io = Inputs::read(&mut args)?;
+    let paths = Paths::take(&mut args)?;
     args.finish()?;
     if matrix.is_some() && (seeded || projection != Projection::default()) {
         return Err(CliError::input(
             "--projection gives W exactly; --seed, --norms and --projection-kind do not apply",
         ));
     }
+    let io = Inputs::read(paths)?;
     if causal {
         io.causal_check()?;
     }
@@ -280,7 +413,7 @@ pub fn run(mut args: Args) -> CliResult<()> {
                 ),
             ));
         }
-        b = b.projection_matrix(rows, &w.to_f64());
+        b = b.projection_matrix(rows, &w.to_f64().map_err(|e| in_file(path, e))?);
     }
     let mut attn = b.build().map_err(|e| {
         let e = CliError::input(e.to_string());
@@ -295,11 +428,11 @@ pub fn run(mut args: Args) -> CliResult<()> {
             attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
         }
         Precision::F64 => {
-            let (q, k, v) = (io.q.f64(), io.k.f64(), io.v.f64());
+            let (q, k, v) = (io.q.f64()?, io.k.f64()?, io.v.f64()?);
             attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
         }
     }
-    .map_err(|e| io.library_error(e))?;
+    .map_err(|e| io.library_error(e, matrix.as_deref()))?;
     io.write(out.data())
 }
 
@@ -307,8 +440,9 @@ pub fn run(mut args: Args) -> CliResult<()> {
 /// the inputs as stored (f64 files are not rounded to f32 first), rounded to f32 once.
 pub fn exact(mut args: Args) -> CliResult<()> {
     let causal = args.flag("causal");
-    let io = Inputs::read(&mut args)?;
+    let paths = Paths::take(&mut args)?;
     args.finish()?;
+    let io = Inputs::read(paths)?;
     if causal {
         io.causal_check()?;
     }
@@ -325,21 +459,13 @@ pub fn exact(mut args: Args) -> CliResult<()> {
         ..Default::default()
     };
     let kernels = favor_simd::detected();
-    let (q, k, v) = (io.q.f64(), io.k.f64(), io.v.f64());
-    let n_out = [b, h, lq, dv]
-        .iter()
-        .try_fold(1usize, |a, &x| a.checked_mul(x))
-        .ok_or_else(|| CliError::input("the output's size overflows"))?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(n_out)
-        .map_err(|_| CliError::failure(format!("cannot allocate the output ({n_out} floats)")))?;
-    out.resize(n_out, 0f32);
-    let mut head_out = vec![0f64; lq * dv];
-    let mut scratch = vec![
-        0f64;
-        softmax_attention_tiled_scratch_len(TILE)
-            .map_err(|e| CliError::failure(e.to_string()))?
-    ];
+    let (q, k, v) = (io.q.f64()?, io.k.f64()?, io.v.f64()?);
+    let mut out = try_zeros("output", elements("output", &[b, h, lq, dv])?)?;
+    let head = "exact attention of one head";
+    let mut head_out = try_zeros(head, elements(head, &[lq, dv])?)?;
+    let scratch_len = softmax_attention_tiled_scratch_len(TILE)
+        .map_err(|e| CliError::failure(format!("exact attention scratch: {e}")))?;
+    let mut scratch = try_zeros("exact attention scratch", scratch_len)?;
     for (i, o) in out.chunks_mut(lq * dv).enumerate() {
         let (bi, hi) = (i / h, i % h);
         let (q, k, v) = (
@@ -386,12 +512,12 @@ pub fn projection(mut args: Args) -> CliResult<()> {
             "--projection-kind none has no matrix to export",
         ));
     }
+    let out = Output::open(out)?;
     let attn = Performer::builder(d)
         .features(m)
         .projection(projection)
         .seed(seed)
         .build()
         .map_err(|e| CliError::input(e.to_string()))?;
-    npy::write_f32(&out, &[m, d], attn.projection_f32())
-        .map_err(|e| CliError::failure(format!("{}: {e}", out.display())))
+    out.write(&[m, d], attn.projection_f32())
 }

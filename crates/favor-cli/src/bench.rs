@@ -99,7 +99,7 @@
 //! {"workload":"memory-bidir","L":65536,"peak_rss_bytes":541401088,"baseline_rss_bytes":3051520,"input_bytes":402653184,"output_bytes":134217728,"working_bytes":1478656}
 //! ```
 
-use crate::args::{Args, CliError, CliResult};
+use crate::args::{Args, CliError, CliResult, elements, try_zeros};
 use crate::plot::{Panel, Series, render_png};
 use crate::workload::{self, CAUSAL_CHUNK, DIM, FEATURES, HEADS, Head, HeadStream};
 use favor_core::{Kernels, Scalar};
@@ -133,6 +133,9 @@ const MAX_RUNS: usize = 5000;
 /// Runs `favor bench` with the options in `args`, printing to stdout.
 pub fn main(args: Args) -> CliResult<()> {
     let opts = Options::parse(args)?;
+    if let Some(p) = &opts.plot {
+        crate::attend::check_writable(p)?;
+    }
     let out = &mut std::io::stdout().lock();
     if let Some(p) = opts.memory_probe {
         let m = memory_probe(p)?;
@@ -599,11 +602,10 @@ fn decode_times<K: Kernels<f32>>(
     threads: usize,
     seen: &[usize],
     budget: f64,
-) -> Vec<Timing> {
+) -> CliResult<Vec<Timing>> {
     let ranges = split(heads.len(), threads);
     workload::with_streams(k, heads, |streams| {
-        let rows = heads[0].q.len() / DIM;
-        let mut out = vec![0f32; rows * DIM];
+        let mut out = try_zeros("benchmark outputs", heads[0].q.len())?;
         let mut scratch = vec![0f32; streams[0].prefill_scratch_len(CAUSAL_CHUNK).unwrap()];
         let mut times = Vec::new();
         for &n in seen {
@@ -652,7 +654,7 @@ fn decode_times<K: Kernels<f32>>(
                 ..batch
             });
         }
-        times
+        Ok(times)
     })
 }
 
@@ -739,15 +741,20 @@ fn sweep<K: Kernels<f32>>(
         put(out, &header(opts, name, &roofs))?;
     }
     let max_len = plan.lens.iter().copied().max().unwrap_or(1);
-    let heads = workload::heads(max_len);
+    let heads = workload::try_heads(max_len)?;
     let mut lanes: Vec<Lane> = split(HEADS, threads)
         .into_iter()
-        .map(|r| Lane {
-            heads: &heads[r],
-            out: vec![0f32; max_len * DIM],
-            scratch: vec![0f32; workload::scratch_len()],
+        .map(|r| {
+            Ok(Lane {
+                heads: &heads[r],
+                out: try_zeros(
+                    "benchmark outputs",
+                    elements("benchmark outputs", &[max_len, DIM])?,
+                )?,
+                scratch: vec![0f32; workload::scratch_len()],
+            })
         })
-        .collect();
+        .collect::<CliResult<_>>()?;
     let mk = |w: Workload, len: usize, backend: &'static str, t: Timing| Measurement {
         workload: w,
         len,
@@ -799,7 +806,7 @@ fn sweep<K: Kernels<f32>>(
         emit(out, opts.json, &rows, &mut all)?;
     }
     drop(lanes);
-    let times = decode_times(k, &heads, threads, &plan.decode_seen, plan.budget_s);
+    let times = decode_times(k, &heads, threads, &plan.decode_seen, plan.budget_s)?;
     let mut rows: Vec<Row> = plan
         .decode_seen
         .iter()
@@ -807,7 +814,7 @@ fn sweep<K: Kernels<f32>>(
         .map(|(&n, t)| Row::Done(mk(Workload::Decode, n, name, t)))
         .collect();
     if with_scalar {
-        let t = decode_times(scalar, &heads, threads, &[0], plan.budget_s);
+        let t = decode_times(scalar, &heads, threads, &[0], plan.budget_s)?;
         rows.push(Row::Done(mk(Workload::Decode, 0, "scalar", t[0])));
     }
     emit(out, opts.json, &rows, &mut all)?;
@@ -1013,8 +1020,7 @@ fn plot(path: &Path, opts: &Options, backend: &str, all: &[Measurement]) -> CliR
         opts.threads,
         if opts.threads == 1 { "" } else { "s" }
     );
-    render_png(path, &title, &[panel])
-        .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))
+    render_png(path, &title, &[panel]).map_err(|e| crate::attend::plot_error(path, e))
 }
 
 /// Tokens per `Stream::prefill` call of the `memory-stream` workload.
@@ -1248,8 +1254,13 @@ pub fn memory_probe(p: MemoryProbe) -> CliResult<MemoryMeasurement> {
         .build()
         .map_err(fail)?;
     let tokens = p.tokens_per_call();
-    let n = HEADS * tokens * DIM;
-    let (mut q, mut k, mut v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let what = "memory probe inputs";
+    let n = elements(what, &[HEADS, tokens, DIM])?;
+    let (mut q, mut k, mut v) = (
+        try_zeros(what, n)?,
+        try_zeros(what, n)?,
+        try_zeros(what, n)?,
+    );
     let per_head = tokens * DIM;
     for h in 0..HEADS {
         let r = h * per_head..(h + 1) * per_head;

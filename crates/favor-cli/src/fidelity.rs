@@ -60,7 +60,7 @@ use favor_core::{
 };
 use favor_simd::Detected;
 
-use crate::args::{Args, CliError, CliResult};
+use crate::args::{Args, CliError, CliResult, elements, try_collect, try_with_capacity, try_zeros};
 use crate::plot::{Panel, Series, render_png};
 
 /// The random-feature kernels compared.
@@ -270,8 +270,15 @@ pub fn projection_seed(s: usize, kernel: Kernel, proj: Projection, m: usize) -> 
 }
 
 /// `rows` rows of dimension d: Gaussian directions from `normals`, each rescaled to norm r.
-fn rows_of_norm(normals: &mut Normals, rows: usize, d: usize, r: f64) -> Vec<f64> {
-    let mut x = vec![0.0; rows * d];
+/// `what` names them if they do not fit in memory.
+fn rows_of_norm(
+    what: &str,
+    normals: &mut Normals,
+    rows: usize,
+    d: usize,
+    r: f64,
+) -> CliResult<Vec<f64>> {
+    let mut x = try_zeros(what, elements(what, &[rows, d])?)?;
     normals.fill(&mut x);
     for row in x.chunks_exact_mut(d) {
         let n = row.iter().map(|a| a * a).sum::<f64>().sqrt();
@@ -279,7 +286,7 @@ fn rows_of_norm(normals: &mut Normals, rows: usize, d: usize, r: f64) -> Vec<f64
         let s = if n > 0.0 { r / n } else { 0.0 };
         row.iter_mut().for_each(|a| *a *= s);
     }
-    x
+    Ok(x)
 }
 
 /// One (r, seed)'s attention inputs and the exact output.
@@ -306,11 +313,12 @@ impl Inputs {
     /// computes the exact attention with `backend`.
     pub fn new(backend: &Detected, len: usize, dim: usize, r: f64, s: usize) -> CliResult<Self> {
         let mut normals = Normals::new(input_seed(s));
-        let q = rows_of_norm(&mut normals, len, dim, r);
-        let k = rows_of_norm(&mut normals, len, dim, r);
-        let mut v = vec![0.0; len * dim];
+        let q = rows_of_norm("fidelity inputs", &mut normals, len, dim, r)?;
+        let k = rows_of_norm("fidelity inputs", &mut normals, len, dim, r)?;
+        let n = elements("fidelity inputs", &[len, dim])?;
+        let mut v = try_zeros("fidelity inputs", n)?;
         normals.fill(&mut v);
-        let mut exact = vec![0.0; len * dim];
+        let mut exact = try_zeros("exact attention", n)?;
         softmax_attention(
             backend,
             &q,
@@ -348,7 +356,7 @@ fn mean_square(x: &[f64]) -> f64 {
 
 /// Draws the m×d projection of `proj` for `seed`.
 pub fn draw_projection(proj: Projection, seed: u64, m: usize, d: usize) -> CliResult<Vec<f64>> {
-    let mut w = vec![0.0; projection_len(m, d).map_err(core_err)?];
+    let mut w = try_zeros("projection", projection_len(m, d).map_err(core_err)?)?;
     projection(proj.kind(), seed, m, d, &mut w).map_err(core_err)?;
     Ok(w)
 }
@@ -356,7 +364,7 @@ pub fn draw_projection(proj: Projection, seed: u64, m: usize, d: usize) -> CliRe
 /// Something to do with a feature map, whatever its concrete type.
 trait WithMap {
     type Out;
-    fn call<F: FeatureMap<f64>>(self, fm: &F) -> favor_core::Result<Self::Out>;
+    fn call<F: FeatureMap<f64>>(self, fm: &F) -> CliResult<Self::Out>;
 }
 
 /// Builds `kernel`'s feature map over W (m×d, with Wᵀ for the SIMD projection) and runs `job`.
@@ -366,22 +374,30 @@ fn with_map<J: WithMap>(
     m: usize,
     d: usize,
     job: J,
-) -> favor_core::Result<J::Out> {
-    let mut wt = vec![0.0; w.len()];
-    transpose_projection(w, m, d, &mut wt)?;
+) -> CliResult<J::Out> {
+    let mut wt = try_zeros("projection", w.len())?;
+    transpose_projection(w, m, d, &mut wt).map_err(core_err)?;
     match kernel {
-        Kernel::Positive => {
-            job.call(&PositiveSoftmax::new(w, m, d)?.with_transposed_projection(&wt)?)
-        }
-        Kernel::Hyperbolic => {
-            job.call(&HyperbolicSoftmax::new(w, m, d)?.with_transposed_projection(&wt)?)
-        }
-        Kernel::Trigonometric => {
-            job.call(&TrigonometricSoftmax::new(w, m, d)?.with_transposed_projection(&wt)?)
-        }
-        Kernel::Relu => {
-            job.call(&Generalized::new(w, m, d, Activation::Relu)?.with_transposed_projection(&wt)?)
-        }
+        Kernel::Positive => job.call(
+            &PositiveSoftmax::new(w, m, d)
+                .and_then(|p| p.with_transposed_projection(&wt))
+                .map_err(core_err)?,
+        ),
+        Kernel::Hyperbolic => job.call(
+            &HyperbolicSoftmax::new(w, m, d)
+                .and_then(|p| p.with_transposed_projection(&wt))
+                .map_err(core_err)?,
+        ),
+        Kernel::Trigonometric => job.call(
+            &TrigonometricSoftmax::new(w, m, d)
+                .and_then(|p| p.with_transposed_projection(&wt))
+                .map_err(core_err)?,
+        ),
+        Kernel::Relu => job.call(
+            &Generalized::new(w, m, d, Activation::Relu)
+                .and_then(|p| p.with_transposed_projection(&wt))
+                .map_err(core_err)?,
+        ),
     }
 }
 
@@ -392,11 +408,12 @@ struct Attend<'a> {
 
 impl WithMap for Attend<'_> {
     type Out = Vec<f64>;
-    fn call<F: FeatureMap<f64>>(self, fm: &F) -> favor_core::Result<Vec<f64>> {
+    fn call<F: FeatureMap<f64>>(self, fm: &F) -> CliResult<Vec<f64>> {
         let (l, d) = (self.inp.len, self.inp.dim);
         let opts = Options::default();
-        let mut scratch = vec![0.0; bidirectional_scratch_len(fm.feature_dim(), d, opts.block)?];
-        let mut out = vec![0.0; l * d];
+        let n = bidirectional_scratch_len(fm.feature_dim(), d, opts.block).map_err(core_err)?;
+        let mut scratch = try_zeros("attention scratch", n)?;
+        let mut out = try_zeros("attention output", self.inp.exact.len())?;
         bidirectional(
             self.backend,
             fm,
@@ -407,7 +424,8 @@ impl WithMap for Attend<'_> {
             &opts,
             &mut out,
             &mut scratch,
-        )?;
+        )
+        .map_err(core_err)?;
         Ok(out)
     }
 }
@@ -420,7 +438,7 @@ pub fn favor_output(
     m: usize,
     inp: &Inputs,
 ) -> CliResult<Vec<f64>> {
-    with_map(kernel, w, m, inp.dim, Attend { backend, inp }).map_err(core_err)
+    with_map(kernel, w, m, inp.dim, Attend { backend, inp })
 }
 
 /// Output MSE: mean over entries of `(out − exact)²` (non-finite outputs propagate).
@@ -438,19 +456,24 @@ struct Estimate<'a> {
 
 impl WithMap for Estimate<'_> {
     type Out = Vec<f64>;
-    fn call<F: FeatureMap<f64>>(self, fm: &F) -> favor_core::Result<Vec<f64>> {
+    fn call<F: FeatureMap<f64>>(self, fm: &F) -> CliResult<Vec<f64>> {
         let (n, width) = (self.pairs, fm.feature_dim());
-        let (mut fx, mut fy) = (vec![0.0; n * width], vec![0.0; n * width]);
-        let (mut lx, mut ly) = (vec![0.0; n], vec![0.0; n]);
-        fm.map_rows(self.backend, self.xs, n, &mut fx, &mut lx)?;
-        fm.map_rows(self.backend, self.ys, n, &mut fy, &mut ly)?;
-        Ok((0..n)
-            .map(|p| {
+        let what = "pair features";
+        let all = elements(what, &[n, width])?;
+        let (mut fx, mut fy) = (try_zeros(what, all)?, try_zeros(what, all)?);
+        let (mut lx, mut ly) = (try_zeros(what, n)?, try_zeros(what, n)?);
+        fm.map_rows(self.backend, self.xs, n, &mut fx, &mut lx)
+            .map_err(core_err)?;
+        fm.map_rows(self.backend, self.ys, n, &mut fy, &mut ly)
+            .map_err(core_err)?;
+        try_collect(
+            "kernel estimates",
+            (0..n).map(|p| {
                 let a = &fx[p * width..(p + 1) * width];
                 let b = &fy[p * width..(p + 1) * width];
                 self.backend.dot(a, b) * (lx[p] + ly[p]).exp()
-            })
-            .collect())
+            }),
+        )
     }
 }
 
@@ -476,7 +499,7 @@ pub fn kernel_estimates(
         ys,
         pairs,
     };
-    with_map(kernel, w, m, d, job).map_err(core_err)
+    with_map(kernel, w, m, d, job)
 }
 
 /// Lemma 2 (paper; DESIGN.md) MSE of `kernel`'s estimate of `exp(x·y)` with m **iid** rows,
@@ -515,22 +538,23 @@ pub struct Pairs {
 
 impl Pairs {
     /// Draws `n` pairs of dimension d at norm r.
-    pub fn new(n: usize, d: usize, r: f64) -> Self {
+    pub fn new(n: usize, d: usize, r: f64) -> CliResult<Self> {
         let mut normals = Normals::new(PAIR_SEED);
-        let xs = rows_of_norm(&mut normals, n, d, r);
-        let ys = rows_of_norm(&mut normals, n, d, r);
+        let xs = rows_of_norm("pairs", &mut normals, n, d, r)?;
+        let ys = rows_of_norm("pairs", &mut normals, n, d, r)?;
         let tau = 1.0 / (d as f64).sqrt();
-        let exact = (0..n)
-            .map(|p| {
+        let exact = try_collect(
+            "pairs",
+            (0..n).map(|p| {
                 let dot: f64 = xs[p * d..(p + 1) * d]
                     .iter()
                     .zip(&ys[p * d..(p + 1) * d])
                     .map(|(a, b)| a * b)
                     .sum();
                 (tau * dot).exp()
-            })
-            .collect();
-        Self { xs, ys, exact }
+            }),
+        )?;
+        Ok(Self { xs, ys, exact })
     }
 
     /// Lemma 2 MSE of each pair's estimate for `kernel` with m iid rows (x' = x/d^{1/4}).
@@ -661,11 +685,13 @@ fn run_item(
         let out = favor_output(backend, c.kernel, &w, c.m, &inp)?;
         item.mse.push(output_mse(&out, &inp.exact));
         let sq = if c.kernel.estimates_softmax() && cfg.pairs > 0 {
-            let est = kernel_estimates(backend, c.kernel, &w, c.m, cfg.dim, &pairs.xs, &pairs.ys)?;
-            est.iter()
-                .zip(&pairs.exact)
-                .map(|(e, x)| (e - x) * (e - x))
-                .collect()
+            let mut est =
+                kernel_estimates(backend, c.kernel, &w, c.m, cfg.dim, &pairs.xs, &pairs.ys)?;
+            // In place: every seed keeps these for every cell until the report is built.
+            for (e, x) in est.iter_mut().zip(&pairs.exact) {
+                *e = (*e - x) * (*e - x);
+            }
+            est
         } else {
             Vec::new()
         };
@@ -695,12 +721,16 @@ pub fn run(cfg: &Config) -> CliResult<Report> {
         .norms
         .iter()
         .map(|&r| Pairs::new(cfg.pairs, cfg.dim, r))
-        .collect();
-    let jobs: Vec<(usize, usize)> = (0..cfg.norms.len())
-        .flat_map(|ri| (0..cfg.seeds).map(move |s| (ri, s)))
-        .collect();
-    let results: Mutex<Vec<Option<CliResult<Item>>>> =
-        Mutex::new((0..jobs.len()).map(|_| None).collect());
+        .collect::<CliResult<_>>()?;
+    let n_jobs = elements("fidelity jobs", &[cfg.norms.len(), cfg.seeds])?;
+    let jobs = try_collect(
+        "fidelity jobs",
+        (0..n_jobs).map(|j| (j / cfg.seeds, j % cfg.seeds)),
+    )?;
+    let results: Mutex<Vec<Option<CliResult<Item>>>> = Mutex::new(try_collect(
+        "fidelity results",
+        (0..jobs.len()).map(|_| None),
+    )?);
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..cfg.threads.min(jobs.len()) {
@@ -720,7 +750,7 @@ pub fn run(cfg: &Config) -> CliResult<Report> {
         }
     });
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let mut items: Vec<Item> = Vec::with_capacity(jobs.len());
+    let mut items: Vec<Item> = try_with_capacity("fidelity results", jobs.len())?;
     for res in results {
         match res {
             Some(Ok(item)) => items.push(item),
@@ -1388,8 +1418,7 @@ pub fn plot(rep: &Report, path: &Path) -> CliResult<()> {
         "FAVOR+ vs exact softmax attention: L = {}, d = {}, {} seeds (dashed: iid, solid: orthogonal)",
         c.len, c.dim, c.seeds
     );
-    render_png(path, &title, &panels(rep))
-        .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))
+    render_png(path, &title, &panels(rep)).map_err(|e| crate::attend::plot_error(path, e))
 }
 
 /// Options of `favor fidelity` besides the [`Config`].
@@ -1467,6 +1496,9 @@ pub fn parse_args(mut args: Args) -> CliResult<(Config, Output)> {
 /// and writes the plot and Markdown files if asked.
 pub fn main(args: Args) -> CliResult<()> {
     let (cfg, out) = parse_args(args)?;
+    for path in [&out.markdown, &out.plot].into_iter().flatten() {
+        crate::attend::check_writable(path)?;
+    }
     let rep = run(&cfg)?;
     if out.json {
         print!("{}", render_json(&rep));
@@ -1475,7 +1507,7 @@ pub fn main(args: Args) -> CliResult<()> {
     }
     if let Some(path) = &out.markdown {
         std::fs::write(path, render_markdown(&rep))
-            .map_err(|e| CliError::failure(format!("{}: {e}", path.display())))?;
+            .map_err(|e| CliError::input(format!("{}: cannot write: {e}", path.display())))?;
     }
     if let Some(path) = &out.plot {
         plot(&rep, path)?;

@@ -1,6 +1,7 @@
 //! The `favor` command: FAVOR+ attention on `.npy` files, a demo, benchmarks and the
 //! fidelity study. Every failure is one line on stderr and exit status 2 (bad usage or
-//! input) or 1 (anything else); never a panic message or backtrace.
+//! input, an output that cannot be written, sizes beyond the memory available) or 1
+//! (anything else); never a panic message, a backtrace or an abort.
 
 use favor_cli::args::{Args, CliError, CliResult};
 use favor_cli::{attend, bench, demo, fidelity};

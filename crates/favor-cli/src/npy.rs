@@ -8,6 +8,7 @@
 //! spare "growth" spaces after the dict, and a preamble padded to a multiple of 64 bytes.
 
 use std::fmt::Write as _;
+use std::io::Read;
 use std::path::Path;
 
 /// The element data of an array, in its stored type.
@@ -31,20 +32,57 @@ pub struct Array {
 }
 
 impl Array {
-    /// The elements converted to f32 (f64 rounds to nearest).
-    pub fn to_f32(&self) -> Vec<f32> {
+    /// The elements converted to f32 (f64 rounds to nearest); [`NpyError::Alloc`] when the
+    /// copy does not fit in memory.
+    pub fn to_f32(&self) -> Result<Vec<f32>, NpyError> {
+        let mut out = try_filled(self.len(), 0f32)?;
         match &self.data {
-            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Data::F32(v) => v.clone(),
-            Data::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            Data::F16(v) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[..], &mut out),
+            Data::F32(v) => out.copy_from_slice(v),
+            Data::F64(v) => out.iter_mut().zip(v).for_each(|(o, &x)| *o = x as f32),
+        }
+        Ok(out)
+    }
+    /// The elements converted to f64 (exact); [`NpyError::Alloc`] when the copy does not
+    /// fit in memory.
+    pub fn to_f64(&self) -> Result<Vec<f64>, NpyError> {
+        let mut out = try_filled(self.len(), 0f64)?;
+        match &self.data {
+            Data::F16(v) => half::slice::HalfFloatSliceExt::convert_to_f64_slice(&v[..], &mut out),
+            Data::F32(v) => out.iter_mut().zip(v).for_each(|(o, &x)| *o = f64::from(x)),
+            Data::F64(v) => out.copy_from_slice(v),
+        }
+        Ok(out)
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            Data::F16(v) => v.len(),
+            Data::F32(v) => v.len(),
+            Data::F64(v) => v.len(),
         }
     }
-    /// The elements converted to f64 (exact).
-    pub fn to_f64(&self) -> Vec<f64> {
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The first element (C order) for which `bad` holds, as its flat index and its value
+    /// in f64; nothing is copied.
+    pub fn find(&self, bad: impl Fn(f64) -> bool) -> Option<(usize, f64)> {
+        fn first<T: Copy>(
+            v: &[T],
+            wide: impl Fn(T) -> f64,
+            bad: impl Fn(f64) -> bool,
+        ) -> Option<(usize, f64)> {
+            v.iter()
+                .map(|&x| wide(x))
+                .enumerate()
+                .find(|&(_, x)| bad(x))
+        }
         match &self.data {
-            Data::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
-            Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-            Data::F64(v) => v.clone(),
+            Data::F16(v) => first(v, half::f16::to_f64, bad),
+            Data::F32(v) => first(v, f64::from, bad),
+            Data::F64(v) => first(v, |x| x, bad),
         }
     }
     /// The dtype's NumPy name: "float16", "float32" or "float64".
@@ -66,6 +104,11 @@ pub enum NpyError {
     Io(std::io::Error),
     /// Anything else wrong with the bytes, described in one line.
     Format(String),
+    /// The data does not fit in memory: `bytes` (`None`: more than `usize` can count).
+    Alloc {
+        /// Bytes asked for.
+        bytes: Option<usize>,
+    },
 }
 
 impl std::fmt::Display for NpyError {
@@ -73,6 +116,9 @@ impl std::fmt::Display for NpyError {
         match self {
             NpyError::Io(e) => write!(f, "{e}"),
             NpyError::Format(s) => f.write_str(s),
+            NpyError::Alloc { bytes } => {
+                f.write_str(&crate::args::cannot_allocate("its data", *bytes))
+            }
         }
     }
 }
@@ -81,7 +127,7 @@ impl std::error::Error for NpyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             NpyError::Io(e) => Some(e),
-            NpyError::Format(_) => None,
+            NpyError::Format(_) | NpyError::Alloc { .. } => None,
         }
     }
 }
@@ -150,10 +196,102 @@ fn format_err(msg: impl Into<String>) -> NpyError {
 
 /// Parses `.npy` bytes. Never panics and never allocates more than the input implies.
 pub fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
-    let (header, data) = split_preamble(bytes)?;
-    let header = parse_header(&header)?;
-    let itemsize = header.dtype.itemsize();
+    read_from(bytes, Some(bytes.len() as u64))
+}
 
+/// Reads a `.npy` file. Only the bytes its header announces are read (and one more, which
+/// reveals trailing data), so a device or pipe that never ends, such as `/dev/zero`, is an
+/// error instead of a read until memory runs out; a regular file's length is checked
+/// against the header before anything is allocated, and every buffer is reserved fallibly.
+pub fn read(path: &Path) -> Result<Array, NpyError> {
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let len = meta.is_file().then_some(meta.len());
+    read_from(std::io::BufReader::new(file), len)
+}
+
+/// Reads one array from `r`, whose total length is `len` when known (a slice, a regular
+/// file), `None` for a pipe or a device.
+fn read_from<R: Read>(mut r: R, len: Option<u64>) -> Result<Array, NpyError> {
+    // The preamble: magic and version, then a 2- or 4-byte header length. A short read means
+    // the input ended, so `head` then holds all of it, as the error messages assume.
+    let mut head = Vec::new();
+    read_up_to(&mut r, &mut head, 8)?;
+    let length_bytes = match head.get(6..8) {
+        Some(&[1, 0]) => 2,
+        Some(&[2 | 3, 0]) => 4,
+        _ => 0,
+    };
+    read_up_to(&mut r, &mut head, length_bytes)?;
+    let (major, header_start, header_len) = parse_preamble(&head)?;
+    let header_end = header_start
+        .checked_add(header_len)
+        .ok_or_else(|| header_past_end(header_len, head.len()))?;
+    if let Some(len) = len
+        && header_end as u64 > len
+    {
+        return Err(header_past_end(header_len, len));
+    }
+    read_up_to(&mut r, &mut head, header_len)?;
+    if head.len() < header_end {
+        return Err(header_past_end(header_len, head.len()));
+    }
+    let header = parse_header(&header_text(major, &head[header_start..])?)?;
+    let (count, nbytes) = data_size(&header)?;
+    let truncated = |got: u64| {
+        format_err(format!(
+            "truncated: header says {count} elements ({nbytes} bytes) but only {got} bytes of data"
+        ))
+    };
+    let data = match len {
+        Some(len) => {
+            let available = len - header_end as u64;
+            if available < nbytes as u64 {
+                return Err(truncated(available));
+            }
+            if available > nbytes as u64 {
+                return Err(format_err(format!(
+                    "{} trailing bytes after the data",
+                    available - nbytes as u64
+                )));
+            }
+            read_data(&mut r, &header, count, nbytes)
+        }
+        None => {
+            // No length to check first: gather the bytes as they come (never more than the
+            // header announces, plus one), then decode them.
+            let mut bytes = Vec::new();
+            read_up_to(&mut r, &mut bytes, nbytes.saturating_add(1))?;
+            if bytes.len() < nbytes {
+                return Err(truncated(bytes.len() as u64));
+            }
+            if bytes.len() > nbytes {
+                return Err(format_err(format!(
+                    "the data goes on past the {nbytes} bytes its header announces"
+                )));
+            }
+            read_data(&mut &bytes[..], &header, count, nbytes)
+        }
+    }
+    .map_err(|e| match e {
+        ReadError::Npy(e) => e,
+        ReadError::Short(got) => truncated(got as u64),
+    })?;
+    Ok(Array {
+        shape: header.shape,
+        data,
+    })
+}
+
+/// Appends up to `n` bytes from `r` to `buf`, fewer only where `r` ends.
+fn read_up_to(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) -> Result<(), NpyError> {
+    r.take(n as u64).read_to_end(buf)?;
+    Ok(())
+}
+
+/// Elements and bytes of the data the header describes.
+fn data_size(header: &Header) -> Result<(usize, usize), NpyError> {
+    let itemsize = header.dtype.itemsize();
     // Bounding the product of the non-zero dims (times the item size) by isize::MAX means
     // any caller can multiply the shape in any order without overflow, even when a zero dim
     // makes the element count 0.
@@ -169,53 +307,82 @@ pub fn parse(bytes: &[u8]) -> Result<Array, NpyError> {
         .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d));
-    let (Some(count), Some(nbytes)) = (count, count.and_then(|c| c.checked_mul(itemsize))) else {
-        return Err(too_large());
-    };
-    if data.len() < nbytes {
-        return Err(format_err(format!(
-            "truncated: header says {count} elements ({nbytes} bytes) but only {} bytes of data",
-            data.len()
-        )));
+    match (count, count.and_then(|c| c.checked_mul(itemsize))) {
+        (Some(count), Some(nbytes)) => Ok((count, nbytes)),
+        _ => Err(too_large()),
     }
-    if data.len() > nbytes {
-        return Err(format_err(format!(
-            "{} trailing bytes after the data",
-            data.len() - nbytes
-        )));
-    }
+}
 
+/// Why [`read_data`] failed: the input ended after this many bytes, or anything else.
+enum ReadError {
+    Short(usize),
+    Npy(NpyError),
+}
+
+impl From<NpyError> for ReadError {
+    fn from(e: NpyError) -> Self {
+        ReadError::Npy(e)
+    }
+}
+
+/// The `count` elements (`nbytes` bytes) of the data, in C order.
+fn read_data(
+    r: &mut impl Read,
+    header: &Header,
+    count: usize,
+    nbytes: usize,
+) -> Result<Data, ReadError> {
     let big = header.big_endian;
     let data = match header.dtype {
-        Dtype::F16 => Data::F16(decode(
-            data,
-            big,
-            half::f16::from_le_bytes,
-            half::f16::from_be_bytes,
-        )),
-        Dtype::F32 => Data::F32(decode(data, big, f32::from_le_bytes, f32::from_be_bytes)),
-        Dtype::F64 => Data::F64(decode(data, big, f64::from_le_bytes, f64::from_be_bytes)),
+        Dtype::F16 => Data::F16(read_elements(r, count, nbytes, big)?),
+        Dtype::F32 => Data::F32(read_elements(r, count, nbytes, big)?),
+        Dtype::F64 => Data::F64(read_elements(r, count, nbytes, big)?),
     };
-    let data = if header.fortran_order {
-        let permuted = match data {
-            Data::F16(v) => fortran_to_c(&v, &header.shape).map(Data::F16),
-            Data::F32(v) => fortran_to_c(&v, &header.shape).map(Data::F32),
-            Data::F64(v) => fortran_to_c(&v, &header.shape).map(Data::F64),
-        };
-        // Unreachable once the length check above passed; an error beats a panic regardless.
-        permuted.ok_or_else(|| format_err("internal error: Fortran-order index out of range"))?
-    } else {
-        data
-    };
-    Ok(Array {
-        shape: header.shape,
-        data,
+    if !header.fortran_order {
+        return Ok(data);
+    }
+    Ok(match data {
+        Data::F16(v) => Data::F16(fortran_to_c(&v, &header.shape)?),
+        Data::F32(v) => Data::F32(fortran_to_c(&v, &header.shape)?),
+        Data::F64(v) => Data::F64(fortran_to_c(&v, &header.shape)?),
     })
 }
 
-/// Reads a `.npy` file.
-pub fn read(path: &Path) -> Result<Array, NpyError> {
-    parse(&std::fs::read(path).map_err(NpyError::Io)?)
+/// Reads `count` elements straight into their vector (no copy of the bytes first), then
+/// swaps their bytes if the file's byte order is not the machine's.
+fn read_elements<T: bytemuck::Pod>(
+    r: &mut impl Read,
+    count: usize,
+    nbytes: usize,
+    big_endian: bool,
+) -> Result<Vec<T>, ReadError> {
+    let mut v: Vec<T> = try_filled(count, T::zeroed())?;
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
+    let mut got = 0;
+    while got < nbytes {
+        match r.read(&mut bytes[got..]) {
+            Ok(0) => return Err(ReadError::Short(got)),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(NpyError::Io(e).into()),
+        }
+    }
+    if big_endian != cfg!(target_endian = "big") {
+        for e in bytes.chunks_exact_mut(size_of::<T>()) {
+            e.reverse();
+        }
+    }
+    Ok(v)
+}
+
+/// `n` copies of `value`, or [`NpyError::Alloc`].
+fn try_filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>, NpyError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| NpyError::Alloc {
+        bytes: n.checked_mul(size_of::<T>()),
+    })?;
+    v.resize(n, value);
+    Ok(v)
 }
 
 /// Encodes `data` (C order) with `shape` as a little-endian `.npy`, byte for byte as current
@@ -273,13 +440,49 @@ pub fn encode_f16(shape: &[usize], data: &[half::f16]) -> Vec<u8> {
     encode(shape, data)
 }
 
-/// Writes `data` (C order) with `shape` to `path`, encoded by [`encode`].
+/// Writes `data` (C order) with `shape` to `path`, the bytes [`encode`] would give.
 ///
 /// # Panics
 ///
 /// As [`encode`].
 pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<(), NpyError> {
-    std::fs::write(path, encode(shape, data)).map_err(NpyError::Io)
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    write_to(&mut w, shape, data)?;
+    std::io::Write::flush(&mut w)?;
+    Ok(())
+}
+
+/// Writes the bytes [`encode`] would give to `w`, without building them in memory (an
+/// output as large as the inputs needs no second copy).
+///
+/// # Panics
+///
+/// As [`encode`].
+pub fn write_to<T: Element>(
+    w: &mut impl std::io::Write,
+    shape: &[usize],
+    data: &[T],
+) -> Result<(), NpyError> {
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    assert_eq!(
+        count,
+        Some(data.len()),
+        "npy::write_to: shape {} does not hold {} elements",
+        shape_repr(shape),
+        data.len()
+    );
+    w.write_all(&preamble(T::DESCR, shape))?;
+    if cfg!(target_endian = "little") {
+        w.write_all(bytemuck::cast_slice(data))?;
+    } else {
+        let mut buf = Vec::new();
+        for block in data.chunks(4096) {
+            buf.clear();
+            block.iter().for_each(|&x| x.extend_le(&mut buf));
+            w.write_all(&buf)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `data` (f32, C order) with `shape` to `path`.
@@ -380,8 +583,9 @@ struct Header {
     shape: Vec<usize>,
 }
 
-/// Checks magic and version and returns the header text (decoded) and the data bytes.
-fn split_preamble(bytes: &[u8]) -> Result<(String, &[u8]), NpyError> {
+/// Checks magic and version; returns the major version, where the header starts and its
+/// length. `bytes` is the start of the input (all of it, if shorter than 12 bytes).
+fn parse_preamble(bytes: &[u8]) -> Result<(u8, usize, usize), NpyError> {
     let truncated = || {
         format_err(format!(
             "truncated preamble: only {} bytes (not a complete .npy file)",
@@ -400,44 +604,39 @@ fn split_preamble(bytes: &[u8]) -> Result<(String, &[u8]), NpyError> {
         Some(&[major, minor]) => (major, minor),
         _ => return Err(truncated()),
     };
-    let (header_len, header_start) = match (major, minor) {
+    match (major, minor) {
         (1, 0) => match bytes.get(8..10) {
-            Some(&[a, b]) => (usize::from(u16::from_le_bytes([a, b])), 10usize),
-            _ => return Err(truncated()),
+            Some(&[a, b]) => Ok((major, 10, usize::from(u16::from_le_bytes([a, b])))),
+            _ => Err(truncated()),
         },
         (2 | 3, 0) => match bytes.get(8..12) {
             Some(&[a, b, c, d]) => {
                 let n = u32::from_le_bytes([a, b, c, d]);
                 // On a 16-bit target the length cannot fit; on others this always succeeds.
                 let n = usize::try_from(n).map_err(|_| header_past_end(n, bytes.len()))?;
-                (n, 12)
+                Ok((major, 12, n))
             }
-            _ => return Err(truncated()),
+            _ => Err(truncated()),
         },
-        _ => {
-            return Err(format_err(format!(
-                "unsupported .npy format version {major}.{minor} (expected 1.0, 2.0 or 3.0)"
-            )));
-        }
-    };
-    let past_end = || header_past_end(header_len, bytes.len());
-    let header_end = header_start.checked_add(header_len).ok_or_else(past_end)?;
-    let (Some(raw), Some(data)) = (bytes.get(header_start..header_end), bytes.get(header_end..))
-    else {
-        return Err(past_end());
-    };
-    let text = if major == 3 {
-        std::str::from_utf8(raw)
-            .map_err(|_| format_err("header is not valid UTF-8"))?
-            .to_owned()
-    } else {
-        // Versions 1 and 2 are latin-1, whose bytes are exactly the first 256 code points.
-        raw.iter().map(|&b| char::from(b)).collect()
-    };
-    Ok((text, data))
+        _ => Err(format_err(format!(
+            "unsupported .npy format version {major}.{minor} (expected 1.0, 2.0 or 3.0)"
+        ))),
+    }
 }
 
-fn header_past_end(len: impl std::fmt::Display, file_len: usize) -> NpyError {
+/// The header's text: UTF-8 in version 3, latin-1 before.
+fn header_text(major: u8, raw: &[u8]) -> Result<String, NpyError> {
+    if major == 3 {
+        Ok(std::str::from_utf8(raw)
+            .map_err(|_| format_err("header is not valid UTF-8"))?
+            .to_owned())
+    } else {
+        // Versions 1 and 2 are latin-1, whose bytes are exactly the first 256 code points.
+        Ok(raw.iter().map(|&b| char::from(b)).collect())
+    }
+}
+
+fn header_past_end(len: impl std::fmt::Display, file_len: impl std::fmt::Display) -> NpyError {
     format_err(format!(
         "header length {len} runs past the end of the file ({file_len} bytes)"
     ))
@@ -580,26 +779,18 @@ fn excerpt(s: &str) -> String {
     out
 }
 
-fn decode<T, const N: usize>(
-    bytes: &[u8],
-    big_endian: bool,
-    le: fn([u8; N]) -> T,
-    be: fn([u8; N]) -> T,
-) -> Vec<T> {
-    let (chunks, _) = bytes.as_chunks::<N>();
-    if big_endian {
-        chunks.iter().map(|&c| be(c)).collect()
-    } else {
-        chunks.iter().map(|&c| le(c)).collect()
-    }
-}
-
-/// Reorders column-major `src` into row-major. `None` only if `src` is shorter than `shape`
-/// implies, which the caller has already ruled out.
-fn fortran_to_c<T: Copy>(src: &[T], shape: &[usize]) -> Option<Vec<T>> {
+/// Reorders column-major `src` into row-major. `src` holds exactly the elements `shape`
+/// implies, which the caller has already made sure of.
+fn fortran_to_c<T: Copy>(src: &[T], shape: &[usize]) -> Result<Vec<T>, NpyError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(src.len())
+        .map_err(|_| NpyError::Alloc {
+            bytes: Some(size_of_val(src)),
+        })?;
     // With at most one axis longer than 1, both orders lay the elements out identically.
     if src.is_empty() || shape.iter().filter(|&&d| d > 1).count() <= 1 {
-        return Some(src.to_vec());
+        out.extend_from_slice(src);
+        return Ok(out);
     }
     let mut strides = Vec::with_capacity(shape.len());
     let mut stride = 1usize;
@@ -611,9 +802,12 @@ fn fortran_to_c<T: Copy>(src: &[T], shape: &[usize]) -> Option<Vec<T>> {
     // offset along so each step costs O(1) amortised.
     let mut index = vec![0usize; shape.len()];
     let mut offset = 0usize;
-    let mut out = Vec::with_capacity(src.len());
     for _ in 0..src.len() {
-        out.push(*src.get(offset)?);
+        // Unreachable when `src` matches `shape`; an error beats a panic regardless.
+        let x = src
+            .get(offset)
+            .ok_or_else(|| format_err("internal error: Fortran-order index out of range"))?;
+        out.push(*x);
         for ((i, &d), &s) in index.iter_mut().zip(shape).zip(&strides).rev() {
             *i += 1;
             offset = offset.wrapping_add(s);
@@ -624,7 +818,7 @@ fn fortran_to_c<T: Copy>(src: &[T], shape: &[usize]) -> Option<Vec<T>> {
             offset = offset.wrapping_sub(d.wrapping_mul(s));
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 /// The subset of Python literals that can appear in a `.npy` header.
@@ -986,10 +1180,77 @@ mod tests {
                 );
                 assert_eq!(a.dtype_name(), name);
                 // Every test value is exact in f16, so all conversions agree.
-                assert_eq!(a.to_f64(), v64);
-                assert_eq!(a.to_f32(), v32);
+                assert_eq!(a.to_f64().unwrap(), v64);
+                assert_eq!(a.to_f32().unwrap(), v32);
             }
         }
+    }
+
+    #[test]
+    fn streams_are_read_no_further_than_their_header_says() {
+        let file = encode_f32(&[2, 3], &[0., 1., 2., 3., 4., 5.]);
+        // Length unknown (a pipe): the same array as from the bytes.
+        assert_eq!(read_from(&file[..], None).unwrap(), parse(&file).unwrap());
+        // Endless data after a valid file: one byte past the announced size is enough.
+        let endless = std::io::Read::chain(&file[..], std::io::repeat(0));
+        assert_eq!(
+            read_from(endless, None).unwrap_err().to_string(),
+            "the data goes on past the 24 bytes its header announces"
+        );
+        let msg = |r: Result<Array, NpyError>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(read_from(&file[..file.len() - 5], None)),
+            "truncated: header says 6 elements (24 bytes) but only 19 bytes of data"
+        );
+        assert_eq!(
+            msg(read_from(&file[..20], None)),
+            format!(
+                "header length {} runs past the end of the file (20 bytes)",
+                file.len() - 24 - 10
+            )
+        );
+        assert_eq!(
+            msg(read_from(std::io::repeat(0), None)),
+            "not a .npy file (bad magic bytes)"
+        );
+        // A regular file whose length disagrees with its header fails before its data is
+        // allocated or read.
+        let dir = std::env::temp_dir().join(format!("favor-npy-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("short.npy");
+        std::fs::write(
+            &path,
+            raw(1, &header("<f4", false, "(1152921504606846976,)"), &[0; 8]),
+        )
+        .unwrap();
+        assert_eq!(
+            read(&path).unwrap_err().to_string(),
+            "truncated: header says 1152921504606846976 elements (4611686018427387904 bytes) but only 8 bytes of data"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn data_beyond_memory_is_an_error() {
+        // A header and a length that agree on 2^62 bytes (an input claiming that length):
+        // reserving them fails, and says so.
+        let h = raw(1, &header("<f4", false, "(1152921504606846976,)"), &[]);
+        let len = h.len() as u64 + (1 << 62);
+        assert_eq!(
+            read_from(&h[..], Some(len)).unwrap_err().to_string(),
+            "its data: cannot allocate 4.00 EiB (4611686018427387904 bytes): out of memory"
+        );
+    }
+
+    #[test]
+    fn write_to_gives_the_bytes_of_encode() {
+        let data = [1.5f32, -2.0, 3.25, 0.0, 7.0, 1e-3];
+        let mut out = Vec::new();
+        write_to(&mut out, &[3, 2], &data).unwrap();
+        assert_eq!(out, encode_f32(&[3, 2], &data));
+        let mut out = Vec::new();
+        write_to::<f64>(&mut out, &[0, 5], &[]).unwrap();
+        assert_eq!(out, encode_f64(&[0, 5], &[]));
     }
 
     #[test]
@@ -998,13 +1259,16 @@ mod tests {
             shape: vec![2],
             data: Data::F64(vec![0.1, 1e300]),
         };
-        assert_eq!(a.to_f32(), vec![0.1f32, f32::INFINITY]);
-        assert_eq!(a.to_f64(), vec![0.1, 1e300]);
+        assert_eq!(a.to_f32().unwrap(), vec![0.1f32, f32::INFINITY]);
+        assert_eq!(a.to_f64().unwrap(), vec![0.1, 1e300]);
         let h = Array {
             shape: vec![1],
             data: Data::F16(vec![f16::from_f32(0.1)]),
         };
-        assert_eq!(h.to_f64(), vec![f64::from(f16::from_f32(0.1).to_f32())]);
+        assert_eq!(
+            h.to_f64().unwrap(),
+            vec![f64::from(f16::from_f32(0.1).to_f32())]
+        );
     }
 
     #[test]

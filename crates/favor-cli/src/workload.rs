@@ -8,6 +8,8 @@
 use favor_core::*;
 use pulp::{Simd, WithSimd};
 
+use crate::args::{CliResult, elements, try_with_capacity, try_zeros};
+
 /// Heads in the benchmark workload.
 pub const HEADS: usize = 8;
 /// Head (query/key/value) dimension.
@@ -56,19 +58,32 @@ impl Head {
 }
 
 /// `HEADS` heads of `len` tokens (the same projections whatever `len`): q, k rows of norm ≈ 2 (N(0, 1/16) entries), v ~ N(0, 1).
+///
+/// # Panics
+/// If their memory is not available; [`try_heads`] returns an error instead.
 pub fn heads(len: usize) -> Vec<Head> {
-    (0..HEADS)
-        .map(|h| {
-            let mut w = vec![0f32; FEATURES * DIM];
-            projection(ProjectionKind::default(), h as u64, FEATURES, DIM, &mut w).unwrap();
-            let mut wt = vec![0f32; FEATURES * DIM];
-            transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
-            let n = len * DIM;
-            let (mut q, mut k, mut v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-            fill_inputs(h, &mut q, &mut k, &mut v);
-            Head { w, wt, q, k, v }
-        })
-        .collect()
+    try_heads(len).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`heads`], with exit status 2 and one line when their memory is not available.
+pub fn try_heads(len: usize) -> CliResult<Vec<Head>> {
+    let what = "benchmark inputs";
+    let n = elements(what, &[len, DIM])?;
+    let mut heads = try_with_capacity(what, HEADS)?;
+    for h in 0..HEADS {
+        let mut w = vec![0f32; FEATURES * DIM];
+        projection(ProjectionKind::default(), h as u64, FEATURES, DIM, &mut w).unwrap();
+        let mut wt = vec![0f32; FEATURES * DIM];
+        transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
+        let (mut q, mut k, mut v) = (
+            try_zeros(what, n)?,
+            try_zeros(what, n)?,
+            try_zeros(what, n)?,
+        );
+        fill_inputs(h, &mut q, &mut k, &mut v);
+        heads.push(Head { w, wt, q, k, v });
+    }
+    Ok(heads)
 }
 
 /// Writes head `head`'s inputs into caller buffers, the values [`heads`] gives that head for

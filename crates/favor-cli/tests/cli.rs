@@ -34,7 +34,11 @@ fn ok(args: &[&str]) {
 
 /// Runs a command that must fail with exit 2 and one stderr line; returns that line.
 fn fails(args: &[&str]) -> String {
-    let o = favor(args);
+    exit_2(favor(args), args)
+}
+
+/// Checks that a finished command failed with exit 2 and one stderr line; returns it.
+fn exit_2(o: Output, args: &[&str]) -> String {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(2), "favor {args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "one line expected: {err}");
@@ -58,7 +62,7 @@ fn write(path: &Path, shape: &[usize], data: &[f32]) -> String {
 fn read(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let a = npy::read(path).unwrap();
     assert_eq!(a.dtype_name(), "float32");
-    (a.shape.clone(), a.to_f32())
+    (a.shape.clone(), a.to_f32().unwrap())
 }
 
 const L: usize = 40;
@@ -550,4 +554,376 @@ fn bad_input_is_one_line_and_exit_2() {
     fails(&["projection", "--dim", "0", "--out", out]);
     fails(&["nonsense"]);
     assert!(!Path::new(out).exists(), "no output is written on error");
+}
+
+/// Runs `favor` by way of `sh -c 'ulimit -v KIB; exec favor …'`: with its address space
+/// limited, allocations beyond it fail as they do on a machine without the memory. `stdin`
+/// (a shell command) feeds its standard input when given.
+#[cfg(target_os = "linux")]
+fn favor_limited(kib: u64, stdin: Option<&str>, args: &[&str]) -> Output {
+    let feed = stdin.map_or(String::new(), |c| format!("{c} | "));
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && {feed}exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_favor"))
+        .args(args)
+        .output()
+        .expect("sh runs")
+}
+
+/// A float32 `.npy` of shape `(rows, 1)` and all zeros, as a sparse file: no disk or time
+/// spent on its data.
+#[cfg(target_os = "linux")]
+fn sparse_zeros(path: &Path, rows: usize) -> String {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, 1), }}").into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
+    bytes.extend_from_slice(&header);
+    let f = std::fs::File::create(path).unwrap();
+    std::io::Write::write_all(&mut &f, &bytes).unwrap();
+    f.set_len((bytes.len() + rows * 4) as u64).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn running_out_of_memory_is_one_line_and_exit_2() {
+    // Sizes and limits are chosen so that the allocations the issue saw abort are the ones
+    // that fail, and that the work before them stays small.
+    let d = dir("alloc");
+    let out = d.join("o.npy");
+    let out = out.to_str().unwrap();
+    // `favor projection`: W in f64 (256 MiB) fits under 350 MB, its f32 copy (128 MiB) does
+    // not. It used to abort in `Weights::from_f64`.
+    let args = [
+        "projection",
+        "--features",
+        "33554432",
+        "--dim",
+        "1",
+        "--projection-kind",
+        "iid",
+        "--out",
+        out,
+    ];
+    let e = exit_2(favor_limited(350_000, None, &args), &args);
+    assert_eq!(
+        e.trim_end(),
+        "favor: projection: cannot allocate 128.00 MiB (134217728 bytes): out of memory"
+    );
+    // `favor run` with m = 10^6 features and d = 1: W takes 24 MB, the attention scratch
+    // about 1 GB (0.5 GB causal). It used to abort in `HeadIo::attend`.
+    let s = 0.5;
+    let q = write(&d.join("q.npy"), &[256, 1], &gaussian(20, 256, s));
+    let k = write(&d.join("k.npy"), &[256, 1], &gaussian(21, 256, s));
+    let v = write(&d.join("v.npy"), &[256, 1], &gaussian(22, 256, 1.0));
+    for causal in [false, true] {
+        let mut args = vec![
+            "run",
+            "--q",
+            &q,
+            "--k",
+            &k,
+            "--v",
+            &v,
+            "--features",
+            "1000000",
+            "--out",
+            out,
+        ];
+        if causal {
+            args.push("--causal");
+        }
+        let e = exit_2(favor_limited(300_000, None, &args), &args);
+        assert!(
+            e.starts_with("favor: attention scratch: cannot allocate ")
+                && e.trim_end().ends_with(" bytes): out of memory"),
+            "{e}"
+        );
+    }
+    // A query file of 128 MiB under 200 MB: it is read into memory once (no second copy of
+    // the bytes, none of a float32 file for f32 attention), and the output's 128 MiB is
+    // what does not fit. It used to abort decoding the file's bytes.
+    let big = sparse_zeros(&d.join("big.npy"), 1 << 25);
+    let args = ["run", "--q", &big, "--k", &k, "--v", &v, "--out", out];
+    let e = exit_2(favor_limited(200_000, None, &args), &args);
+    assert_eq!(
+        e.trim_end(),
+        "favor: output: cannot allocate 128.00 MiB (134217728 bytes): out of memory"
+    );
+    assert!(!Path::new(out).exists(), "no output is written on error");
+}
+
+#[test]
+fn an_output_that_cannot_be_written_fails_first_with_exit_2() {
+    let d = dir("out");
+    let [q, k, v] = fixtures(&d, 30);
+    let run = |out: &str| favor(&["run", "--q", &q, "--k", &k, "--v", &v, "--out", out]);
+    // A missing directory and a directory: refused before anything is read or computed.
+    let missing = d.join("no-such-dir").join("o.npy");
+    let missing = missing.to_str().unwrap();
+    let e = exit_2(run(missing), &[missing]);
+    assert_eq!(
+        e.trim_end(),
+        format!("favor: {missing}: cannot write: No such file or directory (os error 2)")
+    );
+    let dir_path = d.to_str().unwrap();
+    let e = exit_2(run(dir_path), &[dir_path]);
+    assert_eq!(
+        e.trim_end(),
+        format!("favor: {dir_path}: cannot write: Is a directory (os error 21)")
+    );
+    // First means first: with a bad input too, the output is what is reported.
+    let mut nan = vec![0.1f32; L * D];
+    nan[3] = f32::NAN;
+    let np = write(&d.join("nan.npy"), &[L, D], &nan);
+    let e = fails(&["run", "--q", &np, "--k", &k, "--v", &v, "--out", missing]);
+    assert!(e.contains("no-such-dir") && !e.contains("nan.npy"), "{e}");
+    let e = fails(&["exact", "--q", &q, "--k", &k, "--v", &v, "--out", missing]);
+    assert!(e.contains("cannot write"), "{e}");
+    let e = fails(&["projection", "--dim", "8", "--out", missing]);
+    assert!(e.contains("cannot write"), "{e}");
+    // A full disk, found only when writing: still exit 2 and one line.
+    if Path::new("/dev/full").exists() {
+        let e = exit_2(run("/dev/full"), &["/dev/full"]);
+        assert_eq!(
+            e.trim_end(),
+            "favor: /dev/full: cannot write: No space left on device (os error 28)"
+        );
+    }
+    // An existing output is left as it was when an error comes first.
+    let keep = d.join("keep.npy");
+    std::fs::write(&keep, b"old").unwrap();
+    fails(&[
+        "run",
+        "--q",
+        &np,
+        "--k",
+        &k,
+        "--v",
+        &v,
+        "--out",
+        keep.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&keep).unwrap(), b"old");
+    // ...and replaced, not appended to, when the run succeeds.
+    ok(&[
+        "run",
+        "--q",
+        &q,
+        "--k",
+        &k,
+        "--v",
+        &v,
+        "--out",
+        keep.to_str().unwrap(),
+    ]);
+    assert_eq!(read(&keep).0, [L, D]);
+}
+
+#[test]
+fn messages_name_the_right_file_shape_and_position() {
+    let d = dir("msgs");
+    let [q, k, v] = fixtures(&d, 31);
+    let out = d.join("o.npy");
+    let out = out.to_str().unwrap();
+    let run = |q: &str, extra: &[&str]| {
+        let mut a = vec!["run", "--q", q, "--k", &k, "--v", &v, "--out", out];
+        a.extend_from_slice(extra);
+        fails(&a)
+    };
+    // A projection file of shape (0, d) is reported with that shape.
+    let w0 = d.join("w0.npy");
+    std::fs::write(&w0, npy::encode_f32(&[0, D], &[])).unwrap();
+    let w0 = w0.to_str().unwrap();
+    assert_eq!(
+        run(&q, &["--projection", w0]).trim_end(),
+        format!("favor: {w0}: projection: expected shape [m, {D}] with m > 0, got [0, {D}]")
+    );
+    // A W holding 3e38 is the projection file's fault, not q's.
+    let mut w = gaussian(32, 16 * D, 1.0);
+    w[5] = 3e38;
+    let wb = write(&d.join("wbig.npy"), &[16, D], &w);
+    let e = run(&q, &["--projection", &wb]);
+    assert!(
+        e.starts_with(&format!(
+            "favor: {wb}: projection: outside the supported range: a row of norm 3.0000000"
+        )),
+        "{e}"
+    );
+    // Non-finite elements are located by batch, head, row and column.
+    let mut nan = gaussian(33, L * D, 0.3);
+    nan[17 * D + 3] = f32::NAN;
+    let np = write(&d.join("nan.npy"), &[L, D], &nan);
+    assert_eq!(
+        run(&np, &[]).trim_end(),
+        format!("favor: {np}: element at row 17, column 3 is NaN")
+    );
+    let (b, h) = (2, 3);
+    let mut inf = gaussian(34, b * h * L * D, 0.3);
+    inf[((h + 2) * L + 17) * D + 3] = f32::NEG_INFINITY;
+    let ip = write(&d.join("inf.npy"), &[b, h, L, D], &inf);
+    let e = fails(&["run", "--q", &ip, "--k", &ip, "--v", &ip, "--out", out]);
+    assert_eq!(
+        e.trim_end(),
+        format!("favor: {ip}: element at batch 1, head 2, row 17, column 3 is -inf")
+    );
+    // An f64 value of 1e300: at f32 it does not fit, at f64 its row's squared norm
+    // overflows; the norm itself is finite and is what the message gives.
+    let mut huge: Vec<f64> = gaussian(35, L * D, 0.3)
+        .iter()
+        .map(|&x| f64::from(x))
+        .collect();
+    huge[17 * D + 3] = 1e300;
+    let hp = d.join("huge.npy");
+    std::fs::write(&hp, npy::encode_f64(&[L, D], &huge)).unwrap();
+    let hp = hp.to_str().unwrap();
+    assert_eq!(
+        run(hp, &[]).trim_end(),
+        format!(
+            "favor: {hp}: element at row 17, column 3 = 1e300 does not fit float32 (use --precision f64)"
+        )
+    );
+    assert_eq!(
+        run(hp, &["--precision", "f64"]).trim_end(),
+        format!(
+            "favor: {hp}: q: outside the supported range: a row of norm 1e300: its squared norm overflows f64"
+        )
+    );
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn endless_inputs_are_read_no_further_than_their_header() {
+    // Under a 1 GB limit, so that a reader that does not stop fails fast instead of taking
+    // the machine's memory.
+    let d = dir("endless");
+    let [q, k, v] = fixtures(&d, 36);
+    let out = d.join("o.npy");
+    let out = out.to_str().unwrap();
+    let args = [
+        "run",
+        "--q",
+        "/dev/zero",
+        "--k",
+        &k,
+        "--v",
+        &v,
+        "--out",
+        out,
+    ];
+    let e = exit_2(favor_limited(1_000_000, None, &args), &args);
+    assert_eq!(
+        e.trim_end(),
+        "favor: /dev/zero: not a .npy file (bad magic bytes)"
+    );
+    // A valid file, then zeros without end, through a pipe: the header's size bounds the read.
+    let args = [
+        "run",
+        "--q",
+        "/dev/stdin",
+        "--k",
+        &k,
+        "--v",
+        &v,
+        "--out",
+        out,
+    ];
+    let feed = format!("cat '{q}' /dev/zero");
+    let e = exit_2(favor_limited(1_000_000, Some(&feed), &args), &args);
+    assert_eq!(
+        e.trim_end(),
+        format!(
+            "favor: /dev/stdin: the data goes on past the {} bytes its header announces",
+            L * D * 4
+        )
+    );
+    // The same file through a pipe, as it is, works.
+    let piped = favor_limited(1_000_000, Some(&format!("cat '{q}'")), &args);
+    assert!(piped.status.success(), "{piped:?}");
+    let (shape, data) = read(Path::new(out));
+    ok(&["run", "--q", &q, "--k", &k, "--v", &v, "--out", out]);
+    assert_eq!((shape, data), read(Path::new(out)));
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn diagnostic_commands_out_of_memory_exit_2() {
+    // `favor fidelity` sizes its inputs from --len × --dim and its pairs from --pairs × --dim
+    // (12.8 GB each here); `favor bench` its inputs from --lens (256 MiB per head and
+    // tensor at L = 2^20, of which the second does not fit under 300 MB).
+    let fidelity = |extra: &[&str]| {
+        let mut a = vec![
+            "fidelity",
+            "--dim",
+            "16",
+            "--seeds",
+            "1",
+            "--features",
+            "16",
+            "--kernels",
+            "positive",
+            "--projections",
+            "iid",
+        ];
+        a.extend_from_slice(extra);
+        exit_2(favor_limited(1_000_000, None, &a), &a)
+    };
+    let e = fidelity(&["--len", "100000000"]);
+    assert_eq!(
+        e.trim_end(),
+        "favor: fidelity inputs: cannot allocate 11.92 GiB (12800000000 bytes): out of memory"
+    );
+    let e = fidelity(&["--len", "64", "--pairs", "100000000"]);
+    assert_eq!(
+        e.trim_end(),
+        "favor: pairs: cannot allocate 11.92 GiB (12800000000 bytes): out of memory"
+    );
+    let args = ["bench", "--quick", "--lens", "1048576"];
+    let e = exit_2(favor_limited(300_000, None, &args), &args);
+    assert_eq!(
+        e.trim_end(),
+        "favor: benchmark inputs: cannot allocate 256.00 MiB (268435456 bytes): out of memory"
+    );
+}
+
+#[test]
+fn report_files_that_cannot_be_written_fail_before_the_study() {
+    let d = dir("reports");
+    let missing = d.join("no-such-dir").join("t.md");
+    let missing = missing.to_str().unwrap();
+    let small = [
+        "fidelity",
+        "--len",
+        "64",
+        "--seeds",
+        "1",
+        "--features",
+        "16",
+        "--kernels",
+        "positive",
+        "--projections",
+        "iid",
+    ];
+    for opt in ["--markdown", "--plot"] {
+        let mut args = small.to_vec();
+        args.extend([opt, missing]);
+        let o = favor(&args);
+        assert!(o.stdout.is_empty(), "{opt}: the study ran first");
+        let e = exit_2(o, &args);
+        assert!(e.contains(missing) && e.contains("cannot write"), "{e}");
+    }
+    // A directory where the image should go.
+    let png_dir = d.join("plot.png");
+    std::fs::create_dir(&png_dir).unwrap();
+    let args = ["bench", "--quick", "--plot", png_dir.to_str().unwrap()];
+    let o = favor(&args);
+    assert!(o.stdout.is_empty(), "the sweep ran first");
+    let e = exit_2(o, &args);
+    assert!(e.contains("Is a directory"), "{e}");
 }

@@ -416,7 +416,7 @@ fn kernel_mse_matches_lemma2() {
     const M: usize = 64;
     const D: usize = 16;
     const SEEDS: usize = 3000;
-    let pairs = Pairs::new(P, D, 1.0);
+    let pairs = Pairs::new(P, D, 1.0).unwrap();
     let s = (D as f64).powf(-0.25);
     let norm = |v: &[f64]| -> Vec<f64> { v.iter().map(|a| a * s).collect() };
     let backend = favor_simd::detected();

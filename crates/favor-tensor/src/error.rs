@@ -33,7 +33,8 @@ pub enum Error {
     /// Inputs outside the supported range (finite, but large enough that a projection or a
     /// sum could overflow the compute type; see [`Performer`](crate::Performer)).
     OutOfRange {
-        /// The tensor's name.
+        /// The tensor's name (`"projection"` when a given projection matrix holds values so
+        /// large that no ordinary input fits).
         tensor: &'static str,
         /// What overflows, in one line.
         reason: String,
@@ -49,6 +50,15 @@ pub enum Error {
     },
     /// Snapshot bytes could not be restored, described in one line.
     Snapshot(String),
+    /// Memory for a buffer whose size the inputs or the configuration set (features, dims,
+    /// batch, heads, sequence length) could not be allocated. Nothing was changed: the
+    /// call can be retried with smaller sizes.
+    Alloc {
+        /// What the memory was for (`"stream state"`, `"projection"`, `"output"` ...).
+        what: &'static str,
+        /// Bytes requested; `None` when the size does not even fit in `usize`.
+        bytes: Option<usize>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -77,6 +87,18 @@ impl fmt::Display for Error {
                 source,
             } => write!(f, "batch {batch}, head {head}: {source}"),
             Error::Snapshot(s) => write!(f, "snapshot: {s}"),
+            Error::Alloc {
+                what,
+                bytes: Some(n),
+            } => write!(
+                f,
+                "{what}: cannot allocate {} ({n} bytes): out of memory",
+                human_bytes(*n)
+            ),
+            Error::Alloc { what, bytes: None } => write!(
+                f,
+                "{what}: cannot allocate: the size overflows this platform's address space"
+            ),
         }
     }
 }
@@ -87,6 +109,22 @@ impl std::error::Error for Error {
             Error::Core { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// `n` bytes in binary units with two decimals, e.g. `1.50 GiB`.
+pub(crate) fn human_bytes(n: usize) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut x = n as f64;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{x:.2} {}", UNITS[unit])
     }
 }
 

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod alloc;
 mod error;
 mod performer;
 mod range;

@@ -8,6 +8,7 @@ use favor_core::{
     ProjectionKind, RowNorms, Scalar, Shape, TrigonometricSoftmax,
 };
 
+use crate::alloc::{self, try_collect, try_resize, try_zeros};
 use crate::error::{Error, Result, setup};
 use crate::stream::Stream;
 use crate::tensor::{Element, Tensor, TensorView};
@@ -166,12 +167,12 @@ impl Weights {
     /// From an f64 matrix; the f32 copy is its rounding, so exporting it and loading it back
     /// reproduces the same f32 attention bit for bit.
     fn from_f64(w64: Vec<f64>, m: usize, d: usize) -> Result<Self> {
-        let w32: Vec<f32> = w64.iter().map(|&x| x as f32).collect();
-        let mut wt64 = crate::tensor::try_zeros("projection", w64.len())?;
-        let mut wt32 = crate::tensor::try_zeros("projection", w32.len())?;
+        let w32 = try_collect("projection", w64.iter().map(|&x| x as f32))?;
+        let mut wt64 = try_zeros("projection", w64.len())?;
+        let mut wt32 = try_zeros("projection", w32.len())?;
         let row_norm = w64
             .chunks_exact(d.max(1))
-            .map(|r| r.iter().map(|x| x * x).sum::<f64>().sqrt())
+            .map(crate::range::norm)
             .fold(0.0, f64::max);
         favor_core::transpose_projection(&w64, m, d, &mut wt64).map_err(setup)?;
         favor_core::transpose_projection(&w32, m, d, &mut wt32).map_err(setup)?;
@@ -195,9 +196,9 @@ impl Weights {
                 });
             }
         };
-        let mut w = crate::tensor::try_zeros(
+        let mut w = try_zeros(
             "projection",
-            favor_core::projection_len(m, d).map_err(setup)?,
+            alloc::len("projection", favor_core::projection_len(m, d))?,
         )?;
         favor_core::projection(kind, seed, m, d, &mut w).map_err(setup)?;
         Self::from_f64(w, m, d)
@@ -309,7 +310,8 @@ pub struct PerformerBuilder {
     features: Option<usize>,
     kernel: Kernel,
     projection: Projection,
-    matrix: Option<(usize, Vec<f64>)>,
+    /// Rows and the matrix in f64 (or why it could not be copied, reported by `build`).
+    matrix: Option<(usize, Result<Vec<f64>>)>,
     seed: u64,
     normalizer: Option<bool>,
     epsilon: f64,
@@ -351,7 +353,8 @@ impl PerformerBuilder {
     /// Uses this `rows × dim` matrix (row-major) as W, exactly as given (no scaling), e.g.
     /// the one a model was trained with. It fixes m = `rows`.
     pub fn projection_matrix<E: Element>(mut self, rows: usize, w: &[E]) -> Self {
-        self.matrix = Some((rows, w.iter().map(|&x| x.to_f64()).collect()));
+        let copy = try_collect("projection", w.iter().map(|&x| x.to_f64()));
+        self.matrix = Some((rows, copy));
         self
     }
     /// Seed of the projection (default 0). Heads share one W, as in the paper's code.
@@ -427,18 +430,26 @@ impl PerformerBuilder {
         }
         let features = match (&self.matrix, none) {
             (Some(_), true) => return bad("a projection matrix contradicts Projection::None"),
-            (Some((rows, w)), false) => {
+            (Some((_, Err(e))), false) => return Err(e.clone()),
+            (Some((rows, Ok(w))), false) => {
                 if self.features.is_some_and(|m| m != *rows) {
                     return bad("features disagrees with the projection matrix's rows");
                 }
                 if matches!(self.redraw, Redraw::Every(_)) {
                     return bad("Redraw::Every would replace the given projection matrix");
                 }
-                if *rows == 0 || Some(w.len()) != rows.checked_mul(self.dim) {
+                if Some(w.len()) != rows.checked_mul(self.dim) {
+                    return Err(Error::DataLength {
+                        tensor: "projection",
+                        shape: vec![*rows, self.dim],
+                        len: w.len(),
+                    });
+                }
+                if *rows == 0 {
                     return Err(Error::Shape {
                         tensor: "projection",
                         expected: format!("[m, {}] with m > 0", self.dim),
-                        got: vec![*rows, w.len().checked_div(self.dim).unwrap_or(0)],
+                        got: vec![0, self.dim],
                     });
                 }
                 *rows
@@ -471,7 +482,7 @@ impl PerformerBuilder {
             parallel: self.parallel,
         };
         let weights = match self.matrix {
-            Some((rows, w)) => Weights::from_f64(w, rows, self.dim)?,
+            Some((rows, w)) => Weights::from_f64(w?, rows, self.dim)?,
             None => Weights::generate(self.projection, self.seed, features, self.dim)?,
         };
         // Builds both maps once so a bad matrix (NaN, ...) fails here, not on first use.
@@ -766,7 +777,7 @@ impl<'a, E: Element> Io<'a, E> {
 
     fn run(&self, cfg: &Config, weights: &Weights) -> Result<Tensor> {
         let s = self.shape;
-        let mut out = Tensor::zeros([self.batch, cfg.heads, s.queries, s.value_dim])?;
+        let mut out = Tensor::zeros_for("output", [self.batch, cfg.heads, s.queries, s.value_dim])?;
         match cfg.precision {
             Precision::F32 => self.run_in::<f32>(cfg, weights, out.data_mut())?,
             Precision::F64 => self.run_in::<f64>(cfg, weights, out.data_mut())?,
@@ -810,13 +821,11 @@ impl<E: Element, T: Real> BackendOp<T> for Heads<'_, '_, '_, E, T> {
                 mask,
                 shape: io.shape,
             };
-            heads
-                .attend(kernels, map, cfg, out)
-                .map_err(|source| Error::Core {
-                    batch: b,
-                    head: h,
-                    source,
-                })
+            heads.attend(kernels, map, cfg, out, |source| Error::Core {
+                batch: b,
+                head: h,
+                source,
+            })
         };
         let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, one);
         results.into_iter().collect()
@@ -840,6 +849,22 @@ pub(crate) fn parallel_map<R: Send>(
     out.chunks_mut(chunk).enumerate().map(f).collect()
 }
 
+/// How many calls of `f` [`parallel_map`] can run at once over `tasks` pieces: buffers for
+/// that many can be allocated before any of them starts.
+pub(crate) fn concurrency(parallel: bool, tasks: usize) -> usize {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        return rayon::current_num_threads().clamp(1, tasks.max(1));
+    }
+    let _ = parallel;
+    1
+}
+
+/// Whether [`widen`] from `E` to `T` (or [`narrow_target`] for `E` = f32) needs a buffer.
+pub(crate) fn converts<E: 'static, T: 'static>() -> bool {
+    TypeId::of::<E>() != TypeId::of::<T>()
+}
+
 /// One head's slices.
 struct HeadIo<'a, E> {
     q: &'a [E],
@@ -850,18 +875,21 @@ struct HeadIo<'a, E> {
 }
 
 impl<E: Element> HeadIo<'_, E> {
+    /// One head's attention into `out`; favor-core's errors go through `core` (which
+    /// names the head).
     fn attend<T: Real, K: Kernels<T>>(
         &self,
         kernels: &K,
         map: &AnyFeatureMap<'_, T>,
         cfg: &Config,
         out: &mut [f32],
-    ) -> favor_core::Result<()> {
+        core: impl Fn(favor_core::Error) -> Error,
+    ) -> Result<()> {
         let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
         let (q, k, v) = (
-            widen(self.q, &mut tq),
-            widen(self.k, &mut tk),
-            widen(self.v, &mut tv),
+            widen(self.q, &mut tq)?,
+            widen(self.k, &mut tk)?,
+            widen(self.v, &mut tv)?,
         );
         let m = favor_core::FeatureMap::feature_dim(map);
         let dv = self.shape.value_dim;
@@ -878,10 +906,10 @@ impl<E: Element> HeadIo<'_, E> {
             key_mask: self.mask,
         };
         let mut wide = Vec::new();
-        let out_t = narrow_target(out, &mut wide);
+        let out_t = narrow_target(out, &mut wide)?;
         if cfg.causal {
-            let mut scratch =
-                vec![T::zero(); favor_core::causal_chunked_scratch_len(m, dv, opts.block)?];
+            let n = favor_core::causal_chunked_scratch_len(m, dv, opts.block);
+            let mut scratch = try_zeros("attention scratch", alloc::len("attention scratch", n)?)?;
             favor_core::causal_chunked(
                 kernels,
                 map,
@@ -892,10 +920,11 @@ impl<E: Element> HeadIo<'_, E> {
                 &opts,
                 out_t,
                 &mut scratch,
-            )?;
+            )
+            .map_err(core)?;
         } else {
-            let mut scratch =
-                vec![T::zero(); favor_core::bidirectional_scratch_len(m, dv, opts.block)?];
+            let n = favor_core::bidirectional_scratch_len(m, dv, opts.block);
+            let mut scratch = try_zeros("attention scratch", alloc::len("attention scratch", n)?)?;
             favor_core::bidirectional(
                 kernels,
                 map,
@@ -906,7 +935,8 @@ impl<E: Element> HeadIo<'_, E> {
                 &opts,
                 out_t,
                 &mut scratch,
-            )?;
+            )
+            .map_err(core)?;
         }
         narrow_back(&wide, out);
         Ok(())
@@ -914,27 +944,36 @@ impl<E: Element> HeadIo<'_, E> {
 }
 
 /// `src` as `T`: zero-copy when `E` is `T`, else converted into `tmp`.
-pub(crate) fn widen<'a, E: Element, T: Float>(src: &'a [E], tmp: &'a mut Vec<T>) -> &'a [T] {
+pub(crate) fn widen<'a, E: Element, T: Float>(
+    src: &'a [E],
+    tmp: &'a mut Vec<T>,
+) -> Result<&'a [T]> {
     if TypeId::of::<E>() == TypeId::of::<T>() {
-        bytemuck::cast_slice(src)
+        Ok(bytemuck::cast_slice(src))
     } else if TypeId::of::<T>() == TypeId::of::<f32>() {
         // To f32: one vectorised slice conversion (exact for f16/bf16, rounding for f64).
-        tmp.resize(src.len(), T::zero());
+        try_resize("converted inputs", tmp, src.len(), T::zero())?;
         E::to_f32_slice(src, bytemuck::cast_slice_mut(tmp.as_mut_slice()));
-        tmp
+        Ok(tmp)
     } else {
+        tmp.clear();
+        tmp.try_reserve_exact(src.len())
+            .map_err(|_| alloc::failed::<T>("converted inputs", src.len()))?;
         tmp.extend(src.iter().map(|&x| T::from_f64(x.to_f64())));
-        tmp
+        Ok(tmp)
     }
 }
 
 /// Where to compute an f32 output in `T`: `out` itself for f32, else `wide` (sized here).
-pub(crate) fn narrow_target<'a, T: Float>(out: &'a mut [f32], wide: &'a mut Vec<T>) -> &'a mut [T] {
+pub(crate) fn narrow_target<'a, T: Float>(
+    out: &'a mut [f32],
+    wide: &'a mut Vec<T>,
+) -> Result<&'a mut [T]> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
-        bytemuck::cast_slice_mut(out)
+        Ok(bytemuck::cast_slice_mut(out))
     } else {
-        wide.resize(out.len(), T::zero());
-        wide
+        try_resize("wide output", wide, out.len(), T::zero())?;
+        Ok(wide)
     }
 }
 

@@ -36,14 +36,14 @@ pub(crate) fn scan<E: Element>(
     let (mut max_norm, mut max_abs) = (0f64, 0f64);
     for (row, x) in t.data().chunks_exact(width.max(1)).enumerate() {
         let mut sq = 0f64;
-        for &e in x {
+        for (column, &e) in x.iter().enumerate() {
             let wide = e.to_f64();
             if !wide.is_finite() || (precision == Precision::F32 && !e.to_f32().is_finite()) {
                 let source = if wide.is_finite() {
                     return Err(Error::OutOfRange {
                         tensor: name,
                         reason: format!(
-                            "element {wide:e} (batch {}, head {}, row {}) does not fit f32; use Precision::F64",
+                            "element {wide:e} (batch {}, head {}, row {}, column {column}) does not fit f32; use Precision::F64",
                             row / (heads * l),
                             row / l % heads,
                             row % l
@@ -64,9 +64,36 @@ pub(crate) fn scan<E: Element>(
             sq += wide * wide;
             max_abs = max_abs.max(wide.abs());
         }
-        max_norm = max_norm.max(sq.sqrt());
+        // Finite elements beyond ~1e154 overflow the sum of squares, not the norm.
+        let n = if sq.is_finite() {
+            sq.sqrt()
+        } else {
+            norm_of(x.iter().map(|e| e.to_f64()))
+        };
+        max_norm = max_norm.max(n);
     }
     Ok(Stats { max_norm, max_abs })
+}
+
+/// The Euclidean norm of finite `x` in f64, finite whenever the norm itself is: the sum of
+/// squares is taken relative to the largest |xᵢ| when it would overflow (or underflow).
+pub(crate) fn norm(x: &[f64]) -> f64 {
+    let sq: f64 = x.iter().map(|v| v * v).sum();
+    if sq.is_finite() && sq >= f64::MIN_POSITIVE {
+        sq.sqrt()
+    } else {
+        norm_of(x.iter().copied())
+    }
+}
+
+/// `|x|` as `max|xᵢ| · |x / max|xᵢ||`.
+fn norm_of(x: impl Iterator<Item = f64> + Clone) -> f64 {
+    let top = x.clone().fold(0f64, |a, v| a.max(v.abs()));
+    if top == 0.0 || !top.is_finite() {
+        return top;
+    }
+    let sq: f64 = x.map(|v| (v / top) * (v / top)).sum();
+    top * sq.sqrt()
 }
 
 /// Largest finite value of the compute type.
@@ -89,17 +116,29 @@ pub(crate) fn check<E: Element>(
     keys: u64,
 ) -> Result<()> {
     let limit = max_value(cfg.precision) / 4.0;
+    let precision = precision_name(cfg.precision);
     let mut proj = 0f64;
     for (name, t) in [("q", q), ("k", k)] {
         let s = scan(name, t, cfg.precision)?;
-        let p = w_norm * s.max_norm;
-        if s.max_norm * s.max_norm > limit || p > limit {
+        if s.max_norm * s.max_norm > limit {
             return Err(Error::OutOfRange {
                 tensor: name,
                 reason: format!(
-                    "a row of norm {:e} times the projection's largest row norm {w_norm:e} overflows {}",
-                    s.max_norm,
-                    precision_name(cfg.precision)
+                    "a row of norm {:e}: its squared norm overflows {precision}",
+                    s.max_norm
+                ),
+            });
+        }
+        let p = w_norm * s.max_norm;
+        if p > limit {
+            // |x|² ≤ MAX/4 passed above, so the product overflows only when |W| exceeds
+            // √(MAX/4) ≥ |x|: the projection (a given matrix with huge values; generated rows
+            // have norms near √d) is at fault, not the inputs.
+            return Err(Error::OutOfRange {
+                tensor: "projection",
+                reason: format!(
+                    "a row of norm {w_norm:e} times {name}'s largest row norm {:e} overflows {precision}",
+                    s.max_norm
                 ),
             });
         }
@@ -127,9 +166,8 @@ pub(crate) fn check<E: Element>(
         return Err(Error::OutOfRange {
             tensor: "v",
             reason: format!(
-                "sums of {keys} values up to {:e} over {feature_dim} features of size up to {f:e} could overflow {}",
+                "sums of {keys} values up to {:e} over {feature_dim} features of size up to {f:e} could overflow {precision}",
                 s.max_abs,
-                precision_name(cfg.precision)
             ),
         });
     }
@@ -140,5 +178,20 @@ fn precision_name(p: Precision) -> &'static str {
     match p {
         Precision::F32 => "f32",
         Precision::F64 => "f64",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::norm;
+
+    #[test]
+    fn norms_of_huge_and_tiny_rows_do_not_overflow() {
+        assert_eq!(norm(&[3.0, 4.0]), 5.0);
+        assert_eq!(norm(&[]), 0.0);
+        assert_eq!(norm(&[3e300, -4e300]), 5e300);
+        // Beyond f64 itself: the norm overflows, honestly.
+        assert_eq!(norm(&[f64::MAX, f64::MAX]), f64::INFINITY);
+        assert_eq!(norm(&[1e-300, 0.0]), 1e-300);
     }
 }

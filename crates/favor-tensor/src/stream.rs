@@ -4,8 +4,8 @@ use favor_core::{FeatureMap, Kernels};
 
 use crate::error::{Error, Result};
 use crate::performer::{
-    BackendOp, Performer, Precision, Real, check_shape, narrow_back, narrow_target, parallel_map,
-    widen,
+    BackendOp, Performer, Precision, Real, check_shape, concurrency, converts, narrow_back,
+    narrow_target, parallel_map, widen,
 };
 use crate::tensor::{Element, Tensor, TensorView};
 use favor_core::AnyFeatureMap;
@@ -284,18 +284,36 @@ impl<'p, T: Real> HeadStates<'p, T> {
             performer.value_dim(),
         )
         .map_err(crate::error::setup)?;
-        let empty = HeadState {
-            buf: vec![T::zero(); len],
-            tokens: 0,
-            log_scale: T::neg_infinity(),
+        // `n` is the caller's batch × heads: whichever allocation fails, report the whole
+        // state's size, the number the caller can act on.
+        let mapped_len = crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?;
+        let head_bytes =
+            crate::alloc::bytes_of::<T>(len).and_then(|b| b.checked_add(size_of::<HeadState<T>>()));
+        let total = (head_bytes.and_then(|b| b.checked_mul(n)))
+            .zip(crate::alloc::bytes_of::<T>(mapped_len))
+            .and_then(|(a, b)| a.checked_add(b));
+        let fail = |_: Error| Error::Alloc {
+            what: "stream state",
+            bytes: total,
         };
-        let mapped =
-            vec![T::zero(); favor_core::mapped_tokens_len(&map, n).map_err(crate::error::setup)?];
-        Ok(Self {
-            map,
-            heads: vec![empty; n],
-            mapped,
-        })
+        // Many small blocks: ask for their total once, or each would succeed until the
+        // system runs out (see `alloc::available`).
+        if !total.is_some_and(crate::alloc::available) {
+            return Err(Error::Alloc {
+                what: "stream state",
+                bytes: total,
+            });
+        }
+        let mut heads = crate::alloc::try_with_capacity("stream state", n).map_err(fail)?;
+        for _ in 0..n {
+            heads.push(HeadState {
+                buf: crate::alloc::try_zeros("stream state", len).map_err(fail)?,
+                tokens: 0,
+                log_scale: T::neg_infinity(),
+            });
+        }
+        let mapped = crate::alloc::try_zeros("stream state", mapped_len).map_err(fail)?;
+        Ok(Self { map, heads, mapped })
     }
 
     fn run<E: Element>(
@@ -537,42 +555,51 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
         let map = &self.states.map;
         let m = map.feature_dim();
         let heads = &mut self.states.heads;
-        let one = |i: usize, h: &mut HeadState<T>, out: &mut [f32]| -> favor_core::Result<()> {
-            let (b, hd) = (i / cfg.heads, i % cfg.heads);
-            let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
-            let q = widen(io.q.head(b, hd), &mut tq);
-            let k = widen(io.k.head(b, hd), &mut tk);
-            let v = widen(io.v.head(b, hd), &mut tv);
-            let mut wide = Vec::new();
-            let out_t = narrow_target(out, &mut wide);
-            let mut s =
-                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)?;
-            // A prefill (steps map every head at once, below). Chunks longer than the call
-            // would only size scratch for absent rows.
-            let chunk = cfg.chunk.min(len);
-            let mut scratch = vec![T::zero(); favor_core::chunk_scratch_len(m, chunk)?];
-            s.prefill(q, k, v, len, chunk, out_t, &mut scratch)?;
-            let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
-            h.tokens = tokens;
-            h.log_scale = log_scale;
-            narrow_back(&wide, out);
-            Ok(())
-        };
         let core = |i: usize, source| Error::Core {
             batch: i / cfg.heads,
             head: i % cfg.heads,
             source,
         };
-        let wrap = |i: usize, r: favor_core::Result<()>| r.map_err(|e| core(i, e));
+        // A prefill (steps map every head at once, below). Chunks longer than the call would
+        // only size scratch for absent rows.
+        let chunk = cfg.chunk.min(len);
+        let sizes = PrefillSizes {
+            input: len * cfg.dim,
+            values: len * dv,
+            scratch: crate::alloc::len("prefill scratch", favor_core::chunk_scratch_len(m, chunk))?,
+        };
+        let one = |i: usize,
+                   h: &mut HeadState<T>,
+                   out: &mut [f32],
+                   bufs: &mut PrefillBuffers<T>| {
+            let (b, hd) = (i / cfg.heads, i % cfg.heads);
+            let q = widen(io.q.head(b, hd), &mut bufs.q)?;
+            let k = widen(io.k.head(b, hd), &mut bufs.k)?;
+            let v = widen(io.v.head(b, hd), &mut bufs.v)?;
+            let out_t = narrow_target(out, &mut bufs.out)?;
+            let scratch = &mut bufs.scratch;
+            let mut s =
+                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)
+                    .map_err(|e| core(i, e))?;
+            s.prefill(q, k, v, len, chunk, out_t, scratch)
+                .map_err(|e| core(i, e))?;
+            let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
+            h.tokens = tokens;
+            h.log_scale = log_scale;
+            narrow_back(&bufs.out, out);
+            Ok(())
+        };
         if io.step {
             // Every head shares the one projection: map all keys and queries in one GEMM (W
             // read once per token, not once per head), then step each head's state. A step
             // is a few microseconds per head: less than handing it to a pool.
             let n = heads.len();
             let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
-            let q = widen(io.q.data(), &mut tq);
-            let k = widen(io.k.data(), &mut tk);
-            let v = widen(io.v.data(), &mut tv);
+            let q = widen(io.q.data(), &mut tq)?;
+            let k = widen(io.k.data(), &mut tk)?;
+            let v = widen(io.v.data(), &mut tv)?;
+            // Sized by the first head's `narrow_target`, before any state changes.
+            let mut wide = Vec::new();
             let mapped =
                 favor_core::MappedTokens::new(kernels, map, n, q, k, &mut self.states.mapped)
                     .map_err(|e| match e {
@@ -585,8 +612,7 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
                         other => core(0, other),
                     })?;
             for (i, (h, o)) in heads.iter_mut().zip(self.out.chunks_mut(dv)).enumerate() {
-                let mut wide = Vec::new();
-                let out_t = narrow_target(o, &mut wide);
+                let out_t = narrow_target(o, &mut wide)?;
                 let (tokens, log_scale) = favor_core::Stream::resume(
                     *kernels,
                     map,
@@ -606,12 +632,67 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             }
             return Ok(());
         }
+        // Every buffer the heads need is allocated before the first head changes, so that
+        // running out of memory leaves the stream as it was: one set per head that can run
+        // at once.
+        let workers = concurrency(cfg.parallel, heads.len());
+        let mut pool = crate::alloc::try_with_capacity("prefill scratch", workers)?;
+        for _ in 0..workers {
+            pool.push(PrefillBuffers::new::<E>(&sizes)?);
+        }
+        let pool = std::sync::Mutex::new(pool);
         let cells: Vec<std::sync::Mutex<&mut HeadState<T>>> =
-            heads.iter_mut().map(std::sync::Mutex::new).collect();
+            crate::alloc::try_collect("stream state", heads.iter_mut().map(std::sync::Mutex::new))?;
         let results = parallel_map(cfg.parallel, self.out, len * dv, |(i, o)| {
+            let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            // The pool holds one set per concurrent head; allocating here is only a fallback.
+            let mut bufs = match taken {
+                Some(b) => b,
+                None => PrefillBuffers::new::<E>(&sizes)?,
+            };
             let mut h = cells[i].lock().unwrap_or_else(|e| e.into_inner());
-            wrap(i, one(i, &mut h, o))
+            let r = one(i, &mut h, o, &mut bufs);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(bufs);
+            r
         });
         results.into_iter().collect()
+    }
+}
+
+/// Element counts of one head's prefill buffers.
+struct PrefillSizes {
+    /// A head's queries (or keys): `len × d`.
+    input: usize,
+    /// A head's values or outputs: `len × dv`.
+    values: usize,
+    /// favor-core's chunk scratch.
+    scratch: usize,
+}
+
+/// One head's prefill buffers: inputs converted to `T` (empty when they already are `T`),
+/// the output in `T` (empty for f32) and favor-core's scratch.
+struct PrefillBuffers<T> {
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    out: Vec<T>,
+    scratch: Vec<T>,
+}
+
+impl<T: Real> PrefillBuffers<T> {
+    fn new<E: Element>(n: &PrefillSizes) -> Result<Self> {
+        let what = "prefill scratch";
+        let converted = |len: usize| {
+            let len = if converts::<E, T>() { len } else { 0 };
+            crate::alloc::try_with_capacity(what, len)
+        };
+        let out = if converts::<f32, T>() { n.values } else { 0 };
+        Ok(Self {
+            q: converted(n.input)?,
+            k: converted(n.input)?,
+            v: converted(n.values)?,
+            out: crate::alloc::try_with_capacity(what, out)?,
+            scratch: crate::alloc::try_zeros(what, n.scratch)?,
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! The owned tensor, borrowed views, and the element types they convert between.
 
+use crate::alloc::{try_collect, try_zeros};
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 
@@ -82,19 +83,6 @@ pub(crate) fn element_count(tensor: &'static str, shape: [usize; 4]) -> Result<u
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(|| Error::Config(format!("{tensor}: shape {shape:?} overflows usize")))
-}
-
-/// `n` zeros, or an error (not an abort) when the allocation fails.
-pub(crate) fn try_zeros<T: Clone + Default>(what: &str, n: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        Error::Config(format!(
-            "{what}: cannot allocate {n} elements of {} bytes",
-            size_of::<T>()
-        ))
-    })?;
-    v.resize(n, T::default());
-    Ok(v)
 }
 
 /// A borrowed, row-major `[batch, heads, seq, dim]` tensor of any [`Element`]: what
@@ -206,7 +194,7 @@ impl Tensor {
         TensorView::new(shape, data)?;
         Ok(Self {
             shape,
-            data: data.iter().map(|&x| x.to_f32()).collect(),
+            data: try_collect("tensor", data.iter().map(|&x| x.to_f32()))?,
         })
     }
 
@@ -218,18 +206,27 @@ impl Tensor {
                 bytes.len()
             )));
         }
-        let data = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let data = try_collect(
+            "tensor",
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+        )?;
         Self::from_vec(shape, data)
     }
 
-    /// A tensor of zeros.
+    /// A tensor of zeros; [`Error::Alloc`] if the memory is not available.
     pub fn zeros(shape: [usize; 4]) -> Result<Self> {
+        Self::zeros_for("tensor", shape)
+    }
+
+    /// [`zeros`](Self::zeros), naming the tensor in an allocation error.
+    pub(crate) fn zeros_for(what: &'static str, shape: [usize; 4]) -> Result<Self> {
+        let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let n = n.ok_or(Error::Alloc { what, bytes: None })?;
         Ok(Self {
             shape,
-            data: try_zeros("tensor", element_count("tensor", shape)?)?,
+            data: try_zeros(what, n)?,
         })
     }
 

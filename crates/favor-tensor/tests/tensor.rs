@@ -739,14 +739,20 @@ fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
     let one = |x: &[f32]| TensorView::new([1, 1, 1, D], x).unwrap().data().to_vec();
     let (k, q, v) = (one(&k), one(&[0.1; D]), one(&[1.0; D]));
     let e = p.forward(at(s1, &q), at(s1, &k), at(s1, &v)).unwrap_err();
+    // The matrix is at fault, not the ordinary q.
     assert!(
         matches!(
             e,
             Error::OutOfRange {
-                tensor: "q" | "k",
+                tensor: "projection",
                 ..
             }
         ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("projection: outside the supported range: a row of norm 3.0000000"),
         "{e}"
     );
     assert_eq!(p.calls(), 0);
@@ -814,4 +820,157 @@ fn huge_chunks_and_batches_are_errors_or_harmless() {
         b.forward(view(&q), view(&k), view(&v)).unwrap()
     );
     assert!(a.stream(usize::MAX / 2 + 1).is_err());
+}
+
+#[test]
+fn sizes_beyond_memory_are_errors_not_aborts() {
+    // The reproduction: 2^41 (batch, head) states of 2.5 KiB, about 5 PiB. It used
+    // to abort the process in the state's allocation.
+    let p = Performer::builder(16)
+        .heads(2)
+        .features(32)
+        .causal(true)
+        .build()
+        .unwrap();
+    let e = p.stream(1 << 40).unwrap_err();
+    assert!(
+        matches!(e, Error::Alloc { what: "stream state", bytes: Some(b) } if b > 1 << 52),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("stream state: cannot allocate 5."),
+        "{e}"
+    );
+    // A stream whose batch × heads overflows the size arithmetic.
+    assert_eq!(
+        p.stream(usize::MAX / 2).unwrap_err(),
+        Error::Alloc {
+            what: "stream state",
+            bytes: None
+        }
+    );
+    // A projection beyond any address space (2^40 × 64 f64 = 512 TiB), and one whose element
+    // count overflows usize.
+    let e = Performer::builder(64)
+        .features(1 << 40)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Alloc {
+            what: "projection",
+            bytes: Some(1 << 49)
+        }
+    );
+    let e = Performer::builder(1 << 40)
+        .features(1 << 40)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Alloc {
+            what: "projection",
+            bytes: None
+        }
+    );
+    // Tensors: a shape whose size overflows, and one beyond the address space.
+    assert_eq!(
+        Tensor::zeros([1 << 20; 4]).unwrap_err(),
+        Error::Alloc {
+            what: "tensor",
+            bytes: None
+        }
+    );
+    assert!(matches!(
+        Tensor::zeros([1 << 20, 1 << 20, 1 << 8, 1]).unwrap_err(),
+        Error::Alloc {
+            what: "tensor",
+            bytes: Some(_)
+        }
+    ));
+}
+
+#[test]
+fn prefill_buffers_serve_heads_in_turn_without_leaking() {
+    // A prefill allocates its buffers (inputs widened to the precision, outputs before
+    // narrowing, scratch) for the heads that can run at once, before any state changes;
+    // with B·H = 6 heads each set serves several heads in turn. Oracle: causal forward, whose
+    // heads allocate their own, on the same f16 inputs: the same chunked path, bit for bit.
+    let (q, k, v) = qkv(13);
+    let h16 = |x: &[f32]| x.iter().map(|&a| f16::from_f32(a)).collect::<Vec<_>>();
+    let (hq, hk, hv) = (h16(&q), h16(&k), h16(&v));
+    for precision in [Precision::F32, Precision::F64] {
+        for parallel in [false, true] {
+            let mut p = Performer::builder(D)
+                .heads(H)
+                .features(32)
+                .causal(true)
+                .precision(precision)
+                .parallel(parallel)
+                .build()
+                .unwrap();
+            let want = p.forward(tv(L, &hq), tv(L, &hk), tv(L, &hv)).unwrap();
+            let mut s = p.stream(B).unwrap();
+            let got = s.prefill(tv(L, &hq), tv(L, &hk), tv(L, &hv)).unwrap();
+            assert_eq!(got, want, "{precision:?}, parallel {parallel}");
+        }
+    }
+}
+
+#[test]
+fn range_and_shape_errors_say_what_is_wrong() {
+    // A row of f64 elements near 1e300: its norm is finite (the squared norm is not), and
+    // the message gives the norm, not `inf`.
+    let s1 = [1, 1, 1, D];
+    let mut q = vec![0.5f64; D];
+    q[3] = 3e300;
+    q[4] = -4e300;
+    let small = vec![0.1f64; D];
+    let mut p = Performer::builder(D)
+        .features(8)
+        .precision(Precision::F64)
+        .build()
+        .unwrap();
+    let e = p
+        .forward(at(s1, &q), at(s1, &small), at(s1, &small))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "q: outside the supported range: a row of norm 5e300: its squared norm overflows f64"
+    );
+    // An element that does not fit f32 is located down to its column.
+    let mut k = vec![0.1f64; 2 * D];
+    k[D + 5] = 1e39;
+    let mut p32 = Performer::builder(D).features(8).build().unwrap();
+    let s2 = [1, 1, 2, D];
+    let e = p32
+        .forward(
+            at(s2, &[0.1f64; 2 * D]),
+            at(s2, &k),
+            at(s2, &[0.1f64; 2 * D]),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("element 1e39 (batch 0, head 0, row 1, column 5) does not fit f32"),
+        "{e}"
+    );
+    // A projection matrix with no rows is reported with its real shape.
+    let e = Performer::builder(16)
+        .projection_matrix::<f32>(0, &[])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "projection: expected shape [m, 16] with m > 0, got [0, 16]"
+    );
+    let e = Performer::builder(16)
+        .projection_matrix(2, &[0.5f32; 31])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "projection: shape [2, 16] needs 32 elements, got 31"
+    );
 }
