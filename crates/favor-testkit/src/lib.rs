@@ -17,6 +17,7 @@
 //! | [`check_stream`] | push / query / step / prefill / snapshot / restore interleavings vs f64 FAVOR+ and `causal_prefix` |
 //! | [`check_snapshot_bytes`] | favor-core and favor-tensor `Stream::restore` on arbitrary bytes |
 //! | [`check_npy`] | `favor_cli::npy::parse` on arbitrary bytes and on generated files |
+//! | [`check_tensor_stream`] | favor-tensor `Stream` (heads × batch) prefill / step / snapshot / restore / rejected calls vs f64 FAVOR+, causal `forward` and a twin stream |
 //!
 //! Every tolerance is derived from the operation (comments in each module); none is tuned.
 
@@ -31,11 +32,13 @@ pub mod bounds;
 pub mod features;
 pub mod input;
 pub mod kernels;
+pub mod lipschitz;
 pub mod maps;
 pub mod npy;
 pub mod reference;
 pub mod snapshot;
 pub mod stream;
+pub mod tensor_stream;
 
 pub use attention::check_attention;
 pub use features::check_feature_maps;
@@ -43,6 +46,7 @@ pub use kernels::check_kernels;
 pub use npy::check_npy;
 pub use snapshot::check_snapshot_bytes;
 pub use stream::check_stream;
+pub use tensor_stream::check_tensor_stream;
 
 /// A target's entry point: decodes fuzzer bytes and panics when an oracle is violated.
 pub type Check = fn(&[u8]);
@@ -56,4 +60,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("stream", check_stream),
     ("snapshot_bytes", check_snapshot_bytes),
     ("npy", check_npy),
+    ("tensor_stream", check_tensor_stream),
 ];
