@@ -107,6 +107,11 @@ fn tensor_stream() {
 }
 
 #[test]
+fn mapped() {
+    run("mapped", 300, 256);
+}
+
+#[test]
 fn every_target_is_replayed_and_has_a_fuzz_binary() {
     for (name, _) in TARGETS {
         let bin = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
