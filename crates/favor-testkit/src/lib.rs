@@ -17,6 +17,8 @@
 //! | [`check_stream`] | push / query / step / prefill / snapshot / restore interleavings vs f64 FAVOR+ and `causal_prefix` |
 //! | [`check_snapshot_bytes`] | favor-core and favor-tensor `Stream::restore` on arbitrary bytes |
 //! | [`check_npy`] | `favor_cli::npy::parse` on arbitrary bytes and on generated files |
+//! | [`check_tensor_stream`] | favor-tensor `Stream` (heads × batch) prefill / step / snapshot / restore / rejected calls vs f64 FAVOR+, causal `forward` and a twin stream |
+//! | [`check_mapped`] | favor-core `MappedTokens` + `Stream::step_mapped` over up to 8 streams vs `step`, f64 FAVOR+; errors change nothing |
 //!
 //! Every tolerance is derived from the operation (comments in each module); none is tuned.
 
@@ -31,18 +33,23 @@ pub mod bounds;
 pub mod features;
 pub mod input;
 pub mod kernels;
+pub mod lipschitz;
+pub mod mapped;
 pub mod maps;
 pub mod npy;
 pub mod reference;
 pub mod snapshot;
 pub mod stream;
+pub mod tensor_stream;
 
 pub use attention::check_attention;
 pub use features::check_feature_maps;
 pub use kernels::check_kernels;
+pub use mapped::check_mapped;
 pub use npy::check_npy;
 pub use snapshot::check_snapshot_bytes;
 pub use stream::check_stream;
+pub use tensor_stream::check_tensor_stream;
 
 /// A target's entry point: decodes fuzzer bytes and panics when an oracle is violated.
 pub type Check = fn(&[u8]);
@@ -56,4 +63,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("stream", check_stream),
     ("snapshot_bytes", check_snapshot_bytes),
     ("npy", check_npy),
+    ("tensor_stream", check_tensor_stream),
+    ("mapped", check_mapped),
 ];

@@ -102,6 +102,16 @@ fn npy() {
 }
 
 #[test]
+fn tensor_stream() {
+    run("tensor_stream", 300, 256);
+}
+
+#[test]
+fn mapped() {
+    run("mapped", 300, 256);
+}
+
+#[test]
 fn every_target_is_replayed_and_has_a_fuzz_binary() {
     for (name, _) in TARGETS {
         let bin = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
