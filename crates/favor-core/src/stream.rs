@@ -222,14 +222,15 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         }
         check::exact("v", v, dv)?;
         check::room("out", out, dv)?;
-        range::sums(
-            self.fm,
-            mapped.max_q,
-            mapped.max_k,
-            v,
-            dv,
-            self.next_keys(1),
-        )?;
+        // The token's own largest entries, as `step` would see them (checked finite and
+        // within range when it was mapped).
+        let d = self.fm.input_dim();
+        let largest = |row: &[T]| row.iter().fold(T::zero(), |a, x| a.max(x.abs()));
+        let (ak, aq) = (
+            largest(&mapped.rows[2 * i * d..(2 * i + 1) * d]),
+            largest(&mapped.rows[(2 * i + 1) * d..(2 * i + 2) * d]),
+        );
+        range::sums(self.fm, aq, ak, v, dv, self.next_keys(1))?;
         let kf = &mapped.feats[2 * i * m..(2 * i + 1) * m];
         let qf = &mapped.feats[(2 * i + 1) * m..2 * (i + 1) * m];
         let (lk, lq) = (mapped.logs[2 * i], mapped.logs[2 * i + 1]);
@@ -345,9 +346,8 @@ pub struct MappedTokens<'a, 'f, T, F> {
     feats: &'a [T],
     /// 2n log-scales, in the same order.
     logs: &'a [T],
-    /// The largest query and key entries, for the range check of each step.
-    max_q: T,
-    max_k: T,
+    /// 2n input rows in the same order: each step's range check uses its token's.
+    rows: &'a [T],
 }
 
 impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
@@ -367,8 +367,8 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
         check::exact("q", q, check::mul(n, d)?)?;
         check::exact("k", k, check::mul(n, d)?)?;
         check::room("scratch", scratch, mapped_tokens_len(fm, n)?)?;
-        let max_k = range::rows(fm, "k", k, d)?;
-        let max_q = range::rows(fm, "q", q, d)?;
+        range::rows(fm, "k", k, d)?;
+        range::rows(fm, "q", q, d)?;
         let (rows, rest) = scratch.split_at_mut(2 * n * d);
         let (feats, rest) = rest.split_at_mut(2 * n * m);
         let logs = &mut rest[..2 * n];
@@ -378,8 +378,7 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
             n,
             feats,
             logs,
-            max_q,
-            max_k,
+            rows,
         })
     }
 

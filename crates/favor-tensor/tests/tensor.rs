@@ -824,8 +824,9 @@ fn huge_chunks_and_batches_are_errors_or_harmless() {
 
 #[test]
 fn sizes_beyond_memory_are_errors_not_aborts() {
-    // The reproduction: 2^41 (batch, head) states of 2.5 KiB, about 5 PiB. It used
-    // to abort the process in the state's allocation.
+    // The reproduction: 2^41 (batch, head) states of about 8 KiB (the compensated
+    // sums and the ring of recent keys), about 16 PiB. It used to abort the process in the
+    // state's allocation.
     let p = Performer::builder(16)
         .heads(2)
         .features(32)
@@ -839,7 +840,7 @@ fn sizes_beyond_memory_are_errors_not_aborts() {
     );
     assert!(
         e.to_string()
-            .starts_with("stream state: cannot allocate 5."),
+            .starts_with("stream state: cannot allocate 16."),
         "{e}"
     );
     // A stream whose batch × heads overflows the size arithmetic.

@@ -569,9 +569,6 @@ pub fn run_case(c: &TensorStreamCase) {
                     main = p.stream(c.batch).expect("stream");
                 }
                 if let Err(e) = main.restore(&bytes) {
-                    if pending_trig_restore(c) {
-                        return;
-                    }
                     panic!("{what}: own snapshot rejected: {e}");
                 }
                 twin.restore(&bytes)
@@ -681,9 +678,6 @@ pub fn run_case(c: &TensorStreamCase) {
                 let bytes = main.snapshot().expect("snapshot");
                 let mut s = other.stream(c.batch).expect("stream");
                 if let Err(e) = s.restore(&bytes) {
-                    if pending_trig_restore(c) {
-                        return;
-                    }
                     panic!("{what}: a compatible layer rejects: {e}");
                 }
                 assert_eq!(s.tokens(), main.tokens(), "{what}: tokens after restore");
@@ -912,18 +906,6 @@ fn foreign(c: &TensorStreamCase, which: u8) -> (Performer, usize, &'static str) 
         batch,
         how,
     )
-}
-
-/// Whether to stop a case at a known library bug instead of failing: favor-tensor's restore
-/// refuses genuine snapshots of trigonometric-kernel streams (its check that `|Sᵢⱼ| ≤ zᵢ·f32::MAX`
-/// assumes positive features, but trigonometric ones make `zᵢ ≤ 0` with `Sᵢⱼ ≠ 0` routine).
-/// Input: `fuzz/regressions-pending/tensor_stream/trig-genuine-snapshot-refused`. Set
-/// `FAVOR_PENDING=1` to check it anyway; delete this gate with the fix and move the input to
-/// `fuzz/regressions/tensor_stream/`.
-fn pending_trig_restore(c: &TensorStreamCase) -> bool {
-    static CHECK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    c.kernel == Kernel::Trigonometric
-        && !*CHECK.get_or_init(|| std::env::var_os("FAVOR_PENDING").is_some_and(|v| v == "1"))
 }
 
 /// The twin received only the calls that succeeded: a rejected call left nothing behind.
