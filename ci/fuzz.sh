@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Fuzzes every cargo-fuzz target in fuzz/ for a bounded time (nightly + AddressSanitizer) and
-# fails if any target crashes. Each run starts from the committed inputs
+# fails if any target crashes. A finding is printed in full — target, panic message, and the
+# input itself (base64) with the command that replays it on stable — so that a CI log alone is
+# enough to reproduce it, commit it under fuzz/regressions/<target>/ and fix the class: the
+# regressions seed every later run (and replay under `cargo test`), so a fixed class cannot
+# fail this step again. Each run starts from the committed inputs
 # (fuzz/regressions/<target>/, fuzz/seeds/<target>/), so a fixed bug that comes back fails
 # here at once. The oracles live in crates/favor-testkit; its tests/replay.rs replays the
 # same files on stable under `cargo test`.
 #
 # Time: one ASan build (about 2-3 min on 2 cores from a fresh clone) plus FUZZ_SECONDS per
-# target (default 20 s, 6 targets): about 5 min, well under 10.
+# target (default 20 s, 8 targets): about 6 min, well under 10.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +35,7 @@ for target in $(cargo +nightly fuzz list); do
     [ -d "$extra" ] && dirs+=("$extra")
   done
   mkdir -p "corpus/$target" "artifacts/$target"
+  rm -f "artifacts/$target"/*  # only this run's findings are reported
   echo "==> fuzz $target (${per_target} s)"
   t0=$SECONDS
   # New corpus entries go to the first directory only (git-ignored fuzz/corpus). The
@@ -40,8 +45,17 @@ for target in $(cargo +nightly fuzz list); do
       -max_total_time="$per_target" -len_control=0 -max_len=1024 -print_final_stats=1 \
       2>"artifacts/$target.log"; then
     failed+=("$target")
-    grep -A3 "panicked at" "artifacts/$target.log" >&2 || true
-    grep -E "^(Test unit written|artifact_prefix)" "artifacts/$target.log" >&2 || true
+    echo "fuzz.sh: FINDING in target '$target':" >&2
+    grep -A6 "panicked at" "artifacts/$target.log" >&2 \
+      || grep -E "ERROR: libFuzzer|ERROR: AddressSanitizer|SUMMARY" "artifacts/$target.log" >&2 || true
+    for f in "artifacts/$target"/*; do
+      [ -f "$f" ] || continue
+      echo "fuzz.sh: input $f ($(wc -c <"$f") bytes), base64:" >&2
+      base64 -w 0 "$f" >&2
+      echo >&2
+      echo "fuzz.sh: replay: echo '<base64 above>' | base64 -d > /tmp/finding &&" \
+        "cargo run -p favor-testkit --example replay_one -- $target /tmp/finding" >&2
+    done
   fi
   grep -E "^(stat::number_of_executed_units|Done)" "artifacts/$target.log" || true
   echo "<== $target ($((SECONDS - t0)) s)"

@@ -130,3 +130,58 @@ fn snapshots_after_folds_continue_bit_for_bit() {
         assert_eq!(out.map(f32::to_bits), out2.map(f32::to_bits), "token {t}");
     }
 }
+
+/// Regression (issue 10, item 1; fuzz input `fuzz/regressions/attention/…`): an unnormalised
+/// output is `e^{ℓ_q + c}·(φ(q)ᵀS stored)`; the factor alone can overflow f32 (here
+/// `e^{≈99}`) while the output does not. Outputs were ±∞; they must equal the f64 evaluation
+/// of the same path to rounding. W = 10·I without the data normaliser, q = k along w₀:
+/// `φ(q)·φ(k) ≈ e^{100}/4 ≈ 6.7·10⁴²` (beyond f32), times values of 10⁻³⁰ — every stored
+/// feature and sum stays a normal f32.
+#[test]
+fn unnormalised_outputs_beyond_exp_range_stay_finite() {
+    fn run<T: Float>() -> Vec<Vec<f64>> {
+        let (d, m) = (4, 4);
+        let mut w = vec![T::zero(); m * d];
+        for i in 0..m {
+            w[i * d + i] = T::from_f64(10.0);
+        }
+        let phi = PositiveSoftmax::new(&w, m, d)
+            .unwrap()
+            .with_data_normalizer(false);
+        let q: Vec<T> = [10.0, 0.0, 0.0, 0.0].map(T::from_f64).to_vec();
+        let k = q.clone();
+        let v: Vec<T> = [1e-30, -2e-30, 0.5e-30, 1e-30].map(T::from_f64).to_vec();
+        let shape = Shape::new(1, d, d);
+        let opts = Options {
+            normalized: false,
+            ..Default::default()
+        };
+        let mut outs = Vec::new();
+        let mut out = vec![T::zero(); d];
+        let mut s = vec![T::zero(); bidirectional_scratch_len(m, d, 64).unwrap()];
+        bidirectional(&Scalar, &phi, &q, &k, &v, shape, &opts, &mut out, &mut s).unwrap();
+        outs.push(out.clone());
+        let mut s = vec![T::zero(); causal_prefix_scratch_len(m, d, 64).unwrap()];
+        causal_prefix(&Scalar, &phi, &q, &k, &v, shape, &opts, &mut out, &mut s).unwrap();
+        outs.push(out.clone());
+        let mut s = vec![T::zero(); causal_chunked_scratch_len(m, d, 64).unwrap()];
+        causal_chunked(&Scalar, &phi, &q, &k, &v, shape, &opts, &mut out, &mut s).unwrap();
+        outs.push(out);
+        outs.into_iter()
+            .map(|o| o.iter().map(|&x| x.to_f64()).collect())
+            .collect()
+    }
+    let (single, double) = (run::<f32>(), run::<f64>());
+    for (path, (a, b)) in single.iter().zip(&double).enumerate() {
+        for (x, y) in a.iter().zip(b) {
+            assert!(x.is_finite(), "path {path}: {x} (f64: {y})");
+            // A handful of f32 roundings (features, one product, the stepped scale factor).
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs(),
+                "path {path}: {x:e} vs f64 {y:e}"
+            );
+        }
+    }
+    let want = (100f64).exp() / 4.0 * 1e-30;
+    assert!((double[0][0] / want - 1.0).abs() < 1e-9, "{:?}", double[0]);
+}
