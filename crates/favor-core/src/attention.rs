@@ -1,7 +1,9 @@
 //! FAVOR+ attention: bidirectional, causal token loop, and chunked causal prefill.
 
 use crate::error::{Result, check};
-use crate::state::{PrefixState, guard, rescale_factor, scale_by_exp, stabiliser, state_len};
+use crate::state::{
+    PrefixState, Remap, guard, rescale_factor, scale_by_exp, stabiliser, state_len, underflowed,
+};
 use crate::{FeatureMap, Float, Kernels, range};
 
 /// Shapes of one attention head: `q` is queries×dim, `k` keys×dim, `v` keys×value_dim,
@@ -143,10 +145,12 @@ fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> &'b mut [T] {
     a
 }
 
-/// Scratch elements [`bidirectional`] needs: the state plus one block of features.
+/// Scratch elements [`bidirectional`] needs: the state, one block of features, and two
+/// feature rows for re-mapping a query whose denominator underflows.
 pub fn bidirectional_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
     let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
-    check::add(state_len(features, value_dim)?, blk)
+    let remap = check::mul(2, features)?;
+    check::add(check::add(state_len(features, value_dim)?, blk)?, remap)
 }
 
 /// Bidirectional FAVOR+: `out = Q'(K'ᵀV) / Q'(K'ᵀ1)` in O((Lq + Lk)·M·(d + dv)) time and
@@ -186,6 +190,7 @@ pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let mut state = PrefixState::new(m, dv, take(&mut buf, state_len(m, dv)?))?;
     let feats = take(&mut buf, block * m);
     let logs = take(&mut buf, block);
+    let remap = take(&mut buf, 2 * m);
 
     for start in (0..shape.keys).step_by(block) {
         let rows = block.min(shape.keys - start);
@@ -214,15 +219,10 @@ pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             feats,
             logs,
         )?;
-        state.query_rows(
-            kernels,
-            feats,
-            logs,
-            rows,
-            opts.normalized,
-            &mut out[start * dv..],
-            dv,
-        );
+        let qb = &q[start * d..(start + rows) * d];
+        let o = &mut out[start * dv..];
+        let r = Remap::new(fm, qb, &mut *remap);
+        state.query_rows(kernels, feats, logs, rows, opts.normalized, o, dv, r);
     }
     Ok(())
 }
@@ -230,7 +230,11 @@ pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
 /// Scratch elements [`causal_prefix`] needs.
 pub fn causal_prefix_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
     let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
-    check::add(state_len(features, value_dim)?, check::mul(2, blk)?)
+    let remap = check::mul(2, features)?;
+    check::add(
+        check::add(state_len(features, value_dim)?, check::mul(2, blk)?)?,
+        remap,
+    )
 }
 
 /// Causal FAVOR+ as the token-by-token prefix loop: for each token i, absorb (kᵢ, vᵢ) into
@@ -259,6 +263,7 @@ pub fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let kf = take(&mut buf, block * m);
     let ql = take(&mut buf, block);
     let kl = take(&mut buf, block);
+    let remap = take(&mut buf, 2 * m);
 
     for start in (0..shape.keys).step_by(block) {
         let rows = block.min(shape.keys - start);
@@ -270,18 +275,21 @@ pub fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             let (kft, qft) = (&mut kf[t * m..(t + 1) * m], &qf[t * m..(t + 1) * m]);
             let vi = &v[i * dv..(i + 1) * dv];
             let oi = &mut out[i * dv..(i + 1) * dv];
-            state.step_row(kernels, kft, kl[t], vi, qft, ql[t], opts.normalized, oi);
+            let r = Remap::new(fm, &q[i * d..(i + 1) * d], &mut *remap);
+            state.step_row(kernels, kft, kl[t], vi, qft, ql[t], opts.normalized, oi, r);
         }
     }
     Ok(())
 }
 
 /// Scratch elements one chunk of the chunked causal path needs, beyond the state:
-/// Q' and K' panels (2·C·M), the chunk-local C×C score tile, and 4·C row values.
+/// Q' and K' panels (2·C·M), the chunk-local C×C score tile, 4·C row values, and two feature
+/// rows for re-mapping a query whose denominator underflows (2·M).
 pub fn chunk_scratch_len(features: usize, chunk: usize) -> Result<usize> {
     let c = check::nonzero("chunk", chunk)?;
     let panels = check::mul(check::mul(2, c)?, features)?;
-    check::add(check::add(panels, check::mul(c, c)?)?, check::mul(4, c)?)
+    let rows = check::add(check::add(panels, check::mul(c, c)?)?, check::mul(4, c)?)?;
+    check::add(rows, check::mul(2, features)?)
 }
 
 /// Scratch elements [`causal_chunked`] needs.
@@ -354,6 +362,7 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let kl = take(&mut buf, cmax);
     let run = take(&mut buf, cmax);
     let den = take(&mut buf, cmax);
+    let remap = take(&mut buf, 2 * m);
 
     for start in (0..shape.keys).step_by(cmax) {
         let c = cmax.min(shape.keys - start);
@@ -415,6 +424,18 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         for i in 0..c {
             let o = &mut oc[i * dv..(i + 1) * dv];
             if opts.normalized {
+                if underflowed(den[i]) {
+                    let row = ChunkRow {
+                        x: &q[(start + i) * d..(start + i + 1) * d],
+                        keys: &kf[..(i + 1) * m],
+                        logs: &kl[..=i],
+                        values: vc,
+                        run: run[i],
+                    };
+                    if let Some(d2) = requery_chunk_row(kernels, fm, state, &row, remap, o) {
+                        den[i] = d2;
+                    }
+                }
                 kernels.scale(T::one() / guard(den[i]), o);
             } else if run[i] == T::neg_infinity() {
                 o.fill(T::zero());
@@ -426,4 +447,60 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         state.settle(kernels);
     }
     Ok(())
+}
+
+/// One query row of a chunk, for [`requery_chunk_row`]: its input row, the chunk's key feature
+/// rows up to it with their log-scales, the chunk's values, and the row's scale.
+struct ChunkRow<'a, T> {
+    x: &'a [T],
+    keys: &'a [T],
+    logs: &'a [T],
+    values: &'a [T],
+    run: T,
+}
+
+/// Answers a chunk's query row again with its features re-mapped
+/// ([`FeatureMap::remap_row`]) against what it sees: the state's z brought to the row's scale
+/// plus the chunk's keys up to it. Returns the new denominator, `None` if the map cannot
+/// re-map (then `out` is untouched).
+fn requery_chunk_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    kernels: &K,
+    fm: &F,
+    state: &PrefixState<'_, T>,
+    row: &ChunkRow<'_, T>,
+    scratch: &mut [T],
+    out: &mut [T],
+) -> Option<T> {
+    let (m, dv) = (state.features(), state.value_dim());
+    let (w, f) = scratch.split_at_mut(m);
+    let before = state.log_scale() != T::neg_infinity();
+    let f_state = if before {
+        rescale_factor(state.log_scale(), row.run)
+    } else {
+        T::zero()
+    };
+    w.fill(T::zero());
+    if before {
+        kernels.axpy(f_state, state.z(), w);
+    }
+    for (kj, &lj) in row.keys.chunks_exact(m).zip(row.logs) {
+        kernels.axpy((lj - row.run).libm_exp(), kj, w);
+    }
+    if !fm.remap_row(kernels, row.x, w, &mut f[..m]) {
+        return None;
+    }
+    let f = &f[..m];
+    let o = &mut out[..dv];
+    kernels.gemm_nn(1, dv, m, f, m, state.s(), dv, o, dv, false);
+    kernels.scale(f_state, o);
+    for ((kj, &lj), vj) in row
+        .keys
+        .chunks_exact(m)
+        .zip(row.logs)
+        .zip(row.values.chunks_exact(dv))
+    {
+        let score = kernels.dot(f, kj) * (lj - row.run).libm_exp();
+        kernels.axpy(score, vj, o);
+    }
+    Some(kernels.dot(f, w))
 }

@@ -47,6 +47,18 @@ pub trait FeatureMap<T: Float> {
         let _ = max_abs;
         None
     }
+    /// Re-maps one query row `x` against the per-feature key sums `weights` (z) it is weighed
+    /// with, when its usual features — shifted by their own largest exponent — underflow
+    /// against them (crate docs, "the underflow limit"): writes `φ(x)ᵢ·e^{−s}` into `out`
+    /// with the shift `s = maxᵢ (exponentᵢ + ln weightsᵢ)` over the features whose weight is a
+    /// normal number (the others get 0: the state has already lost them), so the largest
+    /// term of `out·weights` is 1. Normalised attention is unchanged by a per-query shift, so
+    /// this changes only the rounding. Returns `false` (and leaves `out` unspecified) when the
+    /// map has no such shift (only the exponential softmax maps do) or no weight is normal.
+    fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
+        let _ = (kernels, x, weights, out);
+        false
+    }
     /// Maps `rows` rows of `x` (row-major, stride d; `x.len()` must be `rows·d`) into `out`
     /// (stride M, at least `rows·M`) and their log-scales into `log_scales` (at least `rows`).
     fn map_rows<K: Kernels<T>>(
@@ -102,6 +114,29 @@ fn max_row_norm<T: Float>(w: &[T], d: usize) -> f64 {
             a * libm::sqrt(sq)
         })
         .fold(0f64, f64::max)
+}
+
+/// Turns exponents `u` into `exp(uᵢ − s)`, `s = maxᵢ (uᵢ + ln wᵢ)` over the normal weights
+/// (zero where the weight is not normal): [`FeatureMap::remap_row`]'s shift. Each term
+/// `exp(uᵢ − s)·wᵢ ≤ 1`, and `exp(uᵢ − s) ≤ 1/wᵢ` stays finite.
+fn shift_against<T: Float>(u: &mut [T], weights: &[T]) -> bool {
+    let floor = T::min_positive_value();
+    let s = u
+        .iter()
+        .zip(weights)
+        .filter(|&(_, &w)| w >= floor)
+        .fold(T::neg_infinity(), |s, (&ui, &w)| s.max(ui + w.libm_ln()));
+    if s == T::neg_infinity() {
+        return false;
+    }
+    for (ui, &w) in u.iter_mut().zip(weights) {
+        *ui = if w >= floor {
+            (*ui - s).libm_exp()
+        } else {
+            T::zero()
+        };
+    }
+    true
 }
 
 /// `MAX / (4·√d·max(ω, 1))`: entries below it keep every partial sum of `wᵢ·x` (Cauchy–
@@ -247,6 +282,12 @@ pub struct PositiveSoftmax<'w, T> {
 softmax_map_common!(PositiveSoftmax, 1);
 
 impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
+    fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
+        let m = self.m;
+        let mut row_max = [T::zero()];
+        kernels.project(1, x, self.projection(), self.scale(), out, m, &mut row_max);
+        shift_against(&mut out[..m], &weights[..m])
+    }
     fn max_log_scale(&self) -> T {
         softmax_log_scale_bound(self.row_norm)
     }
@@ -316,6 +357,24 @@ pub struct HyperbolicSoftmax<'w, T> {
 softmax_map_common!(HyperbolicSoftmax, 2);
 
 impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
+    fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
+        let m = self.m;
+        let mut row_max = [T::zero()];
+        kernels.project(
+            1,
+            x,
+            self.projection(),
+            self.scale(),
+            out,
+            2 * m,
+            &mut row_max,
+        );
+        let (plus, minus) = out[..2 * m].split_at_mut(m);
+        for (n, &p) in minus.iter_mut().zip(plus.iter()) {
+            *n = -p;
+        }
+        shift_against(&mut out[..2 * m], &weights[..2 * m])
+    }
     fn max_log_scale(&self) -> T {
         softmax_log_scale_bound(self.row_norm)
     }
@@ -716,6 +775,9 @@ impl<T: Float> FeatureMap<T> for AnyFeatureMap<'_, T> {
     }
     fn max_input(&self) -> T {
         each_map!(self, m => m.max_input())
+    }
+    fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
+        each_map!(self, m => m.remap_row(kernels, x, weights, out))
     }
     fn feature_bound(&self, max_abs: T) -> Option<f64> {
         each_map!(self, m => m.feature_bound(max_abs))

@@ -28,7 +28,7 @@
 //! log-scales have no precision left anyway) are used as they are.
 
 use crate::error::{Result, check};
-use crate::{Float, Kernels};
+use crate::{FeatureMap, Float, Kernels};
 
 /// Keys a state holds in its ring before folding them into the compensated total.
 ///
@@ -412,7 +412,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
     /// One causal token: [`push_row`](Self::push_row), then the query `qf`, `ql` answered
     /// into `out` (a token attends to itself).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn step_row<K: Kernels<T>>(
+    pub(crate) fn step_row<K: Kernels<T>, F: FeatureMap<T>>(
         &mut self,
         kernels: &K,
         kf: &[T],
@@ -422,9 +422,19 @@ impl<'a, T: Float> PrefixState<'a, T> {
         ql: T,
         normalized: bool,
         out: &mut [T],
+        remap: Remap<'_, F, T>,
     ) {
         self.push_row(kernels, kf, lk, v);
-        self.query_rows(kernels, qf, &[ql], 1, normalized, out, self.value_dim);
+        self.query_rows(
+            kernels,
+            qf,
+            &[ql],
+            1,
+            normalized,
+            out,
+            self.value_dim,
+            remap,
+        );
     }
 
     /// Normalises one output row by its denominator, or scales an unnormalised one by its
@@ -441,9 +451,10 @@ impl<'a, T: Float> PrefixState<'a, T> {
 
     /// Attention outputs for `rows` queries with stored features `feats` (rows×M) and
     /// log-scales `logs`: `out = φ(q)ᵀS / φ(q)·z` (normalised) or `e^{ℓ+c} φ(q)ᵀS`, from the
-    /// total and the ring's keys.
+    /// total and the ring's keys. A normalised row whose denominator underflows is answered
+    /// again with its features re-mapped against z (`remap`).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn query_rows<K: Kernels<T>>(
+    pub(crate) fn query_rows<K: Kernels<T>, F: FeatureMap<T>>(
         &self,
         kernels: &K,
         feats: &[T],
@@ -452,38 +463,79 @@ impl<'a, T: Float> PrefixState<'a, T> {
         normalized: bool,
         out: &mut [T],
         ldo: usize,
+        mut remap: Remap<'_, F, T>,
     ) {
         let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
-        if r > 0 || rows == 1 {
-            // Decoding: one pass over S and the ring per query.
-            for i in 0..rows {
-                let f = &feats[i * m..(i + 1) * m];
-                let o = &mut out[i * ldo..i * ldo + dv];
-                let (keys, values) = (&*self.ring_keys, &*self.ring_values);
-                let den = kernels.ring_query(m, dv, self.hi, keys, values, r, f, o);
-                self.finish_row(kernels, o, den, logs[i], normalized);
-            }
-            return;
-        }
-        // A block of queries against the total alone (block paths empty the ring first).
         let (s, z) = self.hi.split_at(m * dv);
-        kernels.gemm_nn(rows, dv, m, feats, m, s, dv, out, ldo, false);
+        let (keys, values) = (&*self.ring_keys, &*self.ring_values);
+        let single = r > 0 || rows == 1;
+        if !single {
+            // A block of queries against the total alone (block paths empty the ring first).
+            kernels.gemm_nn(rows, dv, m, feats, m, s, dv, out, ldo, false);
+        }
         for i in 0..rows {
             let f = &feats[i * m..(i + 1) * m];
-            let den = if normalized {
+            let o = &mut out[i * ldo..i * ldo + dv];
+            // Decoding: one pass over S and the ring per query.
+            let mut den = if single {
+                kernels.ring_query(m, dv, self.hi, keys, values, r, f, o)
+            } else if normalized {
                 kernels.dot(f, z)
             } else {
                 T::zero()
             };
-            self.finish_row(
-                kernels,
-                &mut out[i * ldo..i * ldo + dv],
-                den,
-                logs[i],
-                normalized,
-            );
+            if normalized && underflowed(den) {
+                den = self.requery(kernels, &mut remap, i, o).unwrap_or(den);
+            }
+            self.finish_row(kernels, o, den, logs[i], normalized);
         }
     }
+
+    /// Answers query row `i` of `remap.x` again with features re-mapped against the whole z
+    /// ([`FeatureMap::remap_row`]); returns its new denominator, or `None` when the map cannot
+    /// re-map (then `out` is untouched).
+    fn requery<K: Kernels<T>, F: FeatureMap<T>>(
+        &self,
+        kernels: &K,
+        remap: &mut Remap<'_, F, T>,
+        i: usize,
+        out: &mut [T],
+    ) -> Option<T> {
+        let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
+        let fm = remap.fm;
+        let d = fm.input_dim();
+        let (w, f) = remap.scratch.split_at_mut(m);
+        w.copy_from_slice(&self.hi[m * dv..]);
+        for b in 0..r {
+            kernels.axpy(T::one(), &self.ring_keys[b * m..(b + 1) * m], w);
+        }
+        if !fm.remap_row(kernels, &remap.x[i * d..(i + 1) * d], w, &mut f[..m]) {
+            return None;
+        }
+        let (keys, values) = (&*self.ring_keys, &*self.ring_values);
+        Some(kernels.ring_query(m, dv, self.hi, keys, values, r, &f[..m], out))
+    }
+}
+
+/// What a query path hands [`PrefixState::query_rows`] so that rows whose denominator
+/// underflows can be re-mapped: the feature map, the query rows as given (rows×d) and `2·M`
+/// elements of scratch.
+pub(crate) struct Remap<'r, F, T> {
+    fm: &'r F,
+    x: &'r [T],
+    scratch: &'r mut [T],
+}
+
+impl<'r, F, T: Float> Remap<'r, F, T> {
+    pub(crate) fn new(fm: &'r F, x: &'r [T], scratch: &'r mut [T]) -> Self {
+        Self { fm, x, scratch }
+    }
+}
+
+/// Whether a denominator is below `√μ` (μ = [`denominator_floor`]): its products lie where
+/// the float type keeps no precision, so the query is worth re-mapping.
+pub(crate) fn underflowed<T: Float>(den: T) -> bool {
+    den.abs() < denominator_floor::<T>().libm_sqrt()
 }
 
 /// `sums += [Kᵀ V | Kᵀ 1]` for `rows` key rows `k` (rows×m) and value rows `v` (rows×dv), into

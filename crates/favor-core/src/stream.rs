@@ -2,7 +2,7 @@
 
 use crate::attention::{Options, Shape, chunk_scratch_len, chunked_into_state, prepare_keys};
 use crate::error::{Result, check};
-use crate::state::{PrefixState, state_len};
+use crate::state::{PrefixState, Remap, state_len};
 use crate::{FeatureMap, Float, Kernels};
 use crate::{range, snapshot};
 
@@ -18,7 +18,7 @@ use crate::{range, snapshot};
 /// let mut w = [0f32; 32];
 /// projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
 /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
-/// let mut buf = [0f32; 300];
+/// let mut buf = [0f32; 320];
 /// assert!(Stream::<f32, _, Scalar>::buffer_len(&phi, d).unwrap() <= buf.len());
 /// let mut stream = Stream::new(Scalar, &phi, d, &mut buf).unwrap();
 /// let mut out = [0f32; 4];
@@ -31,7 +31,8 @@ pub struct Stream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
     kernels: K,
     fm: &'a F,
     state: PrefixState<'a, T>,
-    /// Two feature rows: a step maps its key and query in one pass over W.
+    /// Four feature rows: a step maps its key and query in one pass over W (the first two);
+    /// the other two are the scratch of a re-mapped query.
     feats: &'a mut [T],
     /// The step's key and query, side by side, so they project as one 2-row GEMM.
     rows: &'a mut [T],
@@ -41,9 +42,13 @@ pub struct Stream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
 impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
     /// Elements the stream's buffer needs: the state ([`state_len`](crate::state_len): the
     /// sums and their compensation, `2·(M·dv + M)`, and the ring of recent keys,
-    /// `RING·(M + dv) + 1`) plus two feature rows (`2·M`) and two input rows (`2·d`).
+    /// `RING·(M + dv) + 1`) plus four feature rows (`4·M`: a step's key and query, and two for
+    /// re-mapping a query whose denominator underflows) and two input rows (`2·d`).
     pub fn buffer_len(fm: &F, value_dim: usize) -> Result<usize> {
-        let extra = check::mul(2, check::add(fm.feature_dim(), fm.input_dim())?)?;
+        let extra = check::add(
+            check::mul(4, fm.feature_dim())?,
+            check::mul(2, fm.input_dim())?,
+        )?;
         check::add(state_len(fm.feature_dim(), value_dim)?, extra)
     }
 
@@ -92,7 +97,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let m = fm.feature_dim();
         check::room("stream buffer", buf, Self::buffer_len(fm, value_dim)?)?;
         let (st, rest) = buf.split_at_mut(state_len(m, value_dim)?);
-        let (feats, rest) = rest.split_at_mut(2 * m);
+        let (feats, rest) = rest.split_at_mut(4 * m);
         Ok(Self {
             kernels,
             fm,
@@ -153,10 +158,12 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::exact("q", q, d)?;
         check::room("out", out, dv)?;
         range::rows(self.fm, "q", q, d)?;
-        self.fm
-            .map_rows(&self.kernels, q, 1, self.feats, &mut self.log)?;
+        let (f, scratch) = self.feats.split_at_mut(2 * self.fm.feature_dim());
+        self.fm.map_rows(&self.kernels, q, 1, f, &mut self.log)?;
+        let remap = Remap::new(self.fm, q, scratch);
+        let log = &self.log[..1];
         self.state
-            .query_rows(&self.kernels, self.feats, &self.log[..1], 1, true, out, dv);
+            .query_rows(&self.kernels, f, log, 1, true, out, dv, remap);
         Ok(())
     }
 
@@ -176,6 +183,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::exact("v", v, dv)?;
         check::room("out", out, dv)?;
         range::inputs(self.fm, q, k, v, d, dv, self.next_keys(1))?;
+        let (pair, scratch) = self.feats.split_at_mut(2 * m);
         map_pairs(
             &self.kernels,
             self.fm,
@@ -183,13 +191,14 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
             q,
             k,
             self.rows,
-            self.feats,
+            pair,
             &mut self.log,
         )?;
-        let (kf, qf) = self.feats.split_at(m);
+        let (kf, qf) = pair.split_at(m);
         let (lk, lq) = (self.log[0], self.log[1]);
+        let remap = Remap::new(self.fm, q, scratch);
         self.state
-            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out);
+            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out, remap);
         Ok(())
     }
 
@@ -234,8 +243,10 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let kf = &mapped.feats[2 * i * m..(2 * i + 1) * m];
         let qf = &mapped.feats[(2 * i + 1) * m..2 * (i + 1) * m];
         let (lk, lq) = (mapped.logs[2 * i], mapped.logs[2 * i + 1]);
+        let q = &mapped.rows[(2 * i + 1) * d..(2 * i + 2) * d];
+        let remap = Remap::new(self.fm, q, &mut self.feats[2 * m..]);
         self.state
-            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out);
+            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out, remap);
         Ok(())
     }
 

@@ -565,7 +565,7 @@ fn buffer_too_small_reports_needed_and_given() {
         Some(small("state", need, need - 1))
     );
     let need = Stream::<f32, _, Scalar>::buffer_len(&fm, DV).unwrap();
-    assert_eq!(need, 2 * (M * DV + M) + RING * (M + DV) + 1 + 2 * (M + D));
+    assert_eq!(need, 2 * (M * DV + M) + RING * (M + DV) + 1 + 4 * M + 2 * D);
     let mut buf = sentinel::<f32>(need - 1);
     let r = Stream::new(Scalar, &fm, DV, &mut buf).err();
     assert_eq!(r, Some(small("stream buffer", need, need - 1)));

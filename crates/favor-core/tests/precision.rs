@@ -185,3 +185,111 @@ fn unnormalised_outputs_beyond_exp_range_stay_finite() {
     let want = (100f64).exp() / 4.0 * 1e-30;
     assert!((double[0][0] / want - 1.0).abs() < 1e-9, "{:?}", double[0]);
 }
+
+/// The f32 underflow limit (crate docs) on the side re-mapping recovers: keys along one
+/// projection row w₀ (with a little jitter) and queries opposed to them, both with large
+/// norms. Each query's own largest features face keys' features that underflowed to zero, and
+/// its features facing the keys' (representable) ones are below f32's range at its own shift:
+/// every product `φ(q)ᵢ·zᵢ` underflows and outputs were near 0 (relative error about 1).
+/// Re-mapped against z, the row is answered from the features the state still holds; with
+/// nearly identical keys those carry the whole answer, so outputs must equal f64 FAVOR+ over
+/// the same W and tokens, on every path and both exponential maps. With W = 4·I and norm r the
+/// hyperbolic map's products are about e^{−8r} (they underflow from r ≈ 11; without the
+/// re-map, mutation-checked, r = 15 gives relative error 1) and the keys' features facing the
+/// query e^{−4r}, representable up to r ≈ 21, where the test stops: beyond, or with varied
+/// keys and both norms large, the keys' own features underflow in the state and f32 cannot
+/// recover them — the limit that remains (crate docs).
+#[test]
+fn queries_whose_features_underflow_are_remapped() {
+    let (d, dv, l) = (16, 4, 24);
+    // W = 4·I: orthogonal rows of norm 4 (about √d, as ORF's).
+    let mut w64 = vec![0f64; d * d];
+    for i in 0..d {
+        w64[i * d + i] = 4.0;
+    }
+    let w32: Vec<f32> = w64.iter().map(|&x| x as f32).collect();
+    let mut g = Normals::new(12);
+    let mut worst = 0f64;
+    for r in [2.0, 10.0, 15.0, 20.0, 21.0] {
+        // |x'| = r along ±e₀ after the d^(-1/4) normaliser, jitter 10⁻³ in the other axes.
+        let rows = |g: &mut Normals, sign: f64| -> Vec<f32> {
+            let mut x = vec![0f64; l * d];
+            g.fill(&mut x);
+            for row in x.chunks_exact_mut(d) {
+                for (j, xj) in row.iter_mut().enumerate() {
+                    let along = if j == 0 { sign * r } else { 1e-3 * *xj };
+                    *xj = along * (d as f64).powf(0.25);
+                }
+            }
+            x.iter().map(|&a| a as f32).collect()
+        };
+        let (q, k) = (rows(&mut g, -1.0), rows(&mut g, 1.0));
+        let mut v = vec![0f64; l * dv];
+        g.fill(&mut v);
+        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        let wide = |x: &[f32]| x.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
+        let shape = Shape::new(l, d, dv);
+        let opts = Options {
+            block: 8,
+            ..Default::default()
+        };
+        for hyperbolic in [false, true] {
+            let (mrows, mf) = if hyperbolic { (d / 2, d) } else { (d, d) };
+            let (p32, p64): (AnyFeatureMap<f32>, AnyFeatureMap<f64>) = if hyperbolic {
+                (
+                    HyperbolicSoftmax::new(&w32[..mrows * d], mrows, d)
+                        .unwrap()
+                        .into(),
+                    HyperbolicSoftmax::new(&w64[..mrows * d], mrows, d)
+                        .unwrap()
+                        .into(),
+                )
+            } else {
+                (
+                    PositiveSoftmax::new(&w32, mrows, d).unwrap().into(),
+                    PositiveSoftmax::new(&w64, mrows, d).unwrap().into(),
+                )
+            };
+            macro_rules! run {
+                ($p:expr, $q:expr, $k:expr, $v:expr, $t:ty) => {{
+                    let mut outs = Vec::new();
+                    let mut o = vec![<$t>::default(); l * dv];
+                    let mut s =
+                        vec![<$t>::default(); bidirectional_scratch_len(mf, dv, 8).unwrap()];
+                    bidirectional(&Scalar, $p, $q, $k, $v, shape, &opts, &mut o, &mut s).unwrap();
+                    outs.push(("bidirectional", o.clone()));
+                    let mut s =
+                        vec![<$t>::default(); causal_prefix_scratch_len(mf, dv, 8).unwrap()];
+                    causal_prefix(&Scalar, $p, $q, $k, $v, shape, &opts, &mut o, &mut s).unwrap();
+                    outs.push(("causal_prefix", o.clone()));
+                    let mut s =
+                        vec![<$t>::default(); causal_chunked_scratch_len(mf, dv, 8).unwrap()];
+                    causal_chunked(&Scalar, $p, $q, $k, $v, shape, &opts, &mut o, &mut s).unwrap();
+                    outs.push(("causal_chunked", o));
+                    outs
+                }};
+            }
+            let outs32 = run!(&p32, &q, &k, &v, f32);
+            let (q6, k6, v6) = (wide(&q), wide(&k), wide(&v));
+            let outs64 = run!(&p64, &q6, &k6, &v6, f64);
+            for ((path, a), (_, b)) in outs32.iter().zip(&outs64) {
+                for i in 0..l {
+                    let (ra, rb) = (&a[i * dv..(i + 1) * dv], &b[i * dv..(i + 1) * dv]);
+                    let num: f64 = ra
+                        .iter()
+                        .zip(rb)
+                        .map(|(x, y)| (f64::from(*x) - y).powi(2))
+                        .sum();
+                    let den: f64 = rb.iter().map(|y| y * y).sum();
+                    let err = (num / den).sqrt();
+                    worst = worst.max(err);
+                    assert!(
+                        err < 1e-4,
+                        "r {r} hyperbolic {hyperbolic} {path} row {i}: relative error {err:e}"
+                    );
+                }
+            }
+        }
+    }
+    println!("largest relative error {worst:.2e}");
+}

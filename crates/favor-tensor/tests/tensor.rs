@@ -221,12 +221,12 @@ fn stream_memory_does_not_grow_and_snapshots_round_trip() {
     let mut s = p.stream(B).unwrap();
     let before = s.memory_bytes();
     // 2(M·dv + M) sums (total, compensation) + a ring of RING keys and values + its count,
-    // + 2M + 2d rows, per (batch, head), plus the step's mapping scratch 2(M + d + 1) per
-    // (batch, head), in f32.
+    // + 4M feature rows (a step's and a re-mapped query's) + 2d input rows, per (batch, head),
+    // plus the step's mapping scratch 2(M + d + 1) per (batch, head), in f32.
     let ring = favor_core::RING * (32 + D) + 1;
     assert_eq!(
         before,
-        B * H * (2 * (32 * D + 32) + ring + 2 * 32 + 2 * D + 2 * (32 + D + 1)) * 4
+        B * H * (2 * (32 * D + 32) + ring + 4 * 32 + 2 * D + 2 * (32 + D + 1)) * 4
     );
     let tok = data(B * H * D, 9, 0.5);
     let t = TensorView::new([B, H, 1, D], &tok).unwrap();

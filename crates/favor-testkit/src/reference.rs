@@ -344,13 +344,19 @@ pub fn spread_bound(
         if lo > hi {
             continue;
         }
+        // An estimate that underflowed to 0 where softmax's weight does not (ln ρ = −∞)
+        // leaves the spread unbounded: claim nothing (∞, not ∞·0 = NaN).
         let factor = (hi - lo).exp_m1();
         for c in 0..dv {
             let e = exact[i * dv + c];
             let spread: f64 = (0..lk)
                 .map(|j| p[i * lk + j] * (v[j * dv + c] - e).abs())
                 .sum();
-            out[i * dv + c] = factor * spread;
+            out[i * dv + c] = if factor.is_finite() {
+                factor * spread
+            } else {
+                f64::INFINITY
+            };
         }
     }
     out
