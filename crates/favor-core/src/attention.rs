@@ -489,10 +489,12 @@ fn requery_chunk_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     if !fm.remap_row(kernels, row.x, w, &mut f[..m]) {
         return None;
     }
-    let f = &f[..m];
+    let f = &mut f[..m];
+    let den = kernels.dot(f, w);
+    // The chunk's keys, then the state's at the row's scale: f is scaled before the GEMM (as
+    // the main path scales Q'), so no term exceeds |v| on the way.
     let o = &mut out[..dv];
-    kernels.gemm_nn(1, dv, m, f, m, state.s(), dv, o, dv, false);
-    kernels.scale(f_state, o);
+    o.fill(T::zero());
     for ((kj, &lj), vj) in row
         .keys
         .chunks_exact(m)
@@ -502,5 +504,9 @@ fn requery_chunk_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         let score = kernels.dot(f, kj) * (lj - row.run).libm_exp();
         kernels.axpy(score, vj, o);
     }
-    Some(kernels.dot(f, w))
+    if before {
+        kernels.scale(f_state, f);
+        kernels.gemm_nn(1, dv, m, f, m, state.s(), dv, o, dv, true);
+    }
+    Some(den)
 }

@@ -163,9 +163,9 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
     }
 
     /// One decoding query against a prefix state held as a total `hi` (S, `m × dv` row-major,
-    /// then z, length m) and a ring of `r` recent keys (`keys`, r×m) and values (`values`,
-    /// r×dv): `out = qᵀS + Σ_b (q·k_b) v_b`; returns `q·z + Σ_b q·k_b`. A backend can do it
-    /// in one pass over S (decoding is memory-bound).
+    /// then z, length m) and a ring of `r ≤` [`RING`](crate::RING) recent keys (`keys`, r×m)
+    /// and values (`values`, r×dv): `out = qᵀS + Σ_b (q·k_b) v_b`; returns
+    /// `q·z + Σ_b q·k_b`. A backend can do it in one pass over S (decoding is memory-bound).
     #[allow(clippy::too_many_arguments)]
     fn ring_query(
         &self,

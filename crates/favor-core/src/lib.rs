@@ -34,31 +34,67 @@
 //! assert!(err < 0.2);
 //! ```
 //!
-//! ## Guaranteed-finite range
-//! For finite inputs the softmax maps never overflow: each stored feature row is shifted by
-//! its own maximum exponent (largest entry exactly 1) and keys are merged under the online
-//! stabiliser. With a *positive* map ([`PositiveSoftmax`], [`HyperbolicSoftmax`], and
-//! [`Generalized`] with ε > 0) normalised outputs are convex combinations of the values, so
-//! they are finite whenever `|x|²/2` and every `wᵢ·x` are finite in `T` (for `f32`, row norms
-//! below ~10¹⁸); no denominator is ever smaller than [`denominator_floor`]. The
-//! [`TrigonometricSoftmax`] map gives no such guarantee: its denominator can cross zero, and a
-//! value divided by a denominator near the floor can overflow (documented risk of that map).
-//! Non-finite inputs are rejected with [`Error::NonFinite`] before anything is written;
-//! stream state is left untouched.
+//! ## Supported range
+//! Every entry point checks its inputs before it writes anything and refuses what lies outside
+//! this range with [`Error::OutOfRange`] (non-finite values with [`Error::NonFinite`]); within
+//! it, outputs are finite and never NaN. With `MAX` the largest finite `T`:
+//! - every query and key entry is at most the map's [`FeatureMap::max_input`]:
+//!   `MAX / (4·√d·max(ω, 1))`, ω the largest row norm of W, so every projection `wᵢ·x` and all
+//!   its partial sums stay finite (trigonometric features also need `|x'|²/2` finite; the
+//!   generalized square needs `(wᵢ·x)²` finite). For f32, d = 64 and ORF rows that is
+//!   entries up to about 10³⁶ — far beyond trained models, but a row of `1e38` is refused;
+//! - with `F(a)` the map's [`FeatureMap::feature_bound`] (1 for the softmax maps, whose stored
+//!   features are at most 1), `F = max(1, F(max|q|), F(max|k|))` and N the keys summed (all
+//!   keys ever absorbed, for a stream): `M · N · (1 + ln N) · F² · max(1, max|v|) ≤ MAX / 4`,
+//!   so the sums S, z, `φ(q)ᵀS` and `φ(q)·z` cannot overflow (for f32, softmax maps, M = 256
+//!   and N = 10⁷: values up to about 10²⁸). Custom activations cannot be bounded: their sums
+//!   are the caller's responsibility. [`check_range`] checks the same from maxima alone;
+//! - exact softmax attention: `|τ|·d·max|q|·max|k| ≤ MAX/4` and `N·max|v| ≤ MAX/4`.
+//!
+//! Keys whose `|x|²` overflows (entries beyond about 10¹⁸ in f32, still within range) have the
+//! limit 0 as their true softmax feature and are absent from every path. Normalised outputs of
+//! positive maps are convex combinations of the values. Two documented exceptions give ±∞
+//! (never NaN): an *unnormalised* output whose true value exceeds `T`'s range (the scale
+//! `e^{ℓ_q + c}` itself may exceed it: it is applied in steps, so a finite output stays
+//! finite), and the [`TrigonometricSoftmax`] map, whose estimated denominator can cross zero
+//! (its documented risk).
+//!
+//! ## Long streams: the error model of the sums
+//! Plain f32 prefix sums lose precision as they grow (relative error 1.2·10⁻² after 10⁷
+//! tokens, measured). [`PrefixState`] keeps S and z as a total with a TwoSum compensation and a
+//! ring of the last [`RING`] keys, folded in with an error-free transformation every RING
+//! tokens and before every block; its stabiliser moves by exact powers of two. The relative
+//! error of a sum is then that of summing one ring (or chunk, or 1024-row block) plus about
+//! `2u`, whatever the length: an f32 stream stays within 4·10⁻⁷ (relative L2, per output row)
+//! of an f64 stream over the same W and tokens at 10⁷ tokens, for stationary and drifting
+//! keys alike (`cargo run --release -p favor-benches --example long_stream` prints the
+//! curve). The cost: the state takes `2·(M·dv + M) + RING·(M + dv) + 1` elements (about 2.3×
+//! plain sums), while a decoding step reads S once instead of reading and writing it.
 //!
 //! ## Accuracy in `f32`: the underflow limit
 //! Finite is not the same as accurate. Stored rows are shifted by their own largest exponent
 //! (query: `ℓ_q`, key: `ℓ_k`) and keys are held at the stabiliser `c` (the largest `ℓ_k` a
 //! query sees), so for a query row what the library actually sums is
 //! `D = Σⱼ φ(q)·φ(kⱼ) / e^{ℓ_q + c}`, between `e^{-(2p_q + 2p_k)}` and `M·L` (p: the largest
-//! `|wᵢ·x'|` of a row). Normalised outputs equal FAVOR+ to within rounding plus an underflow
-//! term of at most `10·M·(L + 1)·μ·(max|v| + |out|) / D` (μ = [`denominator_floor`],
-//! `2⁻¹²⁶` in `f32`): negligible unless `D` nears μ, i.e. unless the query is so misaligned
-//! with every key it sees that `ln D ≲ −80` in `f32`. Realistic inputs are far from it: an
-//! exactly opposed q and k give `ln D ≈ ln M − 2·maxᵢ wᵢ·q'`, which for d = 64, M = 256 and
-//! the data normaliser needs row norms of about 40 to reach −80. Very large norms without
-//! the normaliser can get there; such rows are finite and convex but inaccurate. `f64` moves the limit to `ln D ≈ −700`. The fuzz oracle
-//! (`favor-testkit`'s `favor_reference`) checks exactly this bound.
+//! `|wᵢ·x'|` of a row). Once the products `φ(q)ᵢ·zᵢ` fall below f32's normal range the
+//! output loses precision: an underflow term of at most `10·M·(L + 1)·μ·(max|v| + |out|) / D`
+//! (μ = [`denominator_floor`], `2⁻¹²⁶` in `f32`).
+//!
+//! **The query side is re-mapped.** A normalised query whose denominator falls below `√μ`
+//! is answered again with its features shifted against the keys it is weighed with,
+//! `s = maxᵢ (uᵢ + ln zᵢ)` ([`FeatureMap::remap_row`]): the largest product becomes 1 and the
+//! query's features are recomputed from its projection, so none of its own small features is
+//! lost (a per-query shift leaves normalised attention unchanged). It costs one comparison per
+//! row on every other query. **The key side remains:** a key's features are stored relative
+//! to its own largest one, so where a key's feature in a direction the query favours is below
+//! f32's range at the key's shift, the state has already lost it. That happens when both the
+//! query and the keys have large norms and are badly misaligned — with the data normaliser at
+//! d = 64, row norms of about 40. Such rows are finite and convex but inaccurate in f32; f64
+//! moves the limit to `ln D ≈ −700`. Per-feature log-scales in the prefix state (one
+//! stabiliser per feature) would remove it, but the chunked path would then need a scale per
+//! (query, feature) pair inside the chunk tile, which is no longer a GEMM, or a chunk-wide
+//! scale that depends on later keys, which breaks the bit-exact no-leak guarantee. The fuzz
+//! oracle (`favor-testkit`'s `favor_reference`) checks exactly the bound above.
 //!
 //! ## Glossary
 //! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]
@@ -71,7 +107,10 @@
 //! - **log-scale** — a per-row exponent kept beside stored features: `φ = stored·e^ℓ`.
 //! - **stabiliser** — the running log-scale of the [`PrefixState`] that rescales S and z when
 //!   a key exceeds it, so nothing overflows and no future token affects a past output.
-//! - **prefix state** `(S, z)` — `Σ φ(kⱼ)vⱼᵀ` and `Σ φ(kⱼ)`: causal attention's recurrence.
+//! - **prefix state** `(S, z)` — `Σ φ(kⱼ)vⱼᵀ` and `Σ φ(kⱼ)`: causal attention's recurrence,
+//!   held as a compensated total (TwoSum) plus a **ring** of the last [`RING`] keys.
+//! - **re-map** — answering a query whose denominator underflows with its features shifted
+//!   against z instead of its own largest feature ([`FeatureMap::remap_row`]).
 //! - **chunked prefill** — causal attention C tokens at a time, all GEMMs ([`causal_chunked`]).
 //! - **kernels** — the hot primitives ([`Kernels`]); [`Scalar`] is the reference backend.
 #![no_std]
@@ -113,6 +152,7 @@ pub use float::Float;
 pub use inspect::{attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Scalar};
 pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
+pub use range::check_range;
 pub use rng::Normals;
 pub use snapshot::SNAPSHOT_VERSION;
 pub use state::{PrefixState, RING, denominator_floor, state_len};

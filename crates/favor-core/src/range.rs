@@ -17,11 +17,8 @@ pub(crate) fn rows<T: Float, F: FeatureMap<T>>(
     Ok(a)
 }
 
-/// Checks values `v` (finite) and that attention over `keys` keys stays finite: with `F(a)`
-/// the map's [`feature_bound`](FeatureMap::feature_bound) for rows of largest entry `a`,
-/// `M · N · (1 + ln N) · F(a_q) · F(a_k) · max(1, max|v|) ≤ MAX / 4`. The sums S, z, `φ(q)ᵀS`
-/// and `φ(q)·z` are then bounded by it (the `1 + ln N` covers a stream, whose earlier keys
-/// were each checked against their own, smaller N: their bounds sum like the harmonic series).
+/// Checks values `v` (finite) and that attention over `keys` keys stays finite (crate docs,
+/// "Supported range"); `aq`, `ak` the largest query and key entries.
 pub(crate) fn sums<T: Float, F: FeatureMap<T>>(
     fm: &F,
     aq: T,
@@ -31,18 +28,70 @@ pub(crate) fn sums<T: Float, F: FeatureMap<T>>(
     keys: u64,
 ) -> Result<()> {
     let av = check::max_abs("v", v, dv)?;
+    match bound(fm, aq, ak, keys) {
+        None => Ok(()),
+        Some(Limit::Features(what)) => Err(Error::OutOfRange { what, row: 0 }),
+        Some(Limit::Values(limit)) => check::within("v", v, dv, av, T::from_f64(limit)),
+    }
+}
+
+/// What the range bound leaves: nothing (unchecked map), or the largest admissible
+/// `max(1, max|v|)`; `Features` when even values of 1 would overflow the sums.
+enum Limit {
+    Features(&'static str),
+    Values(f64),
+}
+
+/// With `F(a)` the map's [`feature_bound`](FeatureMap::feature_bound) and
+/// `F = max(1, F(a_q), F(a_k))`, the sums S, z, `φ(q)ᵀS` and `φ(q)·z` over N keys are bounded
+/// by `M · N · (1 + ln N) · F² · max(1, max|v|)`, which must stay below `MAX/4`. The symmetric
+/// `F²` also bounds every product of a query's feature and an earlier key's (each at most the
+/// larger of their squares), so a stream whose calls each passed stays within range; the
+/// `1 + ln N` lets the per-call bounds of a stream's earlier keys (each checked against its
+/// own, smaller N) sum to less than the MAX/4 headroom (`Σ 1/(j(1 + ln j)) < 4` for any
+/// N < 2⁶⁴).
+fn bound<T: Float, F: FeatureMap<T>>(fm: &F, aq: T, ak: T, keys: u64) -> Option<Limit> {
     let (Some(fq), Some(fk)) = (fm.feature_bound(aq), fm.feature_bound(ak)) else {
-        return Ok(());
+        return None;
     };
+    let f = fq.max(fk).max(1.0);
     // ln N ≤ ln 2 · (bits of N): an integer bound, not a logarithm on every decoding step.
     let n = keys.max(1);
     let ln_n = core::f64::consts::LN_2 * f64::from(u64::BITS - n.leading_zeros());
     let big = T::max_value().to_f64() / 4.0;
-    let features = fm.feature_dim() as f64 * n as f64 * (1.0 + ln_n) * fq * fk;
+    let features = fm.feature_dim() as f64 * n as f64 * (1.0 + ln_n) * f * f;
     if features.is_nan() || features > big {
-        return Err(Error::OutOfRange { what: "k", row: 0 });
+        return Some(Limit::Features(if fq > fk { "q" } else { "k" }));
     }
-    check::within("v", v, dv, av, T::from_f64(big / features))
+    Some(Limit::Values(big / features))
+}
+
+/// The supported range (crate docs, "Supported range") checked from the largest magnitudes
+/// alone, for callers that scan their inputs themselves (favor-tensor, before any head runs):
+/// query and key entries at most `max_q`, `max_k`, values at most `max_v`, `keys` keys summed
+/// in all. Errors are [`Error::OutOfRange`] naming `"q"`, `"k"` or `"v"` with row 0 (no rows
+/// were given). A caller whose maxima pass may call the entry points on any subset of these
+/// inputs without an `OutOfRange`.
+pub fn check_range<T: Float, F: FeatureMap<T>>(
+    fm: &F,
+    max_q: T,
+    max_k: T,
+    max_v: T,
+    keys: u64,
+) -> Result<()> {
+    let limit = fm.max_input();
+    for (what, a) in [("q", max_q), ("k", max_k)] {
+        if a.is_nan() || a.abs() > limit {
+            return Err(Error::OutOfRange { what, row: 0 });
+        }
+    }
+    match bound(fm, max_q.abs(), max_k.abs(), keys) {
+        Some(Limit::Features(what)) => Err(Error::OutOfRange { what, row: 0 }),
+        Some(Limit::Values(l)) if max_v.is_nan() || max_v.abs().to_f64() > l => {
+            Err(Error::OutOfRange { what: "v", row: 0 })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// [`rows`] for q and k, then [`sums`] over `keys` keys.

@@ -20,7 +20,7 @@
 //! and no checksum; it restores with zero compensation and an empty ring.
 
 use crate::error::{Result, SnapshotError};
-use crate::state::{PrefixState, RING, block_len, on_grid, stabiliser};
+use crate::state::{PrefixState, RING, block_len, stabiliser};
 use crate::{FeatureMap, Float, crc32};
 
 const MAGIC: [u8; 4] = *b"FAVS";
@@ -163,8 +163,9 @@ fn decode<'b, T: Float, F: FeatureMap<T>>(
     if u64_at(40) != fm.fingerprint() {
         return Err(SnapshotError::WrongFeatureMap.into());
     }
+    // A full ring is folded at once: a live state holds at most RING − 1 keys in it.
     let ring = u32_at(12) as usize;
-    if ring > if version == 1 { 0 } else { RING } {
+    if ring >= if version == 1 { 1 } else { RING } {
         return Err(SnapshotError::Corrupt.into());
     }
     let n = size_of::<T>();
@@ -211,10 +212,10 @@ fn check_state<T: Float, F: FeatureMap<T>>(
             corrupt
         };
     }
-    // Keys' log-scales are bounded for some maps, and the stabiliser sits on its grid
-    // (version 2) just above the largest of them.
-    let v2 = !d.parts[1].is_empty();
-    if !c.is_finite() || (v2 && !on_grid(c)) || c > stabiliser(fm.max_log_scale()) {
+    // Keys' log-scales are bounded for some maps, and the stabiliser sits just above the
+    // largest of them (on its grid, except where a version-1 state set it: any finite c is
+    // usable, off-grid ones are rescaled inexactly once).
+    if !c.is_finite() || c > stabiliser(fm.max_log_scale()) {
         return corrupt;
     }
     let (m, dv) = (state.features(), state.value_dim());
@@ -244,8 +245,8 @@ fn check_state<T: Float, F: FeatureMap<T>>(
 
 /// What a state built from positive features always satisfies, and what keeps every answer
 /// finite: the ring's key features and z's total are ≥ 0 (z's compensation is a rounding
-/// error of either sign); the whole S row i is zero where the whole `zᵢ = 0`; each
-/// `|Sᵢⱼ|/zᵢ` is finite (an output is a convex combination of these ratios, since a positive
+/// error of either sign); each `|Sᵢⱼ|/zᵢ` is finite (up to one subnormal of z, which may
+/// underflow where S does not) (an output is a convex combination of these ratios, since a positive
 /// query weighs row i by `qᵢzᵢ`); `M·max|S|`, `M·max z` are finite, so the sums `qᵀS` and
 /// `qᵀz` (stored `qᵢ ≤ 1`) cannot overflow. For the softmax maps, whose stored key features
 /// are ≤ 1 at the stabiliser, and the largest of the key that set it is > ¼: ring features
@@ -257,6 +258,7 @@ fn positive_state_is_sound<T: Float, F: FeatureMap<T>>(
     d: &Decoded<'_, T>,
 ) -> bool {
     let max = T::max_value().to_f64();
+    let subnormal = T::min_positive_value().to_f64() * T::epsilon().to_f64();
     let softmax = fm.softmax_temperature().is_some();
     let r = d.ring;
     let key = |b: usize, i: usize| d.at(2, b * m + i);
@@ -279,7 +281,8 @@ fn positive_state_is_sound<T: Float, F: FeatureMap<T>>(
             let ring_s: f64 = (0..r).map(|b| key(b, i) * d.at(3, b * dv + j)).sum();
             let sij = (d.at(0, i * dv + j) + d.at(1, i * dv + j) + ring_s).abs();
             s_max = s_max.max(sij);
-            if (zi == 0.0 && sij != 0.0) || sij > zi * max {
+            // z may underflow (rounding to 0) where S, larger, does not: allow one subnormal.
+            if sij > (zi + subnormal) * max {
                 return false;
             }
         }

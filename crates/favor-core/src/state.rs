@@ -23,7 +23,9 @@
 //! ## The stabiliser on a power-of-two grid
 //! The stabiliser `c` moves only to values `k·ln 2` (k an integer), rounded to `T`, so moving
 //! it rescales the sums by an exact power of two: however often it moves (slowly growing key
-//! norms move it often), rescaling adds no rounding error. Stored key features are then in
+//! norms move it often), rescaling adds no rounding error and errors do not compound. (A key's
+//! factor `exp(ℓ − c)` carries the rounding of c, about `u·|c|`, the same size as the rounding
+//! `ℓ` itself carries.) Stored key features are then in
 //! `(½, 1]` at their largest instead of exactly 1. Log-scales beyond `±2²⁰` (inputs whose
 //! log-scales have no precision left anyway) are used as they are.
 
@@ -111,11 +113,6 @@ fn grid_index<T: Float>(c: T) -> Option<i64> {
     (T::from_f64(k * core::f64::consts::LN_2) == c).then_some(k as i64)
 }
 
-/// Whether `c` is a stabiliser [`stabiliser`] can return: a grid point, or beyond the grid.
-pub(crate) fn on_grid<T: Float>(c: T) -> bool {
-    grid_index(c).is_some() || !on_grid_range(c.to_f64())
-}
-
 /// `2ᵉ` for `e ≤ 0`, exact wherever `T` can hold it.
 fn pow2<T: Float>(e: i64) -> T {
     let x = if e >= -1022 {
@@ -141,14 +138,15 @@ pub(crate) fn rescale_factor<T: Float>(from: T, to: T) -> T {
 /// applied in steps, so an output whose true value is finite comes out finite (and one beyond
 /// the range comes out ±∞, never NaN: zeros stay zero).
 pub(crate) fn scale_by_exp<T: Float, K: Kernels<T>>(kernels: &K, o: &mut [T], e: T) {
-    // e^64 and e^−64 are comfortably inside f32's range, so each step is a normal factor.
-    let step = T::from_f64(64.0);
-    // Beyond 2·(largest finite exponent) every non-zero element has over- or underflowed.
-    let limit = T::from_f64(4.0 * libm::log(T::max_value().to_f64()));
-    let mut e = e.max(-limit).min(limit);
     if e.is_nan() {
         return;
     }
+    // e^64 and e^−64 are comfortably inside f32's range, so each step is a normal factor.
+    let step = T::from_f64(64.0);
+    // Beyond 4·ln MAX (more than the whole exponent range, subnormals included) every
+    // non-zero element has over- or underflowed: a cap on the number of steps.
+    let limit = T::from_f64(4.0 * libm::log(T::max_value().to_f64()));
+    let mut e = e.max(-limit).min(limit);
     while e > step {
         kernels.scale(step.libm_exp(), o);
         e = e - step;
@@ -250,9 +248,13 @@ impl<'a, T: Float> PrefixState<'a, T> {
     }
 
     /// One element of the whole state, in f64: `S[row][col]` (or `z[row]` for `col = None`)
-    /// as total + compensation + the ring's keys' contribution, to be multiplied by `e^c`.
-    pub fn entry(&self, row: usize, col: Option<usize>) -> f64 {
+    /// as total + compensation + the ring's keys' contribution, to be multiplied by `e^c`;
+    /// `None` outside M×dv.
+    pub fn entry(&self, row: usize, col: Option<usize>) -> Option<f64> {
         let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
+        if row >= m || col.is_some_and(|j| j >= dv) {
+            return None;
+        }
         let at = col.map_or(m * dv + row, |j| row * dv + j);
         let ring: f64 = (0..r)
             .map(|b| {
@@ -260,7 +262,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
                 col.map_or(k, |j| k * self.ring_values[b * dv + j].to_f64())
             })
             .sum();
-        self.hi[at].to_f64() + self.lo[at].to_f64() + ring
+        Some(self.hi[at].to_f64() + self.lo[at].to_f64() + ring)
     }
 
     /// The whole state's elements in snapshot order: total, compensation, ring keys, ring
@@ -335,11 +337,15 @@ impl<'a, T: Float> PrefixState<'a, T> {
         }
     }
 
-    /// Folds the ring into the compensated total and empties it: its rank-r sums are added
-    /// to the compensation by one GEMM (`lo` is tiny, so they keep their low bits), then
-    /// [`settle`](Self::settle)d into the total.
+    /// Folds the ring into the compensated total and empties it: its rank-r sums go through
+    /// TwoSum ([`Kernels::fold_rank`]), so they keep their low bits.
     pub(crate) fn flush<K: Kernels<T>>(&mut self, kernels: &K) {
-        let r = self.ring_len();
+        self.fold_ring(kernels, self.ring_len());
+    }
+
+    /// [`flush`](Self::flush) of the first `r` ring rows (a full ring's count, RING, is not a
+    /// valid stored count: it is folded before it is stored).
+    fn fold_ring<K: Kernels<T>>(&mut self, kernels: &K, r: usize) {
         if r > 0 {
             let (m, dv) = (self.features, self.value_dim);
             kernels.fold_rank(m, dv, self.hi, self.lo, self.ring_keys, self.ring_values, r);
@@ -402,10 +408,11 @@ impl<'a, T: Float> PrefixState<'a, T> {
         row.copy_from_slice(&kf[..m]);
         kernels.scale((lk - c).libm_exp(), row);
         self.ring_values[r * dv..(r + 1) * dv].copy_from_slice(&v[..dv]);
-        *self.ring_len = T::from_usize(r + 1);
         self.tokens = self.tokens.saturating_add(1);
         if r + 1 == RING {
-            self.flush(kernels);
+            self.fold_ring(kernels, RING);
+        } else {
+            *self.ring_len = T::from_usize(r + 1);
         }
     }
 
@@ -556,11 +563,12 @@ fn add_block<T: Float, K: Kernels<T>>(
     }
 }
 
-/// The ring count held in the buffer, clamped to `[0, RING]` (a foreign buffer may hold
-/// anything; restore validates it exactly).
+/// The ring count held in the buffer: below [`RING`] (a full ring is folded at once), read as
+/// 0 if the buffer holds anything else (a foreign buffer may hold anything; restore validates
+/// the count exactly).
 pub(crate) fn ring_count<T: Float>(x: T) -> usize {
     let n = x.to_f64();
-    if n >= 0.0 && n <= RING as f64 {
+    if n >= 0.0 && n < RING as f64 {
         n as usize
     } else {
         0

@@ -157,7 +157,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         let (d, dv) = (self.fm.input_dim(), self.state.value_dim());
         check::exact("q", q, d)?;
         check::room("out", out, dv)?;
-        range::rows(self.fm, "q", q, d)?;
+        let aq = range::rows(self.fm, "q", q, d)?;
+        range::sums(self.fm, aq, aq, &[], dv, self.tokens())?;
         let (f, scratch) = self.feats.split_at_mut(2 * self.fm.feature_dim());
         self.fm.map_rows(&self.kernels, q, 1, f, &mut self.log)?;
         let remap = Remap::new(self.fm, q, scratch);

@@ -1047,7 +1047,9 @@ fn check_snapshot_errors<T: Float>() {
     ] {
         reject(&resealed(&good, at, &le_bytes(val)), SnapshotError::Corrupt);
     }
-    for ls in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, 0.1, 1e4] {
+    // (An off-grid but plausible log-scale is usable — version-1 states have one — so it is
+    // not refused; one beyond the map's bound is.)
+    for ls in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, 1e4] {
         reject(
             &resealed(&good, 48, &ls.to_le_bytes()),
             SnapshotError::Corrupt,
@@ -1171,6 +1173,17 @@ fn version_1_snapshots_restore() {
     for (a, b) in a.iter().zip(&b) {
         assert!((a - b).abs() <= 1e-14 * a.abs().max(1.0), "{a} vs {b}");
     }
+    // A version-1 state's log-scale is off the v2 grid: it restores, and the v2 snapshot the
+    // restored stream then writes restores too.
+    let mut off = v1.clone();
+    let c = f64::from_le_bytes(off[48..56].try_into().unwrap()) + 0.1;
+    off[48..56].copy_from_slice(&c.to_le_bytes());
+    t.restore(&off).unwrap();
+    let again = snapshot(&t);
+    let mut b3 = vec![0f64; Stream::<f64, _, Scalar>::buffer_len(&fm, DV).unwrap()];
+    let mut u = Stream::new(Scalar, &fm, DV, &mut b3).unwrap();
+    u.restore(&again).unwrap();
+    assert_eq!(snapshot(&u), again);
     // A version-1 snapshot is checked too: NaN in its payload is refused.
     let bad = patched(&v1, HEADER, &f64::NAN.to_le_bytes());
     assert_eq!(
@@ -1456,6 +1469,28 @@ fn finite_inputs_never_give_nan() {
             &mut scratch,
         );
         assert_eq!(r, Err(Error::OutOfRange { what: "v", row: 1 }));
+        // A generalized map whose key features are large while the query's are small: the
+        // sums over the keys would overflow (F = max(1, F(q), F(k)) bounds both sides).
+        let relu = Generalized::without_projection(3, Activation::Relu).unwrap();
+        let s3 = Shape::new(1, 3, 3);
+        let mut s = vec![0f32; causal_chunked_scratch_len(3, 3, 1).unwrap()];
+        let mut o3 = vec![0f32; 3];
+        let one = Options {
+            block: 1,
+            ..Default::default()
+        };
+        let r = causal_chunked(
+            &kern,
+            &relu,
+            &[0.0; 3],
+            &[1e19, 0.0, 0.0],
+            &[4e19, 0.0, 0.0],
+            s3,
+            &one,
+            &mut o3,
+            &mut s,
+        );
+        assert!(matches!(r, Err(Error::OutOfRange { .. })), "{r:?} {o3:?}");
         // Exact attention with logits beyond f32.
         q[2 * d + 3] = 3e38;
         let r = softmax_attention(&kern, &q, &kv, &kv, shape, &ExactOptions::default(), &mut o);
@@ -1482,4 +1517,14 @@ fn resume_checks_its_invariants() {
     }
     assert!(Stream::resume(Scalar, &fm, DV, &mut buf, 0, f32::NEG_INFINITY).is_ok());
     assert!(Stream::resume(Scalar, &fm, DV, &mut buf, 2, -3.0).is_ok());
+    // A foreign buffer may hold any ring count (the state's last element): a full ring's
+    // count or garbage reads as empty, and steps go on without a panic.
+    let last = state_len(M, DV).unwrap() - 1;
+    for count in [RING as f32, 1e30, -1.0, f32::NAN] {
+        buf[last] = count;
+        let mut s = Stream::resume(Scalar, &fm, DV, &mut buf, 2, -3.0).unwrap();
+        let mut out = vec![0f32; DV];
+        s.step(&x.q[..D], &x.k[..D], &x.v[..DV], &mut out).unwrap();
+        assert!(s.state().ring_len() < RING);
+    }
 }

@@ -215,7 +215,12 @@ pub(crate) fn ring_query<T: Real, S: Simd>(
 ) -> T {
     let (sh, zh) = hi[..m * dv + m].split_at(m * dv);
     let (q, out) = (&q[..m], &mut out[..dv]);
-    let r = r.min(favor_core::RING);
+    // The trait's precondition (a longer ring is never built); the scores live on the stack.
+    assert!(
+        r <= favor_core::RING,
+        "ring_query: {r} keys, RING is {}",
+        favor_core::RING
+    );
     let mut scores = [T::zero(); favor_core::RING];
     for (b, sc) in scores.iter_mut().enumerate().take(r) {
         *sc = dot(s, q, &keys[b * m..(b + 1) * m]);

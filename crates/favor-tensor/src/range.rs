@@ -104,8 +104,17 @@ fn max_value(p: Precision) -> f64 {
     }
 }
 
-/// Checks q, k and v of one call against the supported range (module docs). `keys` counts
-/// every key the state will have absorbed after the call.
+/// The largest magnitudes of one call's q, k and v, for favor-core's own range check
+/// ([`favor_core::check_range`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Maxima {
+    pub(crate) q: f64,
+    pub(crate) k: f64,
+    pub(crate) v: f64,
+}
+
+/// Checks q, k and v of one call against the supported range (module docs) and returns their
+/// largest magnitudes. `keys` counts every key the state will have absorbed after the call.
 pub(crate) fn check<E: Element>(
     cfg: &Config,
     w_norm: f64,
@@ -114,12 +123,14 @@ pub(crate) fn check<E: Element>(
     k: &TensorView<'_, E>,
     v: &TensorView<'_, E>,
     keys: u64,
-) -> Result<()> {
+) -> Result<Maxima> {
     let limit = max_value(cfg.precision) / 4.0;
     let precision = precision_name(cfg.precision);
     let mut proj = 0f64;
-    for (name, t) in [("q", q), ("k", k)] {
+    let mut maxima = [0f64; 2];
+    for (i, (name, t)) in [("q", q), ("k", k)].into_iter().enumerate() {
         let s = scan(name, t, cfg.precision)?;
+        maxima[i] = s.max_abs;
         if s.max_norm * s.max_norm > limit {
             return Err(Error::OutOfRange {
                 tensor: name,
@@ -171,7 +182,11 @@ pub(crate) fn check<E: Element>(
             ),
         });
     }
-    Ok(())
+    Ok(Maxima {
+        q: maxima[0],
+        k: maxima[1],
+        v: s.max_abs,
+    })
 }
 
 fn precision_name(p: Precision) -> &'static str {

@@ -20,9 +20,11 @@ const TRAILER: usize = 4;
 
 /// Causal attention over `batch` sequences, one token (or one prefill block) at a time.
 ///
-/// Each (batch, head) pair keeps favor-core's prefix state `(S, z)` plus its stabiliser:
-/// `heads × (m·dv + m)` floats per sequence (m = feature count), whatever the number of
-/// tokens seen. Outputs equal [`Performer::forward`] with causal attention up to rounding.
+/// Each (batch, head) pair keeps favor-core's prefix state `(S, z)` plus its stabiliser, held
+/// as a compensated total and a ring of recent keys so that long streams keep their precision:
+/// about `heads × (2·(m·dv + m) + 16·(m + dv))` floats per sequence (m = feature count;
+/// [`memory_bytes`](Self::memory_bytes) is exact), whatever the number of tokens seen.
+/// Outputs equal [`Performer::forward`] with causal attention up to rounding.
 ///
 /// ```
 /// use favor_tensor::{Performer, TensorView};
@@ -116,9 +118,10 @@ impl<'p> Stream<'p> {
         self.position
     }
 
-    /// Bytes of state, whatever the number of tokens seen: per (batch, head) the prefix
-    /// state `m·dv + m` plus favor-core's two feature and two input rows, and the step's
-    /// scratch for mapping every head's key and query at once (`2·(m + d + 1)` per head).
+    /// Bytes of state, whatever the number of tokens seen: per (batch, head) favor-core's
+    /// stream buffer (`Stream::buffer_len`: the compensated sums `2·(m·dv + m)`, the ring
+    /// `RING·(m + dv) + 1`, four feature and two input rows), and the step's scratch for
+    /// mapping every head's key and query at once (`2·(m + d + 1)` per head).
     pub fn memory_bytes(&self) -> usize {
         states!(&self.states, s => {
             s.heads.iter().map(|h| size_of_val(&h.buf[..])).sum::<usize>()
@@ -235,7 +238,11 @@ impl<'p> Stream<'p> {
             .filter(|&n| n < u64::MAX)
             .ok_or_else(|| Error::Config("the stream's token count would overflow".into()))?;
         let p = self.performer;
-        crate::range::check(cfg, p.weights.row_norm, cfg.feature_dim(), &q, &k, &v, keys)?;
+        let maxima =
+            crate::range::check(cfg, p.weights.row_norm, cfg.feature_dim(), &q, &k, &v, keys)?;
+        // And favor-core's own range, for every head at once: a head that refused its part
+        // after others ran would leave the stream half-updated.
+        states!(&self.states, s => s.core_range(maxima, keys))?;
         Ok(q.shape()[2])
     }
 
@@ -327,6 +334,22 @@ impl<'p, T: Real> HeadStates<'p, T> {
             p,
             io,
             out,
+        })
+    }
+
+    /// favor-core's supported range ([`favor_core::check_range`]) for inputs of these maxima
+    /// and `keys` keys in all.
+    fn core_range(&self, m: crate::range::Maxima, keys: u64) -> Result<()> {
+        let t = |x: f64| <T as favor_core::Float>::from_f64(x);
+        favor_core::check_range(&self.map, t(m.q), t(m.k), t(m.v), keys).map_err(|e| {
+            let tensor = match e {
+                favor_core::Error::OutOfRange { what, .. } => what,
+                _ => "input",
+            };
+            Error::OutOfRange {
+                tensor,
+                reason: format!("{e}"),
+            }
         })
     }
 
@@ -501,10 +524,13 @@ impl<'p, T: Real> HeadStates<'p, T> {
                         let limit = f64::from(f32::MAX);
                         let dv = self.value_dim;
                         let positive = favor_core::FeatureMap::is_positive(map);
+                        // z may underflow (to 0) where S does not: allow one subnormal of z.
+                        let sub = f64::from(f32::MIN_POSITIVE) * f64::from(f32::EPSILON);
+                        let at = |i, j| st.entry(i, j).unwrap_or(0.0);
                         let too_big = positive
                             && (0..st.features()).any(|i| {
-                                let z = st.entry(i, None);
-                                (0..dv).any(|j| st.entry(i, Some(j)).abs() > z * limit)
+                                let z = at(i, None);
+                                (0..dv).any(|j| at(i, Some(j)).abs() > (z + sub) * limit)
                             });
                         if too_big {
                             return Err(Error::Snapshot(format!(
@@ -607,8 +633,8 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
                         favor_core::Error::NonFinite { what, row } => {
                             core(row, favor_core::Error::NonFinite { what, row: 0 })
                         }
-                        // Unreachable: `check` ran the range check, which rules out
-                        // overflowing features, before anything ran.
+                        // Unreachable: `check` ran favor-core's range check on every
+                        // head's maxima before anything ran.
                         other => core(0, other),
                     })?;
             for (i, (h, o)) in heads.iter_mut().zip(self.out.chunks_mut(dv)).enumerate() {
