@@ -231,15 +231,17 @@ pub(crate) mod check {
         // integers, and NaN and ±∞ are exactly the patterns at or above +∞'s. An integer max
         // vectorises (a float max or sum reduction does not, without fast-math).
         let (top, finite) = if size_of::<T>() == 4 {
-            let bits: &[u32] = bytemuck::cast_slice(s);
-            let m = bits.iter().fold(0, |m, &b| m.max(b & 0x7FFF_FFFF));
-            (T::from_f64(f64::from(f32::from_bits(m))), m < 0x7F80_0000)
+            let m = max_masked(bytemuck::cast_slice::<T, i32>(s), i32::MAX);
+            (
+                T::from_f64(f64::from(f32::from_bits(m as u32))),
+                m < 0x7F80_0000,
+            )
         } else {
-            let bits: &[u64] = bytemuck::cast_slice(s);
-            let m = bits
-                .iter()
-                .fold(0, |m, &b| m.max(b & 0x7FFF_FFFF_FFFF_FFFF));
-            (T::from_f64(f64::from_bits(m)), m < 0x7FF0_0000_0000_0000)
+            let m = max_masked(bytemuck::cast_slice::<T, i64>(s), i64::MAX);
+            (
+                T::from_f64(f64::from_bits(m as u64)),
+                m < 0x7FF0_0000_0000_0000,
+            )
         };
         if finite {
             return Ok(top);
@@ -249,6 +251,23 @@ pub(crate) mod check {
             what,
             row: i / row_len.max(1),
         })
+    }
+
+    /// `max(bᵢ & mask)` over signed integers whose masked values are non-negative, in eight
+    /// independent lanes (a single running maximum is one long dependency chain).
+    fn max_masked<I>(bits: &[I], mask: I) -> I
+    where
+        I: Copy + Ord + Default + core::ops::BitAnd<Output = I>,
+    {
+        let (chunks, rest) = bits.as_chunks::<8>();
+        let mut lanes = [I::default(); 8];
+        for c in chunks {
+            for (l, &b) in lanes.iter_mut().zip(c) {
+                *l = (*l).max(b & mask);
+            }
+        }
+        let tail = rest.iter().fold(I::default(), |m, &b| m.max(b & mask));
+        lanes.iter().fold(tail, |m, &l| m.max(l))
     }
 
     /// Rejects `s` (largest magnitude `max_abs`) if an element exceeds `limit`, naming the
