@@ -164,8 +164,8 @@ pub(crate) fn activation_f32<S: Simd>(s: S, x: &mut [f32], f: Activation<f32>, e
     }
 }
 
-/// Knuth's TwoSum, elementwise: `hi + lo ← (s, error)` with `s = fl(hi + lo)`. Plain adds
-/// and subtracts only (no FMA, no reassociation): the error-free property depends on each
+/// Knuth's TwoSum, elementwise: `hi + lo ← (s, error)` with `s = fl(hi + lo)`. Plain adds and
+/// subtracts only (no FMA, no reassociation): the error-free property depends on each
 /// operation rounding exactly once.
 #[inline(always)]
 pub(crate) fn fold<T: Real, S: Simd>(s: S, hi: &mut [T], lo: &mut [T]) {
@@ -173,28 +173,31 @@ pub(crate) fn fold<T: Real, S: Simd>(s: S, hi: &mut [T], lo: &mut [T]) {
     let (hv, ht) = T::as_mut_simd::<S>(&mut hi[..n]);
     let (lv, lt) = T::as_mut_simd::<S>(&mut lo[..n]);
     for (h, l) in hv.iter_mut().zip(lv.iter_mut()) {
-        let sum = T::vadd(s, *h, *l);
-        let b = T::vsub(s, sum, *h);
-        *l = T::vadd(s, T::vsub(s, *h, T::vsub(s, sum, b)), T::vsub(s, *l, b));
-        *h = sum;
+        two_sum::<T, S>(s, h, l);
     }
-    for (h, l) in ht.iter_mut().zip(lt.iter_mut()) {
-        let sum = *h + *l;
-        let b = sum - *h;
-        *l = (*h - (sum - b)) + (*l - b);
-        *h = sum;
+    if !ht.is_empty() {
+        let (mut h, mut l) = (T::load_partial(s, ht), T::load_partial(s, lt));
+        two_sum::<T, S>(s, &mut h, &mut l);
+        T::store_partial(s, ht, h);
+        T::store_partial(s, lt, l);
     }
 }
 
-/// A sum `p` added to a compensated pair: `y = fl(p + l)` (one rounding, as a GEMM
-/// accumulating into `l` has), then Knuth's TwoSum `(h, l) ← (fl(h + y), its exact error)`.
+/// `(h, y) ← (fl(h + y), its exact error)`: Knuth's TwoSum.
+#[inline(always)]
+fn two_sum<T: Real, S: Simd>(s: S, h: &mut T::V<S>, y: &mut T::V<S>) {
+    let sum = T::vadd(s, *h, *y);
+    let b = T::vsub(s, sum, *h);
+    *y = T::vadd(s, T::vsub(s, *h, T::vsub(s, sum, b)), T::vsub(s, *y, b));
+    *h = sum;
+}
+
+/// A sum `p` added to a compensated pair: `l ← fl(p + l)` (one rounding, as a GEMM
+/// accumulating into `l` has), then [`two_sum`].
 #[inline(always)]
 fn add_two_sum<T: Real, S: Simd>(s: S, h: &mut T::V<S>, l: &mut T::V<S>, p: T::V<S>) {
-    let y = T::vadd(s, p, *l);
-    let sum = T::vadd(s, *h, y);
-    let b = T::vsub(s, sum, *h);
-    *l = T::vadd(s, T::vsub(s, *h, T::vsub(s, sum, b)), T::vsub(s, y, b));
-    *h = sum;
+    *l = T::vadd(s, p, *l);
+    two_sum::<T, S>(s, h, l);
 }
 
 /// One decoding query in one pass over S: the ring's scores `q·k_b` first (r dot products),
