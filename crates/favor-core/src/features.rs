@@ -71,10 +71,16 @@ pub trait FeatureMap<T: Float> {
     ) -> Result<()>;
 }
 
-/// `d^(-1/4)`, the data normaliser that turns `exp(q·k/√d)` into `exp(q'·k')`.
-fn data_scale<T: Float>(dim: usize, on: bool) -> T {
+/// `d^(-1/4)`, the data normaliser that turns `exp(q·k/√d)` into `exp(q'·k')`; computed once
+/// per map (a `pow` on every decoding step showed in profiles).
+fn quarter_root_inverse(dim: usize) -> f64 {
+    libm::pow(dim as f64, -0.25)
+}
+
+/// The data scale a map applies: [`quarter_root_inverse`] when its normaliser is on.
+fn data_scale<T: Float>(inv_quarter_root: f64, on: bool) -> T {
     if on {
-        T::from_f64(libm::pow(dim as f64, -0.25))
+        T::from_f64(inv_quarter_root)
     } else {
         T::one()
     }
@@ -213,6 +219,7 @@ macro_rules! softmax_map_common {
                     m: features,
                     d: dim,
                     normalize: true,
+                    inv_quarter_root: quarter_root_inverse(dim),
                     row_norm,
                     input_limit: projection_input_limit::<T>(dim, row_norm),
                 })
@@ -259,7 +266,7 @@ macro_rules! softmax_map_common {
             }
 
             fn scale(&self) -> T {
-                data_scale(self.d, self.normalize)
+                data_scale(self.inv_quarter_root, self.normalize)
             }
         }
     };
@@ -274,6 +281,8 @@ pub struct PositiveSoftmax<'w, T> {
     m: usize,
     d: usize,
     normalize: bool,
+    /// `d^(-1/4)`, the data scale when `normalize` is on.
+    inv_quarter_root: f64,
     /// max |wᵢ|, for the range checks.
     row_norm: f64,
     /// `projection_input_limit` of it, computed once (checked on every call).
@@ -349,6 +358,8 @@ pub struct HyperbolicSoftmax<'w, T> {
     m: usize,
     d: usize,
     normalize: bool,
+    /// `d^(-1/4)`, the data scale when `normalize` is on.
+    inv_quarter_root: f64,
     /// max |wᵢ|, for the range checks.
     row_norm: f64,
     /// `projection_input_limit` of it, computed once (checked on every call).
@@ -440,6 +451,8 @@ pub struct TrigonometricSoftmax<'w, T> {
     m: usize,
     d: usize,
     normalize: bool,
+    /// `d^(-1/4)`, the data scale when `normalize` is on.
+    inv_quarter_root: f64,
     /// max |wᵢ| (set by the shared constructor; trig's log-scales have no bound to use it).
     #[allow(dead_code)]
     row_norm: f64,
@@ -451,7 +464,7 @@ softmax_map_common!(TrigonometricSoftmax, 3);
 impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
     fn max_input(&self) -> T {
         // Its log-scale is +|x'|²/2: that must stay finite too.
-        let s = data_scale::<T>(self.d, self.normalize).to_f64();
+        let s = data_scale::<T>(self.inv_quarter_root, self.normalize).to_f64();
         let norm = libm::sqrt(T::max_value().to_f64() / 4.0) / (s * libm::sqrt(self.d as f64));
         T::from_f64(self.input_limit.min(norm))
     }
@@ -508,6 +521,8 @@ pub struct Generalized<'w, T> {
     f: Activation<T>,
     eps: T,
     normalize: bool,
+    /// `d^(-1/4)`, the data scale when `normalize` is on.
+    inv_quarter_root: f64,
     /// max |wᵢ| (unused without a projection), for the range checks.
     row_norm: f64,
 }
@@ -524,6 +539,7 @@ impl<'w, T: Float> Generalized<'w, T> {
             f,
             eps: T::from_f64(1e-3),
             normalize: false,
+            inv_quarter_root: quarter_root_inverse(dim),
             row_norm: max_row_norm(w, dim),
         })
     }
@@ -539,6 +555,7 @@ impl<'w, T: Float> Generalized<'w, T> {
             f,
             eps: T::from_f64(1e-3),
             normalize: false,
+            inv_quarter_root: quarter_root_inverse(dim),
             row_norm: 1.0,
         })
     }
@@ -576,7 +593,7 @@ impl<'w, T: Float> Generalized<'w, T> {
     /// `|u| ≤ gain·max|xⱼ|` for every pre-activation `u = s·wᵢ·x` (or `s·xⱼ` without a
     /// projection).
     fn gain(&self) -> f64 {
-        let s = data_scale::<T>(self.d, self.normalize).to_f64();
+        let s = data_scale::<T>(self.inv_quarter_root, self.normalize).to_f64();
         match self.w {
             Some(_) => s * self.row_norm * libm::sqrt(self.d as f64),
             None => s,
@@ -664,7 +681,7 @@ impl<T: Float> FeatureMap<T> for Generalized<'_, T> {
     ) -> Result<()> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, m, out, log_scales)?;
-        let s = data_scale::<T>(d, self.normalize);
+        let s = data_scale::<T>(self.inv_quarter_root, self.normalize);
         match self.w {
             Some(w) => {
                 let p = ProjectionRef {
