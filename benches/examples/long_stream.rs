@@ -6,7 +6,11 @@
 //! cargo run --release -p favor-benches --example long_stream                  # 10^7, m = 128
 //! cargo run --release -p favor-benches --example long_stream -- --tokens 1e6 --features 64
 //! cargo run --release -p favor-benches --example long_stream -- --drift      # key norm 0.5 → 2.5
+//! cargo run --release -p favor-benches --example long_stream -- --tensor     # favor-tensor's stream
 //! ```
+//!
+//! With `--tensor` the f32 side is a favor-tensor `Stream` (one batch, one head, the same W
+//! given as its projection matrix, f32 precision) stepped one `[1, 1, 1, d]` token at a time.
 //!
 //! Setting (issue "Reliability round 2"): d = dv = 64, queries and keys are Gaussian
 //! directions with `|q'| = |k'| = 1` after the `d^(-1/4)` normaliser (with `--drift` the key
@@ -26,6 +30,7 @@ struct Args {
     tokens: u64,
     features: usize,
     drift: bool,
+    tensor: bool,
     seed: u64,
 }
 
@@ -34,6 +39,7 @@ fn args() -> Args {
         tokens: 10_000_000,
         features: 128,
         drift: false,
+        tensor: false,
         seed: 1,
     };
     let mut it = std::env::args().skip(1);
@@ -48,7 +54,10 @@ fn args() -> Args {
             "--features" => a.features = num() as usize,
             "--seed" => a.seed = num() as u64,
             "--drift" => a.drift = true,
-            other => panic!("unknown option {other} (--tokens N, --features M, --seed S, --drift)"),
+            "--tensor" => a.tensor = true,
+            other => panic!(
+                "unknown option {other} (--tokens N, --features M, --seed S, --drift, --tensor)"
+            ),
         }
     }
     a
@@ -99,6 +108,13 @@ fn main() {
     let mut b32 = vec![0f32; Stream::<f32, _, Detected>::buffer_len(&phi32, D).unwrap()];
     let mut b64 = vec![0f64; Stream::<f64, _, Detected>::buffer_len(&phi64, D).unwrap()];
     let mut s32 = Stream::new(kern, &phi32, D, &mut b32).unwrap();
+    let performer = favor_tensor::Performer::builder(D)
+        .features(m)
+        .causal(true)
+        .projection_matrix(m, &w32)
+        .build()
+        .unwrap();
+    let mut tensor = performer.stream(1).unwrap();
     let mut s64 = Stream::new(kern, &phi64, D, &mut b64).unwrap();
 
     let mut g = Normals::new(a.seed + 100);
@@ -111,7 +127,12 @@ fn main() {
     let raw = (D as f64).powf(0.25);
 
     println!(
-        "long stream: f32 {} vs f64 (same W, same f32 tokens), d = dv = {D}, m = {m}, {} tokens, {} keys, ring of {RING}",
+        "long stream: f32 {} {} vs f64 (same W, same f32 tokens), d = dv = {D}, m = {m}, {} tokens, {} keys, ring of {RING}",
+        if a.tensor {
+            "favor-tensor Stream"
+        } else {
+            "favor-core Stream"
+        },
         Kernels::<f32>::name(&kern),
         a.tokens,
         if a.drift {
@@ -143,7 +164,14 @@ fn main() {
             v[j] = vs[iv * D + j];
             (q64[j], k64[j], v64[j]) = (q[j].into(), k[j].into(), v[j].into());
         }
-        s32.step(&q, &k, &v, &mut o32).unwrap();
+        if a.tensor {
+            let view = |x| favor_tensor::TensorView::new([1, 1, 1, D], x).unwrap();
+            tensor
+                .step_into(view(&q), view(&k), view(&v), &mut o32)
+                .unwrap();
+        } else {
+            s32.step(&q, &k, &v, &mut o32).unwrap();
+        }
         s64.step(&q64, &k64, &v64, &mut o64).unwrap();
         let (mut num, mut den) = (0f64, 0f64);
         for j in 0..D {
