@@ -107,7 +107,23 @@ pub(crate) fn inputs<T: Float, F: FeatureMap<T>>(
 ) -> Result<()> {
     let aq = rows(fm, "q", q, d)?;
     let ak = rows(fm, "k", k, d)?;
-    sums(fm, aq, ak, v, dv, keys)
+    sums(fm, aq, ak, v, dv, keys).map_err(|e| match e {
+        // The features' bound comes from the largest entry: blame the row holding it.
+        Error::OutOfRange { what: "q", .. } => Error::OutOfRange {
+            what: "q",
+            row: row_of(q, d, aq),
+        },
+        Error::OutOfRange { what: "k", .. } => Error::OutOfRange {
+            what: "k",
+            row: row_of(k, d, ak),
+        },
+        other => other,
+    })
+}
+
+/// The first row of `x` (rows of `d`) holding an entry of magnitude `a`.
+fn row_of<T: Float>(x: &[T], d: usize, a: T) -> usize {
+    x.iter().position(|e| e.abs() == a).unwrap_or(0) / d.max(1)
 }
 
 /// The exact softmax paths: logits `τ·q·k` within a quarter of `T`'s range

@@ -1491,6 +1491,15 @@ fn finite_inputs_never_give_nan() {
             &mut s,
         );
         assert!(matches!(r, Err(Error::OutOfRange { .. })), "{r:?} {o3:?}");
+        // The same over three tokens: the error names the key row that holds the large entry.
+        let s3 = Shape::new(3, 3, 3);
+        let mut k3 = [0.5f32; 9];
+        k3[2 * 3 + 1] = -1e19;
+        let mut o9 = [0f32; 9];
+        let r = causal_chunked(
+            &kern, &relu, &[0.0; 9], &k3, &[4e19; 9], s3, &one, &mut o9, &mut s,
+        );
+        assert_eq!(r, Err(Error::OutOfRange { what: "k", row: 2 }));
         // Exact attention with logits beyond f32.
         q[2 * d + 3] = 3e38;
         let r = softmax_attention(&kern, &q, &kv, &kv, shape, &ExactOptions::default(), &mut o);
