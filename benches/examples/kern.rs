@@ -1,4 +1,5 @@
-//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp`.
+//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp|fold`. `fold` runs the
+//! decode state's rank-RING fold over `HEADS` (default 8) heads' totals, m = 256, dv = 64.
 use favor_core::*;
 use std::time::Instant;
 fn main() {
@@ -14,6 +15,14 @@ fn main() {
     let mut out = vec![0f32; rows * m];
     let mut mx = vec![0f32; rows];
     let mut s = vec![0f32; m * d];
+    // Eight heads' compensated totals and rings (m = 256, dv = 64), for `fold`.
+    let heads: usize = std::env::var("HEADS").map_or(8, |h| h.parse().unwrap());
+    let mut his = vec![vec![0.5f32; m * d + m]; heads];
+    let mut los = vec![vec![0f32; m * d + m]; heads];
+    let keys: Vec<f32> = (0..RING * m).map(|i| ((i % 11) as f32) * 0.01).collect();
+    let vals: Vec<f32> = (0..RING * d)
+        .map(|i| ((i % 5) as f32 - 2.0) * 0.1)
+        .collect();
     let n = 200;
     let mut best = f64::MAX;
     for _ in 0..15 {
@@ -48,6 +57,11 @@ fn main() {
                     m,
                     &mut mx,
                 ),
+                "fold" => {
+                    for (hi, lo) in his.iter_mut().zip(los.iter_mut()) {
+                        k.fold_rank(m, d, hi, lo, &keys, &vals, RING);
+                    }
+                }
                 "tn" => k.gemm_tn(m, d, rows, &x, 256, &wt, d, &mut s, d, true),
                 "nn" => k.gemm_nn(rows, d, m, &x, 256, &s, d, &mut out, d, false),
                 _ => {
@@ -60,7 +74,11 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64() / n as f64);
     }
     let secs = best;
-    let flops = 2.0 * (rows * m * d) as f64;
+    let flops = if which == "fold" {
+        2.0 * (heads * RING * m * d) as f64
+    } else {
+        2.0 * (rows * m * d) as f64
+    };
     println!(
         "{which}: {:.1} us, {:.1} GFLOP/s",
         secs * 1e6,
