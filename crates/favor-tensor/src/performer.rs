@@ -164,25 +164,44 @@ pub(crate) struct Weights {
 }
 
 impl Weights {
+    /// All four buffers of an `n`-element projection, zeroed: allocated before anything is
+    /// computed, so a size beyond the memory available fails at once (drawing a large
+    /// orthogonal W takes minutes).
+    fn alloc(n: usize) -> Result<Self> {
+        // The f64 buffers first: the largest is the one a too-large size fails on.
+        Ok(Self {
+            w64: try_zeros("projection", n)?,
+            wt64: try_zeros("projection", n)?,
+            w32: try_zeros("projection", n)?,
+            wt32: try_zeros("projection", n)?,
+            row_norm: 0.0,
+        })
+    }
+
     /// From an f64 matrix; the f32 copy is its rounding, so exporting it and loading it back
     /// reproduces the same f32 attention bit for bit.
     fn from_f64(w64: Vec<f64>, m: usize, d: usize) -> Result<Self> {
-        let w32 = try_collect("projection", w64.iter().map(|&x| x as f32))?;
-        let mut wt64 = try_zeros("projection", w64.len())?;
-        let mut wt32 = try_zeros("projection", w32.len())?;
-        let row_norm = w64
+        let mut w = Self::alloc(0)?;
+        w.w32 = try_zeros("projection", w64.len())?;
+        w.wt32 = try_zeros("projection", w64.len())?;
+        w.wt64 = try_zeros("projection", w64.len())?;
+        w.w64 = w64;
+        w.complete(m, d)
+    }
+
+    /// Fills the f32 copy, both transposes and the row norm from `w64`.
+    fn complete(mut self, m: usize, d: usize) -> Result<Self> {
+        for (a, &b) in self.w32.iter_mut().zip(&self.w64) {
+            *a = b as f32;
+        }
+        self.row_norm = self
+            .w64
             .chunks_exact(d.max(1))
             .map(crate::range::norm)
             .fold(0.0, f64::max);
-        favor_core::transpose_projection(&w64, m, d, &mut wt64).map_err(setup)?;
-        favor_core::transpose_projection(&w32, m, d, &mut wt32).map_err(setup)?;
-        Ok(Self {
-            w32,
-            wt32,
-            w64,
-            wt64,
-            row_norm,
-        })
+        favor_core::transpose_projection(&self.w64, m, d, &mut self.wt64).map_err(setup)?;
+        favor_core::transpose_projection(&self.w32, m, d, &mut self.wt32).map_err(setup)?;
+        Ok(self)
     }
 
     fn generate(kind: Projection, seed: u64, m: usize, d: usize) -> Result<Self> {
@@ -196,12 +215,10 @@ impl Weights {
                 });
             }
         };
-        let mut w = try_zeros(
-            "projection",
-            alloc::len("projection", favor_core::projection_len(m, d))?,
-        )?;
-        favor_core::projection(kind, seed, m, d, &mut w).map_err(setup)?;
-        Self::from_f64(w, m, d)
+        let n = alloc::len("projection", favor_core::projection_len(m, d))?;
+        let mut w = Self::alloc(n)?;
+        favor_core::projection(kind, seed, m, d, &mut w.w64).map_err(setup)?;
+        w.complete(m, d)
     }
 }
 
