@@ -598,8 +598,9 @@ fn running_out_of_memory_is_one_line_and_exit_2() {
     let d = dir("alloc");
     let out = d.join("o.npy");
     let out = out.to_str().unwrap();
-    // `favor projection`: W in f64 (256 MiB) fits under 350 MB, its f32 copy (128 MiB) does
-    // not. It used to abort in `Weights::from_f64`.
+    // `favor projection`: W in f64 (256 MiB) fits under 350 MB, its f64 transpose (256 MiB
+    // more) does not; all four buffers of W are allocated before it is drawn, so this fails
+    // at once. It used to abort in `Weights::from_f64`.
     let args = [
         "projection",
         "--features",
@@ -614,7 +615,7 @@ fn running_out_of_memory_is_one_line_and_exit_2() {
     let e = exit_2(favor_limited(350_000, None, &args), &args);
     assert_eq!(
         e.trim_end(),
-        "favor: projection: cannot allocate 128.00 MiB (134217728 bytes): out of memory"
+        "favor: projection: cannot allocate 256.00 MiB (268435456 bytes): out of memory"
     );
     // `favor run` with m = 10^6 features and d = 1: W takes 24 MB, the attention scratch
     // about 1 GB (0.5 GB causal). It used to abort in `HeadIo::attend`.
