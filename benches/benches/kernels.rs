@@ -6,8 +6,10 @@
 //! Throughput, per group:
 //! - GEMMs, `project` and the feature maps: elements = FLOPs (2·m·n·k; for the maps, the
 //!   projection's 2·rows·m·d), so `elem/s` compares with the `roof` group of `workloads`;
-//! - `state_step`: the fold that settles the decode state's sums (the bytes of the total and
-//!   its compensation read and written); the decode step itself is in `workloads`;
+//! - `prefix_state`: the decode state's kernels — `fold` (TwoSum settling the sums: the bytes
+//!   of the total and its compensation read and written), `fold_rank` (a full ring folded in:
+//!   FLOPs, 2·RING·(m·dv + m)) and `ring_query` (one query over the total and a full ring:
+//!   FLOPs, 2·(m·dv + m + RING·(m + dv))); the decode step itself is in `workloads`;
 //! - elementwise (`exp_shift`, `sin_cos`, `activation`): elements written. Each row is first
 //!   copied from an untouched source block (so every call sees the same data), and the copy
 //!   of 1 KiB per row is part of the time;
@@ -132,11 +134,15 @@ fn gemm(c: &mut Criterion) {
     g.finish();
 }
 
-fn state_step(c: &mut Criterion) {
-    // The prefix state's compensated total `[S | z]` and its compensation.
+fn prefix_state(c: &mut Criterion) {
+    // The prefix state's compensated total `[S | z]`, its compensation, a full ring, a query.
     let mut hi = data(M * D + M, 5, 0.1);
     let mut lo = data(M * D + M, 6, 1e-3);
-    let mut g = c.benchmark_group("state_step");
+    let keys = data(RING * M, 7, 0.1);
+    let values = data(RING * D, 8, 1.0);
+    let q = data(M, 9, 0.1);
+    let mut out = vec![0f32; D];
+    let mut g = c.benchmark_group("prefix_state");
     // The settling of a ring's (or chunk's) sums into the total: TwoSum over both parts.
     g.throughput(Throughput::Bytes(
         4 * ((M * D + M) * size_of::<f32>()) as u64,
@@ -144,6 +150,20 @@ fn state_step(c: &mut Criterion) {
     for k in backends() {
         g.bench_function(BenchmarkId::new(name(&k), "fold_m256_dv64"), |b| {
             b.iter(|| k.fold(&mut hi, black_box(&mut lo)))
+        });
+    }
+    g.throughput(Throughput::Elements((2 * RING * (M * D + M)) as u64));
+    for k in backends() {
+        g.bench_function(BenchmarkId::new(name(&k), "fold_rank_m256_dv64"), |b| {
+            b.iter(|| k.fold_rank(M, D, &mut hi, black_box(&mut lo), &keys, &values, RING))
+        });
+    }
+    g.throughput(Throughput::Elements(
+        (2 * (M * D + M + RING * (M + D))) as u64,
+    ));
+    for k in backends() {
+        g.bench_function(BenchmarkId::new(name(&k), "ring_query_m256_dv64"), |b| {
+            b.iter(|| k.ring_query(M, D, black_box(&hi), &keys, &values, RING, &q, &mut out))
         });
     }
     g.finish();
@@ -303,6 +323,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(500));
-    targets = gemm, state_step, elementwise, blas1, feature_maps
+    targets = gemm, prefix_state, elementwise, blas1, feature_maps
 }
 criterion_main!(benches);

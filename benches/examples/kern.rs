@@ -1,5 +1,6 @@
-//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp|fold`. `fold` runs the
-//! decode state's rank-RING fold over `HEADS` (default 8) heads' totals, m = 256, dv = 64.
+//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp|fold_rank`.
+//! `fold_rank` runs the decode state's rank-RING fold over `HEADS` (default 8) heads'
+//! totals, m = 256, dv = 64.
 use favor_core::*;
 use std::time::Instant;
 fn main() {
@@ -15,7 +16,7 @@ fn main() {
     let mut out = vec![0f32; rows * m];
     let mut mx = vec![0f32; rows];
     let mut s = vec![0f32; m * d];
-    // Eight heads' compensated totals and rings (m = 256, dv = 64), for `fold`.
+    // Eight heads' compensated totals and rings (m = 256, dv = 64), for `fold_rank`.
     let heads: usize = std::env::var("HEADS").map_or(8, |h| h.parse().unwrap());
     let mut his = vec![vec![0.5f32; m * d + m]; heads];
     let mut los = vec![vec![0f32; m * d + m]; heads];
@@ -57,7 +58,7 @@ fn main() {
                     m,
                     &mut mx,
                 ),
-                "fold" => {
+                "fold_rank" => {
                     for (hi, lo) in his.iter_mut().zip(los.iter_mut()) {
                         k.fold_rank(m, d, hi, lo, &keys, &vals, RING);
                     }
@@ -74,7 +75,7 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64() / n as f64);
     }
     let secs = best;
-    let flops = if which == "fold" {
+    let flops = if which == "fold_rank" {
         2.0 * (heads * RING * m * d) as f64
     } else {
         2.0 * (rows * m * d) as f64

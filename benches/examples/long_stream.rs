@@ -108,13 +108,15 @@ fn main() {
     let mut b32 = vec![0f32; Stream::<f32, _, Detected>::buffer_len(&phi32, D).unwrap()];
     let mut b64 = vec![0f64; Stream::<f64, _, Detected>::buffer_len(&phi64, D).unwrap()];
     let mut s32 = Stream::new(kern, &phi32, D, &mut b32).unwrap();
-    let performer = favor_tensor::Performer::builder(D)
-        .features(m)
-        .causal(true)
-        .projection_matrix(m, &w32)
-        .build()
-        .unwrap();
-    let mut tensor = performer.stream(1).unwrap();
+    let performer = a.tensor.then(|| {
+        favor_tensor::Performer::builder(D)
+            .features(m)
+            .causal(true)
+            .projection_matrix(m, &w32)
+            .build()
+            .unwrap()
+    });
+    let mut tensor = performer.as_ref().map(|p| p.stream(1).unwrap());
     let mut s64 = Stream::new(kern, &phi64, D, &mut b64).unwrap();
 
     let mut g = Normals::new(a.seed + 100);
@@ -164,11 +166,9 @@ fn main() {
             v[j] = vs[iv * D + j];
             (q64[j], k64[j], v64[j]) = (q[j].into(), k[j].into(), v[j].into());
         }
-        if a.tensor {
+        if let Some(t) = tensor.as_mut() {
             let view = |x| favor_tensor::TensorView::new([1, 1, 1, D], x).unwrap();
-            tensor
-                .step_into(view(&q), view(&k), view(&v), &mut o32)
-                .unwrap();
+            t.step_into(view(&q), view(&k), view(&v), &mut o32).unwrap();
         } else {
             s32.step(&q, &k, &v, &mut o32).unwrap();
         }

@@ -44,31 +44,16 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// `"{what}: cannot allocate 1.50 GiB (1610612736 bytes): out of memory"`, the wording of
-/// favor-tensor's `Error::Alloc`; `bytes` is `None` when the size overflows `usize`.
-pub fn cannot_allocate(what: &str, bytes: Option<usize>) -> String {
-    let Some(n) = bytes else {
-        return format!(
-            "{what}: cannot allocate: the size overflows this platform's address space"
-        );
-    };
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let (mut x, mut unit) = (n as f64, 0);
-    while x >= 1024.0 && unit + 1 < UNITS.len() {
-        x /= 1024.0;
-        unit += 1;
-    }
-    let human = if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{x:.2} {}", UNITS[unit])
-    };
-    format!("{what}: cannot allocate {human} ({n} bytes): out of memory")
+/// `"{what}: cannot allocate 1.50 GiB (1610612736 bytes): out of memory"`: favor-tensor's
+/// `Error::Alloc`, so the library and the binary word it alike; `bytes` is `None` when the
+/// size overflows `usize`.
+pub fn cannot_allocate(what: &'static str, bytes: Option<usize>) -> String {
+    favor_tensor::Error::Alloc { what, bytes }.to_string()
 }
 
 /// The product of `dims`: how many elements a buffer for `what` needs, or exit status 2
 /// when that overflows `usize`.
-pub fn elements(what: &str, dims: &[usize]) -> CliResult<usize> {
+pub fn elements(what: &'static str, dims: &[usize]) -> CliResult<usize> {
     dims.iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(|| CliError::input(cannot_allocate(what, None)))
@@ -76,19 +61,19 @@ pub fn elements(what: &str, dims: &[usize]) -> CliResult<usize> {
 
 /// `n` copies of `value`, reserved fallibly: sizes that come from the command line or an
 /// input file end in exit status 2 and one line naming `what`, not in an abort.
-pub fn try_filled<T: Clone>(what: &str, n: usize, value: T) -> CliResult<Vec<T>> {
+pub fn try_filled<T: Clone>(what: &'static str, n: usize, value: T) -> CliResult<Vec<T>> {
     let mut v = try_with_capacity(what, n)?;
     v.resize(n, value);
     Ok(v)
 }
 
 /// `n` zeros; see [`try_filled`].
-pub fn try_zeros<T: Clone + Default>(what: &str, n: usize) -> CliResult<Vec<T>> {
+pub fn try_zeros<T: Clone + Default>(what: &'static str, n: usize) -> CliResult<Vec<T>> {
     try_filled(what, n, T::default())
 }
 
 /// An empty vector with room for `n` elements; see [`try_filled`].
-pub fn try_with_capacity<T>(what: &str, n: usize) -> CliResult<Vec<T>> {
+pub fn try_with_capacity<T>(what: &'static str, n: usize) -> CliResult<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)
         .map_err(|_| CliError::input(cannot_allocate(what, n.checked_mul(size_of::<T>()))))?;
@@ -96,7 +81,10 @@ pub fn try_with_capacity<T>(what: &str, n: usize) -> CliResult<Vec<T>> {
 }
 
 /// The items of an iterator of known length; see [`try_filled`].
-pub fn try_collect<T>(what: &str, items: impl ExactSizeIterator<Item = T>) -> CliResult<Vec<T>> {
+pub fn try_collect<T>(
+    what: &'static str,
+    items: impl ExactSizeIterator<Item = T>,
+) -> CliResult<Vec<T>> {
     let mut v = try_with_capacity(what, items.len())?;
     v.extend(items);
     Ok(v)

@@ -272,7 +272,7 @@ pub fn projection_seed(s: usize, kernel: Kernel, proj: Projection, m: usize) -> 
 /// `rows` rows of dimension d: Gaussian directions from `normals`, each rescaled to norm r.
 /// `what` names them if they do not fit in memory.
 fn rows_of_norm(
-    what: &str,
+    what: &'static str,
     normals: &mut Normals,
     rows: usize,
     d: usize,

@@ -375,12 +375,18 @@ fn read_elements<T: bytemuck::Pod>(
     Ok(v)
 }
 
-/// `n` copies of `value`, or [`NpyError::Alloc`].
-fn try_filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>, NpyError> {
+/// An empty vector with room for `n` elements, or [`NpyError::Alloc`].
+fn try_with_capacity<T>(n: usize) -> Result<Vec<T>, NpyError> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| NpyError::Alloc {
         bytes: n.checked_mul(size_of::<T>()),
     })?;
+    Ok(v)
+}
+
+/// `n` copies of `value`, or [`NpyError::Alloc`].
+fn try_filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>, NpyError> {
+    let mut v = try_with_capacity(n)?;
     v.resize(n, value);
     Ok(v)
 }
@@ -782,11 +788,7 @@ fn excerpt(s: &str) -> String {
 /// Reorders column-major `src` into row-major. `src` holds exactly the elements `shape`
 /// implies, which the caller has already made sure of.
 fn fortran_to_c<T: Copy>(src: &[T], shape: &[usize]) -> Result<Vec<T>, NpyError> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(src.len())
-        .map_err(|_| NpyError::Alloc {
-            bytes: Some(size_of_val(src)),
-        })?;
+    let mut out = try_with_capacity(src.len())?;
     // With at most one axis longer than 1, both orders lay the elements out identically.
     if src.is_empty() || shape.iter().filter(|&&d| d > 1).count() <= 1 {
         out.extend_from_slice(src);

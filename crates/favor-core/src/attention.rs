@@ -363,6 +363,8 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let run = take(&mut buf, cmax);
     let den = take(&mut buf, cmax);
     let remap = take(&mut buf, 2 * m);
+    // A stream's ring of recent keys goes into the total first; chunks never refill it.
+    state.flush(kernels);
 
     for start in (0..shape.keys).step_by(cmax) {
         let c = cmax.min(shape.keys - start);
@@ -408,9 +410,8 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         kernels.gemm_tril_nn(c, dv, tile, cmax, vc, dv, oc, dv, false);
 
         // Contribution of everything before the chunk, at each query's scale, from the
-        // total (one GEMM: a stream's ring of recent keys is folded in first).
+        // total (one GEMM).
         if state.log_scale() != T::neg_infinity() {
-            state.flush(kernels);
             for i in 0..c {
                 let f = rescale_factor(state.log_scale(), run[i]);
                 kernels.scale(f, &mut qf[i * m..(i + 1) * m]);

@@ -205,11 +205,7 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
         values: &[T],
         r: usize,
     ) {
-        let (s, z) = lo[..m * dv + m].split_at_mut(m * dv);
-        self.gemm_tn(m, dv, r, keys, m, values, dv, s, dv, true);
-        for b in 0..r {
-            self.axpy(T::one(), &keys[b * m..(b + 1) * m], z);
-        }
+        crate::state::add_block(self, lo, keys, values, r, m, dv);
         self.fold(&mut hi[..m * dv + m], &mut lo[..m * dv + m]);
     }
 

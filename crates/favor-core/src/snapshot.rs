@@ -80,7 +80,6 @@ struct Decoded<'b, T> {
     ring: usize,
     /// Total, compensation, ring keys, ring values as bytes (version 1: the total only).
     parts: [&'b [u8]; 4],
-    _t: core::marker::PhantomData<T>,
 }
 
 impl<T: Float> Decoded<'_, T> {
@@ -186,7 +185,6 @@ fn decode<'b, T: Float, F: FeatureMap<T>>(
         log_scale: T::from_f64(f64::from_bits(u64_at(48))),
         ring,
         parts,
-        _t: core::marker::PhantomData,
     })
 }
 

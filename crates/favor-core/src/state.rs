@@ -547,7 +547,7 @@ pub(crate) fn underflowed<T: Float>(den: T) -> bool {
 
 /// `sums += [Kᵀ V | Kᵀ 1]` for `rows` key rows `k` (rows×m) and value rows `v` (rows×dv), into
 /// a copy of the sums (S, m×dv, then z, m).
-fn add_block<T: Float, K: Kernels<T>>(
+pub(crate) fn add_block<T: Float, K: Kernels<T>>(
     kernels: &K,
     sums: &mut [T],
     k: &[T],

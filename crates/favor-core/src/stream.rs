@@ -235,11 +235,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         // The token's own largest entries, as `step` would see them (checked finite and
         // within range when it was mapped).
         let d = self.fm.input_dim();
-        let largest = |row: &[T]| row.iter().fold(T::zero(), |a, x| a.max(x.abs()));
-        let (ak, aq) = (
-            largest(&mapped.rows[2 * i * d..(2 * i + 1) * d]),
-            largest(&mapped.rows[(2 * i + 1) * d..(2 * i + 2) * d]),
-        );
+        let ak = check::max_abs("k", &mapped.rows[2 * i * d..(2 * i + 1) * d], d)?;
+        let aq = check::max_abs("q", &mapped.rows[(2 * i + 1) * d..(2 * i + 2) * d], d)?;
         range::sums(self.fm, aq, ak, v, dv, self.next_keys(1))?;
         let kf = &mapped.feats[2 * i * m..(2 * i + 1) * m];
         let qf = &mapped.feats[(2 * i + 1) * m..2 * (i + 1) * m];

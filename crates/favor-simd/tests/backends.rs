@@ -810,6 +810,137 @@ fn fold_every_backend() {
     all_backends!(check_fold::<f64, _>);
 }
 
+/// Shapes of the decode-state kernels: features m and value widths dv off every register
+/// block (R rows of four vectors) and lane count, and ring fills from empty to full.
+fn ring_shapes() -> impl Iterator<Item = (usize, usize, usize)> {
+    [1, 3, 5, 17, 40, 67].into_iter().flat_map(|m| {
+        [1, 7, 16, 33, 64, 70]
+            .into_iter()
+            .flat_map(move |dv| [0, 1, 5, RING].into_iter().map(move |r| (m, dv, r)))
+    })
+}
+
+/// `ring_query` against the exact f64 sums: `out = qᵀS + Σ_b (q·k_b) v_b`, returning
+/// `q·z + Σ_b q·k_b`, within the rounding of a dot product of `2m + r` terms (each score is
+/// itself a dot of m terms) relative to the sum of the terms' magnitudes.
+fn check_ring_query<T: Float, K: Kernels<T>>(kern: K) {
+    for (m, dv, r) in ring_shapes() {
+        let seed = (m * 1000 + dv * 10 + r) as u64;
+        let hi: Vec<T> = data(seed, m * dv + m, 1.0);
+        let keys: Vec<T> = data(seed + 1, RING * m, 1.0);
+        let values: Vec<T> = data(seed + 2, RING * dv, 1.0);
+        let q: Vec<T> = data(seed + 3, m, 1.0);
+        let mut out = vec![T::zero(); dv];
+        let den = kern.ring_query(m, dv, &hi, &keys, &values, r, &q, &mut out);
+        let f = |x: T| x.to_f64();
+        let score = |b: usize| -> (f64, f64) {
+            let k = &keys[b * m..(b + 1) * m];
+            let exact = q.iter().zip(k).map(|(a, c)| f(*a) * f(*c)).sum::<f64>();
+            let mag = q
+                .iter()
+                .zip(k)
+                .map(|(a, c)| (f(*a) * f(*c)).abs())
+                .sum::<f64>();
+            (exact, mag)
+        };
+        let bound = gamma::<T>(2 * m + r + 2);
+        for j in 0..dv {
+            let (mut exact, mut mag) = (0.0, 0.0);
+            for i in 0..m {
+                exact += f(q[i]) * f(hi[i * dv + j]);
+                mag += (f(q[i]) * f(hi[i * dv + j])).abs();
+            }
+            for b in 0..r {
+                let (s, sm) = score(b);
+                exact += s * f(values[b * dv + j]);
+                mag += sm * f(values[b * dv + j]).abs();
+            }
+            let err = (f(out[j]) - exact).abs();
+            assert!(
+                err <= bound * mag,
+                "{} ring_query m={m} dv={dv} r={r} j={j}: {err:e} > {:e}",
+                kern.name(),
+                bound * mag
+            );
+        }
+        let z = &hi[m * dv..];
+        let (mut exact, mut mag) = (0.0, 0.0);
+        for i in 0..m {
+            exact += f(q[i]) * f(z[i]);
+            mag += (f(q[i]) * f(z[i])).abs();
+        }
+        for b in 0..r {
+            let (s, sm) = score(b);
+            exact += s;
+            mag += sm;
+        }
+        let err = (f(den) - exact).abs();
+        assert!(
+            err <= bound * mag,
+            "{} ring_query den m={m} dv={dv} r={r}",
+            kern.name()
+        );
+    }
+}
+
+/// `fold_rank` against the exact f64 sums: afterwards `hi + lo` is the old `hi + lo` plus
+/// `Σ_b k_b vᵦᵀ` (S) and `Σ_b k_b` (z) up to the rounding of the r-term sum and its one
+/// addition to `lo` (TwoSum then moves it into `hi` exactly), and `lo` is settled.
+fn check_fold_rank<T: Float, K: Kernels<T>>(kern: K) {
+    for (m, dv, r) in ring_shapes() {
+        let seed = (m * 1000 + dv * 10 + r) as u64 + 7;
+        let hi0: Vec<T> = data(seed, m * dv + m, 1.0);
+        let lo0: Vec<T> = data(seed + 1, m * dv + m, 1e-7);
+        let keys: Vec<T> = data(seed + 2, RING * m, 1.0);
+        let values: Vec<T> = data(seed + 3, RING * dv, 1.0);
+        let (mut hi, mut lo) = (hi0.clone(), lo0.clone());
+        kern.fold_rank(m, dv, &mut hi, &mut lo, &keys, &values, r);
+        let f = |x: T| x.to_f64();
+        let bound = gamma::<T>(r + 1);
+        for at in 0..m * dv + m {
+            let terms: Vec<f64> = (0..r)
+                .map(|b| {
+                    if at < m * dv {
+                        let (i, j) = (at / dv, at % dv);
+                        f(keys[b * m + i]) * f(values[b * dv + j])
+                    } else {
+                        f(keys[b * m + at - m * dv])
+                    }
+                })
+                .collect();
+            let exact = f(hi0[at]) + f(lo0[at]) + terms.iter().sum::<f64>();
+            let mag = terms.iter().map(|t| t.abs()).sum::<f64>() + f(lo0[at]).abs();
+            let err = (f(hi[at]) + f(lo[at]) - exact).abs();
+            // The oracle's own rounding in f64 (negligible next to f32's bound; for f64 it
+            // is the size of hi's last bit).
+            let oracle = 4.0 * f64::EPSILON * (f(hi0[at]).abs() + f(hi[at]).abs() + mag);
+            assert!(
+                err <= bound * mag + oracle,
+                "{} fold_rank m={m} dv={dv} r={r} at={at}: {err:e} > {:e}",
+                kern.name(),
+                bound * mag + oracle
+            );
+            assert!(
+                f(lo[at]).abs() <= f(hi[at]).abs() * unit::<T>(),
+                "{} fold_rank m={m} dv={dv} r={r} at={at}: lo not settled",
+                kern.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn ring_query_every_backend() {
+    all_backends!(check_ring_query::<f32, _>);
+    all_backends!(check_ring_query::<f64, _>);
+}
+
+#[test]
+fn fold_rank_every_backend() {
+    all_backends!(check_fold_rank::<f32, _>);
+    all_backends!(check_fold_rank::<f64, _>);
+}
+
 /// Regression: a stride so large that `rows · stride` wraps `usize` once passed the
 /// microkernel's bounds check and read out of bounds (a segfault from safe code). It must be
 /// a panic — the `Kernels` contract for violated preconditions — on every backend.

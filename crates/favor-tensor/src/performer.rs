@@ -181,12 +181,15 @@ impl Weights {
     /// From an f64 matrix; the f32 copy is its rounding, so exporting it and loading it back
     /// reproduces the same f32 attention bit for bit.
     fn from_f64(w64: Vec<f64>, m: usize, d: usize) -> Result<Self> {
-        let mut w = Self::alloc(0)?;
-        w.w32 = try_zeros("projection", w64.len())?;
-        w.wt32 = try_zeros("projection", w64.len())?;
-        w.wt64 = try_zeros("projection", w64.len())?;
-        w.w64 = w64;
-        w.complete(m, d)
+        let n = w64.len();
+        Self {
+            wt64: try_zeros("projection", n)?,
+            w32: try_zeros("projection", n)?,
+            wt32: try_zeros("projection", n)?,
+            w64,
+            row_norm: 0.0,
+        }
+        .complete(m, d)
     }
 
     /// Fills the f32 copy, both transposes and the row norm from `w64`.

@@ -586,35 +586,6 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             head: i % cfg.heads,
             source,
         };
-        // A prefill (steps map every head at once, below). Chunks longer than the call would
-        // only size scratch for absent rows.
-        let chunk = cfg.chunk.min(len);
-        let sizes = PrefillSizes {
-            input: len * cfg.dim,
-            values: len * dv,
-            scratch: crate::alloc::len("prefill scratch", favor_core::chunk_scratch_len(m, chunk))?,
-        };
-        let one = |i: usize,
-                   h: &mut HeadState<T>,
-                   out: &mut [f32],
-                   bufs: &mut PrefillBuffers<T>| {
-            let (b, hd) = (i / cfg.heads, i % cfg.heads);
-            let q = widen(io.q.head(b, hd), &mut bufs.q)?;
-            let k = widen(io.k.head(b, hd), &mut bufs.k)?;
-            let v = widen(io.v.head(b, hd), &mut bufs.v)?;
-            let out_t = narrow_target(out, &mut bufs.out)?;
-            let scratch = &mut bufs.scratch;
-            let mut s =
-                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)
-                    .map_err(|e| core(i, e))?;
-            s.prefill(q, k, v, len, chunk, out_t, scratch)
-                .map_err(|e| core(i, e))?;
-            let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
-            h.tokens = tokens;
-            h.log_scale = log_scale;
-            narrow_back(&bufs.out, out);
-            Ok(())
-        };
         if io.step {
             // Every head shares the one projection: map all keys and queries in one GEMM (W
             // read once per token, not once per head), then step each head's state. A step
@@ -658,6 +629,34 @@ impl<E: Element, T: Real> BackendOp<T> for Run<'_, '_, '_, '_, E, T> {
             }
             return Ok(());
         }
+        // A prefill. Chunks longer than the call would only size scratch for absent rows.
+        let chunk = cfg.chunk.min(len);
+        let sizes = PrefillSizes {
+            input: len * cfg.dim,
+            values: len * dv,
+            scratch: crate::alloc::len("prefill scratch", favor_core::chunk_scratch_len(m, chunk))?,
+        };
+        let one = |i: usize,
+                   h: &mut HeadState<T>,
+                   out: &mut [f32],
+                   bufs: &mut PrefillBuffers<T>| {
+            let (b, hd) = (i / cfg.heads, i % cfg.heads);
+            let q = widen(io.q.head(b, hd), &mut bufs.q)?;
+            let k = widen(io.k.head(b, hd), &mut bufs.k)?;
+            let v = widen(io.v.head(b, hd), &mut bufs.v)?;
+            let out_t = narrow_target(out, &mut bufs.out)?;
+            let scratch = &mut bufs.scratch;
+            let mut s =
+                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)
+                    .map_err(|e| core(i, e))?;
+            s.prefill(q, k, v, len, chunk, out_t, scratch)
+                .map_err(|e| core(i, e))?;
+            let (tokens, log_scale) = (s.tokens(), s.state().log_scale());
+            h.tokens = tokens;
+            h.log_scale = log_scale;
+            narrow_back(&bufs.out, out);
+            Ok(())
+        };
         // Every buffer the heads need is allocated before the first head changes, so that
         // running out of memory leaves the stream as it was: one set per head that can run
         // at once.
