@@ -109,12 +109,11 @@ pub fn check_writable(path: &Path) -> CliResult<()> {
 /// A [`render_png`](crate::plot::render_png) error for `path`: exit 2 when the image could
 /// not be written (a full disk: the path itself was checked up front), 1 when the plotting
 /// itself failed.
-pub fn plot_error(path: &Path, e: String) -> CliError {
+pub fn plot_error(path: &Path, e: crate::plot::PlotError) -> CliError {
     let line = format!("{}: {e}", path.display());
-    if e.starts_with("cannot write") {
-        CliError::input(line)
-    } else {
-        CliError::failure(line)
+    match e {
+        crate::plot::PlotError::Write(_) => CliError::input(line),
+        crate::plot::PlotError::Draw(_) => CliError::failure(line),
     }
 }
 

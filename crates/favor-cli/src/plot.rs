@@ -72,10 +72,26 @@ pub fn default_size(n_panels: usize) -> (u32, u32) {
     )
 }
 
+/// Why a figure was not written; each is one line of text (the CLI prefixes the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlotError {
+    /// The image file could not be created or put in place (a full disk, a missing
+    /// directory): the CLI treats it as any output it cannot write.
+    Write(String),
+    /// Drawing itself failed (the font, the plotting library).
+    Draw(String),
+}
+
+impl std::fmt::Display for PlotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlotError::Write(s) | PlotError::Draw(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Draws `panels` side by side under `title` and writes a PNG to `path`.
-///
-/// Errors are one line of text (the CLI prefixes the path).
-pub fn render_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
+pub fn render_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PlotError> {
     let (width, height) = default_size(panels.len());
     render_png_with_size(path, title, panels, width, height)
 }
@@ -92,20 +108,20 @@ pub fn render_png_with_size(
     panels: &[Panel],
     width: u32,
     height: u32,
-) -> Result<(), String> {
-    ensure_font()?;
+) -> Result<(), PlotError> {
+    ensure_font().map_err(PlotError::Draw)?;
     let size = (
         width.clamp(MIN_SIDE, MAX_SIDE),
         height.clamp(MIN_SIDE, MAX_SIDE),
     );
     let tmp = temp_sibling(path);
     // Creating the file first gives a plain I/O message; plotters' own errors are Debug dumps.
-    std::fs::File::create(&tmp).map_err(|e| format!("cannot write the image: {e}"))?;
+    let unwritable = |e: std::io::Error| PlotError::Write(format!("cannot write the image: {e}"));
+    std::fs::File::create(&tmp).map_err(unwritable)?;
     let drawn = catch_unwind(AssertUnwindSafe(|| draw_figure(&tmp, title, panels, size)))
-        .unwrap_or_else(|_| Err("the plotting library failed unexpectedly".to_string()));
-    let result = drawn.and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write the image: {e}"))
-    });
+        .unwrap_or_else(|_| Err("the plotting library failed unexpectedly".to_string()))
+        .map_err(PlotError::Draw);
+    let result = drawn.and_then(|()| std::fs::rename(&tmp, path).map_err(unwritable));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -1130,6 +1146,8 @@ mod tests {
         let dir = temp_png("no-such-dir");
         let path = dir.join("sub").join("figure.png");
         let err = render_png(&path, "t", &sample_panels()).expect_err("must fail");
+        assert!(matches!(err, PlotError::Write(_)), "{err:?}");
+        let err = err.to_string();
         assert!(!err.contains('\n'), "one line: {err}");
         assert!(!err.is_empty());
         assert!(!path.exists());
