@@ -113,7 +113,7 @@ fn f16_input(c: &mut Criterion) {
     let (q32, k32, v32) = (widen(&q16), widen(&k16), widen(&v16));
     drop(hs);
     let shape = [1, HEADS, len, DIM];
-    let mut performer = Performer::builder(DIM)
+    let performer = Performer::builder(DIM)
         .heads(HEADS)
         .features(FEATURES)
         .parallel(false)

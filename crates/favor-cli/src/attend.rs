@@ -414,7 +414,7 @@ pub fn run(mut args: Args) -> CliResult<()> {
         }
         b = b.projection_matrix(rows, &w.to_f64().map_err(|e| in_file(path, e))?);
     }
-    let mut attn = b.build().map_err(|e| {
+    let attn = b.build().map_err(|e| {
         let e = CliError::input(e.to_string());
         match &matrix {
             Some(p) => in_file(p, e),
@@ -518,5 +518,5 @@ pub fn projection(mut args: Args) -> CliResult<()> {
         .seed(seed)
         .build()
         .map_err(|e| CliError::input(e.to_string()))?;
-    out.write(&[m, d], attn.projection_f32())
+    out.write(&[m, d], attn.weights().f32())
 }

@@ -1246,7 +1246,7 @@ fn own_memory(key: &str) -> CliResult<u64> {
 pub fn memory_probe(p: MemoryProbe) -> CliResult<MemoryMeasurement> {
     let baseline = own_memory("VmRSS")?;
     let fail = |e: favor_tensor::Error| CliError::failure(format!("memory probe {p}: {e}"));
-    let mut performer = Performer::builder(DIM)
+    let performer = Performer::builder(DIM)
         .heads(HEADS)
         .features(FEATURES)
         .causal(p.workload != MemoryWorkload::Bidir)

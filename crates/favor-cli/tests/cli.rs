@@ -110,7 +110,7 @@ fn run_equals_the_library() {
             read(Path::new(&v)).1,
         );
         let view = |x| TensorView::new([1, 1, L, D], x).unwrap();
-        let mut p = Performer::builder(D)
+        let p = Performer::builder(D)
             .features(32)
             .seed(9)
             .causal(causal)

@@ -15,8 +15,8 @@
 //! For f32 and the softmax kernel that means rows of norm up to ~10¹⁹ and values up to
 //! ~10³⁸ / (M·L): far beyond anything a trained model produces, but not unbounded.
 
+use crate::config::{Config, Kernel, Precision};
 use crate::error::{Error, Result};
-use crate::performer::{Config, Kernel, Precision};
 use crate::tensor::{Element, TensorView};
 
 /// Largest |row| and |element| of one tensor, after checking every element is finite in the
@@ -32,9 +32,9 @@ pub(crate) fn scan<E: Element>(
     t: &TensorView<'_, E>,
     precision: Precision,
 ) -> Result<Stats> {
-    let [_, heads, l, width] = t.shape();
+    let [_, heads, l, _] = t.shape();
     let (mut max_norm, mut max_abs) = (0f64, 0f64);
-    for (row, x) in t.data().chunks_exact(width.max(1)).enumerate() {
+    for (row, x) in t.rows().enumerate() {
         let mut sq = 0f64;
         for (column, &e) in x.iter().enumerate() {
             let wide = e.to_f64();

@@ -14,6 +14,8 @@ pub trait Element: bytemuck::Pod + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// Rounds an f32 to this type (to nearest, ties to even; overflow gives ±∞).
     fn from_f32(x: f32) -> Self;
+    /// Rounds an f64 to this type (to nearest, ties to even; overflow gives ±∞).
+    fn from_f64(x: f64) -> Self;
     /// Converts a slice into `dst` (same length) as [`to_f32`](Self::to_f32) would; f16 and
     /// bf16 use `half`'s vectorised (F16C where available) slice conversion.
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
@@ -33,6 +35,9 @@ impl Element for f32 {
     fn from_f32(x: f32) -> Self {
         x
     }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
 }
 
 impl Element for f64 {
@@ -44,6 +49,9 @@ impl Element for f64 {
     }
     fn from_f32(x: f32) -> Self {
         f64::from(x)
+    }
+    fn from_f64(x: f64) -> Self {
+        x
     }
 }
 
@@ -60,6 +68,9 @@ impl Element for f16 {
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
+    fn from_f64(x: f64) -> Self {
+        f16::from_f64(x)
+    }
 }
 
 impl Element for bf16 {
@@ -75,6 +86,9 @@ impl Element for bf16 {
     fn from_f32(x: f32) -> Self {
         bf16::from_f32(x)
     }
+    fn from_f64(x: f64) -> Self {
+        bf16::from_f64(x)
+    }
 }
 
 /// Elements of a `[batch, heads, seq, dim]` shape, or an error naming the tensor.
@@ -85,8 +99,65 @@ pub(crate) fn element_count(tensor: &'static str, shape: [usize; 4]) -> Result<u
         .ok_or_else(|| Error::Config(format!("{tensor}: shape {shape:?} overflows usize")))
 }
 
-/// A borrowed, row-major `[batch, heads, seq, dim]` tensor of any [`Element`]: what
-/// [`Performer::forward`](crate::Performer::forward) reads. Zero-copy over the caller's slice.
+/// Element strides of a row-major `[batch, heads, seq, dim]` layout of `shape`.
+fn contiguous_strides(shape: [usize; 4]) -> [usize; 4] {
+    let [_, h, l, d] = shape;
+    [h * l * d, l * d, d, 1]
+}
+
+/// Checks that `strides` over `shape` stay inside `len` elements, that a row (the `dim`
+/// axis) is contiguous, and, for a view written through (`exclusive`), that no two indices
+/// share an element.
+fn check_layout(
+    tensor: &'static str,
+    shape: [usize; 4],
+    strides: [usize; 4],
+    len: usize,
+    exclusive: bool,
+) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::Config(format!(
+            "{tensor}: shape {shape:?} with strides {strides:?} over {len} elements: {why}"
+        )))
+    };
+    if shape[3] > 1 && strides[3] != 1 {
+        return bad("the dim axis must have stride 1 (rows are read as slices)".into());
+    }
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    // The largest offset, in u128: huge strides must not wrap around to a small one.
+    let last: u128 = shape
+        .iter()
+        .zip(strides)
+        .map(|(&n, s)| (n as u128 - 1) * s as u128)
+        .sum();
+    if last >= len as u128 {
+        return bad(format!("the last element is at {last}, beyond the data"));
+    }
+    if exclusive {
+        // Axes by increasing stride: each stride must clear everything the smaller ones span.
+        let mut axes: Vec<(usize, usize)> = (0..4)
+            .filter(|&a| shape[a] > 1)
+            .map(|a| (strides[a], shape[a]))
+            .collect();
+        axes.sort_unstable();
+        let mut span = 1usize;
+        for (stride, n) in axes {
+            if stride < span {
+                return bad("two indices share an element (overlapping strides)".into());
+            }
+            span += (n - 1) * stride;
+        }
+    }
+    Ok(())
+}
+
+/// A borrowed `[batch, heads, seq, dim]` tensor of any [`Element`]: what
+/// [`Performer::forward`](crate::Performer::forward) reads. Zero-copy over the caller's
+/// slice, row-major by default or with explicit element strides (rows, the `dim` axis, must
+/// be contiguous), so that a runtime's `[batch, seq, heads, dim]` memory is read in place
+/// ([`from_bshd`](Self::from_bshd)).
 ///
 /// ```
 /// use favor_tensor::TensorView;
@@ -94,15 +165,21 @@ pub(crate) fn element_count(tensor: &'static str, shape: [usize; 4]) -> Result<u
 /// let v = TensorView::new([1, 2, 3, 4], &data).unwrap();
 /// assert_eq!(v.head(0, 1).len(), 12);
 /// assert!(TensorView::new([1, 2, 3, 5], &data).is_err());
+/// // The same memory read as [batch 1, seq 2, heads 3, dim 4]: shape [1, 3, 2, 4], strided.
+/// let t = TensorView::from_bshd([1, 2, 3, 4], &data).unwrap();
+/// assert_eq!((t.shape(), t.strides()), ([1, 3, 2, 4], [24, 4, 12, 1]));
+/// assert_eq!(t.row(0, 2, 1), &data[20..24]); // head 2 of token 1
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TensorView<'a, E = f32> {
     shape: [usize; 4],
+    strides: [usize; 4],
     data: &'a [E],
 }
 
 impl<'a, E: Element> TensorView<'a, E> {
-    /// A view of `data` with `shape` = `[batch, heads, seq, dim]`; the length must match.
+    /// A row-major view of `data` with `shape` = `[batch, heads, seq, dim]`; the length must
+    /// match.
     pub fn new(shape: [usize; 4], data: &'a [E]) -> Result<Self> {
         if element_count("tensor", shape)? != data.len() {
             return Err(Error::DataLength {
@@ -111,12 +188,44 @@ impl<'a, E: Element> TensorView<'a, E> {
                 len: data.len(),
             });
         }
-        Ok(Self { shape, data })
+        Ok(Self {
+            shape,
+            strides: contiguous_strides(shape),
+            data,
+        })
     }
 
-    /// A zero-copy view of native-endian bytes (e.g. a memory-mapped file). The bytes must be
-    /// aligned for `E` and exactly as long as the shape needs; otherwise an error (copy them
-    /// with [`Tensor::from_bytes`] instead).
+    /// A view of `data` with `shape` = `[batch, heads, seq, dim]` where element
+    /// `[b, h, i, j]` sits at `b·s₀ + h·s₁ + i·s₂ + j·s₃` for `strides` = `[s₀, s₁, s₂, s₃]`.
+    /// `s₃` must be 1 (unless `dim` is 1) and every element must lie inside `data`; strides
+    /// may repeat elements (a broadcast), since a view is only read.
+    pub fn with_strides(shape: [usize; 4], strides: [usize; 4], data: &'a [E]) -> Result<Self> {
+        check_layout("tensor", shape, strides, data.len(), false)?;
+        Ok(Self {
+            shape,
+            strides,
+            data,
+        })
+    }
+
+    /// A view of `[batch, seq, heads, dim]` row-major memory (candle's, flash-attn's and most
+    /// runtimes' layout) as the `[batch, heads, seq, dim]` tensor attention reads, without a
+    /// copy; `bshd` is the memory's shape.
+    pub fn from_bshd(bshd: [usize; 4], data: &'a [E]) -> Result<Self> {
+        let [b, s, h, d] = bshd;
+        if element_count("tensor", bshd)? != data.len() {
+            return Err(Error::DataLength {
+                tensor: "tensor",
+                shape: bshd.to_vec(),
+                len: data.len(),
+            });
+        }
+        Self::with_strides([b, h, s, d], [s * h * d, d, h * d, 1], data)
+    }
+
+    /// A zero-copy row-major view of native-endian bytes (e.g. a memory-mapped file). The
+    /// bytes must be aligned for `E` and exactly as long as the shape needs; otherwise an
+    /// error (copy them with [`Tensor::from_bytes`] instead).
     ///
     /// ```
     /// use favor_tensor::TensorView;
@@ -142,26 +251,157 @@ impl<'a, E: Element> TensorView<'a, E> {
         self.shape
     }
 
-    /// All elements, row-major.
+    /// Element strides of the four axes.
+    pub fn strides(&self) -> [usize; 4] {
+        self.strides
+    }
+
+    /// Whether the view is row-major `[batch, heads, seq, dim]` over all of its data.
+    pub fn is_contiguous(&self) -> bool {
+        self.strides == contiguous_strides(self.shape)
+            && Some(self.data.len()) == element_count("tensor", self.shape).ok()
+    }
+
+    /// The slice the view reads (all elements, row-major, when
+    /// [`is_contiguous`](Self::is_contiguous)).
     pub fn data(&self) -> &'a [E] {
         self.data
     }
 
-    /// One head's `seq × dim` rows.
+    /// Row `i` of head `(batch, head)`: `dim` elements.
     ///
     /// # Panics
-    /// If `batch` or `head` is out of range.
-    pub fn head(&self, batch: usize, head: usize) -> &'a [E] {
+    /// If an index is out of range.
+    pub fn row(&self, batch: usize, head: usize, i: usize) -> &'a [E] {
         let [b, h, l, d] = self.shape;
-        assert!(batch < b && head < h, "head ({batch}, {head}) out of range");
-        let n = l * d;
-        let start = (batch * h + head) * n;
-        &self.data[start..start + n]
+        assert!(
+            batch < b && head < h && i < l,
+            "row ({batch}, {head}, {i}) out of range"
+        );
+        let [sb, sh, sl, _] = self.strides;
+        let start = batch * sb + head * sh + i * sl;
+        &self.data[start..start + d]
     }
 
-    /// The elements as raw bytes (native endianness), zero-copy.
+    /// One head's `seq × dim` rows as one slice, if they are one contiguous block (always,
+    /// for a row-major view).
+    pub fn try_head(&self, batch: usize, head: usize) -> Option<&'a [E]> {
+        let [b, h, l, d] = self.shape;
+        if batch >= b || head >= h || (l > 1 && self.strides[2] != d) {
+            return None;
+        }
+        let start = batch * self.strides[0] + head * self.strides[1];
+        self.data.get(start..start + l * d)
+    }
+
+    /// One head's `seq × dim` rows of a row-major view.
+    ///
+    /// # Panics
+    /// If `batch` or `head` is out of range, or the head's rows are not one contiguous block
+    /// (use [`try_head`](Self::try_head) or [`row`](Self::row) for strided views).
+    pub fn head(&self, batch: usize, head: usize) -> &'a [E] {
+        self.try_head(batch, head)
+            .unwrap_or_else(|| panic!("head ({batch}, {head}) out of range or not contiguous"))
+    }
+
+    /// Every row in `[batch, heads, seq]` order.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &'a [E]> + '_ {
+        let [b, h, l, _] = self.shape;
+        (0..b * h * l).map(move |r| self.row(r / (h * l), r / l % h, r % l))
+    }
+
+    /// The elements as raw bytes (native endianness), zero-copy: those of
+    /// [`data`](Self::data).
     pub fn as_bytes(&self) -> &'a [u8] {
         bytemuck::cast_slice(self.data)
+    }
+}
+
+/// A mutable `[batch, heads, seq, dim]` view of any [`Element`], row-major or strided (rows
+/// contiguous, no element reachable by two indices): where
+/// [`Performer::forward_into`](crate::Performer::forward_into) writes.
+///
+/// ```
+/// use favor_tensor::TensorViewMut;
+/// let mut data = vec![0f32; 2 * 3 * 4];
+/// let mut v = TensorViewMut::from_bshd([1, 2, 3, 4], &mut data).unwrap();
+/// v.row_mut(0, 2, 1).fill(1.0); // head 2 of token 1
+/// assert_eq!(data[20..24], [1.0; 4]);
+/// let mut overlapping = vec![0f32; 8];
+/// assert!(TensorViewMut::with_strides([1, 2, 2, 4], [0, 2, 4, 1], &mut overlapping).is_err());
+/// ```
+#[derive(Debug, PartialEq)]
+pub struct TensorViewMut<'a, E = f32> {
+    shape: [usize; 4],
+    strides: [usize; 4],
+    data: &'a mut [E],
+}
+
+impl<'a, E: Element> TensorViewMut<'a, E> {
+    /// A row-major view of `data` with `shape` = `[batch, heads, seq, dim]`; the length must
+    /// match.
+    pub fn new(shape: [usize; 4], data: &'a mut [E]) -> Result<Self> {
+        TensorView::new(shape, data)?;
+        Ok(Self {
+            shape,
+            strides: contiguous_strides(shape),
+            data,
+        })
+    }
+
+    /// A strided view, as [`TensorView::with_strides`], refusing strides that reach one
+    /// element by two indices.
+    pub fn with_strides(shape: [usize; 4], strides: [usize; 4], data: &'a mut [E]) -> Result<Self> {
+        check_layout("out", shape, strides, data.len(), true)?;
+        Ok(Self {
+            shape,
+            strides,
+            data,
+        })
+    }
+
+    /// A view of `[batch, seq, heads, dim]` row-major memory as `[batch, heads, seq, dim]`;
+    /// see [`TensorView::from_bshd`].
+    pub fn from_bshd(bshd: [usize; 4], data: &'a mut [E]) -> Result<Self> {
+        let [b, s, h, d] = bshd;
+        let strides = TensorView::from_bshd(bshd, data)?.strides();
+        Self::with_strides([b, h, s, d], strides, data)
+    }
+
+    /// `[batch, heads, seq, dim]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// Element strides of the four axes.
+    pub fn strides(&self) -> [usize; 4] {
+        self.strides
+    }
+
+    /// Whether the view is row-major over all of its data.
+    pub fn is_contiguous(&self) -> bool {
+        self.strides == contiguous_strides(self.shape)
+            && Some(self.data.len()) == element_count("out", self.shape).ok()
+    }
+
+    /// Row `i` of head `(batch, head)`, mutable.
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn row_mut(&mut self, batch: usize, head: usize, i: usize) -> &mut [E] {
+        let [b, h, l, d] = self.shape;
+        assert!(
+            batch < b && head < h && i < l,
+            "row ({batch}, {head}, {i}) out of range"
+        );
+        let [sb, sh, sl, _] = self.strides;
+        let start = batch * sb + head * sh + i * sl;
+        &mut self.data[start..start + d]
+    }
+
+    /// The whole slice, row-major when [`is_contiguous`](Self::is_contiguous).
+    pub(crate) fn data_mut(&mut self) -> &mut [E] {
+        self.data
     }
 }
 
@@ -254,7 +494,17 @@ impl Tensor {
     pub fn view(&self) -> TensorView<'_, f32> {
         TensorView {
             shape: self.shape,
+            strides: contiguous_strides(self.shape),
             data: &self.data,
+        }
+    }
+
+    /// A mutable view (e.g. for [`Performer::forward_into`](crate::Performer::forward_into)).
+    pub fn view_mut(&mut self) -> TensorViewMut<'_, f32> {
+        TensorViewMut {
+            shape: self.shape,
+            strides: contiguous_strides(self.shape),
+            data: &mut self.data,
         }
     }
 

@@ -4,18 +4,8 @@
 use favor_core::{ExactOptions, Scalar, Shape, softmax_attention};
 use favor_tensor::*;
 
-/// Deterministic pseudo-random values in [-scale, scale).
-fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+mod common;
+use common::data;
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -56,7 +46,7 @@ fn each_head_equals_favor_core_on_that_head() {
     // Oracle: favor-core's own entry point with the Performer's projection, head by head.
     let (q, k, v) = qkv(1);
     for causal in [false, true] {
-        let mut p = Performer::builder(D)
+        let p = Performer::builder(D)
             .heads(H)
             .features(48)
             .causal(causal)
@@ -152,7 +142,7 @@ fn parallel_equals_serial_bit_for_bit() {
 #[test]
 fn stream_equals_causal_forward() {
     let (q, k, v) = qkv(3);
-    let mut p = Performer::builder(D)
+    let p = Performer::builder(D)
         .heads(H)
         .features(64)
         .causal(true)
@@ -160,7 +150,7 @@ fn stream_equals_causal_forward() {
         .unwrap();
     let full = p.forward(view(&q), view(&k), view(&v)).unwrap();
     // The f64 scalar run of the same layer bounds what f32 rounding may move.
-    let mut p64 = Performer::builder(D)
+    let p64 = Performer::builder(D)
         .heads(H)
         .features(64)
         .causal(true)
@@ -318,7 +308,7 @@ fn records(snap: &[u8]) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-fn stream_with_tokens(p: &Performer, n: usize) -> Stream<'_> {
+fn stream_with_tokens(p: &Performer, n: usize) -> Stream {
     let mut s = p.stream(B).unwrap();
     let tok = data(B * H * D, 21, 0.5);
     let t = TensorView::new([B, H, 1, D], &tok).unwrap();
@@ -488,7 +478,7 @@ fn non_finite_input_names_batch_and_head_and_leaves_stream_unchanged() {
 
 #[test]
 fn shape_errors_name_the_tensor_and_dims() {
-    let mut p = Performer::builder(D).heads(H).causal(true).build().unwrap();
+    let p = Performer::builder(D).heads(H).causal(true).build().unwrap();
     let (q, k, v) = qkv(4);
     let short = &k[..B * H * (L - 1) * D];
     let k_short = TensorView::new([B, H, L - 1, D], short).unwrap();
@@ -564,7 +554,7 @@ fn half_inputs_are_widened_exactly() {
     let (hq, hk, hv) = (to_h(&q), to_h(&k), to_h(&v));
     let back = |x: &[f16]| x.iter().map(|a| a.to_f32()).collect::<Vec<_>>();
     let (wq, wk, wv) = (back(&hq), back(&hk), back(&hv));
-    let mut p = Performer::builder(D).heads(H).features(32).build().unwrap();
+    let p = Performer::builder(D).heads(H).features(32).build().unwrap();
     let a = p.forward(tv(L, &hq), tv(L, &hk), tv(L, &hv)).unwrap();
     let b = p.forward(view(&wq), view(&wk), view(&wv)).unwrap();
     assert_eq!(a, b);
@@ -594,7 +584,7 @@ fn key_mask_equals_dropping_the_keys() {
     for b in 0..B {
         mask[b * L..b * L + keep[b]].fill(true);
     }
-    let mut p = Performer::builder(D)
+    let p = Performer::builder(D)
         .heads(H)
         .features(64)
         .backend(Backend::Scalar)
@@ -646,10 +636,10 @@ fn explicit_projection_and_redraw() {
             .seed(seed)
             .redraw(Redraw::Every(2))
     };
-    let mut p = build(5).build().unwrap();
+    let p = build(5).build().unwrap();
     let w0 = p.projection_f32().to_vec();
     // Loading the exported matrix reproduces the layer bit for bit.
-    let mut loaded = Performer::builder(D)
+    let loaded = Performer::builder(D)
         .heads(H)
         .projection_matrix(32, &w0)
         .build()
@@ -660,7 +650,7 @@ fn explicit_projection_and_redraw() {
     // The third call redraws from redraw_seed(5, 0).
     let o2 = p.forward(view(&q), view(&k), view(&v)).unwrap();
     assert_ne!(o2, o0);
-    let mut fresh = Performer::builder(D)
+    let fresh = Performer::builder(D)
         .heads(H)
         .features(32)
         .seed(redraw_seed(5, 0))
@@ -678,7 +668,7 @@ fn close_to_exact_softmax_with_many_features() {
     // relative error of FAVOR+ scales as 1/√m; 0.05 of max |v| is a loose 5σ-style bound
     // for these norms (favor-core's statistics tests pin the rate itself).
     let (q, k, v) = qkv(8);
-    let mut p = Performer::builder(D)
+    let p = Performer::builder(D)
         .heads(H)
         .features(2048)
         .precision(Precision::F64)
@@ -717,7 +707,7 @@ fn close_to_exact_softmax_with_many_features() {
 #[test]
 fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
     // Keys whose squared norm overflows f32 (favor-core would treat them as absent).
-    let mut p0 = Performer::builder(D).features(8).build().unwrap();
+    let p0 = Performer::builder(D).features(8).build().unwrap();
     let mut k0 = vec![0.1f32; D];
     k0[0] = 1e20;
     let q0 = vec![0.1f32; D];
@@ -729,7 +719,7 @@ fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
     // A finite projection with a huge entry: w·k overflows f32.
     let mut w = vec![0.5f32; 8 * D];
     w[0] = 3e38;
-    let mut p = Performer::builder(D)
+    let p = Performer::builder(D)
         .projection_matrix(8, &w)
         .causal(true)
         .build()
@@ -763,7 +753,7 @@ fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
     ));
     assert_eq!(s.tokens(), 0);
     // Values so large that a sum of two could overflow f32.
-    let mut ok = Performer::builder(D)
+    let ok = Performer::builder(D)
         .features(8)
         .causal(true)
         .build()
@@ -785,7 +775,7 @@ fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
     // At f64 precision q and k may exceed f32, but values must fit the f32 output.
     let q64 = vec![1e30f64; 2 * D];
     let v64 = vec![1e200f64; 2 * D];
-    let mut wide = Performer::builder(D)
+    let wide = Performer::builder(D)
         .features(8)
         .precision(Precision::F64)
         .build()
@@ -803,13 +793,13 @@ fn inputs_outside_the_supported_range_are_refused_before_anything_runs() {
 #[test]
 fn huge_chunks_and_batches_are_errors_or_harmless() {
     let (q, k, v) = qkv(12);
-    let mut a = Performer::builder(D)
+    let a = Performer::builder(D)
         .heads(H)
         .causal(true)
         .chunk(1 << 40)
         .build()
         .unwrap();
-    let mut b = Performer::builder(D)
+    let b = Performer::builder(D)
         .heads(H)
         .causal(true)
         .chunk(L)
@@ -903,7 +893,7 @@ fn prefill_buffers_serve_heads_in_turn_without_leaking() {
     let (hq, hk, hv) = (h16(&q), h16(&k), h16(&v));
     for precision in [Precision::F32, Precision::F64] {
         for parallel in [false, true] {
-            let mut p = Performer::builder(D)
+            let p = Performer::builder(D)
                 .heads(H)
                 .features(32)
                 .causal(true)
@@ -928,7 +918,7 @@ fn range_and_shape_errors_say_what_is_wrong() {
     q[3] = 3e300;
     q[4] = -4e300;
     let small = vec![0.1f64; D];
-    let mut p = Performer::builder(D)
+    let p = Performer::builder(D)
         .features(8)
         .precision(Precision::F64)
         .build()
@@ -943,7 +933,7 @@ fn range_and_shape_errors_say_what_is_wrong() {
     // An element that does not fit f32 is located down to its column.
     let mut k = vec![0.1f64; 2 * D];
     k[D + 5] = 1e39;
-    let mut p32 = Performer::builder(D).features(8).build().unwrap();
+    let p32 = Performer::builder(D).features(8).build().unwrap();
     let s2 = [1, 1, 2, D];
     let e = p32
         .forward(

@@ -378,7 +378,7 @@ impl Call {
         self.shapes[0][2]
     }
 
-    fn exec(&self, s: &mut Stream<'_>) -> favor_tensor::Result<Vec<f32>> {
+    fn exec(&self, s: &mut Stream) -> favor_tensor::Result<Vec<f32>> {
         match self.elem {
             Elem::F32 => self.exec_in::<f32>(s),
             Elem::F64 => self.exec_in::<f64>(s),
@@ -387,7 +387,7 @@ impl Call {
         }
     }
 
-    fn exec_in<E: FromF64>(&self, s: &mut Stream<'_>) -> favor_tensor::Result<Vec<f32>> {
+    fn exec_in<E: FromF64>(&self, s: &mut Stream) -> favor_tensor::Result<Vec<f32>> {
         let conv = |x: &[f64]| x.iter().map(|&a| E::from64(a)).collect::<Vec<E>>();
         let (q, k, v) = (conv(&self.q), conv(&self.k), conv(&self.v));
         let q = TensorView::new(self.shapes[0], &q).expect("consistent call");
@@ -909,7 +909,7 @@ fn foreign(c: &TensorStreamCase, which: u8) -> (Performer, usize, &'static str) 
 }
 
 /// The twin received only the calls that succeeded: a rejected call left nothing behind.
-fn unchanged(main: &Stream<'_>, twin: &Stream<'_>, what: &str) {
+fn unchanged(main: &Stream, twin: &Stream, what: &str) {
     assert_eq!(main.tokens(), twin.tokens(), "{what}: tokens() changed");
     assert!(
         main.snapshot().expect("snapshot") == twin.snapshot().expect("twin snapshot"),
@@ -1067,8 +1067,8 @@ impl<'a> Ctx<'a> {
     fn good_call(
         &self,
         call: &Call,
-        main: &mut Stream<'_>,
-        twin: &mut Stream<'_>,
+        main: &mut Stream,
+        twin: &mut Stream,
         model: &mut Model,
         slots: &mut [Option<Slot>; 4],
         fwd: &mut Performer,

@@ -1,0 +1,252 @@
+//! [`PerformerBuilder`]: checks a configuration and draws (or takes) the projection.
+
+use crate::alloc::try_collect;
+use crate::config::{
+    Backend, Config, DEFAULT_CHUNK, DEFAULT_FEATURES, Kernel, Precision, Projection, Redraw,
+};
+use crate::error::{Error, Result};
+use crate::performer::Performer;
+use crate::tensor::Element;
+use crate::weights::Weights;
+
+impl Performer {
+    /// A builder for heads of query/key dimension `dim`.
+    pub fn builder(dim: usize) -> PerformerBuilder {
+        PerformerBuilder {
+            heads: 1,
+            dim,
+            kv_heads: None,
+            value_dim: None,
+            features: None,
+            kernel: Kernel::default(),
+            projection: Projection::default(),
+            matrix: None,
+            seed: 0,
+            normalizer: None,
+            epsilon: 1e-3,
+            causal: false,
+            chunk: DEFAULT_CHUNK,
+            redraw: Redraw::Never,
+            precision: Precision::F32,
+            backend: Backend::Detected,
+            parallel: cfg!(feature = "parallel"),
+        }
+    }
+}
+
+/// Builds a [`Performer`]. Only the head dimension is required; see each method for its
+/// default.
+#[derive(Debug, Clone)]
+pub struct PerformerBuilder {
+    heads: usize,
+    kv_heads: Option<usize>,
+    dim: usize,
+    value_dim: Option<usize>,
+    features: Option<usize>,
+    kernel: Kernel,
+    projection: Projection,
+    /// Rows and the matrix in f64 (or why it could not be copied, reported by `build`).
+    matrix: Option<(usize, Result<Vec<f64>>)>,
+    seed: u64,
+    normalizer: Option<bool>,
+    epsilon: f64,
+    causal: bool,
+    chunk: usize,
+    redraw: Redraw,
+    precision: Precision,
+    backend: Backend,
+    parallel: bool,
+}
+
+impl PerformerBuilder {
+    /// Number of heads H (default 1).
+    pub fn heads(mut self, heads: usize) -> Self {
+        self.heads = heads;
+        self
+    }
+    /// Key/value heads (default: [`heads`](Self::heads)). Fewer key/value heads than query
+    /// heads is grouped-query attention (one key/value head: multi-query attention): query
+    /// head h reads key/value head `h / (heads / kv_heads)`, so `heads` must be a multiple of
+    /// `kv_heads`. Keys and values are then `[B, kv_heads, L, ·]`.
+    ///
+    /// ```
+    /// use favor_tensor::{Performer, TensorView};
+    /// let (h, hkv, l, d) = (4, 2, 3, 8);
+    /// let q = vec![0.1f32; h * l * d];
+    /// let kv = vec![0.2f32; hkv * l * d];
+    /// let attn = Performer::builder(d).heads(h).kv_heads(hkv).features(16).build().unwrap();
+    /// let q = TensorView::new([1, h, l, d], &q).unwrap();
+    /// let kv = TensorView::new([1, hkv, l, d], &kv).unwrap();
+    /// assert_eq!(attn.forward(q, kv, kv).unwrap().shape(), [1, h, l, d]);
+    /// ```
+    pub fn kv_heads(mut self, kv_heads: usize) -> Self {
+        self.kv_heads = Some(kv_heads);
+        self
+    }
+    /// Value dimension dv (default: the head dimension).
+    pub fn value_dim(mut self, value_dim: usize) -> Self {
+        self.value_dim = Some(value_dim);
+        self
+    }
+    /// Random features m, i.e. projection rows (default [`DEFAULT_FEATURES`]). The
+    /// hyperbolic and trigonometric maps output 2m features.
+    pub fn features(mut self, m: usize) -> Self {
+        self.features = Some(m);
+        self
+    }
+    /// The kernel (default [`Kernel::Softmax`]).
+    pub fn kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+    /// How W is drawn (default orthogonal with χ row norms).
+    pub fn projection(mut self, projection: Projection) -> Self {
+        self.projection = projection;
+        self
+    }
+    /// Uses this `rows × dim` matrix (row-major) as W, exactly as given (no scaling), e.g.
+    /// the one a model was trained with. It fixes m = `rows`.
+    pub fn projection_matrix<E: Element>(mut self, rows: usize, w: &[E]) -> Self {
+        let copy = try_collect("projection", w.iter().map(|&x| x.to_f64()));
+        self.matrix = Some((rows, copy));
+        self
+    }
+    /// Seed of the projection (default 0). Heads share one W, as in the paper's code.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// The d^(-1/4) data normaliser on q and k (default: on for the softmax kernels, which
+    /// then estimate softmax(q·kᵀ/√d); off for generalized kernels).
+    pub fn data_normalizer(mut self, on: bool) -> Self {
+        self.normalizer = Some(on);
+        self
+    }
+    /// ε added to generalized features (default 10⁻³, as in the paper's code).
+    pub fn epsilon(mut self, epsilon: f64) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+    /// Causal (unidirectional) attention: query i sees keys 0..=i (default off).
+    pub fn causal(mut self, causal: bool) -> Self {
+        self.causal = causal;
+        self
+    }
+    /// Tokens per chunk of causal attention (default [`DEFAULT_CHUNK`]).
+    pub fn chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk;
+        self
+    }
+    /// When to draw a new projection (default [`Redraw::Never`]).
+    pub fn redraw(mut self, redraw: Redraw) -> Self {
+        self.redraw = redraw;
+        self
+    }
+    /// Accumulation precision (default [`Precision::F32`]).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+    /// Kernels backend (default [`Backend::Detected`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// Run (batch, head) pairs in parallel on rayon's pool (default: on with the `parallel`
+    /// feature). Results are bit-identical either way: each head is computed independently.
+    pub fn parallel(mut self, parallel: bool) -> Self {
+        self.parallel = parallel;
+        self
+    }
+
+    /// Checks the configuration and draws (or takes) the projection.
+    pub fn build(self) -> Result<Performer> {
+        let bad = |s: &str| Err(Error::Config(s.to_string()));
+        if self.dim == 0 || self.heads == 0 || self.chunk == 0 {
+            return bad("dim, heads and chunk must be positive");
+        }
+        let kv_heads = self.kv_heads.unwrap_or(self.heads);
+        if kv_heads == 0 || !self.heads.is_multiple_of(kv_heads) {
+            return bad("heads must be a positive multiple of kv_heads");
+        }
+        let value_dim = self.value_dim.unwrap_or(self.dim);
+        if value_dim == 0 {
+            return bad("value_dim must be positive");
+        }
+        if self.parallel && !cfg!(feature = "parallel") {
+            return bad("parallel heads need favor-tensor's `parallel` feature");
+        }
+        if self.redraw == Redraw::Every(0) {
+            return bad("Redraw::Every(n) needs n > 0");
+        }
+        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return bad("epsilon must be finite and >= 0");
+        }
+        let none = self.projection == Projection::None;
+        if none && self.kernel.is_softmax() {
+            return bad("the softmax kernels need a random projection");
+        }
+        let features = match (&self.matrix, none) {
+            (Some(_), true) => return bad("a projection matrix contradicts Projection::None"),
+            (Some((_, Err(e))), false) => return Err(e.clone()),
+            (Some((rows, Ok(w))), false) => {
+                if self.features.is_some_and(|m| m != *rows) {
+                    return bad("features disagrees with the projection matrix's rows");
+                }
+                if matches!(self.redraw, Redraw::Every(_)) {
+                    return bad("Redraw::Every would replace the given projection matrix");
+                }
+                if Some(w.len()) != rows.checked_mul(self.dim) {
+                    return Err(Error::DataLength {
+                        tensor: "projection",
+                        shape: vec![*rows, self.dim],
+                        len: w.len(),
+                    });
+                }
+                if *rows == 0 {
+                    return Err(Error::Shape {
+                        tensor: "projection",
+                        expected: format!("[m, {}] with m > 0", self.dim),
+                        got: vec![0, self.dim],
+                    });
+                }
+                *rows
+            }
+            (None, true) => {
+                if self.features.is_some_and(|m| m != self.dim) {
+                    return bad("without a projection the feature count is the head dimension");
+                }
+                self.dim
+            }
+            (None, false) => self.features.unwrap_or(DEFAULT_FEATURES),
+        };
+        if features == 0 {
+            return bad("features must be positive");
+        }
+        let cfg = Config {
+            heads: self.heads,
+            kv_heads,
+            dim: self.dim,
+            value_dim,
+            features,
+            kernel: self.kernel,
+            projection: self.projection,
+            normalizer: self.normalizer.unwrap_or(self.kernel.is_softmax()),
+            epsilon: self.epsilon,
+            causal: self.causal,
+            chunk: self.chunk,
+            redraw: self.redraw,
+            precision: self.precision,
+            backend: self.backend,
+            parallel: self.parallel,
+        };
+        let weights = match self.matrix {
+            Some((rows, w)) => Weights::from_f64(w?, rows, self.dim)?,
+            None => Weights::generate(self.projection, self.seed, features, self.dim)?,
+        };
+        // Builds both maps once so a bad matrix (NaN, ...) fails here, not on first use.
+        cfg.map::<f32>(&weights)?;
+        cfg.map::<f64>(&weights)?;
+        Ok(Performer::from_parts(cfg, weights, self.seed))
+    }
+}

@@ -1,0 +1,440 @@
+//! One forward call: shapes checked, heads run in parallel, inputs widened and outputs
+//! narrowed a head at a time.
+
+use std::any::TypeId;
+
+use favor_core::{AnyFeatureMap, Float, Kernels, Options, Shape};
+
+use crate::alloc::{self, try_resize, try_zeros};
+use crate::backend::{BackendOp, Real};
+use crate::config::{Config, Precision};
+use crate::error::{Error, Result};
+use crate::range::Maxima;
+use crate::tensor::{Element, TensorView, TensorViewMut};
+use crate::weights::Weights;
+
+/// Rows per block of bidirectional attention: a block's features stay in L2.
+const BIDIRECTIONAL_BLOCK: usize = 256;
+
+/// The inputs of one forward call, with their checked shape.
+pub(crate) struct Io<'a, E> {
+    q: TensorView<'a, E>,
+    k: TensorView<'a, E>,
+    v: TensorView<'a, E>,
+    mask: Option<&'a [bool]>,
+    batch: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    shape: Shape,
+}
+
+/// Checks that `t` is `[batch, heads, len, dim]` where each `Some` must match.
+pub(crate) fn check_shape<E>(
+    tensor: &'static str,
+    t: &TensorView<'_, E>,
+    want: [Option<usize>; 4],
+) -> Result<()>
+where
+    E: Element,
+{
+    let got = t.shape();
+    let ok = want.iter().zip(got).all(|(w, g)| w.is_none_or(|w| w == g));
+    let nonempty = got.iter().all(|&n| n > 0);
+    if ok && nonempty {
+        return Ok(());
+    }
+    let name = ["batch", "heads", "seq", "dim"];
+    let parts: Vec<String> = want
+        .iter()
+        .zip(name)
+        .map(|(w, n)| w.map_or_else(|| n.to_string(), |w| w.to_string()))
+        .collect();
+    let mut expected = format!("[{}]", parts.join(", "));
+    if ok {
+        expected.push_str(" with no empty dimension");
+    }
+    Err(Error::Shape {
+        tensor,
+        expected,
+        got: got.to_vec(),
+    })
+}
+
+impl<'a, E: Element> Io<'a, E> {
+    /// Checks the shapes of one call: q `[B, H, Lq, d]`, k `[B, Hkv, Lk, d]`, v
+    /// `[B, Hkv, Lk, dv]`, a mask of `B × Lk` flags.
+    pub(crate) fn check(
+        cfg: &Config,
+        q: TensorView<'a, E>,
+        k: TensorView<'a, E>,
+        v: TensorView<'a, E>,
+        mask: Option<&'a [bool]>,
+    ) -> Result<Self> {
+        let (h, hkv) = (Some(cfg.heads), Some(cfg.kv_heads));
+        let (d, dv) = (Some(cfg.dim), Some(cfg.value_dim));
+        check_shape("q", &q, [None, h, None, d])?;
+        let [b, _, lq, _] = q.shape();
+        let lk = if cfg.causal { Some(lq) } else { None };
+        check_shape("k", &k, [Some(b), hkv, lk, d])?;
+        let lk = k.shape()[2];
+        check_shape("v", &v, [Some(b), hkv, Some(lk), dv])?;
+        if let Some(m) = mask
+            && Some(m.len()) != b.checked_mul(lk)
+        {
+            return Err(Error::Shape {
+                tensor: "key_mask",
+                expected: format!("[{b}, {lk}] (batch × keys)"),
+                got: vec![m.len()],
+            });
+        }
+        Ok(Self {
+            q,
+            k,
+            v,
+            mask,
+            batch: b,
+            group: cfg.heads / cfg.kv_heads,
+            shape: Shape {
+                queries: lq,
+                keys: lk,
+                dim: cfg.dim,
+                value_dim: cfg.value_dim,
+            },
+        })
+    }
+
+    /// `[B, H, Lq, dv]`.
+    pub(crate) fn out_shape(&self) -> [usize; 4] {
+        let s = self.shape;
+        [self.batch, self.q.shape()[1], s.queries, s.value_dim]
+    }
+
+    /// The supported range (see [`crate::range`]) for this call over `weights`.
+    pub(crate) fn check_range(&self, cfg: &Config, weights: &Weights) -> Result<Maxima> {
+        let keys = self.shape.keys as u64;
+        let m = cfg.feature_dim();
+        crate::range::check(cfg, weights.row_norm, m, &self.q, &self.k, &self.v, keys)
+    }
+
+    /// Runs every (batch, head) pair into `out` (`[B, H, Lq, dv]`, already checked).
+    pub(crate) fn run<O: Element>(
+        &self,
+        cfg: &Config,
+        weights: &Weights,
+        out: TensorViewMut<'_, O>,
+    ) -> Result<()> {
+        match cfg.precision {
+            Precision::F32 => self.run_in::<f32, O>(cfg, weights, out),
+            Precision::F64 => self.run_in::<f64, O>(cfg, weights, out),
+        }
+    }
+
+    fn run_in<T: Real, O: Element>(
+        &self,
+        cfg: &Config,
+        weights: &Weights,
+        mut out: TensorViewMut<'_, O>,
+    ) -> Result<()> {
+        let map = cfg.map::<T>(weights)?;
+        if out.is_contiguous() {
+            return cfg.with_backend(Heads {
+                io: self,
+                cfg,
+                map: &map,
+                out: out.data_mut(),
+            });
+        }
+        // Heads of a strided output interleave: compute row-major, then place the rows.
+        let shape = out.shape();
+        let n = crate::tensor::element_count("out", shape)?;
+        let mut tmp: Vec<O> = alloc::try_filled("output", n, O::zeroed())?;
+        cfg.with_backend(Heads {
+            io: self,
+            cfg,
+            map: &map,
+            out: &mut tmp,
+        })?;
+        let [_, h, l, dv] = shape;
+        for (r, row) in tmp.chunks_exact(dv.max(1)).enumerate() {
+            out.row_mut(r / (h * l), r / l % h, r % l)
+                .copy_from_slice(row);
+        }
+        Ok(())
+    }
+}
+
+/// Every (batch, head) pair of one forward call, run with one backend.
+struct Heads<'r, 'a, 'w, E, T, O> {
+    io: &'r Io<'a, E>,
+    cfg: &'r Config,
+    map: &'r AnyFeatureMap<'w, T>,
+    out: &'r mut [O],
+}
+
+impl<E: Element, T: Real, O: Element> BackendOp<T> for Heads<'_, '_, '_, E, T, O> {
+    type Output = Result<()>;
+    fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+        let (io, cfg, map) = (self.io, self.cfg, self.map);
+        let per_head = io.shape.queries * io.shape.value_dim;
+        let one = |(i, out): (usize, &mut [O])| -> Result<()> {
+            let (b, h) = (i / cfg.heads, i % cfg.heads);
+            let hkv = h / io.group;
+            let mask = io
+                .mask
+                .map(|m| &m[b * io.shape.keys..(b + 1) * io.shape.keys]);
+            let head = HeadIo {
+                q: Rows::of(&io.q, b, h),
+                k: Rows::of(&io.k, b, hkv),
+                v: Rows::of(&io.v, b, hkv),
+                mask,
+                shape: io.shape,
+            };
+            head.attend(kernels, map, cfg, out, |source| Error::Core {
+                batch: b,
+                head: h,
+                source,
+            })
+        };
+        let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, one);
+        results.into_iter().collect()
+    }
+}
+
+/// Applies `f` to each `chunk`-sized piece of `out` with its index, on rayon's pool when
+/// `parallel` (and the feature) is on; results in index order either way.
+pub(crate) fn parallel_map<O: Send, R: Send>(
+    parallel: bool,
+    out: &mut [O],
+    chunk: usize,
+    f: impl Fn((usize, &mut [O])) -> R + Sync + Send,
+) -> Vec<R> {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        use rayon::prelude::*;
+        return out.par_chunks_mut(chunk).enumerate().map(f).collect();
+    }
+    let _ = parallel;
+    out.chunks_mut(chunk).enumerate().map(f).collect()
+}
+
+/// Applies `f` to each `chunk`-sized piece of `out` with its index and its element of
+/// `states` (one per piece), on rayon's pool when `parallel` (and the feature) is on;
+/// results in index order either way.
+pub(crate) fn parallel_zip<O: Send, S: Send, R: Send>(
+    parallel: bool,
+    out: &mut [O],
+    chunk: usize,
+    states: &mut [S],
+    f: impl Fn(usize, &mut [O], &mut S) -> R + Sync + Send,
+) -> Vec<R> {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        use rayon::prelude::*;
+        return out
+            .par_chunks_mut(chunk)
+            .zip(states.par_iter_mut())
+            .enumerate()
+            .map(|(i, (o, s))| f(i, o, s))
+            .collect();
+    }
+    let _ = parallel;
+    let pieces = out.chunks_mut(chunk).zip(states.iter_mut());
+    pieces.enumerate().map(|(i, (o, s))| f(i, o, s)).collect()
+}
+
+/// How many calls of `f` [`parallel_map`] can run at once over `tasks` pieces: buffers for
+/// that many can be allocated before any of them starts.
+pub(crate) fn concurrency(parallel: bool, tasks: usize) -> usize {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        return rayon::current_num_threads().clamp(1, tasks.max(1));
+    }
+    let _ = parallel;
+    1
+}
+
+/// Whether [`widen`] from `E` to `T` (or [`narrow_target`] for `E` = f32) needs a buffer.
+pub(crate) fn converts<E: 'static, T: 'static>() -> bool {
+    TypeId::of::<E>() != TypeId::of::<T>()
+}
+
+/// One head's rows of one tensor: a slice, or a strided head of a view.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'v, 'a, E> {
+    view: &'v TensorView<'a, E>,
+    batch: usize,
+    head: usize,
+}
+
+impl<'v, 'a, E: Element> Rows<'v, 'a, E> {
+    pub(crate) fn of(view: &'v TensorView<'a, E>, batch: usize, head: usize) -> Self {
+        Self { view, batch, head }
+    }
+
+    /// The rows as one `T` slice: zero-copy when they are contiguous `T`, else gathered (and
+    /// converted) into `tmp`.
+    pub(crate) fn widen<'t, T: Float>(&self, tmp: &'t mut Vec<T>) -> Result<&'t [T]>
+    where
+        'a: 't,
+    {
+        if let Some(rows) = self.view.try_head(self.batch, self.head) {
+            return widen(rows, tmp);
+        }
+        let [_, _, l, d] = self.view.shape();
+        try_resize("converted inputs", tmp, l * d, T::zero())?;
+        for (i, dst) in tmp.chunks_exact_mut(d.max(1)).enumerate() {
+            let row = self.view.row(self.batch, self.head, i);
+            convert(row, dst);
+        }
+        Ok(tmp)
+    }
+}
+
+/// One head's inputs.
+struct HeadIo<'v, 'a, E> {
+    q: Rows<'v, 'a, E>,
+    k: Rows<'v, 'a, E>,
+    v: Rows<'v, 'a, E>,
+    mask: Option<&'a [bool]>,
+    shape: Shape,
+}
+
+impl<E: Element> HeadIo<'_, '_, E> {
+    /// One head's attention into `out`; favor-core's errors go through `core` (which
+    /// names the head).
+    fn attend<T: Real, K: Kernels<T>, F: favor_core::FeatureMap<T>, O: Element>(
+        &self,
+        kernels: &K,
+        map: &F,
+        cfg: &Config,
+        out: &mut [O],
+        core: impl Fn(favor_core::Error) -> Error,
+    ) -> Result<()> {
+        let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
+        let (q, k, v) = (
+            self.q.widen(&mut tq)?,
+            self.k.widen(&mut tk)?,
+            self.v.widen(&mut tv)?,
+        );
+        let m = favor_core::FeatureMap::feature_dim(map);
+        let dv = self.shape.value_dim;
+        let opts = Options {
+            // A block longer than the sequence would only size scratch for rows that never
+            // exist (and could fail to allocate); the partition into blocks is the same.
+            block: if cfg.causal {
+                cfg.chunk
+            } else {
+                BIDIRECTIONAL_BLOCK
+            }
+            .min(self.shape.queries.max(self.shape.keys)),
+            normalized: true,
+            key_mask: self.mask,
+        };
+        let mut wide = Vec::new();
+        let out_t = narrow_target(out, &mut wide)?;
+        // The two paths take the same arguments: pick one, size its scratch, run it.
+        type Attend<T, K, F> = fn(
+            &K,
+            &F,
+            &[T],
+            &[T],
+            &[T],
+            Shape,
+            &Options<'_>,
+            &mut [T],
+            &mut [T],
+        ) -> favor_core::Result<()>;
+        let (attend, scratch_len): (Attend<T, K, F>, _) = if cfg.causal {
+            let len = favor_core::causal_chunked_scratch_len(m, dv, opts.block);
+            (favor_core::causal_chunked, len)
+        } else {
+            let len = favor_core::bidirectional_scratch_len(m, dv, opts.block);
+            (favor_core::bidirectional, len)
+        };
+        let n = alloc::len("attention scratch", scratch_len)?;
+        let mut scratch = try_zeros("attention scratch", n)?;
+        attend(
+            kernels,
+            map,
+            q,
+            k,
+            v,
+            self.shape,
+            &opts,
+            out_t,
+            &mut scratch,
+        )
+        .map_err(core)?;
+        narrow_back(&wide, out);
+        Ok(())
+    }
+}
+
+/// Row 0 of the heads `at(i)` = (batch, head) for `i` in `0..n`, as `n` rows of `T`:
+/// zero-copy when `view` is already those rows in order (contiguous, one row per head, no
+/// head repeated) and of type `T`, else gathered (and converted) into `tmp`.
+pub(crate) fn gather<'t, E: Element, T: Float>(
+    view: &TensorView<'t, E>,
+    tmp: &'t mut Vec<T>,
+    n: usize,
+    at: impl Fn(usize) -> (usize, usize),
+) -> Result<&'t [T]> {
+    let [b, h, _, d] = view.shape();
+    if view.is_contiguous() && b * h == n {
+        return widen(view.data(), tmp);
+    }
+    try_resize("converted inputs", tmp, n * d, T::zero())?;
+    for (i, dst) in tmp.chunks_exact_mut(d.max(1)).enumerate() {
+        let (b, h) = at(i);
+        convert(view.row(b, h, 0), dst);
+    }
+    Ok(tmp)
+}
+
+/// `src` as `T`: zero-copy when `E` is `T`, else converted into `tmp`.
+pub(crate) fn widen<'a, E: Element, T: Float>(
+    src: &'a [E],
+    tmp: &'a mut Vec<T>,
+) -> Result<&'a [T]> {
+    if TypeId::of::<E>() == TypeId::of::<T>() {
+        return Ok(bytemuck::cast_slice(src));
+    }
+    try_resize("converted inputs", tmp, src.len(), T::zero())?;
+    convert(src, tmp);
+    Ok(tmp)
+}
+
+/// Converts `src` into `dst` (same length) as the compute type `T` sees it.
+fn convert<E: Element, T: Float>(src: &[E], dst: &mut [T]) {
+    if TypeId::of::<E>() == TypeId::of::<T>() {
+        dst.copy_from_slice(bytemuck::cast_slice(src));
+    } else if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // To f32: one vectorised slice conversion (exact for f16/bf16, rounding for f64).
+        E::to_f32_slice(src, bytemuck::cast_slice_mut(dst));
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = T::from_f64(s.to_f64());
+        }
+    }
+}
+
+/// Where to compute an output of element type `O` in `T`: `out` itself when `O` is `T`, else
+/// `wide` (sized here).
+pub(crate) fn narrow_target<'a, T: Float, O: Element>(
+    out: &'a mut [O],
+    wide: &'a mut Vec<T>,
+) -> Result<&'a mut [T]> {
+    if TypeId::of::<T>() == TypeId::of::<O>() {
+        Ok(bytemuck::cast_slice_mut(out))
+    } else {
+        try_resize("wide output", wide, out.len(), T::zero())?;
+        Ok(wide)
+    }
+}
+
+/// Rounds `wide` into `out`, once (nothing to do when the output was computed in place).
+pub(crate) fn narrow_back<T: Float, O: Element>(wide: &[T], out: &mut [O]) {
+    for (o, &w) in out.iter_mut().zip(wide) {
+        *o = O::from_f64(w.to_f64());
+    }
+}

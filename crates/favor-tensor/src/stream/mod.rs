@@ -1,0 +1,381 @@
+//! Causal decoding over tensors: one constant-size prefix state per (batch, head).
+
+mod run;
+mod snapshot;
+
+use std::sync::Arc;
+
+use favor_core::AnyFeatureMap;
+
+use crate::backend::Real;
+use crate::config::{Config, Precision};
+use crate::error::{Error, Result};
+use crate::exec::check_shape;
+use crate::tensor::{Element, Tensor, TensorView};
+use crate::weights::Weights;
+use run::StepIo;
+pub use snapshot::STREAM_SNAPSHOT_VERSION;
+
+/// Causal attention over `batch` sequences, one token (or one prefill block) at a time.
+///
+/// Each (batch, head) pair keeps favor-core's prefix state `(S, z)` plus its stabiliser, held
+/// as a compensated total and a ring of recent keys so that long streams keep their precision:
+/// about `heads × (2·(m·dv + m) + 16·(m + dv))` floats per sequence (m = feature count;
+/// [`memory_bytes`](Self::memory_bytes) is exact), whatever the number of tokens seen.
+/// Outputs equal [`Performer::forward`](crate::Performer::forward) with causal attention up to rounding.
+///
+/// ```
+/// use favor_tensor::{Performer, TensorView};
+/// let (h, d) = (2, 8);
+/// let attn = Performer::builder(d).heads(h).features(32).causal(true).build().unwrap();
+/// let mut stream = attn.stream(1).unwrap();
+/// let prompt = vec![0.1f32; h * 5 * d];
+/// let p = TensorView::new([1, h, 5, d], &prompt).unwrap();
+/// let out = stream.prefill(p, p, p).unwrap();
+/// assert_eq!(out.shape(), [1, h, 5, d]);
+/// let tok = vec![0.2f32; h * d];
+/// let t = TensorView::new([1, h, 1, d], &tok).unwrap();
+/// let next = stream.step(t, t, t).unwrap();
+/// assert_eq!(stream.tokens(), 6);
+/// let bytes = stream.snapshot().unwrap();
+/// stream.reset();
+/// stream.restore(&bytes).unwrap();
+/// assert_eq!(stream.tokens(), 6);
+/// # let _ = next;
+/// ```
+#[derive(Debug)]
+pub struct Stream {
+    cfg: Config,
+    batch: usize,
+    /// Tokens fed so far. favor-core's per-head counts can be lower: a key whose squared
+    /// norm overflows is absent from the state (its feature's limit is 0) and not counted.
+    position: u64,
+    states: States,
+}
+
+/// Every head's state in one precision, with the projection its feature map borrows: the
+/// stream owns both (the projection by `Arc`), so it needs no `Performer` and no lifetime.
+#[derive(Debug)]
+enum States {
+    F32(Owned32),
+    F64(Owned64),
+}
+
+type States32<'w> = HeadStates<'w, f32>;
+type States64<'w> = HeadStates<'w, f64>;
+
+// A self-referential pair (the map borrows W, the stream owns W) without `unsafe` here:
+// rebuilding the map from W on every step would re-check all of W (O(m·d)) each token.
+self_cell::self_cell!(
+    struct Owned32 {
+        owner: Arc<Weights>,
+        #[covariant]
+        dependent: States32,
+    }
+    impl {Debug}
+);
+self_cell::self_cell!(
+    struct Owned64 {
+        owner: Arc<Weights>,
+        #[covariant]
+        dependent: States64,
+    }
+    impl {Debug}
+);
+
+/// The feature map and every head's state, in one precision.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadStates<'w, T> {
+    map: AnyFeatureMap<'w, T>,
+    heads: Vec<HeadState<T>>,
+    /// Scratch of a step: every (batch, head)'s key and query, mapped in one GEMM
+    /// ([`favor_core::MappedTokens`]); kept so a step allocates nothing.
+    mapped: Vec<T>,
+}
+
+/// A favor-core stream's memory between calls.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadState<T> {
+    buf: Vec<T>,
+    tokens: u64,
+    log_scale: T,
+}
+
+/// `$e` with `$s` the states (and `$w` the weights) in their precision.
+macro_rules! states {
+    ($self:expr, $w:pat, $s:ident => $e:expr) => {
+        match $self {
+            States::F32(c) => c.with_dependent(|$w, $s| $e),
+            States::F64(c) => c.with_dependent(|$w, $s| $e),
+        }
+    };
+    (mut $self:expr, $w:pat, $s:ident => $e:expr) => {
+        match $self {
+            States::F32(c) => c.with_dependent_mut(|$w, $s| $e),
+            States::F64(c) => c.with_dependent_mut(|$w, $s| $e),
+        }
+    };
+}
+
+impl Stream {
+    pub(crate) fn new(cfg: Config, weights: Arc<Weights>, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::Config("a stream needs batch > 0".into()));
+        }
+        let n = batch
+            .checked_mul(cfg.heads)
+            .ok_or_else(|| Error::Config(format!("a stream of batch {batch} is too large")))?;
+        let states = match cfg.precision {
+            Precision::F32 => {
+                States::F32(Owned32::try_new(weights, |w| HeadStates::new(&cfg, w, n))?)
+            }
+            Precision::F64 => {
+                States::F64(Owned64::try_new(weights, |w| HeadStates::new(&cfg, w, n))?)
+            }
+        };
+        Ok(Self {
+            cfg,
+            batch,
+            position: 0,
+            states,
+        })
+    }
+
+    /// The projection this stream runs with (shared with the `Performer` it came from, as it
+    /// was when the stream was made).
+    pub fn weights(&self) -> Arc<Weights> {
+        match &self.states {
+            States::F32(c) => Arc::clone(c.borrow_owner()),
+            States::F64(c) => Arc::clone(c.borrow_owner()),
+        }
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Tokens fed so far (the same for every sequence).
+    pub fn tokens(&self) -> u64 {
+        self.position
+    }
+
+    /// Bytes of state, whatever the number of tokens seen: per (batch, head) favor-core's
+    /// stream buffer (`Stream::buffer_len`: the compensated sums `2·(m·dv + m)`, the ring
+    /// `RING·(m + dv) + 1`, four feature and two input rows), and the step's scratch for
+    /// mapping every head's key and query at once (`2·(m + d + 1)` per head).
+    pub fn memory_bytes(&self) -> usize {
+        states!(&self.states, _, s => {
+            s.heads.iter().map(|h| size_of_val(&h.buf[..])).sum::<usize>()
+                + size_of_val(&s.mapped[..])
+        })
+    }
+
+    /// Forgets every token.
+    pub fn reset(&mut self) {
+        self.position = 0;
+        states!(mut &mut self.states, _, s => s.heads.iter_mut().for_each(HeadState::reset))
+    }
+
+    /// Absorbs `len` tokens at once through the chunked causal path (`[B, H, len, d]`
+    /// queries, `[B, Hkv, len, d]` keys and `[B, Hkv, len, dv]` values; any strides) and returns their outputs
+    /// `[B, H, len, dv]`: the same bits as causal [`Performer::forward`](crate::Performer::forward) on those tokens from
+    /// an empty stream. On error the state is unchanged.
+    pub fn prefill<E: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+    ) -> Result<Tensor> {
+        let len = self.check(q, k, v, None)?;
+        let shape = [self.batch, self.cfg.heads, len, self.cfg.value_dim];
+        let mut out = Tensor::zeros(shape)?;
+        let io = StepIo {
+            q,
+            k,
+            v,
+            len,
+            step: false,
+        };
+        let cfg = &self.cfg;
+        states!(mut &mut self.states, _, s => s.run(cfg, &io, out.data_mut()))?;
+        self.position += len as u64;
+        Ok(out)
+    }
+
+    /// One decoding step: token `t`'s `[B, H, 1, d]` query, `[B, Hkv, 1, d]` key and
+    /// `[B, Hkv, 1, dv]` value; returns its `[B, H, 1, dv]` output. On error the state is unchanged.
+    pub fn step<E: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+    ) -> Result<Tensor> {
+        let shape = [self.batch, self.cfg.heads, 1, self.cfg.value_dim];
+        let mut out = Tensor::zeros(shape)?;
+        self.step_into(q, k, v, out.data_mut())?;
+        Ok(out)
+    }
+
+    /// [`step`](Self::step) into a caller buffer of `B·H·dv` elements of any element type
+    /// (rounded once from the compute precision), allocating nothing when inputs and output
+    /// are of the compute type.
+    pub fn step_into<E: Element, O: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+        out: &mut [O],
+    ) -> Result<()> {
+        self.check(q, k, v, Some(1))?;
+        let want = self.batch * self.cfg.heads * self.cfg.value_dim;
+        if out.len() != want {
+            return Err(Error::Shape {
+                tensor: "out",
+                expected: format!("[{want}] (batch × heads × value_dim)"),
+                got: vec![out.len()],
+            });
+        }
+        let io = StepIo {
+            q,
+            k,
+            v,
+            len: 1,
+            step: true,
+        };
+        let cfg = &self.cfg;
+        states!(mut &mut self.states, _, s => s.run(cfg, &io, out))?;
+        self.position += 1;
+        Ok(())
+    }
+
+    /// Checks shapes and finiteness before anything changes; returns the token count.
+    fn check<E: Element>(
+        &self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+        len: Option<usize>,
+    ) -> Result<usize> {
+        let cfg = &self.cfg;
+        let (b, h, hkv) = (Some(self.batch), Some(cfg.heads), Some(cfg.kv_heads));
+        check_shape("q", &q, [b, h, len, Some(cfg.dim)])?;
+        let len = Some(q.shape()[2]);
+        check_shape("k", &k, [b, hkv, len, Some(cfg.dim)])?;
+        check_shape("v", &v, [b, hkv, len, Some(cfg.value_dim)])?;
+        // favor-core checks each head, but a NaN in the last head must not leave the first
+        // ones updated: check everything first, as the precision will see it, together with
+        // the supported range (see `Performer`) for every key absorbed so far.
+        let len = q.shape()[2];
+        let keys = self
+            .position
+            .checked_add(len as u64)
+            .filter(|&n| n < u64::MAX)
+            .ok_or_else(|| Error::Config("the stream's token count would overflow".into()))?;
+        let m = cfg.feature_dim();
+        // And favor-core's own range, for every head at once: a head that refused its part
+        // after others ran would leave the stream half-updated.
+        states!(&self.states, w, s => {
+            let maxima = crate::range::check(cfg, w.row_norm, m, &q, &k, &v, keys)?;
+            s.core_range(maxima, keys)
+        })?;
+        Ok(q.shape()[2])
+    }
+
+    /// The state as bytes: a versioned little-endian header (magic `FAVT`, version,
+    /// precision, batch, heads, bytes per head, tokens fed), then for every (batch, head) its
+    /// indices and favor-core's snapshot of its state (which carries the feature map's
+    /// fingerprint and its own checksum), then a CRC-32 of everything before it.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        states!(&self.states, _, s => s.snapshot(&self.cfg, self.batch, self.position))
+    }
+
+    /// Replaces the state with one [`snapshot`](Self::snapshot) wrote (this version or
+    /// version 1) for a stream of the same layer (projection, kernel, dims, precision) and
+    /// batch. Corrupted (checksum), malformed, reordered or mismatched bytes give
+    /// [`Error::Snapshot`] and leave the state unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let (cfg, b) = (&self.cfg, self.batch);
+        self.position = states!(mut &mut self.states, _, s => s.restore(cfg, b, bytes))?;
+        Ok(())
+    }
+}
+
+impl<T: Real> HeadState<T> {
+    fn reset(&mut self) {
+        self.buf.fill(T::zero());
+        self.tokens = 0;
+        self.log_scale = T::neg_infinity();
+    }
+}
+
+impl<'w, T: Real> HeadStates<'w, T> {
+    fn new(cfg: &Config, weights: &'w Weights, n: usize) -> Result<Self> {
+        let map = cfg.map::<T>(weights)?;
+        let len = favor_core::Stream::<T, AnyFeatureMap<'w, T>, favor_core::Scalar>::buffer_len(
+            &map,
+            cfg.value_dim,
+        )
+        .map_err(crate::error::setup)?;
+        // `n` is the caller's batch × heads: whichever allocation fails, report the whole
+        // state's size, the number the caller can act on.
+        let mapped_len = crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?;
+        let head_bytes =
+            crate::alloc::bytes_of::<T>(len).and_then(|b| b.checked_add(size_of::<HeadState<T>>()));
+        let total = (head_bytes.and_then(|b| b.checked_mul(n)))
+            .zip(crate::alloc::bytes_of::<T>(mapped_len))
+            .and_then(|(a, b)| a.checked_add(b));
+        let fail = |_: Error| Error::Alloc {
+            what: "stream state",
+            bytes: total,
+        };
+        // Many small blocks: ask for their total once, or each would succeed until the
+        // system runs out (see `alloc::available`).
+        if !total.is_some_and(crate::alloc::available) {
+            return Err(Error::Alloc {
+                what: "stream state",
+                bytes: total,
+            });
+        }
+        let mut heads = crate::alloc::try_with_capacity("stream state", n).map_err(fail)?;
+        for _ in 0..n {
+            heads.push(HeadState {
+                buf: crate::alloc::try_zeros("stream state", len).map_err(fail)?,
+                tokens: 0,
+                log_scale: T::neg_infinity(),
+            });
+        }
+        let mapped = crate::alloc::try_zeros("stream state", mapped_len).map_err(fail)?;
+        Ok(Self { map, heads, mapped })
+    }
+
+    fn run<E: Element, O: Element>(
+        &mut self,
+        cfg: &Config,
+        io: &StepIo<'_, E>,
+        out: &mut [O],
+    ) -> Result<()> {
+        cfg.with_backend(run::Run {
+            states: self,
+            cfg,
+            io,
+            out,
+        })
+    }
+
+    /// favor-core's supported range ([`favor_core::check_range`]) for inputs of these maxima
+    /// and `keys` keys in all.
+    fn core_range(&self, m: crate::range::Maxima, keys: u64) -> Result<()> {
+        let t = |x: f64| <T as favor_core::Float>::from_f64(x);
+        favor_core::check_range(&self.map, t(m.q), t(m.k), t(m.v), keys).map_err(|e| {
+            let tensor = match e {
+                favor_core::Error::OutOfRange { what, .. } => what,
+                _ => "input",
+            };
+            Error::OutOfRange {
+                tensor,
+                reason: format!("{e}"),
+            }
+        })
+    }
+}

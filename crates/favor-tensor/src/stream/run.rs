@@ -1,0 +1,181 @@
+//! One prefill or decoding step over every (batch, head) state.
+
+use favor_core::{FeatureMap, Kernels};
+
+use super::{HeadState, HeadStates};
+use crate::backend::{BackendOp, Real};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::exec::{Rows, concurrency, converts, gather, narrow_back, narrow_target, parallel_zip};
+use crate::tensor::{Element, TensorView};
+
+/// One prefill or step call's inputs.
+pub(crate) struct StepIo<'a, E> {
+    pub(crate) q: TensorView<'a, E>,
+    pub(crate) k: TensorView<'a, E>,
+    pub(crate) v: TensorView<'a, E>,
+    pub(crate) len: usize,
+    /// A decoding step (`Stream::step`) rather than a prefill.
+    pub(crate) step: bool,
+}
+
+/// One prefill or step over every head, with one backend.
+pub(crate) struct Run<'s, 'w, 'a, 'o, E, T, O> {
+    pub(crate) states: &'s mut HeadStates<'w, T>,
+    pub(crate) cfg: &'s Config,
+    pub(crate) io: &'s StepIo<'a, E>,
+    pub(crate) out: &'o mut [O],
+}
+
+impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T, O> {
+    type Output = Result<()>;
+    fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+        if self.io.step {
+            self.step(kernels)
+        } else {
+            self.prefill(kernels)
+        }
+    }
+}
+
+/// favor-core's error for stream `i` (= batch · H + head) as one naming the head.
+fn core(heads: usize, i: usize, source: favor_core::Error) -> Error {
+    Error::Core {
+        batch: i / heads,
+        head: i % heads,
+        source,
+    }
+}
+
+impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
+    /// Every head shares the one projection: map all keys and queries in one GEMM (W read
+    /// once per token, not once per head), then step each head's state. A step is a few
+    /// microseconds per head: less than handing it to a pool.
+    fn step<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+        let (io, cfg) = (self.io, self.cfg);
+        let (h, dv) = (cfg.heads, cfg.value_dim);
+        let group = cfg.heads / cfg.kv_heads;
+        let n = self.states.heads.len();
+        let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
+        // Stream i's rows: its own query, its key/value head's key and value.
+        let q = gather(&io.q, &mut tq, n, |i| (i / h, i % h))?;
+        let k = gather(&io.k, &mut tk, n, |i| (i / h, i % h / group))?;
+        let v = gather(&io.v, &mut tv, n, |i| (i / h, i % h / group))?;
+        let map = &self.states.map;
+        let mapped = favor_core::MappedTokens::new(kernels, map, n, q, k, &mut self.states.mapped)
+            .map_err(|e| match e {
+                // Token i is stream i's row 0.
+                favor_core::Error::NonFinite { what, row } => {
+                    core(h, row, favor_core::Error::NonFinite { what, row: 0 })
+                }
+                // Unreachable: `check` ran favor-core's range check on every head's maxima
+                // before anything ran.
+                other => core(h, 0, other),
+            })?;
+        // Sized by the first head's `narrow_target`, before any state changes.
+        let mut wide = Vec::new();
+        let heads = self.states.heads.iter_mut();
+        for (i, (st, o)) in heads.zip(self.out.chunks_mut(dv)).enumerate() {
+            let out_t = narrow_target(o, &mut wide)?;
+            let mut s =
+                favor_core::Stream::resume(*kernels, map, dv, &mut st.buf, st.tokens, st.log_scale)
+                    .map_err(|e| core(h, i, e))?;
+            s.step_mapped(&mapped, i, &v[i * dv..(i + 1) * dv], out_t)
+                .map_err(|e| core(h, i, e))?;
+            (st.tokens, st.log_scale) = (s.tokens(), s.state().log_scale());
+            narrow_back(&wide, o);
+        }
+        Ok(())
+    }
+
+    fn prefill<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+        let (io, cfg) = (self.io, self.cfg);
+        let (dv, len) = (cfg.value_dim, io.len);
+        let group = cfg.heads / cfg.kv_heads;
+        let map = &self.states.map;
+        // Chunks longer than the call would only size scratch for absent rows.
+        let chunk = cfg.chunk.min(len);
+        let m = map.feature_dim();
+        let copies = converts::<E, T>()
+            || !(io.q.is_contiguous() && io.k.is_contiguous() && io.v.is_contiguous());
+        let sizes = PrefillSizes {
+            input: if copies { len * cfg.dim } else { 0 },
+            values: if copies { len * dv } else { 0 },
+            out: if converts::<O, T>() { len * dv } else { 0 },
+            scratch: crate::alloc::len("prefill scratch", favor_core::chunk_scratch_len(m, chunk))?,
+        };
+        let one = |i: usize, out: &mut [O], h: &mut HeadState<T>, bufs: &mut PrefillBuffers<T>| {
+            let (b, hd) = (i / cfg.heads, i % cfg.heads);
+            let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
+            let k = Rows::of(&io.k, b, hd / group).widen(&mut bufs.k)?;
+            let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
+            let out_t = narrow_target(out, &mut bufs.out)?;
+            let core = |e| core(cfg.heads, i, e);
+            let mut s =
+                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)
+                    .map_err(core)?;
+            s.prefill(q, k, v, len, chunk, out_t, &mut bufs.scratch)
+                .map_err(core)?;
+            (h.tokens, h.log_scale) = (s.tokens(), s.state().log_scale());
+            narrow_back(&bufs.out, out);
+            Ok(())
+        };
+        // Every buffer the heads need is allocated before the first head changes, so that
+        // running out of memory leaves the stream as it was: one set per head that can run
+        // at once.
+        let heads = &mut self.states.heads;
+        let workers = concurrency(cfg.parallel, heads.len());
+        let mut pool = crate::alloc::try_with_capacity("prefill scratch", workers)?;
+        for _ in 0..workers {
+            pool.push(PrefillBuffers::new(&sizes)?);
+        }
+        let pool = std::sync::Mutex::new(pool);
+        let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
+            let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            // The pool holds one set per concurrent head; allocating here is only a fallback.
+            let mut bufs = match taken {
+                Some(b) => b,
+                None => PrefillBuffers::new(&sizes)?,
+            };
+            let r = one(i, o, h, &mut bufs);
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(bufs);
+            r
+        });
+        results.into_iter().collect()
+    }
+}
+
+/// Element counts of one head's prefill buffers (0 where no copy is needed).
+struct PrefillSizes {
+    /// A head's queries (or keys) gathered or converted to `T`: `len × d`.
+    input: usize,
+    /// A head's values gathered or converted to `T`: `len × dv`.
+    values: usize,
+    /// A head's output in `T` before rounding to the output type: `len × dv`.
+    out: usize,
+    /// favor-core's chunk scratch.
+    scratch: usize,
+}
+
+/// One head's prefill buffers: inputs in `T`, the output in `T` and favor-core's scratch.
+struct PrefillBuffers<T> {
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    out: Vec<T>,
+    scratch: Vec<T>,
+}
+
+impl<T: Real> PrefillBuffers<T> {
+    fn new(n: &PrefillSizes) -> Result<Self> {
+        let what = "prefill scratch";
+        let cap = |len| crate::alloc::try_with_capacity(what, len);
+        Ok(Self {
+            q: cap(n.input)?,
+            k: cap(n.input)?,
+            v: cap(n.values)?,
+            out: cap(n.out)?,
+            scratch: crate::alloc::try_zeros(what, n.scratch)?,
+        })
+    }
+}
