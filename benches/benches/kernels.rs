@@ -62,23 +62,26 @@ fn gemm(c: &mut Criterion) {
     for k in backends() {
         g.throughput(flops(ROWS, M, D));
         g.bench_function(BenchmarkId::new(name(&k), "256x256x64_xwt"), |b| {
-            b.iter(|| k.gemm_nt(ROWS, M, D, black_box(&x), D, &w, D, &mut out, M, false))
+            b.iter(|| {
+                let (xm, wm) = (
+                    MatRef::row_major(black_box(&x), ROWS, D),
+                    MatRef::row_major(&w, M, D),
+                );
+                k.gemm(
+                    MatMut::row_major(&mut out, ROWS, M),
+                    Accum::Overwrite,
+                    xm,
+                    wm.t(),
+                )
+            })
         });
         g.throughput(flops(chunk, chunk, M));
         g.bench_function(BenchmarkId::new(name(&k), "64x64x256_tile"), |b| {
             b.iter(|| {
-                k.gemm_nt(
-                    chunk,
-                    chunk,
-                    M,
-                    black_box(&feats),
-                    M,
-                    &feats[chunk * M..],
-                    M,
-                    &mut out,
-                    chunk,
-                    false,
-                )
+                let q = MatRef::row_major(black_box(&feats), chunk, M);
+                let keys = MatRef::row_major(&feats[chunk * M..], chunk, M);
+                let tile = MatMut::row_major(&mut out, chunk, chunk);
+                k.gemm(tile, Accum::Overwrite, q, keys.t())
             })
         });
     }
@@ -90,17 +93,13 @@ fn gemm(c: &mut Criterion) {
     for k in backends() {
         g.bench_function(BenchmarkId::new(name(&k), "256x64x256_qs"), |b| {
             b.iter(|| {
-                k.gemm_nn(
-                    ROWS,
-                    D,
-                    M,
-                    black_box(&feats),
-                    M,
-                    &s_in,
-                    D,
-                    &mut out,
-                    D,
-                    false,
+                let q = MatRef::row_major(black_box(&feats), ROWS, M);
+                let sm = MatRef::row_major(&s_in, M, D);
+                k.gemm(
+                    MatMut::row_major(&mut out, ROWS, D),
+                    Accum::Overwrite,
+                    q,
+                    sm,
                 )
             })
         });
@@ -112,7 +111,11 @@ fn gemm(c: &mut Criterion) {
     g.throughput(flops(M, D, ROWS));
     for k in backends() {
         g.bench_function(BenchmarkId::new(name(&k), "256x64x256_ktv"), |b| {
-            b.iter(|| k.gemm_tn(M, D, ROWS, black_box(&feats), M, &v, D, &mut s, D, true))
+            b.iter(|| {
+                let keys = MatRef::row_major(black_box(&feats), ROWS, M);
+                let vm = MatRef::row_major(&v, ROWS, D);
+                k.gemm(MatMut::row_major(&mut s, M, D), Accum::Add, keys.t(), vm)
+            })
         });
     }
     g.finish();
@@ -128,7 +131,16 @@ fn gemm(c: &mut Criterion) {
     };
     for k in backends() {
         g.bench_function(BenchmarkId::new(name(&k), "256x256x64"), |b| {
-            b.iter(|| k.project(ROWS, black_box(&x), p, 0.35, &mut out, M, &mut row_max))
+            b.iter(|| {
+                let xm = MatRef::row_major(black_box(&x), ROWS, D);
+                k.project(
+                    xm,
+                    p,
+                    0.35,
+                    MatMut::row_major(&mut out, ROWS, M),
+                    &mut row_max,
+                )
+            })
         });
     }
     g.finish();
@@ -155,7 +167,13 @@ fn prefix_state(c: &mut Criterion) {
     g.throughput(Throughput::Elements((2 * RING * (M * D + M)) as u64));
     for k in backends() {
         g.bench_function(BenchmarkId::new(name(&k), "fold_rank_m256_dv64"), |b| {
-            b.iter(|| k.fold_rank(M, D, &mut hi, black_box(&mut lo), &keys, &values, RING))
+            b.iter(|| {
+                k.fold_rank(
+                    &mut hi,
+                    black_box(&mut lo),
+                    Ring::new(&keys, &values, RING, M, D),
+                )
+            })
         });
     }
     g.throughput(Throughput::Elements(
@@ -163,7 +181,14 @@ fn prefix_state(c: &mut Criterion) {
     ));
     for k in backends() {
         g.bench_function(BenchmarkId::new(name(&k), "ring_query_m256_dv64"), |b| {
-            b.iter(|| k.ring_query(M, D, black_box(&hi), &keys, &values, RING, &q, &mut out))
+            b.iter(|| {
+                k.ring_query(
+                    black_box(&hi),
+                    Ring::new(&keys, &values, RING, M, D),
+                    &q,
+                    &mut out,
+                )
+            })
         });
     }
     g.finish();

@@ -31,8 +31,7 @@ fn main() {
         for _ in 0..n {
             match which.as_str() {
                 "project" => k.project(
-                    rows,
-                    &x[..rows * d],
+                    MatRef::row_major(&x[..rows * d], rows, d),
                     ProjectionRef {
                         w: &w,
                         wt: Some(&wt),
@@ -40,13 +39,11 @@ fn main() {
                         dim: d,
                     },
                     0.35,
-                    &mut out,
-                    m,
+                    MatMut::row_major(&mut out, rows, m),
                     &mut mx,
                 ),
                 "projectw" => k.project(
-                    rows,
-                    &x[..rows * d],
+                    MatRef::row_major(&x[..rows * d], rows, d),
                     ProjectionRef {
                         w: &w,
                         wt: None,
@@ -54,17 +51,26 @@ fn main() {
                         dim: d,
                     },
                     0.35,
-                    &mut out,
-                    m,
+                    MatMut::row_major(&mut out, rows, m),
                     &mut mx,
                 ),
                 "fold_rank" => {
                     for (hi, lo) in his.iter_mut().zip(los.iter_mut()) {
-                        k.fold_rank(m, d, hi, lo, &keys, &vals, RING);
+                        k.fold_rank(hi, lo, Ring::new(&keys, &vals, RING, m, d));
                     }
                 }
-                "tn" => k.gemm_tn(m, d, rows, &x, 256, &wt, d, &mut s, d, true),
-                "nn" => k.gemm_nn(rows, d, m, &x, 256, &s, d, &mut out, d, false),
+                "tn" => k.gemm(
+                    MatMut::row_major(&mut s, m, d),
+                    Accum::Add,
+                    MatRef::new(&x, rows, m, 256).t(),
+                    MatRef::row_major(&wt, rows, d),
+                ),
+                "nn" => k.gemm(
+                    MatMut::row_major(&mut out, rows, d),
+                    Accum::Overwrite,
+                    MatRef::new(&x, rows, m, 256),
+                    MatRef::row_major(&s, m, d),
+                ),
                 _ => {
                     for r in 0..rows {
                         k.exp_shift(&mut out[r * m..(r + 1) * m], 1.0);

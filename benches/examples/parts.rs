@@ -26,24 +26,10 @@ fn main() {
     let blocks = 4096 / b * 2;
     let tp = t(|| {
         for i in 0..blocks / 2 {
-            k.project(
-                b,
-                &h.q[i * b * d..(i + 1) * b * d],
-                p,
-                0.35,
-                &mut out,
-                m,
-                &mut mx,
-            );
-            k.project(
-                b,
-                &h.k[i * b * d..(i + 1) * b * d],
-                p,
-                0.35,
-                &mut out,
-                m,
-                &mut mx,
-            );
+            let x = MatRef::row_major(&h.q[i * b * d..(i + 1) * b * d], b, d);
+            k.project(x, p, 0.35, MatMut::row_major(&mut out, b, m), &mut mx);
+            let x = MatRef::row_major(&h.k[i * b * d..(i + 1) * b * d], b, d);
+            k.project(x, p, 0.35, MatMut::row_major(&mut out, b, m), &mut mx);
         }
     });
     let te = t(|| {
@@ -57,24 +43,16 @@ fn main() {
     let mut s = vec![0f32; m * d];
     let tt = t(|| {
         for i in 0..blocks / 2 {
-            k.gemm_tn(
-                m,
-                d,
-                b,
-                &out,
-                m,
-                &h.v[i * b * d..(i + 1) * b * d],
-                d,
-                &mut s,
-                d,
-                true,
-            );
+            let v = MatRef::row_major(&h.v[i * b * d..(i + 1) * b * d], b, d);
+            let feats = MatRef::row_major(&out, b, m);
+            k.gemm(MatMut::row_major(&mut s, m, d), Accum::Add, feats.t(), v);
         }
     });
     let mut o = vec![0f32; b * d];
     let tn = t(|| {
         for _ in 0..blocks / 2 {
-            k.gemm_nn(b, d, m, &out, m, &s, d, &mut o, d, false);
+            let (feats, sm) = (MatRef::row_major(&out, b, m), MatRef::row_major(&s, m, d));
+            k.gemm(MatMut::row_major(&mut o, b, d), Accum::Overwrite, feats, sm);
         }
     });
     let tr = t(|| {

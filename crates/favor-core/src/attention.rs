@@ -4,7 +4,7 @@ use crate::error::{Result, check};
 use crate::state::{
     PrefixState, Remap, guard, rescale_factor, scale_by_exp, stabiliser, state_len, underflowed,
 };
-use crate::{FeatureMap, Float, Kernels, range};
+use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef, range};
 
 /// Shapes of one attention head: `q` is queries×dim, `k` keys×dim, `v` keys×value_dim,
 /// the output queries×value_dim; all row-major and contiguous.
@@ -385,19 +385,14 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         // lower triangle is used: the top half of the rows needs only the left half of the
         // columns, which saves a quarter of the tile's FLOPs.
         let h = c / 2;
-        kernels.gemm_nt(h, h, m, qf, m, kf, m, tile, cmax, false);
-        kernels.gemm_nt(
-            c - h,
-            c,
-            m,
-            &qf[h * m..],
-            m,
-            kf,
-            m,
-            &mut tile[h * cmax..],
-            cmax,
-            false,
-        );
+        {
+            let (qm, km) = (MatRef::row_major(qf, c, m), MatRef::row_major(kf, c, m).t());
+            let mut t = MatMut::new(tile, c, c, cmax);
+            let top = (qm.block(0, 0, h, m), km.block(0, 0, m, h));
+            kernels.gemm(t.rb_mut().block(0, 0, h, h), Accum::Overwrite, top.0, top.1);
+            let bottom = qm.block(h, 0, c - h, m);
+            kernels.gemm(t.block(h, 0, c - h, c), Accum::Overwrite, bottom, km);
+        }
         for i in 0..c {
             let row = &mut tile[i * cmax..i * cmax + i + 1];
             if run[i] == T::neg_infinity() {
@@ -407,7 +402,8 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             }
             den[i] = row.iter().fold(T::zero(), |s, &a| s + a);
         }
-        kernels.gemm_tril_nn(c, dv, tile, cmax, vc, dv, oc, dv, false);
+        let (t, vm) = (MatRef::new(tile, c, c, cmax), MatRef::row_major(vc, c, dv));
+        kernels.gemm_tril(MatMut::row_major(oc, c, dv), Accum::Overwrite, t, vm);
 
         // Contribution of everything before the chunk, at each query's scale, from the
         // total (one GEMM).
@@ -416,7 +412,11 @@ pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
                 let f = rescale_factor(state.log_scale(), run[i]);
                 kernels.scale(f, &mut qf[i * m..(i + 1) * m]);
             }
-            kernels.gemm_nn(c, dv, m, qf, m, state.s(), dv, oc, dv, true);
+            let (qm, s) = (
+                MatRef::row_major(qf, c, m),
+                MatRef::row_major(state.s(), m, dv),
+            );
+            kernels.gemm(MatMut::row_major(oc, c, dv), Accum::Add, qm, s);
             for i in 0..c {
                 den[i] = den[i] + kernels.dot(&qf[i * m..(i + 1) * m], state.z());
             }
@@ -507,7 +507,11 @@ fn requery_chunk_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     }
     if before {
         kernels.scale(f_state, f);
-        kernels.gemm_nn(1, dv, m, f, m, state.s(), dv, o, dv, true);
+        let (fm, s) = (
+            MatRef::row_major(f, 1, m),
+            MatRef::row_major(state.s(), m, dv),
+        );
+        kernels.gemm(MatMut::row_major(o, 1, dv), Accum::Add, fm, s);
     }
     Some(den)
 }

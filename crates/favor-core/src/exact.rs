@@ -2,7 +2,7 @@
 
 use crate::attention::Shape;
 use crate::error::{Result, check};
-use crate::{Float, Kernels};
+use crate::{Accum, Float, Kernels, MatMut, MatRef};
 
 /// Options for [`softmax_attention`].
 #[derive(Debug, Clone, Copy)]
@@ -177,7 +177,9 @@ pub fn softmax_attention_tiled<T: Float, K: Kernels<T>>(
         for j0 in (0..keys_end).step_by(block) {
             let bk = block.min(keys_end - j0);
             let t = &mut tile[..bq * bk];
-            kernels.gemm_nt(bq, bk, d, &q[i0 * d..], d, &k[j0 * d..], d, t, bk, false);
+            let qb = MatRef::row_major(&q[i0 * d..], bq, d);
+            let kb = MatRef::row_major(&k[j0 * d..], bk, d);
+            kernels.gemm(MatMut::row_major(t, bq, bk), Accum::Overwrite, qb, kb.t());
             for r in 0..bq {
                 // Keys j0..j0+visible are visible to query i0 + r.
                 let visible = if opts.causal {
@@ -218,7 +220,11 @@ pub fn softmax_attention_tiled<T: Float, K: Kernels<T>>(
                 }
                 row_sum[r] = row_sum[r] + kernels.dot(&row[..visible], &ones[..visible]);
             }
-            kernels.gemm_nn(bq, dv, bk, t, bk, &v[j0 * dv..], dv, o, dv, true);
+            let (tb, vb) = (
+                MatRef::row_major(t, bq, bk),
+                MatRef::row_major(&v[j0 * dv..], bk, dv),
+            );
+            kernels.gemm(MatMut::row_major(o, bq, dv), Accum::Add, tb, vb);
         }
         for r in 0..bq {
             let orow = &mut o[r * dv..(r + 1) * dv];

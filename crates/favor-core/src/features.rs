@@ -10,7 +10,7 @@
 //! non-finite inputs before they get here).
 
 use crate::error::{Result, check};
-use crate::{Activation, Float, Kernels, ProjectionRef};
+use crate::{Activation, Float, Kernels, MatMut, MatRef, ProjectionRef};
 
 /// A random-feature map φ: ℝᵈ → ℝᴹ with `E[φ(x)·φ(y)] ≈ K(x, y)`.
 pub trait FeatureMap<T: Float> {
@@ -294,7 +294,9 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
     fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
         let m = self.m;
         let mut row_max = [T::zero()];
-        kernels.project(1, x, self.projection(), self.scale(), out, m, &mut row_max);
+        let p = self.projection();
+        let (x, o) = (MatRef::row_major(x, 1, p.dim), MatMut::row_major(out, 1, m));
+        kernels.project(x, p, self.scale(), o, &mut row_max);
         shift_against(&mut out[..m], &weights[..m])
     }
     fn max_log_scale(&self) -> T {
@@ -334,7 +336,11 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
         check_rows(x, rows, d, m, out, log_scales)?;
         let s = self.scale();
         // log_scales holds each row's max projection until it is turned into the log-scale.
-        kernels.project(rows, x, self.projection(), s, out, m, log_scales);
+        let (xm, o) = (
+            MatRef::row_major(x, rows, d),
+            MatMut::row_major(out, rows, m),
+        );
+        kernels.project(xm, self.projection(), s, o, log_scales);
         let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
         for r in 0..rows {
             let row = &mut out[r * m..(r + 1) * m];
@@ -371,15 +377,9 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
     fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
         let m = self.m;
         let mut row_max = [T::zero()];
-        kernels.project(
-            1,
-            x,
-            self.projection(),
-            self.scale(),
-            out,
-            2 * m,
-            &mut row_max,
-        );
+        let p = self.projection();
+        let (x, o) = (MatRef::row_major(x, 1, p.dim), MatMut::row_major(out, 1, m));
+        kernels.project(x, p, self.scale(), o, &mut row_max);
         let (plus, minus) = out[..2 * m].split_at_mut(m);
         for (n, &p) in minus.iter_mut().zip(plus.iter()) {
             *n = -p;
@@ -422,7 +422,11 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
-        kernels.project(rows, x, self.projection(), s, out, 2 * m, log_scales);
+        let (xm, o) = (
+            MatRef::row_major(x, rows, d),
+            MatMut::new(out, rows, m, 2 * m),
+        );
+        kernels.project(xm, self.projection(), s, o, log_scales);
         let log_norm = T::from_usize(2 * m).libm_sqrt().libm_ln();
         for r in 0..rows {
             let row = &mut out[r * 2 * m..(r + 1) * 2 * m];
@@ -498,7 +502,11 @@ impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
         let (m, d) = (self.m, self.d);
         check_rows(x, rows, d, 2 * m, out, log_scales)?;
         let s = self.scale();
-        kernels.project(rows, x, self.projection(), s, out, 2 * m, log_scales);
+        let (xm, o) = (
+            MatRef::row_major(x, rows, d),
+            MatMut::new(out, rows, m, 2 * m),
+        );
+        kernels.project(xm, self.projection(), s, o, log_scales);
         let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
         for r in 0..rows {
             kernels.sin_cos(&mut out[r * 2 * m..(r + 1) * 2 * m], m);
@@ -690,7 +698,11 @@ impl<T: Float> FeatureMap<T> for Generalized<'_, T> {
                     features: m,
                     dim: d,
                 };
-                kernels.project(rows, x, p, s, out, m, log_scales)
+                let (xm, o) = (
+                    MatRef::row_major(x, rows, d),
+                    MatMut::row_major(out, rows, m),
+                );
+                kernels.project(xm, p, s, o, log_scales)
             }
             None => {
                 out[..rows * d].copy_from_slice(x);

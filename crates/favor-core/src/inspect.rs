@@ -1,7 +1,7 @@
 //! Inspection: one row of the implied (approximate) attention matrix.
 
 use crate::error::{Result, check};
-use crate::{FeatureMap, Float, Kernels};
+use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef};
 
 /// Elements [`attention_row`]'s scratch needs: one feature row (M).
 pub fn attention_row_scratch_len<T: Float, F: FeatureMap<T>>(fm: &F) -> usize {
@@ -50,7 +50,9 @@ pub fn attention_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let mut ql = [T::zero()];
     fm.map_rows(kernels, q, 1, qf, &mut ql)?;
     let c = kernels.max(&key_log_scales[..visible]);
-    kernels.gemm_nt(1, visible, m, qf, m, key_features, m, out, keys, false);
+    let keys_m = MatRef::row_major(key_features, visible, m).t();
+    let row = MatMut::row_major(&mut out[..visible], 1, visible);
+    kernels.gemm(row, Accum::Overwrite, MatRef::row_major(qf, 1, m), keys_m);
     kernels.mul_exp(&mut out[..visible], &key_log_scales[..visible], c);
     out[visible..keys].fill(T::zero());
     let total = out[..visible].iter().fold(T::zero(), |s, &x| s + x);

@@ -1,9 +1,12 @@
 //! The hot primitives, as a trait with one scalar reference implementation.
 //!
 //! Every algorithm in favor-core is written once against [`Kernels`]; `favor-simd` supplies
-//! vectorised implementations and is judged against [`Scalar`]. The operations are
-//! GEMM-shaped on row-major panels with explicit leading dimensions (`lda` = distance in
-//! elements between consecutive rows), so an implementation can pack and register-block.
+//! vectorised implementations and is judged against [`Scalar`]. Matrix products take
+//! strided views ([`MatRef`], [`MatMut`]): `Q'K'ᵀ`, `Q'S` and `K'ᵀV` are all [`gemm`]
+//! (`Kernels::gemm`) on differently viewed operands, which an implementation packs and
+//! register-blocks as it likes.
+//!
+//! [`gemm`]: Kernels::gemm
 //!
 //! Contract for every method: shapes have been checked by the caller (the algorithms check
 //! them once, up front), so slices are at least as long as the dimensions and strides imply.
@@ -11,6 +14,7 @@
 //! the described elements. `m`, `n` or `k` may be zero.
 
 use crate::Float;
+use crate::mat::{Accum, MatMut, MatRef};
 
 /// A nonlinearity for generalized (non-softmax) feature maps, `φ(x) = f(Wx) + ε`.
 #[derive(Debug, Clone, Copy)]
@@ -43,118 +47,137 @@ pub struct ProjectionRef<'a, T> {
     pub dim: usize,
 }
 
+/// The last `len` keys (`len × features`) and values (`len × value_dim`) a prefix state holds
+/// outside its compensated total, row-major and contiguous.
+#[derive(Debug, Clone, Copy)]
+pub struct Ring<'a, T> {
+    keys: &'a [T],
+    values: &'a [T],
+    len: usize,
+    features: usize,
+    value_dim: usize,
+}
+
+impl<'a, T> Ring<'a, T> {
+    /// The first `len` rows of `keys` (rows of `features`) and `values` (rows of `value_dim`).
+    ///
+    /// # Panics
+    /// If a slice is shorter than its `len` rows.
+    #[track_caller]
+    pub fn new(
+        keys: &'a [T],
+        values: &'a [T],
+        len: usize,
+        features: usize,
+        value_dim: usize,
+    ) -> Self {
+        let (nk, nv) = (len.checked_mul(features), len.checked_mul(value_dim));
+        assert!(
+            nk.is_some_and(|n| n <= keys.len()) && nv.is_some_and(|n| n <= values.len()),
+            "ring of {len} rows longer than its buffers"
+        );
+        Self {
+            keys: &keys[..len * features],
+            values: &values[..len * value_dim],
+            len,
+            features,
+            value_dim,
+        }
+    }
+    /// The keys, `len × features`.
+    pub fn keys(&self) -> &'a [T] {
+        self.keys
+    }
+    /// The values, `len × value_dim`.
+    pub fn values(&self) -> &'a [T] {
+        self.values
+    }
+    /// How many keys the ring holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the ring holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Features per key (m).
+    pub fn features(&self) -> usize {
+        self.features
+    }
+    /// Elements per value (dv).
+    pub fn value_dim(&self) -> usize {
+        self.value_dim
+    }
+}
+
+/// The dimensions `(m, n, k)` of `C (m×n) = A (m×k) · B (k×n)`.
+///
+/// # Panics
+/// If the views' dimensions do not agree.
+#[track_caller]
+pub fn gemm_dims<T: Copy>(
+    c: &MatMut<'_, T>,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+) -> (usize, usize, usize) {
+    assert!(
+        a.rows() == c.rows() && b.cols() == c.cols() && a.cols() == b.rows(),
+        "gemm: C {}×{} = A {}×{} · B {}×{}",
+        c.rows(),
+        c.cols(),
+        a.rows(),
+        a.cols(),
+        b.rows(),
+        b.cols()
+    );
+    (c.rows(), c.cols(), a.cols())
+}
+
 /// The primitives FAVOR+ spends its time in.
 ///
-/// Layout: all matrices row-major; element (i, j) of `a` with leading dimension `lda` is
-/// `a[i * lda + j]`. With `accumulate == false` the output is overwritten, otherwise added to.
+/// Matrices are strided views; vectors are slices.
 pub trait Kernels<T: Float>: Copy + Send + Sync {
     /// Short name of the backend (`"scalar"`, `"avx2"`, ...), for reports.
     fn name(&self) -> &'static str;
 
-    /// `C (m×n) = A (m×k) · Bᵀ` with `B` stored n×k. Used for X·Wᵀ and Q'K'ᵀ.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_nt(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    );
+    /// `C (m×n) = A (m×k) · B (k×n)` ([`Accum::Overwrite`]) or `C += A·B` ([`Accum::Add`]),
+    /// any strides (see [`gemm_dims`]): `X·Wᵀ` and `Q'K'ᵀ` pass `B` as a transposed view,
+    /// the state update `K'ᵀV` passes `A` as one.
+    fn gemm(&self, c: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>);
 
-    /// `C (m×n) = A (m×k) · B (k×n)`. Used for Q'S.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_nn(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    );
-
-    /// `C (m×n) = Aᵀ · B` with `A` stored k×m and `B` k×n. Used for the state update K'ᵀV.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_tn(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    );
-
-    /// `C (m×n) = tril(A) · B` with `A` m×m: row i of C uses only `A[i][0..=i]` and rows
+    /// `C (m×n) (+)= tril(A) · B` with `A` m×m: row i of C uses only `A[i][0..=i]` and rows
     /// `0..=i` of B. Elements above A's diagonal are never read, so they may hold anything
     /// (that is what makes the chunked causal path leak-free bit for bit). Used for the
     /// chunk-local (Q'K'ᵀ∘tril)V.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_tril_nn(
-        &self,
-        m: usize,
-        n: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    fn gemm_tril(&self, mut c: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>) {
+        let (m, n, _) = gemm_dims(&c, &a, &b);
         for i in 0..m {
-            self.gemm_nn(
-                1,
-                n,
-                i + 1,
-                &a[i * lda..],
-                lda,
-                b,
-                ldb,
-                &mut c[i * ldc..],
-                ldc,
-                accumulate,
-            );
+            let ci = c.rb_mut().block(i, 0, 1, n);
+            self.gemm(ci, accum, a.block(i, 0, 1, i + 1), b.block(0, 0, i + 1, n));
         }
     }
 
     /// The projection step of every feature map, fused so a backend can apply the data
-    /// scale and take the row maximum in the GEMM's epilogue: for each of `rows` rows of `x`
-    /// (stride d), `out[r][0..m] = scale · (x_r · Wᵀ)` (stride `ldo`) and
-    /// `row_max[r] = max_i out[r][i]`. When the projection carries Wᵀ, the product is a
-    /// plain row-major GEMM that needs no transposition.
-    #[allow(clippy::too_many_arguments)]
+    /// scale and take the row maximum in the GEMM's epilogue: for each row r of `x`
+    /// (`rows × d`), `out[r][0..m] = scale · (x_r · Wᵀ)` and `row_max[r] = max_i out[r][i]`.
+    /// `out` (`rows × m`) has adjacent columns. When the projection carries Wᵀ, the product
+    /// is a plain row-major GEMM that needs no transposition.
     fn project(
         &self,
-        rows: usize,
-        x: &[T],
+        x: MatRef<'_, T>,
         p: ProjectionRef<'_, T>,
         scale: T,
-        out: &mut [T],
-        ldo: usize,
+        mut out: MatMut<'_, T>,
         row_max: &mut [T],
     ) {
         let (m, d) = (p.features, p.dim);
-        match p.wt {
-            Some(wt) => self.gemm_nn(rows, m, d, x, d, wt, m, out, ldo, false),
-            None => self.gemm_nt(rows, m, d, x, d, p.w, d, out, ldo, false),
-        }
-        for (r, mx) in row_max[..rows].iter_mut().enumerate() {
-            let row = &mut out[r * ldo..r * ldo + m];
+        let w = match p.wt {
+            Some(wt) => MatRef::row_major(wt, d, m),
+            None => MatRef::row_major(p.w, m, d).t(),
+        };
+        self.gemm(out.rb_mut(), Accum::Overwrite, x, w);
+        for (r, mx) in row_max[..x.rows()].iter_mut().enumerate() {
+            let row = out.row_mut(r).expect("project: out needs adjacent columns");
             if scale != T::one() {
                 self.scale(scale, row);
             }
@@ -163,49 +186,36 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
     }
 
     /// One decoding query against a prefix state held as a total `hi` (S, `m × dv` row-major,
-    /// then z, length m) and a ring of `r ≤` [`RING`](crate::RING) recent keys (`keys`, r×m)
-    /// and values (`values`, r×dv): `out = qᵀS + Σ_b (q·k_b) v_b`; returns
-    /// `q·z + Σ_b q·k_b`. A backend can do it in one pass over S (decoding is memory-bound).
-    #[allow(clippy::too_many_arguments)]
-    fn ring_query(
-        &self,
-        m: usize,
-        dv: usize,
-        hi: &[T],
-        keys: &[T],
-        values: &[T],
-        r: usize,
-        q: &[T],
-        out: &mut [T],
-    ) -> T {
+    /// then z, length m) and a [`Ring`] of recent keys and values (at most
+    /// [`RING`](crate::RING)): `out = qᵀS + Σ_b (q·k_b) v_b`; returns `q·z + Σ_b q·k_b`. A
+    /// backend can do it in one pass over S (decoding is memory-bound).
+    fn ring_query(&self, hi: &[T], ring: Ring<'_, T>, q: &[T], out: &mut [T]) -> T {
+        let (m, dv) = (ring.features(), ring.value_dim());
         let (s, z) = hi[..m * dv + m].split_at(m * dv);
-        self.gemm_nn(1, dv, m, q, m, s, dv, out, dv, false);
-        let mut den = self.dot(&q[..m], z);
-        for b in 0..r {
-            let score = self.dot(&q[..m], &keys[b * m..(b + 1) * m]);
-            self.axpy(score, &values[b * dv..(b + 1) * dv], &mut out[..dv]);
+        let out = &mut out[..dv];
+        let q = &q[..m];
+        self.gemm(
+            MatMut::row_major(out, 1, dv),
+            Accum::Overwrite,
+            MatRef::row_major(q, 1, m),
+            MatRef::row_major(s, m, dv),
+        );
+        let mut den = self.dot(q, z);
+        for b in 0..ring.len() {
+            let score = self.dot(q, &ring.keys()[b * m..(b + 1) * m]);
+            self.axpy(score, &ring.values()[b * dv..(b + 1) * dv], out);
             den = den + score;
         }
         den
     }
 
-    /// Adds the rank-r sums of `r` key rows `keys` (r×m) and value rows `values` (r×dv) to a
-    /// compensated total `(hi, lo)` (each S, `m × dv`, then z, m): per element,
-    /// `p = Σ_b keys[b][i]·values[b][j]` (z: `Σ_b keys[b][i]`) in any order, `lo ← lo + p`
-    /// rounded once, then [`fold`](Self::fold)'s TwoSum. A backend can do it in one pass over
-    /// the total.
-    #[allow(clippy::too_many_arguments)]
-    fn fold_rank(
-        &self,
-        m: usize,
-        dv: usize,
-        hi: &mut [T],
-        lo: &mut [T],
-        keys: &[T],
-        values: &[T],
-        r: usize,
-    ) {
-        crate::state::add_block(self, lo, keys, values, r, m, dv);
+    /// Adds the rank-r sums of a [`Ring`]'s keys and values to a compensated total
+    /// `(hi, lo)` (each S, `m × dv`, then z, m): per element, `p = Σ_b keys[b][i]·values[b][j]`
+    /// (z: `Σ_b keys[b][i]`) in any order, `lo ← lo + p` rounded once, then
+    /// [`fold`](Self::fold)'s TwoSum. A backend can do it in one pass over the total.
+    fn fold_rank(&self, hi: &mut [T], lo: &mut [T], ring: Ring<'_, T>) {
+        let (m, dv) = (ring.features(), ring.value_dim());
+        crate::state::add_block(self, lo, ring);
         self.fold(&mut hi[..m * dv + m], &mut lo[..m * dv + m]);
     }
 
@@ -261,75 +271,41 @@ impl<T: Float> Kernels<T> for Scalar {
         "scalar"
     }
 
-    fn gemm_nt(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        for i in 0..m {
-            let ar = &a[i * lda..i * lda + k];
-            for j in 0..n {
-                let s = Kernels::<T>::dot(self, ar, &b[j * ldb..j * ldb + k]);
-                let cij = &mut c[i * ldc + j];
-                *cij = if accumulate { *cij + s } else { s };
+    fn gemm(&self, mut c: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>) {
+        let (m, n, k) = gemm_dims(&c, &a, &b);
+        if b.col_stride() != 1 {
+            // B's columns are the contiguous direction (B = Wᵀ, K'ᵀ): one dot per element.
+            for i in 0..m {
+                for j in 0..n {
+                    let s = match (a.row(i), b.t().row(j)) {
+                        (Some(ar), Some(bc)) => Kernels::<T>::dot(self, ar, bc),
+                        _ => (0..k).fold(T::zero(), |s, p| s + a.get(i, p) * b.get(p, j)),
+                    };
+                    let cij = c.get_mut(i, j);
+                    *cij = match accum {
+                        Accum::Overwrite => s,
+                        Accum::Add => *cij + s,
+                    };
+                }
             }
+            return;
         }
-    }
-
-    fn gemm_nn(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    ) {
+        // B's rows are contiguous: row i of C gains a[i][p]·B[p] for p in order.
         for i in 0..m {
-            let cr = &mut c[i * ldc..i * ldc + n];
-            if !accumulate {
-                cr.fill(T::zero());
+            if accum == Accum::Overwrite {
+                (0..n).for_each(|j| *c.get_mut(i, j) = T::zero());
             }
             for p in 0..k {
-                Kernels::<T>::axpy(self, a[i * lda + p], &b[p * ldb..p * ldb + n], cr);
-            }
-        }
-    }
-
-    fn gemm_tn(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[T],
-        lda: usize,
-        b: &[T],
-        ldb: usize,
-        c: &mut [T],
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        if !accumulate {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(T::zero());
-            }
-        }
-        for p in 0..k {
-            let br = &b[p * ldb..p * ldb + n];
-            for i in 0..m {
-                Kernels::<T>::axpy(self, a[p * lda + i], br, &mut c[i * ldc..i * ldc + n]);
+                let (alpha, br) = (a.get(i, p), b.row(p).expect("unit column stride"));
+                match c.row_mut(i) {
+                    Some(cr) => Kernels::<T>::axpy(self, alpha, br, cr),
+                    None => {
+                        for (j, &x) in br.iter().enumerate() {
+                            let cij = c.get_mut(i, j);
+                            *cij = *cij + alpha * x;
+                        }
+                    }
+                }
             }
         }
     }

@@ -116,6 +116,9 @@
 //!   against z instead of its own largest feature ([`FeatureMap::remap_row`]).
 //! - **chunked prefill** — causal attention C tokens at a time, all GEMMs ([`causal_chunked`]).
 //! - **kernels** — the hot primitives ([`Kernels`]); [`Scalar`] is the reference backend.
+//! - **matrix views** — [`MatRef`] / [`MatMut`]: a slice with rows, columns and two strides;
+//!   `.t()` transposes for free, so every product is one [`Kernels::gemm`] ([`Accum`] says
+//!   whether it overwrites or adds).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -130,6 +133,7 @@ mod features;
 mod float;
 mod inspect;
 mod kernels;
+mod mat;
 mod projection;
 mod range;
 mod rng;
@@ -153,7 +157,8 @@ pub use features::{
 };
 pub use float::Float;
 pub use inspect::{attention_row, attention_row_scratch_len};
-pub use kernels::{Activation, Kernels, ProjectionRef, Scalar};
+pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
+pub use mat::{Accum, MatMut, MatRef};
 pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
 pub use range::check_range;
 pub use rng::Normals;

@@ -30,7 +30,7 @@
 //! log-scales have no precision left anyway) are used as they are.
 
 use crate::error::{Result, check};
-use crate::{FeatureMap, Float, Kernels};
+use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef, Ring};
 
 /// Keys a state holds in its ring before folding them into the compensated total.
 ///
@@ -348,7 +348,8 @@ impl<'a, T: Float> PrefixState<'a, T> {
     fn fold_ring<K: Kernels<T>>(&mut self, kernels: &K, r: usize) {
         if r > 0 {
             let (m, dv) = (self.features, self.value_dim);
-            kernels.fold_rank(m, dv, self.hi, self.lo, self.ring_keys, self.ring_values, r);
+            let ring = Ring::new(self.ring_keys, self.ring_values, r, m, dv);
+            kernels.fold_rank(self.hi, self.lo, ring);
             self.ring_keys[..r * m].fill(T::zero());
             self.ring_values[..r * dv].fill(T::zero());
             *self.ring_len = T::zero();
@@ -389,7 +390,7 @@ impl<'a, T: Float> PrefixState<'a, T> {
                 absorbed += 1;
             }
         }
-        add_block(kernels, self.lo, feats, v, rows, m, dv);
+        add_block(kernels, self.lo, Ring::new(feats, v, rows, m, dv));
         self.tokens = self.tokens.saturating_add(absorbed);
     }
 
@@ -474,18 +475,23 @@ impl<'a, T: Float> PrefixState<'a, T> {
     ) {
         let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
         let (s, z) = self.hi.split_at(m * dv);
-        let (keys, values) = (&*self.ring_keys, &*self.ring_values);
+        let ring = self.ring(r);
         let single = r > 0 || rows == 1;
         if !single {
             // A block of queries against the total alone (block paths empty the ring first).
-            kernels.gemm_nn(rows, dv, m, feats, m, s, dv, out, ldo, false);
+            let o = MatMut::new(out, rows, dv, ldo);
+            let (f, s) = (
+                MatRef::row_major(feats, rows, m),
+                MatRef::row_major(s, m, dv),
+            );
+            kernels.gemm(o, Accum::Overwrite, f, s);
         }
         for i in 0..rows {
             let f = &feats[i * m..(i + 1) * m];
             let o = &mut out[i * ldo..i * ldo + dv];
             // Decoding: one pass over S and the ring per query.
             let mut den = if single {
-                kernels.ring_query(m, dv, self.hi, keys, values, r, f, o)
+                kernels.ring_query(self.hi, ring, f, o)
             } else if normalized {
                 kernels.dot(f, z)
             } else {
@@ -519,8 +525,18 @@ impl<'a, T: Float> PrefixState<'a, T> {
         if !fm.remap_row(kernels, &remap.x[i * d..(i + 1) * d], w, &mut f[..m]) {
             return None;
         }
-        let (keys, values) = (&*self.ring_keys, &*self.ring_values);
-        Some(kernels.ring_query(m, dv, self.hi, keys, values, r, &f[..m], out))
+        Some(kernels.ring_query(self.hi, self.ring(r), &f[..m], out))
+    }
+
+    /// The first `r` rows of the ring.
+    fn ring(&self, r: usize) -> Ring<'_, T> {
+        Ring::new(
+            self.ring_keys,
+            self.ring_values,
+            r,
+            self.features,
+            self.value_dim,
+        )
     }
 }
 
@@ -545,21 +561,16 @@ pub(crate) fn underflowed<T: Float>(den: T) -> bool {
     den.abs() < denominator_floor::<T>().libm_sqrt()
 }
 
-/// `sums += [Kᵀ V | Kᵀ 1]` for `rows` key rows `k` (rows×m) and value rows `v` (rows×dv), into
-/// a copy of the sums (S, m×dv, then z, m).
-pub(crate) fn add_block<T: Float, K: Kernels<T>>(
-    kernels: &K,
-    sums: &mut [T],
-    k: &[T],
-    v: &[T],
-    rows: usize,
-    m: usize,
-    dv: usize,
-) {
+/// `sums += [Kᵀ V | Kᵀ 1]` for the key rows K and value rows V of `block`, into a copy of
+/// the sums (S, m×dv, then z, m).
+pub(crate) fn add_block<T: Float, K: Kernels<T>>(kernels: &K, sums: &mut [T], block: Ring<'_, T>) {
+    let (m, dv, rows) = (block.features(), block.value_dim(), block.len());
     let (s, z) = sums[..m * dv + m].split_at_mut(m * dv);
-    kernels.gemm_tn(m, dv, rows, k, m, v, dv, s, dv, true);
+    let keys = MatRef::row_major(block.keys(), rows, m);
+    let values = MatRef::row_major(block.values(), rows, dv);
+    kernels.gemm(MatMut::row_major(s, m, dv), Accum::Add, keys.t(), values);
     for r in 0..rows {
-        kernels.axpy(T::one(), &k[r * m..(r + 1) * m], z);
+        kernels.axpy(T::one(), &block.keys()[r * m..(r + 1) * m], z);
     }
 }
 

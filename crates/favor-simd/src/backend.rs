@@ -1,9 +1,9 @@
 //! Backends: one generic implementation of [`Kernels`] over a pulp token, and the per-ISA
 //! constructors that prove the CPU supports it.
 
-use crate::gemm::{Mat, gemm};
+use crate::gemm::gemm_views;
 use crate::ops;
-use favor_core::{Activation, Kernels, ProjectionRef};
+use favor_core::{Accum, Activation, Kernels, MatMut, MatRef, ProjectionRef, Ring, gemm_dims};
 use pulp::{Simd, WithSimd};
 
 /// favor-core's [`Kernels`] implemented with pulp's SIMD token `S`.
@@ -100,91 +100,80 @@ macro_rules! impl_common {
             type T = $t;
 
             op!(Gemm<'a> {
-                m: usize, n: usize, k: usize, a: Mat<'a, T>, b: Mat<'a, T>,
-                c: &'a mut [T], ldc: usize, acc: bool,
-            } -> (), |s| { gemm(s, m, n, k, a, b, c, ldc, 1.0, acc) });
+                c: MatMut<'a, T>, accum: Accum, a: MatRef<'a, T>, b: MatRef<'a, T>,
+            } -> (), |s| { gemm_views(s, c, accum, a, b, 1.0) });
             // The feature map's projection: the data scale rides on the GEMM's store and the
             // row maxima are taken while the rows are still in cache, all in one dispatch.
             op!(Project<'a> {
-                rows: usize, x: &'a [T], p: ProjectionRef<'a, T>, scale: T,
-                out: &'a mut [T], ldo: usize, row_max: &'a mut [T],
+                x: MatRef<'a, T>, p: ProjectionRef<'a, T>, scale: T, out: MatMut<'a, T>,
+                row_max: &'a mut [T],
             } -> (), |s| {
                 let (m, d) = (p.features, p.dim);
-                let a = Mat { data: x, rs: d, cs: 1 };
-                let b = match p.wt {
-                    Some(wt) => Mat { data: wt, rs: m, cs: 1 },
-                    None => Mat { data: p.w, rs: 1, cs: d },
+                let w = match p.wt {
+                    Some(wt) => MatRef::row_major(wt, d, m),
+                    None => MatRef::row_major(p.w, m, d).t(),
                 };
-                gemm(s, rows, m, d, a, b, out, ldo, scale, false);
-                for (r, mx) in row_max[..rows].iter_mut().enumerate() {
-                    *mx = ops::max(s, &out[r * ldo..r * ldo + m]);
+                let mut out = out;
+                gemm_views(s, out.rb_mut(), Accum::Overwrite, x, w, scale);
+                for (r, mx) in row_max[..x.rows()].iter_mut().enumerate() {
+                    let row = out.rb().row(r).expect("project: out needs adjacent columns");
+                    *mx = ops::max(s, row);
                 }
             });
             // All rows of the causal tile in one dispatch: row i is a GEMV over i + 1 keys.
             op!(Tril<'a> {
-                m: usize, n: usize, a: &'a [T], lda: usize, b: &'a [T], ldb: usize,
-                c: &'a mut [T], ldc: usize, acc: bool,
+                c: MatMut<'a, T>, accum: Accum, a: MatRef<'a, T>, b: MatRef<'a, T>,
             } -> (), |s| {
+                let (m, n, _) = gemm_dims(&c, &a, &b);
+                let mut c = c;
                 for i in 0..m {
-                    let ai = Mat { data: &a[i * lda..], rs: lda, cs: 1 };
-                    let bm = Mat { data: b, rs: ldb, cs: 1 };
-                    gemm(s, 1, n, i + 1, ai, bm, &mut c[i * ldc..], ldc, 1.0, acc);
+                    let ci = c.rb_mut().block(i, 0, 1, n);
+                    let (ai, bi) = (a.block(i, 0, 1, i + 1), b.block(0, 0, i + 1, n));
+                    gemm_views(s, ci, accum, ai, bi, 1.0);
                 }
             });
             op!(Fold<'a> { hi: &'a mut [T], lo: &'a mut [T] } -> (),
                 |s| { ops::fold(s, hi, lo) });
             op!(RingQuery<'a> {
-                m: usize, dv: usize, hi: &'a [T], keys: &'a [T], values: &'a [T], r: usize,
-                q: &'a [T], out: &'a mut [T],
-            } -> T, |s| { ops::ring_query(s, m, dv, hi, keys, values, r, q, out) });
+                hi: &'a [T], ring: Ring<'a, T>, q: &'a [T], out: &'a mut [T],
+            } -> T, |s| { ops::ring_query(s, hi, ring, q, out) });
             op!(FoldRank<'a> {
-                m: usize, dv: usize, hi: &'a mut [T], lo: &'a mut [T], keys: &'a [T],
-                values: &'a [T], r: usize,
-            } -> (), |s| { ops::fold_rank(s, m, dv, hi, lo, keys, values, r) });
+                hi: &'a mut [T], lo: &'a mut [T], ring: Ring<'a, T>,
+            } -> (), |s| { ops::fold_rank(s, hi, lo, ring) });
             op!(Dot<'a> { x: &'a [T], y: &'a [T] } -> T, |s| { ops::dot(s, x, y) });
             op!(Axpy<'a> { alpha: T, x: &'a [T], y: &'a mut [T] } -> (),
                 |s| { ops::axpy(s, alpha, x, y) });
             op!(Scale<'a> { alpha: T, x: &'a mut [T] } -> (), |s| { ops::scale(s, alpha, x) });
             op!(Max<'a> { x: &'a [T] } -> T, |s| { ops::max(s, x) });
 
-            #[allow(clippy::too_many_arguments)]
             pub(super) fn gemm_op<S: Simd>(
-                simd: S, m: usize, n: usize, k: usize, a: Mat<'_, T>, b: Mat<'_, T>,
-                c: &mut [T], ldc: usize, acc: bool,
+                simd: S, c: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>,
             ) {
-                simd.vectorize(Gemm { m, n, k, a, b, c, ldc, acc })
+                simd.vectorize(Gemm { c, accum, a, b })
             }
-            #[allow(clippy::too_many_arguments)]
             pub(super) fn project_op<S: Simd>(
-                simd: S, rows: usize, x: &[T], p: ProjectionRef<'_, T>, scale: T,
-                out: &mut [T], ldo: usize, row_max: &mut [T],
+                simd: S, x: MatRef<'_, T>, p: ProjectionRef<'_, T>, scale: T,
+                out: MatMut<'_, T>, row_max: &mut [T],
             ) {
-                simd.vectorize(Project { rows, x, p, scale, out, ldo, row_max })
+                simd.vectorize(Project { x, p, scale, out, row_max })
             }
-            #[allow(clippy::too_many_arguments)]
             pub(super) fn tril_op<S: Simd>(
-                simd: S, m: usize, n: usize, a: &[T], lda: usize, b: &[T], ldb: usize,
-                c: &mut [T], ldc: usize, acc: bool,
+                simd: S, c: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>,
             ) {
-                simd.vectorize(Tril { m, n, a, lda, b, ldb, c, ldc, acc })
+                simd.vectorize(Tril { c, accum, a, b })
             }
-            #[allow(clippy::too_many_arguments)]
             pub(super) fn fold_op<S: Simd>(simd: S, hi: &mut [T], lo: &mut [T]) {
                 simd.vectorize(Fold { hi, lo })
             }
-            #[allow(clippy::too_many_arguments)]
             pub(super) fn ring_query_op<S: Simd>(
-                simd: S, m: usize, dv: usize, hi: &[T], keys: &[T], values: &[T], r: usize,
-                q: &[T], out: &mut [T],
+                simd: S, hi: &[T], ring: Ring<'_, T>, q: &[T], out: &mut [T],
             ) -> T {
-                simd.vectorize(RingQuery { m, dv, hi, keys, values, r, q, out })
+                simd.vectorize(RingQuery { hi, ring, q, out })
             }
-            #[allow(clippy::too_many_arguments)]
             pub(super) fn fold_rank_op<S: Simd>(
-                simd: S, m: usize, dv: usize, hi: &mut [T], lo: &mut [T], keys: &[T],
-                values: &[T], r: usize,
+                simd: S, hi: &mut [T], lo: &mut [T], ring: Ring<'_, T>,
             ) {
-                simd.vectorize(FoldRank { m, dv, hi, lo, keys, values, r })
+                simd.vectorize(FoldRank { hi, lo, ring })
             }
             pub(super) fn dot_op<S: Simd>(simd: S, x: &[T], y: &[T]) -> T {
                 simd.vectorize(Dot { x, y })
@@ -211,140 +200,36 @@ op!(SinCos<'a> { out: &'a mut [f32], m: usize } -> (), |s| { ops::sin_cos_f32(s,
 op!(Act<'a> { x: &'a mut [f32], f: Activation<f32>, eps: f32 } -> (),
     |s| { ops::activation_f32(s, x, f, eps) });
 
-/// The three GEMM layouts of the trait as strided views, plus the BLAS-1 kernels.
+/// The GEMMs, the prefix-state kernels and the BLAS-1 kernels, for one element type.
 macro_rules! shared_methods {
     ($t:ty, $module:ident) => {
         fn name(&self) -> &'static str {
             self.name
         }
-        fn gemm_nt(
-            &self,
-            m: usize,
-            n: usize,
-            k: usize,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            let a = Mat {
-                data: a,
-                rs: lda,
-                cs: 1,
-            };
-            let b = Mat {
-                data: b,
-                rs: 1,
-                cs: ldb,
-            };
-            $module::gemm_op(self.simd, m, n, k, a, b, c, ldc, accumulate)
+        fn gemm(&self, c: MatMut<'_, $t>, accum: Accum, a: MatRef<'_, $t>, b: MatRef<'_, $t>) {
+            $module::gemm_op(self.simd, c, accum, a, b)
         }
-        fn gemm_nn(
-            &self,
-            m: usize,
-            n: usize,
-            k: usize,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            let a = Mat {
-                data: a,
-                rs: lda,
-                cs: 1,
-            };
-            let b = Mat {
-                data: b,
-                rs: ldb,
-                cs: 1,
-            };
-            $module::gemm_op(self.simd, m, n, k, a, b, c, ldc, accumulate)
-        }
-        fn gemm_tn(
-            &self,
-            m: usize,
-            n: usize,
-            k: usize,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            let a = Mat {
-                data: a,
-                rs: 1,
-                cs: lda,
-            };
-            let b = Mat {
-                data: b,
-                rs: ldb,
-                cs: 1,
-            };
-            $module::gemm_op(self.simd, m, n, k, a, b, c, ldc, accumulate)
+        fn gemm_tril(&self, c: MatMut<'_, $t>, accum: Accum, a: MatRef<'_, $t>, b: MatRef<'_, $t>) {
+            $module::tril_op(self.simd, c, accum, a, b)
         }
         fn fold(&self, hi: &mut [$t], lo: &mut [$t]) {
             $module::fold_op(self.simd, hi, lo)
         }
-        fn ring_query(
-            &self,
-            m: usize,
-            dv: usize,
-            hi: &[$t],
-            keys: &[$t],
-            values: &[$t],
-            r: usize,
-            q: &[$t],
-            out: &mut [$t],
-        ) -> $t {
-            $module::ring_query_op(self.simd, m, dv, hi, keys, values, r, q, out)
+        fn ring_query(&self, hi: &[$t], ring: Ring<'_, $t>, q: &[$t], out: &mut [$t]) -> $t {
+            $module::ring_query_op(self.simd, hi, ring, q, out)
         }
-        fn fold_rank(
-            &self,
-            m: usize,
-            dv: usize,
-            hi: &mut [$t],
-            lo: &mut [$t],
-            keys: &[$t],
-            values: &[$t],
-            r: usize,
-        ) {
-            $module::fold_rank_op(self.simd, m, dv, hi, lo, keys, values, r)
-        }
-        fn gemm_tril_nn(
-            &self,
-            m: usize,
-            n: usize,
-            a: &[$t],
-            lda: usize,
-            b: &[$t],
-            ldb: usize,
-            c: &mut [$t],
-            ldc: usize,
-            accumulate: bool,
-        ) {
-            $module::tril_op(self.simd, m, n, a, lda, b, ldb, c, ldc, accumulate)
+        fn fold_rank(&self, hi: &mut [$t], lo: &mut [$t], ring: Ring<'_, $t>) {
+            $module::fold_rank_op(self.simd, hi, lo, ring)
         }
         fn project(
             &self,
-            rows: usize,
-            x: &[$t],
+            x: MatRef<'_, $t>,
             p: ProjectionRef<'_, $t>,
             scale: $t,
-            out: &mut [$t],
-            ldo: usize,
+            out: MatMut<'_, $t>,
             row_max: &mut [$t],
         ) {
-            $module::project_op(self.simd, rows, x, p, scale, out, ldo, row_max)
+            $module::project_op(self.simd, x, p, scale, out, row_max)
         }
         fn dot(&self, a: &[$t], b: &[$t]) -> $t {
             $module::dot_op(self.simd, a, b)

@@ -2,7 +2,7 @@
 
 #[allow(unused_imports)] // Only the cfg-selected variants below use it.
 use crate::backend::*;
-use favor_core::{Activation, Kernels, ProjectionRef};
+use favor_core::{Accum, Activation, Kernels, MatMut, MatRef, ProjectionRef, Ring};
 
 /// The fastest backend available on this CPU: AVX-512, then AVX2+FMA on x86-64; NEON on
 /// AArch64; favor-core's [`Scalar`](favor_core::Scalar) elsewhere. Detection runs once per
@@ -81,50 +81,28 @@ macro_rules! impl_detected {
             fn name(&self) -> &'static str {
                 forward!(self, k => Kernels::<$t>::name(k))
             }
-            fn gemm_nt(
-                &self, m: usize, n: usize, k: usize, a: &[$t], lda: usize, b: &[$t],
-                ldb: usize, c: &mut [$t], ldc: usize, acc: bool,
-            ) {
-                forward!(self, x => x.gemm_nt(m, n, k, a, lda, b, ldb, c, ldc, acc))
+            fn gemm(&self, c: MatMut<'_, $t>, acc: Accum, a: MatRef<'_, $t>, b: MatRef<'_, $t>) {
+                forward!(self, x => x.gemm(c, acc, a, b))
             }
-            fn gemm_nn(
-                &self, m: usize, n: usize, k: usize, a: &[$t], lda: usize, b: &[$t],
-                ldb: usize, c: &mut [$t], ldc: usize, acc: bool,
+            fn gemm_tril(
+                &self, c: MatMut<'_, $t>, acc: Accum, a: MatRef<'_, $t>, b: MatRef<'_, $t>,
             ) {
-                forward!(self, x => x.gemm_nn(m, n, k, a, lda, b, ldb, c, ldc, acc))
-            }
-            fn gemm_tn(
-                &self, m: usize, n: usize, k: usize, a: &[$t], lda: usize, b: &[$t],
-                ldb: usize, c: &mut [$t], ldc: usize, acc: bool,
-            ) {
-                forward!(self, x => x.gemm_tn(m, n, k, a, lda, b, ldb, c, ldc, acc))
-            }
-            fn gemm_tril_nn(
-                &self, m: usize, n: usize, a: &[$t], lda: usize, b: &[$t], ldb: usize,
-                c: &mut [$t], ldc: usize, acc: bool,
-            ) {
-                forward!(self, x => x.gemm_tril_nn(m, n, a, lda, b, ldb, c, ldc, acc))
+                forward!(self, x => x.gemm_tril(c, acc, a, b))
             }
             fn project(
-                &self, rows: usize, x: &[$t], p: ProjectionRef<'_, $t>, scale: $t,
-                out: &mut [$t], ldo: usize, row_max: &mut [$t],
+                &self, x: MatRef<'_, $t>, p: ProjectionRef<'_, $t>, scale: $t,
+                out: MatMut<'_, $t>, row_max: &mut [$t],
             ) {
-                forward!(self, k => k.project(rows, x, p, scale, out, ldo, row_max))
+                forward!(self, k => k.project(x, p, scale, out, row_max))
             }
             fn fold(&self, hi: &mut [$t], lo: &mut [$t]) {
                 forward!(self, x => x.fold(hi, lo))
             }
-            fn ring_query(
-                &self, m: usize, dv: usize, hi: &[$t], keys: &[$t], values: &[$t], r: usize,
-                q: &[$t], out: &mut [$t],
-            ) -> $t {
-                forward!(self, x => x.ring_query(m, dv, hi, keys, values, r, q, out))
+            fn ring_query(&self, hi: &[$t], ring: Ring<'_, $t>, q: &[$t], out: &mut [$t]) -> $t {
+                forward!(self, x => x.ring_query(hi, ring, q, out))
             }
-            fn fold_rank(
-                &self, m: usize, dv: usize, hi: &mut [$t], lo: &mut [$t], keys: &[$t],
-                values: &[$t], r: usize,
-            ) {
-                forward!(self, x => x.fold_rank(m, dv, hi, lo, keys, values, r))
+            fn fold_rank(&self, hi: &mut [$t], lo: &mut [$t], ring: Ring<'_, $t>) {
+                forward!(self, x => x.fold_rank(hi, lo, ring))
             }
             fn dot(&self, a: &[$t], b: &[$t]) -> $t {
                 forward!(self, k => k.dot(a, b))

@@ -10,6 +10,7 @@
 
 use crate::real::Real;
 use core::mem::MaybeUninit;
+use favor_core::{Accum, MatMut, MatRef, gemm_dims};
 use pulp::Simd;
 
 /// Rows per microkernel call with 16 vector registers (AVX2): 6×(2 vectors) = 12
@@ -51,6 +52,59 @@ impl<T: Copy> Mat<'_, T> {
     #[inline(always)]
     fn at(&self, i: usize, j: usize) -> T {
         self.data[i * self.rs + j * self.cs]
+    }
+}
+
+impl<'a, T: Copy> From<MatRef<'a, T>> for Mat<'a, T> {
+    #[inline(always)]
+    fn from(x: MatRef<'a, T>) -> Self {
+        Mat {
+            data: x.data(),
+            rs: x.row_stride(),
+            cs: x.col_stride(),
+        }
+    }
+}
+
+/// `C (+)= α·A·B` over favor-core's views. The kernels below store rows of C: a C with
+/// adjacent columns goes to them directly, one with adjacent rows as `Cᵀ = Bᵀ·Aᵀ` (free
+/// transposes), any other C (never built by favor-core) through a plain loop.
+#[inline(always)]
+pub(crate) fn gemm_views<T: Real, S: Simd>(
+    s: S,
+    c: MatMut<'_, T>,
+    accum: Accum,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    alpha: T,
+) {
+    let (m, n, k) = gemm_dims(&c, &a, &b);
+    let add = accum == Accum::Add;
+    if c.col_stride() == 1 || n <= 1 {
+        let ldc = c.row_stride();
+        gemm(
+            s,
+            m,
+            n,
+            k,
+            a.into(),
+            b.into(),
+            c.into_data(),
+            ldc,
+            alpha,
+            add,
+        );
+    } else if c.row_stride() == 1 || m <= 1 {
+        gemm_views(s, c.t(), accum, b.t(), a.t(), alpha);
+    } else {
+        let mut c = c;
+        for i in 0..m {
+            for j in 0..n {
+                let p = (0..k).fold(T::zero(), |acc, p| acc + a.get(i, p) * b.get(p, j));
+                let cij = c.get_mut(i, j);
+                *cij = if add { *cij + alpha * p } else { alpha * p };
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::math::{exp_f32s, sin_cos_f32s};
 use crate::real::Real;
-use favor_core::Activation;
+use favor_core::{Activation, Ring};
 use pulp::Simd;
 
 /// `Σ xᵢyᵢ` with four independent accumulators (hides FMA latency).
@@ -204,18 +204,15 @@ fn add_two_sum<T: Real, S: Simd>(s: S, h: &mut T::V<S>, l: &mut T::V<S>, p: T::V
 /// then, columns in blocks of four vectors, `Σᵢ qᵢ·Sᵢ + Σ_b score_b·v_b` with the four
 /// accumulators in registers while the rows of S stream through once.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn ring_query<T: Real, S: Simd>(
     s: S,
-    m: usize,
-    dv: usize,
     hi: &[T],
-    keys: &[T],
-    values: &[T],
-    r: usize,
+    ring: Ring<'_, T>,
     q: &[T],
     out: &mut [T],
 ) -> T {
+    let (m, dv, r) = (ring.features(), ring.value_dim(), ring.len());
+    let (keys, values) = (ring.keys(), ring.values());
     let (sh, zh) = hi[..m * dv + m].split_at(m * dv);
     let (q, out) = (&q[..m], &mut out[..dv]);
     // The trait's precondition (a longer ring is never built); the scores live on the stack.
@@ -278,36 +275,23 @@ pub(crate) fn ring_query<T: Real, S: Simd>(
 /// column sums.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn fold_rank<T: Real, S: Simd>(
-    s: S,
-    m: usize,
-    dv: usize,
-    hi: &mut [T],
-    lo: &mut [T],
-    keys: &[T],
-    values: &[T],
-    r: usize,
-) {
+pub(crate) fn fold_rank<T: Real, S: Simd>(s: S, hi: &mut [T], lo: &mut [T], ring: Ring<'_, T>) {
     if crate::gemm::wide_register_file::<S>() {
-        fold_rank_rows::<T, S, 4>(s, m, dv, hi, lo, keys, values, r)
+        fold_rank_rows::<T, S, 4>(s, hi, lo, ring)
     } else {
-        fold_rank_rows::<T, S, 2>(s, m, dv, hi, lo, keys, values, r)
+        fold_rank_rows::<T, S, 2>(s, hi, lo, ring)
     }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn fold_rank_rows<T: Real, S: Simd, const R: usize>(
     s: S,
-    m: usize,
-    dv: usize,
     hi: &mut [T],
     lo: &mut [T],
-    keys: &[T],
-    values: &[T],
-    r: usize,
+    ring: Ring<'_, T>,
 ) {
-    let (keys, values) = (&keys[..r * m], &values[..r * dv]);
+    let (m, dv) = (ring.features(), ring.value_dim());
+    let (keys, values) = (ring.keys(), ring.values());
     let (hs, hz) = hi[..m * dv + m].split_at_mut(m * dv);
     let (ls, lz) = lo[..m * dv + m].split_at_mut(m * dv);
     let lanes = T::lanes::<S>();

@@ -51,9 +51,14 @@ fn gamma<T: Float>(k: usize) -> f64 {
 
 #[derive(Clone, Copy, Debug)]
 enum Layout {
+    /// B viewed transposed (stored n×k).
     Nt,
+    /// Plain row-major views.
     Nn,
+    /// A viewed transposed (stored k×m).
     Tn,
+    /// C viewed transposed (stored n×m): adjacent rows, strided columns.
+    Ct,
 }
 
 /// Runs one GEMM layout on `k` and on Scalar with padded leading dimensions and a sentinel
@@ -67,13 +72,17 @@ fn check_gemm_case<T: Float, K: Kernels<T>>(
     k: usize,
 ) {
     let (pad_a, pad_b, pad_c) = (3, 5, 2);
-    // Stored shapes: nt: A m×k, B n×k; nn: A m×k, B k×n; tn: A k×m, B k×n.
+    // Stored shapes: nt: A m×k, B n×k; nn, ct: A m×k, B k×n; tn: A k×m, B k×n; ct: C n×m.
     let (a_rows, a_cols, b_rows, b_cols) = match layout {
         Layout::Nt => (m, k, n, k),
-        Layout::Nn => (m, k, k, n),
+        Layout::Nn | Layout::Ct => (m, k, k, n),
         Layout::Tn => (k, m, k, n),
     };
-    let (lda, ldb, ldc) = (a_cols + pad_a, b_cols + pad_b, n + pad_c);
+    let (c_rows, c_cols) = match layout {
+        Layout::Ct => (n, m),
+        _ => (m, n),
+    };
+    let (lda, ldb, ldc) = (a_cols + pad_a, b_cols + pad_b, c_cols + pad_c);
     let a: Vec<T> = data(1 + (m * 31 + n * 7 + k) as u64, a_rows * lda, 1.0);
     let b: Vec<T> = data(2 + (m * 13 + n * 3 + k) as u64, b_rows * ldb, 1.0);
     let a_at = |i: usize, p: usize| match layout {
@@ -86,44 +95,55 @@ fn check_gemm_case<T: Float, K: Kernels<T>>(
     };
     for accumulate in [false, true] {
         let sentinel = T::from_f64(-1234.5);
-        let c0: Vec<T> = data::<T>(3, m * ldc, 1.0)
+        let c0: Vec<T> = data::<T>(3, c_rows * ldc, 1.0)
             .into_iter()
             .enumerate()
-            .map(|(idx, x)| if idx % ldc < n { x } else { sentinel })
+            .map(|(idx, x)| if idx % ldc < c_cols { x } else { sentinel })
             .collect();
         let mut got = c0.clone();
         let mut want = c0.clone();
-        match layout {
-            Layout::Nt => {
-                kern.gemm_nt(m, n, k, &a, lda, &b, ldb, &mut got, ldc, accumulate);
-                Scalar.gemm_nt(m, n, k, &a, lda, &b, ldb, &mut want, ldc, accumulate);
-            }
-            Layout::Nn => {
-                kern.gemm_nn(m, n, k, &a, lda, &b, ldb, &mut got, ldc, accumulate);
-                Scalar.gemm_nn(m, n, k, &a, lda, &b, ldb, &mut want, ldc, accumulate);
-            }
-            Layout::Tn => {
-                kern.gemm_tn(m, n, k, &a, lda, &b, ldb, &mut got, ldc, accumulate);
-                Scalar.gemm_tn(m, n, k, &a, lda, &b, ldb, &mut want, ldc, accumulate);
+        let am = MatRef::new(&a, a_rows, a_cols, lda);
+        let am = if let Layout::Tn = layout { am.t() } else { am };
+        let bm = MatRef::new(&b, b_rows, b_cols, ldb);
+        let bm = if let Layout::Nt = layout { bm.t() } else { bm };
+        let accum = if accumulate {
+            Accum::Add
+        } else {
+            Accum::Overwrite
+        };
+        let transposed = matches!(layout, Layout::Ct);
+        kern.gemm(
+            c_view(&mut got, (c_rows, c_cols, ldc), transposed),
+            accum,
+            am,
+            bm,
+        );
+        Scalar.gemm(
+            c_view(&mut want, (c_rows, c_cols, ldc), transposed),
+            accum,
+            am,
+            bm,
+        );
+        // (i, j) of C sits at `at(i, j)`; every other element must keep the sentinel.
+        let at = |i: usize, j: usize| if transposed { j * ldc + i } else { i * ldc + j };
+        for (idx, g) in got.iter().enumerate() {
+            if idx % ldc >= c_cols {
+                assert_eq!(
+                    g.to_bits_u64(),
+                    sentinel.to_bits_u64(),
+                    "{layout:?} wrote outside C"
+                );
             }
         }
         for i in 0..m {
-            for j in 0..ldc {
-                let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
-                if j >= n {
-                    assert_eq!(
-                        g.to_bits_u64(),
-                        sentinel.to_bits_u64(),
-                        "{layout:?} wrote outside C"
-                    );
-                    continue;
-                }
+            for j in 0..n {
+                let (g, w) = (got[at(i, j)], want[at(i, j)]);
                 let mut mag: f64 = (0..k)
                     .map(|p| (a_at(i, p) * b_at(p, j)).abs().to_f64())
                     .sum();
                 let mut tol = 2.0 * gamma::<T>(k) * mag;
                 if accumulate {
-                    mag = c0[i * ldc + j].abs().to_f64();
+                    mag = c0[at(i, j)].abs().to_f64();
                     tol += 2.0 * unit::<T>() * (mag + tol);
                 }
                 let err = (g - w).abs().to_f64();
@@ -135,6 +155,16 @@ fn check_gemm_case<T: Float, K: Kernels<T>>(
             }
         }
     }
+}
+
+/// C as the GEMM sees it: the stored `rows × cols` buffer, or its transpose.
+fn c_view<T: Float>(
+    buf: &mut [T],
+    (rows, cols, ld): (usize, usize, usize),
+    t: bool,
+) -> MatMut<'_, T> {
+    let c = MatMut::new(buf, rows, cols, ld);
+    if t { c.t() } else { c }
 }
 
 trait Bits {
@@ -166,7 +196,7 @@ fn gemm_shapes() -> Vec<(usize, usize, usize)> {
 
 fn check_gemm<T: Float, K: Kernels<T>>(kern: K) {
     for (m, n, k) in gemm_shapes() {
-        for layout in [Layout::Nt, Layout::Nn, Layout::Tn] {
+        for layout in [Layout::Nt, Layout::Nn, Layout::Tn, Layout::Ct] {
             check_gemm_case(&kern, layout, m, n, k);
         }
     }
@@ -197,8 +227,14 @@ fn check_tril<T: Float, K: Kernels<T>>(kern: K) {
         for accumulate in [false, true] {
             let c0: Vec<T> = data(30, m * n, 1.0);
             let (mut got, mut want) = (c0.clone(), c0.clone());
-            kern.gemm_tril_nn(m, n, &a, lda, &b, n, &mut got, n, accumulate);
-            Scalar.gemm_tril_nn(m, n, &a, lda, &b, n, &mut want, n, accumulate);
+            let (am, bm) = (MatRef::new(&a, m, m, lda), MatRef::row_major(&b, m, n));
+            let accum = if accumulate {
+                Accum::Add
+            } else {
+                Accum::Overwrite
+            };
+            kern.gemm_tril(MatMut::row_major(&mut got, m, n), accum, am, bm);
+            Scalar.gemm_tril(MatMut::row_major(&mut want, m, n), accum, am, bm);
             for i in 0..m {
                 for j in 0..n {
                     let mag: f64 = (0..=i)
@@ -596,7 +632,9 @@ fn check_project<T: Float, K: Kernels<T>>(kern: K) {
             features: m,
             dim: d,
         };
-        Scalar.project(rows, &x, p, scale, &mut want, ldo, &mut want_max);
+        let xm = MatRef::row_major(&x, rows, d);
+        let out = MatMut::new(&mut want, rows, m, ldo);
+        Scalar.project(xm, p, scale, out, &mut want_max);
         for wt in [None, Some(&wt[..])] {
             let p = ProjectionRef {
                 w: &w,
@@ -605,7 +643,8 @@ fn check_project<T: Float, K: Kernels<T>>(kern: K) {
                 dim: d,
             };
             let (mut got, mut got_max) = (vec![T::zero(); rows * ldo], vec![T::zero(); rows]);
-            kern.project(rows, &x, p, scale, &mut got, ldo, &mut got_max);
+            let out = MatMut::new(&mut got, rows, m, ldo);
+            kern.project(xm, p, scale, out, &mut got_max);
             for r in 0..rows {
                 let mut row_tol: f64 = 0.0;
                 for i in 0..m {
@@ -831,7 +870,7 @@ fn check_ring_query<T: Float, K: Kernels<T>>(kern: K) {
         let values: Vec<T> = data(seed + 2, RING * dv, 1.0);
         let q: Vec<T> = data(seed + 3, m, 1.0);
         let mut out = vec![T::zero(); dv];
-        let den = kern.ring_query(m, dv, &hi, &keys, &values, r, &q, &mut out);
+        let den = kern.ring_query(&hi, Ring::new(&keys, &values, r, m, dv), &q, &mut out);
         let f = |x: T| x.to_f64();
         let score = |b: usize| -> (f64, f64) {
             let k = &keys[b * m..(b + 1) * m];
@@ -894,7 +933,7 @@ fn check_fold_rank<T: Float, K: Kernels<T>>(kern: K) {
         let keys: Vec<T> = data(seed + 2, RING * m, 1.0);
         let values: Vec<T> = data(seed + 3, RING * dv, 1.0);
         let (mut hi, mut lo) = (hi0.clone(), lo0.clone());
-        kern.fold_rank(m, dv, &mut hi, &mut lo, &keys, &values, r);
+        kern.fold_rank(&mut hi, &mut lo, Ring::new(&keys, &values, r, m, dv));
         let f = |x: T| x.to_f64();
         let bound = gamma::<T>(r + 1);
         for at in 0..m * dv + m {
@@ -943,14 +982,16 @@ fn fold_rank_every_backend() {
 
 /// Regression: a stride so large that `rows · stride` wraps `usize` once passed the
 /// microkernel's bounds check and read out of bounds (a segfault from safe code). It must be
-/// a panic — the `Kernels` contract for violated preconditions — on every backend.
+/// a panic — the `Kernels` contract for violated preconditions — on every backend (now the
+/// view refuses it when it is made: `MatRef::strided` checks its span without wrapping).
 fn check_huge_stride<K: Kernels<f32>>(kern: K) {
     let a = [1f32; 64];
     let b = [1f32; 64];
     let lda = (usize::MAX / 5) + 1; // 5·lda wraps to a small number
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let mut c = [0f32; 6 * 16];
-        kern.gemm_nn(6, 16, 3, &a, lda, &b, 16, &mut c, 16, false);
+        let (am, bm) = (MatRef::new(&a, 6, 3, lda), MatRef::row_major(&b, 3, 16));
+        kern.gemm(MatMut::row_major(&mut c, 6, 16), Accum::Overwrite, am, bm);
     }));
     assert!(
         r.is_err(),

@@ -26,7 +26,7 @@
 //!   poison any result that read it.
 
 use arbitrary::{Arbitrary, Result, Unstructured};
-use favor_core::{Activation, Kernels, ProjectionRef, Scalar};
+use favor_core::{Accum, Activation, Kernels, MatMut, MatRef, ProjectionRef, Scalar};
 use favor_simd::math::{EXP_MAX_ULP, SIN_COS_MAX_ABS_ERR, SIN_COS_RANGE};
 
 use crate::backends::{Visit, each_simd};
@@ -36,13 +36,13 @@ use crate::input::{size, vector, wide};
 /// Which kernel a case exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
 pub enum KernelOp {
-    /// `gemm_nt`.
+    /// `gemm` with B viewed transposed (stored n×k): `X·Wᵀ`, `Q'K'ᵀ`.
     GemmNt,
-    /// `gemm_nn`.
+    /// `gemm` on plain row-major views: `Q'S`.
     GemmNn,
-    /// `gemm_tn`.
+    /// `gemm` with A viewed transposed (stored k×m): `K'ᵀV`.
     GemmTn,
-    /// `gemm_tril_nn`.
+    /// `gemm_tril`.
     Tril,
     /// `project` (with or without Wᵀ).
     Project,
@@ -64,6 +64,8 @@ pub enum KernelOp {
     SinCos,
     /// `activation`.
     Activation,
+    /// `gemm` into C viewed transposed (stored n×m; adjacent rows, strided columns).
+    GemmCt,
 }
 
 /// The activations, `Custom` standing for `v ↦ v/2`.
@@ -150,7 +152,7 @@ impl<'a> Arbitrary<'a> for KernelCase {
             scalar: 0.0,
         };
         match op {
-            KernelOp::GemmNt | KernelOp::GemmNn | KernelOp::GemmTn => {
+            KernelOp::GemmNt | KernelOp::GemmNn | KernelOp::GemmTn | KernelOp::GemmCt => {
                 (c.m, c.n, c.k) = (size(u, 0, 70)?, size(u, 0, 70)?, size(u, 0, 70)?);
                 c.data[0] = vector(u, c.m * c.k, lo, hi)?;
                 c.data[1] = vector(u, c.k * c.n, lo, hi)?;
@@ -287,7 +289,9 @@ fn check_op<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase) {
         c.k
     );
     match c.op {
-        KernelOp::GemmNt | KernelOp::GemmNn | KernelOp::GemmTn => gemm::<T, K>(kern, c, &what),
+        KernelOp::GemmNt | KernelOp::GemmNn | KernelOp::GemmTn | KernelOp::GemmCt => {
+            gemm::<T, K>(kern, c, &what)
+        }
         KernelOp::Tril => tril::<T, K>(kern, c, &what),
         KernelOp::Project => project::<T, K>(kern, c, &what),
 
@@ -331,16 +335,20 @@ fn check_c<T: Real>(
 
 fn gemm<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
     let (m, n, k) = (c.m, c.n, c.k);
-    // Stored shapes: nt: A m×k, B n×k; nn: A m×k, B k×n; tn: A k×m, B k×n.
+    // Stored shapes: nt: A m×k, B n×k; nn and ct: A m×k, B k×n; tn: A k×m, B k×n; ct: C n×m.
     let (ar, ac, br, bc) = match c.op {
         KernelOp::GemmNt => (m, k, n, k),
-        KernelOp::GemmNn => (m, k, k, n),
-        _ => (k, m, k, n),
+        KernelOp::GemmTn => (k, m, k, n),
+        _ => (m, k, k, n),
+    };
+    let (cr, cc) = match c.op {
+        KernelOp::GemmCt => (n, m),
+        _ => (m, n),
     };
     let nan = T::nan();
     let (a, lda) = strided::<T>(&c.data[0], ar, ac, c.pads[0], c.minimal, nan);
     let (b, ldb) = strided::<T>(&c.data[1], br, bc, c.pads[1], c.minimal, nan);
-    let (c0, ldc) = strided::<T>(&c.data[2], m, n, c.pads[2], c.minimal, sentinel());
+    let (c0, ldc) = strided::<T>(&c.data[2], cr, cc, c.pads[2], c.minimal, sentinel());
     let a_at = |i: usize, p: usize| match c.op {
         KernelOp::GemmTn => a[p * lda + i],
         _ => a[i * lda + p],
@@ -349,34 +357,43 @@ fn gemm<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
         KernelOp::GemmNt => b[j * ldb + p],
         _ => b[p * ldb + j],
     };
-    let acc = c.flag;
-    let (mut got, mut want) = (c0.clone(), c0.clone());
-    let args = (m, n, k);
-    match c.op {
-        KernelOp::GemmNt => {
-            kern.gemm_nt(m, n, k, &a, lda, &b, ldb, &mut got, ldc, acc);
-            Scalar.gemm_nt(m, n, k, &a, lda, &b, ldb, &mut want, ldc, acc);
-        }
-        KernelOp::GemmNn => {
-            kern.gemm_nn(m, n, k, &a, lda, &b, ldb, &mut got, ldc, acc);
-            Scalar.gemm_nn(m, n, k, &a, lda, &b, ldb, &mut want, ldc, acc);
-        }
-        _ => {
-            kern.gemm_tn(m, n, k, &a, lda, &b, ldb, &mut got, ldc, acc);
-            Scalar.gemm_tn(m, n, k, &a, lda, &b, ldb, &mut want, ldc, acc);
-        }
+    // C(i, j) sits at c_at(i, j) in the buffer.
+    let c_at = |i: usize, j: usize| match c.op {
+        KernelOp::GemmCt => j * ldc + i,
+        _ => i * ldc + j,
+    };
+    let am = MatRef::new(&a, ar, ac, lda);
+    let am = if c.op == KernelOp::GemmTn { am.t() } else { am };
+    let bm = MatRef::new(&b, br, bc, ldb);
+    let bm = if c.op == KernelOp::GemmNt { bm.t() } else { bm };
+    fn view<T: Copy>(
+        buf: &mut [T],
+        (rows, cols, ld): (usize, usize, usize),
+        t: bool,
+    ) -> MatMut<'_, T> {
+        let v = MatMut::new(buf, rows, cols, ld);
+        if t { v.t() } else { v }
     }
+    let (dims, t) = ((cr, cc, ldc), c.op == KernelOp::GemmCt);
+    let accum = if c.flag { Accum::Add } else { Accum::Overwrite };
+    let (mut got, mut want) = (c0.clone(), c0.clone());
+    kern.gemm(view(&mut got, dims, t), accum, am, bm);
+    Scalar.gemm(view(&mut want, dims, t), accum, am, bm);
     let u = unit::<T>();
     let tiny = T::min_positive_value().to64();
     let tol = |i: usize, j: usize| {
         let mag: f64 = (0..k).map(|p| abs(a_at(i, p) * b_at(p, j))).sum();
-        if acc {
-            2.0 * gamma(k + 1, u) * (mag + abs(c0[i * ldc + j])) + (k + 1) as f64 * tiny
+        if c.flag {
+            2.0 * gamma(k + 1, u) * (mag + abs(c0[c_at(i, j)])) + (k + 1) as f64 * tiny
         } else {
             2.0 * gamma(k, u) * mag + k as f64 * tiny
         }
     };
-    check_c(&got, &want, (args.0, args.1, ldc), tol, what);
+    // check_c walks the stored buffer: for a transposed C, stored (j, i) is C(i, j).
+    match c.op {
+        KernelOp::GemmCt => check_c(&got, &want, (cr, cc, ldc), |j, i| tol(i, j), what),
+        _ => check_c(&got, &want, (m, n, ldc), tol, what),
+    }
 }
 
 fn tril<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
@@ -393,8 +410,10 @@ fn tril<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
     let (c0, ldc) = strided::<T>(&c.data[2], m, n, c.pads[2], c.minimal, sentinel());
     let acc = c.flag;
     let (mut got, mut want) = (c0.clone(), c0.clone());
-    kern.gemm_tril_nn(m, n, &a, lda, &b, ldb, &mut got, ldc, acc);
-    Scalar.gemm_tril_nn(m, n, &a, lda, &b, ldb, &mut want, ldc, acc);
+    let (am, bm) = (MatRef::new(&a, m, m, lda), MatRef::new(&b, m, n, ldb));
+    let accum = if acc { Accum::Add } else { Accum::Overwrite };
+    kern.gemm_tril(MatMut::new(&mut got, m, n, ldc), accum, am, bm);
+    Scalar.gemm_tril(MatMut::new(&mut want, m, n, ldc), accum, am, bm);
     let u = unit::<T>();
     let tiny = T::min_positive_value().to64();
     let tol = |i: usize, j: usize| {
@@ -430,9 +449,16 @@ fn project<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
     // Two spare row maxima after `rows`: they must not be written either.
     let (mut got, mut gmax) = (vec![s; rows * ldo], vec![s; rows + 2]);
     let (mut want, mut wmax) = (vec![s; rows * ldo], vec![s; rows + 2]);
-    kern.project(rows, &x, p, scale, &mut got, ldo, &mut gmax);
+    let xm = MatRef::row_major(&x, rows, d);
+    kern.project(xm, p, scale, MatMut::new(&mut got, rows, m, ldo), &mut gmax);
     let reference = ProjectionRef { wt: None, ..p };
-    Scalar.project(rows, &x, reference, scale, &mut want, ldo, &mut wmax);
+    Scalar.project(
+        xm,
+        reference,
+        scale,
+        MatMut::new(&mut want, rows, m, ldo),
+        &mut wmax,
+    );
     let u = unit::<T>();
     let tiny = T::min_positive_value().to64();
     let tol = |r: usize, i: usize| {
