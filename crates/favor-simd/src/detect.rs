@@ -2,7 +2,7 @@
 
 #[allow(unused_imports)] // Only the cfg-selected variants below use it.
 use crate::backend::*;
-use favor_core::{Accum, Activation, Kernels, MatMut, MatRef, ProjectionRef, Ring};
+use favor_core::{Accum, Activation, Float, Kernels, MatMut, MatRef, ProjectionRef, Ring};
 
 /// The fastest backend available on this CPU: AVX-512, then AVX2+FMA on x86-64; NEON on
 /// AArch64; favor-core's [`Scalar`](favor_core::Scalar) elsewhere. Detection runs once per
@@ -47,6 +47,61 @@ impl Detected {
         }
         Detected::Scalar(favor_core::Scalar)
     }
+}
+
+impl Detected {
+    /// Runs `op` on the concrete backend this value holds: one `match` for the whole
+    /// operation, which then calls each primitive directly (monomorphised on that backend),
+    /// where passing `&Detected` as the kernels matches on every primitive call.
+    ///
+    /// ```
+    /// use favor_core::Kernels;
+    /// use favor_simd::{Detected, WithKernels};
+    ///
+    /// struct Norm<'a>(&'a [f32]);
+    /// impl WithKernels<f32> for Norm<'_> {
+    ///     type Output = f32;
+    ///     fn with_kernels<K: Kernels<f32>>(self, k: &K) -> f32 {
+    ///         k.dot(self.0, self.0).sqrt()
+    ///     }
+    /// }
+    /// assert_eq!(Detected::new().dispatch(Norm(&[3.0, 4.0])), 5.0);
+    /// ```
+    pub fn dispatch<T: SimdFloat, Op: WithKernels<T>>(self, op: Op) -> Op::Output {
+        T::dispatch(self, op)
+    }
+}
+
+/// An operation written once over the kernels backend; see [`Detected::dispatch`].
+pub trait WithKernels<T: Float> {
+    /// What the operation returns.
+    type Output;
+    /// Runs the operation with `kernels`.
+    fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Self::Output;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// The float types every favor-simd backend implements [`Kernels`] for: `f32` and `f64`.
+pub trait SimdFloat: Float + sealed::Sealed {
+    /// [`Detected::dispatch`] for this type.
+    #[doc(hidden)]
+    fn dispatch<Op: WithKernels<Self>>(backend: Detected, op: Op) -> Op::Output;
+}
+
+macro_rules! impl_simd_float {
+    ($t:ty) => {
+        impl SimdFloat for $t {
+            fn dispatch<Op: WithKernels<$t>>(backend: Detected, op: Op) -> Op::Output {
+                let backend = &backend;
+                forward!(backend, k => op.with_kernels(k))
+            }
+        }
+    };
 }
 
 /// The best backend for this CPU: shorthand for [`Detected::new`].
@@ -133,3 +188,5 @@ macro_rules! impl_detected {
 }
 impl_detected!(f32);
 impl_detected!(f64);
+impl_simd_float!(f32);
+impl_simd_float!(f64);

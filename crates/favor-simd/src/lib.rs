@@ -60,4 +60,4 @@ mod ops;
 mod real;
 
 pub use backend::*;
-pub use detect::{Detected, detected};
+pub use detect::{Detected, SimdFloat, WithKernels, detected};

@@ -211,7 +211,7 @@ impl Config {
     pub(crate) fn with_backend<T: Real, O: BackendOp<T>>(&self, op: O) -> O::Output {
         match self.backend {
             Backend::Detected => T::with_detected(op),
-            Backend::Scalar => op.run(&Scalar),
+            Backend::Scalar => op.with_kernels(&Scalar),
         }
     }
 }

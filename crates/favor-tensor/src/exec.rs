@@ -173,7 +173,7 @@ struct Heads<'r, 'a, 'w, E, T, O> {
 
 impl<E: Element, T: Real, O: Element> BackendOp<T> for Heads<'_, '_, '_, E, T, O> {
     type Output = Result<()>;
-    fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+    fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
         let (io, cfg, map) = (self.io, self.cfg, self.map);
         let per_head = io.shape.queries * io.shape.value_dim;
         let one = |(i, out): (usize, &mut [O])| -> Result<()> {

@@ -145,7 +145,7 @@ impl Performer {
         struct Name;
         impl BackendOp<f32> for Name {
             type Output = &'static str;
-            fn run<K: Kernels<f32> + Sync + Copy>(self, k: &K) -> &'static str {
+            fn with_kernels<K: Kernels<f32>>(self, k: &K) -> &'static str {
                 k.name()
             }
         }

@@ -29,7 +29,7 @@ pub(crate) struct Run<'s, 'w, 'a, 'o, E, T, O> {
 
 impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T, O> {
     type Output = Result<()>;
-    fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+    fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
         if self.io.step {
             self.step(kernels)
         } else {

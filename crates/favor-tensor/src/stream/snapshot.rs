@@ -23,7 +23,7 @@ impl<T: Real> HeadStates<'_, T> {
         }
         impl<T: Real> BackendOp<T> for Snap<'_, '_, T> {
             type Output = Result<Vec<Vec<u8>>>;
-            fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<Vec<Vec<u8>>> {
+            fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<Vec<u8>>> {
                 let map = &self.states.map;
                 self.states
                     .heads
@@ -162,7 +162,7 @@ impl<T: Real> HeadStates<'_, T> {
         }
         impl<T: Real> BackendOp<T> for Load<'_, '_, '_, T> {
             type Output = Result<Vec<HeadState<T>>>;
-            fn run<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
+            fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
                 let map = &self.states.map;
                 self.body
                     .iter()
