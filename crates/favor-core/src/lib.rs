@@ -116,6 +116,10 @@
 //!   against z instead of its own largest feature ([`FeatureMap::remap_row`]).
 //! - **chunked prefill** — causal attention C tokens at a time, all GEMMs ([`causal_chunked`]).
 //! - **kernels** — the hot primitives ([`Kernels`]); [`Scalar`] is the reference backend.
+//! - **plan** — [`Plan`]: one head's attention call configured, checked and sized once, run
+//!   many times.
+//! - **stream memory** — [`StreamMemory`]: a stream's buffer, token count and stabiliser kept
+//!   together between calls ([`StreamMemory::attach`] gives a [`Stream`] for one call).
 //! - **matrix views** — [`MatRef`] / [`MatMut`]: a slice with rows, columns and two strides;
 //!   `.t()` transposes for free, so every product is one [`Kernels::gemm`] ([`Accum`] says
 //!   whether it overwrites or adds).
@@ -134,6 +138,8 @@ mod float;
 mod inspect;
 mod kernels;
 mod mat;
+mod memory;
+mod plan;
 mod projection;
 mod range;
 mod rng;
@@ -159,6 +165,8 @@ pub use float::Float;
 pub use inspect::{attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
 pub use mat::{Accum, MatMut, MatRef};
+pub use memory::{Attached, StreamMemory};
+pub use plan::{Plan, PlanKind};
 pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
 pub use range::check_range;
 pub use rng::Normals;

@@ -64,7 +64,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
     /// [`state().log_scale()`](PrefixState::log_scale). Nothing in `buf` is cleared.
     ///
     /// This lets an owner keep a stream's memory between calls without keeping the borrow
-    /// alive. Only the O(1) invariants are checked (`tokens == 0` exactly when `log_scale` is
+    /// alive; [`StreamMemory`](crate::StreamMemory) does it with the count and scale kept
+    /// beside the buffer for you. Only the O(1) invariants are checked (`tokens == 0` exactly when `log_scale` is
     /// `-∞`, otherwise a finite scale): the buffer itself is trusted to be what a stream over
     /// the same map and `value_dim` left there — a different buffer gives wrong (if memory-safe)
     /// results. For bytes from elsewhere use [`restore`](Self::restore), which validates them.

@@ -316,8 +316,6 @@ impl<E: Element> HeadIo<'_, '_, E> {
             self.k.widen(&mut tk)?,
             self.v.widen(&mut tv)?,
         );
-        let m = favor_core::FeatureMap::feature_dim(map);
-        let dv = self.shape.value_dim;
         let opts = Options {
             // A block longer than the sequence would only size scratch for rows that never
             // exist (and could fail to allocate); the partition into blocks is the same.
@@ -332,39 +330,22 @@ impl<E: Element> HeadIo<'_, '_, E> {
         };
         let mut wide = Vec::new();
         let out_t = narrow_target(out, &mut wide)?;
-        // The two paths take the same arguments: pick one, size its scratch, run it.
-        type Attend<T, K, F> = fn(
-            &K,
-            &F,
-            &[T],
-            &[T],
-            &[T],
-            Shape,
-            &Options<'_>,
-            &mut [T],
-            &mut [T],
-        ) -> favor_core::Result<()>;
-        let (attend, scratch_len): (Attend<T, K, F>, _) = if cfg.causal {
-            let len = favor_core::causal_chunked_scratch_len(m, dv, opts.block);
-            (favor_core::causal_chunked, len)
+        let kind = if cfg.causal {
+            favor_core::PlanKind::CausalChunked
         } else {
-            let len = favor_core::bidirectional_scratch_len(m, dv, opts.block);
-            (favor_core::bidirectional, len)
+            favor_core::PlanKind::Bidirectional
         };
-        let n = alloc::len("attention scratch", scratch_len)?;
-        let mut scratch = try_zeros("attention scratch", n)?;
-        attend(
-            kernels,
-            map,
-            q,
-            k,
-            v,
-            self.shape,
-            &opts,
-            out_t,
-            &mut scratch,
-        )
-        .map_err(core)?;
+        let plan =
+            favor_core::Plan::new(kind, *kernels, map, self.shape, opts).map_err(|e| match e {
+                // Only the scratch size can overflow: a size beyond memory.
+                favor_core::Error::SizeOverflow => Error::Alloc {
+                    what: "attention scratch",
+                    bytes: None,
+                },
+                other => core(other),
+            })?;
+        let mut scratch = try_zeros("attention scratch", plan.scratch_len())?;
+        plan.run(q, k, v, out_t, &mut scratch).map_err(core)?;
         narrow_back(&wide, out);
         Ok(())
     }

@@ -94,12 +94,7 @@ pub(crate) struct HeadStates<'w, T> {
 }
 
 /// A favor-core stream's memory between calls.
-#[derive(Debug, Clone)]
-pub(crate) struct HeadState<T> {
-    buf: Vec<T>,
-    tokens: u64,
-    log_scale: T,
-}
+pub(crate) type HeadState<T> = favor_core::StreamMemory<T, Vec<T>>;
 
 /// `$e` with `$s` the states (and `$w` the weights) in their precision.
 macro_rules! states {
@@ -166,7 +161,7 @@ impl Stream {
     /// mapping every head's key and query at once (`2·(m + d + 1)` per head).
     pub fn memory_bytes(&self) -> usize {
         states!(&self.states, _, s => {
-            s.heads.iter().map(|h| size_of_val(&h.buf[..])).sum::<usize>()
+            s.heads.iter().map(|h| size_of_val(&h.buffer()[..])).sum::<usize>()
                 + size_of_val(&s.mapped[..])
         })
     }
@@ -301,14 +296,6 @@ impl Stream {
     }
 }
 
-impl<T: Real> HeadState<T> {
-    fn reset(&mut self) {
-        self.buf.fill(T::zero());
-        self.tokens = 0;
-        self.log_scale = T::neg_infinity();
-    }
-}
-
 impl<'w, T: Real> HeadStates<'w, T> {
     fn new(cfg: &Config, weights: &'w Weights, n: usize) -> Result<Self> {
         let map = cfg.map::<T>(weights)?;
@@ -339,11 +326,8 @@ impl<'w, T: Real> HeadStates<'w, T> {
         }
         let mut heads = crate::alloc::try_with_capacity("stream state", n).map_err(fail)?;
         for _ in 0..n {
-            heads.push(HeadState {
-                buf: crate::alloc::try_zeros("stream state", len).map_err(fail)?,
-                tokens: 0,
-                log_scale: T::neg_infinity(),
-            });
+            let buf = crate::alloc::try_zeros("stream state", len).map_err(fail)?;
+            heads.push(HeadState::new(buf));
         }
         let mapped = crate::alloc::try_zeros("stream state", mapped_len).map_err(fail)?;
         Ok(Self { map, heads, mapped })

@@ -77,12 +77,10 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let heads = self.states.heads.iter_mut();
         for (i, (st, o)) in heads.zip(self.out.chunks_mut(dv)).enumerate() {
             let out_t = narrow_target(o, &mut wide)?;
-            let mut s =
-                favor_core::Stream::resume(*kernels, map, dv, &mut st.buf, st.tokens, st.log_scale)
-                    .map_err(|e| core(h, i, e))?;
+            let mut s = st.attach(*kernels, map, dv).map_err(|e| core(h, i, e))?;
             s.step_mapped(&mapped, i, &v[i * dv..(i + 1) * dv], out_t)
                 .map_err(|e| core(h, i, e))?;
-            (st.tokens, st.log_scale) = (s.tokens(), s.state().log_scale());
+            drop(s); // writes the head's token count and stabiliser back
             narrow_back(&wide, o);
         }
         Ok(())
@@ -111,12 +109,10 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
             let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
             let out_t = narrow_target(out, &mut bufs.out)?;
             let core = |e| core(cfg.heads, i, e);
-            let mut s =
-                favor_core::Stream::resume(*kernels, map, dv, &mut h.buf, h.tokens, h.log_scale)
-                    .map_err(core)?;
+            let mut s = h.attach(*kernels, map, dv).map_err(core)?;
             s.prefill(q, k, v, len, chunk, out_t, &mut bufs.scratch)
                 .map_err(core)?;
-            (h.tokens, h.log_scale) = (s.tokens(), s.state().log_scale());
+            drop(s); // writes the head's token count and stabiliser back
             narrow_back(&bufs.out, out);
             Ok(())
         };

@@ -29,16 +29,10 @@ impl<T: Real> HeadStates<'_, T> {
                     .heads
                     .iter()
                     .map(|h| {
-                        let mut buf = h.buf.clone();
-                        let s = favor_core::Stream::resume(
-                            *kernels,
-                            map,
-                            self.value_dim,
-                            &mut buf,
-                            h.tokens,
-                            h.log_scale,
-                        )
-                        .map_err(|e| Error::Snapshot(format!("state does not re-attach: {e}")))?;
+                        let mut memory = h.clone();
+                        let s = memory.attach(*kernels, map, self.value_dim).map_err(|e| {
+                            Error::Snapshot(format!("state does not re-attach: {e}"))
+                        })?;
                         let mut bytes = vec![0u8; s.snapshot_len()];
                         let n = s
                             .snapshot(&mut bytes)
@@ -168,10 +162,11 @@ impl<T: Real> HeadStates<'_, T> {
                     .iter()
                     .enumerate()
                     .map(|(i, chunk)| {
-                        let mut buf = vec![T::zero(); self.states.heads[i].buf.len()];
-                        let mut s =
-                            favor_core::Stream::new(*kernels, map, self.value_dim, &mut buf)
-                                .map_err(crate::error::setup)?;
+                        let len = self.states.heads[i].buffer().len();
+                        let mut memory = HeadState::new(vec![T::zero(); len]);
+                        let mut s = memory
+                            .attach(*kernels, map, self.value_dim)
+                            .map_err(crate::error::setup)?;
                         s.restore(chunk).map_err(|e| {
                             Error::Snapshot(format!(
                                 "batch {}, head {}: {e}",
@@ -202,12 +197,8 @@ impl<T: Real> HeadStates<'_, T> {
                                 i % self.heads
                             )));
                         }
-                        let (tokens, log_scale) = (s.tokens(), st.log_scale());
-                        Ok(HeadState {
-                            buf,
-                            tokens,
-                            log_scale,
-                        })
+                        drop(s); // writes the head's token count and stabiliser back
+                        Ok(memory)
                     })
                     .collect()
             }
@@ -220,7 +211,7 @@ impl<T: Real> HeadStates<'_, T> {
         })?;
         // Absent keys make a head's own count lower than the tokens fed, never higher.
         let position = u64_at(40);
-        if position == u64::MAX || loaded.iter().any(|h| h.tokens > position) {
+        if position == u64::MAX || loaded.iter().any(|h| h.tokens() > position) {
             return bad("token count disagrees with the heads' states");
         }
         self.heads = loaded;
