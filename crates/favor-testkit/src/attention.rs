@@ -5,7 +5,7 @@
 //! - positive softmax maps (SM+, SMhyp+), every path and backend:
 //!   1. within the derived rounding bound of naive f64 FAVOR+ over the same W
 //!      ([`favor_reference`], bound from
-//!      favor-core's tests/causal.rs evaluated at u' = 2u_T + u_f64);
+//!      [`crate::reference`] evaluated at u' = 2u_T + u_f64);
 //!   2. against f64 exact softmax attention: |out − E| ≤ the estimator-spread identity bound
 //!      ([`spread_bound`]) plus bound 1 — large m (up to 256
 //!      rows, 512 features) makes it tight, small m loose, but never wrong;
