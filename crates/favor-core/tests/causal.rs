@@ -618,8 +618,8 @@ fn growing_tokens(seed: u64, l: usize, dir: &[f64], (t0, t1): (f64, f64)) -> Vec
     x
 }
 
-/// Oracle: the naive unstabilised f64 FAVOR+ (`reference`, same W); tolerance: the rounding
-/// bound derived above `reference`, evaluated for f32 on these inputs (it grows with the
+/// Oracle: the naive unstabilised f64 FAVOR+ (`favor_reference`, same W); tolerance: the
+/// rounding bound derived with it, evaluated for f32 on these inputs (it grows with the
 /// exponents: for exponents ~300 and d = 64 it is ~10⁻³ of max|v|; being a worst case, it
 /// sits ~100× above the errors actually observed, ~10⁻⁵).
 ///
@@ -738,10 +738,10 @@ fn path_problem<T: Float>(seed: u64) -> Problem<T> {
     p
 }
 
-/// Oracle: the naive f64 reference (each path within its rounding bound, derived above
-/// `reference`), hence any two paths within twice the bound of each other. For f64 the bound
-/// is ~10⁻¹³ of max|v| (asserted < 10⁻¹²), for f32 ~3·10⁻⁵ (asserted < 10⁻⁴): tight enough that
-/// a wrong rescale or a dropped token would fail.
+/// Oracle: the naive f64 reference (each path within its rounding bound, derived in
+/// favor-testkit's `reference`), hence any two paths within twice the bound of each other. For
+/// f64 the bound is ~10⁻¹³ of max|v| (asserted < 10⁻¹²), for f32 ~3·10⁻⁵ (asserted < 10⁻⁴):
+/// tight enough that a wrong rescale or a dropped token would fail.
 fn check_paths_agree<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize) {
     let p = path_problem::<T>(3);
     let (l, dv) = (p.len(), p.shape.value_dim);
@@ -1010,9 +1010,9 @@ fn key_mask_equals_removing_the_keys() {
     }
 }
 
-/// Oracle: exact masked softmax attention written here, cross-checked against the library's
-/// `softmax_attention` (both f64: they agree to ~10⁻¹⁵; we allow 10⁻¹² of max|v|, far above
-/// the O((d + L)·u·|logit|) rounding of either). Statistical bound: the Lemma 2 spread s
+/// Oracle: exact masked softmax attention (the testkit's `softmax`), cross-checked against the
+/// library's `softmax_attention` (both f64: they agree to ~10⁻¹⁵; we allow 10⁻¹² of max|v|, far
+/// above the O((d + L)·u·|logit|) rounding of either). Statistical bound: the Lemma 2 spread s
 /// (`softmax_and_std`) plus the rounding bound; the RMS of err/(s + rounding) has expectation
 /// ≤ 1 to first order, we require ≤ 3 (Markov: probability ≤ 1/9 for a random seed even
 /// under the worst-case correlation the bound assumes). Convergence: the RMS error must fall
@@ -1134,7 +1134,7 @@ fn all_keys_masked_gives_zero_outputs() {
 // ---------------------------------------------------------------------------------------------
 // 5. FAVOR+ with many features converges to causal softmax.
 
-/// Oracle: exact causal softmax (written here, cross-checked with `softmax_attention`), with
+/// Oracle: exact causal softmax (the testkit's, cross-checked with `softmax_attention`), with
 /// the statistical bound of `softmax_and_std` (m = 2048 ORF rows) plus the f32 rounding bound;
 /// as above the normalised RMS must be ≤ 3. Non-vacuous: the allowed spread itself is below
 /// 0.1·max|v|, and the f32 result is also checked against the same-W f64 reference.
@@ -1277,7 +1277,7 @@ fn attention_row_matches_naive_and_reproduces_outputs() {
 // 7. Unnormalised mode.
 
 /// Oracle: naive Q'(K'ᵀV) with true (unstabilised) features in f64; bound: the unnormalised
-/// form of the derivation above `reference` (relative to Σⱼ aⱼ|vⱼ|, with the query's
+/// form of `favor_reference`'s derivation (relative to Σⱼ aⱼ|vⱼ|, with the query's
 /// log-scale error included since it no longer cancels).
 fn check_unnormalized<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize) {
     let p = path_problem::<T>(13);
@@ -1344,7 +1344,7 @@ fn unnormalized_equals_naive_product_with_true_features() {
 /// leave the convex hull of the values — wildly off softmax — yet every path returns finite
 /// numbers (the denominator floor keeps a near-zero estimate from producing inf/NaN). The
 /// positive map on the same inputs and projection stays inside the hull (up to rounding,
-/// 2γ_N·max|v|). Oracle for "off": exact softmax written here.
+/// 2γ_N·max|v|). Oracle for "off": the testkit's exact softmax.
 #[test]
 fn trigonometric_features_can_be_wildly_off_but_stay_finite() {
     let (l, d, dv, m) = (32, 16, 4, 4);

@@ -11,7 +11,8 @@
 
 use favor_core::*;
 use favor_simd::*;
-use favor_testkit::bounds::{gamma, ulps, unit};
+use favor_testkit::attention::backend_bound;
+use favor_testkit::bounds::{gamma, max_abs, ulps, unit};
 use favor_testkit::kernels::c_view;
 
 /// Runs `$f(backend)` for every backend available here, printing which were skipped.
@@ -329,39 +330,19 @@ impl Case {
     }
 
     /// Derived bound on |out_a − out_b| for two evaluations of the same normalised
-    /// positive-feature attention whose kernels round differently.
-    ///
-    /// Each projection uᵢ = s·wᵢ·x is a length-d dot product: abs error ≤ γ_d·s·Σ|wᵢⱼxⱼ| =: e_u
-    /// (B_u is its max over rows). The row max c and the |x|²/2 term carry errors of the same
-    /// kind (≤ γ_d·B_x). A stored feature exp(u − c) therefore has relative error
-    /// ≤ 2e_u + (exp ulps + 1)·u, and the key rescale exp(ℓ − c) adds 2(e_u + γ_d·B_x). A
-    /// score aᵢⱼ = Σ_r φ_r(q)φ_r(k) of M positive terms: relative error
-    /// δ ≤ 2·feature + rescale + γ_M. A normalised output Σⱼaᵢⱼvⱼ / Σⱼaᵢⱼ then moves by at most
-    /// 2δ·max|v| (numerator and denominator), plus γ_L·max|v| for the sums' own rounding.
-    /// Two evaluations: twice that.
-    fn bound(&self, exp_ulps: f64) -> f64 {
-        let u = unit::<f32>();
-        let s = (self.d as f64).powf(-0.25);
-        let mut b_u: f64 = 0.0;
-        let mut b_x: f64 = 0.0;
-        for x in self.q.chunks(self.d).chain(self.k.chunks(self.d)) {
-            let sq: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
-            b_x = b_x.max(s * s * sq / 2.0);
-            for wr in self.w.chunks(self.d) {
-                let t: f64 = wr
-                    .iter()
-                    .zip(x)
-                    .map(|(&a, &b)| f64::from(a * b).abs())
-                    .sum();
-                b_u = b_u.max(s * t);
-            }
-        }
-        let e_u = gamma(self.d, u) * b_u;
-        let feature = 2.0 * e_u + (exp_ulps + 1.0) * u;
-        let rescale = 2.0 * (e_u + gamma(self.d, u) * b_x);
-        let delta = 2.0 * feature + rescale + gamma(2 * self.m, u);
-        let vmax = self.v.iter().fold(0f64, |a, &b| a.max(f64::from(b).abs()));
-        2.0 * (2.0 * delta + gamma(self.l, u)) * vmax
+    /// positive-feature attention whose kernels round differently: favor-testkit's
+    /// `backend_bound` (derivation there), with scores of 2m terms (the hyperbolic map's M).
+    fn bound(&self) -> f64 {
+        let widen = |x: &[f32]| -> Vec<f64> { x.iter().map(|&a| f64::from(a)).collect() };
+        backend_bound(
+            &widen(&self.w),
+            (self.d, (self.d as f64).powf(-0.25)),
+            &widen(&self.q),
+            &widen(&self.k),
+            2 * self.m,
+            max_abs(&widen(&self.v)),
+            unit::<f32>(),
+        )
     }
 }
 
@@ -440,7 +421,7 @@ fn check_end_to_end<K: Kernels<f32>>(kern: K) {
     ] {
         let phi = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
         let hyp = HyperbolicSoftmax::new(&case.w, case.m, case.d).unwrap();
-        let bound = case.bound(f64::from(favor_simd::math::EXP_MAX_ULP));
+        let bound = case.bound();
         for (label, got, want) in [
             (
                 "positive",
@@ -756,7 +737,7 @@ fn check_estimator<K: Kernels<f32>>(kern: K) {
     let mut reference = PartitionEstimator::new(Scalar, &phi, &mut b2).unwrap();
     fast.add_items(&c.k, c.l).unwrap();
     reference.add_items(&c.k, c.l).unwrap();
-    let rel = c.bound(f64::from(favor_simd::math::EXP_MAX_ULP));
+    let rel = c.bound();
     for q in c.q.chunks(c.d) {
         let (g, w) = (
             fast.log_partition(q).unwrap(),
