@@ -2,12 +2,16 @@
 //! bidirectional path that shares its prefix state.
 //!
 //! Oracles never run the code under test:
-//! - `explicit` + `reference`: naive f64 FAVOR+ with explicit, *unstabilised* features
-//!   `φ(x)ᵢ = exp(wᵢ·x' − |x'|²/2)/√m` (`x' = x·d^(-1/4)`) over the same projection W, in O(L²).
-//!   `reference` also returns a rounding-error bound for each output element; its derivation
-//!   is the comment above it. Every rounding tolerance in this file comes from it.
-//! - `softmax_and_std`: exact softmax attention written here, plus a first-order bound on the
-//!   standard deviation of FAVOR+'s output derived from the paper's Lemma 2 MSE formulas.
+//! - `explicit` + `favor_reference` (favor-testkit's `reference` module): naive f64 FAVOR+
+//!   with explicit, *unstabilised* features `φ(x)ᵢ = exp(wᵢ·x' − |x'|²/2)/√m`
+//!   (`x' = x·d^(-1/4)`) over the same projection W, in O(L²), in the log domain. It also
+//!   returns a rounding-error bound for each output element; its derivation is the comment
+//!   above the testkit's `key_exponent_err`. Every rounding tolerance in this file comes from
+//!   it; the tests require it finite (inside the model: the testkit returns ∞ where the model
+//!   bounds nothing).
+//! - `softmax_and_std`: exact softmax attention (the testkit's `softmax`), plus a first-order
+//!   bound on the standard deviation of FAVOR+'s output derived from the paper's Lemma 2 MSE
+//!   formulas (the testkit's `lemma2_std`).
 //! - Bit-identity claims of the library itself (no-leak, snapshot/restore, reset), checked
 //!   with `to_bits()`.
 //!
@@ -24,6 +28,11 @@ use favor_core::{
     attention_row_scratch_len, bidirectional, bidirectional_scratch_len, causal_chunked,
     causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, projection,
     projection_len, softmax_attention,
+};
+use favor_testkit::bounds::{gamma, max_abs, unit};
+use favor_testkit::maps::{MapKind, MapSpec};
+use favor_testkit::reference::{
+    RefOpts, Reference, explicit, favor_reference, lemma2_std, softmax,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -54,10 +63,6 @@ fn wide<T: Float>(x: T) -> f64 {
 
 fn widen<T: Float>(x: &[T]) -> Vec<f64> {
     x.iter().map(|&v| wide(v)).collect()
-}
-
-fn max_abs(x: &[f64]) -> f64 {
-    x.iter().fold(0.0, |a, &b| a.max(b.abs()))
 }
 
 /// One attention head's inputs (row-major) and its shape.
@@ -234,7 +239,8 @@ fn assert_bits_eq<T: Float>(a: &[T], b: &[T], what: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Oracle 1: naive f64 FAVOR+ with explicit unstabilised features, and its rounding bound.
+// Oracle 1: naive f64 FAVOR+ with explicit unstabilised features, and its rounding bound
+// (favor-testkit's `reference`, whose derivation sits above its `favor_reference`).
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -242,198 +248,35 @@ enum Kind {
     Hyperbolic,
 }
 
-/// Explicit feature rows φ(x) in f64 (no stabiliser), plus per-row magnitudes for the
-/// rounding bound: `p = s·maxᵢ Σⱼ |xⱼ wᵢⱼ|` (the largest projection before cancellation) and
-/// `h = |x'|²/2`.
-struct Explicit {
-    d: usize,
-    width: usize,
-    rows: usize,
-    ln_norm: f64,
-    feats: Vec<f64>,
-    p: Vec<f64>,
-    h: Vec<f64>,
-}
-
-fn explicit<T: Float>(kind: Kind, w: &[T], m: usize, d: usize, x: &[T]) -> Explicit {
-    let (w, x) = (widen(w), widen(x));
-    let s = (d as f64).powf(-0.25);
-    let width = if kind == Kind::Positive { m } else { 2 * m };
-    let norm = (width as f64).sqrt();
-    let rows = x.len() / d;
-    let mut e = Explicit {
-        d,
-        width,
-        rows,
-        ln_norm: norm.ln(),
-        feats: vec![0.0; rows * width],
-        p: vec![0.0; rows],
-        h: vec![0.0; rows],
-    };
-    for r in 0..rows {
-        let xs: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|v| v * s).collect();
-        let h = xs.iter().map(|v| v * v).sum::<f64>() / 2.0;
-        let mut pmax = 0.0f64;
-        for i in 0..m {
-            let wi = &w[i * d..(i + 1) * d];
-            let u: f64 = wi.iter().zip(&xs).map(|(a, b)| a * b).sum();
-            pmax = pmax.max(wi.iter().zip(&xs).map(|(a, b)| (a * b).abs()).sum());
-            e.feats[r * width + i] = (u - h).exp() / norm;
-            if kind == Kind::Hyperbolic {
-                e.feats[r * width + m + i] = (-u - h).exp() / norm;
-            }
+impl Kind {
+    fn map_kind(self) -> MapKind {
+        match self {
+            Kind::Positive => MapKind::Positive,
+            Kind::Hyperbolic => MapKind::Hyperbolic,
         }
-        e.p[r] = pmax;
-        e.h[r] = h;
     }
-    e
 }
 
-/// Higham's γₙ = n·u/(1 − n·u): relative error bound of an n-term floating-point sum.
-fn gamma(n: usize, u: f64) -> f64 {
-    let nu = n as f64 * u;
-    assert!(nu < 0.1, "rounding model out of range");
-    nu / (1.0 - nu)
+/// The map `kind` over projection `w` (m×d) with the d^(-1/4) data normaliser, as the
+/// testkit's oracles describe it.
+fn map_spec<T: Float>(kind: Kind, w: &[T], m: usize, d: usize) -> MapSpec {
+    MapSpec {
+        kind: kind.map_kind(),
+        normalizer: true,
+        transposed: false,
+        d,
+        m,
+        eps: 0.0,
+        w: widen(w),
+    }
 }
 
 /// Unit roundoff of T plus that of f64. Running the bound with it covers both the computation
-/// in T and the f64 reference's own rounding (γ and the exponent bounds grow at least
-/// linearly in u, so a sum of two bounds is below the bound at the summed u).
-fn unit<T: Float>() -> f64 {
-    wide(T::epsilon()) / 2.0 + f64::EPSILON / 2.0
-}
-
-/// Absolute error bound of the exponent of a key's feature *including* its log-scale.
-fn key_exponent_err(e: &Explicit, r: usize, u: f64) -> f64 {
-    let (p, h) = (e.p[r], e.h[r]);
-    gamma(e.d + 2, u) * (p + h) + u * (4.0 * p + 4.0 * h + e.ln_norm + 3.0)
-}
-
-/// Same for a query; normalised outputs never use the query's log-scale (it cancels).
-fn query_exponent_err(e: &Explicit, r: usize, u: f64, normalized: bool) -> f64 {
-    if normalized {
-        gamma(e.d + 2, u) * e.p[r] + u * (2.0 * e.p[r] + 3.0)
-    } else {
-        key_exponent_err(e, r, u)
-    }
-}
-
-struct RefOpts<'a> {
-    causal: bool,
-    key_mask: Option<&'a [bool]>,
-    normalized: bool,
-    /// Unit roundoff the bound is computed for (see `unit`).
-    u: f64,
-}
-
-/// Naive FAVOR+ output plus a per-element bound on |computed − exact| for a computation in
-/// unit roundoff `u` (positive feature maps only: every term below is positive).
-struct Reference {
-    out: Vec<f64>,
-    tol: Vec<f64>,
-    /// lq×lk: normalised weights p_ij (or raw a_ij when unnormalised); 0 where invisible.
-    weights: Vec<f64>,
-    /// lq×lk: relative error bound δ_ij of each term φᵢ(q)φᵢ(k) (below).
-    delta: Vec<f64>,
-    /// The γ_N used for the sums.
-    g: f64,
-}
-
-// Rounding bound (Higham-style worst case; u = unit roundoff, γₙ = nu/(1−nu)).
-//
-// 1. Exponents. A stored feature of row x is `exp(fl(ûᵢ − c))` with `ûᵢ = fl(s·fl(x·wᵢ))` and
-//    `c = maxᵢ ûᵢ`; its log-scale is `ℓ = fl(fl(c − Ĥ) − ln√M)`, `Ĥ = fl(x·x)·s·s/2`. The dot
-//    products are d-term sums (γ_d·Σ|xⱼwᵢⱼ|), the scale by s and the rounding of s itself add
-//    2u, so |ûᵢ − s·x·wᵢ| ≤ γ_{d+2}·p; Ĥ has one more product and s² (2u more):
-//    |Ĥ − H| ≤ γ_{d+2}·H + 2uH. The subtraction ûᵢ − c (|·| ≤ 2p) adds 2up, exp (libm,
-//    < 1 ulp) adds 2u, the log-scale's subtractions add u|c − Ĥ| + u|ℓ| ≤ u(2p + 2H + ln√M),
-//    the rounding of ln√M (common to all rows) u. Summed:
-//    key: Δk = γ_{d+2}(p + h) + u(4p + 4h + ln√M + 3). A normalised query needs only its
-//    stored features (its log-scale cancels): Δq = γ_{d+2}p + u(2p + 3); unnormalised, Δq = Δk.
-// 2. Stabiliser. Each key row is multiplied by exp(fl(ℓⱼ − c)) when absorbed, the running
-//    sums by exp(fl(c_old − c_new)) at each rescale; the chunked path uses the same factors
-//    against each query's running scale and exp(fl(c − runᵢ)) on the query's state part;
-//    unnormalised outputs are finally multiplied by exp(fl(ℓ_q + c)). With
-//    Λ = max(p + h + ln√M) ≥ max|ℓ| over keys, each argument is at most 2Λ (ℓ_q + c: |ℓ_q| is
-//    already in Δq, Λ more), the rescales telescope (Σ|Δc| ≤ 2Λ), and each factor's exp and
-//    multiply add ≤ 3u (at most L rescales, one factor per key and per query):
-//    Δs = u(7Λ + 6L + 6).
-// 3. Hence each product term φᵢ(q)φᵢ(kⱼ) (one more rounding) has relative error at most
-//    δᵢⱼ = exp(Δqᵢ + Δkⱼ + Δs + u) − 1, and so has aᵢⱼ = Σ terms (all positive).
-// 4. Every accumulation (over M features, L keys, a chunk tile, the denominator) has fewer
-//    than N = 2(L + M) + 16 terms: relative γ_N on positive sums, γ_N·Σ|terms| on the
-//    numerator.
-// 5. Normalised: with ãⱼ = aⱼ(1 + θⱼ), |θⱼ| ≤ δⱼ, exactly
-//    Σãⱼvⱼ/Σãⱼ − out = Σⱼ aⱼθⱼ(vⱼ − out)/Σãⱼ, so
-//    |Δout_c| ≤ [Σⱼ pⱼδⱼ|vⱼc − out_c| + 2γ_N(Σⱼ pⱼ|vⱼc| + |out_c|)] / (1 − maxδ − γ_N).
-//    Unnormalised: |Δout_c| ≤ Σⱼ aⱼ|vⱼc|(δⱼ + 2γ_N)/(1 − γ_N).
-fn reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &RefOpts) -> Reference {
-    let (lq, lk, mm) = (q.rows, k.rows, q.width);
-    assert_eq!(mm, k.width);
-    let u = o.u;
-    let g = gamma(2 * (lk + mm) + 16, u);
-    let lambda = (0..lk)
-        .map(|j| k.p[j] + k.h[j] + k.ln_norm)
-        .fold(0.0, f64::max);
-    let ds = u * (7.0 * lambda + 6.0 * lk as f64 + 6.0);
-    let dk: Vec<f64> = (0..lk).map(|j| key_exponent_err(k, j, u)).collect();
-    let mut r = Reference {
-        out: vec![0.0; lq * dv],
-        tol: vec![0.0; lq * dv],
-        weights: vec![0.0; lq * lk],
-        delta: vec![0.0; lq * lk],
-        g,
-    };
-    for i in 0..lq {
-        let dq = query_exponent_err(q, i, u, o.normalized);
-        let qf = &q.feats[i * mm..(i + 1) * mm];
-        let visible = if o.causal { i + 1 } else { lk };
-        let mut total = 0.0;
-        let mut dmax = 0.0f64;
-        for j in 0..visible {
-            if o.key_mask.is_some_and(|mask| !mask[j]) {
-                continue;
-            }
-            let kf = &k.feats[j * mm..(j + 1) * mm];
-            let a: f64 = qf.iter().zip(kf).map(|(x, y)| x * y).sum();
-            r.weights[i * lk + j] = a;
-            r.delta[i * lk + j] = (dq + dk[j] + ds + u).exp_m1();
-            dmax = dmax.max(r.delta[i * lk + j]);
-            total += a;
-        }
-        if o.normalized {
-            assert!(total.is_finite(), "reference overflow at row {i}");
-            if total == 0.0 {
-                continue; // no visible key: the library promises exact zeros
-            }
-            assert!(total > 1e-290, "reference underflow at row {i}: {total:e}");
-            for j in 0..visible {
-                r.weights[i * lk + j] /= total;
-            }
-        }
-        for c in 0..dv {
-            let mut acc = 0.0;
-            for j in 0..visible {
-                acc += r.weights[i * lk + j] * v[j * dv + c];
-            }
-            r.out[i * dv + c] = acc;
-            let mut t = 0.0;
-            for j in 0..visible {
-                let (w, dl, vj) = (r.weights[i * lk + j], r.delta[i * lk + j], v[j * dv + c]);
-                t += if o.normalized {
-                    w * dl * (vj - acc).abs() + 2.0 * g * w * vj.abs()
-                } else {
-                    w * vj.abs() * (dl + 2.0 * g)
-                };
-            }
-            r.tol[i * dv + c] = if o.normalized {
-                (t + 2.0 * g * acc.abs()) / (1.0 - dmax - g)
-            } else {
-                t / (1.0 - g)
-            };
-        }
-    }
-    r
+/// in T (Scalar backend: libm exp, < 1 ulp, as the derivation assumes) and the f64
+/// reference's own rounding (γ and the exponent bounds grow at least linearly in u, so a sum
+/// of two bounds is below the bound at the summed u).
+fn unit_t_f64<T: Float>() -> f64 {
+    unit::<T>() + unit::<f64>()
 }
 
 /// The reference for `p` under map `kind` with projection `w` (m rows), bound for T.
@@ -444,17 +287,20 @@ fn reference_for<T: Float>(
     p: &Problem<T>,
     o: &RefOpts,
 ) -> Reference {
-    let d = p.shape.dim;
-    let (q, k) = (explicit(kind, w, m, d, &p.q), explicit(kind, w, m, d, &p.k));
-    reference(&q, &k, &widen(&p.v), p.shape.value_dim, o)
+    let spec = map_spec(kind, w, m, p.shape.dim);
+    let (q, k) = (explicit(&spec, &widen(&p.q)), explicit(&spec, &widen(&p.k)));
+    favor_reference(&q, &k, &widen(&p.v), p.shape.value_dim, o)
 }
 
+/// Normalised reference options for T: unit roundoff `unit_t_f64::<T>()`, underflow below
+/// T's smallest normal number.
 fn ref_opts<T: Float>(causal: bool, key_mask: Option<&[bool]>) -> RefOpts<'_> {
     RefOpts {
         causal,
         key_mask,
         normalized: true,
-        u: unit::<T>(),
+        u: unit_t_f64::<T>(),
+        tiny: wide(T::min_positive_value()),
     }
 }
 
@@ -466,7 +312,7 @@ fn assert_within<T: Float>(got: &[T], r: &Reference, scale: f64, what: &str) -> 
         let g = wide(*g);
         let err = (g - e).abs();
         assert!(
-            g.is_finite() && err <= scale * t,
+            g.is_finite() && t.is_finite() && err <= scale * t,
             "{what}: element {i}: got {g:e}, reference {e:e}, |err| {err:e} > bound {:e}",
             scale * t
         );
@@ -482,7 +328,7 @@ fn assert_agree<T: Float>(a: &[T], b: &[T], r: &Reference, what: &str) {
     for (i, ((x, y), t)) in a.iter().zip(b).zip(&r.tol).enumerate() {
         let (x, y) = (wide(*x), wide(*y));
         assert!(
-            (x - y).abs() <= 2.0 * t,
+            t.is_finite() && (x - y).abs() <= 2.0 * t,
             "{what}: element {i}: {x:e} vs {y:e}, |diff| {:e} > 2·bound {:e}",
             (x - y).abs(),
             2.0 * t
@@ -493,14 +339,9 @@ fn assert_agree<T: Float>(a: &[T], b: &[T], r: &Reference, what: &str) {
 // ---------------------------------------------------------------------------------------------
 // Oracle 2: exact softmax attention and the Lemma 2 spread of FAVOR+ around it.
 
-/// Exact softmax attention (f64, written here) and, for each output element, a first-order
-/// bound on the standard deviation of FAVOR+'s estimate of it with m projection rows.
-///
-/// Derivation: write Âⱼ = Aⱼ(1 + εⱼ) for the estimated kernel values of one query. To first
-/// order the normalised output moves by Σⱼ pⱼ εⱼ (vⱼ − out), so by Minkowski's inequality its
-/// standard deviation is at most sⱼ = Σⱼ pⱼ σⱼ |vⱼ − out| with σⱼ² = MSE/SM² from Lemma 2 (iid
-/// rows; orthogonal rows only lower it, paper Thm 2):
-/// SM+: σ² = e^{|z|²}(1 − e^{−|z|²})/m, SMhyp+: ½(1 − e^{−|z|²}) times that, z = q' + k'.
+/// Exact softmax attention (favor-testkit's `softmax`, f64) and, for each output element, a
+/// first-order bound on the standard deviation of FAVOR+'s estimate of it with m projection
+/// rows (favor-testkit's `lemma2_std`, derived from the paper's Lemma 2).
 fn softmax_and_std(
     p: &Problem<f64>,
     m: usize,
@@ -508,57 +349,22 @@ fn softmax_and_std(
     causal: bool,
     mask: Option<&[bool]>,
 ) -> (Vec<f64>, Vec<f64>) {
-    let Shape {
-        queries: lq,
-        keys: lk,
-        dim: d,
-        value_dim: dv,
-    } = p.shape;
+    let (d, dv) = (p.shape.dim, p.shape.value_dim);
     let s = (d as f64).powf(-0.25);
-    let (mut out, mut std) = (vec![0.0; lq * dv], vec![0.0; lq * dv]);
-    for i in 0..lq {
-        let qi = &p.q[i * d..(i + 1) * d];
-        let visible: Vec<usize> = (0..if causal { i + 1 } else { lk })
-            .filter(|&j| mask.is_none_or(|mk| mk[j]))
-            .collect();
-        if visible.is_empty() {
-            continue;
-        }
-        let logits: Vec<f64> = visible
-            .iter()
-            .map(|&j| {
-                let kj = &p.k[j * d..(j + 1) * d];
-                qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * s * s
-            })
-            .collect();
-        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
-        let total: f64 = e.iter().sum();
-        let sigma: Vec<f64> = visible
-            .iter()
-            .map(|&j| {
-                let z2: f64 = (0..d).map(|c| ((qi[c] + p.k[j * d + c]) * s).powi(2)).sum();
-                let mut var = z2.exp() * (-(-z2).exp_m1()) / m as f64;
-                if kind == Kind::Hyperbolic {
-                    var *= 0.5 * (-(-z2).exp_m1());
-                }
-                var.sqrt()
-            })
-            .collect();
-        for c in 0..dv {
-            let o: f64 = visible
-                .iter()
-                .zip(&e)
-                .map(|(&j, w)| w / total * p.v[j * dv + c])
-                .sum();
-            out[i * dv + c] = o;
-            std[i * dv + c] = visible
-                .iter()
-                .zip(e.iter().zip(&sigma))
-                .map(|(&j, (w, sg))| w / total * sg * (p.v[j * dv + c] - o).abs())
-                .sum();
-        }
-    }
+    let (out, w) = softmax(&p.q, &p.k, &p.v, (d, dv), s * s, causal, mask);
+    let std = lemma2_std(
+        &out,
+        &w,
+        &p.q,
+        &p.k,
+        &p.v,
+        (d, dv),
+        s,
+        m,
+        kind.map_kind(),
+        causal,
+        mask,
+    );
     (out, std)
 }
 
@@ -569,8 +375,8 @@ fn normalised_rms<T: Float>(got: &[T], exact: &[f64], std: &[f64], rounding: &[f
         let scale = std[i] + rounding[i];
         let err = (wide(got[i]) - exact[i]).abs();
         assert!(
-            scale > 0.0 || err == 0.0,
-            "element {i}: err {err:e} with zero spread"
+            scale.is_finite() && (scale > 0.0 || err == 0.0),
+            "element {i}: err {err:e} with spread {scale:e}"
         );
         if scale > 0.0 {
             acc += (err / scale).powi(2);
@@ -812,8 +618,8 @@ fn growing_tokens(seed: u64, l: usize, dir: &[f64], (t0, t1): (f64, f64)) -> Vec
     x
 }
 
-/// Oracle: the naive unstabilised f64 FAVOR+ (`reference`, same W); tolerance: the rounding
-/// bound derived above `reference`, evaluated for f32 on these inputs (it grows with the
+/// Oracle: the naive unstabilised f64 FAVOR+ (`favor_reference`, same W); tolerance: the
+/// rounding bound derived with it, evaluated for f32 on these inputs (it grows with the
 /// exponents: for exponents ~300 and d = 64 it is ~10⁻³ of max|v|; being a worst case, it
 /// sits ~100× above the errors actually observed, ~10⁻⁵).
 ///
@@ -836,7 +642,7 @@ fn stabiliser_matches_unstabilised_f64_beyond_f32_exp_range() {
     };
 
     // Without a stabiliser f32 could not even hold the features.
-    let ex = explicit(Kind::Positive, &w, m, d, &p.k);
+    let ex = explicit(&map_spec(Kind::Positive, &w, m, d), &widen(&p.k));
     let wf = widen(&w);
     let s = (d as f64).powf(-0.25);
     let proj =
@@ -848,7 +654,7 @@ fn stabiliser_matches_unstabilised_f64_beyond_f32_exp_range() {
             let best = (0..m).map(|i| proj(x, i)).fold(f64::NEG_INFINITY, f64::max);
             top_proj = top_proj.max(best);
             if is_key && j == l - 1 {
-                last_full = best - ex.h[j];
+                last_full = best - ex.h(j);
             }
         }
     }
@@ -932,10 +738,10 @@ fn path_problem<T: Float>(seed: u64) -> Problem<T> {
     p
 }
 
-/// Oracle: the naive f64 reference (each path within its rounding bound, derived above
-/// `reference`), hence any two paths within twice the bound of each other. For f64 the bound
-/// is ~10⁻¹³ of max|v| (asserted < 10⁻¹²), for f32 ~3·10⁻⁵ (asserted < 10⁻⁴): tight enough that
-/// a wrong rescale or a dropped token would fail.
+/// Oracle: the naive f64 reference (each path within its rounding bound, derived in
+/// favor-testkit's `reference`), hence any two paths within twice the bound of each other. For
+/// f64 the bound is ~10⁻¹³ of max|v| (asserted < 10⁻¹²), for f32 ~3·10⁻⁵ (asserted < 10⁻⁴):
+/// tight enough that a wrong rescale or a dropped token would fail.
 fn check_paths_agree<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize) {
     let p = path_problem::<T>(3);
     let (l, dv) = (p.len(), p.shape.value_dim);
@@ -1204,9 +1010,9 @@ fn key_mask_equals_removing_the_keys() {
     }
 }
 
-/// Oracle: exact masked softmax attention written here, cross-checked against the library's
-/// `softmax_attention` (both f64: they agree to ~10⁻¹⁵; we allow 10⁻¹² of max|v|, far above
-/// the O((d + L)·u·|logit|) rounding of either). Statistical bound: the Lemma 2 spread s
+/// Oracle: exact masked softmax attention (the testkit's `softmax`), cross-checked against the
+/// library's `softmax_attention` (both f64: they agree to ~10⁻¹⁵; we allow 10⁻¹² of max|v|, far
+/// above the O((d + L)·u·|logit|) rounding of either). Statistical bound: the Lemma 2 spread s
 /// (`softmax_and_std`) plus the rounding bound; the RMS of err/(s + rounding) has expectation
 /// ≤ 1 to first order, we require ≤ 3 (Markov: probability ≤ 1/9 for a random seed even
 /// under the worst-case correlation the bound assumes). Convergence: the RMS error must fall
@@ -1328,7 +1134,7 @@ fn all_keys_masked_gives_zero_outputs() {
 // ---------------------------------------------------------------------------------------------
 // 5. FAVOR+ with many features converges to causal softmax.
 
-/// Oracle: exact causal softmax (written here, cross-checked with `softmax_attention`), with
+/// Oracle: exact causal softmax (the testkit's, cross-checked with `softmax_attention`), with
 /// the statistical bound of `softmax_and_std` (m = 2048 ORF rows) plus the f32 rounding bound;
 /// as above the normalised RMS must be ≤ 3. Non-vacuous: the allowed spread itself is below
 /// 0.1·max|v|, and the f32 result is also checked against the same-W f64 reference.
@@ -1386,7 +1192,7 @@ fn row_checks<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize,
     fm.map_rows(&Scalar, &p.k, l, &mut kf, &mut kl).unwrap();
     let mut scratch = zeros(attention_row_scratch_len(fm));
     let v = widen(&p.v);
-    let u = unit::<T>();
+    let u = unit_t_f64::<T>();
     for causal in [false, true] {
         let r = reference_for(kind, w, m, p, &ref_opts::<T>(causal, None));
         let lib = if causal {
@@ -1471,17 +1277,18 @@ fn attention_row_matches_naive_and_reproduces_outputs() {
 // 7. Unnormalised mode.
 
 /// Oracle: naive Q'(K'ᵀV) with true (unstabilised) features in f64; bound: the unnormalised
-/// form of the derivation above `reference` (relative to Σⱼ aⱼ|vⱼ|, with the query's
+/// form of `favor_reference`'s derivation (relative to Σⱼ aⱼ|vⱼ|, with the query's
 /// log-scale error included since it no longer cancels).
 fn check_unnormalized<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize) {
     let p = path_problem::<T>(13);
-    let u = unit::<T>();
+    let u = unit_t_f64::<T>();
     for causal in [false, true] {
         let ro = RefOpts {
             causal,
             key_mask: None,
             normalized: false,
             u,
+            tiny: wide(T::min_positive_value()),
         };
         let r = reference_for(kind, w, m, &p, &ro);
         for b in [1, 4, 64] {
@@ -1537,7 +1344,7 @@ fn unnormalized_equals_naive_product_with_true_features() {
 /// leave the convex hull of the values — wildly off softmax — yet every path returns finite
 /// numbers (the denominator floor keeps a near-zero estimate from producing inf/NaN). The
 /// positive map on the same inputs and projection stays inside the hull (up to rounding,
-/// 2γ_N·max|v|). Oracle for "off": exact softmax written here.
+/// 2γ_N·max|v|). Oracle for "off": the testkit's exact softmax.
 #[test]
 fn trigonometric_features_can_be_wildly_off_but_stay_finite() {
     let (l, d, dv, m) = (32, 16, 4, 4);
@@ -1568,7 +1375,7 @@ fn trigonometric_features_can_be_wildly_off_but_stay_finite() {
             &p,
             &opts(64, None),
         );
-        let slack = 2.0 * gamma(2 * (l + 2 * m) + 16, unit::<f32>()) * max_abs(&pw.v);
+        let slack = 2.0 * gamma(2 * (l + 2 * m) + 16, unit_t_f64::<f32>()) * max_abs(&pw.v);
         for c in 0..dv {
             let col: Vec<f64> = (0..l).map(|j| pw.v[j * dv + c]).collect();
             let lo = col.iter().cloned().fold(f64::INFINITY, f64::min);

@@ -3,6 +3,7 @@
 //! scale (bound derived below), across shapes, tiles, masks and huge logits.
 
 use favor_core::*;
+use favor_testkit::bounds::{gamma, max_abs, unit};
 
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
     let mut g = Normals::new(0xE4AC_7000 + seed);
@@ -55,10 +56,8 @@ fn compare(
     // Both compute Σ wⱼvⱼ / Σ wⱼ with each wⱼ = exp(τ q·kⱼ − max) from the same dot products
     // (same order within a dot), so the weights agree to ~2 ulp (exp, rescale) and the sums to
     // γ_L each: |Δ| ≤ 2·(4u + γ_L)·max|v| with u = 2⁻⁵³. The logit dot itself is identical.
-    let u = f64::EPSILON / 2.0;
-    let gamma = (lk as f64) * u / (1.0 - lk as f64 * u);
-    let vmax = v.iter().fold(0f64, |a, b| a.max(b.abs()));
-    let bound = 2.0 * (4.0 * u + gamma) * vmax;
+    let u = unit::<f64>();
+    let bound = 2.0 * (4.0 * u + gamma(lk, u)) * max_abs(&v);
     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
         assert!(
             (a - b).abs() <= bound,

@@ -9,6 +9,7 @@
 //! long_stream.rs` prints the curve up to 10⁷).
 
 use favor_core::*;
+use favor_testkit::bounds::unit;
 
 const D: usize = 16;
 const M: usize = 32;
@@ -78,7 +79,7 @@ fn error_windows(tokens: usize, windows: &[(usize, usize)]) -> Vec<f64> {
 fn stream_error_does_not_grow_with_length() {
     let windows = [(5_000, 10_000), (150_000, 200_000)];
     let e = error_windows(200_000, &windows);
-    let u = f64::from(f32::EPSILON) / 2.0;
+    let u = unit::<f32>();
     println!(
         "max relative error: {:.2e} (early), {:.2e} (late)",
         e[0], e[1]

@@ -11,6 +11,9 @@
 
 use favor_core::*;
 use favor_simd::*;
+use favor_testkit::attention::backend_bound;
+use favor_testkit::bounds::{gamma, max_abs, ulps, unit};
+use favor_testkit::kernels::c_view;
 
 /// Runs `$f(backend)` for every backend available here, printing which were skipped.
 macro_rules! all_backends {
@@ -38,15 +41,6 @@ macro_rules! all_backends {
 fn data<T: Float>(seed: u64, n: usize, scale: f64) -> Vec<T> {
     let mut g = Normals::new(0x5EED_0000 + seed);
     (0..n).map(|_| T::from_f64(g.next_f64() * scale)).collect()
-}
-
-fn unit<T: Float>() -> f64 {
-    T::epsilon().to_f64() / 2.0
-}
-
-fn gamma<T: Float>(k: usize) -> f64 {
-    let ku = k as f64 * unit::<T>();
-    ku / (1.0 - ku)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +135,7 @@ fn check_gemm_case<T: Float, K: Kernels<T>>(
                 let mut mag: f64 = (0..k)
                     .map(|p| (a_at(i, p) * b_at(p, j)).abs().to_f64())
                     .sum();
-                let mut tol = 2.0 * gamma::<T>(k) * mag;
+                let mut tol = 2.0 * gamma(k, unit::<T>()) * mag;
                 if accumulate {
                     mag = c0[at(i, j)].abs().to_f64();
                     tol += 2.0 * unit::<T>() * (mag + tol);
@@ -155,16 +149,6 @@ fn check_gemm_case<T: Float, K: Kernels<T>>(
             }
         }
     }
-}
-
-/// C as the GEMM sees it: the stored `rows × cols` buffer, or its transpose.
-fn c_view<T: Float>(
-    buf: &mut [T],
-    (rows, cols, ld): (usize, usize, usize),
-    t: bool,
-) -> MatMut<'_, T> {
-    let c = MatMut::new(buf, rows, cols, ld);
-    if t { c.t() } else { c }
 }
 
 trait Bits {
@@ -240,7 +224,7 @@ fn check_tril<T: Float, K: Kernels<T>>(kern: K) {
                     let mag: f64 = (0..=i)
                         .map(|p| (a[i * lda + p] * b[p * n + j]).abs().to_f64())
                         .sum();
-                    let mut tol = 2.0 * gamma::<T>(i + 1) * mag;
+                    let mut tol = 2.0 * gamma(i + 1, unit::<T>()) * mag;
                     if accumulate {
                         tol += 2.0 * unit::<T>() * (c0[i * n + j].abs().to_f64() + tol);
                     }
@@ -279,7 +263,7 @@ fn check_blas1<T: Float, K: Kernels<T>>(kern: K) {
             .sum();
         let err = (kern.dot(&x, &y) - Scalar.dot(&x, &y)).abs().to_f64();
         assert!(
-            err <= 2.0 * gamma::<T>(n) * mag,
+            err <= 2.0 * gamma(n, unit::<T>()) * mag,
             "{} dot n={n}",
             kern.name()
         );
@@ -346,39 +330,19 @@ impl Case {
     }
 
     /// Derived bound on |out_a − out_b| for two evaluations of the same normalised
-    /// positive-feature attention whose kernels round differently.
-    ///
-    /// Each projection uᵢ = s·wᵢ·x is a length-d dot product: abs error ≤ γ_d·s·Σ|wᵢⱼxⱼ| =: e_u
-    /// (B_u is its max over rows). The row max c and the |x|²/2 term carry errors of the same
-    /// kind (≤ γ_d·B_x). A stored feature exp(u − c) therefore has relative error
-    /// ≤ 2e_u + (exp ulps + 1)·u, and the key rescale exp(ℓ − c) adds 2(e_u + γ_d·B_x). A
-    /// score aᵢⱼ = Σ_r φ_r(q)φ_r(k) of M positive terms: relative error
-    /// δ ≤ 2·feature + rescale + γ_M. A normalised output Σⱼaᵢⱼvⱼ / Σⱼaᵢⱼ then moves by at most
-    /// 2δ·max|v| (numerator and denominator), plus γ_L·max|v| for the sums' own rounding.
-    /// Two evaluations: twice that.
-    fn bound(&self, exp_ulps: f64) -> f64 {
-        let u = unit::<f32>();
-        let s = (self.d as f64).powf(-0.25);
-        let mut b_u: f64 = 0.0;
-        let mut b_x: f64 = 0.0;
-        for x in self.q.chunks(self.d).chain(self.k.chunks(self.d)) {
-            let sq: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
-            b_x = b_x.max(s * s * sq / 2.0);
-            for wr in self.w.chunks(self.d) {
-                let t: f64 = wr
-                    .iter()
-                    .zip(x)
-                    .map(|(&a, &b)| f64::from(a * b).abs())
-                    .sum();
-                b_u = b_u.max(s * t);
-            }
-        }
-        let e_u = gamma::<f32>(self.d) * b_u;
-        let feature = 2.0 * e_u + (exp_ulps + 1.0) * u;
-        let rescale = 2.0 * (e_u + gamma::<f32>(self.d) * b_x);
-        let delta = 2.0 * feature + rescale + gamma::<f32>(2 * self.m);
-        let vmax = self.v.iter().fold(0f64, |a, &b| a.max(f64::from(b).abs()));
-        2.0 * (2.0 * delta + gamma::<f32>(self.l)) * vmax
+    /// positive-feature attention whose kernels round differently: favor-testkit's
+    /// `backend_bound` (derivation there), with scores of 2m terms (the hyperbolic map's M).
+    fn bound(&self) -> f64 {
+        let widen = |x: &[f32]| -> Vec<f64> { x.iter().map(|&a| f64::from(a)).collect() };
+        backend_bound(
+            &widen(&self.w),
+            (self.d, (self.d as f64).powf(-0.25)),
+            &widen(&self.q),
+            &widen(&self.k),
+            2 * self.m,
+            max_abs(&widen(&self.v)),
+            unit::<f32>(),
+        )
     }
 }
 
@@ -457,7 +421,7 @@ fn check_end_to_end<K: Kernels<f32>>(kern: K) {
     ] {
         let phi = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
         let hyp = HyperbolicSoftmax::new(&case.w, case.m, case.d).unwrap();
-        let bound = case.bound(f64::from(favor_simd::math::EXP_MAX_ULP));
+        let bound = case.bound();
         for (label, got, want) in [
             (
                 "positive",
@@ -585,8 +549,7 @@ fn check_exact<K: Kernels<f32>>(kern: K) {
         }
         let vmax = c.v.iter().fold(0f64, |a, &b| a.max(f64::from(b).abs()));
         let u = unit::<f32>();
-        let bound =
-            2.0 * (2.0 * (gamma::<f32>(c.d) * b_logit + 4.0 * u) + gamma::<f32>(c.l)) * vmax;
+        let bound = 2.0 * (2.0 * (gamma(c.d, u) * b_logit + 4.0 * u) + gamma(c.l, u)) * vmax;
         for (name, got) in [("row", &got), ("tiled", &tiled)] {
             let err = got
                 .iter()
@@ -651,7 +614,7 @@ fn check_project<T: Float, K: Kernels<T>>(kern: K) {
                     let mag: f64 = (0..d)
                         .map(|j| (x[r * d + j] * w[i * d + j]).abs().to_f64())
                         .sum();
-                    let tol = 2.0 * gamma::<T>(d + 1) * scale.to_f64() * mag;
+                    let tol = 2.0 * gamma(d + 1, unit::<T>()) * scale.to_f64() * mag;
                     row_tol = row_tol.max(tol);
                     let err = (got[r * ldo + i] - want[r * ldo + i]).abs().to_f64();
                     assert!(
@@ -673,18 +636,6 @@ fn project_every_backend() {
     all_backends!(check_project::<f64, _>);
 }
 
-fn ulps(a: f32, b: f32) -> u32 {
-    if a == b {
-        return 0;
-    }
-    // Map to a monotone integer line so the distance counts representable steps.
-    let key = |x: f32| {
-        let i = x.to_bits() as i32;
-        if i < 0 { i32::MIN - i } else { i }
-    };
-    key(a).abs_diff(key(b))
-}
-
 /// The elementwise feature-map kernels on every backend, all lengths 0..=70 (every tail) and
 /// a long one, against Scalar (libm). Bounds: `exp_shift` computes the same `x − shift` and
 /// then an exp within `EXP_MAX_ULP` ulps of libm's; `mul_exp` adds one rounding of the
@@ -704,7 +655,7 @@ fn check_elementwise<K: Kernels<f32>>(kern: K) {
             Scalar.exp_shift(&mut w, shift);
             for i in 0..n {
                 assert!(
-                    ulps(g[i], w[i]) <= EXP_MAX_ULP,
+                    ulps(g[i], w[i]) <= u64::from(EXP_MAX_ULP),
                     "{} exp_shift n={n} i={i}: {} vs {}",
                     kern.name(),
                     g[i],
@@ -786,7 +737,7 @@ fn check_estimator<K: Kernels<f32>>(kern: K) {
     let mut reference = PartitionEstimator::new(Scalar, &phi, &mut b2).unwrap();
     fast.add_items(&c.k, c.l).unwrap();
     reference.add_items(&c.k, c.l).unwrap();
-    let rel = c.bound(f64::from(favor_simd::math::EXP_MAX_ULP));
+    let rel = c.bound();
     for q in c.q.chunks(c.d) {
         let (g, w) = (
             fast.log_partition(q).unwrap(),
@@ -882,7 +833,7 @@ fn check_ring_query<T: Float, K: Kernels<T>>(kern: K) {
                 .sum::<f64>();
             (exact, mag)
         };
-        let bound = gamma::<T>(2 * m + r + 2);
+        let bound = gamma(2 * m + r + 2, unit::<T>());
         for j in 0..dv {
             let (mut exact, mut mag) = (0.0, 0.0);
             for i in 0..m {
@@ -935,7 +886,7 @@ fn check_fold_rank<T: Float, K: Kernels<T>>(kern: K) {
         let (mut hi, mut lo) = (hi0.clone(), lo0.clone());
         kern.fold_rank(&mut hi, &mut lo, Ring::new(&keys, &values, r, m, dv));
         let f = |x: T| x.to_f64();
-        let bound = gamma::<T>(r + 1);
+        let bound = gamma(r + 1, unit::<T>());
         for at in 0..m * dv + m {
             let terms: Vec<f64> = (0..r)
                 .map(|b| {

@@ -12,6 +12,7 @@
 use favor_simd::math::{
     EXP_MAX_ULP, SIN_COS_MAX_ABS_ERR, SIN_COS_RANGE, exp_f32, exp_f32s, sin_cos_f32, sin_cos_f32s,
 };
+use favor_testkit::bounds::{Real, ulps};
 use pulp::{Simd, WithSimd};
 
 // ---------------------------------------------------------------------------------------------
@@ -157,26 +158,12 @@ fn sin_cos_on(b: Backend, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
 // Sweeps
 // ---------------------------------------------------------------------------------------------
 
-/// Position of `f` on the ordered line of `f32` values (`-0.0` and `+0.0` share 0).
-fn key(f: f32) -> i64 {
-    let b = f.to_bits();
-    if b >> 31 == 1 {
-        -i64::from(b & 0x7fff_ffff)
-    } else {
-        i64::from(b)
-    }
-}
-
-fn from_key(k: i64) -> f32 {
-    if k < 0 {
-        f32::from_bits(0x8000_0000 | (-k) as u32)
-    } else {
-        f32::from_bits(k as u32)
-    }
-}
+// Positions on the ordered line of `f32` values (`-0.0` and `+0.0` share 0) are
+// favor-testkit's `Real::key`, and `x.step(n)` is the value n positions from x.
 
 /// Distance in ulps between two results (bit-pattern distance on the ordered line, so a step
-/// between `f32::MAX` and `inf`, or between 0 and the smallest subnormal, counts as 1).
+/// between `f32::MAX` and `inf`, or between 0 and the smallest subnormal, counts as 1); NaN is
+/// 0 from NaN and infinitely far from anything else.
 fn ulp_diff(a: f32, b: f32) -> u64 {
     if a.is_nan() || b.is_nan() {
         return if a.is_nan() && b.is_nan() {
@@ -185,7 +172,7 @@ fn ulp_diff(a: f32, b: f32) -> u64 {
             u64::MAX
         };
     }
-    key(a).abs_diff(key(b))
+    ulps(a, b)
 }
 
 /// `FAVOR_MATH_STRIDE` if set, else `default` (times 16 under emulation on aarch64).
@@ -211,7 +198,7 @@ fn sweep<T: Send>(
     fold: impl Fn(T, T) -> T,
     init: T,
 ) -> T {
-    let (klo, khi) = (key(lo), key(hi));
+    let (klo, khi) = (lo.key(), hi.key());
     assert!(klo <= khi);
     let count = (khi - klo) as u64 / stride + 1;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
@@ -228,7 +215,7 @@ fn sweep<T: Send>(
                     while i < end {
                         buf.clear();
                         while i < end && buf.len() < CHUNK {
-                            buf.push(from_key(klo + (i * stride) as i64));
+                            buf.push(lo.step((i * stride) as i64));
                             i += 1;
                         }
                         acc.push(check(&buf));
@@ -341,11 +328,11 @@ const EXP_ZERO_HI: f32 = -103.972_084;
 fn exp_edges_are_where_libm_has_them() {
     // The constants above, checked against libm itself.
     assert!(libm::expf(EXP_NORMAL_LO) >= f32::MIN_POSITIVE);
-    assert!(libm::expf(from_key(key(EXP_NORMAL_LO) - 1)) < f32::MIN_POSITIVE);
+    assert!(libm::expf(EXP_NORMAL_LO.step(-1)) < f32::MIN_POSITIVE);
     assert!(libm::expf(EXP_FINITE_HI).is_finite());
-    assert_eq!(libm::expf(from_key(key(EXP_FINITE_HI) + 1)), f32::INFINITY);
+    assert_eq!(libm::expf(EXP_FINITE_HI.step(1)), f32::INFINITY);
     assert_eq!(libm::expf(EXP_ZERO_HI), 0.0);
-    assert!(libm::expf(from_key(key(EXP_ZERO_HI) + 1)) > 0.0);
+    assert!(libm::expf(EXP_ZERO_HI.step(1)) > 0.0);
 }
 
 #[test]
@@ -362,7 +349,7 @@ fn exp_normal_range() {
 #[test]
 fn exp_subnormal_range() {
     // About 2.2 million inputs; every 5th in CI.
-    let lo = from_key(key(EXP_ZERO_HI) - 64);
+    let lo = EXP_ZERO_HI.step(-64);
     check_exp(
         "subnormal",
         lo,
@@ -376,7 +363,7 @@ fn exp_subnormal_range() {
 fn exp_ends_exhaustive_near_the_clamps() {
     // Every input within 2^14 steps of the overflow edge, the underflow-to-zero edge, the
     // clamp bounds, and of ±2^-24 (where 1 + x stops rounding to 1).
-    let around = |x: f32| (from_key(key(x) - 16_384), from_key(key(x) + 16_384));
+    let around = |x: f32| (x.step(-16_384), x.step(16_384));
     for (what, x) in [
         ("overflow edge", EXP_FINITE_HI),
         ("zero edge", EXP_ZERO_HI),
@@ -396,7 +383,7 @@ fn exp_saturates_outside_the_finite_range() {
     for b in backends() {
         // Above ln(f32::MAX): +inf, exactly.
         let ok = sweep(
-            from_key(key(EXP_FINITE_HI) + 1),
+            EXP_FINITE_HI.step(1),
             f32::INFINITY,
             s,
             |x| exp_on(b, x).iter().all(|&y| y == f32::INFINITY),
@@ -416,7 +403,7 @@ fn exp_saturates_outside_the_finite_range() {
         assert!(ok, "{}: exp below ln(2^-150) is not +0", b.name());
         // The edges are exactly libm's: the last finite result, the first nonzero one (the
         // smallest subnormal), and the first normal one.
-        let edges = [EXP_FINITE_HI, from_key(key(EXP_ZERO_HI) + 1), EXP_NORMAL_LO];
+        let edges = [EXP_FINITE_HI, EXP_ZERO_HI.step(1), EXP_NORMAL_LO];
         let y = exp_on(b, &edges);
         assert!(y[0].is_finite() && y[0] > 3.4e38, "{}: {y:?}", b.name());
         assert_eq!(y[1], f32::from_bits(1), "{}", b.name());
@@ -573,13 +560,8 @@ fn sin_cos_full_range() {
 fn sin_cos_exhaustive_at_the_range_ends() {
     // The last 200 000 values inside the range at each end.
     let r = SIN_COS_RANGE;
-    check_sin_cos(from_key(key(r) - 200_000), r, 1, SIN_COS_MAX_ABS_ERR.into());
-    check_sin_cos(
-        -r,
-        from_key(key(-r) + 200_000),
-        1,
-        SIN_COS_MAX_ABS_ERR.into(),
-    );
+    check_sin_cos(r.step(-200_000), r, 1, SIN_COS_MAX_ABS_ERR.into());
+    check_sin_cos(-r, (-r).step(200_000), 1, SIN_COS_MAX_ABS_ERR.into());
 }
 
 #[test]
@@ -587,8 +569,8 @@ fn sin_cos_beyond_the_range_stays_finite_and_bounded() {
     let s = stride(4099);
     for b in backends() {
         for (lo, hi) in [
-            (from_key(key(SIN_COS_RANGE) + 1), f32::MAX),
-            (f32::MIN, from_key(key(-SIN_COS_RANGE) - 1)),
+            (SIN_COS_RANGE.step(1), f32::MAX),
+            (f32::MIN, (-SIN_COS_RANGE).step(-1)),
         ] {
             let ok = sweep(
                 lo,

@@ -5,12 +5,12 @@
 //! - positive softmax maps (SM+, SMhyp+), every path and backend:
 //!   1. within the derived rounding bound of naive f64 FAVOR+ over the same W
 //!      ([`favor_reference`], bound from
-//!      favor-core's tests/causal.rs evaluated at u' = 2u_T + u_f64);
+//!      [`crate::reference`] evaluated at u' = 2u_T + u_f64);
 //!   2. against f64 exact softmax attention: |out − E| ≤ the estimator-spread identity bound
 //!      ([`spread_bound`]) plus bound 1 — large m (up to 256
 //!      rows, 512 features) makes it tight, small m loose, but never wrong;
-//!   3. against the Scalar backend, the tight end-to-end bound of favor-simd's
-//!      tests/backends.rs (`Case::bound`, re-derived in `backend_bound`).
+//!   3. against the Scalar backend, the tight end-to-end bound [`backend_bound`] (shared with
+//!      favor-simd's tests/backends.rs).
 //! - every map (trigonometric and generalized included), documented structural identities:
 //!   outputs i ≤ t of `causal_prefix` (every backend), `causal_chunked` and the stream
 //!   (Scalar) are bit-identical whatever tokens > t hold and however the mask changes after
@@ -247,20 +247,36 @@ fn stream<T: Real, K: Kernels<T>>(
     out
 }
 
-/// The end-to-end bound of favor-simd's tests/backends.rs (`Case::bound`) on
-/// |out_a − out_b| for two backends evaluating the same normalised positive-feature
-/// attention: projections uᵢ are d-term dots (e_u = γ_d·B_u), the |x|²/2 term γ_d·B_x; a
-/// stored feature has relative error 2e_u + (exp ulps + 1)u, a key rescale 2(e_u + γ_d·B_x);
-/// a score of M positive terms δ = 2·feature + rescale + γ_{2M}; a normalised output moves
-/// ≤ 2δ·max|v| plus γ_L·max|v| for the sums; two evaluations: twice that.
-fn backend_bound(c: &AttentionCase, q: &[f64], k: &[f64], u: f64) -> f64 {
-    let d = c.map.d;
-    let s = c.map.scale();
+/// Derived bound on |out_a − out_b| for two evaluations (two backends, whose kernels round
+/// differently) of the same normalised positive-feature attention in unit roundoff `u`:
+/// queries `q` and keys `k` (row-major, d columns), projection `w` (rows of d; empty without
+/// one), data scale `s`, values at most `vmax` in magnitude. Shared by favor-simd's
+/// tests/backends.rs and the `attention` and `mapped` targets.
+///
+/// Each projection uᵢ = s·wᵢ·x is a length-d dot product: abs error ≤ γ_d·s·Σ|wᵢⱼxⱼ| =: e_u
+/// (B_u is its max over rows). The row max c and the |x|²/2 term carry errors of the same
+/// kind (≤ γ_d·B_x). A stored feature exp(u − c) therefore has relative error
+/// ≤ 2e_u + (exp ulps + 1)·u (exp ulps = `EXP_MAX_ULP`, SIMD exp against libm), and the key
+/// rescale exp(ℓ − c) adds 2(e_u + γ_d·B_x). A score aᵢⱼ = Σ_r φ_r(q)φ_r(k) of positive
+/// terms, summed with at most `score_terms` roundings: relative error
+/// δ ≤ 2·feature + rescale + γ_{score_terms}. A normalised output Σⱼaᵢⱼvⱼ / Σⱼaᵢⱼ then moves
+/// by at most 2δ·max|v| (numerator and denominator), plus γ_L·max|v| for the sums' own
+/// rounding (L = keys). Two evaluations: twice that. It holds while the stabilised
+/// denominator stays in the normal range.
+pub fn backend_bound(
+    w: &[f64],
+    (d, s): (usize, f64),
+    q: &[f64],
+    k: &[f64],
+    score_terms: usize,
+    vmax: f64,
+    u: f64,
+) -> f64 {
     let (mut b_u, mut b_x) = (0.0f64, 0.0f64);
     for x in q.chunks(d).chain(k.chunks(d)) {
         let sq: f64 = x.iter().map(|a| a * a).sum();
         b_x = b_x.max(s * s * sq / 2.0);
-        for wr in c.map.w.chunks(d) {
+        for wr in w.chunks(d) {
             let t: f64 = wr.iter().zip(x).map(|(a, b)| (a * b).abs()).sum();
             b_u = b_u.max(s * t);
         }
@@ -268,8 +284,8 @@ fn backend_bound(c: &AttentionCase, q: &[f64], k: &[f64], u: f64) -> f64 {
     let e_u = gamma(d, u) * b_u;
     let feature = 2.0 * e_u + (f64::from(EXP_MAX_ULP) + 1.0) * u;
     let rescale = 2.0 * (e_u + gamma(d, u) * b_x);
-    let delta = 2.0 * feature + rescale + gamma(2 * c.map.features(), u);
-    2.0 * (2.0 * delta + gamma(c.lk, u)) * max_abs(&c.v)
+    let delta = 2.0 * feature + rescale + gamma(score_terms, u);
+    2.0 * (2.0 * delta + gamma(k.len() / d, u)) * vmax
 }
 
 fn run<T: Real>(c: &AttentionCase) {
@@ -453,14 +469,27 @@ impl Numeric {
             let s = spread_bound(&r, &e, &p, q, &c.k, &c.v, (d, dv), tau);
             (r, e, s)
         };
+        // Scores of M features, bounded with γ_{2M}.
+        let (map, terms) = (&c.map, 2 * c.map.features());
+        let backend = |u| {
+            backend_bound(
+                &map.w,
+                (map.d, map.scale()),
+                qc,
+                &c.k,
+                terms,
+                max_abs(&c.v),
+                u,
+            )
+        };
         let (rb, eb, sb) = one(qb, false);
         let (rc, ec, sc) = one(qc, true);
         Numeric {
             refs: [rb, rc],
             exact: [eb, ec],
             spread: [sb, sc],
-            backend_f32: backend_bound(c, qc, &c.k, unit::<f32>()),
-            backend_f64: backend_bound(c, qc, &c.k, unit::<f64>()),
+            backend_f32: backend(unit::<f32>()),
+            backend_f64: backend(unit::<f64>()),
         }
     }
 

@@ -80,8 +80,8 @@ impl Real for f64 {
 }
 
 /// Unit roundoff u of `T` (half its machine epsilon).
-pub fn unit<T: Real>() -> f64 {
-    T::epsilon().to64() / 2.0
+pub fn unit<T: Float>() -> f64 {
+    <T as Float>::to_f64(T::epsilon()) / 2.0
 }
 
 /// γₙ = nu/(1 − nu): the relative error bound of an n-term sum or dot product in any order.

@@ -9,7 +9,7 @@
 //! written here (x' = s·x, uᵢ = wᵢ·x', h = |x'|²/2, M outputs):
 //! - SM+ / SMhyp+: `ln(stored) + ℓ` against `±uᵢ − h − ln√M` within
 //!   `Δ = γ_{d+2}(P + h) + u'(4P + 4h + ln√M + 3)`, P = maxᵢ Σⱼ|wᵢⱼx'ⱼ| (the key-exponent
-//!   bound derived in favor-core's tests/causal.rs: dot products γ_{d+2}, the rounded scale,
+//!   bound derived in [`crate::reference`]: dot products γ_{d+2}, the rounded scale,
 //!   the shift's subtraction, exp, the log-scale's subtractions); u' = 2u_T + u_64 covers
 //!   SIMD exp (≤ EXP_MAX_ULP = 1 ulp from libm, itself < 1 ulp) and the f64 oracle's own
 //!   rounding. A stored value below T's smallest normal is checked in the other direction:

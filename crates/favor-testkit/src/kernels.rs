@@ -333,6 +333,17 @@ fn check_c<T: Real>(
     }
 }
 
+/// C as a GEMM sees it: the stored `rows × cols` buffer with leading dimension `ld`, or (`t`)
+/// its transpose (adjacent rows, strided columns).
+pub fn c_view<T: Copy>(
+    buf: &mut [T],
+    (rows, cols, ld): (usize, usize, usize),
+    t: bool,
+) -> MatMut<'_, T> {
+    let v = MatMut::new(buf, rows, cols, ld);
+    if t { v.t() } else { v }
+}
+
 fn gemm<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
     let (m, n, k) = (c.m, c.n, c.k);
     // Stored shapes: nt: A m×k, B n×k; nn and ct: A m×k, B k×n; tn: A k×m, B k×n; ct: C n×m.
@@ -366,19 +377,11 @@ fn gemm<T: Real, K: Kernels<T>>(kern: &K, c: &KernelCase, what: &str) {
     let am = if c.op == KernelOp::GemmTn { am.t() } else { am };
     let bm = MatRef::new(&b, br, bc, ldb);
     let bm = if c.op == KernelOp::GemmNt { bm.t() } else { bm };
-    fn view<T: Copy>(
-        buf: &mut [T],
-        (rows, cols, ld): (usize, usize, usize),
-        t: bool,
-    ) -> MatMut<'_, T> {
-        let v = MatMut::new(buf, rows, cols, ld);
-        if t { v.t() } else { v }
-    }
     let (dims, t) = ((cr, cc, ldc), c.op == KernelOp::GemmCt);
     let accum = if c.flag { Accum::Add } else { Accum::Overwrite };
     let (mut got, mut want) = (c0.clone(), c0.clone());
-    kern.gemm(view(&mut got, dims, t), accum, am, bm);
-    Scalar.gemm(view(&mut want, dims, t), accum, am, bm);
+    kern.gemm(c_view(&mut got, dims, t), accum, am, bm);
+    Scalar.gemm(c_view(&mut want, dims, t), accum, am, bm);
     let u = unit::<T>();
     let tiny = T::min_positive_value().to64();
     let tol = |i: usize, j: usize| {

@@ -12,7 +12,7 @@
 //! - score of key j: with exact features a_j = Σ_r q_r k_jr ≥ M·ε_T² > 0, and
 //!   |Σ_r q̂_r k̂_jr − a_j| ≤ Σ_r (A_r(q)·k_jr + q_r·A_r(k_j) + A_r(q)·A_r(k_j)) =: E_j;
 //! - these maps have log-scale 0, so the stabiliser only ever multiplies by computed
-//!   exp(0) factors: favor-core's tests/causal.rs bounds the rescales by Δs = u(7Λ + 6L + 6),
+//!   exp(0) factors: [`crate::reference`] bounds the rescales by Δs = u(7Λ + 6L + 6),
 //!   here with Λ = 0; each score's relative error is δ_j = (1 + E_j/a_j)·e^{Δs + u} − 1;
 //! - sums of at most N = 2(L + M) + 16 terms (γ_N), all scores positive, so the normalised
 //!   output moves by at most

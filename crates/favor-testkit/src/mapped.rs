@@ -8,8 +8,9 @@
 //! Every stream has a twin that receives the same tokens through plain `step`. Oracles:
 //! - `step_mapped` equals `step` with that token's q and k: bit for bit on Scalar (favor-core
 //!   documents it), and on SIMD backends within the end-to-end bound of two evaluations of
-//!   the same attention that the `attention` target uses (favor-simd's tests/backends.rs
-//!   `Case::bound`), for the positive softmax maps outside the f32 underflow limit (where the
+//!   the same attention that the `attention` target uses
+//!   ([`crate::attention::backend_bound`]), for the positive softmax maps outside the f32
+//!   underflow limit (where the
 //!   f64 oracle below certifies the output);
 //! - tokens mapped by another map with the same fingerprint (a copy of W) are accepted and
 //!   give the same outputs;
@@ -21,10 +22,10 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use favor_core::{FeatureMap, Kernels, MappedTokens, Scalar, Stream, mapped_tokens_len};
-use favor_simd::math::EXP_MAX_ULP;
 
+use crate::attention::backend_bound;
 use crate::backends::VisitT;
-use crate::bounds::{Real, gamma, unit};
+use crate::bounds::{Real, max_abs, unit};
 use crate::input::{Mix, size};
 use crate::maps::{Map, MapSpec};
 use crate::reference::{RefOpts, explicit, favor_reference};
@@ -636,7 +637,18 @@ impl Ctx<'_> {
             );
         }
         if !self.scalar && r.tol.iter().all(|t| t.is_finite()) {
-            let bound = backend_bound(spec, model, unit::<T>());
+            // The `attention` target's bound (scores of M features: γ_{2M}) over the
+            // stream's history. It holds while the stabilised denominator stays in the normal
+            // range, which the f64 oracle's finite bound makes sure of.
+            let bound = backend_bound(
+                &spec.w,
+                (spec.d, spec.scale()),
+                &model.q,
+                &model.k,
+                2 * spec.features(),
+                max_abs(&model.v),
+                unit::<T>(),
+            );
             for (c, (a, b)) in out.iter().zip(out_t).enumerate() {
                 let gap = (a.to64() - b.to64()).abs();
                 assert!(
@@ -648,35 +660,6 @@ impl Ctx<'_> {
             }
         }
     }
-}
-
-/// The `attention` target's bound on two evaluations of the same normalised positive-feature
-/// attention (favor-simd's tests/backends.rs `Case::bound`), over a stream's history:
-/// projections uᵢ are d-term dots (e_u = γ_d·B_u), the |x|²/2 term γ_d·B_x; a stored feature
-/// has relative error 2e_u + (exp ulps + 1)u, a key rescale 2(e_u + γ_d·B_x); a score of M
-/// positive terms δ = 2·feature + rescale + γ_{2M}; a normalised output moves ≤ 2δ·max|v|
-/// plus γ_L·max|v| for the sums; two evaluations: twice that. It holds while the stabilised
-/// denominator stays in the normal range, which the caller makes sure of (the f64 oracle's
-/// bound is finite there).
-fn backend_bound(spec: &MapSpec, model: &Model, u: f64) -> f64 {
-    let d = spec.d;
-    let s = spec.scale();
-    let (mut b_u, mut b_x) = (0.0f64, 0.0f64);
-    for x in model.q.chunks(d).chain(model.k.chunks(d)) {
-        let sq: f64 = x.iter().map(|a| a * a).sum();
-        b_x = b_x.max(s * s * sq / 2.0);
-        for wr in spec.w.chunks(d) {
-            let t: f64 = wr.iter().zip(x).map(|(a, b)| (a * b).abs()).sum();
-            b_u = b_u.max(s * t);
-        }
-    }
-    let e_u = gamma(d, u) * b_u;
-    let feature = 2.0 * e_u + (f64::from(EXP_MAX_ULP) + 1.0) * u;
-    let rescale = 2.0 * (e_u + gamma(d, u) * b_x);
-    let delta = 2.0 * feature + rescale + gamma(2 * spec.features(), u);
-    let l = model.k.len() / d;
-    let vmax = model.v.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-    2.0 * (2.0 * delta + gamma(l, u)) * vmax
 }
 
 #[cfg(test)]

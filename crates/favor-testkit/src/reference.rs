@@ -3,8 +3,8 @@
 //! 1. [`favor_reference`]: FAVOR+ written out naively — explicit feature vectors of the
 //!    positive softmax maps, every score `aᵢⱼ = φ(qᵢ)·φ(kⱼ)`, O(Lq·Lk·M) — computed in the log
 //!    domain (log-sum-exp) so that no input norm under- or overflows it, with a per-element
-//!    bound on |computed − exact| for an evaluation in unit roundoff u. The bound is the one
-//!    derived (and documented step by step) in favor-core's `tests/causal.rs`:
+//!    bound on |computed − exact| for an evaluation in unit roundoff u. The bound is derived
+//!    step by step in the comment above `key_exponent_err` below; in short:
 //!    - key exponent error `Δk = γ_{d+2}(p + h) + u(4p + 4h + ln√M + 3)` (p = largest
 //!      Σⱼ|wᵢⱼx'ⱼ| of the row, h = |x'|²/2), normalised query `Δq = γ_{d+2}p + u(2p + 3)`;
 //!    - the stabiliser's rescales `Δs = u(7Λ + 6L + 6)`, Λ = max over keys of p + h + ln√M;
@@ -43,6 +43,9 @@
 //!    `|out − E| ≤ (e^{ΔL} − 1)·Σⱼ pⱼ|vⱼ − E|` with ΔL = max ln ρⱼ − min ln ρⱼ over visible
 //!    keys: an identity-based bound that is small exactly when m is large enough for the
 //!    estimate to be good, and never a statistical guess.
+//! 3. [`lemma2_std`]: the statistical counterpart for *random* features: a first-order bound
+//!    on the standard deviation of FAVOR+'s output around exact softmax with m projection
+//!    rows, from the paper's Lemma 2 MSE formulas.
 
 use crate::bounds::gamma;
 use crate::maps::{MapKind, MapSpec};
@@ -60,6 +63,13 @@ pub struct Explicit {
     p: Vec<f64>,
     /// Per row: h = |x'|²/2.
     h: Vec<f64>,
+}
+
+impl Explicit {
+    /// `h = |x'|²/2` of row `r` (x' = s·x): the row's exponent is `wᵢ·x' − h`.
+    pub fn h(&self, r: usize) -> f64 {
+        self.h[r]
+    }
 }
 
 /// The explicit features of the rows of `x` (row-major, d columns) under `spec` (SM+ or
@@ -99,11 +109,44 @@ pub fn explicit(spec: &MapSpec, x: &[f64]) -> Explicit {
     e
 }
 
+// Rounding bound of [`favor_reference`] (Higham-style worst case; u = unit roundoff,
+// γₙ = nu/(1−nu)). Positive feature maps only: every term below is positive.
+//
+// 1. Exponents. A stored feature of row x is `exp(fl(ûᵢ − c))` with `ûᵢ = fl(s·fl(x·wᵢ))` and
+//    `c = maxᵢ ûᵢ`; its log-scale is `ℓ = fl(fl(c − Ĥ) − ln√M)`, `Ĥ = fl(x·x)·s·s/2`. The dot
+//    products are d-term sums (γ_d·Σ|xⱼwᵢⱼ|), the scale by s and the rounding of s itself add
+//    2u, so |ûᵢ − s·x·wᵢ| ≤ γ_{d+2}·p; Ĥ has one more product and s² (2u more):
+//    |Ĥ − H| ≤ γ_{d+2}·H + 2uH. The subtraction ûᵢ − c (|·| ≤ 2p) adds 2up, exp (libm,
+//    < 1 ulp) adds 2u, the log-scale's subtractions add u|c − Ĥ| + u|ℓ| ≤ u(2p + 2H + ln√M),
+//    the rounding of ln√M (common to all rows) u. Summed:
+//    key: Δk = γ_{d+2}(p + h) + u(4p + 4h + ln√M + 3). A normalised query needs only its
+//    stored features (its log-scale cancels): Δq = γ_{d+2}p + u(2p + 3); unnormalised, Δq = Δk.
+// 2. Stabiliser. Each key row is multiplied by exp(fl(ℓⱼ − c)) when absorbed, the running
+//    sums by exp(fl(c_old − c_new)) at each rescale; the chunked path uses the same factors
+//    against each query's running scale and exp(fl(c − runᵢ)) on the query's state part;
+//    unnormalised outputs are finally multiplied by exp(fl(ℓ_q + c)). With
+//    Λ = max(p + h + ln√M) ≥ max|ℓ| over keys, each argument is at most 2Λ (ℓ_q + c: |ℓ_q| is
+//    already in Δq, Λ more), the rescales telescope (Σ|Δc| ≤ 2Λ), and each factor's exp and
+//    multiply add ≤ 3u (at most L rescales, one factor per key and per query):
+//    Δs = u(7Λ + 6L + 6).
+// 3. Hence each product term φᵢ(q)φᵢ(kⱼ) (one more rounding) has relative error at most
+//    δᵢⱼ = exp(Δqᵢ + Δkⱼ + Δs + u) − 1, and so has aᵢⱼ = Σ terms (all positive).
+// 4. Every accumulation (over M features, L keys, a chunk tile, the denominator) has fewer
+//    than N = 2(L + M) + 16 terms: relative γ_N on positive sums, γ_N·Σ|terms| on the
+//    numerator.
+// 5. Normalised: with ãⱼ = aⱼ(1 + θⱼ), |θⱼ| ≤ δⱼ, exactly
+//    Σãⱼvⱼ/Σãⱼ − out = Σⱼ aⱼθⱼ(vⱼ − out)/Σãⱼ, so
+//    |Δout_c| ≤ [Σⱼ pⱼδⱼ|vⱼc − out_c| + 2γ_N(Σⱼ pⱼ|vⱼc| + |out_c|)] / (1 − maxδ − γ_N).
+//    Unnormalised: |Δout_c| ≤ Σⱼ aⱼ|vⱼc|(δⱼ + 2γ_N)/(1 − γ_N).
+// 6. Underflow (module docs): the `tiny` terms.
+
+/// Absolute error bound of the exponent of a key's feature *including* its log-scale (Δk).
 fn key_exponent_err(e: &Explicit, r: usize, u: f64) -> f64 {
     let (p, h) = (e.p[r], e.h[r]);
     gamma(e.d + 2, u) * (p + h) + u * (4.0 * p + 4.0 * h + e.ln_norm + 3.0)
 }
 
+/// Same for a query (Δq); normalised outputs never use the query's log-scale (it cancels).
 fn query_exponent_err(e: &Explicit, r: usize, u: f64, normalized: bool) -> f64 {
     if normalized {
         gamma(e.d + 2, u) * e.p[r] + u * (2.0 * e.p[r] + 3.0)
@@ -154,6 +197,14 @@ pub struct Reference {
     pub tol: Vec<f64>,
     /// Lq×Lk: ln aᵢⱼ (−∞ where invisible).
     pub log_a: Vec<f64>,
+    /// Lq×Lk: the weights of the output, normalised pᵢⱼ = aᵢⱼ/Σⱼ aᵢⱼ (or the raw aᵢⱼ when
+    /// unnormalised); 0 where invisible.
+    pub weights: Vec<f64>,
+    /// Lq×Lk: the relative error bound δᵢⱼ of each computed score aᵢⱼ (step 3 of the
+    /// derivation); 0 where invisible.
+    pub delta: Vec<f64>,
+    /// γ_N, the relative error bound of the sums (step 4 of the derivation).
+    pub g: f64,
 }
 
 /// Whether key j is visible to query i.
@@ -176,6 +227,9 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
         out: vec![0.0; lq * dv],
         tol: vec![0.0; lq * dv],
         log_a: vec![f64::NEG_INFINITY; lq * lk],
+        weights: vec![0.0; lq * lk],
+        delta: vec![0.0; lq * lk],
+        g,
     };
     for i in 0..lq {
         let dq = query_exponent_err(q, i, u, o.normalized);
@@ -193,6 +247,7 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
             r.log_a[i * lk + j] = a;
             la.push(a);
             delta.push((dq + dk[j] + ds + u).exp_m1());
+            r.delta[i * lk + j] = delta[delta.len() - 1];
         }
         let dmax = delta.iter().fold(0.0f64, |a, &b| a.max(b));
         // The library's stabilised denominator D (module docs) and its underflow budget E.
@@ -221,6 +276,9 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
         } else {
             la.iter().map(|a| a.exp()).collect()
         };
+        for (&j, wj) in vis.iter().zip(&w) {
+            r.weights[i * lk + j] = *wj;
+        }
         for col in 0..dv {
             let acc: f64 = vis
                 .iter()
@@ -360,6 +418,59 @@ pub fn spread_bound(
         }
     }
     out
+}
+
+/// Per output element of exact softmax attention, a first-order bound on the standard
+/// deviation of FAVOR+'s estimate of it with `m` iid projection rows under the positive
+/// softmax map `kind` (SM+ or SMhyp+), for inputs scaled by `s` (softmax temperature s²).
+/// `out` and `p` are [`softmax`]'s output and exact weights for the same inputs.
+///
+/// Derivation: write Âⱼ = Aⱼ(1 + εⱼ) for the estimated kernel values of one query. To first
+/// order the normalised output moves by Σⱼ pⱼ εⱼ (vⱼ − out), so by Minkowski's inequality its
+/// standard deviation is at most sⱼ = Σⱼ pⱼ σⱼ |vⱼ − out| with σⱼ² = MSE/SM² from Lemma 2 (iid
+/// rows; orthogonal rows only lower it, paper Thm 2):
+/// SM+: σ² = e^{|z|²}(1 − e^{−|z|²})/m, SMhyp+: ½(1 − e^{−|z|²}) times that, z = q' + k'.
+#[allow(clippy::too_many_arguments)]
+pub fn lemma2_std(
+    out: &[f64],
+    p: &[f64],
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    (d, dv): (usize, usize),
+    s: f64,
+    m: usize,
+    kind: MapKind,
+    causal: bool,
+    mask: Option<&[bool]>,
+) -> Vec<f64> {
+    assert!(kind.positive_softmax());
+    let (lq, lk) = (q.len() / d, k.len() / d);
+    let mut std = vec![0.0; lq * dv];
+    for i in 0..lq {
+        let qi = &q[i * d..(i + 1) * d];
+        let vis: Vec<usize> = (0..lk).filter(|&j| visible(i, j, causal, mask)).collect();
+        let sigma: Vec<f64> = vis
+            .iter()
+            .map(|&j| {
+                let z2: f64 = (0..d).map(|c| ((qi[c] + k[j * d + c]) * s).powi(2)).sum();
+                let mut var = z2.exp() * (-(-z2).exp_m1()) / m as f64;
+                if kind == MapKind::Hyperbolic {
+                    var *= 0.5 * (-(-z2).exp_m1());
+                }
+                var.sqrt()
+            })
+            .collect();
+        for c in 0..dv {
+            let o = out[i * dv + c];
+            std[i * dv + c] = vis
+                .iter()
+                .zip(&sigma)
+                .map(|(&j, sg)| p[i * lk + j] * sg * (v[j * dv + c] - o).abs())
+                .sum();
+        }
+    }
+    std
 }
 
 #[cfg(test)]
