@@ -11,7 +11,7 @@ use favor_core::{
 use favor_tensor::{Kernel, Performer, Precision, Projection, RowNorms, TensorView};
 
 use crate::args::{Args, CliError, CliResult, elements, try_zeros};
-use crate::npy;
+use favor_npy as npy;
 
 /// One line naming the file.
 fn in_file(path: &Path, what: impl std::fmt::Display) -> CliError {
