@@ -7,7 +7,7 @@
 //! ```
 //!
 //! # Workload
-//! The favor-simd issue's workload ([`crate::workload`]): batch 1, 8 heads, head dim d = 64,
+//! The favor-simd issue's workload ([`favor_workload`]): batch 1, 8 heads, head dim d = 64,
 //! m = 256 positive random features, f32. Every L of the sweep (default 256, 512, …, 65536;
 //! `--lens` overrides, `--quick` is 256 and 1024 with shorter timing) measures:
 //!
@@ -101,10 +101,10 @@
 
 use crate::args::{Args, CliError, CliResult, elements, try_zeros};
 use crate::plot::{Panel, Series, render_png};
-use crate::workload::{self, CAUSAL_CHUNK, DIM, FEATURES, HEADS, Head, HeadStream};
 use favor_core::{Kernels, Scalar};
 use favor_simd::{Detected, Portable};
 use favor_tensor::{Performer, TensorView};
+use favor_workload::{self as workload, CAUSAL_CHUNK, DIM, FEATURES, HEADS, Head, HeadStream};
 use std::fmt;
 use std::io::Write;
 use std::ops::Range;
@@ -741,7 +741,7 @@ fn sweep<K: Kernels<f32>>(
         put(out, &header(opts, name, &roofs))?;
     }
     let max_len = plan.lens.iter().copied().max().unwrap_or(1);
-    let heads = workload::try_heads(max_len)?;
+    let heads = workload::try_heads(max_len).map_err(|e| CliError::input(e.to_string()))?;
     let mut lanes: Vec<Lane> = split(HEADS, threads)
         .into_iter()
         .map(|r| {

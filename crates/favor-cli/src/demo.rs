@@ -49,7 +49,7 @@ fn exact(
         causal,
         ..Default::default()
     };
-    let tile = crate::workload::EXACT_TILE;
+    let tile = favor_workload::EXACT_TILE;
     let mut scratch = vec![0f32; softmax_attention_tiled_scratch_len(tile).map_err(fail)?];
     let n = len * D;
     let mut out = vec![0f32; heads * n];

@@ -8,4 +8,3 @@ pub mod bench;
 pub mod demo;
 pub mod fidelity;
 pub mod plot;
-pub mod workload;
