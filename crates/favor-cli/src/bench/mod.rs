@@ -121,25 +121,20 @@ mod tests;
 
 pub use measurement::{MAX_LEN, Measurement, Workload};
 pub use memory::{MEMORY_TABLE_HEAD, memory_report};
-pub use options::{BackendChoice, Options, Plan};
+pub use options::{BackendChoice, Flags, Options, Plan};
 pub use probe::{
     MAX_STREAM_LEN, MemoryMeasurement, MemoryProbe, MemoryWorkload, STREAM_CHUNK, memory_probe,
     status_bytes,
 };
 pub use sweep::run;
 
-use crate::args::{Args, CliError, CliResult};
+use crate::args::{CliError, CliResult};
 use memory::spawn_probe;
 use report::put;
 
-/// One line of help for `favor help`.
-pub const USAGE: &str = "favor bench [--json] [--quick] [--lens 256,1024,...] [--threads N] \
-                         [--backend auto|avx2|avx512|neon|portable|scalar] [--plot FILE.png] \
-                         | favor bench --memory [--json] [--quick]";
-
-/// Runs `favor bench` with the options in `args`, printing to stdout.
-pub fn main(args: Args) -> CliResult<()> {
-    let opts = Options::parse(args)?;
+/// Runs `favor bench` with `flags`, printing to stdout.
+pub fn main(flags: Flags) -> CliResult<()> {
+    let opts = Options::from_flags(flags)?;
     if let Some(p) = &opts.plot {
         crate::attend::check_writable(p)?;
     }

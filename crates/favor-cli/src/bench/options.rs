@@ -67,20 +67,55 @@ pub struct Options {
     pub memory_probe: Option<MemoryProbe>,
 }
 
+/// The flags of `favor bench` as given, before [`Options::from_flags`] checks them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
+    /// One JSON object per line instead of the text table.
+    #[arg(long)]
+    pub json: bool,
+    /// A small sweep with short timing (smoke tests).
+    #[arg(long)]
+    pub quick: bool,
+    /// Peak resident memory vs L (Linux; one child process per row) instead of time.
+    #[arg(long)]
+    pub memory: bool,
+    /// One memory measurement in this process (what `--memory` runs in each child).
+    #[arg(long, value_name = "WORKLOAD:L", hide = true)]
+    pub memory_probe: Option<MemoryProbe>,
+    /// Threads the heads are split over, 1 to 8 (default 1).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Sequence lengths, replacing the default sweep.
+    #[arg(long, value_name = "L,...", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub lens: Option<Vec<usize>>,
+    /// Kernels measured: auto|avx2|avx512|neon|portable|scalar (default auto).
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<BackendChoice>,
+    /// Draw time against L to this PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+}
+
 impl Options {
     /// Reads and checks the options; every error is a usage error (exit status 2).
-    pub fn parse(mut args: Args) -> CliResult<Self> {
-        let json = args.flag("json");
-        let quick = args.flag("quick");
-        let memory = args.flag("memory");
-        let memory_probe = args.parse::<MemoryProbe>("memory-probe")?;
-        let given_threads = args.parse::<usize>("threads")?;
+    pub fn parse(args: Args) -> CliResult<Self> {
+        Self::from_flags(args.parse("bench")?)
+    }
+
+    /// Checks the flags; every error is a usage error (exit status 2).
+    pub fn from_flags(flags: Flags) -> CliResult<Self> {
+        let Flags {
+            json,
+            quick,
+            memory,
+            memory_probe,
+            threads: given_threads,
+            lens,
+            backend: given_backend,
+            plot,
+        } = flags;
         let threads = given_threads.unwrap_or(1);
-        let lens = args.list::<usize>("lens")?;
-        let given_backend = args.parse::<BackendChoice>("backend")?;
         let backend = given_backend.unwrap_or(BackendChoice::Auto);
-        let plot = args.value("plot")?.map(PathBuf::from);
-        args.finish()?;
         if memory || memory_probe.is_some() {
             let timing_only = [
                 ("--threads", given_threads.is_some()),

@@ -74,17 +74,17 @@ pub use figure::{panels, plot};
 pub use inputs::{Inputs, draw_projection};
 pub use json::render_json;
 pub use markdown::render_markdown;
-pub use options::{Output, parse_args};
+pub use options::{Flags, Output, from_flags, parse_args};
 pub use report::{KernelRow, OutputRow, Report};
 pub use study::run;
 pub use text::{command_line, render_text};
 
-use crate::args::{Args, CliError, CliResult};
+use crate::args::{CliError, CliResult};
 
-/// Runs `favor fidelity` with the options in `args`: prints the tables (or JSON) to stdout,
+/// Runs `favor fidelity` with `flags`: prints the tables (or JSON) to stdout,
 /// and writes the plot and Markdown files if asked.
-pub fn main(args: Args) -> CliResult<()> {
-    let (cfg, out) = parse_args(args)?;
+pub fn main(flags: Flags) -> CliResult<()> {
+    let (cfg, out) = from_flags(flags)?;
     for path in [&out.markdown, &out.plot].into_iter().flatten() {
         crate::attend::check_writable(path)?;
     }

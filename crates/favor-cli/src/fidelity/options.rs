@@ -16,33 +16,80 @@ pub struct Output {
     pub markdown: Option<PathBuf>,
 }
 
+/// The flags of `favor fidelity` as given, before [`from_flags`] checks them; an absent one
+/// keeps [`Config::default`]'s value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
+    /// Sequence length L (default 4096).
+    #[arg(long, value_name = "L")]
+    pub len: Option<usize>,
+    /// Head dimension d (default 16).
+    #[arg(long, value_name = "D")]
+    pub dim: Option<usize>,
+    /// Row norms r of the raw queries and keys (default 1,2,4).
+    #[arg(long, value_name = "R,...", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub norms: Option<Vec<f64>>,
+    /// Random features m (default 16,32,64,128,256,512).
+    #[arg(long, value_name = "M,...", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub features: Option<Vec<usize>>,
+    /// Seeds per point (default 15).
+    #[arg(long, value_name = "N")]
+    pub seeds: Option<usize>,
+    /// (q, k) pairs for the kernel-level table, 0 to skip it (default 256).
+    #[arg(long, value_name = "N")]
+    pub pairs: Option<usize>,
+    /// Worker threads the seeds run on (default: every CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Kernels: positive, hyperbolic, trig, relu (default all).
+    #[arg(long, value_name = "K,...", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub kernels: Option<Vec<String>>,
+    /// Projections: iid, orthogonal or orth (default both).
+    #[arg(long, value_name = "P,...", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub projections: Option<Vec<String>>,
+    /// Print JSON instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the figure to this PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// Write the tables as Markdown to this file.
+    #[arg(long, value_name = "FILE.md")]
+    pub markdown: Option<PathBuf>,
+}
+
 /// Reads `favor fidelity`'s options: `--len`, `--dim`, `--norms`, `--features`, `--seeds`,
 /// `--pairs`, `--kernels`, `--projections`, `--threads`, `--json`, `--plot FILE.png`,
 /// `--markdown FILE.md`.
-pub fn parse_args(mut args: Args) -> CliResult<(Config, Output)> {
+pub fn parse_args(args: Args) -> CliResult<(Config, Output)> {
+    from_flags(args.parse("fidelity")?)
+}
+
+/// Checks `flags` and fills in the defaults; every error is a usage error (exit status 2).
+pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
     let mut cfg = Config::default();
-    if let Some(v) = args.parse("len")? {
+    if let Some(v) = flags.len {
         cfg.len = v;
     }
-    if let Some(v) = args.parse("dim")? {
+    if let Some(v) = flags.dim {
         cfg.dim = v;
     }
-    if let Some(v) = args.list("norms")? {
+    if let Some(v) = flags.norms {
         cfg.norms = v;
     }
-    if let Some(v) = args.list("features")? {
+    if let Some(v) = flags.features {
         cfg.features = v;
     }
-    if let Some(v) = args.parse("seeds")? {
+    if let Some(v) = flags.seeds {
         cfg.seeds = v;
     }
-    if let Some(v) = args.parse("pairs")? {
+    if let Some(v) = flags.pairs {
         cfg.pairs = v;
     }
-    if let Some(v) = args.parse("threads")? {
+    if let Some(v) = flags.threads {
         cfg.threads = v;
     }
-    if let Some(list) = args.list::<String>("kernels")? {
+    if let Some(list) = flags.kernels {
         cfg.kernels = list
             .iter()
             .map(|s| {
@@ -54,7 +101,7 @@ pub fn parse_args(mut args: Args) -> CliResult<(Config, Output)> {
             })
             .collect::<CliResult<_>>()?;
     }
-    if let Some(list) = args.list::<String>("projections")? {
+    if let Some(list) = flags.projections {
         cfg.projections = list
             .iter()
             .map(|s| match s.trim().to_ascii_lowercase().as_str() {
@@ -67,11 +114,10 @@ pub fn parse_args(mut args: Args) -> CliResult<(Config, Output)> {
             .collect::<CliResult<_>>()?;
     }
     let out = Output {
-        json: args.flag("json"),
-        plot: args.value("plot")?.map(PathBuf::from),
-        markdown: args.value("markdown")?.map(PathBuf::from),
+        json: flags.json,
+        plot: flags.plot,
+        markdown: flags.markdown,
     };
-    args.finish()?;
     cfg.validate()?;
     Ok((cfg, out))
 }
