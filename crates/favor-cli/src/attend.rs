@@ -212,10 +212,16 @@ pub struct Paths {
     pub out: PathBuf,
 }
 
-/// How a projection is drawn: `--projection-kind` and `--norms`, checked by
-/// [`ProjectionFlags::projection`].
+/// How the projection W is drawn, in `favor run` and `favor projection` alike: m, the seed,
+/// `--projection-kind` and `--norms` (checked by [`DrawFlags::projection`]).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ProjectionFlags {
+pub struct DrawFlags {
+    /// Random features m (default 256).
+    #[arg(long, value_name = "M")]
+    pub features: Option<usize>,
+    /// Projection seed (default 0).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
     /// orthogonal|iid|none (default orthogonal).
     #[arg(long, value_name = "KIND")]
     pub projection_kind: Option<String>,
@@ -230,17 +236,11 @@ pub struct RunFlags {
     /// softmax|hyperbolic|trig|relu|elu|exp|abs|square (default softmax).
     #[arg(long)]
     pub kernel: Option<Kernel>,
-    /// Random features m (default 256).
-    #[arg(long, value_name = "M")]
-    pub features: Option<usize>,
     #[command(flatten)]
-    pub projection_flags: ProjectionFlags,
+    pub draw: DrawFlags,
     /// Use this (m, d) matrix exactly as given.
     #[arg(long, value_name = "W.npy")]
     pub projection: Option<PathBuf>,
-    /// Projection seed (default 0).
-    #[arg(long, value_name = "S")]
-    pub seed: Option<u64>,
     /// Causal attention (queries see keys up to their own position).
     #[arg(long)]
     pub causal: bool,
@@ -270,14 +270,8 @@ pub struct ProjectionExportFlags {
     /// Input dimension d.
     #[arg(long, value_name = "D")]
     pub dim: usize,
-    /// Random features m (default 256).
-    #[arg(long, value_name = "M")]
-    pub features: Option<usize>,
-    /// Projection seed (default 0).
-    #[arg(long, value_name = "S")]
-    pub seed: Option<u64>,
     #[command(flatten)]
-    pub projection_flags: ProjectionFlags,
+    pub draw: DrawFlags,
     /// The output: float32 .npy of shape (m, d).
     #[arg(long, value_name = "W.npy")]
     pub out: PathBuf,
@@ -393,7 +387,7 @@ impl Inputs {
     }
 }
 
-impl ProjectionFlags {
+impl DrawFlags {
     /// The projection the flags name, or a usage error.
     pub fn projection(&self) -> CliResult<Projection> {
         projection_of(self.projection_kind.as_deref(), self.norms.as_deref())
@@ -436,17 +430,16 @@ fn precision_of(precision: Option<&str>) -> CliResult<Precision> {
 pub fn run(flags: RunFlags) -> CliResult<()> {
     let RunFlags {
         kernel,
-        features,
-        projection_flags,
+        draw,
         projection: matrix,
-        seed,
         causal,
         chunk,
         precision,
         paths,
     } = flags;
     let kernel = kernel.unwrap_or_default();
-    let projection = projection_flags.projection()?;
+    let projection = draw.projection()?;
+    let (features, seed) = (draw.features, draw.seed);
     let seeded = seed.is_some();
     let seed = seed.unwrap_or(0);
     let precision = precision_of(precision.as_deref())?;
@@ -574,10 +567,13 @@ const TILE: usize = 128;
 
 /// `favor projection`: writes the projection `favor run` would draw, as f32 `(m, d)`.
 pub fn projection(flags: ProjectionExportFlags) -> CliResult<()> {
-    let m = flags.features.unwrap_or(favor_tensor::DEFAULT_FEATURES);
+    let m = flags
+        .draw
+        .features
+        .unwrap_or(favor_tensor::DEFAULT_FEATURES);
     let d = flags.dim;
-    let seed = flags.seed.unwrap_or(0);
-    let projection = flags.projection_flags.projection()?;
+    let seed = flags.draw.seed.unwrap_or(0);
+    let projection = flags.draw.projection()?;
     let out = flags.out;
     if projection == Projection::None {
         return Err(CliError::input(

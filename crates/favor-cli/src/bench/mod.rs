@@ -126,9 +126,10 @@ pub use probe::{
     MAX_STREAM_LEN, MemoryMeasurement, MemoryProbe, MemoryWorkload, STREAM_CHUNK, memory_probe,
     status_bytes,
 };
-pub use sweep::run;
+pub use sweep::{run, run_with_progress, steps};
 
 use crate::args::{CliError, CliResult};
+use crate::progress::{self, Suspended};
 use memory::spawn_probe;
 use report::put;
 
@@ -147,8 +148,28 @@ pub fn main(flags: Flags) -> CliResult<()> {
         let exe = std::env::current_exe()
             .map_err(|e| CliError::failure(format!("--memory: cannot find this program: {e}")))?;
         let probes = MemoryProbe::defaults(opts.quick);
-        return memory_report(&opts, &probes, |p| spawn_probe(&exe, p), out).map(drop);
+        let bar = progress::bar(probes.len(), opts.json);
+        let probe = |p: MemoryProbe| {
+            bar.set_message(p.to_string());
+            let m = spawn_probe(&exe, p);
+            bar.inc(1);
+            m
+        };
+        let out = &mut Suspended {
+            bar: &bar,
+            inner: out,
+        };
+        let done = memory_report(&opts, &probes, probe, out).map(drop);
+        bar.finish_and_clear();
+        return done;
     }
     let plan = Plan::new(&opts);
-    run(&opts, &plan, out).map(drop)
+    let bar = progress::bar(sweep::steps(&plan), opts.json);
+    let out = &mut Suspended {
+        bar: &bar,
+        inner: out,
+    };
+    let done = run_with_progress(&opts, &plan, out, &bar).map(drop);
+    bar.finish_and_clear();
+    done
 }

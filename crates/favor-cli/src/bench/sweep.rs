@@ -9,6 +9,7 @@ use crate::args::{CliError, CliResult, elements, try_zeros};
 use favor_core::{Kernels, Scalar};
 use favor_simd::{Detected, Portable};
 use favor_workload::{self as workload, CAUSAL_CHUNK, DIM, HEADS, Head, HeadStream};
+use indicatif::ProgressBar;
 use std::io::Write;
 use std::time::Instant;
 
@@ -143,11 +144,35 @@ pub(super) fn advance<K: Kernels<f32>>(
 /// Runs the sweep of `plan`, writing the report to `out` as it goes; returns the
 /// measurements.
 pub fn run(opts: &Options, plan: &Plan, out: &mut dyn Write) -> CliResult<Vec<Measurement>> {
+    run_with_progress(opts, plan, out, &ProgressBar::hidden())
+}
+
+/// [`run`], advancing `bar` by one step per phase: the roofs, each L, the decode steps
+/// ([`steps`] in all).
+pub fn run_with_progress(
+    opts: &Options,
+    plan: &Plan,
+    out: &mut dyn Write,
+    bar: &ProgressBar,
+) -> CliResult<Vec<Measurement>> {
     let scalar = Detected::Scalar(Scalar);
+    let sink = Sink { opts, out, bar };
     match opts.backend {
-        BackendChoice::Portable => sweep(Portable::new(), scalar, opts, plan, out),
-        choice => sweep(detected_choice(choice)?, scalar, opts, plan, out),
+        BackendChoice::Portable => sweep(Portable::new(), scalar, plan, sink),
+        choice => sweep(detected_choice(choice)?, scalar, plan, sink),
     }
+}
+
+/// The phases [`run_with_progress`] reports: the roofs, each L of `plan`, the decode steps.
+pub fn steps(plan: &Plan) -> usize {
+    plan.lens.len() + 2
+}
+
+/// Where a sweep reports: its options, the report's writer and the progress bar.
+pub(super) struct Sink<'a> {
+    pub(super) opts: &'a Options,
+    pub(super) out: &'a mut dyn Write,
+    pub(super) bar: &'a ProgressBar,
 }
 
 /// The backend for `choice` (not `Portable`), or a usage error if the CPU lacks it.
@@ -179,15 +204,17 @@ pub(super) fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
 pub(super) fn sweep<K: Kernels<f32>>(
     k: K,
     scalar: Detected,
-    opts: &Options,
     plan: &Plan,
-    out: &mut dyn Write,
+    sink: Sink<'_>,
 ) -> CliResult<Vec<Measurement>> {
+    let Sink { opts, out, bar } = sink;
     let start = Instant::now();
     let threads = opts.threads;
     let name = k.name();
     let with_scalar = name != "scalar";
+    bar.set_message("FMA roof");
     let roofs = Roofs::measure(threads, plan);
+    bar.inc(1);
     if !opts.json {
         put(out, &header(opts, name, &roofs))?;
     }
@@ -220,6 +247,7 @@ pub(super) fn sweep<K: Kernels<f32>>(
     let mut last_exact: Option<(usize, f64)> = None;
     let mut scalar_skipped = Vec::new();
     for &len in &plan.lens {
+        bar.set_message(format!("L = {len}"));
         let mut rows = Vec::new();
         for w in [Workload::Bidir, Workload::Causal] {
             let t = measure(plan.budget_s, || attention_call(&k, w, len, &mut lanes));
@@ -255,8 +283,10 @@ pub(super) fn sweep<K: Kernels<f32>>(
             }
         }
         emit(out, opts.json, &rows, &mut all)?;
+        bar.inc(1);
     }
     drop(lanes);
+    bar.set_message("decode");
     let times = decode_times(k, &heads, threads, &plan.decode_seen, plan.budget_s)?;
     let mut rows: Vec<Row> = plan
         .decode_seen
@@ -268,6 +298,7 @@ pub(super) fn sweep<K: Kernels<f32>>(
         let t = decode_times(scalar, &heads, threads, &[0], plan.budget_s)?;
         rows.push(Row::Done(mk(Workload::Decode, 0, "scalar", t[0])));
     }
+    bar.inc(1);
     emit(out, opts.json, &rows, &mut all)?;
     if let Some(path) = &opts.plot {
         plot(path, opts, name, &all)?;

@@ -76,7 +76,7 @@ pub use json::render_json;
 pub use markdown::render_markdown;
 pub use options::{Flags, Output, from_flags, parse_args};
 pub use report::{KernelRow, OutputRow, Report};
-pub use study::run;
+pub use study::{run, run_with_progress};
 pub use text::{command_line, render_text};
 
 use crate::args::{CliError, CliResult};
@@ -88,7 +88,10 @@ pub fn main(flags: Flags) -> CliResult<()> {
     for path in [&out.markdown, &out.plot].into_iter().flatten() {
         crate::attend::check_writable(path)?;
     }
-    let rep = run(&cfg)?;
+    let bar = crate::progress::bar(cfg.norms.len().saturating_mul(cfg.seeds), out.json);
+    let rep = run_with_progress(&cfg, &bar);
+    bar.finish_and_clear();
+    let rep = rep?;
     if out.json {
         print!("{}", render_json(&rep));
     } else {

@@ -67,28 +67,17 @@ pub fn parse_args(args: Args) -> CliResult<(Config, Output)> {
 
 /// Checks `flags` and fills in the defaults; every error is a usage error (exit status 2).
 pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
-    let mut cfg = Config::default();
-    if let Some(v) = flags.len {
-        cfg.len = v;
-    }
-    if let Some(v) = flags.dim {
-        cfg.dim = v;
-    }
-    if let Some(v) = flags.norms {
-        cfg.norms = v;
-    }
-    if let Some(v) = flags.features {
-        cfg.features = v;
-    }
-    if let Some(v) = flags.seeds {
-        cfg.seeds = v;
-    }
-    if let Some(v) = flags.pairs {
-        cfg.pairs = v;
-    }
-    if let Some(v) = flags.threads {
-        cfg.threads = v;
-    }
+    let def = Config::default();
+    let mut cfg = Config {
+        len: flags.len.unwrap_or(def.len),
+        dim: flags.dim.unwrap_or(def.dim),
+        norms: flags.norms.unwrap_or(def.norms),
+        features: flags.features.unwrap_or(def.features),
+        seeds: flags.seeds.unwrap_or(def.seeds),
+        pairs: flags.pairs.unwrap_or(def.pairs),
+        threads: flags.threads.unwrap_or(def.threads),
+        ..def
+    };
     if let Some(list) = flags.kernels {
         cfg.kernels = list
             .iter()

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use favor_core::Kernels;
 use favor_simd::Detected;
+use indicatif::ProgressBar;
 
 use super::config::{Config, Kernel, Projection, projection_seed};
 use super::estimate::{Pairs, favor_output, kernel_estimates, output_mse};
@@ -94,6 +95,11 @@ pub(super) fn sample_std(x: &[f64]) -> Option<f64> {
 
 /// Runs the whole study (seeds in parallel on `cfg.threads` threads).
 pub fn run(cfg: &Config) -> CliResult<Report> {
+    run_with_progress(cfg, &ProgressBar::hidden())
+}
+
+/// [`run`], advancing `bar` by one step per (norm, seed): `norms.len() × seeds` in all.
+pub fn run_with_progress(cfg: &Config, bar: &ProgressBar) -> CliResult<Report> {
     cfg.validate()?;
     let start = Instant::now();
     let backend = favor_simd::detected();
@@ -119,6 +125,7 @@ pub fn run(cfg: &Config) -> CliResult<Report> {
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(ri, s)) = jobs.get(j) else { break };
                     let item = run_item(cfg, &backend, cfg.norms[ri], s, &pairs[ri]);
+                    bar.inc(1);
                     let failed = item.is_err();
                     results.lock().unwrap_or_else(|e| e.into_inner())[j] = Some(item);
                     if failed {
