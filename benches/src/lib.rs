@@ -1,5 +1,5 @@
 //! The favor-simd benchmark workload for the criterion benches and examples in this package.
-//! Its one home is `favor_cli::workload` (also run by `favor bench`); this crate re-exports it
+//! Its one home is the `favor-workload` crate (also run by `favor bench`); this crate re-exports it
 //! and adds what only the criterion benches need.
 //!
 //! The benches (`cargo bench -p favor-benches`; one file each, filter with
@@ -15,9 +15,9 @@
 //! with the `roof` group's rate) and elements otherwise, as each file's docs say; groups
 //! bound by memory traffic also report bytes.
 
-pub use favor_cli::workload::*;
 use favor_core::{Kernels, Scalar};
 use favor_simd::Detected;
+pub use favor_workload::*;
 
 /// The backends the kernel benches compare: favor-core's scalar reference, the detected one
 /// and, on an x86 CPU whose detected backend is wider, AVX2+FMA forced. All are

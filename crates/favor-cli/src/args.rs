@@ -1,11 +1,10 @@
-//! A small command-line argument reader, and the CLI's error type.
+//! The CLI's error type, fallible buffers, and one command's arguments read with clap.
 //!
-//! The grammar is `favor <command> [--name value | --name=value | --flag]...`. Each command
-//! takes the options it knows and then calls [`Args::finish`], which rejects leftovers, so a
-//! misspelt option is an error rather than silently ignored.
+//! The grammar is `favor <command> [--name value | --name=value | --flag]...`; each command's
+//! flags are a `#[derive(clap::Args)]` struct next to the command. An unknown option is an
+//! error rather than silently ignored, and every parse error is one line, exit status 2.
 
 use std::fmt;
-use std::str::FromStr;
 
 /// An error the `favor` binary reports as one line on stderr, exiting with [`CliError::code`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +92,10 @@ pub fn try_collect<T>(
 /// Result alias for CLI code.
 pub type CliResult<T> = Result<T, CliError>;
 
-/// The options of one command, consumed as the command reads them.
+/// The arguments that follow a command's name, before clap reads them into that command's
+/// flags (a `#[derive(clap::Args)]` struct) with [`Args::parse`]. The binary parses its
+/// whole command line with clap at once; this entry point lets a caller (or a test) parse one
+/// command's arguments on their own, through the same definitions.
 #[derive(Debug, Clone)]
 pub struct Args {
     rest: Vec<String>,
@@ -107,88 +109,59 @@ impl Args {
         }
     }
 
-    /// Takes `--name` (a flag without a value); `true` if it was present.
-    pub fn flag(&mut self, name: &str) -> bool {
-        let key = format!("--{name}");
-        let before = self.rest.len();
-        self.rest.retain(|a| *a != key);
-        self.rest.len() != before
+    /// Reads the arguments as the flags `F` of the command `name`: `--name value`,
+    /// `--name=value` and flags, given in any order; given twice, the last one wins; a
+    /// misspelt or unknown option is an error, never silently ignored. Errors are usage
+    /// errors (exit status 2), one line each ([`usage_error`]).
+    pub fn parse<F: clap::Args + clap::FromArgMatches>(self, name: &'static str) -> CliResult<F> {
+        let cmd = F::augment_args(command(name).no_binary_name(true));
+        let matches = cmd.try_get_matches_from(self.rest).map_err(usage_error)?;
+        F::from_arg_matches(&matches).map_err(usage_error)
     }
+}
 
-    /// Takes `--name value` or `--name=value`. Given twice, the last one wins.
-    pub fn value(&mut self, name: &str) -> CliResult<Option<String>> {
-        let key = format!("--{name}");
-        let prefix = format!("--{name}=");
-        let mut found = None;
-        let mut i = 0;
-        while i < self.rest.len() {
-            if self.rest[i] == key {
-                if i + 1 >= self.rest.len() {
-                    return Err(CliError::input(format!("{key} needs a value")));
-                }
-                found = Some(self.rest.remove(i + 1));
-                self.rest.remove(i);
-            } else if let Some(v) = self.rest[i].strip_prefix(&prefix) {
-                found = Some(v.to_string());
-                self.rest.remove(i);
-            } else {
-                i += 1;
-            }
+/// A clap command with the settings every `favor` command shares: an option given twice
+/// takes its last value, as the hand-written reader before clap did.
+pub fn command(name: &'static str) -> clap::Command {
+    clap::Command::new(name).args_override_self(true)
+}
+
+/// A clap parse error as one line with exit status 2: clap's message without its usage
+/// block and hints (`favor help` and `favor <command> --help` give those), e.g.
+/// `invalid value 'x' for '--features <M>': invalid digit found in string`.
+pub fn usage_error(e: clap::Error) -> CliError {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
         }
-        Ok(found)
-    }
-
-    /// Takes `--name value` and parses it.
-    pub fn parse<T: FromStr>(&mut self, name: &str) -> CliResult<Option<T>>
-    where
-        T::Err: fmt::Display,
-    {
-        self.value(name)?
-            .map(|s| {
-                s.parse::<T>()
-                    .map_err(|e| CliError::input(format!("--{name} {s:?}: {e}")))
-            })
-            .transpose()
-    }
-
-    /// Takes `--name a,b,c` and parses each comma-separated item.
-    pub fn list<T: FromStr>(&mut self, name: &str) -> CliResult<Option<Vec<T>>>
-    where
-        T::Err: fmt::Display,
-    {
-        self.value(name)?
-            .map(|s| {
-                s.split(',')
-                    .map(|item| {
-                        item.trim()
-                            .parse::<T>()
-                            .map_err(|e| CliError::input(format!("--{name} item {item:?}: {e}")))
-                    })
-                    .collect()
-            })
-            .transpose()
-    }
-
-    /// Takes `--name value`, which must be present.
-    pub fn required(&mut self, name: &str) -> CliResult<String> {
-        self.value(name)?
-            .ok_or_else(|| CliError::input(format!("missing required option --{name}")))
-    }
-
-    /// Fails if any argument was not taken.
-    pub fn finish(self) -> CliResult<()> {
-        match self.rest.first() {
-            None => Ok(()),
-            Some(a) => Err(CliError::input(format!(
-                "unexpected argument {a:?} (see `favor help`)"
-            ))),
+        if !line.is_empty() && !line.starts_with("tip:") {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
         }
     }
+    CliError::input(format!("{} (see `favor help`)", parts.join(" ")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Flags of every kind the commands use.
+    #[derive(Debug, clap::Args)]
+    struct Flags {
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long)]
+        causal: bool,
+        #[arg(long)]
+        features: Option<usize>,
+        #[arg(long, value_delimiter = ',', action = clap::ArgAction::Set)]
+        m: Option<Vec<usize>>,
+        #[arg(long)]
+        out: Option<String>,
+    }
 
     fn args(s: &str) -> Args {
         Args::new(s.split_whitespace().map(String::from))
@@ -196,22 +169,34 @@ mod tests {
 
     #[test]
     fn values_flags_and_leftovers() {
-        let mut a = args("--q a.npy --causal --features=128 --m 1,2,3");
-        assert_eq!(a.value("q").unwrap().as_deref(), Some("a.npy"));
-        assert!(a.flag("causal"));
-        assert!(!a.flag("causal"));
-        assert_eq!(a.parse::<usize>("features").unwrap(), Some(128));
-        assert_eq!(a.list::<usize>("m").unwrap(), Some(vec![1, 2, 3]));
-        assert!(a.finish().is_ok());
+        let f: Flags = args("--q a.npy --causal --features=128 --m 7 --m 1,2,3 --features 64")
+            .parse("t")
+            .unwrap();
+        assert_eq!(f.q.as_deref(), Some("a.npy"));
+        assert!(f.causal);
+        assert_eq!(f.features, Some(64), "the last one wins");
+        assert_eq!(f.m, Some(vec![1, 2, 3]));
+        assert_eq!(f.out, None);
     }
 
     #[test]
     fn errors_are_usage_errors() {
-        let mut a = args("--features x --q");
-        assert_eq!(a.parse::<usize>("features").unwrap_err().code, 2);
-        assert_eq!(a.value("q").unwrap_err().code, 2);
-        let mut b = args("--oops 1");
-        assert!(b.required("out").is_err());
-        assert!(b.finish().unwrap_err().message.contains("--oops"));
+        for bad in ["--features x", "--q", "--oops 1", "stray"] {
+            let e = args(bad).parse::<Flags>("t").unwrap_err();
+            assert_eq!(e.code, 2, "{bad}");
+            assert!(!e.message.contains('\n'), "{bad}: {}", e.message);
+        }
+        let e = args("--oops 1").parse::<Flags>("t").unwrap_err();
+        assert!(e.message.contains("--oops"), "{}", e.message);
+        let e = args("--features x").parse::<Flags>("t").unwrap_err();
+        assert!(e.message.contains("--features"), "{}", e.message);
+        #[derive(Debug, clap::Args)]
+        struct Required {
+            #[arg(long)]
+            out: String,
+        }
+        let e = args("").parse::<Required>("t").unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(e.message.contains("--out"), "{}", e.message);
     }
 }

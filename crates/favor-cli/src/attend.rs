@@ -10,8 +10,8 @@ use favor_core::{
 };
 use favor_tensor::{Kernel, Performer, Precision, Projection, RowNorms, TensorView};
 
-use crate::args::{Args, CliError, CliResult, elements, try_zeros};
-use crate::npy;
+use crate::args::{CliError, CliResult, elements, try_zeros};
+use favor_npy as npy;
 
 /// One line naming the file.
 fn in_file(path: &Path, what: impl std::fmt::Display) -> CliError {
@@ -196,22 +196,85 @@ fn view<'a, E: favor_tensor::Element>(input: &Input, data: &'a [E]) -> TensorVie
 }
 
 /// The files of `--q --k --v --out`, as given.
-struct Paths {
-    q: PathBuf,
-    k: PathBuf,
-    v: PathBuf,
-    out: PathBuf,
+#[derive(Debug, Clone, clap::Args)]
+pub struct Paths {
+    /// Queries: .npy of shape (L, d) or (B, H, L, d), float16/32/64.
+    #[arg(long, value_name = "Q.npy")]
+    pub q: PathBuf,
+    /// Keys, shaped like the queries.
+    #[arg(long, value_name = "K.npy")]
+    pub k: PathBuf,
+    /// Values: (…, L, dv); dv may differ from d.
+    #[arg(long, value_name = "V.npy")]
+    pub v: PathBuf,
+    /// The output: float32 .npy of shape (…, L, dv).
+    #[arg(long, value_name = "OUT.npy")]
+    pub out: PathBuf,
 }
 
-impl Paths {
-    fn take(args: &mut Args) -> CliResult<Self> {
-        Ok(Self {
-            q: args.required("q")?.into(),
-            k: args.required("k")?.into(),
-            v: args.required("v")?.into(),
-            out: args.required("out")?.into(),
-        })
-    }
+/// How the projection W is drawn, in `favor run` and `favor projection` alike: m, the seed,
+/// `--projection-kind` and `--norms` (checked by [`DrawFlags::projection`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DrawFlags {
+    /// Random features m (default 256).
+    #[arg(long, value_name = "M")]
+    pub features: Option<usize>,
+    /// Projection seed (default 0).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// orthogonal|iid|none (default orthogonal).
+    #[arg(long, value_name = "KIND")]
+    pub projection_kind: Option<String>,
+    /// Row norms of orthogonal projections: chi|sqrt-d (default chi).
+    #[arg(long, value_name = "NORMS")]
+    pub norms: Option<String>,
+}
+
+/// The flags of `favor run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunFlags {
+    /// softmax|hyperbolic|trig|relu|elu|exp|abs|square (default softmax).
+    #[arg(long)]
+    pub kernel: Option<Kernel>,
+    #[command(flatten)]
+    pub draw: DrawFlags,
+    /// Use this (m, d) matrix exactly as given.
+    #[arg(long, value_name = "W.npy")]
+    pub projection: Option<PathBuf>,
+    /// Causal attention (queries see keys up to their own position).
+    #[arg(long)]
+    pub causal: bool,
+    /// Tokens per causal chunk (default 64).
+    #[arg(long, value_name = "C")]
+    pub chunk: Option<usize>,
+    /// Accumulation precision: f32|f64 (default f32).
+    #[arg(long)]
+    pub precision: Option<String>,
+    #[command(flatten)]
+    pub paths: Paths,
+}
+
+/// The flags of `favor exact`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExactFlags {
+    /// Causal attention (queries see keys up to their own position).
+    #[arg(long)]
+    pub causal: bool,
+    #[command(flatten)]
+    pub paths: Paths,
+}
+
+/// The flags of `favor projection`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProjectionExportFlags {
+    /// Input dimension d.
+    #[arg(long, value_name = "D")]
+    pub dim: usize,
+    #[command(flatten)]
+    pub draw: DrawFlags,
+    /// The output: float32 .npy of shape (m, d).
+    #[arg(long, value_name = "W.npy")]
+    pub out: PathBuf,
 }
 
 /// q, k and v, checked against each other, and where the output goes.
@@ -324,8 +387,15 @@ impl Inputs {
     }
 }
 
-fn parse_projection(args: &mut Args) -> CliResult<Projection> {
-    let norms = match args.value("norms")?.as_deref() {
+impl DrawFlags {
+    /// The projection the flags name, or a usage error.
+    pub fn projection(&self) -> CliResult<Projection> {
+        projection_of(self.projection_kind.as_deref(), self.norms.as_deref())
+    }
+}
+
+fn projection_of(kind: Option<&str>, norms: Option<&str>) -> CliResult<Projection> {
+    let norms = match norms {
         None | Some("chi") => RowNorms::Chi,
         Some("sqrt-d") => RowNorms::SqrtD,
         Some(s) => {
@@ -334,7 +404,7 @@ fn parse_projection(args: &mut Args) -> CliResult<Projection> {
             )));
         }
     };
-    Ok(match args.value("projection-kind")?.as_deref() {
+    Ok(match kind {
         None | Some("orthogonal") => Projection::Orthogonal(norms),
         Some("iid") => Projection::Iid,
         Some("none") => Projection::None,
@@ -346,8 +416,8 @@ fn parse_projection(args: &mut Args) -> CliResult<Projection> {
     })
 }
 
-fn parse_precision(args: &mut Args) -> CliResult<Precision> {
-    match args.value("precision")?.as_deref() {
+fn precision_of(precision: Option<&str>) -> CliResult<Precision> {
+    match precision {
         None | Some("f32") => Ok(Precision::F32),
         Some("f64") => Ok(Precision::F64),
         Some(s) => Err(CliError::input(format!(
@@ -357,19 +427,22 @@ fn parse_precision(args: &mut Args) -> CliResult<Precision> {
 }
 
 /// `favor run`: FAVOR+ attention of `--q --k --v` into `--out`.
-pub fn run(mut args: Args) -> CliResult<()> {
-    let kernel: Kernel = args.parse("kernel")?.unwrap_or_default();
-    let features: Option<usize> = args.parse("features")?;
-    let projection = parse_projection(&mut args)?;
-    let seed: Option<u64> = args.parse("seed")?;
+pub fn run(flags: RunFlags) -> CliResult<()> {
+    let RunFlags {
+        kernel,
+        draw,
+        projection: matrix,
+        causal,
+        chunk,
+        precision,
+        paths,
+    } = flags;
+    let kernel = kernel.unwrap_or_default();
+    let projection = draw.projection()?;
+    let (features, seed) = (draw.features, draw.seed);
     let seeded = seed.is_some();
     let seed = seed.unwrap_or(0);
-    let causal = args.flag("causal");
-    let chunk: Option<usize> = args.parse("chunk")?;
-    let precision = parse_precision(&mut args)?;
-    let matrix = args.value("projection")?.map(PathBuf::from);
-    let paths = Paths::take(&mut args)?;
-    args.finish()?;
+    let precision = precision_of(precision.as_deref())?;
     if matrix.is_some() && (seeded || projection != Projection::default()) {
         return Err(CliError::input(
             "--projection gives W exactly; --seed, --norms and --projection-kind do not apply",
@@ -437,10 +510,8 @@ pub fn run(mut args: Args) -> CliResult<()> {
 
 /// `favor exact`: exact softmax attention of `--q --k --v` into `--out`, computed in f64 from
 /// the inputs as stored (f64 files are not rounded to f32 first), rounded to f32 once.
-pub fn exact(mut args: Args) -> CliResult<()> {
-    let causal = args.flag("causal");
-    let paths = Paths::take(&mut args)?;
-    args.finish()?;
+pub fn exact(flags: ExactFlags) -> CliResult<()> {
+    let ExactFlags { causal, paths } = flags;
     let io = Inputs::read(paths)?;
     if causal {
         io.causal_check()?;
@@ -495,17 +566,15 @@ pub fn exact(mut args: Args) -> CliResult<()> {
 const TILE: usize = 128;
 
 /// `favor projection`: writes the projection `favor run` would draw, as f32 `(m, d)`.
-pub fn projection(mut args: Args) -> CliResult<()> {
-    let m: usize = args
-        .parse("features")?
+pub fn projection(flags: ProjectionExportFlags) -> CliResult<()> {
+    let m = flags
+        .draw
+        .features
         .unwrap_or(favor_tensor::DEFAULT_FEATURES);
-    let d: usize = args
-        .parse("dim")?
-        .ok_or_else(|| CliError::input("missing required option --dim"))?;
-    let seed: u64 = args.parse("seed")?.unwrap_or(0);
-    let projection = parse_projection(&mut args)?;
-    let out = PathBuf::from(args.required("out")?);
-    args.finish()?;
+    let d = flags.dim;
+    let seed = flags.draw.seed.unwrap_or(0);
+    let projection = flags.draw.projection()?;
+    let out = flags.out;
     if projection == Projection::None {
         return Err(CliError::input(
             "--projection-kind none has no matrix to export",

@@ -12,7 +12,7 @@ use favor_core::{
 };
 use favor_tensor::{Kernel, Performer, Projection, RowNorms, TensorView};
 
-use crate::args::{Args, CliError, CliResult};
+use crate::args::{CliError, CliResult};
 
 const D: usize = 64;
 
@@ -49,7 +49,7 @@ fn exact(
         causal,
         ..Default::default()
     };
-    let tile = crate::workload::EXACT_TILE;
+    let tile = favor_workload::EXACT_TILE;
     let mut scratch = vec![0f32; softmax_attention_tiled_scratch_len(tile).map_err(fail)?];
     let n = len * D;
     let mut out = vec![0f32; heads * n];
@@ -82,8 +82,7 @@ fn favor(attn: &mut Performer, len: usize, q: &[f32], k: &[f32], v: &[f32]) -> C
 }
 
 /// Runs `favor demo`.
-pub fn main(args: Args) -> CliResult<()> {
-    args.finish()?;
+pub fn main() -> CliResult<()> {
     let backend = favor_core::Kernels::<f32>::name(&favor_simd::detected());
     println!(
         "favor demo: FAVOR+ against exact softmax attention (d = {D}, f32, {backend} backend)\n"

@@ -1,11 +1,11 @@
-//! The library behind the `favor` command: `.npy` files, PNG charts, the benchmark sweep
-//! and the fidelity study. The binary (`src/main.rs`) only parses arguments and reports errors.
+//! The library behind the `favor` command: attention on `.npy` files (read and written by
+//! `favor-npy`), PNG charts, the benchmark sweep and the fidelity study. The binary
+//! (`src/main.rs`) only parses arguments and reports errors.
 
 pub mod args;
 pub mod attend;
 pub mod bench;
 pub mod demo;
 pub mod fidelity;
-pub mod npy;
 pub mod plot;
-pub mod workload;
+pub mod progress;

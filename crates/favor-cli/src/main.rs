@@ -3,63 +3,66 @@
 //! input, an output that cannot be written, sizes beyond the memory available) or 1
 //! (anything else); never a panic message, a backtrace or an abort.
 
-use favor_cli::args::{Args, CliError, CliResult};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+use favor_cli::args::{CliError, CliResult, usage_error};
+use favor_cli::attend::{ExactFlags, ProjectionExportFlags, RunFlags};
 use favor_cli::{attend, bench, demo, fidelity};
 use std::io::Write;
 
-const USAGE: &str = "\
-favor — FAVOR+ (Performer) attention for every CPU
+/// FAVOR+ (Performer) attention for every CPU.
+#[derive(Debug, Parser)]
+#[command(
+    name = "favor",
+    version,
+    args_override_self = true,
+    after_help = "Inputs are .npy files of float16/32/64 with shape (L, d) or (B, H, L, d); v \
+                  may have its own last dimension dv. Outputs are float32 .npy of shape \
+                  (…, L, dv)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-USAGE:
-  favor demo                                   synthetic data: accuracy, time, memory, decode
-  favor run --q Q.npy --k K.npy --v V.npy --out OUT.npy [options]
-      --kernel softmax|hyperbolic|trig|relu|elu|exp|abs|square   (default softmax)
-      --features M            random features m (default 256)
-      --projection-kind orthogonal|iid|none   (default orthogonal)
-      --norms chi|sqrt-d      row norms of orthogonal projections (default chi)
-      --projection W.npy      use this (m, d) matrix exactly as given
-      --seed S                projection seed (default 0)
-      --causal                causal attention (queries see keys up to their own position)
-      --chunk C               tokens per causal chunk (default 64)
-      --precision f32|f64     accumulation precision (default f32)
-  favor exact --q Q.npy --k K.npy --v V.npy --out OUT.npy [--causal]
-                                               exact softmax attention (f64 accumulation)
-  favor projection --dim D [--features M] [--seed S] [--projection-kind K] [--norms N] --out W.npy
-  favor bench [--json] [--threads N] [--plot FILE.png] [--quick] [--lens 256,...]
-              [--backend auto|avx2|avx512|neon|portable|scalar]
-  favor bench --memory [--json] [--quick]      peak resident memory vs L (Linux)
-  favor fidelity [--json] [--plot FILE.png] [--markdown FILE.md] [--norms 1,2,4]
-                 [--features 16,...,512] [--seeds 15] [--len 4096] [--dim 16] [--pairs N]
-                 [--kernels ...] [--projections ...] [--threads N]
-  favor help | --help | --version
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Synthetic data: accuracy, time, memory, decode.
+    Demo,
+    /// FAVOR+ attention of --q, --k, --v into --out.
+    Run(RunFlags),
+    /// Exact softmax attention (f64 accumulation) of --q, --k, --v into --out.
+    Exact(ExactFlags),
+    /// Writes the projection `favor run` would draw, as f32 (m, d).
+    Projection(ProjectionExportFlags),
+    /// Time per call vs L for FAVOR+ and exact attention, with the FMA roof; --memory: peak
+    /// resident memory vs L (Linux).
+    Bench(bench::Flags),
+    /// The fidelity study: FAVOR+ output MSE against exact softmax, per kernel, projection,
+    /// m and norm.
+    Fidelity(fidelity::Flags),
+}
 
-Inputs are .npy files of float16/32/64 with shape (L, d) or (B, H, L, d); v may have its own
-last dimension dv. Outputs are float32 .npy of shape (…, L, dv).";
-
-fn dispatch(mut argv: impl Iterator<Item = String>) -> CliResult<()> {
-    let Some(cmd) = argv.next() else {
-        println!("{USAGE}");
-        return Err(CliError::input("missing command"));
+fn dispatch() -> CliResult<()> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help`, `help` and `--version` print to stdout and exit 0, as clap does.
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => return Err(usage_error(e)),
     };
-    let args = Args::new(argv);
-    match cmd.as_str() {
-        "demo" => demo::main(args),
-        "run" => attend::run(args),
-        "exact" => attend::exact(args),
-        "projection" => attend::projection(args),
-        "bench" => bench::main(args),
-        "fidelity" => fidelity::main(args),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(())
+    match cli.command {
+        None => {
+            println!("{}", Cli::command().render_help());
+            Err(CliError::input("missing command"))
         }
-        "--version" | "-V" => {
-            println!("favor {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        other => Err(CliError::input(format!(
-            "unknown command {other:?} (see `favor help`)"
-        ))),
+        Some(Command::Demo) => demo::main(),
+        Some(Command::Run(f)) => attend::run(f),
+        Some(Command::Exact(f)) => attend::exact(f),
+        Some(Command::Projection(f)) => attend::projection(f),
+        Some(Command::Bench(f)) => bench::main(f),
+        Some(Command::Fidelity(f)) => fidelity::main(f),
     }
 }
 
@@ -87,7 +90,7 @@ fn main() {
         );
         std::process::exit(1);
     }));
-    if let Err(e) = dispatch(std::env::args().skip(1)) {
+    if let Err(e) = dispatch() {
         eprintln!("favor: {e}");
         std::process::exit(e.code);
     }

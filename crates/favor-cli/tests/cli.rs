@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use favor_cli::npy;
 use favor_core::{ExactOptions, Normals, Scalar, Shape, softmax_attention};
+use favor_npy as npy;
 use favor_tensor::{Performer, TensorView};
 
 /// A fresh directory for one test's files.

@@ -16,7 +16,7 @@
 //! | [`check_attention`] | bidirectional / causal / chunked / stream vs naive f64 FAVOR+, exact softmax and `Scalar`; no-leak |
 //! | [`check_stream`] | push / query / step / prefill / snapshot / restore interleavings vs f64 FAVOR+ and `causal_prefix` |
 //! | [`check_snapshot_bytes`] | favor-core and favor-tensor `Stream::restore` on arbitrary bytes |
-//! | [`check_npy`] | `favor_cli::npy::parse` on arbitrary bytes and on generated files |
+//! | [`check_npy`] | `favor_npy::parse` on arbitrary bytes and on generated files |
 //! | [`check_tensor_stream`] | favor-tensor `Stream` (heads × batch) prefill / step / snapshot / restore / rejected calls vs f64 FAVOR+, causal `forward` and a twin stream |
 //! | [`check_mapped`] | favor-core `MappedTokens` + `Stream::step_mapped` over up to 8 streams vs `step`, f64 FAVOR+; errors change nothing |
 //!

@@ -1,4 +1,4 @@
-//! Target `npy`: the CLI's `.npy` reader (`favor_cli::npy::parse`) on arbitrary bytes.
+//! Target `npy`: the `.npy` reader (`favor_npy::parse`, used by the CLI) on arbitrary bytes.
 //!
 //! Raw bytes: never a panic (libFuzzer's RSS and malloc limits also catch allocations the
 //! input does not justify); an accepted file has `data.len() == product(shape)` and survives
@@ -11,7 +11,7 @@
 //! appended: no panic, and the invariants above when accepted.
 
 use arbitrary::{Result, Unstructured};
-use favor_cli::npy::{self, Array, Data};
+use favor_npy::{self as npy, Array, Data};
 
 /// Decodes a mode byte and checks the bytes that follow.
 pub fn check_npy(data: &[u8]) {

@@ -1,14 +1,28 @@
 //! The benchmark workload of the favor-simd issue — batch 1, 8 heads, head dim 64, m = 256
 //! features, f32 — its FLOP model and the FMA roof loop.
 //!
-//! This module is the one home of these definitions: `favor bench` ([`crate::bench`]) runs
-//! them, and the criterion benches and examples in `benches/` re-export them
-//! (`favor_benches` is `pub use favor_cli::workload::*`).
+//! This crate is the one home of these definitions: `favor bench` (favor-cli) runs them, and
+//! the criterion benches and examples in `benches/` re-export them (`favor_benches` is
+//! `pub use favor_workload::*`). It is a crate of its own so that neither the benches nor
+//! favor-testkit depend on the command-line program.
+//!
+//! ```
+//! use favor_workload::{DIM, HEADS, heads, scratch_len, bidirectional_all};
+//!
+//! let len = 64;
+//! let hs = heads(len);
+//! assert_eq!(hs.len(), HEADS);
+//! let (mut out, mut scratch) = (vec![0f32; len * DIM], vec![0f32; scratch_len()]);
+//! bidirectional_all(&favor_core::Scalar, &hs, len, &mut out, &mut scratch);
+//! assert!(out.iter().all(|x| x.is_finite()));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use favor_core::*;
+use favor_tensor::Error;
 use pulp::{Simd, WithSimd};
-
-use crate::args::{CliResult, elements, try_with_capacity, try_zeros};
+use std::result::Result;
 
 /// Heads in the benchmark workload.
 pub const HEADS: usize = 8;
@@ -65,25 +79,41 @@ pub fn heads(len: usize) -> Vec<Head> {
     try_heads(len).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// [`heads`], with exit status 2 and one line when their memory is not available.
-pub fn try_heads(len: usize) -> CliResult<Vec<Head>> {
-    let what = "benchmark inputs";
-    let n = elements(what, &[len, DIM])?;
-    let mut heads = try_with_capacity(what, HEADS)?;
+/// [`heads`], or [`Error::Alloc`] (`"benchmark inputs"`) when their memory is not available.
+pub fn try_heads(len: usize) -> Result<Vec<Head>, Error> {
+    let n = len.checked_mul(DIM).ok_or(alloc(None))?;
+    let mut heads = Vec::new();
+    heads
+        .try_reserve_exact(HEADS)
+        .map_err(|_| alloc(HEADS.checked_mul(size_of::<Head>())))?;
     for h in 0..HEADS {
         let mut w = vec![0f32; FEATURES * DIM];
         projection(ProjectionKind::default(), h as u64, FEATURES, DIM, &mut w).unwrap();
         let mut wt = vec![0f32; FEATURES * DIM];
         transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
-        let (mut q, mut k, mut v) = (
-            try_zeros(what, n)?,
-            try_zeros(what, n)?,
-            try_zeros(what, n)?,
-        );
+        let (mut q, mut k, mut v) = (zeros(n)?, zeros(n)?, zeros(n)?);
         fill_inputs(h, &mut q, &mut k, &mut v);
         heads.push(Head { w, wt, q, k, v });
     }
     Ok(heads)
+}
+
+/// The error of an input buffer that cannot be allocated (`bytes`: `None` when its size
+/// overflows `usize`).
+fn alloc(bytes: Option<usize>) -> Error {
+    Error::Alloc {
+        what: "benchmark inputs",
+        bytes,
+    }
+}
+
+/// `n` zeros, reserved fallibly.
+fn zeros(n: usize) -> Result<Vec<f32>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| alloc(n.checked_mul(size_of::<f32>())))?;
+    v.resize(n, 0.0);
+    Ok(v)
 }
 
 /// Writes head `head`'s inputs into caller buffers, the values [`heads`] gives that head for

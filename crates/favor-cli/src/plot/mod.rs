@@ -1,0 +1,30 @@
+//! Line charts as PNG files, pure Rust (plotters' bitmap backend and a bundled TTF font).
+//!
+//! The font (DejaVu Sans, see `assets/DejaVuSans-LICENSE.txt`) is compiled into the binary
+//! and registered with plotters on first use, so rendering needs no system fontconfig or
+//! freetype. Log axes are drawn by plotting `log10` of the data on a linear axis with tick
+//! positions and labels computed here: plotters' own log axis puts no tick at all on a range
+//! narrower than a decade, which is common for benchmark sweeps.
+
+// In dependency order: each module uses only those above it.
+mod series;
+
+mod style;
+
+mod data;
+
+mod ticks;
+
+mod legend;
+
+mod panel;
+
+mod render;
+
+#[cfg(test)]
+mod tests;
+
+pub use render::{PlotError, render_png, render_png_with_size};
+pub use series::{
+    FIGURE_HEIGHT, MAX_DEFAULT_WIDTH, MAX_SIDE, MIN_SIDE, PANEL_WIDTH, Panel, Series, default_size,
+};
