@@ -80,6 +80,9 @@ pub(crate) fn gemm_views<T: Real, S: Simd>(
 ) {
     let (m, n, k) = gemm_dims(&c, &a, &b);
     let add = accum == Accum::Add;
+    // Not recursive (Cᵀ calls the kernel directly): an `inline(always)` function that calls
+    // itself cannot be inlined, and outside the target-feature region pulp's vector ops
+    // become calls.
     if c.col_stride() == 1 || n <= 1 {
         let ldc = c.row_stride();
         gemm(
@@ -95,7 +98,20 @@ pub(crate) fn gemm_views<T: Real, S: Simd>(
             add,
         );
     } else if c.row_stride() == 1 || m <= 1 {
-        gemm_views(s, c.t(), accum, b.t(), a.t(), alpha);
+        let ldc = c.col_stride();
+        let (at, bt) = (a.t(), b.t());
+        gemm(
+            s,
+            n,
+            m,
+            k,
+            bt.into(),
+            at.into(),
+            c.into_data(),
+            ldc,
+            alpha,
+            add,
+        );
     } else {
         let mut c = c;
         for i in 0..m {

@@ -7,7 +7,7 @@ use super::roof::Roofs;
 use super::timing::{DECODE_BATCH, Timing, measure, par_run, split};
 use crate::args::{CliError, CliResult, elements, try_zeros};
 use favor_core::{Kernels, Scalar};
-use favor_simd::{Detected, Portable};
+use favor_simd::{Detected, Portable, WithKernels};
 use favor_workload::{self as workload, CAUSAL_CHUNK, DIM, HEADS, Head, HeadStream};
 use indicatif::ProgressBar;
 use std::io::Write;
@@ -155,11 +155,25 @@ pub fn run_with_progress(
     out: &mut dyn Write,
     bar: &ProgressBar,
 ) -> CliResult<Vec<Measurement>> {
-    let scalar = Detected::Scalar(Scalar);
     let sink = Sink { opts, out, bar };
     match opts.backend {
-        BackendChoice::Portable => sweep(Portable::new(), scalar, plan, sink),
-        choice => sweep(detected_choice(choice)?, scalar, plan, sink),
+        BackendChoice::Portable => sweep(Portable::new(), plan, sink),
+        // One match for the whole sweep: every primitive call inside is a direct call on
+        // the concrete backend (`Detected::dispatch`), as favor-tensor runs its calls.
+        choice => detected_choice(choice)?.dispatch(Sweep { plan, sink }),
+    }
+}
+
+/// [`sweep`] as an operation over the kernels, for [`Detected::dispatch`].
+struct Sweep<'a> {
+    plan: &'a Plan,
+    sink: Sink<'a>,
+}
+
+impl WithKernels<f32> for Sweep<'_> {
+    type Output = CliResult<Vec<Measurement>>;
+    fn with_kernels<K: Kernels<f32>>(self, k: &K) -> Self::Output {
+        sweep(*k, self.plan, self.sink)
     }
 }
 
@@ -203,11 +217,12 @@ pub(super) fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
 
 pub(super) fn sweep<K: Kernels<f32>>(
     k: K,
-    scalar: Detected,
     plan: &Plan,
     sink: Sink<'_>,
 ) -> CliResult<Vec<Measurement>> {
     let Sink { opts, out, bar } = sink;
+    // The baseline: favor-core's scalar reference, itself (not through `Detected`).
+    let scalar = Scalar;
     let start = Instant::now();
     let threads = opts.threads;
     let name = k.name();
