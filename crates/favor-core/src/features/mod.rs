@@ -1,0 +1,286 @@
+//! Feature maps φ: one trait, one type per kernel.
+//!
+//! Every map writes, for each input row x, a *stored* feature row and a *log-scale* ℓ such
+//! that the mathematical feature vector is `φ(x) = stored · exp(ℓ)`. For the softmax maps the
+//! stored row is shifted by its own maximum exponent, so its largest entry is exactly 1 and
+//! nothing overflows whatever |x| is; the attention code combines the log-scales (a query's
+//! cancels in the normalised output, keys' are merged by the online stabiliser of
+//! [`PrefixState`](crate::PrefixState)). Rows are independent: a non-finite input row yields
+//! a non-finite row and log-scale for that row only (the attention entry points reject
+//! non-finite inputs before they get here).
+
+use crate::error::{Result, check};
+use crate::{Activation, Float, Kernels, MatMut, MatRef, ProjectionRef};
+
+/// A random-feature map φ: ℝᵈ → ℝᴹ with `E[φ(x)·φ(y)] ≈ K(x, y)`.
+pub trait FeatureMap<T: Float> {
+    /// Input dimension d.
+    fn input_dim(&self) -> usize;
+    /// Output dimension M (m, or 2m for the hyperbolic and trigonometric maps).
+    fn feature_dim(&self) -> usize;
+    /// Whether every feature is positive, so attention denominators cannot cross zero.
+    fn is_positive(&self) -> bool;
+    /// `Some(τ)` when the map estimates the softmax kernel `exp(τ·x·y)` (τ = 1/√d with the
+    /// data normaliser, 1 without); `None` for generalized kernels.
+    fn softmax_temperature(&self) -> Option<T>;
+    /// A 64-bit digest of everything that determines φ (kind, dims, options, projection
+    /// bits), used to refuse restoring a snapshot into a stream with another map.
+    fn fingerprint(&self) -> u64;
+    /// An upper bound on the log-scale of any row this map produces (`+∞` when there is
+    /// none): a stream's stabiliser never exceeds it, so a snapshot whose does is refused.
+    /// The default claims nothing.
+    fn max_log_scale(&self) -> T {
+        T::infinity()
+    }
+    /// The largest magnitude a query or key entry may have (crate docs, "Supported range"):
+    /// within it every projection `wᵢ·x` and the map's own sums stay finite in `T`. The
+    /// attention entry points check it; `map_rows` itself does not (a row beyond it may get
+    /// non-finite features). The default admits every finite value.
+    fn max_input(&self) -> T {
+        T::max_value()
+    }
+    /// An upper bound on every stored feature of a row whose entries are at most `max_abs`
+    /// in magnitude (the softmax maps store rows shifted to at most 1), or `None` when the map
+    /// cannot bound them (a custom activation, or the default): the entry points then cannot
+    /// check that sums over the keys stay finite, and that is the caller's responsibility.
+    fn feature_bound(&self, max_abs: T) -> Option<f64> {
+        let _ = max_abs;
+        None
+    }
+    /// Re-maps one query row `x` against the per-feature key sums `weights` (z) it is weighed
+    /// with, when its usual features — shifted by their own largest exponent — underflow
+    /// against them (crate docs, "the underflow limit"): writes `φ(x)ᵢ·e^{−s}` into `out`
+    /// with the shift `s = maxᵢ (exponentᵢ + ln weightsᵢ)` over the features whose weight is a
+    /// normal number (the others get 0: the state has already lost them), so the largest
+    /// term of `out·weights` is 1. Normalised attention is unchanged by a per-query shift, so
+    /// this changes only the rounding. Returns `false` (and leaves `out` unspecified) when the
+    /// map has no such shift (only the exponential softmax maps do) or no weight is normal.
+    fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
+        let _ = (kernels, x, weights, out);
+        false
+    }
+    /// Maps `rows` rows of `x` (row-major, stride d; `x.len()` must be `rows·d`) into `out`
+    /// (stride M, at least `rows·M`) and their log-scales into `log_scales` (at least `rows`).
+    fn map_rows<K: Kernels<T>>(
+        &self,
+        kernels: &K,
+        x: &[T],
+        rows: usize,
+        out: &mut [T],
+        log_scales: &mut [T],
+    ) -> Result<()>;
+}
+
+/// `d^(-1/4)`, the data normaliser that turns `exp(q·k/√d)` into `exp(q'·k')`; computed once
+/// per map (a `pow` on every decoding step showed in profiles).
+fn quarter_root_inverse(dim: usize) -> f64 {
+    libm::pow(dim as f64, -0.25)
+}
+
+/// The data scale a map applies: [`quarter_root_inverse`] when its normaliser is on.
+fn data_scale<T: Float>(inv_quarter_root: f64, on: bool) -> T {
+    if on {
+        T::from_f64(inv_quarter_root)
+    } else {
+        T::one()
+    }
+}
+
+fn check_rows<T: Float>(
+    x: &[T],
+    rows: usize,
+    d: usize,
+    width: usize,
+    out: &[T],
+    logs: &[T],
+) -> Result<()> {
+    check::exact("x", x, check::mul(rows, d)?)?;
+    check::room("features", out, check::mul(rows, width)?)?;
+    check::room("log_scales", logs, rows)
+}
+
+fn check_projection<T: Float>(w: &[T], m: usize, d: usize) -> Result<()> {
+    check::exact("projection", w, crate::projection_len(m, d)?)?;
+    check::finite("projection", w, d)
+}
+
+/// The largest row norm of W (m×d), computed in f64 without overflow (each row scaled by
+/// its largest entry first: an f64 W of entries near 1e300 has a finite norm).
+fn max_row_norm<T: Float>(w: &[T], d: usize) -> f64 {
+    w.chunks_exact(d.max(1))
+        .map(|r| {
+            let a = r.iter().fold(0f64, |a, &x| a.max(Float::to_f64(x).abs()));
+            if a == 0.0 {
+                return 0.0;
+            }
+            let sq: f64 = r
+                .iter()
+                .map(|&x| (Float::to_f64(x) / a) * (Float::to_f64(x) / a))
+                .sum();
+            a * libm::sqrt(sq)
+        })
+        .fold(0f64, f64::max)
+}
+
+/// Turns exponents `u` into `exp(uᵢ − s)`, `s = maxᵢ (uᵢ + ln wᵢ)` over the normal weights
+/// (zero where the weight is not normal): [`FeatureMap::remap_row`]'s shift. Each term
+/// `exp(uᵢ − s)·wᵢ ≤ 1`, and `exp(uᵢ − s) ≤ 1/wᵢ` stays finite.
+fn shift_against<T: Float>(u: &mut [T], weights: &[T]) -> bool {
+    let floor = T::min_positive_value();
+    let s = u
+        .iter()
+        .zip(weights)
+        .filter(|&(_, &w)| w >= floor)
+        .fold(T::neg_infinity(), |s, (&ui, &w)| s.max(ui + w.libm_ln()));
+    if s == T::neg_infinity() {
+        return false;
+    }
+    for (ui, &w) in u.iter_mut().zip(weights) {
+        *ui = if w >= floor {
+            (*ui - s).libm_exp()
+        } else {
+            T::zero()
+        };
+    }
+    true
+}
+
+/// `MAX / (4·√d·max(ω, 1))`: entries below it keep every partial sum of `wᵢ·x` (Cauchy–
+/// Schwarz: `|wᵢ·x| ≤ ω·√d·max|xⱼ|`) below a quarter of `T`'s range, in any summation order.
+fn projection_input_limit<T: Float>(d: usize, row_norm: f64) -> f64 {
+    T::max_value().to_f64() / (4.0 * libm::sqrt(d as f64) * row_norm.max(1.0))
+}
+
+/// `max ℓ` of a softmax map: `ℓ = max wᵢ·x' − |x'|²/2 − ln √M ≤ max |wᵢ|²/2`, with room for
+/// rounding.
+fn softmax_log_scale_bound<T: Float>(row_norm: f64) -> T {
+    T::from_f64(row_norm * row_norm / 2.0 * (1.0 + 1e-3) + 1.0)
+}
+
+fn check_transpose<T: Float>(w: &[T], wt: &[T], m: usize, d: usize) -> Result<()> {
+    check::exact("transposed projection", wt, m * d)?;
+    let exact = (0..m).all(|i| (0..d).all(|j| wt[j * m + i].to_bits_eq(w[i * d + j])));
+    if exact {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidParameter {
+            what: "transposed projection is not Wᵀ",
+        })
+    }
+}
+
+trait BitsEq {
+    fn to_bits_eq(self, other: Self) -> bool;
+}
+impl<T: Float> BitsEq for T {
+    fn to_bits_eq(self, other: T) -> bool {
+        self.to_f64().to_bits() == other.to_f64().to_bits()
+    }
+}
+
+/// FNV-1a, enough to tell feature maps apart (not a cryptographic commitment).
+struct Fnv(u64);
+impl Fnv {
+    fn new(kind: u8) -> Self {
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        h.bytes(&[kind]);
+        h
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn u64(&mut self, x: u64) {
+        self.bytes(&x.to_le_bytes());
+    }
+    fn floats<T: Float>(&mut self, xs: &[T]) {
+        for &x in xs {
+            self.u64(x.to_f64().to_bits());
+        }
+    }
+}
+
+fn half_sq_norm<T: Float, K: Kernels<T>>(kernels: &K, x: &[T], s: T) -> T {
+    kernels.dot(x, x) * s * s * T::from_f64(0.5)
+}
+
+macro_rules! softmax_map_common {
+    ($name:ident, $kind:expr) => {
+        impl<'w, T: Float> $name<'w, T> {
+            /// A map over the projection `w` (`features × dim`, row-major; see
+            /// [`projection`](crate::projection)), with the d^(-1/4) data normaliser on.
+            pub fn new(w: &'w [T], features: usize, dim: usize) -> Result<Self> {
+                check_projection(w, features, dim)?;
+                let row_norm = max_row_norm(w, dim);
+                Ok(Self {
+                    w,
+                    wt: None,
+                    m: features,
+                    d: dim,
+                    normalize: true,
+                    inv_quarter_root: quarter_root_inverse(dim),
+                    row_norm,
+                    input_limit: projection_input_limit::<T>(dim, row_norm),
+                })
+            }
+
+            /// Turns the d^(-1/4) data normaliser on (default) or off. Off, the map
+            /// estimates `exp(q·k)` instead of `exp(q·k/√d)`.
+            pub fn with_data_normalizer(mut self, on: bool) -> Self {
+                self.normalize = on;
+                self
+            }
+
+            /// Gives the map Wᵀ as well (`dim × features`, e.g. from
+            /// [`transpose_projection`](crate::transpose_projection)), which lets SIMD
+            /// backends project without transposing W on every call. Checked to be exactly
+            /// the transpose of W.
+            pub fn with_transposed_projection(mut self, wt: &'w [T]) -> Result<Self> {
+                check_transpose(self.w, wt, self.m, self.d)?;
+                self.wt = Some(wt);
+                Ok(self)
+            }
+
+            fn projection(&self) -> ProjectionRef<'w, T> {
+                ProjectionRef {
+                    w: self.w,
+                    wt: self.wt,
+                    features: self.m,
+                    dim: self.d,
+                }
+            }
+
+            /// Number of projection rows m.
+            pub fn projection_rows(&self) -> usize {
+                self.m
+            }
+
+            fn digest(&self) -> u64 {
+                let mut h = Fnv::new($kind);
+                h.u64(self.m as u64);
+                h.u64(self.d as u64);
+                h.u64(u64::from(self.normalize));
+                h.floats(self.w);
+                h.0
+            }
+
+            fn scale(&self) -> T {
+                data_scale(self.inv_quarter_root, self.normalize)
+            }
+        }
+    };
+}
+
+// One file per kernel; the helpers above (and `softmax_map_common!`) serve them all.
+mod any;
+mod generalized;
+mod hyperbolic;
+mod positive;
+mod trigonometric;
+
+pub use any::AnyFeatureMap;
+pub use generalized::Generalized;
+pub use hyperbolic::HyperbolicSoftmax;
+pub use positive::PositiveSoftmax;
+pub use trigonometric::TrigonometricSoftmax;
