@@ -66,6 +66,26 @@ impl<'a, T: Copy> From<MatRef<'a, T>> for Mat<'a, T> {
     }
 }
 
+/// One product `C (m×n) = α·A (m×k)·B (k×n)`, added to C when `add`: the operands and
+/// scalars every level of the kernel passes down (C travels beside it).
+#[derive(Clone, Copy)]
+pub(crate) struct Job<'a, T> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Mat<'a, T>,
+    pub b: Mat<'a, T>,
+    pub alpha: T,
+    pub add: bool,
+}
+
+/// How a microkernel stores its tile: scaled by `alpha`, added to C when `add`.
+#[derive(Clone, Copy)]
+struct Epilogue<T> {
+    alpha: T,
+    add: bool,
+}
+
 /// `C (+)= α·A·B` over favor-core's views. The kernels below store rows of C: a C with
 /// adjacent columns goes to them directly, one with adjacent rows as `Cᵀ = Bᵀ·Aᵀ` (free
 /// transposes), any other C (never built by favor-core) through a plain loop.
@@ -85,32 +105,38 @@ pub(crate) fn gemm_views<T: Real, S: Simd>(
     // become calls.
     if c.col_stride() == 1 || n <= 1 {
         let ldc = c.row_stride();
+        let (a, b) = (a.into(), b.into());
         gemm(
             s,
-            m,
-            n,
-            k,
-            a.into(),
-            b.into(),
+            Job {
+                m,
+                n,
+                k,
+                a,
+                b,
+                alpha,
+                add,
+            },
             c.into_data(),
             ldc,
-            alpha,
-            add,
         );
     } else if c.row_stride() == 1 || m <= 1 {
         let ldc = c.col_stride();
-        let (at, bt) = (a.t(), b.t());
+        let (a, b) = (b.t().into(), a.t().into());
+        let (m, n) = (n, m);
         gemm(
             s,
-            n,
-            m,
-            k,
-            bt.into(),
-            at.into(),
+            Job {
+                m,
+                n,
+                k,
+                a,
+                b,
+                alpha,
+                add,
+            },
             c.into_data(),
             ldc,
-            alpha,
-            add,
         );
     } else {
         let mut c = c;
@@ -124,21 +150,18 @@ pub(crate) fn gemm_views<T: Real, S: Simd>(
     }
 }
 
-/// `C = α·A·B` (or `C += α·A·B` with `accumulate`), C row-major with leading dimension `ldc`.
+/// `C = α·A·B` (or `C += α·A·B` with `job.add`), C row-major with leading dimension `ldc`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm<T: Real, S: Simd>(
-    s: S,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
-    c: &mut [T],
-    ldc: usize,
-    alpha: T,
-    accumulate: bool,
-) {
+pub(crate) fn gemm<T: Real, S: Simd>(s: S, job: Job<'_, T>, c: &mut [T], ldc: usize) {
+    let Job {
+        m,
+        n,
+        k,
+        a,
+        b,
+        add: accumulate,
+        ..
+    } = job;
     if m == 0 || n == 0 {
         return;
     }
@@ -151,14 +174,14 @@ pub(crate) fn gemm<T: Real, S: Simd>(
         return;
     }
     if b.cs == 1 && (m <= ROWS_MAX || k <= 2) {
-        rows_axpy(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+        rows_axpy(s, job, c, ldc);
     } else if a.cs == 1 && b.rs == 1 && m < MR_NARROW {
-        rows_dot(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+        rows_dot(s, job, c, ldc);
     } else {
         if wide_register_file::<S>() {
-            packed::<T, S, MR_WIDE>(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+            packed::<T, S, MR_WIDE>(s, job, c, ldc);
         } else {
-            packed::<T, S, MR_NARROW>(s, m, n, k, a, b, c, ldc, alpha, accumulate);
+            packed::<T, S, MR_NARROW>(s, job, c, ldc);
         }
     }
 }
@@ -172,19 +195,8 @@ const ROWS_MAX: usize = 16;
 /// registers across the whole k loop. Column blocks are the outer loop, so a k × 4-vector
 /// strip of B is read from memory once and then from L1 for every further row pair.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rows_axpy<T: Real, S: Simd>(
-    s: S,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
-    c: &mut [T],
-    ldc: usize,
-    alpha: T,
-    accumulate: bool,
-) {
+fn rows_axpy<T: Real, S: Simd>(s: S, job: Job<'_, T>, c: &mut [T], ldc: usize) {
+    let (m, n) = (job.m, job.n);
     // Rows go in pairs so each B vector loaded feeds two rows: a decode step projects its key
     // and query together, and B (Wᵀ) is the bulk of the memory traffic.
     let w = 4 * T::lanes::<S>();
@@ -194,22 +206,22 @@ fn rows_axpy<T: Real, S: Simd>(
         // 16 accumulators where there are 32 registers, 8 where there are 16.
         if wide_register_file::<S>() {
             while i + 4 <= m {
-                row_group::<T, S, 4>(s, i, j, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+                row_group::<T, S, 4>(s, job, i, j, &mut c[i * ldc..], ldc);
                 i += 4;
             }
         }
         while i + 2 <= m {
-            row_group::<T, S, 2>(s, i, j, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+            row_group::<T, S, 2>(s, job, i, j, &mut c[i * ldc..], ldc);
             i += 2;
         }
         if i < m {
-            row_group::<T, S, 1>(s, i, j, k, a, b, &mut c[i * ldc..], ldc, alpha, accumulate);
+            row_group::<T, S, 1>(s, job, i, j, &mut c[i * ldc..], ldc);
         }
     }
     if full < n {
         for i in 0..m {
             let row = &mut c[i * ldc..i * ldc + n];
-            row_tail(s, i, full, n, k, a, b, row, alpha, accumulate);
+            row_tail(s, job, i, full, row);
         }
     }
 }
@@ -218,19 +230,22 @@ fn rows_axpy<T: Real, S: Simd>(
 /// row held in registers across the whole k loop, every B vector shared by the R rows, α
 /// applied once at the end.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn row_group<T: Real, S: Simd, const R: usize>(
     s: S,
+    job: Job<'_, T>,
     i: usize,
     j: usize,
-    k: usize,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
     c: &mut [T],
     ldc: usize,
-    alpha: T,
-    accumulate: bool,
 ) {
+    let Job {
+        k,
+        a,
+        b,
+        alpha,
+        add: accumulate,
+        ..
+    } = job;
     let w = 4 * T::lanes::<S>();
     let mut acc = [[T::vsplat(s, T::zero()); 4]; R];
     // Raw pointers in the k loop, as in the microkernel: per-step slicing and indexing kept
@@ -279,19 +294,16 @@ fn row_group<T: Real, S: Simd, const R: usize>(
 
 /// Columns `j0..n` of row i (fewer than four vectors), one vector at a time.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn row_tail<T: Real, S: Simd>(
-    s: S,
-    i: usize,
-    j0: usize,
-    n: usize,
-    k: usize,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
-    row: &mut [T],
-    alpha: T,
-    accumulate: bool,
-) {
+fn row_tail<T: Real, S: Simd>(s: S, job: Job<'_, T>, i: usize, j0: usize, row: &mut [T]) {
+    let Job {
+        n,
+        k,
+        a,
+        b,
+        alpha,
+        add: accumulate,
+        ..
+    } = job;
     let lanes = T::lanes::<S>();
     let mut j = j0;
     while j < n {
@@ -313,19 +325,16 @@ fn row_tail<T: Real, S: Simd>(
 /// Each C element as a dot product of a contiguous A row and a contiguous B column, four
 /// columns at a time so the A row is loaded once per four dots.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rows_dot<T: Real, S: Simd>(
-    s: S,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
-    c: &mut [T],
-    ldc: usize,
-    alpha: T,
-    accumulate: bool,
-) {
+fn rows_dot<T: Real, S: Simd>(s: S, job: Job<'_, T>, c: &mut [T], ldc: usize) {
+    let Job {
+        m,
+        n,
+        k,
+        a,
+        b,
+        alpha,
+        add: accumulate,
+    } = job;
     for i in 0..m {
         let arow = &a.data[i * a.rs..i * a.rs + k];
         let mut j = 0;
@@ -379,19 +388,16 @@ fn dot4<T: Real, S: Simd>(s: S, x: &[T], ys: [&[T]; 4]) -> [T; 4] {
 /// memory, and unpacked reads would thrash L1 sets. Row-major A is read in place — with n as
 /// small as a head dimension, packing it would cost as much as the FMAs it feeds.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn packed<T: Real, S: Simd, const MR: usize>(
-    s: S,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat<'_, T>,
-    b: Mat<'_, T>,
-    c: &mut [T],
-    ldc: usize,
-    alpha: T,
-    accumulate: bool,
-) {
+fn packed<T: Real, S: Simd, const MR: usize>(s: S, job: Job<'_, T>, c: &mut [T], ldc: usize) {
+    let Job {
+        m,
+        n,
+        k,
+        a,
+        b,
+        alpha,
+        add: accumulate,
+    } = job;
     let nr = 2 * T::lanes::<S>();
     debug_assert!(nr <= MAX_NR && NC.is_multiple_of(nr));
     // Stack storage, zeroed only as far as this call's blocks reach: zeroing all 112 KiB on
@@ -438,10 +444,12 @@ fn packed<T: Real, S: Simd, const MR: usize>(
                         };
                         let tile = Tile {
                             c_off: (ic + ir) * ldc + jc + jr,
+                            ldc,
                             rows: MR.min(mc - ir),
                             cols: nr.min(nc - jr),
                         };
-                        micro::<T, S, MR>(s, kc, ap, bp, c, ldc, tile, alpha, acc);
+                        let epi = Epilogue { alpha, add: acc };
+                        micro::<T, S, MR>(s, kc, ap, bp, c, tile, epi);
                     }
                 }
             }
@@ -457,10 +465,12 @@ fn zeroed<T: Real>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
     unsafe { core::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<T>(), s.len()) }
 }
 
-/// Where a microkernel's result goes: C offset of its top-left element and its valid size.
+/// Where a microkernel's result goes: C offset of its top-left element, C's leading
+/// dimension and the tile's valid size.
 #[derive(Clone, Copy)]
 struct Tile {
     c_off: usize,
+    ldc: usize,
     rows: usize,
     cols: usize,
 }
@@ -504,7 +514,6 @@ fn pack_a<T: Real, const MR: usize>(
 /// Packs B rows `pc..pc+kc`, columns `jc..jc+nc` into nr-column micro-panels: panel j holds
 /// `dst[j·kc·nr + p·nr + c] = B(pc + p, jc + j·nr + c)`, columns past `nc` zero.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pack_b<T: Real, S: Simd>(
     b: Mat<'_, T>,
     pc: usize,
@@ -558,22 +567,19 @@ fn pack_b<T: Real, S: Simd>(
 /// `a.data[r·a.rs + p·a.cs]`: a packed micro-panel or A in place), times one packed B
 /// micro-panel (kc × NR, NR = 2 vectors); writes the tile's valid part of α·A·B into C.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn micro<T: Real, S: Simd, const MR: usize>(
     s: S,
     kc: usize,
     a: Mat<'_, T>,
     bp: &[T],
     c: &mut [T],
-    ldc: usize,
     tile: Tile,
-    alpha: T,
-    accumulate: bool,
+    epi: Epilogue<T>,
 ) {
     macro_rules! dispatch {
         ($($r:literal)*) => {
             match tile.rows {
-                $($r => micro_rows::<T, S, $r>(s, kc, a, bp, c, ldc, tile, alpha, accumulate),)*
+                $($r => micro_rows::<T, S, $r>(s, kc, a, bp, c, tile, epi),)*
                 _ => unreachable!("tile rows are 1..=MR"),
             }
         };
@@ -583,18 +589,16 @@ fn micro<T: Real, S: Simd, const MR: usize>(
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn micro_rows<T: Real, S: Simd, const R: usize>(
     s: S,
     kc: usize,
     a: Mat<'_, T>,
     bp: &[T],
     c: &mut [T],
-    ldc: usize,
     tile: Tile,
-    alpha: T,
-    accumulate: bool,
+    epi: Epilogue<T>,
 ) {
+    let (ldc, alpha, accumulate) = (tile.ldc, epi.alpha, epi.add);
     let lanes = T::lanes::<S>();
     let zero = T::vsplat(s, T::zero());
     let mut acc0 = [zero; R];
