@@ -49,10 +49,14 @@ fn favor<F: FeatureMap<f32>>(
     let shape = Shape::new(l, D, D);
     if causal {
         let mut scratch = vec![0f32; causal_chunked_scratch_len(m, D, opts.block).unwrap()];
-        causal_chunked(&Scalar, phi, q, k, v, shape, &opts, &mut out, &mut scratch).unwrap();
+        Plan::new(PlanKind::CausalChunked, Scalar, phi, shape, opts)
+            .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
+            .unwrap();
     } else {
         let mut scratch = vec![0f32; bidirectional_scratch_len(m, D, opts.block).unwrap()];
-        bidirectional(&Scalar, phi, q, k, v, shape, &opts, &mut out, &mut scratch).unwrap();
+        Plan::new(PlanKind::Bidirectional, Scalar, phi, shape, opts)
+            .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
+            .unwrap();
     }
     out
 }

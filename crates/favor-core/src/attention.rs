@@ -1,5 +1,7 @@
 //! FAVOR+ attention: bidirectional, causal token loop, and chunked causal prefill.
 
+use core::marker::PhantomData;
+
 use crate::error::{Result, check};
 use crate::state::{
     PrefixState, Remap, guard, rescale_factor, scale_by_exp, stabiliser, state_len, underflowed,
@@ -145,7 +147,7 @@ fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> &'b mut [T] {
     a
 }
 
-/// Scratch elements [`bidirectional`] needs: the state, one block of features, and two
+/// Scratch elements [`PlanKind::Bidirectional`] needs: the state, one block of features, and two
 /// feature rows for re-mapping a query whose denominator underflows.
 pub fn bidirectional_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
     let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
@@ -164,24 +166,21 @@ pub fn bidirectional_scratch_len(features: usize, value_dim: usize, block: usize
 /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
 /// let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.37).sin()).collect();
 /// let shape = Shape::new(l, d, d);
-/// let opts = Options::default();
-/// let mut scratch = vec![0f32; bidirectional_scratch_len(m, d, opts.block).unwrap()];
+/// let plan = Plan::new(PlanKind::Bidirectional, Scalar, &phi, shape, Options::default()).unwrap();
+/// let mut scratch = vec![0f32; plan.scratch_len()];
 /// let mut out = vec![0f32; l * d];
-/// bidirectional(&Scalar, &phi, &x, &x, &x, shape, &opts, &mut out, &mut scratch).unwrap();
+/// plan.run(&x, &x, &x, &mut out, &mut scratch).unwrap();
 /// assert!(out.iter().all(|o| o.is_finite()));
 /// ```
-#[allow(clippy::too_many_arguments)]
-pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
-    kernels: &K,
-    fm: &F,
+pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    plan: &Plan<'_, T, K, F>,
     q: &[T],
     k: &[T],
     v: &[T],
-    shape: Shape,
-    opts: &Options<'_>,
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
+    let (kernels, fm, shape, opts) = plan.parts();
     shape.check_inputs(fm, q, k, v, out, opts.key_mask, 0)?;
     let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
     let block = opts.block()?;
@@ -227,7 +226,7 @@ pub fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     Ok(())
 }
 
-/// Scratch elements [`causal_prefix`] needs.
+/// Scratch elements [`PlanKind::CausalPrefix`] needs.
 pub fn causal_prefix_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
     let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
     let remap = check::mul(2, features)?;
@@ -240,18 +239,15 @@ pub fn causal_prefix_scratch_len(features: usize, value_dim: usize, block: usize
 /// Causal FAVOR+ as the token-by-token prefix loop: for each token i, absorb (kᵢ, vᵢ) into
 /// the state, then answer qᵢ. Features are computed a block at a time (GEMM-shaped), the
 /// recurrence runs token by token. Output i depends on tokens ≤ i only, bit for bit.
-#[allow(clippy::too_many_arguments)]
-pub fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
-    kernels: &K,
-    fm: &F,
+pub(crate) fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    plan: &Plan<'_, T, K, F>,
     q: &[T],
     k: &[T],
     v: &[T],
-    shape: Shape,
-    opts: &Options<'_>,
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
+    let (kernels, fm, shape, opts) = plan.parts();
     shape.check_inputs(fm, q, k, v, out, opts.key_mask, 0)?;
     shape.check_causal()?;
     let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
@@ -292,7 +288,7 @@ pub fn chunk_scratch_len(features: usize, chunk: usize) -> Result<usize> {
     check::add(rows, check::mul(2, features)?)
 }
 
-/// Scratch elements [`causal_chunked`] needs.
+/// Scratch elements [`PlanKind::CausalChunked`] needs.
 pub fn causal_chunked_scratch_len(
     features: usize,
     value_dim: usize,
@@ -312,18 +308,15 @@ pub fn causal_chunked_scratch_len(
 /// is evaluated at the scale the token loop would use (the running max of key log-scales up
 /// to i), so no later token — not even one in the same chunk — enters output i: with the
 /// [`Scalar`](crate::Scalar) backend output i is bit-identical whatever tokens > i hold.
-#[allow(clippy::too_many_arguments)]
-pub fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
-    kernels: &K,
-    fm: &F,
+pub(crate) fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    plan: &Plan<'_, T, K, F>,
     q: &[T],
     k: &[T],
     v: &[T],
-    shape: Shape,
-    opts: &Options<'_>,
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
+    let (kernels, fm, shape, opts) = plan.parts();
     shape.check_inputs(fm, q, k, v, out, opts.key_mask, 0)?;
     shape.check_causal()?;
     let (m, dv) = (fm.feature_dim(), shape.value_dim);
@@ -514,4 +507,134 @@ fn requery_chunk_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         kernels.gemm(MatMut::row_major(o, 1, dv), Accum::Add, fm, s);
     }
     Some(den)
+}
+
+/// Which FAVOR+ path a [`Plan`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// Every query sees every key: `out = Q'(K'ᵀV) / Q'(K'ᵀ1)` in O((Lq + Lk)·M·(d + dv))
+    /// time and scratch independent of L.
+    Bidirectional,
+    /// Causal, as the token-by-token prefix loop: output i depends on tokens ≤ i only, bit for
+    /// bit.
+    CausalPrefix,
+    /// Causal, `opts.block` tokens at a time, all GEMMs; agrees with
+    /// [`CausalPrefix`](Self::CausalPrefix) to rounding, and no later token enters an
+    /// output.
+    CausalChunked,
+}
+
+/// One head's attention call planned ahead: the path, the backend, the feature map, the
+/// shape and the options, with every dimension checked and the scratch sized when the plan
+/// is made. [`run`](Self::run) then needs only the data; it checks the slices' lengths and
+/// the inputs' range, as the free functions do.
+///
+/// ```
+/// use favor_core::*;
+/// let (l, d, m) = (16, 8, 32);
+/// let mut w = vec![0f32; m * d];
+/// projection(ProjectionKind::default(), 2, m, d, &mut w).unwrap();
+/// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+/// let shape = Shape::new(l, d, d);
+/// let plan = Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, Options::default()).unwrap();
+/// let mut scratch = vec![0f32; plan.scratch_len()];
+/// let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.37).sin() / 2.0).collect();
+/// let mut out = vec![0f32; l * d];
+/// plan.run(&x, &x, &x, &mut out, &mut scratch).unwrap();
+/// // Causal: the first output is the first value.
+/// assert!(out[..d].iter().zip(&x[..d]).all(|(o, v)| (o - v).abs() < 1e-5));
+/// // A causal plan needs as many queries as keys.
+/// let cross = Shape { queries: 3, ..shape };
+/// assert!(Plan::new(PlanKind::CausalChunked, Scalar, &phi, cross, Options::default()).is_err());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'p, T, K, F> {
+    path: PlanKind,
+    kernels: K,
+    fm: &'p F,
+    shape: Shape,
+    opts: Options<'p>,
+    scratch_len: usize,
+    _float: PhantomData<fn() -> T>,
+}
+
+impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
+    /// Plans `path` for `shape` with feature map `fm` on `kernels`. Errors if a dimension is
+    /// zero, `shape.dim` is not the map's input dimension, a causal path has
+    /// `queries != keys`, the key mask is not `keys` long, or the scratch size overflows.
+    pub fn new(
+        path: PlanKind,
+        kernels: K,
+        fm: &'p F,
+        shape: Shape,
+        opts: Options<'p>,
+    ) -> Result<Self> {
+        check::nonzero("queries", shape.queries)?;
+        check::nonzero("keys", shape.keys)?;
+        check::nonzero("dim", shape.dim)?;
+        check::nonzero("value_dim", shape.value_dim)?;
+        check::same_dim(
+            "feature map input dim vs shape.dim",
+            fm.input_dim(),
+            shape.dim,
+        )?;
+        if path != PlanKind::Bidirectional {
+            check::same_dim(
+                "causal attention needs queries == keys",
+                shape.keys,
+                shape.queries,
+            )?;
+        }
+        if let Some(mask) = opts.key_mask {
+            check::exact("key_mask", mask, shape.keys)?;
+        }
+        let block = opts.block()?;
+        let (m, dv) = (fm.feature_dim(), shape.value_dim);
+        let scratch_len = match path {
+            PlanKind::Bidirectional => bidirectional_scratch_len(m, dv, block)?,
+            PlanKind::CausalPrefix => causal_prefix_scratch_len(m, dv, block)?,
+            PlanKind::CausalChunked => causal_chunked_scratch_len(m, dv, block)?,
+        };
+        Ok(Self {
+            path,
+            kernels,
+            fm,
+            shape,
+            opts,
+            scratch_len,
+            _float: PhantomData,
+        })
+    }
+
+    /// Elements of scratch [`run`](Self::run) needs.
+    pub fn scratch_len(&self) -> usize {
+        self.scratch_len
+    }
+
+    /// The planned shape.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The planned kind.
+    pub fn kind(&self) -> PlanKind {
+        self.path
+    }
+
+    /// Attention of `q` (queries×d) over `k` (keys×d) and `v` (keys×dv) into `out`
+    /// (queries×dv), with at least [`scratch_len`](Self::scratch_len) elements of `scratch`.
+    /// Checks the slices' lengths and the inputs' supported range (crate docs) before it
+    /// writes anything.
+    pub fn run(&self, q: &[T], k: &[T], v: &[T], out: &mut [T], scratch: &mut [T]) -> Result<()> {
+        match self.path {
+            PlanKind::Bidirectional => bidirectional(self, q, k, v, out, scratch),
+            PlanKind::CausalPrefix => causal_prefix(self, q, k, v, out, scratch),
+            PlanKind::CausalChunked => causal_chunked(self, q, k, v, out, scratch),
+        }
+    }
+
+    /// What the paths read: the backend, the map, the shape and the options.
+    fn parts(&self) -> (&K, &'p F, Shape, &Options<'p>) {
+        (&self.kernels, self.fm, self.shape, &self.opts)
+    }
 }

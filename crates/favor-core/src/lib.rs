@@ -24,7 +24,7 @@
 //! let opts = Options::default();
 //! let mut scratch = vec![0f32; causal_chunked_scratch_len(m, d, opts.block).unwrap()];
 //! let mut out = vec![0f32; l * d];
-//! causal_chunked(&Scalar, &phi, &x, &x, &x, shape, &opts, &mut out, &mut scratch).unwrap();
+//! Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts).and_then(|plan| plan.run(&x, &x, &x, &mut out, &mut scratch)).unwrap();
 //!
 //! // The exact softmax reference, for comparison.
 //! let mut exact = vec![0f32; l * d];
@@ -114,7 +114,7 @@
 //!   held as a compensated total (TwoSum) plus a **ring** of the last [`RING`] keys.
 //! - **re-map** — answering a query whose denominator underflows with its features shifted
 //!   against z instead of its own largest feature ([`FeatureMap::remap_row`]).
-//! - **chunked prefill** — causal attention C tokens at a time, all GEMMs ([`causal_chunked`]).
+//! - **chunked prefill** — causal attention C tokens at a time, all GEMMs ([`PlanKind::CausalChunked`]).
 //! - **kernels** — the hot primitives ([`Kernels`]); [`Scalar`] is the reference backend.
 //! - **plan** — [`Plan`]: one head's attention call configured, checked and sized once, run
 //!   many times.
@@ -139,7 +139,6 @@ mod inspect;
 mod kernels;
 mod mat;
 mod memory;
-mod plan;
 mod projection;
 mod range;
 mod rng;
@@ -148,8 +147,8 @@ mod state;
 mod stream;
 
 pub use attention::{
-    Options, Shape, bidirectional, bidirectional_scratch_len, causal_chunked,
-    causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, chunk_scratch_len,
+    Options, Plan, PlanKind, Shape, bidirectional_scratch_len, causal_chunked_scratch_len,
+    causal_prefix_scratch_len, chunk_scratch_len,
 };
 pub use checksum::crc32;
 pub use error::{Error, Result, SnapshotError};
@@ -166,7 +165,7 @@ pub use inspect::{attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
 pub use mat::{Accum, MatMut, MatRef};
 pub use memory::{Attached, StreamMemory};
-pub use plan::{Plan, PlanKind};
+
 pub use projection::{ProjectionKind, RowNorms, projection, projection_len, transpose_projection};
 pub use range::check_range;
 pub use rng::Normals;

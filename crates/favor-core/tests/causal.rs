@@ -24,10 +24,10 @@
 
 use favor_core::{
     Activation, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Normals, Options,
-    PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream, TrigonometricSoftmax, attention_row,
-    attention_row_scratch_len, bidirectional, bidirectional_scratch_len, causal_chunked,
-    causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, projection,
-    projection_len, softmax_attention,
+    Plan, PlanKind, PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream, TrigonometricSoftmax,
+    attention_row, attention_row_scratch_len, bidirectional_scratch_len,
+    causal_chunked_scratch_len, causal_prefix_scratch_len, projection, projection_len,
+    softmax_attention,
 };
 use favor_testkit::bounds::{gamma, max_abs, unit};
 use favor_testkit::maps::{MapKind, MapSpec};
@@ -124,54 +124,27 @@ fn opts(block: usize, key_mask: Option<&[bool]>) -> Options<'_> {
 fn run_bidirectional<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
     let n = bidirectional_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
     let (mut scratch, mut out) = (zeros(n), zeros(p.shape.queries * p.shape.value_dim));
-    bidirectional(
-        &Scalar,
-        fm,
-        &p.q,
-        &p.k,
-        &p.v,
-        p.shape,
-        o,
-        &mut out,
-        &mut scratch,
-    )
-    .unwrap();
+    Plan::new(PlanKind::Bidirectional, Scalar, fm, p.shape, *o)
+        .and_then(|plan| plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch))
+        .unwrap();
     out
 }
 
 fn run_prefix<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
     let n = causal_prefix_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
     let (mut scratch, mut out) = (zeros(n), zeros(p.len() * p.shape.value_dim));
-    causal_prefix(
-        &Scalar,
-        fm,
-        &p.q,
-        &p.k,
-        &p.v,
-        p.shape,
-        o,
-        &mut out,
-        &mut scratch,
-    )
-    .unwrap();
+    Plan::new(PlanKind::CausalPrefix, Scalar, fm, p.shape, *o)
+        .and_then(|plan| plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch))
+        .unwrap();
     out
 }
 
 fn run_chunked<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
     let n = causal_chunked_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
     let (mut scratch, mut out) = (zeros(n), zeros(p.len() * p.shape.value_dim));
-    causal_chunked(
-        &Scalar,
-        fm,
-        &p.q,
-        &p.k,
-        &p.v,
-        p.shape,
-        o,
-        &mut out,
-        &mut scratch,
-    )
-    .unwrap();
+    Plan::new(PlanKind::CausalChunked, Scalar, fm, p.shape, *o)
+        .and_then(|plan| plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch))
+        .unwrap();
     out
 }
 
@@ -1424,33 +1397,15 @@ fn keys_whose_squared_norm_overflows_are_absent_on_every_path() {
         };
         let mut scratch = vec![0f32; causal_chunked_scratch_len(m, dv, block).unwrap()];
         let mut out = vec![0f32; l * dv];
-        causal_chunked(
-            &Scalar,
-            &phi,
-            &q,
-            &k,
-            &v,
-            shape,
-            &opts,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts)
+            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut scratch))
+            .unwrap();
         outs.push(out);
         let mut scratch = vec![0f32; causal_prefix_scratch_len(m, dv, block).unwrap()];
         let mut out = vec![0f32; l * dv];
-        causal_prefix(
-            &Scalar,
-            &phi,
-            &q,
-            &k,
-            &v,
-            shape,
-            &opts,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::CausalPrefix, Scalar, &phi, shape, opts)
+            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut scratch))
+            .unwrap();
         outs.push(out);
     }
     let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&phi, dv).unwrap()];

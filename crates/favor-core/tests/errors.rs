@@ -5,11 +5,11 @@
 
 use favor_core::{
     Activation, Error, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Kernels,
-    Normals, Options, PartitionEstimator, PositiveSoftmax, PrefixState, ProjectionKind, RING,
-    SNAPSHOT_VERSION, Scalar, Shape, SnapshotError, Stream, TrigonometricSoftmax, attention_row,
-    attention_row_scratch_len, bidirectional, bidirectional_scratch_len, causal_chunked,
-    causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len, chunk_scratch_len,
-    projection, projection_len, softmax_attention, state_len,
+    Normals, Options, PartitionEstimator, Plan, PlanKind, PositiveSoftmax, PrefixState,
+    ProjectionKind, RING, SNAPSHOT_VERSION, Scalar, Shape, SnapshotError, Stream,
+    TrigonometricSoftmax, attention_row, attention_row_scratch_len, bidirectional_scratch_len,
+    causal_chunked_scratch_len, causal_prefix_scratch_len, chunk_scratch_len, projection,
+    projection_len, softmax_attention, state_len,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -148,9 +148,12 @@ fn call<T: Float, F: FeatureMap<T>>(
 ) -> Result<(), Error> {
     let (q, k, v, s, o) = (c.q, c.k, c.v, c.shape, &c.opts);
     match e {
-        Entry::Bidirectional => bidirectional(&Scalar, fm, q, k, v, s, o, out, scratch),
-        Entry::Prefix => causal_prefix(&Scalar, fm, q, k, v, s, o, out, scratch),
-        Entry::Chunked => causal_chunked(&Scalar, fm, q, k, v, s, o, out, scratch),
+        Entry::Bidirectional => Plan::new(PlanKind::Bidirectional, Scalar, fm, s, *o)
+            .and_then(|plan| plan.run(q, k, v, out, scratch)),
+        Entry::Prefix => Plan::new(PlanKind::CausalPrefix, Scalar, fm, s, *o)
+            .and_then(|plan| plan.run(q, k, v, out, scratch)),
+        Entry::Chunked => Plan::new(PlanKind::CausalChunked, Scalar, fm, s, *o)
+            .and_then(|plan| plan.run(q, k, v, out, scratch)),
         Entry::Softmax => {
             let eo = ExactOptions {
                 causal: false,
@@ -1282,17 +1285,14 @@ fn every_variant_is_reachable_and_displays() {
             Shape::new(L, 2, DV),
         ))
         .unwrap_err(),
-        bidirectional(
-            &Scalar,
+        Plan::new(
+            PlanKind::Bidirectional,
+            Scalar,
             &fm,
-            &x.q,
-            &x.k,
-            &x.v,
             shape,
-            &Options::default(),
-            &mut [],
-            &mut [],
+            Options::default(),
         )
+        .and_then(|plan| plan.run(&x.q, &x.k, &x.v, &mut [], &mut []))
         .unwrap_err(),
         run(&case(&poison(&x.q, D, 1, f64::NAN), &x.k, &x.v, shape)).unwrap_err(),
         Generalized::new(&x.w, M, D, Activation::Relu)
@@ -1419,17 +1419,14 @@ fn finite_inputs_never_give_nan() {
         let mut scratch = vec![0f32; bidirectional_scratch_len(m, d, 64).unwrap()];
         let mut o = vec![0f32; l * d];
         let shape = Shape::new(l, d, d);
-        let r = bidirectional(
-            &kern,
+        let r = Plan::new(
+            PlanKind::Bidirectional,
+            kern,
             &fm,
-            &q,
-            &kv,
-            &kv,
             shape,
-            &Options::default(),
-            &mut o,
-            &mut scratch,
-        );
+            Options::default(),
+        )
+        .and_then(|plan| plan.run(&q, &kv, &kv, &mut o, &mut scratch));
         assert_eq!(r, Err(Error::OutOfRange { what: "q", row: 2 }));
         q[2 * d + 3] = big;
         for normalized in [true, false] {
@@ -1437,7 +1434,9 @@ fn finite_inputs_never_give_nan() {
                 normalized,
                 ..Default::default()
             };
-            bidirectional(&kern, &fm, &q, &kv, &kv, shape, &opts, &mut o, &mut scratch).unwrap();
+            Plan::new(PlanKind::Bidirectional, kern, &fm, shape, opts)
+                .and_then(|plan| plan.run(&q, &kv, &kv, &mut o, &mut scratch))
+                .unwrap();
             assert!(o.iter().all(|x| !x.is_nan()), "{o:?}");
             if normalized {
                 assert!(o.iter().all(|x| x.is_finite()), "{o:?}");
@@ -1446,17 +1445,14 @@ fn finite_inputs_never_give_nan() {
         // Values whose sums would overflow.
         let mut v = vec![1f32; l * d];
         v[d] = 1e37;
-        let r = bidirectional(
-            &kern,
+        let r = Plan::new(
+            PlanKind::Bidirectional,
+            kern,
             &fm,
-            &kv,
-            &kv,
-            &v,
             shape,
-            &Options::default(),
-            &mut o,
-            &mut scratch,
-        );
+            Options::default(),
+        )
+        .and_then(|plan| plan.run(&kv, &kv, &v, &mut o, &mut scratch));
         assert_eq!(r, Err(Error::OutOfRange { what: "v", row: 1 }));
         // A generalized map whose key features are large while the query's are small: the
         // sums over the keys would overflow (F = max(1, F(q), F(k)) bounds both sides).
@@ -1468,26 +1464,23 @@ fn finite_inputs_never_give_nan() {
             block: 1,
             ..Default::default()
         };
-        let r = causal_chunked(
-            &kern,
-            &relu,
-            &[0.0; 3],
-            &[1e19, 0.0, 0.0],
-            &[4e19, 0.0, 0.0],
-            s3,
-            &one,
-            &mut o3,
-            &mut s,
-        );
+        let r = Plan::new(PlanKind::CausalChunked, kern, &relu, s3, one).and_then(|p| {
+            p.run(
+                &[0.0; 3],
+                &[1e19, 0.0, 0.0],
+                &[4e19, 0.0, 0.0],
+                &mut o3,
+                &mut s,
+            )
+        });
         assert!(matches!(r, Err(Error::OutOfRange { .. })), "{r:?} {o3:?}");
         // The same over three tokens: the error names the key row that holds the large entry.
         let s3 = Shape::new(3, 3, 3);
         let mut k3 = [0.5f32; 9];
         k3[2 * 3 + 1] = -1e19;
         let mut o9 = [0f32; 9];
-        let r = causal_chunked(
-            &kern, &relu, &[0.0; 9], &k3, &[4e19; 9], s3, &one, &mut o9, &mut s,
-        );
+        let r = Plan::new(PlanKind::CausalChunked, kern, &relu, s3, one)
+            .and_then(|plan| plan.run(&[0.0; 9], &k3, &[4e19; 9], &mut o9, &mut s));
         assert_eq!(r, Err(Error::OutOfRange { what: "k", row: 2 }));
         // Exact attention with logits beyond f32.
         q[2 * d + 3] = 3e38;

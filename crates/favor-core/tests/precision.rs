@@ -160,13 +160,19 @@ fn unnormalised_outputs_beyond_exp_range_stay_finite() {
         let mut outs = Vec::new();
         let mut out = vec![T::zero(); d];
         let mut s = vec![T::zero(); bidirectional_scratch_len(m, d, 64).unwrap()];
-        bidirectional(&Scalar, &phi, &q, &k, &v, shape, &opts, &mut out, &mut s).unwrap();
+        Plan::new(PlanKind::Bidirectional, Scalar, &phi, shape, opts)
+            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut s))
+            .unwrap();
         outs.push(out.clone());
         let mut s = vec![T::zero(); causal_prefix_scratch_len(m, d, 64).unwrap()];
-        causal_prefix(&Scalar, &phi, &q, &k, &v, shape, &opts, &mut out, &mut s).unwrap();
+        Plan::new(PlanKind::CausalPrefix, Scalar, &phi, shape, opts)
+            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut s))
+            .unwrap();
         outs.push(out.clone());
         let mut s = vec![T::zero(); causal_chunked_scratch_len(m, d, 64).unwrap()];
-        causal_chunked(&Scalar, &phi, &q, &k, &v, shape, &opts, &mut out, &mut s).unwrap();
+        Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts)
+            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut s))
+            .unwrap();
         outs.push(out);
         outs.into_iter()
             .map(|o| o.iter().map(|&x| x.to_f64()).collect())
@@ -257,15 +263,21 @@ fn queries_whose_features_underflow_are_remapped() {
                     let mut o = vec![<$t>::default(); l * dv];
                     let mut s =
                         vec![<$t>::default(); bidirectional_scratch_len(mf, dv, 8).unwrap()];
-                    bidirectional(&Scalar, $p, $q, $k, $v, shape, &opts, &mut o, &mut s).unwrap();
+                    Plan::new(PlanKind::Bidirectional, Scalar, $p, shape, opts)
+                        .and_then(|plan| plan.run($q, $k, $v, &mut o, &mut s))
+                        .unwrap();
                     outs.push(("bidirectional", o.clone()));
                     let mut s =
                         vec![<$t>::default(); causal_prefix_scratch_len(mf, dv, 8).unwrap()];
-                    causal_prefix(&Scalar, $p, $q, $k, $v, shape, &opts, &mut o, &mut s).unwrap();
+                    Plan::new(PlanKind::CausalPrefix, Scalar, $p, shape, opts)
+                        .and_then(|plan| plan.run($q, $k, $v, &mut o, &mut s))
+                        .unwrap();
                     outs.push(("causal_prefix", o.clone()));
                     let mut s =
                         vec![<$t>::default(); causal_chunked_scratch_len(mf, dv, 8).unwrap()];
-                    causal_chunked(&Scalar, $p, $q, $k, $v, shape, &opts, &mut o, &mut s).unwrap();
+                    Plan::new(PlanKind::CausalChunked, Scalar, $p, shape, opts)
+                        .and_then(|plan| plan.run($q, $k, $v, &mut o, &mut s))
+                        .unwrap();
                     outs.push(("causal_chunked", o));
                     outs
                 }};

@@ -306,18 +306,9 @@ fn favor_sq_error(inp: &AttInputs, kind: ProjectionKind, seed: u64, m: usize) ->
     let mut scratch = vec![0.0; bidirectional_scratch_len(m, dv, opts.block).unwrap()];
     let mut out = vec![0.0; l * dv];
     let shape = Shape::new(l, d, dv);
-    bidirectional(
-        &Scalar,
-        &fm,
-        &inp.q,
-        &inp.k,
-        &inp.v,
-        shape,
-        &opts,
-        &mut out,
-        &mut scratch,
-    )
-    .unwrap();
+    Plan::new(PlanKind::Bidirectional, Scalar, &fm, shape, opts)
+        .and_then(|plan| plan.run(&inp.q, &inp.k, &inp.v, &mut out, &mut scratch))
+        .unwrap();
     sq(&sub(&out, &inp.exact))
 }
 
@@ -999,17 +990,14 @@ fn relu_generalized_attention_matches_naive_computation() {
     let opts = Options::default();
     let mut scratch = vec![0.0; bidirectional_scratch_len(m, dv, opts.block).unwrap()];
     let mut out = vec![0.0; l * dv];
-    bidirectional(
-        &Scalar,
+    Plan::new(
+        PlanKind::Bidirectional,
+        Scalar,
         &fm,
-        &q,
-        &k,
-        &v,
         Shape::new(l, d, dv),
-        &opts,
-        &mut out,
-        &mut scratch,
+        opts,
     )
+    .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut scratch))
     .unwrap();
 
     let phi = |x: &[f64]| -> Vec<f64> {

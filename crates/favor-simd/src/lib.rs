@@ -23,8 +23,8 @@
 //! let mut scratch = vec![0f32; causal_chunked_scratch_len(m, d, opts.block)?];
 //! let (mut fast, mut reference) = (vec![0f32; l * d], vec![0f32; l * d]);
 //! let simd = Detected::new();
-//! causal_chunked(&simd, &phi, &x, &x, &x, shape, &opts, &mut fast, &mut scratch)?;
-//! causal_chunked(&Scalar, &phi, &x, &x, &x, shape, &opts, &mut reference, &mut scratch)?;
+//! Plan::new(PlanKind::CausalChunked, simd, &phi, shape, opts).and_then(|plan| plan.run(&x, &x, &x, &mut fast, &mut scratch))?;
+//! Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts).and_then(|plan| plan.run(&x, &x, &x, &mut reference, &mut scratch))?;
 //! for (a, b) in fast.iter().zip(&reference) {
 //!     assert!((a - b).abs() < 1e-5);
 //! }

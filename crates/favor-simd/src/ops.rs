@@ -274,7 +274,6 @@ pub(crate) fn ring_query<T: Real, S: Simd>(
 /// vectors), then `y = p + lo` and TwoSum into `(hi, lo)` as `fold` does; z from the keys'
 /// column sums.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn fold_rank<T: Real, S: Simd>(s: S, hi: &mut [T], lo: &mut [T], ring: Ring<'_, T>) {
     if crate::gemm::wide_register_file::<S>() {
         fold_rank_rows::<T, S, 4>(s, hi, lo, ring)

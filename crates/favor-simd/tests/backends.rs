@@ -358,46 +358,19 @@ fn run_all<K: Kernels<f32>, F: FeatureMap<f32>>(kern: &K, phi: &F, c: &Case) -> 
             ..Default::default()
         };
         let mut scratch = vec![0f32; bidirectional_scratch_len(mf, c.dv, block).unwrap()];
-        bidirectional(
-            kern,
-            phi,
-            &c.q,
-            &c.k,
-            &c.v,
-            shape,
-            &opts,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::Bidirectional, *kern, phi, shape, opts)
+            .and_then(|plan| plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch))
+            .unwrap();
         outs.push(out.clone());
         let mut scratch = vec![0f32; causal_prefix_scratch_len(mf, c.dv, block).unwrap()];
-        causal_prefix(
-            kern,
-            phi,
-            &c.q,
-            &c.k,
-            &c.v,
-            shape,
-            &opts,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::CausalPrefix, *kern, phi, shape, opts)
+            .and_then(|plan| plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch))
+            .unwrap();
         outs.push(out.clone());
         let mut scratch = vec![0f32; causal_chunked_scratch_len(mf, c.dv, block).unwrap()];
-        causal_chunked(
-            kern,
-            phi,
-            &c.q,
-            &c.k,
-            &c.v,
-            shape,
-            &opts,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::CausalChunked, *kern, phi, shape, opts)
+            .and_then(|plan| plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch))
+            .unwrap();
         outs.push(out.clone());
     }
     let mut buf = vec![0f32; Stream::<f32, F, K>::buffer_len(phi, c.dv).unwrap()];
@@ -460,18 +433,9 @@ fn check_end_to_end<K: Kernels<f32>>(kern: K) {
         let mut scratch =
             vec![0f64; causal_chunked_scratch_len(case.m, case.dv, opts.block).unwrap()];
         let mut reference = vec![0f64; case.l * case.dv];
-        causal_chunked(
-            &Scalar,
-            &phi64,
-            &q64,
-            &k64,
-            &v64,
-            shape,
-            &opts,
-            &mut reference,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::CausalChunked, Scalar, &phi64, shape, opts)
+            .and_then(|plan| plan.run(&q64, &k64, &v64, &mut reference, &mut scratch))
+            .unwrap();
         let got = &run_all(&kern, &phi, &case)[2];
         let err = got
             .iter()

@@ -23,18 +23,9 @@ impl WithKernels<f32> for Causal<'_> {
         let mut scratch = vec![0f32; len];
         let mut out = vec![0f32; self.x.len()];
         let x = self.x;
-        causal_chunked(
-            k,
-            self.fm,
-            x,
-            x,
-            x,
-            self.shape,
-            &opts,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
+        Plan::new(PlanKind::CausalChunked, *k, self.fm, self.shape, opts)
+            .and_then(|plan| plan.run(x, x, x, &mut out, &mut scratch))
+            .unwrap();
         (out, k.name())
     }
 }

@@ -71,17 +71,14 @@ fn each_head_equals_favor_core_on_that_head() {
                         ..Default::default()
                     };
                     let n = favor_core::causal_chunked_scratch_len(48, D, opts.block).unwrap();
-                    favor_core::causal_chunked(
-                        &Scalar,
+                    favor_core::Plan::new(
+                        favor_core::PlanKind::CausalChunked,
+                        Scalar,
                         &phi,
-                        tq,
-                        tk,
-                        tv,
                         shape,
-                        &opts,
-                        &mut o,
-                        &mut vec![0.0; n],
+                        opts,
                     )
+                    .and_then(|plan| plan.run(tq, tk, tv, &mut o, &mut vec![0.0; n]))
                     .unwrap();
                 } else {
                     let opts = favor_core::Options {
@@ -89,17 +86,14 @@ fn each_head_equals_favor_core_on_that_head() {
                         ..Default::default()
                     };
                     let n = favor_core::bidirectional_scratch_len(48, D, opts.block).unwrap();
-                    favor_core::bidirectional(
-                        &Scalar,
+                    favor_core::Plan::new(
+                        favor_core::PlanKind::Bidirectional,
+                        Scalar,
                         &phi,
-                        tq,
-                        tk,
-                        tv,
                         shape,
-                        &opts,
-                        &mut o,
-                        &mut vec![0.0; n],
+                        opts,
                     )
+                    .and_then(|plan| plan.run(tq, tk, tv, &mut o, &mut vec![0.0; n]))
                     .unwrap();
                 }
                 assert_eq!(out.head(b, h), &o[..], "causal {causal}, head ({b}, {h})");

@@ -19,8 +19,8 @@
 
 use arbitrary::{Result, Unstructured};
 use favor_core::{
-    FeatureMap, Kernels, Options, Scalar, Shape, Stream, bidirectional, bidirectional_scratch_len,
-    causal_chunked, causal_chunked_scratch_len, causal_prefix, causal_prefix_scratch_len,
+    FeatureMap, Kernels, Options, Plan, PlanKind, Scalar, Shape, Stream, bidirectional_scratch_len,
+    causal_chunked_scratch_len, causal_prefix_scratch_len,
 };
 use favor_simd::math::EXP_MAX_ULP;
 
@@ -159,18 +159,9 @@ fn run_paths<T: Real, K: Kernels<T>>(
     let o = opts(c.blocks[0]);
     let mut scratch = vec![T::zero(); bidirectional_scratch_len(mf, dv, o.block).unwrap()];
     let mut out = vec![T::zero(); c.lq * dv];
-    bidirectional(
-        kern,
-        map,
-        &x.q[..c.lq * d],
-        &x.k,
-        &x.v,
-        bi,
-        &o,
-        &mut out,
-        &mut scratch,
-    )
-    .expect("bidirectional");
+    Plan::new(PlanKind::Bidirectional, *kern, map, bi, o)
+        .and_then(|plan| plan.run(&x.q[..c.lq * d], &x.k, &x.v, &mut out, &mut scratch))
+        .expect("bidirectional");
     outs.push(("bidirectional", out));
     let qc = &x.q[..c.lk * d];
     outs.push(("causal_prefix", prefix(kern, map, c, qc, &x.k, &x.v)));
@@ -198,7 +189,9 @@ fn prefix<T: Real, K: Kernels<T>>(
     let mut scratch = vec![T::zero(); causal_prefix_scratch_len(mf, c.dv, o.block).unwrap()];
     let mut out = vec![T::zero(); c.lk * c.dv];
     let shape = Shape::new(c.lk, c.map.d, c.dv);
-    causal_prefix(kern, map, q, k, v, shape, &o, &mut out, &mut scratch).expect("causal_prefix");
+    Plan::new(PlanKind::CausalPrefix, *kern, map, shape, o)
+        .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
+        .expect("causal_prefix");
     out
 }
 
@@ -219,7 +212,9 @@ fn chunked<T: Real, K: Kernels<T>>(
     let mut scratch = vec![T::zero(); causal_chunked_scratch_len(mf, c.dv, o.block).unwrap()];
     let mut out = vec![T::zero(); c.lk * c.dv];
     let shape = Shape::new(c.lk, c.map.d, c.dv);
-    causal_chunked(kern, map, q, k, v, shape, &o, &mut out, &mut scratch).expect("causal_chunked");
+    Plan::new(PlanKind::CausalChunked, *kern, map, shape, o)
+        .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
+        .expect("causal_chunked");
     out
 }
 

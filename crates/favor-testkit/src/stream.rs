@@ -13,7 +13,7 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use favor_core::{
-    Kernels, Options, Scalar, Shape, Stream, causal_prefix, causal_prefix_scratch_len,
+    Kernels, Options, Plan, PlanKind, Scalar, Shape, Stream, causal_prefix_scratch_len,
 };
 
 use crate::backends::{Visit, nth};
@@ -394,17 +394,22 @@ impl<T: Real> Ctx<'_, '_, T> {
             let mf = favor_core::FeatureMap::feature_dim(self.map);
             let mut scratch = vec![T::zero(); causal_prefix_scratch_len(mf, dv, o.block).unwrap()];
             let mut want = vec![T::zero(); n * dv];
-            causal_prefix(
-                &Scalar,
+            Plan::new(
+                PlanKind::CausalPrefix,
+                Scalar,
                 self.map,
-                &qs,
-                &cast::<T>(&model.keys),
-                &cast::<T>(&model.values),
                 Shape::new(n, d, dv),
-                &o,
-                &mut want,
-                &mut scratch,
+                o,
             )
+            .and_then(|p| {
+                p.run(
+                    &qs,
+                    &cast::<T>(&model.keys),
+                    &cast::<T>(&model.values),
+                    &mut want,
+                    &mut scratch,
+                )
+            })
             .expect("causal_prefix");
             for j in 0..dv {
                 let w = want[(n - 1) * dv + j];

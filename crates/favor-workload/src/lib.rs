@@ -171,9 +171,13 @@ fn all_heads<K: Kernels<f32>>(
     for h in heads {
         let (phi, (q, kk, v)) = (h.phi(), (&h.q[..n], &h.k[..n], &h.v[..n]));
         if causal {
-            causal_chunked(k, &phi, q, kk, v, shape, &opts, out, scratch).unwrap();
+            Plan::new(PlanKind::CausalChunked, *k, &phi, shape, opts)
+                .and_then(|plan| plan.run(q, kk, v, out, scratch))
+                .unwrap();
         } else {
-            bidirectional(k, &phi, q, kk, v, shape, &opts, out, scratch).unwrap();
+            Plan::new(PlanKind::Bidirectional, *k, &phi, shape, opts)
+                .and_then(|plan| plan.run(q, kk, v, out, scratch))
+                .unwrap();
         }
     }
 }

@@ -2,8 +2,8 @@
 //! and the kernel-level (q, k) pairs.
 
 use favor_core::{
-    Activation, FeatureMap, Generalized, HyperbolicSoftmax, Kernels, Normals, Options,
-    PositiveSoftmax, Shape, TrigonometricSoftmax, bidirectional, bidirectional_scratch_len,
+    Activation, FeatureMap, Generalized, HyperbolicSoftmax, Kernels, Normals, Options, Plan,
+    PlanKind, PositiveSoftmax, Shape, TrigonometricSoftmax, bidirectional_scratch_len,
     transpose_projection,
 };
 use favor_simd::Detected;
@@ -65,17 +65,22 @@ impl WithMap for Attend<'_> {
         let n = bidirectional_scratch_len(fm.feature_dim(), d, opts.block).map_err(core_err)?;
         let mut scratch = try_zeros("attention scratch", n)?;
         let mut out = try_zeros("attention output", self.inp.exact.len())?;
-        bidirectional(
-            self.backend,
+        Plan::new(
+            PlanKind::Bidirectional,
+            *self.backend,
             fm,
-            &self.inp.q,
-            &self.inp.k,
-            &self.inp.v,
             Shape::new(l, d, d),
-            &opts,
-            &mut out,
-            &mut scratch,
+            opts,
         )
+        .and_then(|p| {
+            p.run(
+                &self.inp.q,
+                &self.inp.k,
+                &self.inp.v,
+                &mut out,
+                &mut scratch,
+            )
+        })
         .map_err(core_err)?;
         Ok(out)
     }
