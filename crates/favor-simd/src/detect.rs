@@ -30,6 +30,23 @@ pub enum Detected {
     Scalar(favor_core::Scalar),
 }
 
+/// The one `match` over the detected backend, its arms cfg-gated per architecture (a macro,
+/// like memchr's, because the arms differ per target and a trait object cannot carry the
+/// `Copy` kernels).
+macro_rules! forward {
+    ($self:ident, $k:ident => $call:expr) => {
+        match *$self {
+            #[cfg(all(feature = "x86-v4", any(target_arch = "x86", target_arch = "x86_64")))]
+            Detected::Avx512(ref $k) => $call,
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            Detected::Avx2(ref $k) => $call,
+            #[cfg(target_arch = "aarch64")]
+            Detected::Neon(ref $k) => $call,
+            Detected::Scalar(ref $k) => $call,
+        }
+    };
+}
+
 impl Detected {
     /// Detects the CPU's best backend.
     pub fn new() -> Self {
@@ -68,7 +85,8 @@ impl Detected {
     /// assert_eq!(Detected::new().dispatch(Norm(&[3.0, 4.0])), 5.0);
     /// ```
     pub fn dispatch<T: SimdFloat, Op: WithKernels<T>>(self, op: Op) -> Op::Output {
-        T::dispatch(self, op)
+        let backend = &self;
+        forward!(backend, k => op.with_kernels(k))
     }
 }
 
@@ -81,28 +99,17 @@ pub trait WithKernels<T: Float> {
 }
 
 mod sealed {
-    pub trait Sealed {}
+    /// `pub` in a private module: nameable here, not outside, so only f32 and f64 implement
+    /// [`SimdFloat`](super::SimdFloat).
+    pub trait Sealed: crate::real::Elementwise {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
 }
 
 /// The float types every favor-simd backend implements [`Kernels`] for: `f32` and `f64`.
-pub trait SimdFloat: Float + sealed::Sealed {
-    /// [`Detected::dispatch`] for this type.
-    #[doc(hidden)]
-    fn dispatch<Op: WithKernels<Self>>(backend: Detected, op: Op) -> Op::Output;
-}
-
-macro_rules! impl_simd_float {
-    ($t:ty) => {
-        impl SimdFloat for $t {
-            fn dispatch<Op: WithKernels<$t>>(backend: Detected, op: Op) -> Op::Output {
-                let backend = &backend;
-                forward!(backend, k => op.with_kernels(k))
-            }
-        }
-    };
-}
+pub trait SimdFloat: Float + sealed::Sealed {}
+impl SimdFloat for f32 {}
+impl SimdFloat for f64 {}
 
 /// The best backend for this CPU: shorthand for [`Detected::new`].
 pub fn detected() -> Detected {
@@ -115,78 +122,59 @@ impl Default for Detected {
     }
 }
 
-/// Forwards one method to whichever backend was detected.
-macro_rules! forward {
-    ($self:ident, $k:ident => $call:expr) => {
-        match *$self {
-            #[cfg(all(feature = "x86-v4", any(target_arch = "x86", target_arch = "x86_64")))]
-            Detected::Avx512(ref $k) => $call,
-            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-            Detected::Avx2(ref $k) => $call,
-            #[cfg(target_arch = "aarch64")]
-            Detected::Neon(ref $k) => $call,
-            Detected::Scalar(ref $k) => $call,
-        }
-    };
+/// `&Detected` as the kernels: one `match` per primitive call. [`Detected::dispatch`] pays it
+/// once per operation instead.
+impl<T: SimdFloat> Kernels<T> for Detected {
+    fn name(&self) -> &'static str {
+        forward!(self, k => Kernels::<T>::name(k))
+    }
+    fn gemm(&self, c: MatMut<'_, T>, acc: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>) {
+        forward!(self, k => k.gemm(c, acc, a, b))
+    }
+    fn gemm_tril(&self, c: MatMut<'_, T>, acc: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>) {
+        forward!(self, k => k.gemm_tril(c, acc, a, b))
+    }
+    fn project(
+        &self,
+        x: MatRef<'_, T>,
+        p: ProjectionRef<'_, T>,
+        scale: T,
+        out: MatMut<'_, T>,
+        row_max: &mut [T],
+    ) {
+        forward!(self, k => k.project(x, p, scale, out, row_max))
+    }
+    fn fold(&self, hi: &mut [T], lo: &mut [T]) {
+        forward!(self, k => k.fold(hi, lo))
+    }
+    fn ring_query(&self, hi: &[T], ring: Ring<'_, T>, q: &[T], out: &mut [T]) -> T {
+        forward!(self, k => k.ring_query(hi, ring, q, out))
+    }
+    fn fold_rank(&self, hi: &mut [T], lo: &mut [T], ring: Ring<'_, T>) {
+        forward!(self, k => k.fold_rank(hi, lo, ring))
+    }
+    fn dot(&self, a: &[T], b: &[T]) -> T {
+        forward!(self, k => k.dot(a, b))
+    }
+    fn axpy(&self, alpha: T, x: &[T], y: &mut [T]) {
+        forward!(self, k => k.axpy(alpha, x, y))
+    }
+    fn scale(&self, alpha: T, x: &mut [T]) {
+        forward!(self, k => k.scale(alpha, x))
+    }
+    fn max(&self, x: &[T]) -> T {
+        forward!(self, k => Kernels::<T>::max(k, x))
+    }
+    fn exp_shift(&self, x: &mut [T], shift: T) {
+        forward!(self, k => k.exp_shift(x, shift))
+    }
+    fn mul_exp(&self, x: &mut [T], logs: &[T], shift: T) {
+        forward!(self, k => k.mul_exp(x, logs, shift))
+    }
+    fn sin_cos(&self, out: &mut [T], m: usize) {
+        forward!(self, k => Kernels::<T>::sin_cos(k, out, m))
+    }
+    fn activation(&self, x: &mut [T], f: Activation<T>, eps: T) {
+        forward!(self, k => k.activation(x, f, eps))
+    }
 }
-
-macro_rules! impl_detected {
-    ($t:ty) => {
-        impl Kernels<$t> for Detected {
-            fn name(&self) -> &'static str {
-                forward!(self, k => Kernels::<$t>::name(k))
-            }
-            fn gemm(&self, c: MatMut<'_, $t>, acc: Accum, a: MatRef<'_, $t>, b: MatRef<'_, $t>) {
-                forward!(self, x => x.gemm(c, acc, a, b))
-            }
-            fn gemm_tril(
-                &self, c: MatMut<'_, $t>, acc: Accum, a: MatRef<'_, $t>, b: MatRef<'_, $t>,
-            ) {
-                forward!(self, x => x.gemm_tril(c, acc, a, b))
-            }
-            fn project(
-                &self, x: MatRef<'_, $t>, p: ProjectionRef<'_, $t>, scale: $t,
-                out: MatMut<'_, $t>, row_max: &mut [$t],
-            ) {
-                forward!(self, k => k.project(x, p, scale, out, row_max))
-            }
-            fn fold(&self, hi: &mut [$t], lo: &mut [$t]) {
-                forward!(self, x => x.fold(hi, lo))
-            }
-            fn ring_query(&self, hi: &[$t], ring: Ring<'_, $t>, q: &[$t], out: &mut [$t]) -> $t {
-                forward!(self, x => x.ring_query(hi, ring, q, out))
-            }
-            fn fold_rank(&self, hi: &mut [$t], lo: &mut [$t], ring: Ring<'_, $t>) {
-                forward!(self, x => x.fold_rank(hi, lo, ring))
-            }
-            fn dot(&self, a: &[$t], b: &[$t]) -> $t {
-                forward!(self, k => k.dot(a, b))
-            }
-            fn axpy(&self, alpha: $t, x: &[$t], y: &mut [$t]) {
-                forward!(self, k => k.axpy(alpha, x, y))
-            }
-            fn scale(&self, alpha: $t, x: &mut [$t]) {
-                forward!(self, k => k.scale(alpha, x))
-            }
-            fn max(&self, x: &[$t]) -> $t {
-                forward!(self, k => Kernels::<$t>::max(k, x))
-            }
-            fn exp_shift(&self, x: &mut [$t], shift: $t) {
-                forward!(self, k => k.exp_shift(x, shift))
-            }
-            fn mul_exp(&self, x: &mut [$t], logs: &[$t], shift: $t) {
-                forward!(self, k => k.mul_exp(x, logs, shift))
-            }
-            fn sin_cos(&self, out: &mut [$t], m: usize) {
-                forward!(self, k => Kernels::<$t>::sin_cos(k, out, m))
-            }
-            fn activation(&self, x: &mut [$t], f: Activation<$t>, eps: $t) {
-                forward!(self, k => k.activation(x, f, eps))
-            }
-        }
-    };
-}
-impl_detected!(f32);
-impl_detected!(f64);
-impl_simd_float!(f32);
-impl_simd_float!(f64);

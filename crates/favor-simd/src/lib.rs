@@ -54,6 +54,7 @@
 
 mod backend;
 mod detect;
+mod entry;
 mod gemm;
 pub mod math;
 mod ops;

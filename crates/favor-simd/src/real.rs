@@ -1,11 +1,13 @@
 //! One vocabulary over pulp's per-type method names, so each kernel is written once for f32
 //! and f64.
 
+use crate::entry::{Act, ExpShift, MulExp, SinCos};
+use favor_core::{Activation, Kernels};
 use pulp::Simd;
 
 /// A float type with pulp vector operations. Every method is a thin `#[inline(always)]`
 /// forward to the matching `_f32s` / `_f64s` method, so nothing is lost to the abstraction.
-pub(crate) trait Real: favor_core::Float {
+pub trait Real: favor_core::Float {
     type V<S: Simd>: Copy;
     fn lanes<S: Simd>() -> usize;
     fn vsplat<S: Simd>(s: S, x: Self) -> Self::V<S>;
@@ -118,3 +120,49 @@ impl_real!(
     partial_load_f64s,
     partial_store_f64s
 );
+
+/// The kernels favor-simd vectorises for one element type beyond the shared [`Real`]
+/// vocabulary: the transcendental maps. f32 runs them on the token; f64, favor's reference
+/// type, runs favor-core's scalar (libm) ones.
+///
+/// Sealed: only f32 and f64 implement it (see [`SimdFloat`](crate::SimdFloat)): a `pub` trait in a private module.
+pub trait Elementwise: Real {
+    /// [`Kernels::exp_shift`] on `s`.
+    fn exp_shift<S: Simd>(s: S, x: &mut [Self], shift: Self);
+    /// [`Kernels::mul_exp`] on `s`.
+    fn mul_exp<S: Simd>(s: S, x: &mut [Self], logs: &[Self], shift: Self);
+    /// [`Kernels::sin_cos`] on `s`.
+    fn sin_cos<S: Simd>(s: S, out: &mut [Self], m: usize);
+    /// [`Kernels::activation`] on `s`.
+    fn activation<S: Simd>(s: S, x: &mut [Self], f: Activation<Self>, eps: Self);
+}
+
+impl Elementwise for f32 {
+    fn exp_shift<S: Simd>(s: S, x: &mut [f32], shift: f32) {
+        s.vectorize(ExpShift { x, shift })
+    }
+    fn mul_exp<S: Simd>(s: S, x: &mut [f32], logs: &[f32], shift: f32) {
+        s.vectorize(MulExp { x, logs, shift })
+    }
+    fn sin_cos<S: Simd>(s: S, out: &mut [f32], m: usize) {
+        s.vectorize(SinCos { out, m })
+    }
+    fn activation<S: Simd>(s: S, x: &mut [f32], f: Activation<f32>, eps: f32) {
+        s.vectorize(Act { x, f, eps })
+    }
+}
+
+impl Elementwise for f64 {
+    fn exp_shift<S: Simd>(_: S, x: &mut [f64], shift: f64) {
+        favor_core::Scalar.exp_shift(x, shift)
+    }
+    fn mul_exp<S: Simd>(_: S, x: &mut [f64], logs: &[f64], shift: f64) {
+        favor_core::Scalar.mul_exp(x, logs, shift)
+    }
+    fn sin_cos<S: Simd>(_: S, out: &mut [f64], m: usize) {
+        Kernels::<f64>::sin_cos(&favor_core::Scalar, out, m)
+    }
+    fn activation<S: Simd>(_: S, x: &mut [f64], f: Activation<f64>, eps: f64) {
+        favor_core::Scalar.activation(x, f, eps)
+    }
+}
