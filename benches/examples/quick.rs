@@ -81,8 +81,7 @@ fn run<K: Kernels<f32>>(k: K, roof: f64) {
     // The same step with one projection shared by the heads (favor-tensor's configuration):
     // every head's stream over head 0's map, all heads mapped in one GEMM.
     let phi = hs[0].phi();
-    let mut rows = vec![0f32; 2 * HEADS * DIM];
-    let mut mscratch = vec![0f32; mapped_tokens_len(&phi, HEADS).unwrap()];
+    let mut shared = SharedMap::new(k, &phi, HEADS);
     let len1 = HeadStream::<K>::buffer_len(&phi, DIM).unwrap();
     let mut bufs = vec![vec![0f32; len1]; HEADS];
     let mut streams: Vec<_> = bufs
@@ -91,16 +90,7 @@ fn run<K: Kernels<f32>>(k: K, roof: f64) {
         .collect();
     let secs = best_of(3, || {
         for t in 0..tokens {
-            decode_step_shared(
-                &k,
-                &phi,
-                &mut streams,
-                &hs,
-                t,
-                &mut rows,
-                &mut mscratch,
-                &mut out,
-            );
+            decode_step_shared(&mut shared, &mut streams, &hs, t, &mut out);
         }
     }) / tokens as f64;
     line(

@@ -32,7 +32,7 @@ use favor_core::{
 use favor_testkit::bounds::{gamma, max_abs, unit};
 use favor_testkit::maps::{MapKind, MapSpec};
 use favor_testkit::reference::{
-    RefOpts, Reference, explicit, favor_reference, lemma2_std, softmax,
+    Qkv, RefOpts, Reference, explicit, favor_reference, lemma2_std, softmax,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -324,21 +324,16 @@ fn softmax_and_std(
 ) -> (Vec<f64>, Vec<f64>) {
     let (d, dv) = (p.shape.dim, p.shape.value_dim);
     let s = (d as f64).powf(-0.25);
-    let (out, w) = softmax(&p.q, &p.k, &p.v, (d, dv), s * s, causal, mask);
-    let std = lemma2_std(
-        &out,
-        &w,
-        &p.q,
-        &p.k,
-        &p.v,
-        (d, dv),
-        s,
-        m,
-        kind.map_kind(),
-        causal,
-        mask,
-    );
-    (out, std)
+    let x = Qkv {
+        q: &p.q,
+        k: &p.k,
+        v: &p.v,
+        d,
+        dv,
+    };
+    let exact = softmax(x, s * s, causal, mask);
+    let std = lemma2_std(&exact, x, s, m, kind.map_kind(), causal, mask);
+    (exact.out, std)
 }
 
 /// Root-mean-square of err/(std + rounding bound) over all elements: ≈ ≤ 1 in expectation.

@@ -10,28 +10,20 @@ fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
     (0..n).map(|_| g.next_f64() * scale).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compare(
-    lq: usize,
-    lk: usize,
-    d: usize,
-    dv: usize,
-    scale: f64,
-    block: usize,
-    causal: bool,
-    mask: Option<&[bool]>,
-) {
+/// Tiled against row-at-a-time attention over inputs of `shape` (q and k entries
+/// `scale` times standard normal), in tiles of `block` keys.
+fn compare(shape: Shape, scale: f64, block: usize, causal: bool, mask: Option<&[bool]>) {
+    let Shape {
+        queries: lq,
+        keys: lk,
+        dim: d,
+        value_dim: dv,
+    } = shape;
     let (q, k, v) = (
         values(lq * d, 1, scale),
         values(lk * d, 2, scale),
         values(lk * dv, 3, 1.0),
     );
-    let shape = Shape {
-        queries: lq,
-        keys: lk,
-        dim: d,
-        value_dim: dv,
-    };
     let opts = ExactOptions {
         causal,
         key_mask: mask,
@@ -70,9 +62,15 @@ fn compare(
 fn tiles_equal_rows_on_every_shape() {
     for block in [1, 3, 16, 64, 200] {
         for (lq, lk) in [(1, 1), (5, 5), (70, 70), (33, 70), (70, 9)] {
-            compare(lq, lk, 7, 5, 0.5, block, false, None);
+            let shape = Shape {
+                queries: lq,
+                keys: lk,
+                dim: 7,
+                value_dim: 5,
+            };
+            compare(shape, 0.5, block, false, None);
             if lq == lk {
-                compare(lq, lk, 7, 5, 0.5, block, true, None);
+                compare(shape, 0.5, block, true, None);
             }
         }
     }
@@ -82,8 +80,8 @@ fn tiles_equal_rows_on_every_shape() {
 fn huge_logits_stay_finite_and_exact() {
     // Logits of several hundred: every exp would overflow without the running maximum.
     for block in [4, 32] {
-        compare(50, 50, 16, 8, 6.0, block, false, None);
-        compare(50, 50, 16, 8, 6.0, block, true, None);
+        compare(Shape::new(50, 16, 8), 6.0, block, false, None);
+        compare(Shape::new(50, 16, 8), 6.0, block, true, None);
     }
 }
 
@@ -93,9 +91,9 @@ fn masks_including_fully_masked_rows_and_tiles() {
     // Keys 0..10 masked (a whole first tile at block 8), then every third key.
     let mask: Vec<bool> = (0..l).map(|j| j >= 10 && j % 3 != 0).collect();
     for block in [1, 8, 64] {
-        compare(l, l, 6, 4, 0.7, block, false, Some(&mask));
+        compare(Shape::new(l, 6, 4), 0.7, block, false, Some(&mask));
         // Causal: queries 0..10 see only masked keys, and must output zeros.
-        compare(l, l, 6, 4, 0.7, block, true, Some(&mask));
+        compare(Shape::new(l, 6, 4), 0.7, block, true, Some(&mask));
     }
     let none = vec![false; l];
     let shape = Shape::new(l, 6, 4);

@@ -28,7 +28,7 @@ use crate::backends::VisitT;
 use crate::bounds::{Real, gamma, max_abs, unit};
 use crate::input::{Mix, size, vector};
 use crate::maps::{Map, MapSpec};
-use crate::reference::{RefOpts, explicit, favor_reference, softmax, spread_bound, visible};
+use crate::reference::{Qkv, RefOpts, explicit, favor_reference, softmax, spread_bound, visible};
 
 /// One attention problem.
 #[derive(Debug, Clone)]
@@ -460,9 +460,16 @@ impl Numeric {
                 tiny: f64::from(f32::MIN_POSITIVE),
             };
             let r = favor_reference(&qe, &ke, &c.v, dv, &o);
-            let (e, p) = softmax(q, &c.k, &c.v, (d, dv), tau, causal, c.mask.as_deref());
-            let s = spread_bound(&r, &e, &p, q, &c.k, &c.v, (d, dv), tau);
-            (r, e, s)
+            let x = Qkv {
+                q,
+                k: &c.k,
+                v: &c.v,
+                d,
+                dv,
+            };
+            let e = softmax(x, tau, causal, c.mask.as_deref());
+            let s = spread_bound(&r, &e, x, tau);
+            (r, e.out, s)
         };
         // Scores of M features, bounded with γ_{2M}.
         let (map, terms) = (&c.map, 2 * c.map.features());

@@ -338,17 +338,39 @@ pub fn favor_reference(q: &Explicit, k: &Explicit, v: &[f64], dv: usize, o: &Ref
     r
 }
 
-/// Exact softmax attention `softmax(τ·q·kᵀ)·v` (row-major; rows with no visible key: 0)
-/// and, per query row, the exact weights (Lq×Lk, 0 where invisible).
-pub fn softmax(
-    q: &[f64],
-    k: &[f64],
-    v: &[f64],
-    (d, dv): (usize, usize),
-    tau: f64,
-    causal: bool,
-    mask: Option<&[bool]>,
-) -> (Vec<f64>, Vec<f64>) {
+/// The inputs of one attention problem as the exact-softmax oracles read them: row-major
+/// queries, keys and values with their widths. They travel together because [`softmax`],
+/// [`spread_bound`] and [`lemma2_std`] all cut the same three slices into rows, and the
+/// bounds only mean something for the inputs the exact output was computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Qkv<'a> {
+    /// Lq×d queries.
+    pub q: &'a [f64],
+    /// Lk×d keys.
+    pub k: &'a [f64],
+    /// Lk×dv values.
+    pub v: &'a [f64],
+    /// Query/key width d.
+    pub d: usize,
+    /// Value width dv.
+    pub dv: usize,
+}
+
+/// Exact softmax attention over some [`Qkv`], as [`softmax`] gives it: the output and the
+/// weights it was summed with. Kept together because the bounds around it
+/// ([`spread_bound`], [`lemma2_std`]) read both.
+#[derive(Debug, Clone)]
+pub struct Exact {
+    /// Lq×dv outputs (rows with no visible key: 0).
+    pub out: Vec<f64>,
+    /// Lq×Lk: the exact weights pᵢⱼ, 0 where invisible.
+    pub weights: Vec<f64>,
+}
+
+/// Exact softmax attention `softmax(τ·q·kᵀ)·v` over `x` (row-major; rows with no visible
+/// key: 0) and, per query row, the exact weights.
+pub fn softmax(x: Qkv<'_>, tau: f64, causal: bool, mask: Option<&[bool]>) -> Exact {
+    let Qkv { q, k, v, d, dv } = x;
     let (lq, lk) = (q.len() / d, k.len() / d);
     let (mut out, mut p) = (vec![0.0; lq * dv], vec![0.0; lq * lk]);
     for i in 0..lq {
@@ -370,22 +392,15 @@ pub fn softmax(
             }
         }
     }
-    (out, p)
+    Exact { out, weights: p }
 }
 
 /// Per output element, the bound `(e^{ΔL} − 1)·Σⱼ pⱼ|vⱼ − E|` on |FAVOR+ − softmax| for
-/// these features (module docs), from the reference's ln aᵢⱼ and the exact weights.
-#[allow(clippy::too_many_arguments)]
-pub fn spread_bound(
-    r: &Reference,
-    exact: &[f64],
-    p: &[f64],
-    q: &[f64],
-    k: &[f64],
-    v: &[f64],
-    (d, dv): (usize, usize),
-    tau: f64,
-) -> Vec<f64> {
+/// these features (module docs), from the reference's ln aᵢⱼ and `exact`, [`softmax`] over
+/// the same `x` and `tau`.
+pub fn spread_bound(r: &Reference, exact: &Exact, x: Qkv<'_>, tau: f64) -> Vec<f64> {
+    let Qkv { q, k, v, d, dv } = x;
+    let (exact, p) = (&exact.out, &exact.weights);
     let (lq, lk) = (q.len() / d, k.len() / d);
     let mut out = vec![0.0; lq * dv];
     for i in 0..lq {
@@ -422,22 +437,17 @@ pub fn spread_bound(
 
 /// Per output element of exact softmax attention, a first-order bound on the standard
 /// deviation of FAVOR+'s estimate of it with `m` iid projection rows under the positive
-/// softmax map `kind` (SM+ or SMhyp+), for inputs scaled by `s` (softmax temperature s²).
-/// `out` and `p` are [`softmax`]'s output and exact weights for the same inputs.
+/// softmax map `kind` (SM+ or SMhyp+), for inputs `x` scaled by `s` (softmax temperature
+/// s²). `exact` is [`softmax`] over the same `x`, `causal` and `mask`.
 ///
 /// Derivation: write Âⱼ = Aⱼ(1 + εⱼ) for the estimated kernel values of one query. To first
 /// order the normalised output moves by Σⱼ pⱼ εⱼ (vⱼ − out), so by Minkowski's inequality its
 /// standard deviation is at most sⱼ = Σⱼ pⱼ σⱼ |vⱼ − out| with σⱼ² = MSE/SM² from Lemma 2 (iid
 /// rows; orthogonal rows only lower it, paper Thm 2):
 /// SM+: σ² = e^{|z|²}(1 − e^{−|z|²})/m, SMhyp+: ½(1 − e^{−|z|²}) times that, z = q' + k'.
-#[allow(clippy::too_many_arguments)]
 pub fn lemma2_std(
-    out: &[f64],
-    p: &[f64],
-    q: &[f64],
-    k: &[f64],
-    v: &[f64],
-    (d, dv): (usize, usize),
+    exact: &Exact,
+    x: Qkv<'_>,
     s: f64,
     m: usize,
     kind: MapKind,
@@ -445,6 +455,8 @@ pub fn lemma2_std(
     mask: Option<&[bool]>,
 ) -> Vec<f64> {
     assert!(kind.positive_softmax());
+    let Qkv { q, k, v, d, dv } = x;
+    let (out, p) = (&exact.out, &exact.weights);
     let (lq, lk) = (q.len() / d, k.len() / d);
     let mut std = vec![0.0; lq * dv];
     for i in 0..lq {

@@ -240,25 +240,49 @@ pub fn decode_step<K: Kernels<f32>>(
     }
 }
 
+/// What [`decode_step_shared`] maps every head's token with: the one feature map the heads
+/// share, the kernels their streams run on, and the buffers of one mapping. They travel
+/// together because they are set up once, before decoding, and every step uses them alike;
+/// sizing the buffers here leaves callers nothing to get wrong.
+pub struct SharedMap<'p, 'h, K> {
+    /// Kernels of every head's stream.
+    pub kernels: K,
+    /// The map every head's stream is over.
+    pub phi: &'p PositiveSoftmax<'h, f32>,
+    /// 2·H·d elements: the heads' q rows, then their k rows.
+    pub rows: Vec<f32>,
+    /// [`mapped_tokens_len`] for H tokens.
+    pub scratch: Vec<f32>,
+}
+
+impl<'p, 'h, K: Kernels<f32>> SharedMap<'p, 'h, K> {
+    /// The map `phi` with kernels `kernels`, and buffers for `heads` heads' tokens.
+    pub fn new(kernels: K, phi: &'p PositiveSoftmax<'h, f32>, heads: usize) -> Self {
+        Self {
+            kernels,
+            phi,
+            rows: vec![0f32; 2 * heads * DIM],
+            scratch: vec![0f32; mapped_tokens_len(phi, heads).unwrap()],
+        }
+    }
+}
+
 /// One decode step of every head through one shared feature map — the heads of a layer with
 /// one projection, as favor-tensor's `Performer` has: token `t` of each head (as in
 /// [`decode_step`]) is mapped for all heads at once with [`MappedTokens`] (one GEMM of
 /// 2·H rows: W is read once per token, not once per head), then applied to each head's
-/// stream with [`Stream::step_mapped`]. `streams` must all be over `phi` with kernels `k`;
-/// `rows` holds
-/// 2·H·d elements (the heads' q then k rows) and `scratch` [`mapped_tokens_len`] for H.
+/// stream with [`Stream::step_mapped`]. `streams` must all be over `shared`'s map with its
+/// kernels, and `shared` be made for `streams.len()` heads.
 /// Charged [`favor_flops`]`(1)`, like [`decode_step`].
-#[allow(clippy::too_many_arguments)]
 pub fn decode_step_shared<'h, K: Kernels<f32>>(
-    k: &K,
-    phi: &PositiveSoftmax<'h, f32>,
+    shared: &mut SharedMap<'_, 'h, K>,
     streams: &mut [HeadStream<'_, 'h, K>],
     heads: &[Head],
     t: usize,
-    rows: &mut [f32],
-    scratch: &mut [f32],
     out: &mut [f32],
 ) {
+    let (k, phi) = (&shared.kernels, shared.phi);
+    let (rows, scratch) = (&mut shared.rows[..], &mut shared.scratch[..]);
     let n = streams.len();
     let (qs, ks) = rows.split_at_mut(n * DIM);
     for (i, h) in heads.iter().enumerate().take(n) {

@@ -139,19 +139,17 @@ impl<'a> Ctx<'a> {
 
     /// A call that must succeed (on a known state): run it on the stream and its twin, log
     /// it for the slots whose line it continues, and check its outputs.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn good_call(
         &self,
         call: &Call,
-        main: &mut Stream,
-        twin: &mut Stream,
+        twins: &mut Twins,
         model: &mut Model,
         slots: &mut [Option<Slot>; 4],
         fwd: &mut Performer,
         what: &str,
     ) {
-        let r = call.exec(main);
-        let rt = call.exec(twin);
+        let r = call.exec(&mut twins.main);
+        let rt = call.exec(&mut twins.twin);
         let out = match (r, rt) {
             (Ok(a), Ok(b)) => {
                 same_bits(&a, &b, &format!("{what}: stream vs twin"));
@@ -161,7 +159,7 @@ impl<'a> Ctx<'a> {
                 // An accepted corrupted snapshot may hold a token count the next call
                 // overflows: then both refuse, alike.
                 assert_eq!(a, b, "{what}: stream and twin refuse differently");
-                unchanged(main, twin, what);
+                twins.unchanged(what);
                 return;
             }
             (a, b) => panic!("{what}: stream {a:?}, twin {b:?}"),

@@ -456,6 +456,32 @@ struct Slot {
     live: bool,
 }
 
+/// The stream under test and its twin: a stream of the same layer with `parallel` flipped
+/// (documented bit-identical) that receives only the calls that succeed. They travel
+/// together because oracle (c) compares the two after every call: a rejected call must leave
+/// the stream where its twin is.
+struct Twins {
+    /// The stream every call goes to.
+    main: Stream,
+    /// The twin.
+    twin: Stream,
+}
+
+impl Twins {
+    /// The twin received only the calls that succeeded: a rejected call left nothing behind.
+    fn unchanged(&self, what: &str) {
+        assert_eq!(
+            self.main.tokens(),
+            self.twin.tokens(),
+            "{what}: tokens() changed"
+        );
+        assert!(
+            self.main.snapshot().expect("snapshot") == self.twin.snapshot().expect("twin snapshot"),
+            "{what}: the state changed"
+        );
+    }
+}
+
 /// Which f64 oracle bounds the outputs.
 enum Numeric {
     /// Softmax or hyperbolic: [`favor_reference`].

@@ -28,9 +28,11 @@ pub fn run_case(c: &TensorStreamCase) {
         c.backend,
         c.parallel
     );
-    let mut main = p.stream(c.batch).expect("stream");
-    let mut twin = twin_p.stream(c.batch).expect("twin stream");
-    let memory = main.memory_bytes();
+    let mut twins = Twins {
+        main: p.stream(c.batch).expect("stream"),
+        twin: twin_p.stream(c.batch).expect("twin stream"),
+    };
+    let memory = twins.main.memory_bytes();
     let mut model = Model::empty();
     let mut slots: [Option<Slot>; 4] = Default::default();
     for (no, op) in c.ops.iter().enumerate() {
@@ -44,24 +46,20 @@ pub fn run_case(c: &TensorStreamCase) {
             TensorOp::Prefill { len, elem } if room > 0 => {
                 let len = (1 + usize::from(len) % MAX_PREFILL).min(room);
                 let call = cx.call(false, len, elem);
-                cx.good_call(
-                    &call, &mut main, &mut twin, &mut model, &mut slots, &mut fwd, &what,
-                );
+                cx.good_call(&call, &mut twins, &mut model, &mut slots, &mut fwd, &what);
             }
             TensorOp::Step { elem, into } if room > 0 => {
                 let mut call = cx.call(true, 1, elem);
                 if into {
                     call.into = Some(cx.rows * c.value_dim);
                 }
-                cx.good_call(
-                    &call, &mut main, &mut twin, &mut model, &mut slots, &mut fwd, &what,
-                );
+                cx.good_call(&call, &mut twins, &mut model, &mut slots, &mut fwd, &what);
             }
             TensorOp::Prefill { .. } | TensorOp::Step { .. } => {}
             TensorOp::Snapshot { slot } => {
-                let bytes = main.snapshot().expect("snapshot");
+                let bytes = twins.main.snapshot().expect("snapshot");
                 assert!(
-                    bytes == twin.snapshot().expect("twin snapshot"),
+                    bytes == twins.twin.snapshot().expect("twin snapshot"),
                     "{what}: the twin's state differs"
                 );
                 slots[usize::from(slot) % 4] = Some(Slot {
@@ -87,15 +85,17 @@ pub fn run_case(c: &TensorStreamCase) {
                 let log = s.log[..n].to_vec();
                 model = s.model.clone();
                 if fresh {
-                    main = p.stream(c.batch).expect("stream");
+                    twins.main = p.stream(c.batch).expect("stream");
                 }
-                if let Err(e) = main.restore(&bytes) {
+                if let Err(e) = twins.main.restore(&bytes) {
                     panic!("{what}: own snapshot rejected: {e}");
                 }
-                twin.restore(&bytes)
+                twins
+                    .twin
+                    .restore(&bytes)
                     .unwrap_or_else(|e| panic!("{what}: own snapshot rejected by the twin: {e}"));
                 for (j, l) in log.iter().enumerate() {
-                    let out = l.call.exec(&mut main).unwrap_or_else(|e| {
+                    let out = l.call.exec(&mut twins.main).unwrap_or_else(|e| {
                         panic!("{what}: repeating call {j} after the restore: {e}")
                     });
                     same_bits(
@@ -103,7 +103,7 @@ pub fn run_case(c: &TensorStreamCase) {
                         &l.out,
                         &format!("{what}: repeated call {j} after restore"),
                     );
-                    let out_t = l.call.exec(&mut twin).expect("twin repeats the call");
+                    let out_t = l.call.exec(&mut twins.twin).expect("twin repeats the call");
                     same_bits(&out_t, &l.out, &format!("{what}: twin, repeated call {j}"));
                     if model.known {
                         model.tokens.extend(cx.tokens_of(&l.call));
@@ -127,16 +127,16 @@ pub fn run_case(c: &TensorStreamCase) {
                 let mut bad = s.bytes.clone();
                 let i = usize::from(at) % bad.len();
                 bad[i] ^= xor.max(1);
-                match main.restore(&bad) {
+                match twins.main.restore(&bad) {
                     Err(e) => {
                         assert!(
                             matches!(e, Error::Snapshot(_)),
                             "{what}: rejected with {e:?}"
                         );
-                        unchanged(&main, &twin, &what);
+                        twins.unchanged(&what);
                     }
                     Ok(()) => {
-                        twin.restore(&bad).unwrap_or_else(|e| {
+                        twins.twin.restore(&bad).unwrap_or_else(|e| {
                             panic!("{what}: accepted by the stream, rejected by the twin: {e}")
                         });
                         model = Model {
@@ -158,11 +158,12 @@ pub fn run_case(c: &TensorStreamCase) {
                 } else {
                     bad.truncate(usize::from(keep) % bad.len());
                 }
-                let e = main
+                let e = twins
+                    .main
                     .restore(&bad)
                     .expect_err(&format!("{what}: {} bytes accepted", bad.len()));
                 assert!(matches!(e, Error::Snapshot(_)), "{what}: {e:?}");
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
             TensorOp::Foreign { which } => {
                 let (other, batch, how) = foreign(c, which);
@@ -180,11 +181,12 @@ pub fn run_case(c: &TensorStreamCase) {
                     .expect("foreign step");
                     s.snapshot().expect("foreign snapshot")
                 };
-                let e = main
+                let e = twins
+                    .main
                     .restore(&bytes)
                     .expect_err(&format!("{what}: a snapshot of {how} was accepted"));
                 assert!(matches!(e, Error::Snapshot(_)), "{what}: {how}: {e:?}");
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
             TensorOp::RoundTrip => {
                 let other = c
@@ -196,21 +198,27 @@ pub fn run_case(c: &TensorStreamCase) {
                     .chunk(c.chunk % 20 + 1)
                     .build()
                     .expect("compatible layer");
-                let bytes = main.snapshot().expect("snapshot");
+                let bytes = twins.main.snapshot().expect("snapshot");
                 let mut s = other.stream(c.batch).expect("stream");
                 if let Err(e) = s.restore(&bytes) {
                     panic!("{what}: a compatible layer rejects: {e}");
                 }
-                assert_eq!(s.tokens(), main.tokens(), "{what}: tokens after restore");
+                assert_eq!(
+                    s.tokens(),
+                    twins.main.tokens(),
+                    "{what}: tokens after restore"
+                );
                 let back = s.snapshot().expect("snapshot");
-                main.restore(&back)
+                twins
+                    .main
+                    .restore(&back)
                     .unwrap_or_else(|e| panic!("{what}: the round trip is rejected: {e}"));
                 // The twin did not take the trip: every later comparison checks it lost nothing.
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
             TensorOp::Reset => {
-                main.reset();
-                twin.reset();
+                twins.main.reset();
+                twins.twin.reset();
                 model = Model::empty();
                 slots.iter_mut().flatten().for_each(|s| s.live = false);
             }
@@ -247,7 +255,7 @@ pub fn run_case(c: &TensorStreamCase) {
                 let row = i / width;
                 let (flat, t) = (row / len, row % len);
                 let e = call
-                    .exec(&mut main)
+                    .exec(&mut twins.main)
                     .expect_err(&format!("{what}: non-finite input accepted"));
                 if model.known {
                     let ok = matches!(
@@ -265,7 +273,7 @@ pub fn run_case(c: &TensorStreamCase) {
                         flat % c.heads
                     );
                 }
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
             TensorOp::Shape {
                 prefill,
@@ -303,13 +311,13 @@ pub fn run_case(c: &TensorStreamCase) {
                     ["q", "k", "v"][t]
                 };
                 let e = call
-                    .exec(&mut main)
+                    .exec(&mut twins.main)
                     .expect_err(&format!("{what}: shape {shape:?} accepted"));
                 assert!(
                     matches!(e, Error::Shape { tensor, .. } if tensor == named),
                     "{what}: expected a shape error naming {named}, got {e:?}"
                 );
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
             TensorOp::OutOfRange {
                 prefill,
@@ -331,7 +339,7 @@ pub fn run_case(c: &TensorStreamCase) {
                 let i = usize::from(at) % x.len();
                 x[i] = if at % 2 == 0 { 1e200 } else { -1e200 };
                 let e = call
-                    .exec(&mut main)
+                    .exec(&mut twins.main)
                     .expect_err(&format!("{what}: 1e200 accepted"));
                 let named = ["q", "k", "v"][which as usize];
                 if model.known {
@@ -340,14 +348,14 @@ pub fn run_case(c: &TensorStreamCase) {
                         "{what}: expected OutOfRange naming {named}, got {e:?}"
                     );
                 }
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
             TensorOp::WrongOut { longer } => {
                 let mut call = cx.call(true, 1, Elem::F32);
                 let n = cx.rows * c.value_dim;
                 call.into = Some(if longer { n + 1 } else { n - 1 });
                 let e = call
-                    .exec(&mut main)
+                    .exec(&mut twins.main)
                     .expect_err(&format!("{what}: wrong output length accepted"));
                 if model.known {
                     assert!(
@@ -355,14 +363,22 @@ pub fn run_case(c: &TensorStreamCase) {
                         "{what}: expected a shape error naming out, got {e:?}"
                     );
                 }
-                unchanged(&main, &twin, &what);
+                twins.unchanged(&what);
             }
         }
-        assert_eq!(main.memory_bytes(), memory, "{what}: memory_bytes changed");
-        assert_eq!(main.tokens(), twin.tokens(), "{what}: tokens() of the twin");
+        assert_eq!(
+            twins.main.memory_bytes(),
+            memory,
+            "{what}: memory_bytes changed"
+        );
+        assert_eq!(
+            twins.main.tokens(),
+            twins.twin.tokens(),
+            "{what}: tokens() of the twin"
+        );
         if model.known {
             assert_eq!(
-                main.tokens(),
+                twins.main.tokens(),
                 model.tokens.len() as u64,
                 "{what}: tokens() disagrees with the history"
             );
@@ -427,15 +443,6 @@ pub(super) fn foreign(c: &TensorStreamCase, which: u8) -> (Performer, usize, &'s
         batch,
         how,
     )
-}
-
-/// The twin received only the calls that succeeded: a rejected call left nothing behind.
-pub(super) fn unchanged(main: &Stream, twin: &Stream, what: &str) {
-    assert_eq!(main.tokens(), twin.tokens(), "{what}: tokens() changed");
-    assert!(
-        main.snapshot().expect("snapshot") == twin.snapshot().expect("twin snapshot"),
-        "{what}: the state changed"
-    );
 }
 
 pub(super) fn same_bits(a: &[f32], b: &[f32], what: &str) {

@@ -111,13 +111,14 @@ fn a_state_change_is_caught() {
     let twin_p = c.builder().parallel(true).build().unwrap();
     let mut fwd = p.clone();
     let mut cx = Ctx::new(&c, &p);
-    let (mut main, mut twin) = (p.stream(2).unwrap(), twin_p.stream(2).unwrap());
+    let mut twins = Twins {
+        main: p.stream(2).unwrap(),
+        twin: twin_p.stream(2).unwrap(),
+    };
     let mut model = Model::empty();
     let mut slots: [Option<Slot>; 4] = Default::default();
     let extra = cx.call(true, 1, Elem::F32);
-    extra.exec(&mut main).unwrap();
+    extra.exec(&mut twins.main).unwrap();
     let call = cx.call(true, 1, Elem::F32);
-    cx.good_call(
-        &call, &mut main, &mut twin, &mut model, &mut slots, &mut fwd, "test",
-    );
+    cx.good_call(&call, &mut twins, &mut model, &mut slots, &mut fwd, "test");
 }
