@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use favor_core::{
-    ExactOptions, Normals, Shape, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
+    ExactOptions, Normals, Options, Plan, PlanKind, PositiveSoftmax, Scalar, Shape,
+    softmax_attention_tiled, softmax_attention_tiled_scratch_len,
 };
 use favor_tensor::{Kernel, Performer, Projection, RowNorms, TensorView};
 
@@ -79,6 +80,20 @@ fn favor(attn: &mut Performer, len: usize, q: &[f32], k: &[f32], v: &[f32]) -> C
         .forward(view(q)?, view(k)?, view(v)?)
         .map_err(fail)?
         .into_vec())
+}
+
+/// Scratch elements of the causal plan `attn` runs for one head of `len` tokens, in chunks of
+/// favor-tensor's default: the plan sizes it (the backend does not enter it).
+fn favor_scratch_len(attn: &Performer, len: usize) -> CliResult<usize> {
+    let w = attn.projection_f32();
+    let phi = PositiveSoftmax::new(&w, attn.features(), D).map_err(fail)?;
+    let opts = Options {
+        block: favor_tensor::DEFAULT_CHUNK,
+        ..Default::default()
+    };
+    let shape = Shape::new(len, D, D);
+    let plan = Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts).map_err(fail)?;
+    Ok(plan.scratch_len())
 }
 
 /// Runs `favor demo`.
@@ -156,9 +171,6 @@ fn scaling(backend: &str) -> CliResult<()> {
         "{:>7} {:>11} {:>11} {:>8} {:>15} {:>18}",
         "L", "FAVOR+ ms", "exact ms", "speedup", "FAVOR+ scratch", "an L×L matrix"
     );
-    let scratch = favor_core::causal_chunked_scratch_len(m, D, favor_tensor::DEFAULT_CHUNK)
-        .map_err(fail)?
-        * 4;
     let mut exact_ms = 0.0;
     for len in [1024, 4096, 16384, 65536] {
         let n = len * D;
@@ -170,6 +182,7 @@ fn scaling(backend: &str) -> CliResult<()> {
         let t = Instant::now();
         let fav = favor(&mut attn, len, &q, &k, &v)?;
         let favor_ms = t.elapsed().as_secs_f64() * 1e3;
+        let scratch = favor_scratch_len(&attn, len)? * 4;
         // Exact attention is O(L²): past 16k tokens it would dominate the demo's minute.
         let (exact_col, speedup, err) = if len <= 16384 {
             let t = Instant::now();

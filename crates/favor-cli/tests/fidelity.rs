@@ -16,9 +16,7 @@ use std::sync::OnceLock;
 
 use favor_cli::args::Args;
 use favor_cli::fidelity::{self, Config, Kernel, Pairs, Projection, Report};
-use favor_core::{
-    Normals, Options, Plan, PlanKind, Shape, TrigonometricSoftmax, bidirectional_scratch_len,
-};
+use favor_core::{Normals, Options, Plan, PlanKind, Shape, TrigonometricSoftmax};
 
 /// Two-sided critical value of every statistical bound here: P(|N(0,1)| > 5) ≈ 5.7e-7.
 const Z: f64 = 5.0;
@@ -259,12 +257,11 @@ fn positive_features_beat_trig_by_far_at_large_norm() {
                     normalized: false,
                     ..Options::default()
                 };
-                let mut scratch =
-                    vec![0.0; bidirectional_scratch_len(2 * m, 1, opts.block).unwrap()];
-                let mut den = vec![0.0; l];
                 let shape = Shape::new(l, d, 1);
-                Plan::new(PlanKind::Bidirectional, backend, &fm, shape, opts)
-                    .and_then(|plan| plan.run(&inp.0, &inp.1, &ones, &mut den, &mut scratch))
+                let plan = Plan::new(PlanKind::Bidirectional, backend, &fm, shape, opts).unwrap();
+                let mut scratch = vec![0.0; plan.scratch_len()];
+                let mut den = vec![0.0; l];
+                plan.run(&inp.0, &inp.1, &ones, &mut den, &mut scratch)
                     .unwrap();
                 crossing_meas[pi][mi] += den.iter().filter(|x| **x <= 0.0).count();
             }

@@ -35,6 +35,16 @@ fn exact(q: &[f32], k: &[f32], v: &[f32], l: usize, causal: bool) -> Vec<f32> {
     out
 }
 
+/// One head of `l` tokens planned: chunked causal or bidirectional, default options.
+fn plan<F: FeatureMap<f32>>(phi: &F, l: usize, causal: bool) -> Plan<'_, f32, Scalar, F> {
+    let kind = if causal {
+        PlanKind::CausalChunked
+    } else {
+        PlanKind::Bidirectional
+    };
+    Plan::new(kind, Scalar, phi, Shape::new(l, D, D), Options::default()).unwrap()
+}
+
 fn favor<F: FeatureMap<f32>>(
     phi: &F,
     q: &[f32],
@@ -43,21 +53,10 @@ fn favor<F: FeatureMap<f32>>(
     l: usize,
     causal: bool,
 ) -> Vec<f32> {
-    let m = phi.feature_dim();
-    let opts = Options::default();
+    let plan = plan(phi, l, causal);
+    let mut scratch = vec![0f32; plan.scratch_len()];
     let mut out = vec![0f32; l * D];
-    let shape = Shape::new(l, D, D);
-    if causal {
-        let mut scratch = vec![0f32; causal_chunked_scratch_len(m, D, opts.block).unwrap()];
-        Plan::new(PlanKind::CausalChunked, Scalar, phi, shape, opts)
-            .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
-            .unwrap();
-    } else {
-        let mut scratch = vec![0f32; bidirectional_scratch_len(m, D, opts.block).unwrap()];
-        Plan::new(PlanKind::Bidirectional, Scalar, phi, shape, opts)
-            .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
-            .unwrap();
-    }
+    plan.run(q, k, v, &mut out, &mut scratch).unwrap();
     out
 }
 
@@ -126,7 +125,7 @@ fn main() {
         let t = Instant::now();
         let ex = exact(&q, &k, &v, l, true);
         let t_exact = t.elapsed().as_secs_f64() * 1e3;
-        let scratch = causal_chunked_scratch_len(m, D, Options::default().block).unwrap() * 4;
+        let scratch = plan(&phi, l, true).scratch_len() * 4;
         println!(
             "{l:>6} {t_favor:>12.1} {t_exact:>12.1} {:>7.1}× {:>11} KiB {:>13} KiB   (rel. err {:.3})",
             t_exact / t_favor,

@@ -149,7 +149,11 @@ fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> &'b mut [T] {
 
 /// Scratch elements [`PlanKind::Bidirectional`] needs: the state, one block of features, and two
 /// feature rows for re-mapping a query whose denominator underflows.
-pub fn bidirectional_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
+pub(crate) fn bidirectional_scratch_len(
+    features: usize,
+    value_dim: usize,
+    block: usize,
+) -> Result<usize> {
     let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
     let remap = check::mul(2, features)?;
     check::add(check::add(state_len(features, value_dim)?, blk)?, remap)
@@ -227,7 +231,11 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
 }
 
 /// Scratch elements [`PlanKind::CausalPrefix`] needs.
-pub fn causal_prefix_scratch_len(features: usize, value_dim: usize, block: usize) -> Result<usize> {
+pub(crate) fn causal_prefix_scratch_len(
+    features: usize,
+    value_dim: usize,
+    block: usize,
+) -> Result<usize> {
     let blk = check::mul(check::nonzero("block", block)?, check::add(features, 1)?)?;
     let remap = check::mul(2, features)?;
     check::add(
@@ -281,7 +289,7 @@ pub(crate) fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
 /// Scratch elements one chunk of the chunked causal path needs, beyond the state:
 /// Q' and K' panels (2·C·M), the chunk-local C×C score tile, 4·C row values, and two feature
 /// rows for re-mapping a query whose denominator underflows (2·M).
-pub fn chunk_scratch_len(features: usize, chunk: usize) -> Result<usize> {
+pub(crate) fn chunk_scratch_len(features: usize, chunk: usize) -> Result<usize> {
     let c = check::nonzero("chunk", chunk)?;
     let panels = check::mul(check::mul(2, c)?, features)?;
     let rows = check::add(check::add(panels, check::mul(c, c)?)?, check::mul(4, c)?)?;
@@ -289,7 +297,7 @@ pub fn chunk_scratch_len(features: usize, chunk: usize) -> Result<usize> {
 }
 
 /// Scratch elements [`PlanKind::CausalChunked`] needs.
-pub fn causal_chunked_scratch_len(
+pub(crate) fn causal_chunked_scratch_len(
     features: usize,
     value_dim: usize,
     chunk: usize,
@@ -636,5 +644,34 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
     /// What the paths read: the backend, the map, the shape and the options.
     fn parts(&self) -> (&K, &'p F, Shape, &Options<'p>) {
         (&self.kernels, self.fm, self.shape, &self.opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    const M: usize = 8;
+    const DV: usize = 3;
+
+    /// The sizing functions behind [`Plan::new`] and
+    /// [`Stream::prefill_scratch_len`](crate::Stream::prefill_scratch_len), no longer public:
+    /// their errors, as tests/errors.rs asserted them before. `Plan::new` refuses a zero block itself (as "block"), so the chunked path's
+    /// "chunk" error is reachable only here; the rest is asserted through the public API in
+    /// tests/errors.rs as well.
+    #[test]
+    fn sizing_reports_zero_dimensions_and_overflow() {
+        let zd = |what| Err(Error::ZeroDimension { what });
+        assert_eq!(bidirectional_scratch_len(M, DV, 0), zd("block"));
+        assert_eq!(causal_prefix_scratch_len(M, DV, 0), zd("block"));
+        assert_eq!(causal_chunked_scratch_len(M, DV, 0), zd("chunk"));
+        assert_eq!(chunk_scratch_len(M, 0), zd("chunk"));
+
+        let of = Err(Error::SizeOverflow);
+        assert_eq!(bidirectional_scratch_len(usize::MAX, 1, 1), of);
+        assert_eq!(causal_prefix_scratch_len(M, DV, usize::MAX / 4), of);
+        assert_eq!(chunk_scratch_len(1, usize::MAX / 2 + 1), of);
+        assert_eq!(causal_chunked_scratch_len(M, usize::MAX / 4, 1), of);
     }
 }

@@ -8,7 +8,10 @@
 //! linear time and memory. Causal attention becomes prefix sums — a constant-size recurrent
 //! state for token-by-token decoding.
 //!
-//! Every buffer comes from the caller; each entry point has a `*_len` helper that sizes it.
+//! Every buffer comes from the caller, and the library says how large: a [`Plan`] sizes its
+//! scratch when it is made ([`Plan::scratch_len`]), and the other buffers have a `*_len`
+//! function ([`projection_len`], [`state_len`], [`Stream::buffer_len`],
+//! [`Stream::prefill_scratch_len`], [`mapped_tokens_len`], [`attention_row_scratch_len`], …).
 //! Shapes are checked up front and reported as [`Error`]; nothing panics on bad input.
 //!
 //! ```
@@ -21,10 +24,11 @@
 //!
 //! let x: Vec<f32> = (0..l * d).map(|i| ((i * 7 % 13) as f32 - 6.0) / 10.0).collect();
 //! let shape = Shape::new(l, d, d);
-//! let opts = Options::default();
-//! let mut scratch = vec![0f32; causal_chunked_scratch_len(m, d, opts.block).unwrap()];
+//! // The plan checks the dimensions and sizes its scratch once; `run` takes the data.
+//! let plan = Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, Options::default()).unwrap();
+//! let mut scratch = vec![0f32; plan.scratch_len()];
 //! let mut out = vec![0f32; l * d];
-//! Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts).and_then(|plan| plan.run(&x, &x, &x, &mut out, &mut scratch)).unwrap();
+//! plan.run(&x, &x, &x, &mut out, &mut scratch).unwrap();
 //!
 //! // The exact softmax reference, for comparison.
 //! let mut exact = vec![0f32; l * d];
@@ -146,10 +150,7 @@ mod snapshot;
 mod state;
 mod stream;
 
-pub use attention::{
-    Options, Plan, PlanKind, Shape, bidirectional_scratch_len, causal_chunked_scratch_len,
-    causal_prefix_scratch_len, chunk_scratch_len,
-};
+pub use attention::{Options, Plan, PlanKind, Shape};
 pub use checksum::crc32;
 pub use error::{Error, Result, SnapshotError};
 pub use estimator::PartitionEstimator;

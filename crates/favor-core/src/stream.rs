@@ -251,7 +251,16 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
 
     /// Scratch elements [`Stream::prefill`] needs for chunks of `chunk` tokens.
     pub fn prefill_scratch_len(&self, chunk: usize) -> Result<usize> {
-        chunk_scratch_len(self.fm.feature_dim(), chunk)
+        Self::prefill_scratch_len_for(self.fm, chunk)
+    }
+
+    /// [`prefill_scratch_len`](Self::prefill_scratch_len) before the stream exists, from its
+    /// feature map alone (as [`buffer_len`](Self::buffer_len) sizes the buffer): the Q' and
+    /// K' panels of a chunk, its C×C score tile, 4·C row values and two feature rows for
+    /// re-mapping a query whose denominator underflows, `2·C·M + C² + 4·C + 2·M` elements
+    /// for chunks of C = `chunk` tokens. Errors if `chunk` is zero or the size overflows.
+    pub fn prefill_scratch_len_for(fm: &F, chunk: usize) -> Result<usize> {
+        chunk_scratch_len(fm.feature_dim(), chunk)
     }
 
     /// Processes `len` tokens at once with the chunked causal path, writing their outputs

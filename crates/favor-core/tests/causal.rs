@@ -25,9 +25,7 @@
 use favor_core::{
     Activation, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Normals, Options,
     Plan, PlanKind, PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream, TrigonometricSoftmax,
-    attention_row, attention_row_scratch_len, bidirectional_scratch_len,
-    causal_chunked_scratch_len, causal_prefix_scratch_len, projection, projection_len,
-    softmax_attention,
+    attention_row, attention_row_scratch_len, projection, projection_len, softmax_attention,
 };
 use favor_testkit::bounds::{gamma, max_abs, unit};
 use favor_testkit::maps::{MapKind, MapSpec};
@@ -121,31 +119,33 @@ fn opts(block: usize, key_mask: Option<&[bool]>) -> Options<'_> {
     }
 }
 
-fn run_bidirectional<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
-    let n = bidirectional_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
-    let (mut scratch, mut out) = (zeros(n), zeros(p.shape.queries * p.shape.value_dim));
-    Plan::new(PlanKind::Bidirectional, Scalar, fm, p.shape, *o)
-        .and_then(|plan| plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch))
-        .unwrap();
+/// `p` through a `kind` plan, with the scratch the plan sizes.
+fn run_plan<T: Float, F: FeatureMap<T>>(
+    kind: PlanKind,
+    fm: &F,
+    p: &Problem<T>,
+    o: &Options,
+) -> Vec<T> {
+    let plan = Plan::new(kind, Scalar, fm, p.shape, *o).unwrap();
+    let (mut scratch, mut out) = (
+        zeros(plan.scratch_len()),
+        zeros(p.shape.queries * p.shape.value_dim),
+    );
+    plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch).unwrap();
     out
 }
 
+fn run_bidirectional<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
+    run_plan(PlanKind::Bidirectional, fm, p, o)
+}
+
+/// Causal plans need as many queries as keys (`p.len()`), so their output is `p.len()` rows.
 fn run_prefix<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
-    let n = causal_prefix_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
-    let (mut scratch, mut out) = (zeros(n), zeros(p.len() * p.shape.value_dim));
-    Plan::new(PlanKind::CausalPrefix, Scalar, fm, p.shape, *o)
-        .and_then(|plan| plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch))
-        .unwrap();
-    out
+    run_plan(PlanKind::CausalPrefix, fm, p, o)
 }
 
 fn run_chunked<T: Float, F: FeatureMap<T>>(fm: &F, p: &Problem<T>, o: &Options) -> Vec<T> {
-    let n = causal_chunked_scratch_len(fm.feature_dim(), p.shape.value_dim, o.block).unwrap();
-    let (mut scratch, mut out) = (zeros(n), zeros(p.len() * p.shape.value_dim));
-    Plan::new(PlanKind::CausalChunked, Scalar, fm, p.shape, *o)
-        .and_then(|plan| plan.run(&p.q, &p.k, &p.v, &mut out, &mut scratch))
-        .unwrap();
-    out
+    run_plan(PlanKind::CausalChunked, fm, p, o)
 }
 
 /// Tokens `a..b` through `Stream::step`, outputs into `out` (len×dv, indexed by token).
@@ -1390,18 +1390,13 @@ fn keys_whose_squared_norm_overflows_are_absent_on_every_path() {
             block,
             ..Default::default()
         };
-        let mut scratch = vec![0f32; causal_chunked_scratch_len(m, dv, block).unwrap()];
-        let mut out = vec![0f32; l * dv];
-        Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts)
-            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut scratch))
-            .unwrap();
-        outs.push(out);
-        let mut scratch = vec![0f32; causal_prefix_scratch_len(m, dv, block).unwrap()];
-        let mut out = vec![0f32; l * dv];
-        Plan::new(PlanKind::CausalPrefix, Scalar, &phi, shape, opts)
-            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut scratch))
-            .unwrap();
-        outs.push(out);
+        for kind in [PlanKind::CausalChunked, PlanKind::CausalPrefix] {
+            let plan = Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
+            let mut scratch = vec![0f32; plan.scratch_len()];
+            let mut out = vec![0f32; l * dv];
+            plan.run(&q, &k, &v, &mut out, &mut scratch).unwrap();
+            outs.push(out);
+        }
     }
     let mut buf = vec![0f32; Stream::<f32, _, Scalar>::buffer_len(&phi, dv).unwrap()];
     let mut stream = Stream::new(Scalar, &phi, dv, &mut buf).unwrap();

@@ -7,9 +7,8 @@ use favor_core::{
     Activation, Error, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Kernels,
     Normals, Options, PartitionEstimator, Plan, PlanKind, PositiveSoftmax, PrefixState,
     ProjectionKind, RING, SNAPSHOT_VERSION, Scalar, Shape, SnapshotError, Stream,
-    TrigonometricSoftmax, attention_row, attention_row_scratch_len, bidirectional_scratch_len,
-    causal_chunked_scratch_len, causal_prefix_scratch_len, chunk_scratch_len, projection,
-    projection_len, softmax_attention, state_len,
+    TrigonometricSoftmax, attention_row, attention_row_scratch_len, projection, projection_len,
+    softmax_attention, state_len,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -130,13 +129,31 @@ struct Case<'a, T> {
     opts: Options<'a>,
 }
 
-fn scratch_len(e: Entry, m: usize, dv: usize, block: usize) -> usize {
-    match e {
-        Entry::Bidirectional => bidirectional_scratch_len(m, dv, block).unwrap(),
-        Entry::Prefix => causal_prefix_scratch_len(m, dv, block).unwrap(),
-        Entry::Chunked => causal_chunked_scratch_len(m, dv, block).unwrap(),
-        Entry::Softmax => 0,
-    }
+/// The scratch a `kind` plan sizes for map `fm`, values of `dv` and blocks of `block` (the
+/// length does not enter it), or the error planning reports.
+fn planned<T: Float, F: FeatureMap<T>>(
+    kind: PlanKind,
+    fm: &F,
+    dv: usize,
+    block: usize,
+) -> Result<usize, Error> {
+    let opts = Options {
+        block,
+        ..Default::default()
+    };
+    let shape = Shape::new(1, fm.input_dim(), dv);
+    Plan::new(kind, Scalar, fm, shape, opts).map(|plan| plan.scratch_len())
+}
+
+/// The scratch `e` needs (none for exact softmax attention).
+fn scratch_len<T: Float, F: FeatureMap<T>>(e: Entry, fm: &F, dv: usize, block: usize) -> usize {
+    let kind = match e {
+        Entry::Bidirectional => PlanKind::Bidirectional,
+        Entry::Prefix => PlanKind::CausalPrefix,
+        Entry::Chunked => PlanKind::CausalChunked,
+        Entry::Softmax => return 0,
+    };
+    planned(kind, fm, dv, block).unwrap()
 }
 
 fn call<T: Float, F: FeatureMap<T>>(
@@ -172,7 +189,7 @@ fn expect<T: Float, F: FeatureMap<T>>(e: Entry, fm: &F, c: &Case<T>, want: Error
     let dv = c.shape.value_dim.clamp(1, 64);
     let block = c.opts.block.clamp(1, 64);
     let mut out = sentinel::<T>(rows * dv);
-    let mut scratch = sentinel::<T>(scratch_len(e, fm.feature_dim(), dv, block));
+    let mut scratch = sentinel::<T>(scratch_len(e, fm, dv, block));
     let got = call(e, fm, c, &mut out, &mut scratch);
     assert_eq!(got, Err(want), "{e:?}");
     untouched(&out, &format!("{e:?} out"));
@@ -285,10 +302,26 @@ fn zero_dimension_names_the_dimension() {
     untouched(&w, "projection");
     assert_eq!(state_len(0, DV), Err(zd("features")));
     assert_eq!(state_len(M, 0), Err(zd("value_dim")));
-    assert_eq!(bidirectional_scratch_len(M, DV, 0), Err(zd("block")));
-    assert_eq!(causal_prefix_scratch_len(M, DV, 0), Err(zd("block")));
-    assert_eq!(causal_chunked_scratch_len(M, DV, 0), Err(zd("chunk")));
-    assert_eq!(chunk_scratch_len(M, 0), Err(zd("chunk")));
+    // Plans size their scratch: a zero block is refused when planned, on every path. The
+    // chunked plan's option is named "block" as well; its sizing function's own "chunk"
+    // error (unreachable through `Plan::new`) is asserted by favor-core's unit tests.
+    assert_eq!(
+        planned(PlanKind::Bidirectional, &fm, DV, 0),
+        Err(zd("block"))
+    );
+    assert_eq!(
+        planned(PlanKind::CausalPrefix, &fm, DV, 0),
+        Err(zd("block"))
+    );
+    assert_eq!(
+        planned(PlanKind::CausalChunked, &fm, DV, 0),
+        Err(zd("block"))
+    );
+    // A stream's prefill chunk, sized before the stream exists (and below, from it).
+    assert_eq!(
+        Stream::<f32, _, Scalar>::prefill_scratch_len_for(&fm, 0),
+        Err(zd("chunk"))
+    );
     assert_eq!(
         PositiveSoftmax::<f32>::new(&[], 0, D).err(),
         Some(zd("features"))
@@ -521,7 +554,7 @@ fn dimension_mismatch_reports_both_dimensions() {
     untouched(&out, "softmax out");
     // The same rectangle is fine for bidirectional attention.
     let mut out = vec![0f32; 5 * DV];
-    let mut scratch = vec![0f32; bidirectional_scratch_len(M, DV, 64).unwrap()];
+    let mut scratch = vec![0f32; scratch_len(Entry::Bidirectional, &fm, DV, 64)];
     let c = case(&x.q[..5 * D], &x.k, &x.v, rect);
     call(Entry::Bidirectional, &fm, &c, &mut out, &mut scratch).unwrap();
 }
@@ -539,7 +572,7 @@ fn buffer_too_small_reports_needed_and_given() {
     for e in ENTRIES {
         // Output one element short.
         let mut out = sentinel::<f32>(L * DV - 1);
-        let mut scratch = sentinel::<f32>(scratch_len(e, M, DV, 64));
+        let mut scratch = sentinel::<f32>(scratch_len(e, &fm, DV, 64));
         let r = call(e, &fm, &c, &mut out, &mut scratch);
         assert_eq!(r, Err(small("out", L * DV, L * DV - 1)), "{e:?}");
         untouched(&out, "out");
@@ -548,7 +581,7 @@ fn buffer_too_small_reports_needed_and_given() {
             continue;
         }
         // Scratch one element short.
-        let need = scratch_len(e, M, DV, 64);
+        let need = scratch_len(e, &fm, DV, 64);
         let mut out = sentinel::<f32>(L * DV);
         let mut scratch = sentinel::<f32>(need - 1);
         let r = call(e, &fm, &c, &mut out, &mut scratch);
@@ -599,7 +632,15 @@ fn buffer_too_small_reports_needed_and_given() {
     let r = s.step(&x.q[..D], &x.k[..D], &x.v[..DV], &mut out[..1]);
     assert_eq!(r, Err(small("out", DV, 1)));
     let need = s.prefill_scratch_len(4).unwrap();
-    assert_eq!(need, chunk_scratch_len(M, 4).unwrap());
+    // The chunk buffers of the chunked path, `2·C·M + C² + 4·C + 2·M`: the chunked plan's
+    // scratch less its state, and what the stream's feature map alone sizes.
+    assert_eq!(need, 2 * 4 * M + 4 * 4 + 4 * 4 + 2 * M);
+    let chunked = planned(PlanKind::CausalChunked, &fm, DV, 4).unwrap();
+    assert_eq!(need, chunked - state_len(M, DV).unwrap());
+    assert_eq!(
+        Stream::<f32, _, Scalar>::prefill_scratch_len_for(&fm, 4),
+        Ok(need)
+    );
     let mut scratch = sentinel::<f32>(need - 1);
     let r = s.prefill(&x.q, &x.k, &x.v, L, 4, &mut out, &mut scratch);
     assert_eq!(r, Err(small("scratch", need, need - 1)));
@@ -901,10 +942,23 @@ fn size_overflow_is_reported_not_wrapped() {
     let of = Err(Error::SizeOverflow);
     assert_eq!(projection_len(usize::MAX, 2), of);
     assert_eq!(state_len(usize::MAX / 2, 3), of);
-    assert_eq!(bidirectional_scratch_len(usize::MAX, 1, 1), of);
-    assert_eq!(causal_prefix_scratch_len(M, DV, usize::MAX / 4), of);
-    assert_eq!(chunk_scratch_len(1, usize::MAX / 2 + 1), of);
-    assert_eq!(causal_chunked_scratch_len(M, usize::MAX / 4, 1), of);
+    // Planned scratch: usize::MAX features (a map without projection on usize::MAX inputs),
+    // a huge block, a huge value dimension; a 1-feature map's huge chunk, planned and for a
+    // stream's prefill.
+    let wide = Generalized::<f32>::without_projection(usize::MAX, Activation::Relu).unwrap();
+    assert_eq!(planned(PlanKind::Bidirectional, &wide, 1, 1), of);
+    assert_eq!(planned(PlanKind::CausalPrefix, &fm, DV, usize::MAX / 4), of);
+    let narrow = PositiveSoftmax::new(&x.w[..D], 1, D).unwrap();
+    let huge_chunk = usize::MAX / 2 + 1;
+    assert_eq!(
+        Stream::<f32, _, Scalar>::prefill_scratch_len_for(&narrow, huge_chunk),
+        of
+    );
+    assert_eq!(
+        planned(PlanKind::CausalChunked, &narrow, DV, huge_chunk),
+        of
+    );
+    assert_eq!(planned(PlanKind::CausalChunked, &fm, usize::MAX / 4, 1), of);
     assert_eq!(
         Stream::<f32, _, Scalar>::buffer_len(&fm, usize::MAX / 4),
         of
@@ -917,7 +971,7 @@ fn size_overflow_is_reported_not_wrapped() {
     for e in ENTRIES {
         let huge = Shape::new(usize::MAX / 2, D, DV);
         let mut out = sentinel::<f32>(L * DV);
-        let mut scratch = sentinel::<f32>(scratch_len(e, M, DV, 64));
+        let mut scratch = sentinel::<f32>(scratch_len(e, &fm, DV, 64));
         let r = call(
             e,
             &fm,
@@ -1273,7 +1327,7 @@ fn every_variant_is_reachable_and_displays() {
     let fm = PositiveSoftmax::new(&x.w, M, D).unwrap();
     let shape = Shape::new(L, D, DV);
     let mut out = vec![0f32; L * DV];
-    let mut scratch = vec![0f32; bidirectional_scratch_len(M, DV, 64).unwrap()];
+    let mut scratch = vec![0f32; scratch_len(Entry::Bidirectional, &fm, DV, 64)];
     let mut run = |c: &Case<f32>| call(Entry::Bidirectional, &fm, c, &mut out, &mut scratch);
     let mut errors: Vec<Error> = vec![
         run(&case(&[], &[], &[], Shape::new(0, D, DV))).unwrap_err(),
@@ -1416,17 +1470,18 @@ fn finite_inputs_never_give_nan() {
         let mut q = vec![0.1f32; l * d];
         q[2 * d + 3] = 3e38;
         let kv = vec![0.2f32; l * d];
-        let mut scratch = vec![0f32; bidirectional_scratch_len(m, d, 64).unwrap()];
-        let mut o = vec![0f32; l * d];
         let shape = Shape::new(l, d, d);
-        let r = Plan::new(
+        let plan = Plan::new(
             PlanKind::Bidirectional,
             kern,
             &fm,
             shape,
             Options::default(),
         )
-        .and_then(|plan| plan.run(&q, &kv, &kv, &mut o, &mut scratch));
+        .unwrap();
+        let mut scratch = vec![0f32; plan.scratch_len()];
+        let mut o = vec![0f32; l * d];
+        let r = plan.run(&q, &kv, &kv, &mut o, &mut scratch);
         assert_eq!(r, Err(Error::OutOfRange { what: "q", row: 2 }));
         q[2 * d + 3] = big;
         for normalized in [true, false] {
@@ -1445,34 +1500,26 @@ fn finite_inputs_never_give_nan() {
         // Values whose sums would overflow.
         let mut v = vec![1f32; l * d];
         v[d] = 1e37;
-        let r = Plan::new(
-            PlanKind::Bidirectional,
-            kern,
-            &fm,
-            shape,
-            Options::default(),
-        )
-        .and_then(|plan| plan.run(&kv, &kv, &v, &mut o, &mut scratch));
+        let r = plan.run(&kv, &kv, &v, &mut o, &mut scratch);
         assert_eq!(r, Err(Error::OutOfRange { what: "v", row: 1 }));
         // A generalized map whose key features are large while the query's are small: the
         // sums over the keys would overflow (F = max(1, F(q), F(k)) bounds both sides).
         let relu = Generalized::without_projection(3, Activation::Relu).unwrap();
         let s3 = Shape::new(1, 3, 3);
-        let mut s = vec![0f32; causal_chunked_scratch_len(3, 3, 1).unwrap()];
         let mut o3 = vec![0f32; 3];
         let one = Options {
             block: 1,
             ..Default::default()
         };
-        let r = Plan::new(PlanKind::CausalChunked, kern, &relu, s3, one).and_then(|p| {
-            p.run(
-                &[0.0; 3],
-                &[1e19, 0.0, 0.0],
-                &[4e19, 0.0, 0.0],
-                &mut o3,
-                &mut s,
-            )
-        });
+        let plan = Plan::new(PlanKind::CausalChunked, kern, &relu, s3, one).unwrap();
+        let mut s = vec![0f32; plan.scratch_len()];
+        let r = plan.run(
+            &[0.0; 3],
+            &[1e19, 0.0, 0.0],
+            &[4e19, 0.0, 0.0],
+            &mut o3,
+            &mut s,
+        );
         assert!(matches!(r, Err(Error::OutOfRange { .. })), "{r:?} {o3:?}");
         // The same over three tokens: the error names the key row that holds the large entry.
         let s3 = Shape::new(3, 3, 3);

@@ -159,21 +159,16 @@ fn unnormalised_outputs_beyond_exp_range_stay_finite() {
         };
         let mut outs = Vec::new();
         let mut out = vec![T::zero(); d];
-        let mut s = vec![T::zero(); bidirectional_scratch_len(m, d, 64).unwrap()];
-        Plan::new(PlanKind::Bidirectional, Scalar, &phi, shape, opts)
-            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut s))
-            .unwrap();
-        outs.push(out.clone());
-        let mut s = vec![T::zero(); causal_prefix_scratch_len(m, d, 64).unwrap()];
-        Plan::new(PlanKind::CausalPrefix, Scalar, &phi, shape, opts)
-            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut s))
-            .unwrap();
-        outs.push(out.clone());
-        let mut s = vec![T::zero(); causal_chunked_scratch_len(m, d, 64).unwrap()];
-        Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts)
-            .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut s))
-            .unwrap();
-        outs.push(out);
+        for kind in [
+            PlanKind::Bidirectional,
+            PlanKind::CausalPrefix,
+            PlanKind::CausalChunked,
+        ] {
+            let plan = Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
+            let mut s = vec![T::zero(); plan.scratch_len()];
+            plan.run(&q, &k, &v, &mut out, &mut s).unwrap();
+            outs.push(out.clone());
+        }
         outs.into_iter()
             .map(|o| o.iter().map(|&x| x.to_f64()).collect())
             .collect()
@@ -241,7 +236,8 @@ fn queries_whose_features_underflow_are_remapped() {
             ..Default::default()
         };
         for hyperbolic in [false, true] {
-            let (mrows, mf) = if hyperbolic { (d / 2, d) } else { (d, d) };
+            // Projection rows (the hyperbolic map's features are twice as many: d either way).
+            let mrows = if hyperbolic { d / 2 } else { d };
             let (p32, p64): (AnyFeatureMap<f32>, AnyFeatureMap<f64>) = if hyperbolic {
                 (
                     HyperbolicSoftmax::new(&w32[..mrows * d], mrows, d)
@@ -261,24 +257,16 @@ fn queries_whose_features_underflow_are_remapped() {
                 ($p:expr, $q:expr, $k:expr, $v:expr, $t:ty) => {{
                     let mut outs = Vec::new();
                     let mut o = vec![<$t>::default(); l * dv];
-                    let mut s =
-                        vec![<$t>::default(); bidirectional_scratch_len(mf, dv, 8).unwrap()];
-                    Plan::new(PlanKind::Bidirectional, Scalar, $p, shape, opts)
-                        .and_then(|plan| plan.run($q, $k, $v, &mut o, &mut s))
-                        .unwrap();
-                    outs.push(("bidirectional", o.clone()));
-                    let mut s =
-                        vec![<$t>::default(); causal_prefix_scratch_len(mf, dv, 8).unwrap()];
-                    Plan::new(PlanKind::CausalPrefix, Scalar, $p, shape, opts)
-                        .and_then(|plan| plan.run($q, $k, $v, &mut o, &mut s))
-                        .unwrap();
-                    outs.push(("causal_prefix", o.clone()));
-                    let mut s =
-                        vec![<$t>::default(); causal_chunked_scratch_len(mf, dv, 8).unwrap()];
-                    Plan::new(PlanKind::CausalChunked, Scalar, $p, shape, opts)
-                        .and_then(|plan| plan.run($q, $k, $v, &mut o, &mut s))
-                        .unwrap();
-                    outs.push(("causal_chunked", o));
+                    for (path, kind) in [
+                        ("bidirectional", PlanKind::Bidirectional),
+                        ("causal_prefix", PlanKind::CausalPrefix),
+                        ("causal_chunked", PlanKind::CausalChunked),
+                    ] {
+                        let plan = Plan::new(kind, Scalar, $p, shape, opts).unwrap();
+                        let mut s = vec![<$t>::default(); plan.scratch_len()];
+                        plan.run($q, $k, $v, &mut o, &mut s).unwrap();
+                        outs.push((path, o.clone()));
+                    }
                     outs
                 }};
             }

@@ -297,18 +297,35 @@ fn att_inputs() -> AttInputs {
     AttInputs { q, k, v, exact }
 }
 
+/// Bidirectional FAVOR+ of `fm` (default options) over `q`, `k` and `v` of `shape`, with the
+/// scratch its plan sizes.
+fn favor_bidirectional<F: FeatureMap<f64>>(
+    fm: &F,
+    shape: Shape,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+) -> Vec<f64> {
+    let plan = Plan::new(
+        PlanKind::Bidirectional,
+        Scalar,
+        fm,
+        shape,
+        Options::default(),
+    )
+    .unwrap();
+    let mut scratch = vec![0.0; plan.scratch_len()];
+    let mut out = vec![0.0; shape.queries * shape.value_dim];
+    plan.run(q, k, v, &mut out, &mut scratch).unwrap();
+    out
+}
+
 /// Squared Frobenius error of one FAVOR+ bidirectional run against the exact output.
 fn favor_sq_error(inp: &AttInputs, kind: ProjectionKind, seed: u64, m: usize) -> f64 {
     let (l, d, dv) = (ATT_L, ATT_D, ATT_DV);
     let w: Vec<f64> = draw(kind, seed, m, d);
     let fm = PositiveSoftmax::new(&w, m, d).unwrap();
-    let opts = Options::default();
-    let mut scratch = vec![0.0; bidirectional_scratch_len(m, dv, opts.block).unwrap()];
-    let mut out = vec![0.0; l * dv];
-    let shape = Shape::new(l, d, dv);
-    Plan::new(PlanKind::Bidirectional, Scalar, &fm, shape, opts)
-        .and_then(|plan| plan.run(&inp.q, &inp.k, &inp.v, &mut out, &mut scratch))
-        .unwrap();
+    let out = favor_bidirectional(&fm, Shape::new(l, d, dv), &inp.q, &inp.k, &inp.v);
     sq(&sub(&out, &inp.exact))
 }
 
@@ -987,18 +1004,7 @@ fn relu_generalized_attention_matches_naive_computation() {
     let k = rows_with_norm(73, l, d, 1.0);
     let v = gaussians(74, l * dv);
     let fm = Generalized::new(&w, m, d, Activation::Relu).unwrap();
-    let opts = Options::default();
-    let mut scratch = vec![0.0; bidirectional_scratch_len(m, dv, opts.block).unwrap()];
-    let mut out = vec![0.0; l * dv];
-    Plan::new(
-        PlanKind::Bidirectional,
-        Scalar,
-        &fm,
-        Shape::new(l, d, dv),
-        opts,
-    )
-    .and_then(|plan| plan.run(&q, &k, &v, &mut out, &mut scratch))
-    .unwrap();
+    let out = favor_bidirectional(&fm, Shape::new(l, d, dv), &q, &k, &v);
 
     let phi = |x: &[f64]| -> Vec<f64> {
         (0..m)

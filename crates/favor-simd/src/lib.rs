@@ -20,11 +20,14 @@
 //! let x: Vec<f32> = (0..l * d).map(|i| ((i * 7919) % 101) as f32 / 200.0 - 0.25).collect();
 //! let shape = Shape::new(l, d, d);
 //! let opts = Options::default();
-//! let mut scratch = vec![0f32; causal_chunked_scratch_len(m, d, opts.block)?];
+//! let simd = Plan::new(PlanKind::CausalChunked, Detected::new(), &phi, shape, opts)?;
+//! let scalar = Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts)?;
+//! // The backend does not enter the scratch size: both plans take the same scratch.
+//! assert_eq!(simd.scratch_len(), scalar.scratch_len());
+//! let mut scratch = vec![0f32; simd.scratch_len()];
 //! let (mut fast, mut reference) = (vec![0f32; l * d], vec![0f32; l * d]);
-//! let simd = Detected::new();
-//! Plan::new(PlanKind::CausalChunked, simd, &phi, shape, opts).and_then(|plan| plan.run(&x, &x, &x, &mut fast, &mut scratch))?;
-//! Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, opts).and_then(|plan| plan.run(&x, &x, &x, &mut reference, &mut scratch))?;
+//! simd.run(&x, &x, &x, &mut fast, &mut scratch)?;
+//! scalar.run(&x, &x, &x, &mut reference, &mut scratch)?;
 //! for (a, b) in fast.iter().zip(&reference) {
 //!     assert!((a - b).abs() < 1e-5);
 //! }

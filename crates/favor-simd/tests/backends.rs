@@ -349,7 +349,6 @@ impl Case {
 /// Every favor-core attention path, run with kernels `K`, in a fixed order.
 fn run_all<K: Kernels<f32>, F: FeatureMap<f32>>(kern: &K, phi: &F, c: &Case) -> Vec<Vec<f32>> {
     let shape = Shape::new(c.l, c.d, c.dv);
-    let mf = phi.feature_dim();
     let mut outs = Vec::new();
     let mut out = vec![0f32; c.l * c.dv];
     for block in [1, 7, 64] {
@@ -357,21 +356,16 @@ fn run_all<K: Kernels<f32>, F: FeatureMap<f32>>(kern: &K, phi: &F, c: &Case) -> 
             block,
             ..Default::default()
         };
-        let mut scratch = vec![0f32; bidirectional_scratch_len(mf, c.dv, block).unwrap()];
-        Plan::new(PlanKind::Bidirectional, *kern, phi, shape, opts)
-            .and_then(|plan| plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch))
-            .unwrap();
-        outs.push(out.clone());
-        let mut scratch = vec![0f32; causal_prefix_scratch_len(mf, c.dv, block).unwrap()];
-        Plan::new(PlanKind::CausalPrefix, *kern, phi, shape, opts)
-            .and_then(|plan| plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch))
-            .unwrap();
-        outs.push(out.clone());
-        let mut scratch = vec![0f32; causal_chunked_scratch_len(mf, c.dv, block).unwrap()];
-        Plan::new(PlanKind::CausalChunked, *kern, phi, shape, opts)
-            .and_then(|plan| plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch))
-            .unwrap();
-        outs.push(out.clone());
+        for kind in [
+            PlanKind::Bidirectional,
+            PlanKind::CausalPrefix,
+            PlanKind::CausalChunked,
+        ] {
+            let plan = Plan::new(kind, *kern, phi, shape, opts).unwrap();
+            let mut scratch = vec![0f32; plan.scratch_len()];
+            plan.run(&c.q, &c.k, &c.v, &mut out, &mut scratch).unwrap();
+            outs.push(out.clone());
+        }
     }
     let mut buf = vec![0f32; Stream::<f32, F, K>::buffer_len(phi, c.dv).unwrap()];
     let mut stream = Stream::new(*kern, phi, c.dv, &mut buf).unwrap();
@@ -429,12 +423,17 @@ fn check_end_to_end<K: Kernels<f32>>(kern: K) {
         );
         let phi64 = PositiveSoftmax::new(&w64, case.m, case.d).unwrap();
         let shape = Shape::new(case.l, case.d, case.dv);
-        let opts = Options::default();
-        let mut scratch =
-            vec![0f64; causal_chunked_scratch_len(case.m, case.dv, opts.block).unwrap()];
+        let plan = Plan::new(
+            PlanKind::CausalChunked,
+            Scalar,
+            &phi64,
+            shape,
+            Options::default(),
+        )
+        .unwrap();
+        let mut scratch = vec![0f64; plan.scratch_len()];
         let mut reference = vec![0f64; case.l * case.dv];
-        Plan::new(PlanKind::CausalChunked, Scalar, &phi64, shape, opts)
-            .and_then(|plan| plan.run(&q64, &k64, &v64, &mut reference, &mut scratch))
+        plan.run(&q64, &k64, &v64, &mut reference, &mut scratch)
             .unwrap();
         let got = &run_all(&kern, &phi, &case)[2];
         let err = got

@@ -18,14 +18,11 @@ impl WithKernels<f32> for Causal<'_> {
             block: 16,
             ..Options::default()
         };
-        let m = FeatureMap::<f32>::feature_dim(self.fm);
-        let len = causal_chunked_scratch_len(m, self.shape.value_dim, opts.block).unwrap();
-        let mut scratch = vec![0f32; len];
+        let plan = Plan::new(PlanKind::CausalChunked, *k, self.fm, self.shape, opts).unwrap();
+        let mut scratch = vec![0f32; plan.scratch_len()];
         let mut out = vec![0f32; self.x.len()];
         let x = self.x;
-        Plan::new(PlanKind::CausalChunked, *k, self.fm, self.shape, opts)
-            .and_then(|plan| plan.run(x, x, x, &mut out, &mut scratch))
-            .unwrap();
+        plan.run(x, x, x, &mut out, &mut scratch).unwrap();
         (out, k.name())
     }
 }

@@ -57,6 +57,16 @@ fn each_head_equals_favor_core_on_that_head() {
         let w = p.projection_f32().to_vec();
         let phi = favor_core::PositiveSoftmax::new(&w, 48, D).unwrap();
         let shape = Shape::new(L, D, D);
+        let (kind, block) = if causal {
+            (favor_core::PlanKind::CausalChunked, DEFAULT_CHUNK)
+        } else {
+            (favor_core::PlanKind::Bidirectional, 256)
+        };
+        let opts = favor_core::Options {
+            block,
+            ..Default::default()
+        };
+        let plan = favor_core::Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
         for b in 0..B {
             for h in 0..H {
                 let (tq, tk, tv) = (
@@ -65,37 +75,8 @@ fn each_head_equals_favor_core_on_that_head() {
                     view(&v).head(b, h),
                 );
                 let mut o = vec![0f32; L * D];
-                if causal {
-                    let opts = favor_core::Options {
-                        block: DEFAULT_CHUNK,
-                        ..Default::default()
-                    };
-                    let n = favor_core::causal_chunked_scratch_len(48, D, opts.block).unwrap();
-                    favor_core::Plan::new(
-                        favor_core::PlanKind::CausalChunked,
-                        Scalar,
-                        &phi,
-                        shape,
-                        opts,
-                    )
-                    .and_then(|plan| plan.run(tq, tk, tv, &mut o, &mut vec![0.0; n]))
-                    .unwrap();
-                } else {
-                    let opts = favor_core::Options {
-                        block: 256,
-                        ..Default::default()
-                    };
-                    let n = favor_core::bidirectional_scratch_len(48, D, opts.block).unwrap();
-                    favor_core::Plan::new(
-                        favor_core::PlanKind::Bidirectional,
-                        Scalar,
-                        &phi,
-                        shape,
-                        opts,
-                    )
-                    .and_then(|plan| plan.run(tq, tk, tv, &mut o, &mut vec![0.0; n]))
-                    .unwrap();
-                }
+                let mut scratch = vec![0.0; plan.scratch_len()];
+                plan.run(tq, tk, tv, &mut o, &mut scratch).unwrap();
                 assert_eq!(out.head(b, h), &o[..], "causal {causal}, head ({b}, {h})");
             }
         }

@@ -18,10 +18,7 @@
 //!   positive maps give finite outputs; no call panics.
 
 use arbitrary::{Result, Unstructured};
-use favor_core::{
-    FeatureMap, Kernels, Options, Plan, PlanKind, Scalar, Shape, Stream, bidirectional_scratch_len,
-    causal_chunked_scratch_len, causal_prefix_scratch_len,
-};
+use favor_core::{FeatureMap, Kernels, Options, Plan, PlanKind, Scalar, Shape, Stream};
 use favor_simd::math::EXP_MAX_ULP;
 
 use crate::backends::VisitT;
@@ -143,7 +140,7 @@ fn run_paths<T: Real, K: Kernels<T>>(
     c: &AttentionCase,
     x: &Inputs<T>,
 ) -> Vec<(&'static str, Vec<T>)> {
-    let (d, dv, mf) = (c.map.d, c.dv, map.feature_dim());
+    let (d, dv) = (c.map.d, c.dv);
     let opts = |block| Options {
         block,
         normalized: c.normalized,
@@ -156,11 +153,11 @@ fn run_paths<T: Real, K: Kernels<T>>(
         dim: d,
         value_dim: dv,
     };
-    let o = opts(c.blocks[0]);
-    let mut scratch = vec![T::zero(); bidirectional_scratch_len(mf, dv, o.block).unwrap()];
+    let plan = Plan::new(PlanKind::Bidirectional, *kern, map, bi, opts(c.blocks[0]))
+        .expect("bidirectional");
+    let mut scratch = vec![T::zero(); plan.scratch_len()];
     let mut out = vec![T::zero(); c.lq * dv];
-    Plan::new(PlanKind::Bidirectional, *kern, map, bi, o)
-        .and_then(|plan| plan.run(&x.q[..c.lq * d], &x.k, &x.v, &mut out, &mut scratch))
+    plan.run(&x.q[..c.lq * d], &x.k, &x.v, &mut out, &mut scratch)
         .expect("bidirectional");
     outs.push(("bidirectional", out));
     let qc = &x.q[..c.lk * d];
@@ -185,12 +182,11 @@ fn prefix<T: Real, K: Kernels<T>>(
         normalized: c.normalized,
         key_mask: c.mask.as_deref(),
     };
-    let mf = map.feature_dim();
-    let mut scratch = vec![T::zero(); causal_prefix_scratch_len(mf, c.dv, o.block).unwrap()];
-    let mut out = vec![T::zero(); c.lk * c.dv];
     let shape = Shape::new(c.lk, c.map.d, c.dv);
-    Plan::new(PlanKind::CausalPrefix, *kern, map, shape, o)
-        .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
+    let plan = Plan::new(PlanKind::CausalPrefix, *kern, map, shape, o).expect("causal_prefix");
+    let mut scratch = vec![T::zero(); plan.scratch_len()];
+    let mut out = vec![T::zero(); c.lk * c.dv];
+    plan.run(q, k, v, &mut out, &mut scratch)
         .expect("causal_prefix");
     out
 }
@@ -208,12 +204,11 @@ fn chunked<T: Real, K: Kernels<T>>(
         normalized: c.normalized,
         key_mask: c.mask.as_deref(),
     };
-    let mf = map.feature_dim();
-    let mut scratch = vec![T::zero(); causal_chunked_scratch_len(mf, c.dv, o.block).unwrap()];
-    let mut out = vec![T::zero(); c.lk * c.dv];
     let shape = Shape::new(c.lk, c.map.d, c.dv);
-    Plan::new(PlanKind::CausalChunked, *kern, map, shape, o)
-        .and_then(|plan| plan.run(q, k, v, &mut out, &mut scratch))
+    let plan = Plan::new(PlanKind::CausalChunked, *kern, map, shape, o).expect("causal_chunked");
+    let mut scratch = vec![T::zero(); plan.scratch_len()];
+    let mut out = vec![T::zero(); c.lk * c.dv];
+    plan.run(q, k, v, &mut out, &mut scratch)
         .expect("causal_chunked");
     out
 }

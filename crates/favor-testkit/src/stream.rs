@@ -12,9 +12,7 @@
 //!   bit-identical (its snapshot unchanged), restoring a snapshot reproduces the state bytes.
 
 use arbitrary::{Arbitrary, Result, Unstructured};
-use favor_core::{
-    Kernels, Options, Plan, PlanKind, Scalar, Shape, Stream, causal_prefix_scratch_len,
-};
+use favor_core::{Kernels, Options, Plan, PlanKind, Scalar, Shape, Stream};
 
 use crate::backends::{Visit, nth};
 use crate::bounds::{Real, unit};
@@ -391,25 +389,23 @@ impl<T: Real> Ctx<'_, '_, T> {
                 block: self.c.block,
                 ..Default::default()
             };
-            let mf = favor_core::FeatureMap::feature_dim(self.map);
-            let mut scratch = vec![T::zero(); causal_prefix_scratch_len(mf, dv, o.block).unwrap()];
-            let mut want = vec![T::zero(); n * dv];
-            Plan::new(
+            let plan = Plan::new(
                 PlanKind::CausalPrefix,
                 Scalar,
                 self.map,
                 Shape::new(n, d, dv),
                 o,
             )
-            .and_then(|p| {
-                p.run(
-                    &qs,
-                    &cast::<T>(&model.keys),
-                    &cast::<T>(&model.values),
-                    &mut want,
-                    &mut scratch,
-                )
-            })
+            .expect("causal_prefix");
+            let mut scratch = vec![T::zero(); plan.scratch_len()];
+            let mut want = vec![T::zero(); n * dv];
+            plan.run(
+                &qs,
+                &cast::<T>(&model.keys),
+                &cast::<T>(&model.values),
+                &mut want,
+                &mut scratch,
+            )
             .expect("causal_prefix");
             for j in 0..dv {
                 let w = want[(n - 1) * dv + j];

@@ -303,11 +303,23 @@ pub fn decode_step_shared<'h, K: Kernels<f32>>(
     }
 }
 
-/// Scratch large enough for either path.
+/// Scratch large enough for either path: the larger of what the bidirectional plan (blocks
+/// of [`BIDIR_BLOCK`]) and the chunked causal plan (chunks of [`CAUSAL_CHUNK`]) size. A
+/// plan's scratch depends on the map's dimensions only (not on W, the length or the backend),
+/// so an all-zero W of the workload's shape sizes it.
 pub fn scratch_len() -> usize {
-    bidirectional_scratch_len(FEATURES, DIM, BIDIR_BLOCK)
-        .unwrap()
-        .max(causal_chunked_scratch_len(FEATURES, DIM, CAUSAL_CHUNK).unwrap())
+    let w = vec![0f32; FEATURES * DIM];
+    let phi = PositiveSoftmax::new(&w, FEATURES, DIM).unwrap();
+    let planned = |kind: PlanKind, block: usize| {
+        let opts = Options {
+            block,
+            ..Default::default()
+        };
+        let plan = Plan::new(kind, Scalar, &phi, Shape::new(1, DIM, DIM), opts).unwrap();
+        plan.scratch_len()
+    };
+    planned(PlanKind::Bidirectional, BIDIR_BLOCK)
+        .max(planned(PlanKind::CausalChunked, CAUSAL_CHUNK))
 }
 
 struct FmaLoop {

@@ -3,8 +3,7 @@
 
 use favor_core::{
     Activation, FeatureMap, Generalized, HyperbolicSoftmax, Kernels, Normals, Options, Plan,
-    PlanKind, PositiveSoftmax, Shape, TrigonometricSoftmax, bidirectional_scratch_len,
-    transpose_projection,
+    PlanKind, PositiveSoftmax, Shape, TrigonometricSoftmax, transpose_projection,
 };
 use favor_simd::Detected;
 
@@ -61,27 +60,20 @@ impl WithMap for Attend<'_> {
     type Out = Vec<f64>;
     fn call<F: FeatureMap<f64>>(self, fm: &F) -> CliResult<Vec<f64>> {
         let (l, d) = (self.inp.len, self.inp.dim);
-        let opts = Options::default();
-        let n = bidirectional_scratch_len(fm.feature_dim(), d, opts.block).map_err(core_err)?;
-        let mut scratch = try_zeros("attention scratch", n)?;
-        let mut out = try_zeros("attention output", self.inp.exact.len())?;
-        Plan::new(
+        let shape = Shape::new(l, d, d);
+        let plan = Plan::new(
             PlanKind::Bidirectional,
             *self.backend,
             fm,
-            Shape::new(l, d, d),
-            opts,
+            shape,
+            Options::default(),
         )
-        .and_then(|p| {
-            p.run(
-                &self.inp.q,
-                &self.inp.k,
-                &self.inp.v,
-                &mut out,
-                &mut scratch,
-            )
-        })
         .map_err(core_err)?;
+        let mut scratch = try_zeros("attention scratch", plan.scratch_len())?;
+        let mut out = try_zeros("attention output", self.inp.exact.len())?;
+        let (q, k, v) = (&self.inp.q, &self.inp.k, &self.inp.v);
+        plan.run(q, k, v, &mut out, &mut scratch)
+            .map_err(core_err)?;
         Ok(out)
     }
 }

@@ -1,6 +1,6 @@
 //! One prefill or decoding step over every (batch, head) state.
 
-use favor_core::{FeatureMap, Kernels};
+use favor_core::Kernels;
 
 use super::{HeadState, HeadStates};
 use crate::backend::{BackendOp, Real};
@@ -93,14 +93,16 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let map = &self.states.map;
         // Chunks longer than the call would only size scratch for absent rows.
         let chunk = cfg.chunk.min(len);
-        let m = map.feature_dim();
         let copies = converts::<E, T>()
             || !(io.q.is_contiguous() && io.k.is_contiguous() && io.v.is_contiguous());
         let sizes = PrefillSizes {
             input: if copies { len * cfg.dim } else { 0 },
             values: if copies { len * dv } else { 0 },
             out: if converts::<O, T>() { len * dv } else { 0 },
-            scratch: crate::alloc::len("prefill scratch", favor_core::chunk_scratch_len(m, chunk))?,
+            scratch: crate::alloc::len(
+                "prefill scratch",
+                favor_core::Stream::<T, _, K>::prefill_scratch_len_for(map, chunk),
+            )?,
         };
         let one = |i: usize, out: &mut [O], h: &mut HeadState<T>, bufs: &mut PrefillBuffers<T>| {
             let (b, hd) = (i / cfg.heads, i % cfg.heads);
