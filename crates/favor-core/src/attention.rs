@@ -3,8 +3,10 @@
 use core::marker::PhantomData;
 
 use crate::error::{Result, check};
+use crate::inputs::Qkv;
 use crate::state::{
-    PrefixState, Remap, guard, rescale_factor, scale_by_exp, stabiliser, state_len, underflowed,
+    PrefixState, Queries, Remap, guard, rescale_factor, scale_by_exp, stabiliser, state_len,
+    underflowed,
 };
 use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef, range};
 
@@ -36,29 +38,24 @@ impl Shape {
     /// Checks the inputs against this shape and a feature map: shapes, then the supported
     /// range (finite, entries within the map's limit, sums over `prior_keys` keys plus these
     /// that stay finite).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn check_inputs<T: Float, F: FeatureMap<T>>(
         &self,
         fm: &F,
-        q: &[T],
-        k: &[T],
-        v: &[T],
+        x: Qkv<'_, T>,
         out: &[T],
         key_mask: Option<&[bool]>,
         prior_keys: u64,
     ) -> Result<()> {
-        self.check_shapes(fm.input_dim(), q, k, v, out, key_mask)?;
+        self.check_shapes(fm.input_dim(), x, out, key_mask)?;
         let keys = prior_keys.saturating_add(self.keys as u64);
-        range::inputs(fm, q, k, v, self.dim, self.value_dim, keys)
+        range::inputs(fm, x, (self.dim, self.value_dim), keys)
     }
 
     /// Checks lengths and dimensions only.
     pub(crate) fn check_shapes<T: Float>(
         &self,
         input_dim: usize,
-        q: &[T],
-        k: &[T],
-        v: &[T],
+        Qkv { q, k, v }: Qkv<'_, T>,
         out: &[T],
         key_mask: Option<&[bool]>,
     ) -> Result<()> {
@@ -185,7 +182,7 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     scratch: &mut [T],
 ) -> Result<()> {
     let (kernels, fm, shape, opts) = plan.parts();
-    shape.check_inputs(fm, q, k, v, out, opts.key_mask, 0)?;
+    shape.check_inputs(fm, Qkv::new(q, k, v), out, opts.key_mask, 0)?;
     let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
     let block = opts.block()?;
     check::room("scratch", scratch, bidirectional_scratch_len(m, dv, block)?)?;
@@ -224,8 +221,13 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         )?;
         let qb = &q[start * d..(start + rows) * d];
         let o = &mut out[start * dv..];
-        let r = Remap::new(fm, qb, &mut *remap);
-        state.query_rows(kernels, feats, logs, rows, opts.normalized, o, dv, r);
+        let queries = Queries {
+            feats,
+            logs: &logs[..rows],
+            normalized: opts.normalized,
+            remap: Remap::new(fm, qb, &mut *remap),
+        };
+        state.query_rows(kernels, queries, o, dv);
     }
     Ok(())
 }
@@ -256,7 +258,7 @@ pub(crate) fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     scratch: &mut [T],
 ) -> Result<()> {
     let (kernels, fm, shape, opts) = plan.parts();
-    shape.check_inputs(fm, q, k, v, out, opts.key_mask, 0)?;
+    shape.check_inputs(fm, Qkv::new(q, k, v), out, opts.key_mask, 0)?;
     shape.check_causal()?;
     let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
     let block = opts.block()?;
@@ -279,8 +281,13 @@ pub(crate) fn causal_prefix<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             let (kft, qft) = (&mut kf[t * m..(t + 1) * m], &qf[t * m..(t + 1) * m]);
             let vi = &v[i * dv..(i + 1) * dv];
             let oi = &mut out[i * dv..(i + 1) * dv];
-            let r = Remap::new(fm, &q[i * d..(i + 1) * d], &mut *remap);
-            state.step_row(kernels, kft, kl[t], vi, qft, ql[t], opts.normalized, oi, r);
+            let query = Queries {
+                feats: qft,
+                logs: &ql[t..=t],
+                normalized: opts.normalized,
+                remap: Remap::new(fm, &q[i * d..(i + 1) * d], &mut *remap),
+            };
+            state.step_row(kernels, kft, kl[t], vi, query, oi);
         }
     }
     Ok(())
@@ -324,8 +331,9 @@ pub(crate) fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
-    let (kernels, fm, shape, opts) = plan.parts();
-    shape.check_inputs(fm, q, k, v, out, opts.key_mask, 0)?;
+    let (_, fm, shape, opts) = plan.parts();
+    let x = Qkv::new(q, k, v);
+    shape.check_inputs(fm, x, out, opts.key_mask, 0)?;
     shape.check_causal()?;
     let (m, dv) = (fm.feature_dim(), shape.value_dim);
     let chunk = opts.block()?;
@@ -336,23 +344,19 @@ pub(crate) fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     )?;
     let (state_buf, rest) = scratch.split_at_mut(state_len(m, dv)?);
     let mut state = PrefixState::new(m, dv, state_buf)?;
-    chunked_into_state(kernels, fm, &mut state, q, k, v, shape, opts, out, rest)
+    chunked_into_state(plan, &mut state, x, out, rest)
 }
 
-/// The chunked causal recurrence continuing from `state` (shapes already checked).
-#[allow(clippy::too_many_arguments)]
+/// The chunked causal recurrence of `plan` continuing from `state` (inputs already checked),
+/// with [`chunk_scratch_len`] elements of `scratch`.
 pub(crate) fn chunked_into_state<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
-    kernels: &K,
-    fm: &F,
+    plan: &Plan<'_, T, K, F>,
     state: &mut PrefixState<'_, T>,
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    shape: Shape,
-    opts: &Options<'_>,
+    Qkv { q, k, v }: Qkv<'_, T>,
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
+    let (kernels, fm, shape, opts) = plan.parts();
     let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
     let cmax = opts.block;
     let mut buf = scratch;

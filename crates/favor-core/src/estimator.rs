@@ -1,6 +1,7 @@
 //! Standalone softmax estimation: partition functions over a fixed item set in O(M·d).
 
 use crate::error::{Error, Result, check};
+use crate::inputs::Qkv;
 use crate::{FeatureMap, Float, Kernels};
 
 /// Estimates `Z(q) = Σᵢ exp(τ·q·kᵢ)` over a fixed set of N items (an output vocabulary, a
@@ -120,7 +121,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> PartitionEstimator<'a, T, F,
         crate::range::rows(self.fm, "q", q, d)?;
         // The exact logit τ·q·item must be finite, as in exact softmax attention.
         let tau = self.fm.softmax_temperature().unwrap_or(T::one());
-        crate::range::exact(tau, q, item, &[], d, 1, 1)?;
+        crate::range::exact(tau, Qkv::new(q, item, &[]), (d, 1), 1)?;
         let log_z = self.log_partition(q)?;
         Ok(tau * self.kernels.dot(q, item) - log_z)
     }

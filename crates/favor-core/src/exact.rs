@@ -2,6 +2,7 @@
 
 use crate::attention::Shape;
 use crate::error::{Result, check};
+use crate::inputs::Qkv;
 use crate::{Accum, Float, Kernels, MatMut, MatRef};
 
 /// Options for [`softmax_attention`].
@@ -92,7 +93,7 @@ fn check_exact<T: Float>(
     opts: &ExactOptions<'_, T>,
     out: &[T],
 ) -> Result<T> {
-    shape.check_shapes(shape.dim, q, k, v, out, opts.key_mask)?;
+    shape.check_shapes(shape.dim, Qkv::new(q, k, v), out, opts.key_mask)?;
     if opts.causal {
         check::same_dim(
             "causal attention needs queries == keys",
@@ -109,7 +110,8 @@ fn check_exact<T: Float>(
         }
         None => T::one() / T::from_usize(shape.dim).libm_sqrt(),
     };
-    crate::range::exact(tau, q, k, v, shape.dim, shape.value_dim, shape.keys)?;
+    let dims = (shape.dim, shape.value_dim);
+    crate::range::exact(tau, Qkv::new(q, k, v), dims, shape.keys)?;
     Ok(tau)
 }
 

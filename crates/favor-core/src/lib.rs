@@ -139,6 +139,7 @@ mod estimator;
 mod exact;
 mod features;
 mod float;
+mod inputs;
 mod inspect;
 mod kernels;
 mod mat;

@@ -2,6 +2,7 @@
 //! before it writes anything.
 
 use crate::error::{Error, Result, check};
+use crate::inputs::Qkv;
 use crate::{FeatureMap, Float};
 
 /// Checks query or key rows: finite, and every entry within the map's
@@ -94,15 +95,11 @@ pub fn check_range<T: Float, F: FeatureMap<T>>(
     }
 }
 
-/// [`rows`] for q and k, then [`sums`] over `keys` keys.
-#[allow(clippy::too_many_arguments)]
+/// [`rows`] for q and k (rows of `d`), then [`sums`] over `keys` keys (values rows of `dv`).
 pub(crate) fn inputs<T: Float, F: FeatureMap<T>>(
     fm: &F,
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    d: usize,
-    dv: usize,
+    Qkv { q, k, v }: Qkv<'_, T>,
+    (d, dv): (usize, usize),
     keys: u64,
 ) -> Result<()> {
     let aq = rows(fm, "q", q, d)?;
@@ -129,14 +126,10 @@ fn row_of<T: Float>(x: &[T], d: usize, a: T) -> usize {
 /// The exact softmax paths: logits `τ·q·k` within a quarter of `T`'s range
 /// (`|τ|·d·max|q|·max|k| ≤ MAX/4`), and the weighted sums of values
 /// (`N · max|v| ≤ MAX/4`, weights ≤ 1).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn exact<T: Float>(
     tau: T,
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    d: usize,
-    dv: usize,
+    Qkv { q, k, v }: Qkv<'_, T>,
+    (d, dv): (usize, usize),
     keys: usize,
 ) -> Result<()> {
     let big = T::max_value().to_f64() / 4.0;

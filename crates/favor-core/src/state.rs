@@ -417,32 +417,20 @@ impl<'a, T: Float> PrefixState<'a, T> {
         }
     }
 
-    /// One causal token: [`push_row`](Self::push_row), then the query `qf`, `ql` answered
-    /// into `out` (a token attends to itself).
-    #[allow(clippy::too_many_arguments)]
+    /// One causal token: [`push_row`](Self::push_row) of key features `kf` (log-scale `lk`)
+    /// and value `v`, then the one query row of `query` answered into `out` (a token attends
+    /// to itself).
     pub(crate) fn step_row<K: Kernels<T>, F: FeatureMap<T>>(
         &mut self,
         kernels: &K,
         kf: &[T],
         lk: T,
         v: &[T],
-        qf: &[T],
-        ql: T,
-        normalized: bool,
+        query: Queries<'_, F, T>,
         out: &mut [T],
-        remap: Remap<'_, F, T>,
     ) {
         self.push_row(kernels, kf, lk, v);
-        self.query_rows(
-            kernels,
-            qf,
-            &[ql],
-            1,
-            normalized,
-            out,
-            self.value_dim,
-            remap,
-        );
+        self.query_rows(kernels, query, out, self.value_dim);
     }
 
     /// Normalises one output row by its denominator, or scales an unnormalised one by its
@@ -457,22 +445,24 @@ impl<'a, T: Float> PrefixState<'a, T> {
         }
     }
 
-    /// Attention outputs for `rows` queries with stored features `feats` (rows×M) and
-    /// log-scales `logs`: `out = φ(q)ᵀS / φ(q)·z` (normalised) or `e^{ℓ+c} φ(q)ᵀS`, from the
-    /// total and the ring's keys. A normalised row whose denominator underflows is answered
-    /// again with its features re-mapped against z (`remap`).
-    #[allow(clippy::too_many_arguments)]
+    /// Attention outputs for the rows of `queries` into `out` (rows of stride `ldo`):
+    /// `out = φ(q)ᵀS / φ(q)·z` (normalised) or `e^{ℓ+c} φ(q)ᵀS`, from the total and the
+    /// ring's keys. A normalised row whose denominator underflows is answered again with its
+    /// features re-mapped against z (`queries.remap`).
     pub(crate) fn query_rows<K: Kernels<T>, F: FeatureMap<T>>(
         &self,
         kernels: &K,
-        feats: &[T],
-        logs: &[T],
-        rows: usize,
-        normalized: bool,
+        queries: Queries<'_, F, T>,
         out: &mut [T],
         ldo: usize,
-        mut remap: Remap<'_, F, T>,
     ) {
+        let Queries {
+            feats,
+            logs,
+            normalized,
+            mut remap,
+        } = queries;
+        let rows = logs.len();
         let (m, dv, r) = (self.features, self.value_dim, self.ring_len());
         let (s, z) = self.hi.split_at(m * dv);
         let ring = self.ring(r);
@@ -538,6 +528,18 @@ impl<'a, T: Float> PrefixState<'a, T> {
             self.value_dim,
         )
     }
+}
+
+/// Mapped query rows for [`PrefixState::query_rows`]: what the state needs to answer them.
+pub(crate) struct Queries<'a, F, T> {
+    /// Their features, rows×M.
+    pub feats: &'a [T],
+    /// Their log-scales, one per row (so also the row count).
+    pub logs: &'a [T],
+    /// Divide by the estimated denominator ([`Options::normalized`](crate::Options)).
+    pub normalized: bool,
+    /// How to re-map a row whose denominator underflows.
+    pub remap: Remap<'a, F, T>,
 }
 
 /// What a query path hands [`PrefixState::query_rows`] so that rows whose denominator

@@ -1,8 +1,11 @@
 //! Token-by-token causal decoding over a constant-size state, with byte snapshots.
 
-use crate::attention::{Options, Shape, chunk_scratch_len, chunked_into_state, prepare_keys};
+use crate::attention::{
+    Options, Plan, PlanKind, Shape, chunk_scratch_len, chunked_into_state, prepare_keys,
+};
 use crate::error::{Result, check};
-use crate::state::{PrefixState, Remap, state_len};
+use crate::inputs::Qkv;
+use crate::state::{PrefixState, Queries, Remap, state_len};
 use crate::{FeatureMap, Float, Kernels};
 use crate::{range, snapshot};
 
@@ -162,10 +165,13 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         range::sums(self.fm, aq, aq, &[], dv, self.tokens())?;
         let (f, scratch) = self.feats.split_at_mut(2 * self.fm.feature_dim());
         self.fm.map_rows(&self.kernels, q, 1, f, &mut self.log)?;
-        let remap = Remap::new(self.fm, q, scratch);
-        let log = &self.log[..1];
-        self.state
-            .query_rows(&self.kernels, f, log, 1, true, out, dv, remap);
+        let query = Queries {
+            feats: f,
+            logs: &self.log[..1],
+            normalized: true,
+            remap: Remap::new(self.fm, q, scratch),
+        };
+        self.state.query_rows(&self.kernels, query, out, dv);
         Ok(())
     }
 
@@ -184,23 +190,23 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         check::exact("k", k, d)?;
         check::exact("v", v, dv)?;
         check::room("out", out, dv)?;
-        range::inputs(self.fm, q, k, v, d, dv, self.next_keys(1))?;
+        range::inputs(self.fm, Qkv::new(q, k, v), (d, dv), self.next_keys(1))?;
         let (pair, scratch) = self.feats.split_at_mut(2 * m);
-        map_pairs(
-            &self.kernels,
-            self.fm,
-            1,
-            q,
-            k,
-            self.rows,
-            pair,
-            &mut self.log,
-        )?;
+        let buffers = PairBuffers {
+            rows: self.rows,
+            feats: pair,
+            logs: &mut self.log,
+        };
+        map_pairs(&self.kernels, self.fm, 1, q, k, buffers)?;
         let (kf, qf) = pair.split_at(m);
-        let (lk, lq) = (self.log[0], self.log[1]);
-        let remap = Remap::new(self.fm, q, scratch);
-        self.state
-            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out, remap);
+        let query = Queries {
+            feats: qf,
+            logs: &self.log[1..2],
+            normalized: true,
+            remap: Remap::new(self.fm, q, scratch),
+        };
+        let lk = self.log[0];
+        self.state.step_row(&self.kernels, kf, lk, v, query, out);
         Ok(())
     }
 
@@ -241,11 +247,15 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         range::sums(self.fm, aq, ak, v, dv, self.next_keys(1))?;
         let kf = &mapped.feats[2 * i * m..(2 * i + 1) * m];
         let qf = &mapped.feats[(2 * i + 1) * m..2 * (i + 1) * m];
-        let (lk, lq) = (mapped.logs[2 * i], mapped.logs[2 * i + 1]);
         let q = &mapped.rows[(2 * i + 1) * d..(2 * i + 2) * d];
-        let remap = Remap::new(self.fm, q, &mut self.feats[2 * m..]);
-        self.state
-            .step_row(&self.kernels, kf, lk, v, qf, lq, true, out, remap);
+        let query = Queries {
+            feats: qf,
+            logs: &mapped.logs[2 * i + 1..2 * i + 2],
+            normalized: true,
+            remap: Remap::new(self.fm, q, &mut self.feats[2 * m..]),
+        };
+        let lk = mapped.logs[2 * i];
+        self.state.step_row(&self.kernels, kf, lk, v, query, out);
         Ok(())
     }
 
@@ -278,25 +288,17 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
         scratch: &mut [T],
     ) -> Result<()> {
         let shape = Shape::new(len, self.fm.input_dim(), self.state.value_dim());
-        shape.check_inputs(self.fm, q, k, v, out, None, self.tokens())?;
+        let x = Qkv::new(q, k, v);
+        shape.check_inputs(self.fm, x, out, None, self.tokens())?;
         check::room("scratch", scratch, self.prefill_scratch_len(chunk)?)?;
         let opts = Options {
             block: chunk,
             normalized: true,
             key_mask: None,
         };
-        chunked_into_state(
-            &self.kernels,
-            self.fm,
-            &mut self.state,
-            q,
-            k,
-            v,
-            shape,
-            &opts,
-            out,
-            scratch,
-        )
+        // Cannot fail: the checks above cover the plan's.
+        let plan = Plan::new(PlanKind::CausalChunked, self.kernels, self.fm, shape, opts)?;
+        chunked_into_state(&plan, &mut self.state, x, out, scratch)
     }
 
     /// Bytes [`Stream::snapshot`] writes.
@@ -391,7 +393,12 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
         let (rows, rest) = scratch.split_at_mut(2 * n * d);
         let (feats, rest) = rest.split_at_mut(2 * n * m);
         let logs = &mut rest[..2 * n];
-        map_pairs(kernels, fm, n, q, k, rows, feats, logs)?;
+        let buffers = PairBuffers {
+            rows: &mut *rows,
+            feats: &mut *feats,
+            logs: &mut *logs,
+        };
+        map_pairs(kernels, fm, n, q, k, buffers)?;
         Ok(Self {
             fm,
             n,
@@ -412,21 +419,26 @@ impl<'a, 'f, T: Float, F: FeatureMap<T>> MappedTokens<'a, 'f, T, F> {
     }
 }
 
-/// Maps `n` (key, query) pairs (rows of `k` and `q`, checked finite) as one GEMM of `2n`
-/// rows: `rows` (2n·d) holds key i then query i, `feats` (2n·M) and `logs` (2n) receive
-/// their features in that order. Keys whose log-scale is NaN become absent (see
+/// Where [`map_pairs`] puts n (key, query) pairs: `rows` (2n·d) holds key i then query i,
+/// `feats` (2n·M) and `logs` (2n) receive their features in that order.
+struct PairBuffers<'b, T> {
+    rows: &'b mut [T],
+    feats: &'b mut [T],
+    logs: &'b mut [T],
+}
+
+/// Maps `n` (key, query) pairs (rows of `k` and `q`, checked finite) as
+/// one GEMM of `2n` rows into `buffers`. Keys whose log-scale is NaN become absent (see
 /// `prepare_keys`).
-#[allow(clippy::too_many_arguments)]
 fn map_pairs<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     kernels: &K,
     fm: &F,
     n: usize,
     q: &[T],
     k: &[T],
-    rows: &mut [T],
-    feats: &mut [T],
-    logs: &mut [T],
+    buffers: PairBuffers<'_, T>,
 ) -> Result<()> {
+    let PairBuffers { rows, feats, logs } = buffers;
     let (d, m) = (fm.input_dim(), fm.feature_dim());
     for i in 0..n {
         rows[2 * i * d..(2 * i + 1) * d].copy_from_slice(&k[i * d..(i + 1) * d]);
