@@ -8,26 +8,51 @@ pub fn attention_row_scratch_len<T: Float, F: FeatureMap<T>>(fm: &F) -> usize {
     fm.feature_dim()
 }
 
+/// Keys already through the feature map ([`FeatureMap::map_rows`]): what
+/// [`attention_row`] weighs a query against.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFeatures<'a, T> {
+    /// φ(k) rows, `keys`×M, row-major.
+    pub features: &'a [T],
+    /// Their log-scales, `keys` of them.
+    pub log_scales: &'a [T],
+    /// Number of keys.
+    pub keys: usize,
+}
+
+impl<'a, T> KeyFeatures<'a, T> {
+    /// `keys` mapped keys: `features` (keys×M) and their `log_scales` (keys), as
+    /// [`FeatureMap::map_rows`] writes them. Their lengths are checked where they are used.
+    pub fn new(features: &'a [T], log_scales: &'a [T], keys: usize) -> Self {
+        Self {
+            features,
+            log_scales,
+            keys,
+        }
+    }
+}
+
 /// Row of the attention matrix FAVOR+ implies for query `q`: `outⱼ = φ(q)·φ(kⱼ) / Σⱼ φ(q)·φ(kⱼ)`
-/// over `keys` keys whose features were precomputed with [`FeatureMap::map_rows`]
-/// (`key_features` keys×M, `key_log_scales` keys). O(keys·M). With `causal_position = Some(i)`
+/// over the mapped keys `k` (see [`KeyFeatures`]). O(keys·M). With `causal_position = Some(i)`
 /// only keys `0..=i` are weighted (the rest get 0), as causal attention's row i.
 ///
 /// The weights sum to 1 (for positive maps they are also non-negative). For visualising what
 /// a head attends to without ever forming the L×L matrix.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_row<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     kernels: &K,
     fm: &F,
     q: &[T],
-    key_features: &[T],
-    key_log_scales: &[T],
-    keys: usize,
+    k: KeyFeatures<'_, T>,
     causal_position: Option<usize>,
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
     let (m, d) = (fm.feature_dim(), fm.input_dim());
+    let KeyFeatures {
+        features: key_features,
+        log_scales: key_log_scales,
+        keys,
+    } = k;
     check::nonzero("keys", keys)?;
     check::exact("q", q, d)?;
     crate::range::rows(fm, "q", q, d)?;

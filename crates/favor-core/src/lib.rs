@@ -163,7 +163,7 @@ pub use features::{
     TrigonometricSoftmax,
 };
 pub use float::Float;
-pub use inspect::{attention_row, attention_row_scratch_len};
+pub use inspect::{KeyFeatures, attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
 pub use mat::{Accum, MatMut, MatRef};
 pub use memory::{Attached, StreamMemory};

@@ -276,6 +276,8 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> Stream<'a, T, F, K> {
     /// Processes `len` tokens at once with the chunked causal path, writing their outputs
     /// (len×dv) and continuing from the current state; equivalent to `len` calls of
     /// [`Stream::step`] up to rounding.
+    // The allowance's reason: this is `Plan::run`'s call (q, k, v, out, scratch) plus the
+    // token count and chunk size, which a stream cannot plan ahead of time.
     #[allow(clippy::too_many_arguments)]
     pub fn prefill(
         &mut self,

@@ -23,9 +23,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use favor_core::{
-    Activation, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Normals, Options,
-    Plan, PlanKind, PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream, TrigonometricSoftmax,
-    attention_row, attention_row_scratch_len, projection, projection_len, softmax_attention,
+    Activation, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, KeyFeatures,
+    Normals, Options, Plan, PlanKind, PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream,
+    TrigonometricSoftmax, attention_row, attention_row_scratch_len, projection, projection_len,
+    softmax_attention,
 };
 use favor_testkit::bounds::{gamma, max_abs, unit};
 use favor_testkit::maps::{MapKind, MapSpec};
@@ -1172,7 +1173,16 @@ fn row_checks<T: Float, F: FeatureMap<T>>(fm: &F, kind: Kind, w: &[T], m: usize,
             let mut row = zeros(l);
             let q = &p.q[i * d..(i + 1) * d];
             let pos = causal.then_some(i);
-            attention_row(&Scalar, fm, q, &kf, &kl, l, pos, &mut row, &mut scratch).unwrap();
+            attention_row(
+                &Scalar,
+                fm,
+                q,
+                KeyFeatures::new(&kf, &kl, l),
+                pos,
+                &mut row,
+                &mut scratch,
+            )
+            .unwrap();
             let row = widen(&row);
             let visible = if causal { i + 1 } else { l };
             assert!(

@@ -5,8 +5,8 @@
 
 use favor_core::{
     Activation, Error, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, Kernels,
-    Normals, Options, PartitionEstimator, Plan, PlanKind, PositiveSoftmax, PrefixState,
-    ProjectionKind, RING, SNAPSHOT_VERSION, Scalar, Shape, SnapshotError, Stream,
+    KeyFeatures, Normals, Options, PartitionEstimator, Plan, PlanKind, PositiveSoftmax,
+    PrefixState, ProjectionKind, RING, SNAPSHOT_VERSION, Scalar, Shape, SnapshotError, Stream,
     TrigonometricSoftmax, attention_row, attention_row_scratch_len, projection, projection_len,
     softmax_attention, state_len,
 };
@@ -351,9 +351,7 @@ fn zero_dimension_names_the_dimension() {
         &Scalar,
         &fm,
         &x.q[..D],
-        &[],
-        &[],
-        0,
+        KeyFeatures::new(&[], &[], 0),
         None,
         &mut out,
         &mut scratch,
@@ -481,7 +479,7 @@ fn length_mismatch_reports_expected_and_given_lengths() {
     fm.map_rows(&Scalar, &x.k, L, &mut kf, &mut kl).unwrap();
     let (mut row, mut sc) = (sentinel::<f64>(L), sentinel::<f64>(M));
     let ar = |q: &[f64], f: &[f64], lg: &[f64], row: &mut [f64], sc: &mut [f64]| {
-        attention_row(&Scalar, &fm, q, f, lg, L, None, row, sc)
+        attention_row(&Scalar, &fm, q, KeyFeatures::new(f, lg, L), None, row, sc)
     };
     assert_eq!(
         ar(&x.q[..D - 1], &kf, &kl, &mut row, &mut sc),
@@ -667,9 +665,7 @@ fn buffer_too_small_reports_needed_and_given() {
         &Scalar,
         &fm,
         &x.q[..D],
-        &kf,
-        &kl,
-        L,
+        KeyFeatures::new(&kf, &kl, L),
         None,
         &mut row,
         &mut sc,
@@ -680,9 +676,7 @@ fn buffer_too_small_reports_needed_and_given() {
         &Scalar,
         &fm,
         &x.q[..D],
-        &kf,
-        &kl,
-        L,
+        KeyFeatures::new(&kf, &kl, L),
         None,
         &mut row,
         &mut sc2,
@@ -836,7 +830,15 @@ fn non_finite_inputs_are_rejected_elsewhere() {
         let (mut row, mut sc) = (sentinel::<f32>(L), sentinel::<f32>(M));
         let q = &x.q[..D];
         let mut ar = |q: &[f32], f: &[f32], lg: &[f32]| {
-            attention_row(&Scalar, &fm, q, f, lg, L, Some(5), &mut row, &mut sc)
+            attention_row(
+                &Scalar,
+                &fm,
+                q,
+                KeyFeatures::new(f, lg, L),
+                Some(5),
+                &mut row,
+                &mut sc,
+            )
         };
         assert_eq!(ar(&poison(q, D, 0, bad), &kf, &kl), Err(nf("q", 0)));
         assert_eq!(
@@ -912,9 +914,7 @@ fn invalid_parameters_are_named() {
             &Scalar,
             &fm,
             &x.q[..D],
-            &kf,
-            &kl,
-            L,
+            KeyFeatures::new(&kf, &kl, L),
             Some(pos),
             &mut row,
             &mut sc,
