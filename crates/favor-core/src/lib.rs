@@ -105,8 +105,9 @@
 //!
 //! ## Glossary
 //! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]
-//!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`);
-//!   [`AnyFeatureMap`] holds any of them, chosen at run time.
+//!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`), [`GerfSoftmax`]
+//!   (GERF / FAVOR++: SM+ with a parameter A; lower variance at [`gerf_optimal_a`]);
+//!   [`AnyFeatureMap`] holds any of the first four, chosen at run time.
 //! - **projection** W — the m×d random matrix whose rows wᵢ define φ ([`projection`]).
 //! - **orthogonal random features (ORF)** — W built from blocks of Haar-random rotations
 //!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.
@@ -159,8 +160,8 @@ pub use exact::{
     ExactOptions, softmax_attention, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
 };
 pub use features::{
-    AnyFeatureMap, FeatureMap, Generalized, HyperbolicSoftmax, PositiveSoftmax,
-    TrigonometricSoftmax,
+    AnyFeatureMap, FeatureMap, Generalized, GerfSoftmax, HyperbolicSoftmax, PositiveSoftmax,
+    TrigonometricSoftmax, gerf_optimal_a, gerf_rho,
 };
 pub use float::Float;
 pub use inspect::{KeyFeatures, attention_row, attention_row_scratch_len};

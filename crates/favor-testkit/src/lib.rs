@@ -31,6 +31,7 @@ pub mod attention;
 pub mod backends;
 pub mod bounds;
 pub mod features;
+pub mod gerf;
 pub mod input;
 pub mod kernels;
 pub mod lipschitz;

@@ -242,7 +242,7 @@ macro_rules! softmax_map_common {
                 Ok(self)
             }
 
-            fn projection(&self) -> ProjectionRef<'w, T> {
+            pub(super) fn projection(&self) -> ProjectionRef<'w, T> {
                 ProjectionRef {
                     w: self.w,
                     wt: self.wt,
@@ -265,7 +265,7 @@ macro_rules! softmax_map_common {
                 h.0
             }
 
-            fn scale(&self) -> T {
+            pub(super) fn scale(&self) -> T {
                 data_scale(self.inv_quarter_root, self.normalize)
             }
         }
@@ -275,12 +275,14 @@ macro_rules! softmax_map_common {
 // One file per kernel; the helpers above (and `softmax_map_common!`) serve them all.
 mod any;
 mod generalized;
+mod gerf;
 mod hyperbolic;
 mod positive;
 mod trigonometric;
 
 pub use any::AnyFeatureMap;
 pub use generalized::Generalized;
+pub use gerf::{GerfSoftmax, gerf_optimal_a, gerf_rho};
 pub use hyperbolic::HyperbolicSoftmax;
 pub use positive::PositiveSoftmax;
 pub use trigonometric::TrigonometricSoftmax;

@@ -20,6 +20,13 @@ pub struct PositiveSoftmax<'w, T> {
 }
 softmax_map_common!(PositiveSoftmax, 1);
 
+impl<T> PositiveSoftmax<'_, T> {
+    /// max |wᵢ|, for [`GerfSoftmax`](super::GerfSoftmax)'s range checks.
+    pub(super) fn row_norm_of(&self) -> f64 {
+        self.row_norm
+    }
+}
+
 impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
     fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
         let m = self.m;
