@@ -111,6 +111,8 @@
 //! - **projection** W — the m×d random matrix whose rows wᵢ define φ ([`projection`]).
 //! - **orthogonal random features (ORF)** — W built from blocks of Haar-random rotations
 //!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.
+//! - **simplex random features** — blocks of d rows spread as a regular simplex and rotated
+//!   ([`ProjectionKind::Simplex`]); lower MSE again for the positive maps.
 //! - **data normaliser** — the `d^(-1/4)` applied to q and k so `exp(q'·k') = exp(q·k/√d)`.
 //! - **log-scale** — a per-row exponent kept beside stored features: `φ = stored·e^ℓ`.
 //! - **stabiliser** — the running log-scale of the [`PrefixState`] that rescales S and z when

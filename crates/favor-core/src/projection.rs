@@ -23,6 +23,12 @@ pub enum ProjectionKind {
     /// Orthogonal random features: ⌈m/d⌉ independent blocks, each the rows of a Haar-random
     /// d×d rotation (the last block keeps only the rows it needs), rows scaled by `RowNorms`.
     Orthogonal(RowNorms),
+    /// Simplex random features (Reid et al., 2023): each block of d rows is a regular simplex
+    /// `S` (unit rows, `sᵢ·sⱼ = −1/(d−1)`) turned by a Haar-random rotation, rows scaled by χ(d)
+    /// norms: still marginally N(0, I_d), so the softmax estimators stay unbiased, with rows
+    /// of a block spread further apart than ORF's orthogonal ones (lower MSE for positive
+    /// features). Needs `dim ≥ 2` and `features` a multiple of `dim` (whole blocks).
+    Simplex,
 }
 
 impl Default for ProjectionKind {
@@ -66,15 +72,31 @@ pub fn projection<T: Float>(
 ) -> Result<()> {
     let len = projection_len(features, dim)?;
     check::room("projection", out, len)?;
+    if kind == ProjectionKind::Simplex {
+        if dim < 2 {
+            return Err(crate::Error::InvalidParameter {
+                what: "a simplex projection needs dim >= 2",
+            });
+        }
+        if !features.is_multiple_of(dim) {
+            return Err(crate::Error::InvalidParameter {
+                what: "a simplex projection needs features a multiple of dim",
+            });
+        }
+    }
     let w = &mut out[..len];
     let mut normals = Normals::new(seed);
     normals.fill(w);
     let norms = match kind {
         ProjectionKind::Iid => return Ok(()),
         ProjectionKind::Orthogonal(n) => n,
+        ProjectionKind::Simplex => RowNorms::Chi,
     };
     for block in w.chunks_mut(dim * dim) {
         orthonormalise_rows(block, dim, &mut normals);
+        if kind == ProjectionKind::Simplex {
+            simplex_rows(block, dim);
+        }
     }
     let sqrt_d = T::from_usize(dim).libm_sqrt();
     for row in w.chunks_exact_mut(dim) {
@@ -127,6 +149,21 @@ fn orthonormalise_rows<T: Float>(block: &mut [T], dim: usize, normals: &mut Norm
             *x = *x / after;
         }
         r += 1;
+    }
+}
+
+/// Turns the d orthonormal rows qᵢ of a full block into the rows of a regular simplex,
+/// `sᵢ = (qᵢ − c/d)·√(d/(d−1))` with `c = Σⱼ qⱼ`: unit rows with `sᵢ·sⱼ = −1/(d−1)`, and the
+/// same rotation applied to the standard simplex. Column by column, so no scratch: column k
+/// of every row needs only `c_k`.
+fn simplex_rows<T: Float>(block: &mut [T], dim: usize) {
+    let inv_d = T::one() / T::from_usize(dim);
+    let scale = (T::from_usize(dim) / T::from_usize(dim - 1)).libm_sqrt();
+    for k in 0..dim {
+        let c = block.chunks_exact(dim).fold(T::zero(), |s, row| s + row[k]);
+        for row in block.chunks_exact_mut(dim) {
+            row[k] = (row[k] - c * inv_d) * scale;
+        }
     }
 }
 

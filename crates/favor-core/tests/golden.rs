@@ -79,6 +79,9 @@ fn projection_f64_is_pinned() {
     assert_eq!(digest(w.iter().map(|x| x.to_bits())), 0x72af_22fb_64aa_bbd3);
     projection(ProjectionKind::Orthogonal(RowNorms::SqrtD), 7, M, D, &mut w).unwrap();
     assert_eq!(digest(w.iter().map(|x| x.to_bits())), 0x3281_6e0c_aa8d_6a70);
+    projection(ProjectionKind::Simplex, 7, M, D, &mut w).unwrap();
+    // Recorded 2026-12-05 on x86-64; CI checks it under qemu-aarch64 as well.
+    assert_eq!(digest(w.iter().map(|x| x.to_bits())), 0x2f70_534d_4892_76c2);
 }
 
 #[test]

@@ -663,37 +663,52 @@ fn orf_cross_moment_series_is_right() {
     }
 }
 
+// The ORF and simplex comparisons: d = m = 16, P = 16 pairs, 4000 seeds.
+const ORF_D: usize = 16;
+const ORF_M: usize = 16;
+const ORF_P: usize = 16;
+const SEEDS: u64 = 4000;
+
+/// (x, y) input pairs.
+type Pairs = Vec<(Vec<f64>, Vec<f64>)>;
+
+/// The ORF and simplex comparisons' setup: P pairs with |x| ≈ |y| ≈ 0.6 (|z|² ≈ 0.7, where
+/// ORF removes ≈ 17% of the MSE). Returns the pairs, Lemma 2's iid MSE per pair and the
+/// exact normalised ORF MSE τ_orf.
+fn orf_setup() -> (Pairs, Vec<f64>, f64) {
+    let xs = rows_with_norm(41, ORF_P, ORF_D, 0.6);
+    let ys = rows_with_norm(42, ORF_P, ORF_D, 0.6);
+    let pairs: Pairs = xs
+        .chunks_exact(ORF_D)
+        .zip(ys.chunks_exact(ORF_D))
+        .map(|(x, y)| (x.to_vec(), y.to_vec()))
+        .collect();
+    let v_iid: Vec<f64> = pairs
+        .iter()
+        .map(|(x, y)| lemma2_mse(Map::Positive, x, y, ORF_M))
+        .collect();
+    let tau_orf = pairs
+        .iter()
+        .zip(&v_iid)
+        .map(|((x, y), v)| orf_mse_sm(x, y, ORF_M, ORF_D) / v)
+        .sum::<f64>()
+        / ORF_P as f64;
+    (pairs, v_iid, tau_orf)
+}
+
 #[test]
 fn orthogonal_features_have_lower_mse_than_iid() {
     // Oracle: Lemma 2 for iid rows and the exact ORF MSE (`orf_mse_sm`, series above).
-    // d = 16, m = 16 (one full block). P = 16 random pairs per seed, |x| ≈ |y| ≈ 0.6, so
+    // d = 16, m = 16 (one full block). ORF_P = 16 random pairs per seed, |x| ≈ |y| ≈ 0.6, so
     // |z|² ≈ 0.7, where ORF removes ≈ 17% of the MSE (exact τ_orf ≈ 0.83). Per seed the
     // statistic T = mean_p e_p² / V_iid,p (V_iid from Lemma 2) has E[T] = 1 for iid rows and
     // E[T] = τ_orf = mean_p MSE_orf,p / V_iid,p < 1 for ORF (exact, `orf_mse_sm`). Both
     // projections of a seed start from the same Gaussian rows (the library orthonormalises
     // them), so the paired difference T_iid − T_orf has a smaller spread. Standard errors are
     // sample std/√n over n seeds (seeds are independent; n = 4000 makes the means normal).
-    const D: usize = 16;
-    const M: usize = 16;
-    const P: usize = 16;
-    const SEEDS: u64 = 4000;
-    let xs = rows_with_norm(41, P, D, 0.6);
-    let ys = rows_with_norm(42, P, D, 0.6);
-    let pairs: Vec<(&[f64], &[f64])> = (0..P)
-        .map(|p| (&xs[p * D..(p + 1) * D], &ys[p * D..(p + 1) * D]))
-        .collect();
-    let v_iid: Vec<f64> = pairs
-        .iter()
-        .map(|(x, y)| lemma2_mse(Map::Positive, x, y, M))
-        .collect();
-    let tau_orf = pairs
-        .iter()
-        .zip(&v_iid)
-        .map(|((x, y), v)| orf_mse_sm(x, y, M, D) / v)
-        .sum::<f64>()
-        / P as f64;
+    let (pairs, v_iid, tau_orf) = orf_setup();
     let t_stat = |w: &[f64]| -> f64 {
-        let fm = PositiveSoftmax::new(w, M, D)
+        let fm = PositiveSoftmax::new(w, ORF_M, ORF_D)
             .unwrap()
             .with_data_normalizer(false);
         pairs
@@ -704,13 +719,13 @@ fn orthogonal_features_have_lower_mse_than_iid() {
                 e * e / v
             })
             .sum::<f64>()
-            / P as f64
+            / ORF_P as f64
     };
     let (mut t_iid, mut t_orf) = (Vec::new(), Vec::new());
     for s in 0..SEEDS {
         let seed = 20_000 + s;
-        t_iid.push(t_stat(&draw(ProjectionKind::Iid, seed, M, D)));
-        t_orf.push(t_stat(&draw(ProjectionKind::default(), seed, M, D)));
+        t_iid.push(t_stat(&draw(ProjectionKind::Iid, seed, ORF_M, ORF_D)));
+        t_orf.push(t_stat(&draw(ProjectionKind::default(), seed, ORF_M, ORF_D)));
     }
     let n = SEEDS as f64;
     let se = |t: &[f64]| (sample_var(t) / n).sqrt();
@@ -741,6 +756,91 @@ fn orthogonal_features_have_lower_mse_than_iid() {
         "ORF vs iid (d = m = 16): normalised MSE iid {mi:.4}, ORF {mo:.4} (exact {tau_orf:.4}), \
          gap {md:.4} ± {:.4}",
         se(&diff)
+    );
+}
+
+/// Simplex random features (Reid et al. 2023): rows marginally N(0, I) (unbiased), and
+/// for positive features an MSE no larger than ORF's (their Thm 3.3). Oracles: the exact
+/// ORF MSE (`orf_mse_sm`) and Lemma 2, in the normalised statistic T of the ORF test above.
+/// d = m = 16, the same pairs; per seed T = mean_p e_p²/V_iid,p, and the signed
+/// U = mean_p e_p/√V_iid,p (mean 0 when unbiased).
+#[test]
+fn simplex_features_are_unbiased_and_no_worse_than_orf() {
+    let (pairs, v_iid, tau_orf) = orf_setup();
+    let (mut t, mut u) = (Vec::new(), Vec::new());
+    for s in 0..SEEDS {
+        let w = draw::<f64>(ProjectionKind::Simplex, 20_000 + s, ORF_M, ORF_D);
+        let fm = PositiveSoftmax::new(&w, ORF_M, ORF_D)
+            .unwrap()
+            .with_data_normalizer(false);
+        let (mut ts, mut us) = (0.0, 0.0);
+        for ((x, y), v) in pairs.iter().zip(&v_iid) {
+            let e = kernel_estimate(&fm, x, y) - dot(x, y).exp();
+            ts += e * e / v / ORF_P as f64;
+            us += e / v.sqrt() / ORF_P as f64;
+        }
+        t.push(ts);
+        u.push(us);
+    }
+    let n = SEEDS as f64;
+    let se = |x: &[f64]| (sample_var(x) / n).sqrt();
+    let (mt, mu) = (mean(&t), mean(&u));
+    assert!(
+        mu.abs() <= Z * se(&u),
+        "simplex biased: mean normalised error {mu:.4} (se {:.4})",
+        se(&u)
+    );
+    assert!(
+        mt <= tau_orf + Z * se(&t),
+        "simplex MSE {mt:.4} above ORF's exact {tau_orf:.4} (se {:.4})",
+        se(&t)
+    );
+    eprintln!(
+        "simplex (d = m = 16): normalised MSE {mt:.4} ± {:.4}, ORF exact {tau_orf:.4}",
+        se(&t)
+    );
+}
+
+/// Rows of one simplex block are a regular simplex: pairwise cosine exactly −1/(d−1) (to
+/// rounding), in f64 and f32; blocks are independent draws. Bad shapes are errors.
+#[test]
+fn simplex_blocks_are_regular_simplices() {
+    for d in [2usize, 3, 8, 16] {
+        let m = 3 * d;
+        let w = draw::<f64>(ProjectionKind::Simplex, 5, m, d);
+        let row = |r: usize| &w[r * d..(r + 1) * d];
+        let want = -1.0 / (d as f64 - 1.0);
+        for r in 0..m {
+            for s in r + 1..m {
+                let c = dot(row(r), row(s)) / (sq(row(r)) * sq(row(s))).sqrt();
+                if r / d == s / d {
+                    assert!((c - want).abs() < 1e-12, "d = {d}: cos({r}, {s}) = {c}");
+                } else {
+                    assert!((c - want).abs() > 1e-6, "blocks {r}, {s} not independent");
+                }
+            }
+        }
+        let w32 = draw::<f32>(ProjectionKind::Simplex, 5, m, d);
+        let r32 = |r: usize| -> Vec<f64> {
+            w32[r * d..(r + 1) * d]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect()
+        };
+        let c = dot(&r32(0), &r32(1)) / (sq(&r32(0)) * sq(&r32(1))).sqrt();
+        assert!((c - want).abs() < 1e-5, "f32 d = {d}: {c}");
+    }
+    let mut w = [0f64; 6 * 4];
+    for (m, d) in [(6, 4), (4, 1)] {
+        let r = projection(ProjectionKind::Simplex, 1, m, d, &mut w[..m * d]);
+        assert!(
+            matches!(r, Err(Error::InvalidParameter { .. })),
+            "m = {m}, d = {d}: {r:?}"
+        );
+    }
+    assert!(
+        w.iter().all(|&x| x == 0.0),
+        "a refused projection writes nothing"
     );
 }
 

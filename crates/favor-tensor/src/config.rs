@@ -95,6 +95,10 @@ pub enum Projection {
     Orthogonal(RowNorms),
     /// Independent Gaussian rows.
     Iid,
+    /// Simplex random features (favor-core's `ProjectionKind::Simplex`): blocks of d rows
+    /// spread as a regular simplex, lower variance than orthogonal rows for the positive
+    /// softmax maps. Needs `head_dim ≥ 2` and `features` a multiple of `head_dim`.
+    Simplex,
     /// No projection: generalized kernels applied to the inputs themselves (m = d).
     None,
 }

@@ -106,6 +106,7 @@ impl Weights {
         let kind = match kind {
             Projection::Orthogonal(norms) => ProjectionKind::Orthogonal(norms),
             Projection::Iid => ProjectionKind::Iid,
+            Projection::Simplex => ProjectionKind::Simplex,
             Projection::None => {
                 return Ok(Self {
                     row_norm: 1.0,

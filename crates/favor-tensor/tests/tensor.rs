@@ -940,3 +940,33 @@ fn range_and_shape_errors_say_what_is_wrong() {
         "projection: shape [2, 16] needs 32 elements, got 31"
     );
 }
+
+/// `Projection::Simplex` draws favor-core's simplex projection: each block of `head_dim`
+/// rows of W has pairwise cosine −1/(d−1); a feature count that is not a multiple of
+/// `head_dim` is a configuration error at build time, not a panic.
+#[test]
+fn simplex_projection_is_drawn_and_checked() {
+    let p = Performer::builder(D)
+        .heads(H)
+        .features(2 * D)
+        .projection(Projection::Simplex)
+        .build()
+        .unwrap();
+    let w = p.projection_f64();
+    let want = -1.0 / (D as f64 - 1.0);
+    let row = |r: usize| &w[r * D..(r + 1) * D];
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    for (r, s) in [(0, 1), (2, D - 1), (D, D + 3)] {
+        let c = dot(row(r), row(s)) / (dot(row(r), row(r)) * dot(row(s), row(s))).sqrt();
+        assert!((c - want).abs() < 1e-12, "rows {r}, {s}: {c}");
+    }
+    let (q, k, v) = qkv(1);
+    let out = p.forward(view(&q), view(&k), view(&v)).unwrap();
+    assert!(out.data().iter().all(|x| x.is_finite()));
+    let bad = Performer::builder(D)
+        .heads(H)
+        .features(D + 1)
+        .projection(Projection::Simplex)
+        .build();
+    assert!(matches!(bad, Err(Error::Config(_))), "{bad:?}");
+}
