@@ -21,6 +21,10 @@
 //! | [`check_mapped`] | favor-core `MappedTokens` + `Stream::step_mapped` over up to 8 streams vs `step`, f64 FAVOR+; errors change nothing |
 //!
 //! Every tolerance is derived from the operation (comments in each module); none is tuned.
+//!
+//! Oracles not yet behind a target: [`gerf`] (the closed-form moments of GERF / FAVOR++
+//! features) and [`hybrid`] (hybrid attention — exact window and sinks, random features
+//! outside — from its definition, for the hybrid paths of favor-core to come).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -32,6 +36,7 @@ pub mod backends;
 pub mod bounds;
 pub mod features;
 pub mod gerf;
+pub mod hybrid;
 pub mod input;
 pub mod kernels;
 pub mod lipschitz;

@@ -66,6 +66,11 @@ pub struct Explicit {
 }
 
 impl Explicit {
+    /// `ln φ(x)` of row `r`: its M log-features.
+    pub fn log_features(&self, r: usize) -> &[f64] {
+        &self.logf[r * self.width..(r + 1) * self.width]
+    }
+
     /// `h = |x'|²/2` of row `r` (x' = s·x): the row's exponent is `wᵢ·x' − h`.
     pub fn h(&self, r: usize) -> f64 {
         self.h[r]
@@ -155,8 +160,8 @@ fn query_exponent_err(e: &Explicit, r: usize, u: f64, normalized: bool) -> f64 {
     }
 }
 
-/// ln Σᵣ exp(aᵣ + bᵣ).
-fn lse_pair(a: &[f64], b: &[f64]) -> f64 {
+/// ln Σᵣ exp(aᵣ + bᵣ): the log of `φ(x)·φ(y)` from two rows of log-features.
+pub fn lse_pair(a: &[f64], b: &[f64]) -> f64 {
     let top = a
         .iter()
         .zip(b)
