@@ -108,6 +108,8 @@
 //!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`), [`GerfSoftmax`]
 //!   (GERF / FAVOR++: SM+ with a parameter A; lower variance at [`gerf_optimal_a`]);
 //!   [`AnyFeatureMap`] holds any of the first four, chosen at run time.
+//! - **hybrid attention** — exact softmax weights for a query's window and sinks, random
+//!   features for the other keys, under one normaliser ([`HybridStream`]).
 //! - **projection** W — the m×d random matrix whose rows wᵢ define φ ([`projection`]).
 //! - **orthogonal random features (ORF)** — W built from blocks of Haar-random rotations
 //!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.
@@ -142,6 +144,7 @@ mod estimator;
 mod exact;
 mod features;
 mod float;
+mod hybrid;
 mod inputs;
 mod inspect;
 mod kernels;
@@ -166,6 +169,7 @@ pub use features::{
     TrigonometricSoftmax, gerf_optimal_a, gerf_rho,
 };
 pub use float::Float;
+pub use hybrid::{HybridShape, HybridStream};
 pub use inspect::{KeyFeatures, attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
 pub use mat::{Accum, MatMut, MatRef};

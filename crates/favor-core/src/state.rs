@@ -494,6 +494,13 @@ impl<'a, T: Float> PrefixState<'a, T> {
         }
     }
 
+    /// `out = φ̃(q)ᵀS` and the returned `φ̃(q)·z` for one stored query feature row `f`, at the
+    /// stored scales (multiply both by `e^{ℓ_q + c}`): for callers that combine the state's
+    /// sums with other weights under one normaliser (hybrid attention).
+    pub(crate) fn query_raw<K: Kernels<T>>(&self, kernels: &K, f: &[T], out: &mut [T]) -> T {
+        kernels.ring_query(self.hi, self.ring(self.ring_len()), f, out)
+    }
+
     /// Answers query row `i` of `remap.x` again with features re-mapped against the whole z
     /// ([`FeatureMap::remap_row`]); returns its new denominator, or `None` when the map cannot
     /// re-map (then `out` is untouched).
