@@ -8,7 +8,7 @@ use crate::state::{
     PrefixState, Queries, Remap, guard, rescale_factor, scale_by_exp, stabiliser, state_len,
     underflowed,
 };
-use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef, range};
+use crate::{Accum, FeatureMap, Float, HybridShape, Kernels, MatMut, MatRef, range};
 
 /// Shapes of one attention head: `q` is queries×dim, `k` keys×dim, `v` keys×value_dim,
 /// the output queries×value_dim; all row-major and contiguous.
@@ -138,7 +138,7 @@ pub(crate) fn prepare_keys<T: Float>(
 }
 
 /// Splits `n` elements off the front of `buf`.
-fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> &'b mut [T] {
+pub(crate) fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> &'b mut [T] {
     let (a, b) = core::mem::take(buf).split_at_mut(n);
     *buf = b;
     a
@@ -566,6 +566,7 @@ pub struct Plan<'p, T, K, F> {
     fm: &'p F,
     shape: Shape,
     opts: Options<'p>,
+    hybrid: Option<HybridShape>,
     scratch_len: usize,
     _float: PhantomData<fn() -> T>,
 }
@@ -613,9 +614,77 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
             fm,
             shape,
             opts,
+            hybrid: None,
             scratch_len,
             _float: PhantomData,
         })
+    }
+
+    /// This plan as hybrid attention ([`HybridShape`]): each query weighs its exact set — the
+    /// first `sinks` positions and its window (bidirectional: `|i − j| ≤ w`; causal:
+    /// `i − w ≤ j ≤ i`) — by `exp(τ qᵢ·kⱼ)`, every other visible key by `φ(qᵢ)·φ(kⱼ)`, under
+    /// one normaliser. A window covering the sequence is exact softmax attention.
+    ///
+    /// Errors unless the map estimates softmax, the output is normalised, queries and keys
+    /// are the same tokens (`queries == keys`, for every kind), and the kind is
+    /// [`Bidirectional`](PlanKind::Bidirectional) or [`CausalChunked`](PlanKind::CausalChunked)
+    /// (token by token, use [`HybridStream`](crate::HybridStream)). Inputs must also keep
+    /// every exact logit finite: entries at most `√(MAX/(4|τ|·d))`.
+    ///
+    /// ```
+    /// use favor_core::*;
+    /// let (l, d, m) = (24, 4, 16);
+    /// let mut w = vec![0f64; m * d];
+    /// projection(ProjectionKind::default(), 5, m, d, &mut w).unwrap();
+    /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    /// let x: Vec<f64> = (0..l * d).map(|i| (i as f64 * 0.37).sin()).collect();
+    /// let shape = Shape::new(l, d, d);
+    /// // A window covering the sequence: exact softmax attention.
+    /// let hybrid = HybridShape { window: l, sinks: 1 };
+    /// let plan = Plan::new(PlanKind::CausalChunked, Scalar, &phi, shape, Options::default())
+    ///     .and_then(|p| p.with_hybrid(hybrid))
+    ///     .unwrap();
+    /// let mut scratch = vec![0f64; plan.scratch_len()];
+    /// let mut out = vec![0f64; l * d];
+    /// plan.run(&x, &x, &x, &mut out, &mut scratch).unwrap();
+    /// let exact_opts = ExactOptions { causal: true, ..Default::default() };
+    /// let mut exact = vec![0f64; l * d];
+    /// softmax_attention(&Scalar, &x, &x, &x, shape, &exact_opts, &mut exact).unwrap();
+    /// assert!(out.iter().zip(&exact).all(|(a, b)| (a - b).abs() < 1e-12));
+    /// ```
+    pub fn with_hybrid(mut self, hybrid: HybridShape) -> Result<Self> {
+        crate::hybrid::temperature(self.fm)?;
+        if !self.opts.normalized {
+            return Err(crate::Error::InvalidParameter {
+                what: "hybrid attention is always normalised (Options::normalized)",
+            });
+        }
+        check::same_dim(
+            "hybrid attention needs queries == keys",
+            self.shape.keys,
+            self.shape.queries,
+        )?;
+        let (m, dv, block) = (self.fm.feature_dim(), self.shape.value_dim, self.opts.block);
+        self.scratch_len = match self.path {
+            PlanKind::Bidirectional => {
+                crate::hybrid::bidirectional_scratch_len(m, dv, block, hybrid)?
+            }
+            PlanKind::CausalChunked => {
+                crate::hybrid::causal_chunked_scratch_len(m, dv, block, hybrid)?
+            }
+            PlanKind::CausalPrefix => {
+                return Err(crate::Error::InvalidParameter {
+                    what: "hybrid attention token by token is HybridStream; plan CausalChunked",
+                });
+            }
+        };
+        self.hybrid = Some(hybrid);
+        Ok(self)
+    }
+
+    /// The hybrid shape, for a plan made with [`with_hybrid`](Self::with_hybrid).
+    pub fn hybrid(&self) -> Option<HybridShape> {
+        self.hybrid
     }
 
     /// Elements of scratch [`run`](Self::run) needs.
@@ -638,6 +707,14 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
     /// Checks the slices' lengths and the inputs' supported range (crate docs) before it
     /// writes anything.
     pub fn run(&self, q: &[T], k: &[T], v: &[T], out: &mut [T], scratch: &mut [T]) -> Result<()> {
+        if let Some(h) = self.hybrid {
+            return match self.path {
+                PlanKind::Bidirectional => {
+                    crate::hybrid::bidirectional(self, h, Qkv::new(q, k, v), out, scratch)
+                }
+                _ => crate::hybrid::causal_chunked(self, h, Qkv::new(q, k, v), out, scratch),
+            };
+        }
         match self.path {
             PlanKind::Bidirectional => bidirectional(self, q, k, v, out, scratch),
             PlanKind::CausalPrefix => causal_prefix(self, q, k, v, out, scratch),
@@ -646,7 +723,7 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
     }
 
     /// What the paths read: the backend, the map, the shape and the options.
-    fn parts(&self) -> (&K, &'p F, Shape, &Options<'p>) {
+    pub(crate) fn parts(&self) -> (&K, &'p F, Shape, &Options<'p>) {
         (&self.kernels, self.fm, self.shape, &self.opts)
     }
 }

@@ -109,7 +109,8 @@
 //!   (GERF / FAVOR++: SM+ with a parameter A; lower variance at [`gerf_optimal_a`]);
 //!   [`AnyFeatureMap`] holds any of the first four, chosen at run time.
 //! - **hybrid attention** — exact softmax weights for a query's window and sinks, random
-//!   features for the other keys, under one normaliser ([`HybridStream`]).
+//!   features for the other keys, under one normaliser ([`HybridStream`],
+//!   [`Plan::with_hybrid`]).
 //! - **projection** W — the m×d random matrix whose rows wᵢ define φ ([`projection`]).
 //! - **orthogonal random features (ORF)** — W built from blocks of Haar-random rotations
 //!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.

@@ -1,5 +1,4 @@
-//! Hybrid attention, causal and token by token: exact softmax weights over an exact set of
-//! recent keys and sinks, FAVOR+ features for every other key.
+//! The hybrid stream: causal hybrid attention token by token.
 
 use crate::attention::prepare_keys;
 use crate::error::{Result, check};
@@ -7,15 +6,7 @@ use crate::inputs::Qkv;
 use crate::state::{PrefixState, state_len};
 use crate::{FeatureMap, Float, Kernels, range};
 
-/// Which keys a query weighs exactly: the first `sinks` positions and the last `window + 1`
-/// (itself and the `window` before it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HybridShape {
-    /// w: keys `i − w ..= i` are exact for query i.
-    pub window: usize,
-    /// Positions `0 .. sinks` are exact for every query.
-    pub sinks: usize,
-}
+use super::{HybridShape, check_logits, temperature};
 
 /// Causal hybrid attention as a recurrence. For query i the exact set is
 /// `E(i) = {j < sinks} ∪ {i − w ≤ j ≤ i}`; its keys weigh `exp(τ qᵢ·kⱼ)` (τ the map's
@@ -53,8 +44,6 @@ pub struct HybridStream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
     fm: &'a F,
     shape: HybridShape,
     tau: T,
-    /// The largest q or k entry every exact logit stays finite for.
-    logit_limit: T,
     /// The keys that left the window (sinks never do).
     far: PrefixState<'a, T>,
     /// Raw keys: `sinks` slots, then the window's ring of `w + 1` (token t ≥ sinks in slot
@@ -97,11 +86,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
         shape: HybridShape,
         buf: &'a mut [T],
     ) -> Result<Self> {
-        let tau = fm
-            .softmax_temperature()
-            .ok_or(crate::Error::InvalidParameter {
-                what: "hybrid attention needs a softmax feature map",
-            })?;
+        let tau = temperature(fm)?;
         check::nonzero("value_dim", value_dim)?;
         let (m, d, slots) = (fm.feature_dim(), fm.input_dim(), Self::slots(shape)?);
         check::room(
@@ -113,13 +98,11 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
         let (keys, rest) = rest.split_at_mut(slots * d);
         let (values, rest) = rest.split_at_mut(slots * value_dim);
         let (weights, rest) = rest.split_at_mut(slots);
-        let limit = T::max_value().to_f64() / (4.0 * tau.abs().to_f64() * d as f64);
         Ok(Self {
             kernels,
             fm,
             shape,
             tau,
-            logit_limit: T::from_f64(libm::sqrt(limit)),
             far: PrefixState::new(m, value_dim, st)?,
             keys,
             values,
@@ -168,9 +151,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
         check::room("out", out, dv)?;
         let keys = self.tokens.saturating_add(1);
         range::inputs(self.fm, Qkv::new(q, k, v), (d, dv), keys)?;
-        for (what, x) in [("q", q), ("k", k)] {
-            check::within(what, x, d, check::max_abs(what, x, d)?, self.logit_limit)?;
-        }
+        check_logits(self.tau, d, q, k)?;
 
         // The key leaving the window (token t − w − 1, if it is not a sink) enters S, z.
         let t = self.tokens;

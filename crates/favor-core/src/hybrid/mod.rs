@@ -1,0 +1,142 @@
+//! Hybrid attention: exact softmax weights over each query's exact set (the first `sinks`
+//! positions and a window around it), random features for every other key, under one
+//! normaliser and one stabiliser.
+//!
+//! Three evaluations of the same definition: [`HybridStream`] (causal, token by token, a ring
+//! of the window's raw keys and values plus a prefix state), and the causal-chunked and
+//! bidirectional paths behind [`Plan::with_hybrid`](crate::Plan::with_hybrid).
+
+mod bidirectional;
+mod causal;
+mod stream;
+
+pub(crate) use bidirectional::{bidirectional, bidirectional_scratch_len};
+pub(crate) use causal::{causal_chunked, causal_chunked_scratch_len};
+pub use stream::HybridStream;
+
+use crate::error::{Result, check};
+use crate::state::scale_by_exp;
+use crate::{Float, Kernels};
+
+/// Which keys a query weighs exactly: the first `sinks` positions, and the window — causal:
+/// keys `i − w ..= i`; bidirectional: keys with `|i − j| ≤ w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HybridShape {
+    /// w, the window's reach on each side the query can see.
+    pub window: usize,
+    /// Positions `0 .. sinks` are exact for every query.
+    pub sinks: usize,
+}
+
+/// The largest q or k entry for which every exact logit `τ·q·k` (d terms) stays finite in
+/// `T`: `√(MAX / (4|τ|·d))`.
+fn logit_limit<T: Float>(tau: T, d: usize) -> T {
+    let limit = T::max_value().to_f64() / (4.0 * tau.abs().to_f64() * d as f64);
+    T::from_f64(libm::sqrt(limit))
+}
+
+/// Checks that q and k entries are within [`logit_limit`].
+pub(crate) fn check_logits<T: Float>(tau: T, d: usize, q: &[T], k: &[T]) -> Result<()> {
+    let limit = logit_limit(tau, d);
+    for (what, x) in [("q", q), ("k", k)] {
+        check::within(what, x, d, check::max_abs(what, x, d)?, limit)?;
+    }
+    Ok(())
+}
+
+/// Scratch elements of a hybrid path: the state, `panel_rows` feature rows with their
+/// log-scales, `tiles` tile elements and `row_values` more.
+fn scratch_len(
+    features: usize,
+    value_dim: usize,
+    panel_rows: usize,
+    tiles: usize,
+    row_values: usize,
+) -> Result<usize> {
+    let panels = check::mul(panel_rows, check::add(features, 1)?)?;
+    let rest = check::add(check::add(panels, tiles)?, row_values)?;
+    check::add(crate::state::state_len(features, value_dim)?, rest)
+}
+
+/// Checks one call of a hybrid plan — shapes and range as FAVOR+ does, every exact logit
+/// finite, `needed` elements of scratch — and returns the map's temperature.
+pub(crate) fn check_call<T: Float, K: Kernels<T>, F: crate::FeatureMap<T>>(
+    plan: &crate::Plan<'_, T, K, F>,
+    x: crate::inputs::Qkv<'_, T>,
+    out: &[T],
+    scratch: &[T],
+    needed: usize,
+) -> Result<T> {
+    let (_, fm, shape, opts) = plan.parts();
+    shape.check_inputs(fm, x, out, opts.key_mask, 0)?;
+    let tau = temperature(fm)?;
+    check_logits(tau, shape.dim, x.q, x.k)?;
+    check::room("scratch", scratch, needed)?;
+    Ok(tau)
+}
+
+/// The temperature of a map that estimates softmax; an error for any other map.
+pub(crate) fn temperature<T: Float, F: crate::FeatureMap<T>>(fm: &F) -> Result<T> {
+    fm.softmax_temperature()
+        .ok_or(crate::Error::InvalidParameter {
+            what: "hybrid attention needs a softmax feature map",
+        })
+}
+
+/// One query row's far (random-feature) part, as the paths leave it: the row of `out`
+/// holds its numerator and `den` its denominator, both to be multiplied by `e^{log_scale}`
+/// (`log_scale = −∞` or `den ≤ 0`: no far key).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Far<T> {
+    pub den: T,
+    pub log_scale: T,
+}
+
+/// Finishes one row: `logits` holds its exact logits (`τ·q·k`) where `exact[j]` holds,
+/// anything elsewhere. Picks the row's top log-weight over both kinds, turns the logits into
+/// weights `e^{l − top}` (0 off the exact set), scales the far numerator in `out` to the same
+/// scale, and returns `(the far factor, the row's total weight)`; the caller adds the exact
+/// weights times their values to `out` and divides by the total.
+pub(crate) fn weigh_row<T: Float, K: Kernels<T>>(
+    kernels: &K,
+    logits: &mut [T],
+    exact: impl Fn(usize) -> bool,
+    far: Far<T>,
+    out: &mut [T],
+) -> T {
+    let mut top = T::neg_infinity();
+    for (j, &l) in logits.iter().enumerate() {
+        if exact(j) {
+            top = top.max(l);
+        }
+    }
+    let far_log = if far.den > T::zero() && far.log_scale != T::neg_infinity() {
+        far.log_scale + far.den.libm_ln()
+    } else {
+        T::neg_infinity()
+    };
+    top = top.max(far_log);
+    if top == T::neg_infinity() {
+        // No visible key at all: the row is 0.
+        logits.fill(T::zero());
+        out.fill(T::zero());
+        return T::zero();
+    }
+    kernels.exp_shift(logits, top);
+    let mut total = T::zero();
+    for (j, a) in logits.iter_mut().enumerate() {
+        if exact(j) {
+            total = total + *a;
+        } else {
+            *a = T::zero();
+        }
+    }
+    if far_log == T::neg_infinity() {
+        out.fill(T::zero());
+    } else {
+        // e^{log_scale − top} alone may overflow where den underflowed; the product may not.
+        scale_by_exp(kernels, out, far.log_scale - top);
+        total = total + (far_log - top).libm_exp();
+    }
+    total
+}
