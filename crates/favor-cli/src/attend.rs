@@ -247,6 +247,13 @@ pub struct RunFlags {
     /// Tokens per causal chunk (default 64).
     #[arg(long, value_name = "C")]
     pub chunk: Option<usize>,
+    /// Hybrid attention: keys within W positions of a query (causal: the W before it) get
+    /// exact softmax weights, the others random features. 0: only the diagonal is exact.
+    #[arg(long, value_name = "W")]
+    pub window: Option<usize>,
+    /// Hybrid attention: positions 0..S are exact for every query (attention sinks).
+    #[arg(long, value_name = "S")]
+    pub sinks: Option<usize>,
     /// Accumulation precision: f32|f64 (default f32).
     #[arg(long)]
     pub precision: Option<String>,
@@ -434,6 +441,8 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         projection: matrix,
         causal,
         chunk,
+        window,
+        sinks,
         precision,
         paths,
     } = flags;
@@ -466,6 +475,12 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
     }
     if let Some(c) = chunk {
         b = b.chunk(c);
+    }
+    if let Some(w) = window {
+        b = b.window(w);
+    }
+    if let Some(s) = sinks {
+        b = b.sinks(s);
     }
     if let Some(path) = &matrix {
         let w = npy::read(path).map_err(|e| in_file(path, e))?;

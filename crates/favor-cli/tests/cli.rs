@@ -83,7 +83,8 @@ fn run_equals_the_library() {
     let d = dir("lib");
     let [q, k, v] = fixtures(&d, 1);
     let out = d.join("out.npy");
-    for causal in [false, true] {
+    // Plain FAVOR+, and hybrid attention (window 3, one sink), each way.
+    for (causal, hybrid) in [(false, false), (true, false), (false, true), (true, true)] {
         let mut args = vec![
             "run",
             "--q",
@@ -100,6 +101,9 @@ fn run_equals_the_library() {
         if causal {
             args.push("--causal");
         }
+        if hybrid {
+            args.extend(["--window", "3", "--sinks", "1"]);
+        }
         args.extend(["--out", out.to_str().unwrap()]);
         ok(&args);
         let (shape, got) = read(&out);
@@ -110,14 +114,79 @@ fn run_equals_the_library() {
             read(Path::new(&v)).1,
         );
         let view = |x| TensorView::new([1, 1, L, D], x).unwrap();
-        let p = Performer::builder(D)
-            .features(32)
-            .seed(9)
-            .causal(causal)
-            .build()
-            .unwrap();
-        let want = p.forward(view(&qd), view(&kd), view(&vd)).unwrap();
-        assert_eq!(got, want.data(), "causal {causal}");
+        let mut b = Performer::builder(D).features(32).seed(9).causal(causal);
+        if hybrid {
+            b = b.window(3).sinks(1);
+        }
+        let want = b.build().unwrap().forward(view(&qd), view(&kd), view(&vd));
+        assert_eq!(got, want.unwrap().data(), "causal {causal} hybrid {hybrid}");
+    }
+}
+
+/// `favor run --window W` with W ≥ L weighs every key exactly: it equals `favor exact` within
+/// f32 rounding, both ways. The budget: each weight's log carries the d-term dot product's
+/// and the shift's rounding (δ ≤ γ_{d+2}·τ|q||k| + 4u(τ|q||k| + 1)), sums of L terms add
+/// γ_L, so the output moves by (δ + 2γ_{L+2})(max|v| + |out|); `favor exact` rounds once more.
+/// `--window 0` (only the diagonal exact) is further from exact than that.
+#[test]
+fn run_with_a_covering_window_equals_exact() {
+    let d = dir("window");
+    let [q, k, v] = fixtures(&d, 4);
+    let (ex, hy) = (d.join("exact.npy"), d.join("hybrid.npy"));
+    let (qd, kd, vd) = (
+        read(Path::new(&q)).1,
+        read(Path::new(&k)).1,
+        read(Path::new(&v)).1,
+    );
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let gamma = |n: usize| n as f64 * u / (1.0 - n as f64 * u);
+    let norm = |x: &[f32]| {
+        x.chunks(D)
+            .map(|r| r.iter().map(|e| f64::from(*e).powi(2)).sum::<f64>().sqrt())
+            .fold(0f64, f64::max)
+    };
+    let tqk = norm(&qd) * norm(&kd) / (D as f64).sqrt();
+    let delta = gamma(D + 2) * tqk + 4.0 * u * (tqk + 1.0);
+    let vmax = vd.iter().fold(0f64, |a, x| a.max(f64::from(*x).abs()));
+    let lstr = L.to_string();
+    for causal in [false, true] {
+        let mut common = vec!["--q", &q, "--k", &k, "--v", &v];
+        if causal {
+            common.push("--causal");
+        }
+        let (ex_s, hy_s) = (ex.to_str().unwrap(), hy.to_str().unwrap());
+        let mut exact_args = vec!["exact"];
+        exact_args.extend(&common);
+        exact_args.extend(["--out", ex_s]);
+        ok(&exact_args);
+        let exact = read(&ex).1;
+        for (window, sinks) in [(lstr.as_str(), "0"), (lstr.as_str(), "2"), ("0", "0")] {
+            let mut args = vec!["run", "--features", "16"];
+            args.extend(&common);
+            args.extend(["--window", window, "--sinks", sinks, "--out", hy_s]);
+            ok(&args);
+            let got = read(&hy).1;
+            let worst = got
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| {
+                    let tol = (delta + 2.0 * gamma(L + 2)) * (vmax + f64::from(b.abs()))
+                        + u * f64::from(b.abs());
+                    f64::from((a - b).abs()) / tol
+                })
+                .fold(0f64, f64::max);
+            if window == "0" {
+                assert!(
+                    worst > 1.0,
+                    "causal {causal}: window 0 looks exact ({worst})"
+                );
+            } else {
+                assert!(
+                    worst <= 1.0,
+                    "causal {causal} sinks {sinks}: {worst} of the budget"
+                );
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::performer::Performer;
 use crate::tensor::Element;
 use crate::weights::Weights;
+use favor_core::HybridShape;
 
 impl Performer {
     /// A builder for heads of query/key dimension `dim`.
@@ -30,6 +31,8 @@ impl Performer {
             precision: Precision::F32,
             backend: Backend::Detected,
             parallel: cfg!(feature = "parallel"),
+            window: None,
+            sinks: None,
         }
     }
 }
@@ -56,6 +59,8 @@ pub struct PerformerBuilder {
     precision: Precision,
     backend: Backend,
     parallel: bool,
+    window: Option<usize>,
+    sinks: Option<usize>,
 }
 
 impl PerformerBuilder {
@@ -158,6 +163,33 @@ impl PerformerBuilder {
         self.parallel = parallel;
         self
     }
+    /// Hybrid attention with an exact window of `w` (default: none, plain FAVOR+): query i
+    /// weighs the keys with `|i − j| ≤ w` (causal: `i − w ≤ j ≤ i`) by the exact
+    /// `exp(q·k/√d)`, and every other key by its random features, under one normaliser.
+    /// `window(0)` makes only the diagonal exact; a window covering the sequence is exact
+    /// softmax attention. Needs the softmax or hyperbolic kernel, and queries and keys of the
+    /// same length. Setting only [`sinks`](Self::sinks) means `window(0)`.
+    ///
+    /// ```
+    /// use favor_tensor::{Performer, TensorView};
+    /// let (l, d) = (64, 8);
+    /// let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.37).sin()).collect();
+    /// let x = TensorView::new([1, 1, l, d], &x).unwrap();
+    /// let attn = Performer::builder(d).features(32).window(8).sinks(1).build().unwrap();
+    /// let out = attn.forward(x, x, x).unwrap();
+    /// assert!(out.data().iter().all(|o| o.is_finite()));
+    /// ```
+    pub fn window(mut self, w: usize) -> Self {
+        self.window = Some(w);
+        self
+    }
+    /// Hybrid attention's attention sinks (default 0): positions `0..sinks` are exact for
+    /// every query that sees them, e.g. a `[CLS]` or BOS token that most queries attend to.
+    /// See [`window`](Self::window).
+    pub fn sinks(mut self, sinks: usize) -> Self {
+        self.sinks = Some(sinks);
+        self
+    }
 
     /// Checks the configuration and draws (or takes) the projection.
     pub fn build(self) -> Result<Performer> {
@@ -223,6 +255,16 @@ impl PerformerBuilder {
         if features == 0 {
             return bad("features must be positive");
         }
+        let hybrid = match (self.window, self.sinks) {
+            (None, None) => None,
+            (window, sinks) => Some(HybridShape {
+                window: window.unwrap_or(0),
+                sinks: sinks.unwrap_or(0),
+            }),
+        };
+        if hybrid.is_some() && !matches!(self.kernel, Kernel::Softmax | Kernel::Hyperbolic) {
+            return bad("hybrid attention (window, sinks) needs the softmax or hyperbolic kernel");
+        }
         let cfg = Config {
             heads: self.heads,
             kv_heads,
@@ -239,6 +281,7 @@ impl PerformerBuilder {
             precision: self.precision,
             backend: self.backend,
             parallel: self.parallel,
+            hybrid,
         };
         let weights = match self.matrix {
             Some((rows, w)) => Weights::from_f64(w?, rows, self.dim)?,

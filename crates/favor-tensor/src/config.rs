@@ -4,8 +4,8 @@
 use std::str::FromStr;
 
 use favor_core::{
-    Activation, AnyFeatureMap, Generalized, HyperbolicSoftmax, PositiveSoftmax, RowNorms, Scalar,
-    TrigonometricSoftmax,
+    Activation, AnyFeatureMap, Generalized, HybridShape, HyperbolicSoftmax, PositiveSoftmax,
+    RowNorms, Scalar, TrigonometricSoftmax,
 };
 
 use crate::backend::{BackendOp, Real};
@@ -172,6 +172,8 @@ pub(crate) struct Config {
     pub(crate) precision: Precision,
     pub(crate) backend: Backend,
     pub(crate) parallel: bool,
+    /// Hybrid attention: the exact window and sinks, when either was set.
+    pub(crate) hybrid: Option<HybridShape>,
 }
 
 impl Config {

@@ -15,6 +15,10 @@ use crate::weights::Weights;
 
 /// Rows per block of bidirectional attention: a block's features stay in L2.
 const BIDIRECTIONAL_BLOCK: usize = 256;
+/// Queries per block of bidirectional hybrid attention: each block also weighs a band of
+/// `block + 2w` keys (exactly and through φ), so its cost per query grows with the block;
+/// 32 keeps the band near 2w at the usual windows while the tiles still fill GEMMs.
+const HYBRID_BLOCK: usize = 32;
 
 /// The inputs of one forward call, with their checked shape.
 pub(crate) struct Io<'a, E> {
@@ -319,10 +323,10 @@ impl<E: Element> HeadIo<'_, '_, E> {
         let opts = Options {
             // A block longer than the sequence would only size scratch for rows that never
             // exist (and could fail to allocate); the partition into blocks is the same.
-            block: if cfg.causal {
-                cfg.chunk
-            } else {
-                BIDIRECTIONAL_BLOCK
+            block: match (cfg.causal, cfg.hybrid) {
+                (true, _) => cfg.chunk,
+                (false, None) => BIDIRECTIONAL_BLOCK,
+                (false, Some(_)) => HYBRID_BLOCK,
             }
             .min(self.shape.queries.max(self.shape.keys)),
             normalized: true,
@@ -335,8 +339,12 @@ impl<E: Element> HeadIo<'_, '_, E> {
         } else {
             favor_core::PlanKind::Bidirectional
         };
-        let plan =
-            favor_core::Plan::new(kind, *kernels, map, self.shape, opts).map_err(|e| match e {
+        let plan = favor_core::Plan::new(kind, *kernels, map, self.shape, opts)
+            .and_then(|p| match cfg.hybrid {
+                Some(h) => p.with_hybrid(h),
+                None => Ok(p),
+            })
+            .map_err(|e| match e {
                 // Only the scratch size can overflow: a size beyond memory.
                 favor_core::Error::SizeOverflow => Error::Alloc {
                     what: "attention scratch",

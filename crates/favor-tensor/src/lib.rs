@@ -56,7 +56,7 @@ pub use config::{
     Backend, DEFAULT_CHUNK, DEFAULT_FEATURES, Kernel, Precision, Projection, Redraw, redraw_seed,
 };
 pub use error::{Error, Result};
-pub use favor_core::RowNorms;
+pub use favor_core::{HybridShape, RowNorms};
 pub use half::{bf16, f16};
 pub use performer::Performer;
 pub use stream::{STREAM_SNAPSHOT_VERSION, Stream};

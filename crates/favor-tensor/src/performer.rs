@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use favor_core::Kernels;
+use favor_core::{HybridShape, Kernels};
 
 use crate::backend::BackendOp;
 use crate::config::{Config, Kernel, Projection, Redraw, redraw_seed};
@@ -112,6 +112,11 @@ impl Performer {
     /// Whether attention is causal.
     pub fn is_causal(&self) -> bool {
         self.cfg.causal
+    }
+    /// The exact window and sinks of hybrid attention, if set
+    /// ([`PerformerBuilder::window`](crate::PerformerBuilder::window)).
+    pub fn hybrid(&self) -> Option<HybridShape> {
+        self.cfg.hybrid
     }
     /// Key/value heads (equal to [`heads`](Self::heads) unless grouped; see
     /// [`PerformerBuilder::kv_heads`](crate::PerformerBuilder::kv_heads)).
@@ -280,7 +285,17 @@ impl Performer {
     /// A causal decoding stream for `batch` sequences over this layer's current projection;
     /// see [`Stream`]. The stream owns its state and shares the projection, so it is
     /// `'static + Send`: it outlives this `Performer` and is unaffected by later redraws.
+    ///
+    /// Hybrid attention ([`window`](crate::PerformerBuilder::window)) has no stream here yet:
+    /// that is an error (favor-core's `HybridStream` is the token-by-token hybrid).
     pub fn stream(&self, batch: usize) -> Result<Stream> {
+        if self.cfg.hybrid.is_some() {
+            return Err(Error::Config(
+                "hybrid attention (window, sinks) has no favor-tensor stream yet; \
+                 favor_core::HybridStream decodes token by token"
+                    .into(),
+            ));
+        }
         Stream::new(self.cfg.clone(), self.weights(), batch)
     }
 }

@@ -67,19 +67,8 @@ fn each_head_equals_favor_core_on_that_head() {
             ..Default::default()
         };
         let plan = favor_core::Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
-        for b in 0..B {
-            for h in 0..H {
-                let (tq, tk, tv) = (
-                    view(&q).head(b, h),
-                    view(&k).head(b, h),
-                    view(&v).head(b, h),
-                );
-                let mut o = vec![0f32; L * D];
-                let mut scratch = vec![0.0; plan.scratch_len()];
-                plan.run(tq, tk, tv, &mut o, &mut scratch).unwrap();
-                assert_eq!(out.head(b, h), &o[..], "causal {causal}, head ({b}, {h})");
-            }
-        }
+        let io = (view(&q), view(&k), view(&v));
+        common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
     }
 }
 

@@ -12,3 +12,35 @@ pub fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Asserts that every (batch, head) of `out` is what `plan` computes on that head of the
+/// `[batch, heads, L, d]` inputs: favor-core's own entry point as the oracle, same bits.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn assert_heads_equal_plan<F: favor_core::FeatureMap<f32>>(
+    out: &favor_tensor::Tensor,
+    (q, k, v): (
+        favor_tensor::TensorView<'_>,
+        favor_tensor::TensorView<'_>,
+        favor_tensor::TensorView<'_>,
+    ),
+    plan: &favor_core::Plan<'_, f32, favor_core::Scalar, F>,
+    what: &str,
+) {
+    let [batch, heads, _, _] = q.shape();
+    let n = plan.shape().queries * plan.shape().value_dim;
+    for b in 0..batch {
+        for h in 0..heads {
+            let mut o = vec![0f32; n];
+            let mut scratch = vec![0.0; plan.scratch_len()];
+            plan.run(
+                q.head(b, h),
+                k.head(b, h),
+                v.head(b, h),
+                &mut o,
+                &mut scratch,
+            )
+            .unwrap();
+            assert_eq!(out.head(b, h), &o[..], "{what}, head ({b}, {h})");
+        }
+    }
+}
