@@ -20,7 +20,13 @@
 #![warn(missing_docs)]
 
 use favor_core::*;
+
+mod hybrid;
 use favor_tensor::Error;
+pub use hybrid::{
+    HYBRID_BLOCK, HYBRID_SINKS, HybridHeadStream, hybrid_all, hybrid_decode_step,
+    hybrid_scratch_len, with_hybrid_streams,
+};
 use pulp::{Simd, WithSimd};
 use std::result::Result;
 
@@ -232,12 +238,18 @@ pub fn decode_step<K: Kernels<f32>>(
     t: usize,
     out: &mut [f32],
 ) {
-    for (s, h) in streams.iter_mut().zip(heads) {
-        let row = t % (h.q.len() / DIM);
-        let r = row * DIM..(row + 1) * DIM;
-        let (q, kk, v) = (&h.q[r.clone()], &h.k[r.clone()], &h.v[r]);
+    for (s, (q, kk, v)) in streams.iter_mut().zip(tokens(heads, t)) {
         s.step(q, kk, v, &mut out[..DIM]).unwrap();
     }
+}
+
+/// Token `t` of every head, as its `(q, k, v)` rows: row `t` modulo the head's length.
+fn tokens(heads: &[Head], t: usize) -> impl Iterator<Item = (&[f32], &[f32], &[f32])> {
+    heads.iter().map(move |h| {
+        let row = t % (h.q.len() / DIM);
+        let r = row * DIM..(row + 1) * DIM;
+        (&h.q[r.clone()], &h.k[r.clone()], &h.v[r])
+    })
 }
 
 /// What [`decode_step_shared`] maps every head's token with: the one feature map the heads

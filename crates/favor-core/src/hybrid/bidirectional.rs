@@ -80,6 +80,9 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     }
     let far_keys = count(s0, len);
     let sigma = state.log_scale();
+    // The band rows `kf` holds, `[held.0, held.1)`: consecutive blocks' bands overlap by 2w
+    // keys, which slide down rather than being mapped again.
+    let mut held = (s0, s0);
 
     for a in (0..len).step_by(bmax) {
         let c = bmax.min(len - a);
@@ -100,8 +103,14 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         den[..c].fill(T::zero());
         if far_keys > 0 {
             if nb > 0 {
-                fm.map_rows(kernels, &k[blo * d..bhi * d], nb, kf, kl)?;
-                prepare_keys(kf, m, &mut kl[..nb], opts.key_mask, blo);
+                let band_keys = BandKeys {
+                    kernels,
+                    fm,
+                    k,
+                    mask: opts.key_mask,
+                    sigma,
+                };
+                band_keys.slide(&mut held, (blo, bhi), kf, kl)?;
                 let qm = MatRef::row_major(&qf[..c * m], c, m);
                 let km = MatRef::row_major(&kf[..nb * m], nb, m).t();
                 kernels.gemm(MatMut::new(ftile, c, nb, band), Accum::Overwrite, qm, km);
@@ -110,9 +119,7 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
                     let row = &mut ftile[t * band..t * band + nb];
                     row[..lo - blo].fill(T::zero());
                     row[hi - blo..].fill(T::zero());
-                    let r = &mut row[lo - blo..hi - blo];
-                    kernels.mul_exp(r, &kl[lo - blo..hi - blo], sigma);
-                    den[t] = -r.iter().fold(T::zero(), |s, &x| s + x);
+                    den[t] = -row.iter().fold(T::zero(), |s, &x| s + x);
                 }
                 let ft = MatRef::new(ftile, c, nb, band);
                 let vm = MatRef::row_major(&v[blo * dv..bhi * dv], nb, dv);
@@ -187,4 +194,51 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         }
     }
     Ok(())
+}
+
+/// What maps the band's keys: each key once per sweep, its features pre-scaled to the total
+/// state's scale `e^{ℓ − σ}` so the band tile needs no per-element exponential.
+struct BandKeys<'a, T, K, F> {
+    kernels: &'a K,
+    fm: &'a F,
+    k: &'a [T],
+    mask: Option<&'a [bool]>,
+    sigma: T,
+}
+
+impl<T: Float, K: Kernels<T>, F: FeatureMap<T>> BandKeys<'_, T, K, F> {
+    /// Moves `kf` (rows `held`) to the band `[lo, hi)` (`lo ≥ held.0`, `hi ≥ held.1`): the
+    /// rows both hold slide to the front, the new ones are mapped after them.
+    fn slide(
+        &self,
+        held: &mut (usize, usize),
+        (lo, hi): (usize, usize),
+        kf: &mut [T],
+        kl: &mut [T],
+    ) -> Result<()> {
+        let (m, d) = (self.fm.feature_dim(), self.fm.input_dim());
+        let from = if lo < held.1 {
+            kf.copy_within((lo - held.0) * m..(held.1 - held.0) * m, 0);
+            held.1
+        } else {
+            lo
+        };
+        let (r, n) = (from - lo, hi - from);
+        if n > 0 {
+            let (f, l) = (&mut kf[r * m..], &mut kl[..n]);
+            self.fm
+                .map_rows(self.kernels, &self.k[from * d..hi * d], n, f, l)?;
+            prepare_keys(f, m, l, self.mask, from);
+            for (row, &lj) in f.chunks_exact_mut(m).zip(l.iter()) {
+                let e = if lj == T::neg_infinity() {
+                    T::zero()
+                } else {
+                    (lj - self.sigma).libm_exp()
+                };
+                self.kernels.scale(e, row);
+            }
+        }
+        *held = (lo, hi);
+        Ok(())
+    }
 }

@@ -1,0 +1,106 @@
+//! The hybrid-attention workload: the benchmark heads with an exact window of w keys and one
+//! sink, random features (the heads' m = 256 map) for the rest.
+
+use super::{CAUSAL_CHUNK, DIM, Head};
+use favor_core::*;
+
+/// Queries per block of bidirectional hybrid attention (favor-tensor's choice: each block also
+/// weighs a band of `block + 2w` keys, so the cost per query grows with the block).
+pub const HYBRID_BLOCK: usize = 32;
+/// Attention sinks in the hybrid workload (a `[CLS]` or BOS token).
+pub const HYBRID_SINKS: usize = 1;
+
+fn shape(window: usize) -> HybridShape {
+    HybridShape {
+        window,
+        sinks: HYBRID_SINKS,
+    }
+}
+
+fn plan<'p, K: Kernels<f32>>(
+    k: K,
+    phi: &'p PositiveSoftmax<'_, f32>,
+    len: usize,
+    causal: bool,
+    window: usize,
+) -> Plan<'p, f32, K, PositiveSoftmax<'p, f32>> {
+    let (kind, block) = if causal {
+        (PlanKind::CausalChunked, CAUSAL_CHUNK)
+    } else {
+        (PlanKind::Bidirectional, HYBRID_BLOCK)
+    };
+    let opts = Options {
+        block,
+        ..Default::default()
+    };
+    Plan::new(kind, k, phi, Shape::new(len, DIM, DIM), opts)
+        .and_then(|p| p.with_hybrid(shape(window)))
+        .unwrap()
+}
+
+/// Scratch for [`hybrid_all`] with window `window`, either direction.
+pub fn hybrid_scratch_len(window: usize) -> usize {
+    let w = vec![0f32; super::FEATURES * DIM];
+    let phi = PositiveSoftmax::new(&w, super::FEATURES, DIM).unwrap();
+    [false, true]
+        .map(|causal| plan(Scalar, &phi, 1, causal, window).scratch_len())
+        .into_iter()
+        .fold(0, usize::max)
+}
+
+/// Hybrid attention (window `window`, [`HYBRID_SINKS`] sink) over the first `len` tokens of
+/// every head with kernels `k`, causal (chunks of [`CAUSAL_CHUNK`]) or bidirectional (blocks
+/// of [`HYBRID_BLOCK`]); every head writes the same `out[..len·d]`. `scratch` holds at least
+/// [`hybrid_scratch_len`]`(window)`.
+pub fn hybrid_all<K: Kernels<f32>>(
+    k: &K,
+    heads: &[Head],
+    (len, causal, window): (usize, bool, usize),
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let n = len * DIM;
+    for h in heads {
+        let phi = h.phi();
+        plan(*k, &phi, len, causal, window)
+            .run(&h.q[..n], &h.k[..n], &h.v[..n], out, scratch)
+            .unwrap();
+    }
+}
+
+/// A hybrid decode stream over one head's map.
+pub type HybridHeadStream<'a, 'h, K> = HybridStream<'a, f32, PositiveSoftmax<'h, f32>, K>;
+
+/// Runs `f` on one empty [`HybridStream`] per head (window `window`, [`HYBRID_SINKS`] sink),
+/// with kernels `k`. The streams' buffers live for the call.
+pub fn with_hybrid_streams<'h, K: Kernels<f32>, R>(
+    k: K,
+    heads: &'h [Head],
+    window: usize,
+    f: impl FnOnce(&mut [HybridHeadStream<'_, 'h, K>]) -> R,
+) -> R {
+    let phis: Vec<_> = heads.iter().map(Head::phi).collect();
+    let mut bufs: Vec<Vec<f32>> = phis
+        .iter()
+        .map(|p| vec![0f32; HybridHeadStream::<K>::buffer_len(p, DIM, shape(window)).unwrap()])
+        .collect();
+    let mut streams: Vec<_> = phis
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|(p, b)| HybridStream::new(k, p, DIM, shape(window), b).unwrap())
+        .collect();
+    f(&mut streams)
+}
+
+/// One hybrid decode step of every head: token `t` of each head (row `t` modulo its length);
+/// every head writes the same `out[..d]`.
+pub fn hybrid_decode_step<K: Kernels<f32>>(
+    streams: &mut [HybridHeadStream<'_, '_, K>],
+    heads: &[Head],
+    t: usize,
+    out: &mut [f32],
+) {
+    for (s, (q, k, v)) in streams.iter_mut().zip(super::tokens(heads, t)) {
+        s.step(q, k, v, &mut out[..DIM]).unwrap();
+    }
+}
