@@ -10,6 +10,16 @@ pub const HYBRID_BLOCK: usize = 32;
 /// Attention sinks in the hybrid workload (a `[CLS]` or BOS token).
 pub const HYBRID_SINKS: usize = 1;
 
+/// FLOPs charged to hybrid attention over `len` tokens (per token for decode, `len` = 1):
+/// [`favor_flops`](super::favor_flops) plus the exact part, 4·H·L·E·d, where E is the keys a
+/// query away from the sequence's ends takes exactly: the window and the sinks, 2w + 1 + s
+/// bidirectional, w + 1 + s causal. The bidirectional plan's band subtraction (the window's
+/// random-feature terms taken back out of the total state) is not counted.
+pub fn hybrid_flops(len: usize, causal: bool, window: usize) -> u64 {
+    let exact_keys = if causal { window + 1 } else { 2 * window + 1 } + HYBRID_SINKS;
+    super::favor_flops(len) + 4 * (super::HEADS * len * exact_keys * DIM) as u64
+}
+
 fn shape(window: usize) -> HybridShape {
     HybridShape {
         window,

@@ -24,7 +24,7 @@ use favor_core::*;
 mod hybrid;
 use favor_tensor::Error;
 pub use hybrid::{
-    HYBRID_BLOCK, HYBRID_SINKS, HybridHeadStream, hybrid_all, hybrid_decode_step,
+    HYBRID_BLOCK, HYBRID_SINKS, HybridHeadStream, hybrid_all, hybrid_decode_step, hybrid_flops,
     hybrid_scratch_len, with_hybrid_streams,
 };
 use pulp::{Simd, WithSimd};

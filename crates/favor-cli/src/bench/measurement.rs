@@ -6,6 +6,29 @@ use std::fmt;
 /// Largest L `--lens` accepts (the inputs take 6 KiB per token).
 pub const MAX_LEN: usize = 1 << 20;
 
+/// The exact windows of the hybrid rows (each with [`HYBRID_SINKS`](favor_workload::HYBRID_SINKS)
+/// sink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// w = 32.
+    W32,
+    /// w = 64.
+    W64,
+}
+
+impl Window {
+    /// Every window the sweep measures, ascending.
+    pub const ALL: [Self; 2] = [Self::W32, Self::W64];
+
+    /// The window w in tokens.
+    pub fn tokens(self) -> usize {
+        match self {
+            Self::W32 => 32,
+            Self::W64 => 64,
+        }
+    }
+}
+
 /// The measured workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
@@ -17,26 +40,53 @@ pub enum Workload {
     Exact,
     /// One decode step per head.
     Decode,
+    /// Bidirectional hybrid attention: the window and the sink exact, FAVOR+ for the rest.
+    HybridBidir(Window),
+    /// Chunked causal hybrid attention.
+    HybridCausal(Window),
+    /// One hybrid decode step per head.
+    HybridDecode(Window),
 }
 
 impl Workload {
-    /// The name in the table and in JSON.
+    /// The name in the table and in JSON: the FAVOR+ workload's, with `w` and the window for
+    /// the hybrid ones (`bidirw32`, `decodew64`).
     pub fn as_str(self) -> &'static str {
+        use Window::*;
         match self {
             Self::Bidir => "bidir",
             Self::Causal => "causal",
             Self::Exact => "exact",
             Self::Decode => "decode",
+            Self::HybridBidir(W32) => "bidirw32",
+            Self::HybridBidir(W64) => "bidirw64",
+            Self::HybridCausal(W32) => "causalw32",
+            Self::HybridCausal(W64) => "causalw64",
+            Self::HybridDecode(W32) => "decodew32",
+            Self::HybridDecode(W64) => "decodew64",
+        }
+    }
+
+    /// The FAVOR+ workload a hybrid one adds its window to; `None` for the others.
+    pub fn favor_twin(self) -> Option<Self> {
+        match self {
+            Self::HybridBidir(_) => Some(Self::Bidir),
+            Self::HybridCausal(_) => Some(Self::Causal),
+            Self::HybridDecode(_) => Some(Self::Decode),
+            _ => None,
         }
     }
 
     /// FLOPs charged per call (per token for decode) at `len` tokens.
     pub fn flops(self, len: usize) -> f64 {
-        match self {
-            Self::Bidir | Self::Causal => workload::favor_flops(len) as f64,
-            Self::Exact => workload::exact_flops(len) as f64,
-            Self::Decode => workload::favor_flops(1) as f64,
-        }
+        (match self {
+            Self::Bidir | Self::Causal => workload::favor_flops(len),
+            Self::Exact => workload::exact_flops(len),
+            Self::Decode => workload::favor_flops(1),
+            Self::HybridBidir(w) => workload::hybrid_flops(len, false, w.tokens()),
+            Self::HybridCausal(w) => workload::hybrid_flops(len, true, w.tokens()),
+            Self::HybridDecode(w) => workload::hybrid_flops(1, true, w.tokens()),
+        }) as f64
     }
 }
 

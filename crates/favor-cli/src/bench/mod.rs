@@ -17,13 +17,22 @@
 //! | `causal` | chunked causal FAVOR+ (C = 64) over all heads | 8·H·L·m·d |
 //! | `exact` | exact softmax attention ([`favor_core::softmax_attention_tiled`]: GEMM tiles, online softmax), all heads | 4·H·L²·d |
 //! | `decode` | one token through all heads with [`favor_core::Stream::step`]; L = tokens already seen (0 and 10 000) | 8·H·m·d per token |
+//! | `bidirw32`, `bidirw64` | bidirectional hybrid attention ([`favor_core::Plan::with_hybrid`], blocks of [`HYBRID_BLOCK`](favor_workload::HYBRID_BLOCK)): an exact window of w = 32 or 64 keys each side and [`HYBRID_SINKS`](favor_workload::HYBRID_SINKS) sink, FAVOR+ for the rest | FAVOR+'s + 4·H·L·(2w + 1 + s)·d |
+//! | `causalw32`, `causalw64` | chunked causal hybrid attention (C = 64): the last w + 1 keys and the sink exact | FAVOR+'s + 4·H·L·(w + 1 + s)·d |
+//! | `decodew32`, `decodew64` | one token through all heads with [`favor_core::HybridStream::step`]; L = tokens already seen | 8·H·m·d + 4·H·(w + 1 + s)·d per token |
 //!
 //! The FAVOR+ count is the four GEMMs (projecting q and k, K'ᵀV, Q'S: 2·L·m·d each);
 //! exact attention's is QKᵀ and the weighted sum of V (L²·d multiply-adds each), causal
 //! masking not applied; a decode step does the four products for one row. Exponentials,
 //! normalisers and the causal chunk tile are not counted, so GFLOP/s understates the work.
 //!
-//! Each row runs the chosen backend (detected unless `--backend`). The same FAVOR+ workloads
+//! The hybrid FLOPs add the exact part's QKᵀ and weighted sum of V over the keys a query
+//! away from the ends takes exactly; the bidirectional plan also takes the window's
+//! random-feature terms back out of the total state (about 2·(2w + 1)·(m + d) per query),
+//! which is not counted. The text table's `/ favor` column is a hybrid row's time over its
+//! FAVOR+ row's (same L and backend): the price of the exact window.
+//!
+//! Each row runs the chosen backend (detected unless `--backend`). The same FAVOR+ workloads (not the hybrid ones)
 //! run with the scalar reference backend (`favor_core::Scalar`, about 10× slower) at
 //! L ≤ 4096 only (256 with `--quick`) and for decode at 0 tokens seen; the table says which
 //! it skipped. Exact attention runs while its time per call, extrapolated by the L² law from
@@ -37,7 +46,9 @@
 //! its warm-up as the first sample, and one longer than 2 s is timed 3 times in all. `ms` is
 //! the median. A decode sample is a batch of
 //! 64 steps starting from the same restored state (`Stream::snapshot`/`restore`, not timed),
-//! divided by 64.
+//! divided by 64. The hybrid stream has no snapshot yet: its batches go on from where the
+//! last one stopped (its ring and state have a fixed size, so the cost per token does not
+//! depend on the tokens seen, which the rows at 0 and 10 000 show).
 //!
 //! `--threads N` (1 to 8, default 1) splits the heads over N threads with
 //! [`std::thread::scope`], each with its own scratch and output; the threads are spawned for
@@ -67,7 +78,8 @@
 //! samples. Numbers are finite, or `null`.
 //!
 //! `--plot FILE.png` also draws time per call against L on log–log axes: FAVOR+
-//! bidirectional and causal and exact attention (dashed: the scalar backend).
+//! bidirectional and causal, hybrid attention with w = 32 both ways, and exact attention
+//! (dashed: the scalar backend).
 //!
 //! # Memory (`--memory`)
 //! `favor bench --memory` measures peak resident memory instead of time, to show that FAVOR+

@@ -1,11 +1,11 @@
 //! The report: table rows or JSON lines as the sweep goes, its header, and the plot.
 
-use super::measurement::{Measurement, Workload};
+use super::measurement::{Measurement, Window, Workload};
 use super::options::{BackendChoice, Options};
 use super::roof::Roofs;
 use crate::args::{CliError, CliResult};
 use crate::plot::{Panel, Series, render_png};
-use favor_workload::{DIM, FEATURES, HEADS};
+use favor_workload::{DIM, FEATURES, HEADS, HYBRID_SINKS};
 use std::io::Write;
 use std::path::Path;
 
@@ -62,7 +62,7 @@ pub(super) fn emit(
                 false,
             ) => {
                 s += &format!(
-                    "{workload:<8} {len:>6}  {backend:<8} skipped: would take ~{estimate_s:.0} s per call\n"
+                    "{workload:<9} {len:>6}  {backend:<8} skipped: would take ~{estimate_s:.0} s per call\n"
                 );
             }
         }
@@ -71,7 +71,7 @@ pub(super) fn emit(
 }
 
 pub(super) const TABLE_HEAD: &str =
-    "workload      L  backend          ms  GFLOP/s  % roof  vs scalar  vs exact   runs";
+    "workload       L  backend          ms  GFLOP/s  % roof  vs scalar  vs exact  / favor   runs";
 
 pub(super) fn text_row(m: &Measurement, all: &[Measurement]) -> String {
     let find = |w: Workload, backend: &str| {
@@ -88,11 +88,16 @@ pub(super) fn text_row(m: &Measurement, all: &[Measurement]) -> String {
         w => ratio(find(w, "scalar")),
     };
     let vs_exact = match m.workload {
-        Workload::Bidir => ratio(find(Workload::Exact, m.backend)),
+        Workload::Bidir | Workload::HybridBidir(_) => ratio(find(Workload::Exact, m.backend)),
+        _ => "-".into(),
+    };
+    // A cost, not a speedup: the hybrid row's time over its FAVOR+ twin's.
+    let over_favor = match m.workload.favor_twin().and_then(|w| find(w, m.backend)) {
+        Some(o) if o.ms > 0.0 && m.ms > 0.0 => format!("{:.2}x", m.ms / o.ms),
         _ => "-".into(),
     };
     format!(
-        "{:<8} {:>6}  {:<8} {:>10} {:>8.1} {:>7.1} {:>10} {:>9} {:>6}",
+        "{:<9} {:>6}  {:<8} {:>10} {:>8.1} {:>7.1} {:>10} {:>9} {:>8} {:>6}",
         m.workload.as_str(),
         m.len,
         m.backend,
@@ -101,6 +106,7 @@ pub(super) fn text_row(m: &Measurement, all: &[Measurement]) -> String {
         m.roof_pct(),
         vs_scalar,
         vs_exact,
+        over_favor,
         m.runs
     )
 }
@@ -136,7 +142,9 @@ pub(super) fn header(opts: &Options, backend: &str, roofs: &Roofs) -> String {
          backend   {backend} ({how}); threads {}{over}\n\
          FMA roof  widest ISA ({}-lane): {:.1} GFLOP/s; 8-lane AVX2+FMA: {avx2}\n\
          \x20         % roof is against the roof of each row's own ISA: 8-lane for avx2, the widest for the rest\n\
-         FLOPs     FAVOR+ 8*H*L*m*d per call; exact 4*H*L^2*d per call; decode 8*H*m*d per token\n\
+         FLOPs     FAVOR+ 8*H*L*m*d per call; exact 4*H*L^2*d per call; decode 8*H*m*d per token;\n\
+         \x20         hybrid (w32, w64: exact window of w and {HYBRID_SINKS} sink) FAVOR+'s + 4*H*L*E*d, E = 2w+1+s (bidir), w+1+s (causal)\n\
+         / favor   a hybrid row's time over its FAVOR+ row's (same L and backend)\n\
          ms        median per call after a warm-up (decode: per token, all {HEADS} heads; L = tokens already seen)\n\n\
          {TABLE_HEAD}\n",
         cpu_model(),
@@ -172,10 +180,13 @@ pub(super) fn plot(
     } else {
         &[backend, "scalar"]
     };
+    let w32 = Window::W32;
     for &b in backends {
         for (w, label) in [
             (Workload::Bidir, "FAVOR+ bidirectional"),
             (Workload::Causal, "FAVOR+ causal"),
+            (Workload::HybridBidir(w32), "hybrid w = 32 bidirectional"),
+            (Workload::HybridCausal(w32), "hybrid w = 32 causal"),
             (Workload::Exact, "exact softmax"),
         ] {
             let points: Vec<(f64, f64)> = all

@@ -1,6 +1,6 @@
 //! The sweep: every workload at every L of the plan, on one thread per lane of heads.
 
-use super::measurement::{Measurement, Workload};
+use super::measurement::{Measurement, Window, Workload};
 use super::options::{BackendChoice, Options, Plan};
 use super::report::{Row, emit, header, join, plot, put};
 use super::roof::Roofs;
@@ -8,9 +8,12 @@ use super::timing::{DECODE_BATCH, Timing, measure, par_run, split};
 use crate::args::{CliError, CliResult, elements, try_zeros};
 use favor_core::{Kernels, Scalar};
 use favor_simd::{Detected, Portable, WithKernels};
-use favor_workload::{self as workload, CAUSAL_CHUNK, DIM, HEADS, Head, HeadStream};
+use favor_workload::{
+    self as workload, CAUSAL_CHUNK, DIM, HEADS, Head, HeadStream, HybridHeadStream,
+};
 use indicatif::ProgressBar;
 use std::io::Write;
+use std::ops::Range;
 use std::time::Instant;
 
 /// One thread's share of the heads, with its own output and scratch.
@@ -34,7 +37,17 @@ pub(super) fn attention_call<K: Kernels<f32>>(
         }
         Workload::Causal => workload::causal_all(k, l.heads, len, &mut l.out, &mut l.scratch),
         Workload::Exact => workload::exact_all(k, l.heads, len, &mut l.out),
-        Workload::Decode => unreachable!("decode is timed by decode_times"),
+        Workload::HybridBidir(w) => {
+            let call = (len, false, w.tokens());
+            workload::hybrid_all(k, l.heads, call, &mut l.out, &mut l.scratch);
+        }
+        Workload::HybridCausal(w) => {
+            let call = (len, true, w.tokens());
+            workload::hybrid_all(k, l.heads, call, &mut l.out, &mut l.scratch);
+        }
+        Workload::Decode | Workload::HybridDecode(_) => {
+            unreachable!("decode is timed by decode_times and hybrid_decode_times")
+        }
     });
     start.elapsed().as_secs_f64()
 }
@@ -84,18 +97,14 @@ pub(super) fn decode_times<K: Kernels<f32>>(
                     b
                 })
                 .collect();
-            let mut rest = &mut streams[..];
-            let mut lanes: Vec<_> = ranges
-                .iter()
-                .map(|r| {
-                    let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len());
-                    rest = tail;
-                    DecodeLane {
-                        streams: mine,
-                        heads: &heads[r.clone()],
-                        snaps: &snaps[r.clone()],
-                        out: vec![0f32; DIM],
-                    }
+            let mut lanes: Vec<_> = split_mut(streams, &ranges)
+                .into_iter()
+                .zip(&ranges)
+                .map(|(mine, r)| DecodeLane {
+                    streams: mine,
+                    heads: &heads[r.clone()],
+                    snaps: &snaps[r.clone()],
+                    out: vec![0f32; DIM],
                 })
                 .collect();
             let batch = measure(budget, || {
@@ -119,6 +128,74 @@ pub(super) fn decode_times<K: Kernels<f32>>(
         }
         Ok(times)
     })
+}
+
+/// `items` cut at `ranges` (consecutive, from 0): one mutable part per range.
+fn split_mut<'a, S>(mut items: &'a mut [S], ranges: &[Range<usize>]) -> Vec<&'a mut [S]> {
+    ranges
+        .iter()
+        .map(|r| {
+            let (mine, tail) = std::mem::take(&mut items).split_at_mut(r.len());
+            items = tail;
+            mine
+        })
+        .collect()
+}
+
+/// One thread's share of the hybrid decode streams, and the token it steps next.
+struct HybridDecodeLane<'l, 's, 'h, K: Kernels<f32>> {
+    streams: &'l mut [HybridHeadStream<'s, 'h, K>],
+    heads: &'h [Head],
+    next: usize,
+    out: Vec<f32>,
+}
+
+/// Times a hybrid decode step with window `window` (per token, all heads) after each count
+/// of tokens in `seen`. The hybrid stream has no snapshot yet, so a timed batch goes on from
+/// where the last one stopped instead of restarting at `seen`: its ring and its state have a
+/// fixed size, so the cost per token does not depend on the tokens seen, which the rows at
+/// each `seen` show.
+pub(super) fn hybrid_decode_times<K: Kernels<f32>>(
+    k: K,
+    heads: &[Head],
+    threads: usize,
+    (seen, window): (&[usize], Window),
+    budget: f64,
+) -> Vec<Timing> {
+    let ranges = split(heads.len(), threads);
+    let time = |n: usize| {
+        workload::with_hybrid_streams(k, heads, window.tokens(), |streams| {
+            let mut out = vec![0f32; DIM];
+            for t in 0..n {
+                workload::hybrid_decode_step(streams, heads, t, &mut out);
+            }
+            let mut lanes: Vec<_> = split_mut(streams, &ranges)
+                .into_iter()
+                .zip(&ranges)
+                .map(|(mine, r)| HybridDecodeLane {
+                    streams: mine,
+                    heads: &heads[r.clone()],
+                    next: n,
+                    out: vec![0f32; DIM],
+                })
+                .collect();
+            let batch = measure(budget, || {
+                let start = Instant::now();
+                par_run(&mut lanes, |l| {
+                    for _ in 0..DECODE_BATCH {
+                        workload::hybrid_decode_step(l.streams, l.heads, l.next, &mut l.out);
+                        l.next += 1;
+                    }
+                });
+                start.elapsed().as_secs_f64()
+            });
+            Timing {
+                secs: batch.secs / DECODE_BATCH as f64,
+                ..batch
+            }
+        })
+    };
+    seen.iter().map(|&n| time(n)).collect()
 }
 
 /// Feeds `tokens` tokens of `h` (cycling through its rows) into `s` with the chunked prefill.
@@ -215,6 +292,14 @@ pub(super) fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
     }
 }
 
+/// Scratch of one lane: every attention workload's.
+fn lane_scratch_len() -> usize {
+    Window::ALL
+        .map(|w| workload::hybrid_scratch_len(w.tokens()))
+        .into_iter()
+        .fold(workload::scratch_len(), usize::max)
+}
+
 pub(super) fn sweep<K: Kernels<f32>>(
     k: K,
     plan: &Plan,
@@ -244,7 +329,7 @@ pub(super) fn sweep<K: Kernels<f32>>(
                     "benchmark outputs",
                     elements("benchmark outputs", &[max_len, DIM])?,
                 )?,
-                scratch: vec![0f32; workload::scratch_len()],
+                scratch: vec![0f32; lane_scratch_len()],
             })
         })
         .collect::<CliResult<_>>()?;
@@ -297,6 +382,12 @@ pub(super) fn sweep<K: Kernels<f32>>(
                 rows.push(Row::Done(mk(Workload::Exact, len, name, t)));
             }
         }
+        for win in Window::ALL {
+            for w in [Workload::HybridBidir(win), Workload::HybridCausal(win)] {
+                let t = measure(plan.budget_s, || attention_call(&k, w, len, &mut lanes));
+                rows.push(Row::Done(mk(w, len, name, t)));
+            }
+        }
         emit(out, opts.json, &rows, &mut all)?;
         bar.inc(1);
     }
@@ -312,6 +403,16 @@ pub(super) fn sweep<K: Kernels<f32>>(
     if with_scalar {
         let t = decode_times(scalar, &heads, threads, &[0], plan.budget_s)?;
         rows.push(Row::Done(mk(Workload::Decode, 0, "scalar", t[0])));
+    }
+    for win in Window::ALL {
+        let seen = &plan.decode_seen[..];
+        let times = hybrid_decode_times(k, &heads, threads, (seen, win), plan.budget_s);
+        let w = Workload::HybridDecode(win);
+        rows.extend(
+            seen.iter()
+                .zip(times)
+                .map(|(&n, t)| Row::Done(mk(w, n, name, t))),
+        );
     }
     bar.inc(1);
     emit(out, opts.json, &rows, &mut all)?;

@@ -1,10 +1,10 @@
 //! Unit tests of `favor bench`: options, the sweep on small plans, the report, memory probes.
 
-use super::measurement::{Measurement, Workload};
+use super::measurement::{Measurement, Window, Workload};
 use super::memory::{MEMORY_TABLE_HEAD, memory_report, memory_row};
 use super::options::{BackendChoice, Options, Plan};
 use super::probe::{MemoryMeasurement, MemoryProbe, MemoryWorkload, memory_probe, status_bytes};
-use super::report::{TABLE_HEAD, plot};
+use super::report::{TABLE_HEAD, plot, text_row};
 use super::sweep::{detected_choice, run};
 use super::timing::split;
 use crate::args::{Args, CliError, CliResult};
@@ -127,14 +127,69 @@ fn json_non_finite_is_null_and_names_are_plain() {
     let k = favor_simd::Detected::new();
     assert!(plain(Kernels::<f32>::name(&k)) && plain(Kernels::<f32>::name(&Portable::new())));
     assert!(plain(Kernels::<f32>::name(&Scalar)));
-    for w in [
+    let mut names = Vec::new();
+    for w in all_workloads() {
+        assert!(plain(w.as_str()), "{w}");
+        names.push(w.as_str());
+    }
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        all_workloads().len(),
+        "names must tell workloads apart"
+    );
+}
+
+#[test]
+fn hybrid_rows_show_their_cost_over_favor() {
+    let favor = Measurement {
+        workload: Workload::Bidir,
+        ms: 10.0,
+        ..sample()
+    };
+    let exact = Measurement {
+        workload: Workload::Exact,
+        ms: 100.0,
+        ..sample()
+    };
+    let hybrid = Measurement {
+        workload: Workload::HybridBidir(Window::W32),
+        ms: 25.0,
+        ..sample()
+    };
+    let all = [favor.clone(), exact, hybrid.clone()];
+    let row = text_row(&hybrid, &all);
+    assert!(row.starts_with("bidirw32 "), "{row}");
+    // 25 ms over FAVOR+'s 10 is a cost of 2.5; exact's 100 ms over 25 a speedup of 4.
+    assert!(row.contains(" 2.50x ") && row.contains(" 4.0x "), "{row}");
+    // FAVOR+'s own row has no cost over itself; without its twin a hybrid row has none.
+    let over_favor = |row: String| row.split_whitespace().nth(8).unwrap().to_string();
+    assert_eq!(over_favor(text_row(&hybrid, &all)), "2.50x");
+    assert_eq!(over_favor(text_row(&favor, &all)), "-");
+    assert_eq!(over_favor(text_row(&hybrid, &all[1..])), "-");
+    assert_eq!(
+        text_row(&hybrid, &all).len(),
+        TABLE_HEAD.len(),
+        "{row}\n{TABLE_HEAD}"
+    );
+}
+
+fn all_workloads() -> Vec<Workload> {
+    let mut all = vec![
         Workload::Bidir,
         Workload::Causal,
         Workload::Exact,
         Workload::Decode,
-    ] {
-        assert!(plain(w.as_str()));
+    ];
+    for w in Window::ALL {
+        all.extend([
+            Workload::HybridBidir(w),
+            Workload::HybridCausal(w),
+            Workload::HybridDecode(w),
+        ]);
     }
+    all
 }
 
 #[test]
@@ -142,6 +197,22 @@ fn flop_models() {
     assert_eq!(Workload::Bidir.flops(10), (8 * 8 * 10 * 256 * 64) as f64);
     assert_eq!(Workload::Exact.flops(10), (4 * 8 * 100 * 64) as f64);
     assert_eq!(Workload::Decode.flops(12345), (8 * 8 * 256 * 64) as f64);
+    // The exact part: 32 + 1 + 32 window keys and 1 sink (bidirectional), 32 + 1 and the
+    // sink (causal), at 4·d FLOPs per key and head.
+    let favor = (8 * 8 * 10 * 256 * 64) as f64;
+    let w = Window::W32;
+    assert_eq!(
+        Workload::HybridBidir(w).flops(10),
+        favor + (4 * 8 * 10 * 66 * 64) as f64
+    );
+    assert_eq!(
+        Workload::HybridCausal(w).flops(10),
+        favor + (4 * 8 * 10 * 34 * 64) as f64
+    );
+    assert_eq!(
+        Workload::HybridDecode(Window::W64).flops(999),
+        (8 * 8 * 256 * 64 + 4 * 8 * 66 * 64) as f64
+    );
 }
 
 #[test]
@@ -504,6 +575,20 @@ fn tiny_sweep_json_lines() {
     assert!(has(Workload::Bidir, 32, "scalar") && !has(Workload::Bidir, 64, "scalar"));
     assert!(has(Workload::Decode, 0, "simd") && has(Workload::Decode, 100, "simd"));
     assert!(has(Workload::Decode, 0, "scalar"));
+    for w in Window::ALL {
+        for len in [32, 64] {
+            assert!(has(Workload::HybridBidir(w), len, "simd"));
+            assert!(has(Workload::HybridCausal(w), len, "simd"));
+        }
+        for seen in [0, 100] {
+            assert!(has(Workload::HybridDecode(w), seen, "simd"));
+        }
+        // No scalar hybrid rows: the scalar baseline is for FAVOR+ itself.
+        assert!(
+            !all.iter()
+                .any(|m| m.workload.favor_twin().is_some() && m.backend == "scalar")
+        );
+    }
 }
 
 #[test]
