@@ -170,7 +170,7 @@ pub use features::{
     TrigonometricSoftmax, gerf_optimal_a, gerf_rho,
 };
 pub use float::Float;
-pub use hybrid::{HybridShape, HybridStream};
+pub use hybrid::{HYBRID_SNAPSHOT_VERSION, HybridShape, HybridStream};
 pub use inspect::{KeyFeatures, attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
 pub use mat::{Accum, MatMut, MatRef};

@@ -36,6 +36,15 @@ pub(crate) fn sums<T: Float, F: FeatureMap<T>>(
     }
 }
 
+/// The largest value entry any call can admit (one key, inputs of 0: the loosest bound):
+/// what a value restored from a snapshot may hold.
+pub(crate) fn value_ceiling<T: Float, F: FeatureMap<T>>(fm: &F) -> T {
+    match bound(fm, T::zero(), T::zero(), 1) {
+        Some(Limit::Values(limit)) if limit < T::max_value().to_f64() => T::from_f64(limit),
+        _ => T::max_value(),
+    }
+}
+
 /// What the range bound leaves: nothing (unchecked map), or the largest admissible
 /// `max(1, max|v|)`; `Features` when even values of 1 would overflow the sums.
 enum Limit {

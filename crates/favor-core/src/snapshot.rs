@@ -123,14 +123,7 @@ fn decode<'b, T: Float, F: FeatureMap<T>>(
     fm: &F,
     bytes: &'b [u8],
 ) -> Result<Decoded<'b, T>> {
-    if bytes.len() < HEADER {
-        return Err(SnapshotError::TooShort.into());
-    }
-    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or([0; 4]));
-    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-    if bytes[0..4] != MAGIC {
-        return Err(SnapshotError::BadMagic.into());
-    }
+    let (u32_at, u64_at) = open(bytes, MAGIC, HEADER)?;
     let version = u32_at(4);
     if version != 1 && version != SNAPSHOT_VERSION {
         return Err(SnapshotError::UnsupportedVersion(version).into());
@@ -186,6 +179,30 @@ fn decode<'b, T: Float, F: FeatureMap<T>>(
         ring,
         parts,
     })
+}
+
+/// Checks that `bytes` hold at least a `header`-byte header and start with `magic`; returns
+/// readers of its little-endian u32 and u64 fields by offset (0 past the end).
+pub(crate) fn open(
+    bytes: &[u8],
+    magic: [u8; 4],
+    header: usize,
+) -> Result<(impl Fn(usize) -> u32 + '_, impl Fn(usize) -> u64 + '_)> {
+    if bytes.len() < header {
+        return Err(SnapshotError::TooShort.into());
+    }
+    if bytes[0..4] != magic {
+        return Err(SnapshotError::BadMagic.into());
+    }
+    let u32_at = |i: usize| {
+        let b = bytes.get(i..i + 4).and_then(|b| b.try_into().ok());
+        u32::from_le_bytes(b.unwrap_or([0; 4]))
+    };
+    let u64_at = |i: usize| {
+        let b = bytes.get(i..i + 8).and_then(|b| b.try_into().ok());
+        u64::from_le_bytes(b.unwrap_or([0; 8]))
+    };
+    Ok((u32_at, u64_at))
 }
 
 /// What every state a stream over `fm` can reach satisfies; anything else is refused as
@@ -289,7 +306,7 @@ fn positive_state_is_sound<T: Float, F: FeatureMap<T>>(
     m as f64 * s_max <= max && m as f64 * z_max <= max && bounded
 }
 
-fn write_le<T: Float>(src: &[T], dst: &mut [u8]) {
+pub(crate) fn write_le<T: Float>(src: &[T], dst: &mut [u8]) {
     let bytes: &[u8] = bytemuck::cast_slice(src);
     dst.copy_from_slice(bytes);
     if cfg!(target_endian = "big") {
@@ -298,7 +315,7 @@ fn write_le<T: Float>(src: &[T], dst: &mut [u8]) {
     }
 }
 
-fn read_le<T: Float>(c: &[u8]) -> T {
+pub(crate) fn read_le<T: Float>(c: &[u8]) -> T {
     let mut buf = [0u8; 8];
     let b = &mut buf[..c.len()];
     b.copy_from_slice(c);

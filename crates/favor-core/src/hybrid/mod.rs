@@ -8,10 +8,12 @@
 
 mod bidirectional;
 mod causal;
+mod snapshot;
 mod stream;
 
 pub(crate) use bidirectional::{bidirectional, bidirectional_scratch_len};
 pub(crate) use causal::{causal_chunked, causal_chunked_scratch_len};
+pub use snapshot::HYBRID_SNAPSHOT_VERSION;
 pub use stream::HybridStream;
 
 use crate::error::{Result, check};

@@ -6,7 +6,8 @@ use crate::inputs::Qkv;
 use crate::state::{PrefixState, state_len};
 use crate::{FeatureMap, Float, Kernels, range};
 
-use super::{HybridShape, check_logits, temperature};
+use super::snapshot::{self, Raw, live_slots, read_into};
+use super::{HybridShape, check_logits, logit_limit, temperature};
 
 /// Causal hybrid attention as a recurrence. For query i the exact set is
 /// `E(i) = {j < sinks} ∪ {i − w ≤ j ≤ i}`; its keys weigh `exp(τ qᵢ·kⱼ)` (τ the map's
@@ -130,10 +131,63 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
     /// Slots holding exact keys after `tokens` tokens: the sinks seen, and the window's.
     fn exact_slots(&self) -> impl Iterator<Item = usize> + use<T, F, K> {
         let HybridShape { window, sinks } = self.shape;
-        let seen = self.tokens;
-        let n_sinks = seen.min(sinks as u64) as usize;
-        let n_ring = seen.saturating_sub(sinks as u64).min(window as u64 + 1) as usize;
+        let (n_sinks, n_ring) = live_slots(window, sinks, self.tokens);
         (0..n_sinks).chain(sinks..sinks + n_ring)
+    }
+
+    /// Forgets all tokens.
+    pub fn reset(&mut self) {
+        self.far.reset();
+        self.tokens = 0;
+    }
+
+    /// The raw slots, as the snapshot sees them.
+    fn raw(&self) -> Raw<'_, T> {
+        let HybridShape { window, sinks } = self.shape;
+        Raw {
+            window,
+            sinks,
+            input_dim: self.fm.input_dim(),
+            tokens: self.tokens,
+            keys: self.keys,
+            values: self.values,
+            live: live_slots(window, sinks, self.tokens),
+        }
+    }
+
+    /// Bytes [`snapshot`](Self::snapshot) writes.
+    pub fn snapshot_len(&self) -> usize {
+        snapshot::len(&self.far, &self.raw())
+    }
+
+    /// Writes the state (the window's raw keys and values, the sinks', and the far state) as
+    /// bytes — little-endian, versioned header, CRC-32 trailer; layout in ARCHITECTURE.md —
+    /// and returns how many were written.
+    pub fn snapshot(&self, out: &mut [u8]) -> Result<usize> {
+        let n = self.snapshot_len();
+        check::room("snapshot", out, n)?;
+        snapshot::write(&self.far, self.fm, &self.raw(), out);
+        Ok(n)
+    }
+
+    /// Replaces the state with one written by [`snapshot`](Self::snapshot). The bytes must
+    /// come from a hybrid stream with the same float type, shape, dimensions and feature map,
+    /// carry valid checksums, and describe a state such a stream can reach (keys and values
+    /// in the range a step admits, the far state holding exactly the keys that left the
+    /// window); on any error the state is unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let limits = (
+            self.fm
+                .max_input()
+                .min(logit_limit(self.tau, self.fm.input_dim())),
+            range::value_ceiling(self.fm),
+        );
+        let c = snapshot::check(&self.far, &self.raw(), limits, bytes)?;
+        crate::snapshot::restore(&mut self.far, self.fm, c.far)?;
+        read_into(c.keys, self.keys);
+        read_into(c.values, self.values);
+        self.tokens = c.tokens;
+        Ok(())
     }
 
     /// One decoding step: token t = [`tokens`](Self::tokens) with query `q`, key `k` and value
