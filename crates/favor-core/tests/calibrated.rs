@@ -398,6 +398,18 @@ fn map_matches_the_oracle() {
             want[i]
         );
     }
+    // The re-map of an underflowing query (weights z = 1 here): `φᵣ(x)·e^{−s}` with the
+    // shift s = maxᵣ ln φᵣ(x) + const, i.e. `exp(ln φᵣ − maxᵣ ln φᵣ)`.
+    for r in 0..rows {
+        let mut out = vec![0.0; m];
+        assert!(phi.remap_row(&Scalar, &x[r * d..(r + 1) * d], &vec![1.0; m], &mut out));
+        let w = &want[r * m..(r + 1) * m];
+        let top = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for f in 0..m {
+            let tol = 1e-13 * size(r * m + f);
+            assert!((out[f].ln() - (w[f] - top)).abs() <= tol, "remap {r},{f}");
+        }
+    }
     let (o32, c32, mu32, x32): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (
         omega.iter().map(|&v| v as f32).collect(),
         off.iter().map(|&v| v as f32).collect(),
@@ -686,8 +698,11 @@ fn study(causal: bool, shape: Option<HybridShape>) -> [f64; 3] {
     acc.map(|a| a / seeds as f64)
 }
 
-/// Bidirectional, all pairs. Measured (L = 96, d = 16, m = 32, 6 seeds): see the assertion
-/// message; the calibrated map must at least halve plain FAVOR+'s MSE.
+/// Bidirectional, all pairs. Measured (L = 96, d = 16, m = 32, 6 seeds, f64): plain FAVOR+
+/// 2.99·10⁻², FAVOR+ on μ-shifted keys 2.67·10⁻², calibrated 1.22·10⁻² (0.41×). The margin
+/// asserted is 0.5×. (With the linearised proposal σ² = 1 + 2λ instead of the optimum of the
+/// mean log second moment the same study gives 0.97·10⁻²: the output MSE weighs large-|z|
+/// pairs more than that criterion does; see `calibrate`'s module docs.)
 #[test]
 fn calibrated_beats_favor_plus() {
     let [plain, shifted, cal] = study(false, None);
@@ -699,6 +714,8 @@ fn calibrated_beats_favor_plus() {
 }
 
 /// Causal hybrid attention (window 8, 2 sinks), calibrated on the pairs outside them.
+/// Measured: plain 5.03·10⁻², shifted 3.54·10⁻², calibrated 1.39·10⁻² (0.28×; linearised
+/// σ²: 1.16·10⁻²). Asserted: 0.5×.
 #[test]
 fn calibrated_beats_favor_plus_outside_the_window() {
     let shape = HybridShape {
