@@ -108,6 +108,15 @@
 //!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`), [`GerfSoftmax`]
 //!   (GERF / FAVOR++: SM+ with a parameter A; lower variance at [`gerf_optimal_a`]);
 //!   [`AnyFeatureMap`] holds any of the first four, chosen at run time.
+//! - **data-aware map** — [`DataAwareSoftmax`]: SM+ with ω drawn from a Gaussian proposal Σ_p
+//!   fitted to a head and importance-weighted back (per-feature offsets
+//!   `cᵣ = ½ ln N(ωᵣ; 0, I)/N(ωᵣ; 0, Σ_p)`): positive, unbiased, no per-token cost.
+//!   **Calibration** ([`calibrate`], [`Calibration`]) fits it from one chunk of the head's
+//!   queries and keys: the key shift μ (weighted mean of `q + k` over the pairs, folded into
+//!   the keys by the caller), the second moment of `q + k − μ` over the pairs hybrid
+//!   attention does not take exactly ([`pair_moments`]), per eigen-direction the
+//!   GERF-optimal proposal variance ([`optimal_proposal_variance`]; eigenvectors by
+//!   [`symmetric_eigen`]), then `ω = Σ_p^{1/2}g` with orthogonal g ([`draw_data_aware`]).
 //! - **hybrid attention** — exact softmax weights for a query's window and sinks, random
 //!   features for the other keys, under one normaliser ([`HybridStream`],
 //!   [`Plan::with_hybrid`]).
@@ -166,8 +175,10 @@ pub use exact::{
     ExactOptions, softmax_attention, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
 };
 pub use features::{
-    AnyFeatureMap, FeatureMap, Generalized, GerfSoftmax, HyperbolicSoftmax, PositiveSoftmax,
-    TrigonometricSoftmax, gerf_optimal_a, gerf_rho,
+    AnyFeatureMap, Calibration, DataAwareParts, DataAwareSoftmax, FeatureMap, Generalized,
+    GerfSoftmax, HyperbolicSoftmax, PositiveSoftmax, TrigonometricSoftmax, calibrate,
+    calibrate_scratch_len, draw_data_aware, draw_data_aware_scratch_len, gerf_optimal_a, gerf_rho,
+    optimal_proposal_variance, pair_moments, pair_moments_scratch_len, symmetric_eigen,
 };
 pub use float::Float;
 pub use hybrid::{HYBRID_SNAPSHOT_VERSION, HybridShape, HybridStream};

@@ -23,8 +23,10 @@
 //! Every tolerance is derived from the operation (comments in each module); none is tuned.
 //!
 //! Oracles not yet behind a target: [`gerf`] (the closed-form moments of GERF / FAVOR++
-//! features) and [`hybrid`] (hybrid attention — exact window and sinks, random features
-//! outside — from its definition, for the hybrid paths of favor-core to come).
+//! features), [`calibrated`] (data-aware importance-weighted features: the map, its
+//! closed-form moments for any Gaussian proposal, the calibration pair moments by brute
+//! force) and [`hybrid`] (hybrid attention — exact window and sinks, random features
+//! outside — from its definition).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -34,6 +36,7 @@
 pub mod attention;
 pub mod backends;
 pub mod bounds;
+pub mod calibrated;
 pub mod features;
 pub mod gerf;
 pub mod hybrid;

@@ -101,9 +101,8 @@ impl<'w, T: Float> GerfSoftmax<'w, T> {
         self.a
     }
 
-    /// Writes the exponents `B s wᵢ·x + A|wᵢ|²` of `rows` rows into `out` (stride M): one
-    /// projection GEMM for all rows (`scratch`, `rows` long, receives its unused row maxima),
-    /// then the bias per row.
+    /// Writes the exponents `B s wᵢ·x + A|wᵢ|²` of `rows` rows into `out` (stride M); see
+    /// [`biased_exponents`] (`scratch`, `rows` long, receives the GEMM's unused row maxima).
     fn exponents<K: Kernels<T>>(
         &self,
         kernels: &K,
@@ -112,21 +111,10 @@ impl<'w, T: Float> GerfSoftmax<'w, T> {
         out: &mut [T],
         scratch: &mut [T],
     ) {
-        let (m, d) = (
-            self.base.projection_rows(),
-            FeatureMap::<T>::input_dim(&self.base),
-        );
-        let (xm, o) = (
-            MatRef::row_major(x, rows, d),
-            MatMut::row_major(out, rows, m),
-        );
         let s = self.base.scale() * T::from_f64(self.b);
-        kernels.project(xm, self.base.projection(), s, o, scratch);
-        if self.a != 0.0 {
-            for row in out[..rows * m].chunks_exact_mut(m) {
-                kernels.axpy(T::from_f64(self.a), self.sq_norms, row);
-            }
-        }
+        let bias = (self.a != 0.0).then_some((T::from_f64(self.a), self.sq_norms));
+        let p = self.base.projection();
+        biased_exponents(kernels, p, s, bias, (x, rows), out, scratch);
     }
 }
 
@@ -184,16 +172,9 @@ impl<T: Float> FeatureMap<T> for GerfSoftmax<'_, T> {
             return self.base.map_rows(kernels, x, rows, out, log_scales);
         }
         self.exponents(kernels, x, rows, out, log_scales);
-        let s = self.base.scale();
-        let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
-        for r in 0..rows {
-            let row = &mut out[r * m..(r + 1) * m];
-            // As in SM+: shift by the largest exponent before the −|x|²/2 (same for every i).
-            let c = kernels.max(row);
-            kernels.exp_shift(row, c);
-            let half = half_sq_norm(kernels, &x[r * d..(r + 1) * d], s);
-            log_scales[r] = c - half - log_sqrt_m + T::from_f64(self.log_d);
-        }
+        let (s, log_d) = (self.base.scale(), T::from_f64(self.log_d));
+        let out = &mut out[..rows * m];
+        finish_biased_rows(kernels, (x, rows, d), s, log_d, out, log_scales);
         Ok(())
     }
 }

@@ -205,6 +205,58 @@ fn half_sq_norm<T: Float, K: Kernels<T>>(kernels: &K, x: &[T], s: T) -> T {
     kernels.dot(x, x) * s * s * T::from_f64(0.5)
 }
 
+/// Writes the exponents `scale·wᵢ·x + α·biasᵢ` of `rows` rows of `x` into `out` (stride
+/// M = `p.features`): one projection GEMM for all rows (`scratch`, `rows` long, receives its
+/// unused row maxima), then the per-feature bias, if any, added to every row. The exponents
+/// of the biased softmax maps ([`GerfSoftmax`]: `α = A`, bias `|wᵢ|²`; [`DataAwareSoftmax`]:
+/// `α = 1`, bias the offsets cᵢ).
+fn biased_exponents<T: Float, K: Kernels<T>>(
+    kernels: &K,
+    p: ProjectionRef<'_, T>,
+    scale: T,
+    bias: Option<(T, &[T])>,
+    (x, rows): (&[T], usize),
+    out: &mut [T],
+    scratch: &mut [T],
+) {
+    let m = p.features;
+    let (xm, o) = (
+        MatRef::row_major(x, rows, p.dim),
+        MatMut::row_major(out, rows, m),
+    );
+    kernels.project(xm, p, scale, o, scratch);
+    if let Some((alpha, bias)) = bias {
+        for row in out[..rows * m].chunks_exact_mut(m) {
+            kernels.axpy(alpha, bias, row);
+        }
+    }
+}
+
+/// Turns the exponents `u` of `rows` rows (stride M, from [`biased_exponents`]) into stored
+/// features and log-scales, as SM+ does: each row is shifted by its own largest exponent
+/// `c` (so its largest stored feature is exactly 1) *before* the `−|x'|²/2`, which is the
+/// same for every feature and would cancel catastrophically if subtracted first; the row's
+/// log-scale is `c − |x'|²/2 − ln √M + log_const`. `s` is the data scale of x' = s·x;
+/// `out` holds exactly `rows·M` elements.
+fn finish_biased_rows<T: Float, K: Kernels<T>>(
+    kernels: &K,
+    (x, rows, d): (&[T], usize, usize),
+    s: T,
+    log_const: T,
+    out: &mut [T],
+    log_scales: &mut [T],
+) {
+    let m = out.len() / rows.max(1);
+    let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
+    for r in 0..rows {
+        let row = &mut out[r * m..(r + 1) * m];
+        let c = kernels.max(row);
+        kernels.exp_shift(row, c);
+        let half = half_sq_norm(kernels, &x[r * d..(r + 1) * d], s);
+        log_scales[r] = c - half - log_sqrt_m + log_const;
+    }
+}
+
 macro_rules! softmax_map_common {
     ($name:ident, $kind:expr) => {
         impl<'w, T: Float> $name<'w, T> {
@@ -274,15 +326,24 @@ macro_rules! softmax_map_common {
 
 // One file per kernel; the helpers above (and `softmax_map_common!`) serve them all.
 mod any;
+mod calibrate;
+mod data_aware;
 mod generalized;
 mod gerf;
 mod hyperbolic;
+mod jacobi;
 mod positive;
 mod trigonometric;
 
 pub use any::AnyFeatureMap;
+pub use calibrate::{
+    Calibration, DataAwareParts, calibrate, calibrate_scratch_len, draw_data_aware,
+    draw_data_aware_scratch_len, optimal_proposal_variance, pair_moments, pair_moments_scratch_len,
+};
+pub use data_aware::DataAwareSoftmax;
 pub use generalized::Generalized;
 pub use gerf::{GerfSoftmax, gerf_optimal_a, gerf_rho};
 pub use hyperbolic::HyperbolicSoftmax;
+pub use jacobi::symmetric_eigen;
 pub use positive::PositiveSoftmax;
 pub use trigonometric::TrigonometricSoftmax;
