@@ -181,7 +181,9 @@ pub use features::{
     optimal_proposal_variance, pair_moments, pair_moments_scratch_len, symmetric_eigen,
 };
 pub use float::Float;
-pub use hybrid::{HYBRID_SNAPSHOT_VERSION, HybridShape, HybridStream};
+pub use hybrid::{
+    AttachedHybrid, HYBRID_SNAPSHOT_VERSION, HybridMemory, HybridShape, HybridStream,
+};
 pub use inspect::{KeyFeatures, attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};
 pub use mat::{Accum, MatMut, MatRef};

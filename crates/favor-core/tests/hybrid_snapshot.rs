@@ -203,7 +203,7 @@ fn bad_snapshots_are_typed_errors_and_change_nothing() {
         (
             "tokens disagree with the far state",
             edit(&good, &|b| {
-                b[48] = 13;
+                b[48] = 11; // 11 tokens: only 5 keys can have left the window, the far state has 6
                 resign(b)
             }),
             SnapshotError::Corrupt,
@@ -277,4 +277,55 @@ fn bad_snapshots_are_typed_errors_and_change_nothing() {
         s.snapshot(&mut short),
         Err(Error::BufferTooSmall { .. })
     ));
+}
+
+/// A `HybridMemory` attached for every token (and restored from bytes half-way) gives the
+/// bits of one stream kept alive; another layout is refused and changes nothing.
+#[test]
+fn memory_attached_per_token_equals_one_stream() {
+    let p = problem::<f32>();
+    let phi = PositiveSoftmax::new(&p.w, M, D).unwrap();
+    let mut whole = vec![0f32; L * D];
+    let mut b0 = buffer(&phi, SHAPE);
+    let mut s0 = HybridStream::new(Scalar, &phi, D, SHAPE, &mut b0).unwrap();
+    steps(&mut s0, &p, 0..L, &mut whole);
+    let mut memory = HybridMemory::new(buffer(&phi, SHAPE));
+    let mut out = vec![0f32; L * D];
+    let mut half = Vec::new();
+    for t in 0..L {
+        let mut s = memory.attach(Scalar, &phi, D, SHAPE).unwrap();
+        steps(&mut s, &p, t..t + 1, &mut out);
+        drop(s);
+        assert_eq!(memory.tokens(), t as u64 + 1);
+        if t == 14 {
+            half = snapshot(&memory.attach(Scalar, &phi, D, SHAPE).unwrap());
+        }
+        let other = HybridShape {
+            window: SHAPE.window + 1,
+            ..SHAPE
+        };
+        assert!(matches!(
+            memory.attach(Scalar, &phi, D, other).err(),
+            Some(Error::InvalidParameter { .. })
+        ));
+    }
+    assert_eq!(bits(&out), bits(&whole));
+    // Restored through an attached stream, the memory continues from token 15.
+    let mut memory = HybridMemory::new(buffer(&phi, SHAPE));
+    memory
+        .attach(Scalar, &phi, D, SHAPE)
+        .unwrap()
+        .restore(&half)
+        .unwrap();
+    assert_eq!(memory.tokens(), 15);
+    let mut rest = vec![0f32; L * D];
+    for t in 15..L {
+        steps(
+            &mut memory.attach(Scalar, &phi, D, SHAPE).unwrap(),
+            &p,
+            t..t + 1,
+            &mut rest,
+        );
+    }
+    assert_eq!(bits(&rest[15 * D..]), bits(&whole[15 * D..]));
 }

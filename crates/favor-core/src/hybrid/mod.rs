@@ -8,11 +8,13 @@
 
 mod bidirectional;
 mod causal;
+mod memory;
 mod snapshot;
 mod stream;
 
 pub(crate) use bidirectional::{bidirectional, bidirectional_scratch_len};
 pub(crate) use causal::{causal_chunked, causal_chunked_scratch_len};
+pub use memory::{AttachedHybrid, HybridMemory};
 pub use snapshot::HYBRID_SNAPSHOT_VERSION;
 pub use stream::HybridStream;
 

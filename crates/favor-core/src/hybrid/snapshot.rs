@@ -18,7 +18,8 @@
 //! | then | as T: the raw key slots ((s + w + 1)·d) and value slots ((s + w + 1)·dv); slots no token holds yet are zero |
 //! | last 4 | CRC-32 of every byte before it (u32) |
 //!
-//! The far state holds exactly the keys that left the window: `max(0, tokens − s − w − 1)`.
+//! The far state holds the keys that left the window, `max(0, tokens − s − w − 1)`, less any
+//! whose features vanished (absent keys are not counted).
 
 use crate::error::{Result, SnapshotError};
 use crate::state::PrefixState;
@@ -137,8 +138,11 @@ pub(super) fn check<'b, T: Float>(
     let tokens = u64_at(48);
     // The far state's tokens, at 32..40 of its own header (its length is checked above).
     let far_tokens = u64_at(HEADER + 32);
-    let exact = raw.sinks as u64 + raw.window as u64 + 1;
-    if tokens == u64::MAX || far_tokens != tokens.saturating_sub(exact) {
+    let shape = super::HybridShape {
+        window: raw.window,
+        sinks: raw.sinks,
+    };
+    if tokens == u64::MAX || far_tokens > super::stream::far_tokens(shape, tokens) {
         return Err(SnapshotError::Corrupt.into());
     }
     let live = Raw {

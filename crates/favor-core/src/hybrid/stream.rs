@@ -59,6 +59,12 @@ pub struct HybridStream<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> {
     tokens: u64,
 }
 
+/// Keys that left the window after `tokens` tokens: what the far state holds, less any key
+/// whose features vanished (log-scale −∞: absent, not counted).
+pub(super) fn far_tokens(shape: HybridShape, tokens: u64) -> u64 {
+    tokens.saturating_sub(shape.sinks as u64 + shape.window as u64 + 1)
+}
+
 impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
     /// Slots for raw keys and values: the sinks plus the window's `w + 1`.
     fn slots(shape: HybridShape) -> Result<usize> {
@@ -87,6 +93,30 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
         shape: HybridShape,
         buf: &'a mut [T],
     ) -> Result<Self> {
+        let mut s = Self::resume(
+            kernels,
+            fm,
+            value_dim,
+            shape,
+            buf,
+            (0, 0, T::neg_infinity()),
+        )?;
+        s.reset();
+        Ok(s)
+    }
+
+    /// Re-attaches to `buf` as left by an earlier stream over the same map, `value_dim` and
+    /// shape after `tokens` tokens, its far state holding `far_tokens` keys at log-scale
+    /// `far_log_scale`; nothing in `buf` is cleared and the buffer is trusted
+    /// ([`HybridMemory`](super::HybridMemory) keeps the three beside the buffer).
+    pub(crate) fn resume(
+        kernels: K,
+        fm: &'a F,
+        value_dim: usize,
+        shape: HybridShape,
+        buf: &'a mut [T],
+        (tokens, far_tokens, far_log_scale): (u64, u64, T),
+    ) -> Result<Self> {
         let tau = temperature(fm)?;
         check::nonzero("value_dim", value_dim)?;
         let (m, d, slots) = (fm.feature_dim(), fm.input_dim(), Self::slots(shape)?);
@@ -104,18 +134,23 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
             fm,
             shape,
             tau,
-            far: PrefixState::new(m, value_dim, st)?,
+            far: PrefixState::attach(m, value_dim, st, far_tokens, far_log_scale)?,
             keys,
             values,
             weights,
             feats: &mut rest[..2 * m],
-            tokens: 0,
+            tokens,
         })
     }
 
     /// Tokens stepped so far.
     pub fn tokens(&self) -> u64 {
         self.tokens
+    }
+
+    /// The far state: the keys that left the window.
+    pub fn far_state(&self) -> &PrefixState<'a, T> {
+        &self.far
     }
 
     /// The slot token `t` is kept in while it is exact.
@@ -173,7 +208,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
     /// Replaces the state with one written by [`snapshot`](Self::snapshot). The bytes must
     /// come from a hybrid stream with the same float type, shape, dimensions and feature map,
     /// carry valid checksums, and describe a state such a stream can reach (keys and values
-    /// in the range a step admits, the far state holding exactly the keys that left the
+    /// in the range a step admits, the far state holding no more keys than have left the
     /// window); on any error the state is unchanged.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let limits = (
