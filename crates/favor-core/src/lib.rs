@@ -183,6 +183,7 @@ pub use features::{
 pub use float::Float;
 pub use hybrid::{
     AttachedHybrid, HYBRID_SNAPSHOT_VERSION, HybridMemory, HybridShape, HybridStream,
+    hybrid_input_limit,
 };
 pub use inspect::{KeyFeatures, attention_row, attention_row_scratch_len};
 pub use kernels::{Activation, Kernels, ProjectionRef, Ring, Scalar, gemm_dims};

@@ -286,16 +286,11 @@ impl Performer {
     /// see [`Stream`]. The stream owns its state and shares the projection, so it is
     /// `'static + Send`: it outlives this `Performer` and is unaffected by later redraws.
     ///
-    /// Hybrid attention ([`window`](crate::PerformerBuilder::window)) has no stream here yet:
-    /// that is an error (favor-core's `HybridStream` is the token-by-token hybrid).
+    /// With hybrid attention ([`window`](crate::PerformerBuilder::window),
+    /// [`sinks`](crate::PerformerBuilder::sinks)) each (batch, head) keeps favor-core's
+    /// `HybridStream`: the sinks' and the window's raw keys and values and the random-feature
+    /// state of the keys that left the window. A hybrid prefill steps its tokens one by one.
     pub fn stream(&self, batch: usize) -> Result<Stream> {
-        if self.cfg.hybrid.is_some() {
-            return Err(Error::Config(
-                "hybrid attention (window, sinks) has no favor-tensor stream yet; \
-                 favor_core::HybridStream decodes token by token"
-                    .into(),
-            ));
-        }
         Stream::new(self.cfg.clone(), self.weights(), batch)
     }
 }

@@ -1,6 +1,7 @@
 //! Hybrid attention through favor-tensor (`window`, `sinks`) against independent oracles:
 //! favor-core's hybrid plan head by head, exact softmax attention with a covering window, and
-//! the builder's refusals.
+//! the builder's refusals; the hybrid stream against favor-core's `HybridStream` head by head,
+//! its snapshots and its range.
 
 use favor_core::{ExactOptions, HybridShape, Scalar, Shape, softmax_attention};
 use favor_tensor::*;
@@ -149,21 +150,14 @@ fn window_zero_is_not_plain_favor() {
     );
 }
 
-/// What the hybrid refuses: kernels that are not positive softmax estimators, a stream (not
-/// yet), and queries and keys of different lengths.
+/// What the hybrid refuses: kernels that are not positive softmax estimators, and queries and
+/// keys of different lengths.
 #[test]
 fn hybrid_refusals() {
     for kernel in [Kernel::Trigonometric, Kernel::Relu] {
         let r = Performer::builder(D).kernel(kernel).window(2).build();
         assert!(matches!(r.err(), Some(Error::Config(_))), "{kernel:?}");
     }
-    let p = Performer::builder(D)
-        .causal(true)
-        .window(2)
-        .features(M)
-        .build()
-        .unwrap();
-    assert!(matches!(p.stream(1).err(), Some(Error::Config(_))));
     let bi = Performer::builder(D).window(2).features(M).build().unwrap();
     let q = vec![0.1f32; 3 * D];
     let kv = vec![0.1f32; 5 * D];
@@ -173,4 +167,179 @@ fn hybrid_refusals() {
         TensorView::new([1, 1, 5, D], &kv).unwrap(),
     );
     assert!(r.is_err());
+}
+
+fn hybrid_layer(hs: HybridShape) -> Performer {
+    Performer::builder(D)
+        .heads(H)
+        .features(M)
+        .causal(true)
+        .window(hs.window)
+        .sinks(hs.sinks)
+        .backend(Backend::Scalar)
+        .build()
+        .unwrap()
+}
+
+/// Tokens `from..to` of every (batch, head) as a `[B, H, to − from, D]` tensor.
+fn tokens(x: &[f32], from: usize, to: usize) -> Vec<f32> {
+    let mut t = Vec::with_capacity(B * H * (to - from) * D);
+    for bh in 0..B * H {
+        t.extend_from_slice(&x[(bh * L + from) * D..(bh * L + to) * D]);
+    }
+    t
+}
+
+fn part(x: &[f32], from: usize, to: usize) -> Tensor {
+    let t = tokens(x, from, to);
+    Tensor::from_vec([B, H, to - from, D], t).unwrap()
+}
+
+/// Prefills `0..split` and steps the rest, returning every token's output as `[B, H, L, D]`
+/// (head-major, like the inputs).
+fn run_stream(s: &mut Stream, (q, k, v): (&[f32], &[f32], &[f32]), split: usize) -> Vec<f32> {
+    let mut out = vec![0f32; B * H * L * D];
+    let mut put = |o: &Tensor, from: usize, n: usize| {
+        for bh in 0..B * H {
+            let src = &o.data()[bh * n * D..(bh + 1) * n * D];
+            out[(bh * L + from) * D..(bh * L + from + n) * D].copy_from_slice(src);
+        }
+    };
+    if split > 0 {
+        let (pq, pk, pv) = (part(q, 0, split), part(k, 0, split), part(v, 0, split));
+        let o = s.prefill(pq.view(), pk.view(), pv.view()).unwrap();
+        put(&o, 0, split);
+    }
+    for t in split..L {
+        let (tq, tk, tv) = (part(q, t, t + 1), part(k, t, t + 1), part(v, t, t + 1));
+        let o = s.step(tq.view(), tk.view(), tv.view()).unwrap();
+        put(&o, t, 1);
+    }
+    out
+}
+
+/// Oracle: favor-core's `HybridStream` over each head's tokens with the layer's projection:
+/// a favor-tensor hybrid stream (prefill, then steps) gives the same bits.
+#[test]
+fn hybrid_stream_equals_favor_core_stream_per_head() {
+    let (q, k, v) = qkv();
+    let hs = HybridShape {
+        window: 4,
+        sinks: 1,
+    };
+    let p = hybrid_layer(hs);
+    let mut s = p.stream(B).unwrap();
+    let out = run_stream(&mut s, (&q, &k, &v), 20);
+    assert_eq!(s.tokens(), L as u64);
+    let w = p.projection_f32().to_vec();
+    let phi = favor_core::PositiveSoftmax::new(&w, M, D).unwrap();
+    for bh in 0..B * H {
+        let len = favor_core::HybridStream::<f32, _, Scalar>::buffer_len(&phi, D, hs).unwrap();
+        let mut buf = vec![0f32; len];
+        let mut core = favor_core::HybridStream::new(Scalar, &phi, D, hs, &mut buf).unwrap();
+        let mut o = vec![0f32; D];
+        for t in 0..L {
+            let r = (bh * L + t) * D..(bh * L + t + 1) * D;
+            core.step(&q[r.clone()], &k[r.clone()], &v[r.clone()], &mut o)
+                .unwrap();
+            assert_eq!(&out[r], &o[..], "(batch, head) {bh}, token {t}");
+        }
+    }
+}
+
+/// Snapshot after a prefill, restore into a fresh stream, continue: the bits of a stream that
+/// never stopped. A FAVOR+ stream's bytes, another window's and corrupted bytes are refused
+/// and leave the stream as it was.
+#[test]
+fn hybrid_stream_snapshots() {
+    let (q, k, v) = qkv();
+    let hs = HybridShape {
+        window: 3,
+        sinks: 2,
+    };
+    let p = hybrid_layer(hs);
+    let whole = run_stream(&mut p.stream(B).unwrap(), (&q, &k, &v), 12);
+    let mut a = p.stream(B).unwrap();
+    let (pq, pk, pv) = (part(&q, 0, 12), part(&k, 0, 12), part(&v, 0, 12));
+    a.prefill(pq.view(), pk.view(), pv.view()).unwrap();
+    let bytes = a.snapshot().unwrap();
+    let mut b = p.stream(B).unwrap();
+    b.restore(&bytes).unwrap();
+    assert_eq!(b.tokens(), 12);
+    assert_eq!(b.snapshot().unwrap(), bytes);
+    // Continue b from token 12: compare with `whole` from there.
+    let mut out = vec![0f32; B * H * L * D];
+    for t in 12..L {
+        let (tq, tk, tv) = (part(&q, t, t + 1), part(&k, t, t + 1), part(&v, t, t + 1));
+        let o = b.step(tq.view(), tk.view(), tv.view()).unwrap();
+        for bh in 0..B * H {
+            out[(bh * L + t) * D..(bh * L + t + 1) * D]
+                .copy_from_slice(&o.data()[bh * D..(bh + 1) * D]);
+        }
+    }
+    for bh in 0..B * H {
+        let r = (bh * L + 12) * D..(bh * L + L) * D;
+        assert_eq!(&out[r.clone()], &whole[r], "(batch, head) {bh}");
+    }
+
+    let plain = Performer::builder(D)
+        .heads(H)
+        .features(M)
+        .causal(true)
+        .backend(Backend::Scalar)
+        .build()
+        .unwrap();
+    let other = hybrid_layer(HybridShape { window: 4, ..hs });
+    let mut flipped = bytes.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x10;
+    let foreign = [
+        (
+            "a FAVOR+ stream's",
+            plain.stream(B).unwrap().snapshot().unwrap(),
+        ),
+        (
+            "another window's",
+            other.stream(B).unwrap().snapshot().unwrap(),
+        ),
+        ("corrupted", flipped),
+    ];
+    for (what, bad) in foreign {
+        let mut c = p.stream(B).unwrap();
+        c.prefill(pq.view(), pk.view(), pv.view()).unwrap();
+        let before = c.snapshot().unwrap();
+        assert!(matches!(c.restore(&bad), Err(Error::Snapshot(_))), "{what}");
+        assert_eq!(c.snapshot().unwrap(), before, "{what}: the stream changed");
+    }
+    // And the hybrid bytes do not restore into a FAVOR+ stream.
+    let mut f = plain.stream(B).unwrap();
+    assert!(matches!(f.restore(&bytes), Err(Error::Snapshot(_))));
+}
+
+/// Entries whose exact logits could overflow (inside FAVOR+'s range, beyond the window's)
+/// are refused before any head steps: the stream is as it was.
+#[test]
+fn hybrid_stream_refuses_logits_that_could_overflow() {
+    let (q, k, v) = qkv();
+    let p = hybrid_layer(HybridShape {
+        window: 2,
+        sinks: 1,
+    });
+    let mut s = p.stream(B).unwrap();
+    let (pq, pk, pv) = (part(&q, 0, 5), part(&k, 0, 5), part(&v, 0, 5));
+    s.prefill(pq.view(), pk.view(), pv.view()).unwrap();
+    let before = s.snapshot().unwrap();
+    // The last head's key only: the first heads must not have stepped either.
+    let mut big = tokens(&k, 5, 6);
+    let n = big.len();
+    big[n - 1] = 7e18; // |k|² fits f32 (the layer's own check), τ·|q||k| need not
+    let (tq, tv) = (part(&q, 5, 6), part(&v, 5, 6));
+    let tk = Tensor::from_vec([B, H, 1, D], big).unwrap();
+    let r = s.step(tq.view(), tk.view(), tv.view());
+    assert!(
+        matches!(r, Err(Error::OutOfRange { tensor: "k", .. })),
+        "{r:?}"
+    );
+    assert_eq!(s.snapshot().unwrap(), before);
+    assert_eq!(s.tokens(), 5);
 }

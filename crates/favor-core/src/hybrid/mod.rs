@@ -80,6 +80,17 @@ pub(crate) fn check_call<T: Float, K: Kernels<T>, F: crate::FeatureMap<T>>(
 }
 
 /// The temperature of a map that estimates softmax; an error for any other map.
+/// The largest query or key entry hybrid attention over `fm` admits beyond the map's own
+/// [`max_input`](crate::FeatureMap::max_input): every exact logit `τ·q·k` stays finite. For
+/// callers that scan their inputs themselves (favor-tensor, before any head runs), as
+/// [`check_range`](crate::check_range) is for FAVOR+. Errors if the map does not estimate
+/// softmax.
+pub fn hybrid_input_limit<T: Float, F: crate::FeatureMap<T>>(fm: &F) -> Result<T> {
+    Ok(fm
+        .max_input()
+        .min(logit_limit(temperature(fm)?, fm.input_dim())))
+}
+
 pub(crate) fn temperature<T: Float, F: crate::FeatureMap<T>>(fm: &F) -> Result<T> {
     fm.softmax_temperature()
         .ok_or(crate::Error::InvalidParameter {

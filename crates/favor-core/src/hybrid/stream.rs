@@ -7,7 +7,7 @@ use crate::state::{PrefixState, state_len};
 use crate::{FeatureMap, Float, Kernels, range};
 
 use super::snapshot::{self, Raw, live_slots, read_into};
-use super::{HybridShape, check_logits, logit_limit, temperature};
+use super::{HybridShape, check_logits, temperature};
 
 /// Causal hybrid attention as a recurrence. For query i the exact set is
 /// `E(i) = {j < sinks} ∪ {i − w ≤ j ≤ i}`; its keys weigh `exp(τ qᵢ·kⱼ)` (τ the map's
@@ -212,9 +212,7 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
     /// window); on any error the state is unchanged.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let limits = (
-            self.fm
-                .max_input()
-                .min(logit_limit(self.tau, self.fm.input_dim())),
+            super::hybrid_input_limit(self.fm)?,
             range::value_ceiling(self.fm),
         );
         let c = snapshot::check(&self.far, &self.raw(), limits, bytes)?;

@@ -24,6 +24,13 @@ pub use snapshot::STREAM_SNAPSHOT_VERSION;
 /// [`memory_bytes`](Self::memory_bytes) is exact), whatever the number of tokens seen.
 /// Outputs equal [`Performer::forward`](crate::Performer::forward) with causal attention up to rounding.
 ///
+/// A hybrid layer's stream ([`window`](crate::PerformerBuilder::window),
+/// [`sinks`](crate::PerformerBuilder::sinks)) keeps favor-core's
+/// [`HybridStream`](favor_core::HybridStream) per (batch, head) instead: the sinks' and the
+/// last w + 1 raw keys and values, and the random-feature state of the keys that left the
+/// window, `O((sinks + w)·(d + dv) + m·dv)` floats whatever the tokens seen; its prefill
+/// steps the tokens one by one, and its snapshots carry favor-core's `FAVH` records.
+///
 /// ```
 /// use favor_tensor::{Performer, TensorView};
 /// let (h, d) = (2, 8);
@@ -87,7 +94,10 @@ self_cell::self_cell!(
 #[derive(Debug, Clone)]
 pub(crate) struct HeadStates<'w, T> {
     map: AnyFeatureMap<'w, T>,
+    /// FAVOR+'s states, one per (batch, head); empty for hybrid attention.
     heads: Vec<HeadState<T>>,
+    /// Hybrid attention's states, one per (batch, head), and its shape; empty otherwise.
+    hybrid: Vec<HybridHeadState<T>>,
     /// Scratch of a step: every (batch, head)'s key and query, mapped in one GEMM
     /// ([`favor_core::MappedTokens`]); kept so a step allocates nothing.
     mapped: Vec<T>,
@@ -95,6 +105,9 @@ pub(crate) struct HeadStates<'w, T> {
 
 /// A favor-core stream's memory between calls.
 pub(crate) type HeadState<T> = favor_core::StreamMemory<T, Vec<T>>;
+
+/// A favor-core hybrid stream's memory between calls.
+pub(crate) type HybridHeadState<T> = favor_core::HybridMemory<T, Vec<T>>;
 
 /// `$e` with `$s` the states (and `$w` the weights) in their precision.
 macro_rules! states {
@@ -162,6 +175,7 @@ impl Stream {
     pub fn memory_bytes(&self) -> usize {
         states!(&self.states, _, s => {
             s.heads.iter().map(|h| size_of_val(&h.buffer()[..])).sum::<usize>()
+                + s.hybrid.iter().map(|h| size_of_val(&h.buffer()[..])).sum::<usize>()
                 + size_of_val(&s.mapped[..])
         })
     }
@@ -169,7 +183,10 @@ impl Stream {
     /// Forgets every token.
     pub fn reset(&mut self) {
         self.position = 0;
-        states!(mut &mut self.states, _, s => s.heads.iter_mut().for_each(HeadState::reset))
+        states!(mut &mut self.states, _, s => {
+            s.heads.iter_mut().for_each(HeadState::reset);
+            s.hybrid.iter_mut().for_each(HybridHeadState::reset);
+        })
     }
 
     /// Absorbs `len` tokens at once through the chunked causal path (`[B, H, len, d]`
@@ -272,7 +289,7 @@ impl Stream {
         // after others ran would leave the stream half-updated.
         states!(&self.states, w, s => {
             let maxima = crate::range::check(cfg, w.row_norm, m, &q, &k, &v, keys)?;
-            s.core_range(maxima, keys)
+            s.core_range(cfg, maxima, keys)
         })?;
         Ok(q.shape()[2])
     }
@@ -299,14 +316,21 @@ impl Stream {
 impl<'w, T: Real> HeadStates<'w, T> {
     fn new(cfg: &Config, weights: &'w Weights, n: usize) -> Result<Self> {
         let map = cfg.map::<T>(weights)?;
-        let len = favor_core::Stream::<T, AnyFeatureMap<'w, T>, favor_core::Scalar>::buffer_len(
-            &map,
-            cfg.value_dim,
-        )
+        type Core<'w, T> = favor_core::Stream<'w, T, AnyFeatureMap<'w, T>, favor_core::Scalar>;
+        type Hybrid<'w, T> =
+            favor_core::HybridStream<'w, T, AnyFeatureMap<'w, T>, favor_core::Scalar>;
+        let len = match cfg.hybrid {
+            None => Core::<T>::buffer_len(&map, cfg.value_dim),
+            Some(shape) => Hybrid::<T>::buffer_len(&map, cfg.value_dim, shape),
+        }
         .map_err(crate::error::setup)?;
         // `n` is the caller's batch × heads: whichever allocation fails, report the whole
-        // state's size, the number the caller can act on.
-        let mapped_len = crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?;
+        // state's size, the number the caller can act on. A hybrid step maps per head (its
+        // window needs the raw keys): no shared mapping scratch.
+        let mapped_len = match cfg.hybrid {
+            None => crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?,
+            Some(_) => 0,
+        };
         let head_bytes =
             crate::alloc::bytes_of::<T>(len).and_then(|b| b.checked_add(size_of::<HeadState<T>>()));
         let total = (head_bytes.and_then(|b| b.checked_mul(n)))
@@ -324,13 +348,25 @@ impl<'w, T: Real> HeadStates<'w, T> {
                 bytes: total,
             });
         }
-        let mut heads = crate::alloc::try_with_capacity("stream state", n).map_err(fail)?;
+        let mut bufs: Vec<Vec<T>> =
+            crate::alloc::try_with_capacity("stream state", n).map_err(fail)?;
         for _ in 0..n {
-            let buf = crate::alloc::try_zeros("stream state", len).map_err(fail)?;
-            heads.push(HeadState::new(buf));
+            bufs.push(crate::alloc::try_zeros("stream state", len).map_err(fail)?);
         }
+        let (heads, hybrid) = match cfg.hybrid {
+            None => (bufs.into_iter().map(HeadState::new).collect(), Vec::new()),
+            Some(_) => (
+                Vec::new(),
+                bufs.into_iter().map(HybridHeadState::new).collect(),
+            ),
+        };
         let mapped = crate::alloc::try_zeros("stream state", mapped_len).map_err(fail)?;
-        Ok(Self { map, heads, mapped })
+        Ok(Self {
+            map,
+            heads,
+            hybrid,
+            mapped,
+        })
     }
 
     fn run<E: Element, O: Element>(
@@ -349,8 +385,24 @@ impl<'w, T: Real> HeadStates<'w, T> {
 
     /// favor-core's supported range ([`favor_core::check_range`]) for inputs of these maxima
     /// and `keys` keys in all.
-    fn core_range(&self, m: crate::range::Maxima, keys: u64) -> Result<()> {
+    fn core_range(&self, cfg: &Config, m: crate::range::Maxima, keys: u64) -> Result<()> {
         let t = |x: f64| <T as favor_core::Float>::from_f64(x);
+        if cfg.hybrid.is_some() {
+            // Hybrid attention's exact logits, for every head before any steps.
+            let limit = favor_core::hybrid_input_limit(&self.map)
+                .map_err(crate::error::setup)?
+                .to_f64();
+            if let Some((tensor, max)) = [("q", m.q), ("k", m.k)].into_iter().find(|x| x.1 > limit)
+            {
+                return Err(Error::OutOfRange {
+                    tensor,
+                    reason: format!(
+                        "an entry of magnitude {max:e} exceeds {limit:e}, the largest whose \
+                         exact softmax logits (hybrid attention's window) stay finite"
+                    ),
+                });
+            }
+        }
         favor_core::check_range(&self.map, t(m.q), t(m.k), t(m.v), keys).map_err(|e| {
             let tensor = match e {
                 favor_core::Error::OutOfRange { what, .. } => what,

@@ -1,6 +1,6 @@
 //! One prefill or decoding step over every (batch, head) state.
 
-use favor_core::Kernels;
+use favor_core::{HybridShape, Kernels};
 
 use super::{HeadState, HeadStates};
 use crate::backend::{BackendOp, Real};
@@ -30,10 +30,10 @@ pub(crate) struct Run<'s, 'w, 'a, 'o, E, T, O> {
 impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T, O> {
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
-        if self.io.step {
-            self.step(kernels)
-        } else {
-            self.prefill(kernels)
+        match (self.cfg.hybrid, self.io.step) {
+            (Some(shape), _) => self.hybrid(kernels, shape),
+            (None, true) => self.step(kernels),
+            (None, false) => self.prefill(kernels),
         }
     }
 }
@@ -84,6 +84,38 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
             narrow_back(&wide, o);
         }
         Ok(())
+    }
+
+    /// Hybrid attention, a step or a prefill: each (batch, head) steps its own
+    /// `HybridStream` through the call's tokens (a prefill is its tokens one by one: the
+    /// stream is the token-by-token hybrid; favor-core's chunked hybrid plan has no state to
+    /// hand over). Heads run in parallel when the layer is.
+    fn hybrid<K: Kernels<T> + Sync + Copy>(self, kernels: &K, shape: HybridShape) -> Result<()> {
+        let (io, cfg) = (self.io, self.cfg);
+        let (d, dv, len) = (cfg.dim, cfg.value_dim, io.len);
+        let group = cfg.heads / cfg.kv_heads;
+        let map = &self.states.map;
+        let heads = &mut self.states.hybrid;
+        let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
+            let (b, hd) = (i / cfg.heads, i % cfg.heads);
+            let (mut tq, mut tk, mut tv, mut wide) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let q = Rows::of(&io.q, b, hd).widen(&mut tq)?;
+            let k = Rows::of(&io.k, b, hd / group).widen(&mut tk)?;
+            let v = Rows::of(&io.v, b, hd / group).widen(&mut tv)?;
+            let out_t = narrow_target(o, &mut wide)?;
+            let core = |e| core(cfg.heads, i, e);
+            let mut s = h.attach(*kernels, map, dv, shape).map_err(core)?;
+            for t in 0..len {
+                let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
+                s.step(&q[r.clone()], &k[r], &v[rv.clone()], &mut out_t[rv])
+                    .map_err(core)?;
+            }
+            drop(s); // writes the head's counts and far scale back
+            narrow_back(&wide, o);
+            Ok(())
+        });
+        results.into_iter().collect()
     }
 
     fn prefill<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {

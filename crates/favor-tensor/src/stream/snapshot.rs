@@ -2,10 +2,11 @@
 
 use favor_core::Kernels;
 
-use super::{HeadState, HeadStates};
+use super::{HeadState, HeadStates, HybridHeadState};
 use crate::backend::{BackendOp, Real};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use favor_core::HybridShape;
 
 const MAGIC: [u8; 4] = *b"FAVT";
 /// Version of the byte format [`Stream::snapshot`](crate::Stream::snapshot) writes.
@@ -20,11 +21,27 @@ impl<T: Real> HeadStates<'_, T> {
         struct Snap<'s, 'p, T> {
             states: &'s HeadStates<'p, T>,
             value_dim: usize,
+            hybrid: Option<HybridShape>,
         }
         impl<T: Real> BackendOp<T> for Snap<'_, '_, T> {
             type Output = Result<Vec<Vec<u8>>>;
             fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<Vec<u8>>> {
                 let map = &self.states.map;
+                if let Some(shape) = self.hybrid {
+                    return (self.states.hybrid.iter())
+                        .map(|h| {
+                            let mut memory = h.clone();
+                            let s = (memory.attach(*kernels, map, self.value_dim, shape)).map_err(
+                                |e| Error::Snapshot(format!("state does not re-attach: {e}")),
+                            )?;
+                            let mut bytes = vec![0u8; s.snapshot_len()];
+                            let n = (s.snapshot(&mut bytes))
+                                .map_err(|e| Error::Snapshot(e.to_string()))?;
+                            bytes.truncate(n);
+                            Ok(bytes)
+                        })
+                        .collect();
+                }
                 self.states
                     .heads
                     .iter()
@@ -46,6 +63,7 @@ impl<T: Real> HeadStates<'_, T> {
         let per_head = cfg.with_backend(Snap {
             states: self,
             value_dim: cfg.value_dim,
+            hybrid: cfg.hybrid,
         })?;
         let each = per_head.first().map_or(0, Vec::len);
         let mut out = Vec::with_capacity(HEADER + (RECORD + each) * per_head.len() + TRAILER);
@@ -148,60 +166,20 @@ impl<T: Real> HeadStates<'_, T> {
             }
         }
         let body: Vec<&[u8]> = records.iter().map(|r| &r[record..]).collect();
-        struct Load<'s, 'p, 'b, T> {
-            states: &'s HeadStates<'p, T>,
-            value_dim: usize,
-            body: Vec<&'b [u8]>,
-            heads: usize,
-        }
-        impl<T: Real> BackendOp<T> for Load<'_, '_, '_, T> {
-            type Output = Result<Vec<HeadState<T>>>;
-            fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
-                let map = &self.states.map;
-                self.body
-                    .iter()
-                    .enumerate()
-                    .map(|(i, chunk)| {
-                        let len = self.states.heads[i].buffer().len();
-                        let mut memory = HeadState::new(vec![T::zero(); len]);
-                        let mut s = memory
-                            .attach(*kernels, map, self.value_dim)
-                            .map_err(crate::error::setup)?;
-                        s.restore(chunk).map_err(|e| {
-                            Error::Snapshot(format!(
-                                "batch {}, head {}: {e}",
-                                i / self.heads,
-                                i % self.heads
-                            ))
-                        })?;
-                        // Outputs are f32: a (valid f64) state whose answers can exceed
-                        // f32 cannot come from values this layer accepts. With a positive map
-                        // any output is a convex combination of the ratios Sᵢⱼ/zᵢ; other maps
-                        // (trigonometric: z may be ≤ 0) give no such bound to check.
-                        let st = s.state();
-                        let limit = f64::from(f32::MAX);
-                        let dv = self.value_dim;
-                        let positive = favor_core::FeatureMap::is_positive(map);
-                        // z may underflow (to 0) where S does not: allow one subnormal of z.
-                        let sub = f64::from(f32::MIN_POSITIVE) * f64::from(f32::EPSILON);
-                        let at = |i, j| st.entry(i, j).unwrap_or(0.0);
-                        let too_big = positive
-                            && (0..st.features()).any(|i| {
-                                let z = at(i, None);
-                                (0..dv).any(|j| at(i, Some(j)).abs() > (z + sub) * limit)
-                            });
-                        if too_big {
-                            return Err(Error::Snapshot(format!(
-                                "batch {}, head {}: state values beyond the f32 output range",
-                                i / self.heads,
-                                i % self.heads
-                            )));
-                        }
-                        drop(s); // writes the head's token count and stabiliser back
-                        Ok(memory)
-                    })
-                    .collect()
+        if let Some(shape) = cfg.hybrid {
+            let records = Load {
+                states: self,
+                value_dim: cfg.value_dim,
+                body,
+                heads: cfg.heads,
+            };
+            let loaded = cfg.with_backend(LoadHybrid { records, shape })?;
+            let position = u64_at(40);
+            if position == u64::MAX || loaded.iter().any(|h| h.tokens() != position) {
+                return bad("token count disagrees with the heads' states");
             }
+            self.hybrid = loaded;
+            return Ok(position);
         }
         let loaded = cfg.with_backend(Load {
             states: self,
@@ -216,5 +194,92 @@ impl<T: Real> HeadStates<'_, T> {
         }
         self.heads = loaded;
         Ok(position)
+    }
+}
+
+/// Restores every head from its favor-core snapshot (`body`, one per head) into fresh
+/// memories.
+struct Load<'s, 'p, 'b, T> {
+    states: &'s HeadStates<'p, T>,
+    value_dim: usize,
+    body: Vec<&'b [u8]>,
+    heads: usize,
+}
+
+/// [`Load`] for hybrid heads (`FAVH` snapshots).
+struct LoadHybrid<'s, 'p, 'b, T> {
+    records: Load<'s, 'p, 'b, T>,
+    shape: HybridShape,
+}
+
+impl<T: Real> BackendOp<T> for LoadHybrid<'_, '_, '_, T> {
+    type Output = Result<Vec<HybridHeadState<T>>>;
+    fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<HybridHeadState<T>>> {
+        let r = self.records;
+        let map = &r.states.map;
+        (r.body.iter().enumerate())
+            .map(|(i, chunk)| {
+                let len = r.states.hybrid[i].buffer().len();
+                let mut memory = HybridHeadState::new(vec![T::zero(); len]);
+                let mut s = (memory.attach(*kernels, map, r.value_dim, self.shape))
+                    .map_err(crate::error::setup)?;
+                s.restore(chunk).map_err(|e| {
+                    let (b, h) = (i / r.heads, i % r.heads);
+                    Error::Snapshot(format!("batch {b}, head {h}: {e}"))
+                })?;
+                drop(s); // writes the head's counts and far scale back
+                Ok(memory)
+            })
+            .collect()
+    }
+}
+
+impl<T: Real> BackendOp<T> for Load<'_, '_, '_, T> {
+    type Output = Result<Vec<HeadState<T>>>;
+    fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
+        let map = &self.states.map;
+        self.body
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let len = self.states.heads[i].buffer().len();
+                let mut memory = HeadState::new(vec![T::zero(); len]);
+                let mut s = memory
+                    .attach(*kernels, map, self.value_dim)
+                    .map_err(crate::error::setup)?;
+                s.restore(chunk).map_err(|e| {
+                    Error::Snapshot(format!(
+                        "batch {}, head {}: {e}",
+                        i / self.heads,
+                        i % self.heads
+                    ))
+                })?;
+                // Outputs are f32: a (valid f64) state whose answers can exceed
+                // f32 cannot come from values this layer accepts. With a positive map
+                // any output is a convex combination of the ratios Sᵢⱼ/zᵢ; other maps
+                // (trigonometric: z may be ≤ 0) give no such bound to check.
+                let st = s.state();
+                let limit = f64::from(f32::MAX);
+                let dv = self.value_dim;
+                let positive = favor_core::FeatureMap::is_positive(map);
+                // z may underflow (to 0) where S does not: allow one subnormal of z.
+                let sub = f64::from(f32::MIN_POSITIVE) * f64::from(f32::EPSILON);
+                let at = |i, j| st.entry(i, j).unwrap_or(0.0);
+                let too_big = positive
+                    && (0..st.features()).any(|i| {
+                        let z = at(i, None);
+                        (0..dv).any(|j| at(i, Some(j)).abs() > (z + sub) * limit)
+                    });
+                if too_big {
+                    return Err(Error::Snapshot(format!(
+                        "batch {}, head {}: state values beyond the f32 output range",
+                        i / self.heads,
+                        i % self.heads
+                    )));
+                }
+                drop(s); // writes the head's token count and stabiliser back
+                Ok(memory)
+            })
+            .collect()
     }
 }
