@@ -4,7 +4,7 @@
 //! sinks, any chunk and block, SM+ or SMhyp+ over every projection kind, f32 or f64), against:
 //!
 //! 1. the f64 oracle [`crate::hybrid::hybrid`] (the definition, in the log domain), causal and
-//!    bidirectional, within the rounding budget [`budget`] derives below;
+//!    bidirectional, within the rounding budget derived below;
 //! 2. each other: the stream and the causal chunked plan within the sum of their budgets;
 //! 3. exact softmax ([`crate::reference::softmax`]) whenever every visible key is in every
 //!    query's exact set (window ≥ L − 1, or the sinks cover the sequence);
@@ -319,7 +319,6 @@ fn run<T: Real>(c: &HybridCase) {
     let mut s0 = HybridStream::new(Scalar, &map, dv, shape, &mut b0).expect("hybrid stream");
     let mut whole = vec![T::zero(); l * dv];
     steps(&mut s0, &x, (d, dv), 0..l, &mut whole, &what);
-    drop(s0);
 
     let chunked = plan_run(&map, c, (PlanKind::CausalChunked, c.chunk), &x, &what);
     let bidi = plan_run(&map, c, (PlanKind::Bidirectional, c.block), &x, &what);
@@ -585,7 +584,6 @@ fn snapshots<T: Real>(map: &Map<'_, T>, c: &HybridCase, x: &Inputs<T>, whole: &[
     if let Some((i, a, b)) = first_diff(&out3, whole) {
         panic!("{what}: replay after reset: [{i}] = {a:e}, fresh stream {b:e}");
     }
-    drop(s2);
 
     // One mutated byte, into the snapshotted stream.
     let (at, xor, resign) = c.mutation;
@@ -664,12 +662,14 @@ fn bad_step<T: Real>(s: &mut Hs<'_, T>, c: &HybridCase, x: &Inputs<T>, what: &st
         }
         BadStep::ShortValue => s.step(&q, &k, &v[..dv - 1], &mut out),
     };
-    let ok = match (c.bad, &r) {
-        (BadStep::NanQuery | BadStep::InfKey, Err(Error::NonFinite { .. })) => true,
-        (BadStep::HugeQuery, Err(Error::OutOfRange { .. })) => true,
-        (BadStep::ShortValue, Err(Error::LengthMismatch { .. })) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (c.bad, &r),
+        (
+            BadStep::NanQuery | BadStep::InfKey,
+            Err(Error::NonFinite { .. })
+        ) | (BadStep::HugeQuery, Err(Error::OutOfRange { .. }))
+            | (BadStep::ShortValue, Err(Error::LengthMismatch { .. }))
+    );
     assert!(ok, "{what}: bad step {:?} gave {r:?}", c.bad);
     assert_eq!(
         s.tokens(),
