@@ -19,14 +19,15 @@
 //! | [`check_npy`] | `favor_npy::parse` on arbitrary bytes and on generated files |
 //! | [`check_tensor_stream`] | favor-tensor `Stream` (heads × batch) prefill / step / snapshot / restore / rejected calls vs f64 FAVOR+, causal `forward` and a twin stream |
 //! | [`check_mapped`] | favor-core `MappedTokens` + `Stream::step_mapped` over up to 8 streams vs `step`, f64 FAVOR+; errors change nothing |
+//! | [`check_hybrid`] | hybrid attention: `HybridStream`, causal chunked and bidirectional hybrid plans vs the f64 [`hybrid`] oracle (derived budget), each other and exact softmax; snapshot / restore over junk / mutated snapshot / reset, bit for bit |
 //!
 //! Every tolerance is derived from the operation (comments in each module); none is tuned.
 //!
 //! Oracles not yet behind a target: [`gerf`] (the closed-form moments of GERF / FAVOR++
 //! features), [`calibrated`] (data-aware importance-weighted features: the map, its
 //! closed-form moments for any Gaussian proposal, the calibration pair moments by brute
-//! force) and [`hybrid`] (hybrid attention — exact window and sinks, random features
-//! outside — from its definition).
+//! force). [`hybrid`] (hybrid attention — exact window and sinks, random features outside —
+//! from its definition) is the oracle of [`check_hybrid`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -40,6 +41,7 @@ pub mod calibrated;
 pub mod features;
 pub mod gerf;
 pub mod hybrid;
+pub mod hybrid_paths;
 pub mod input;
 pub mod kernels;
 pub mod lipschitz;
@@ -53,6 +55,7 @@ pub mod tensor_stream;
 
 pub use attention::check_attention;
 pub use features::check_feature_maps;
+pub use hybrid_paths::check_hybrid;
 pub use kernels::check_kernels;
 pub use mapped::check_mapped;
 pub use npy::check_npy;
@@ -74,4 +77,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("npy", check_npy),
     ("tensor_stream", check_tensor_stream),
     ("mapped", check_mapped),
+    ("hybrid", check_hybrid),
 ];

@@ -75,6 +75,17 @@ impl Explicit {
     pub fn h(&self, r: usize) -> f64 {
         self.h[r]
     }
+
+    /// `p = maxᵢ Σⱼ |wᵢⱼ x'ⱼ|` of row `r`: the largest projection magnitude the row's
+    /// exponents can carry (the error model's scale of a projection's rounding).
+    pub fn p(&self, r: usize) -> f64 {
+        self.p[r]
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
 }
 
 /// The explicit features of the rows of `x` (row-major, d columns) under `spec` (SM+ or

@@ -112,6 +112,11 @@ fn mapped() {
 }
 
 #[test]
+fn hybrid() {
+    run("hybrid", 150, 512);
+}
+
+#[test]
 fn every_target_is_replayed_and_has_a_fuzz_binary() {
     for (name, _) in TARGETS {
         let bin = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
