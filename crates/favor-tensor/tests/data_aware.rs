@@ -219,6 +219,28 @@ fn save_load_round_trips_and_forward_is_unchanged() {
                 )
                 .unwrap();
             assert_eq!(got.data(), want.data(), "{precision:?}");
+            // A masked call and a strided ([B, S, H, D]) output take the same path per head.
+            let mask = vec![true; B * L];
+            let masked = again
+                .forward_masked(
+                    view([B, h, L, D], &q),
+                    view([B, h, L, D], &k),
+                    view([B, h, L, D], &v),
+                    &mask,
+                )
+                .unwrap();
+            assert_eq!(masked.data(), want.data(), "{precision:?} masked");
+            let mut bshd = vec![0f32; B * L * h * D];
+            let out = TensorViewMut::from_bshd([B, L, h, D], &mut bshd).unwrap();
+            let io = (view([B, h, L, D], &q), view([B, h, L, D], &k));
+            again
+                .forward_into(io.0, io.1, view([B, h, L, D], &v), None, out)
+                .unwrap();
+            for (bi, hi, i) in [(0, 0, 0), (1, 2, L - 1), (1, 1, 7)] {
+                let at = ((bi * L + i) * h + hi) * D;
+                let row = &want.head(bi, hi)[i * D..(i + 1) * D];
+                assert_eq!(&bshd[at..at + D], row, "{precision:?} strided");
+            }
         }
     }
 }
