@@ -1,4 +1,5 @@
-//! `favor run`, `favor exact` and `favor projection`: attention on `.npy` files.
+//! `favor run`, `favor exact`, `favor projection` and `favor calibrate`: attention on `.npy`
+//! files, and data-aware maps calibrated from them (saved as `.npy` or `.safetensors`).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use favor_core::{
     ExactOptions, Shape, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
 };
-use favor_tensor::{Kernel, Performer, Precision, Projection, RowNorms, TensorView};
+use favor_tensor::{DataAwareMap, Kernel, Performer, Precision, Projection, RowNorms, TensorView};
 
 use crate::args::{CliError, CliResult, elements, try_zeros};
 use favor_npy as npy;
@@ -61,7 +62,15 @@ impl Output {
 
     /// Replaces the file's contents with the `.npy` of `data`. A write that fails (a full
     /// disk) removes what it left of a regular file: a truncated `.npy` is no result.
-    fn write(mut self, shape: &[usize], data: &[f32]) -> CliResult<()> {
+    fn write(self, shape: &[usize], data: &[f32]) -> CliResult<()> {
+        self.write_with(|w| npy::write_to(w, shape, data))
+    }
+
+    /// Replaces the file's contents with what `body` writes, as [`write`](Self::write) does.
+    fn write_with(
+        mut self,
+        body: impl FnOnce(&mut std::io::BufWriter<&File>) -> Result<(), npy::NpyError>,
+    ) -> CliResult<()> {
         let Some(file) = self.file.take() else {
             return Err(CliError::failure("internal error: output written twice"));
         };
@@ -72,7 +81,7 @@ impl Output {
                 file.set_len(0)?;
             }
             let mut w = std::io::BufWriter::new(&file);
-            npy::write_to(&mut w, shape, data)?;
+            body(&mut w)?;
             w.flush()?;
             Ok(())
         })();
@@ -241,6 +250,10 @@ pub struct RunFlags {
     /// Use this (m, d) matrix exactly as given.
     #[arg(long, value_name = "W.npy")]
     pub projection: Option<PathBuf>,
+    /// Use this data-aware map (from `favor calibrate`) in place of the random projection:
+    /// .npy or .safetensors, one map per head of the inputs.
+    #[arg(long, value_name = "MAP")]
+    pub map: Option<PathBuf>,
     /// Causal attention (queries see keys up to their own position).
     #[arg(long)]
     pub causal: bool,
@@ -282,6 +295,148 @@ pub struct ProjectionExportFlags {
     /// The output: float32 .npy of shape (m, d).
     #[arg(long, value_name = "W.npy")]
     pub out: PathBuf,
+}
+
+/// The flags of `favor calibrate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateFlags {
+    /// Sample queries: .npy of shape (L, d) or (1, H, L, d), float16/32/64.
+    #[arg(long, value_name = "Q.npy")]
+    pub q: PathBuf,
+    /// Sample keys of the same positions, shaped like the queries.
+    #[arg(long, value_name = "K.npy")]
+    pub k: PathBuf,
+    /// Random features m per head (default 256).
+    #[arg(long, value_name = "M")]
+    pub features: Option<usize>,
+    /// Seed of the orthogonal draw (default 0).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Fit the pairs causal attention sees (key j ≤ query i).
+    #[arg(long)]
+    pub causal: bool,
+    /// Fit the pairs hybrid attention with this exact window leaves to the features.
+    #[arg(long, value_name = "W")]
+    pub window: Option<usize>,
+    /// Fit the pairs hybrid attention with these sinks leaves to the features.
+    #[arg(long, value_name = "S")]
+    pub sinks: Option<usize>,
+    /// The map: MAP.npy (float64 (H, m + 1, d + 1): rows [ω | c], last row [μ | 0]) or
+    /// MAP.safetensors (omega (H, m, d), offsets (H, m), mu (H, d), F64).
+    #[arg(long, value_name = "MAP")]
+    pub out: PathBuf,
+}
+
+/// A map file's format, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapFormat {
+    Npy,
+    Safetensors,
+}
+
+fn map_format(path: &Path) -> CliResult<MapFormat> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => Ok(MapFormat::Npy),
+        Some("safetensors") => Ok(MapFormat::Safetensors),
+        _ => Err(in_file(
+            path,
+            "a data-aware map is a .npy or a .safetensors file",
+        )),
+    }
+}
+
+/// Reads a data-aware map (`.npy` or `.safetensors`, by extension); every problem is one
+/// line naming the file, exit status 2.
+pub fn load_map(path: &Path) -> CliResult<DataAwareMap> {
+    let map = match map_format(path)? {
+        MapFormat::Npy => {
+            let a = npy::read(path).map_err(|e| in_file(path, e))?;
+            let data = a.to_f64().map_err(|e| in_file(path, e))?;
+            DataAwareMap::from_packed(&a.shape, &data)
+        }
+        MapFormat::Safetensors => {
+            let bytes = std::fs::read(path).map_err(|e| in_file(path, e))?;
+            DataAwareMap::from_safetensors(&bytes)
+        }
+    };
+    map.map_err(|e| in_file(path, e))
+}
+
+/// `favor calibrate`: a data-aware map per head from sample `--q` and `--k`, into `--out`.
+pub fn calibrate(flags: CalibrateFlags) -> CliResult<()> {
+    let CalibrateFlags {
+        q,
+        k,
+        features,
+        seed,
+        causal,
+        window,
+        sinks,
+        out,
+    } = flags;
+    let format = map_format(&out)?;
+    let out = Output::open(out)?;
+    let (q, k) = (Input::read(q)?, Input::read(k)?);
+    if q.shape.len() != k.shape.len() || q.shape4 != k.shape4 {
+        return Err(in_file(
+            &k.path,
+            format!(
+                "shape {:?} does not match {}'s {:?} (calibration pairs queries and keys of the \
+                 same positions)",
+                k.shape,
+                q.path.display(),
+                q.shape
+            ),
+        ));
+    }
+    let [b, heads, _, dim] = q.shape4;
+    if b != 1 {
+        return Err(in_file(
+            &q.path,
+            format!(
+                "shape {:?}: calibration takes one chunk per head, (L, d) or (1, H, L, d)",
+                q.shape
+            ),
+        ));
+    }
+    let mut builder = Performer::builder(dim)
+        .heads(heads)
+        .seed(seed.unwrap_or(0))
+        .causal(causal);
+    if let Some(m) = features {
+        builder = builder.features(m);
+    }
+    if let Some(w) = window {
+        builder = builder.window(w);
+    }
+    if let Some(s) = sinks {
+        builder = builder.sinks(s);
+    }
+    let (qd, kd) = (q.f64()?, k.f64()?);
+    let attn = builder
+        .calibrate(view(&q, &qd), view(&k, &kd))
+        .build()
+        .map_err(|e| match &e {
+            favor_tensor::Error::Core { .. } | favor_tensor::Error::Shape { .. } => {
+                in_file(&q.path, e)
+            }
+            _ => CliError::input(e.to_string()),
+        })?;
+    let Some(map) = attn.data_aware_map() else {
+        return Err(CliError::failure("internal error: no map was calibrated"));
+    };
+    match format {
+        MapFormat::Npy => {
+            let (shape, data) = map.to_packed();
+            out.write_with(|w| npy::write_to(w, &shape, &data))
+        }
+        MapFormat::Safetensors => {
+            let bytes = map
+                .to_safetensors()
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            out.write_with(|w| Ok(w.write_all(&bytes)?))
+        }
+    }
 }
 
 /// q, k and v, checked against each other, and where the output goes.
@@ -439,6 +594,7 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         kernel,
         draw,
         projection: matrix,
+        map,
         causal,
         chunk,
         window,
@@ -457,6 +613,19 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
             "--projection gives W exactly; --seed, --norms and --projection-kind do not apply",
         ));
     }
+    if map.is_some()
+        && (matrix.is_some()
+            || features.is_some()
+            || seeded
+            || draw.projection_kind.is_some()
+            || draw.norms.is_some())
+    {
+        return Err(CliError::input(
+            "--map gives the feature map; --projection, --features, --seed, --norms and \
+             --projection-kind do not apply",
+        ));
+    }
+    let loaded = map.as_deref().map(load_map).transpose()?;
     let io = Inputs::read(paths)?;
     if causal {
         io.causal_check()?;
@@ -502,9 +671,12 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         }
         b = b.projection_matrix(rows, &w.to_f64().map_err(|e| in_file(path, e))?);
     }
+    if let Some(m) = loaded {
+        b = b.data_aware(m);
+    }
     let attn = b.build().map_err(|e| {
         let e = CliError::input(e.to_string());
-        match &matrix {
+        match matrix.as_ref().or(map.as_ref()) {
             Some(p) => in_file(p, e),
             None => e,
         }

@@ -6,7 +6,7 @@
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use favor_cli::args::{CliError, CliResult, usage_error};
-use favor_cli::attend::{ExactFlags, ProjectionExportFlags, RunFlags};
+use favor_cli::attend::{CalibrateFlags, ExactFlags, ProjectionExportFlags, RunFlags};
 use favor_cli::{attend, bench, demo, fidelity};
 use std::io::Write;
 
@@ -35,6 +35,9 @@ enum Command {
     Exact(ExactFlags),
     /// Writes the projection `favor run` would draw, as f32 (m, d).
     Projection(ProjectionExportFlags),
+    /// Calibrates a data-aware map per head from sample --q and --k into --out (.npy or
+    /// .safetensors), for `favor run --map`.
+    Calibrate(CalibrateFlags),
     /// Time per call vs L for FAVOR+ and exact attention, with the FMA roof; --memory: peak
     /// resident memory vs L (Linux).
     Bench(bench::Flags),
@@ -61,6 +64,7 @@ fn dispatch() -> CliResult<()> {
         Some(Command::Run(f)) => attend::run(f),
         Some(Command::Exact(f)) => attend::exact(f),
         Some(Command::Projection(f)) => attend::projection(f),
+        Some(Command::Calibrate(f)) => attend::calibrate(f),
         Some(Command::Bench(f)) => bench::main(f),
         Some(Command::Fidelity(f)) => fidelity::main(f),
     }

@@ -4,10 +4,13 @@ use crate::alloc::try_collect;
 use crate::config::{
     Backend, Config, DEFAULT_CHUNK, DEFAULT_FEATURES, Kernel, Precision, Projection, Redraw,
 };
+use crate::data_aware::{DataAwareMap, Sample, SharedMap};
 use crate::error::{Error, Result};
 use crate::performer::Performer;
-use crate::tensor::Element;
+use crate::tensor::{Element, TensorView};
 use crate::weights::Weights;
+use std::sync::Arc;
+
 use favor_core::HybridShape;
 
 impl Performer {
@@ -33,6 +36,8 @@ impl Performer {
             parallel: cfg!(feature = "parallel"),
             window: None,
             sinks: None,
+            calibration: None,
+            map: None,
         }
     }
 }
@@ -61,6 +66,10 @@ pub struct PerformerBuilder {
     parallel: bool,
     window: Option<usize>,
     sinks: Option<usize>,
+    /// Samples to calibrate a data-aware map from at build (or why they could not be copied).
+    calibration: Option<Result<Sample>>,
+    /// A data-aware map given as it is.
+    map: Option<SharedMap>,
 }
 
 impl PerformerBuilder {
@@ -191,6 +200,58 @@ impl PerformerBuilder {
         self
     }
 
+    /// Calibrates a data-aware map ([`DataAwareMap`]) from sample queries `q_sample`
+    /// (`[1, heads, L, dim]`) and keys `k_sample` (`[1, kv_heads, L, dim]`: one chunk of the
+    /// same L positions, any strides and element type), when [`build`](Self::build) runs —
+    /// with the layer's final [`features`](Self::features), [`seed`](Self::seed),
+    /// [`projection`](Self::projection) kind, [`window`](Self::window), [`sinks`](Self::sinks)
+    /// and [`causal`](Self::causal), whatever order they are set in. Query head h is
+    /// calibrated with the keys of its key/value head (`h / (heads / kv_heads)`), and every
+    /// head from the same seed; for hybrid attention the moments are fitted on the pairs the
+    /// window and sinks leave to the features (favor-core's
+    /// [`calibrate`](favor_core::calibrate)). The map then replaces the random projection:
+    /// each head's keys are shifted by its μ and mapped through its own ω.
+    ///
+    /// Needs [`Kernel::Softmax`], a Gaussian projection kind (orthogonal with χ norms,
+    /// iid, simplex), no [`projection_matrix`](Self::projection_matrix) or
+    /// [`data_aware`](Self::data_aware) map, and [`Redraw::Never`]; a layer with a map has no
+    /// [`stream`](Performer::stream) yet. Sample shapes are checked by `build`
+    /// ([`Error::Shape`], tensors `"q_sample"` and `"k_sample"`), and favor-core's
+    /// refusals of a head's sample (a NaN, …) are [`Error::Core`] naming the head.
+    ///
+    /// ```
+    /// use favor_tensor::{Performer, TensorView};
+    /// let (h, l, d) = (2, 48, 8);
+    /// let x: Vec<f32> = (0..h * l * d).map(|i| (i as f32 * 0.37).sin()).collect();
+    /// let x = TensorView::new([1, h, l, d], &x).unwrap();
+    /// let attn = Performer::builder(d)
+    ///     .heads(h)
+    ///     .features(32)
+    ///     .causal(true)
+    ///     .window(4)
+    ///     .calibrate(x, x)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(attn.data_aware_map().is_some());
+    /// assert!(attn.forward(x, x, x).unwrap().data().iter().all(|o| o.is_finite()));
+    /// ```
+    pub fn calibrate<E: Element>(
+        mut self,
+        q_sample: TensorView<'_, E>,
+        k_sample: TensorView<'_, E>,
+    ) -> Self {
+        self.calibration = Some(Sample::copy(q_sample, k_sample));
+        self
+    }
+    /// Uses this data-aware map (e.g. one saved from an earlier
+    /// [`calibrate`](Self::calibrate) and loaded back) in place of the random projection;
+    /// it fixes m to the map's features and must have the layer's heads and dimension. The
+    /// same conditions as [`calibrate`](Self::calibrate) apply.
+    pub fn data_aware(mut self, map: impl Into<Arc<DataAwareMap>>) -> Self {
+        self.map = Some(map.into());
+        self
+    }
+
     /// Checks the configuration and draws (or takes) the projection.
     pub fn build(self) -> Result<Performer> {
         let bad = |s: &str| Err(Error::Config(s.to_string()));
@@ -213,6 +274,29 @@ impl PerformerBuilder {
         }
         if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
             return bad("epsilon must be finite and >= 0");
+        }
+        let data_aware = self.calibration.is_some() || self.map.is_some();
+        if data_aware {
+            let conflict = if self.calibration.is_some() && self.map.is_some() {
+                Some("calibrate and data_aware both give the data-aware map")
+            } else if self.matrix.is_some() {
+                Some("a data-aware map replaces the projection matrix: give one or the other")
+            } else if self.kernel != Kernel::Softmax {
+                Some("a data-aware map is a softmax map: it needs Kernel::Softmax")
+            } else if matches!(self.redraw, Redraw::Every(_)) {
+                Some("Redraw::Every would replace the data-aware map")
+            } else {
+                None
+            };
+            if let Some(why) = conflict {
+                return bad(why);
+            }
+        }
+        if let Some(map) = &self.map {
+            map.check_layer(self.heads, self.dim)?;
+            if self.features.is_some_and(|m| m != map.features()) {
+                return bad("features disagrees with the data-aware map's features");
+            }
         }
         let none = self.projection == Projection::None;
         if none && self.kernel.is_softmax() {
@@ -250,7 +334,10 @@ impl PerformerBuilder {
                 }
                 self.dim
             }
-            (None, false) => self.features.unwrap_or(DEFAULT_FEATURES),
+            (None, false) => match &self.map {
+                Some(map) => map.features(),
+                None => self.features.unwrap_or(DEFAULT_FEATURES),
+            },
         };
         if features == 0 {
             return bad("features must be positive");
@@ -265,7 +352,7 @@ impl PerformerBuilder {
         if hybrid.is_some() && !matches!(self.kernel, Kernel::Softmax | Kernel::Hyperbolic) {
             return bad("hybrid attention (window, sinks) needs the softmax or hyperbolic kernel");
         }
-        let cfg = Config {
+        let mut cfg = Config {
             heads: self.heads,
             kv_heads,
             dim: self.dim,
@@ -282,7 +369,19 @@ impl PerformerBuilder {
             backend: self.backend,
             parallel: self.parallel,
             hybrid,
+            data_aware: None,
         };
+        if let Some(sample) = self.calibration {
+            cfg.data_aware = Some(Arc::new(DataAwareMap::calibrate(
+                &cfg, self.seed, &sample?,
+            )?));
+        } else if let Some(map) = self.map {
+            cfg.data_aware = Some(map);
+        }
+        if cfg.data_aware.is_some() {
+            // The map is the projection: no random W is drawn.
+            return Ok(Performer::from_parts(cfg, Weights::default(), self.seed));
+        }
         let weights = match self.matrix {
             Some((rows, w)) => Weights::from_f64(w?, rows, self.dim)?,
             None => Weights::generate(self.projection, self.seed, features, self.dim)?,

@@ -9,6 +9,7 @@ use favor_core::{
 };
 
 use crate::backend::{BackendOp, Real};
+use crate::data_aware::SharedMap;
 use crate::error::{Result, setup};
 use crate::weights::Weights;
 
@@ -174,6 +175,8 @@ pub(crate) struct Config {
     pub(crate) parallel: bool,
     /// Hybrid attention: the exact window and sinks, when either was set.
     pub(crate) hybrid: Option<HybridShape>,
+    /// A data-aware map, one per head, in place of the shared projection.
+    pub(crate) data_aware: Option<SharedMap>,
 }
 
 impl Config {

@@ -50,6 +50,10 @@ pub enum Error {
     },
     /// Snapshot bytes could not be restored, described in one line.
     Snapshot(String),
+    /// The parts of a [`DataAwareMap`](crate::DataAwareMap), or the file bytes it was read
+    /// from, are malformed (a wrong shape, a non-finite entry, not a map file), described
+    /// in one line.
+    Map(String),
     /// Memory for a buffer whose size the inputs or the configuration set (features, dims,
     /// batch, heads, sequence length) could not be allocated. Nothing was changed: the
     /// call can be retried with smaller sizes.
@@ -87,6 +91,7 @@ impl fmt::Display for Error {
                 source,
             } => write!(f, "batch {batch}, head {head}: {source}"),
             Error::Snapshot(s) => write!(f, "snapshot: {s}"),
+            Error::Map(s) => write!(f, "data-aware map: {s}"),
             Error::Alloc {
                 what,
                 bytes: Some(n),

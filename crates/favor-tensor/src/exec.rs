@@ -3,12 +3,12 @@
 
 use std::any::TypeId;
 
-use favor_core::{AnyFeatureMap, Float, Kernels, Options, Shape};
+use favor_core::{DataAwareSoftmax, FeatureMap, Float, Kernels, Options, Shape};
 
 use crate::alloc::{self, try_resize, try_zeros};
 use crate::backend::{BackendOp, Real};
 use crate::config::{Config, Precision};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, setup};
 use crate::range::Maxima;
 use crate::tensor::{Element, TensorView, TensorViewMut};
 use crate::weights::Weights;
@@ -117,7 +117,11 @@ impl<'a, E: Element> Io<'a, E> {
     pub(crate) fn check_range(&self, cfg: &Config, weights: &Weights) -> Result<Maxima> {
         let keys = self.shape.keys as u64;
         let m = cfg.feature_dim();
-        crate::range::check(cfg, weights.row_norm, m, &self.q, &self.k, &self.v, keys)
+        let w = cfg
+            .data_aware
+            .as_ref()
+            .map_or(weights.row_norm, |d| d.row_norm());
+        crate::range::check(cfg, w, m, &self.q, &self.k, &self.v, keys)
     }
 
     /// Runs every (batch, head) pair into `out` (`[B, H, Lq, dv]`, already checked).
@@ -137,14 +141,35 @@ impl<'a, E: Element> Io<'a, E> {
         &self,
         cfg: &Config,
         weights: &Weights,
+        out: TensorViewMut<'_, O>,
+    ) -> Result<()> {
+        if let Some(data_aware) = &cfg.data_aware {
+            // One map per head; each also shifts its head's keys.
+            let mut maps = alloc::try_with_capacity("feature maps", cfg.heads)?;
+            for h in 0..cfg.heads {
+                maps.push(data_aware.head_map::<T>(h, cfg.normalizer).map_err(setup)?);
+            }
+            return self.run_maps(cfg, &maps, Some(&maps), out);
+        }
+        let map = cfg.map::<T>(weights)?;
+        self.run_maps(cfg, std::slice::from_ref(&map), None, out)
+    }
+
+    /// Runs every head with `maps[h]` (or `maps[0]` for all, when there is one), shifting
+    /// head h's keys by `shifts[h]`'s μ when given, into `out` of any strides.
+    fn run_maps<T: Real, O: Element, F: FeatureMap<T> + Sync>(
+        &self,
+        cfg: &Config,
+        maps: &[F],
+        shifts: Option<&[DataAwareSoftmax<'_, T>]>,
         mut out: TensorViewMut<'_, O>,
     ) -> Result<()> {
-        let map = cfg.map::<T>(weights)?;
         if out.is_contiguous() {
             return cfg.with_backend(Heads {
                 io: self,
                 cfg,
-                map: &map,
+                maps,
+                shifts,
                 out: out.data_mut(),
             });
         }
@@ -155,7 +180,8 @@ impl<'a, E: Element> Io<'a, E> {
         cfg.with_backend(Heads {
             io: self,
             cfg,
-            map: &map,
+            maps,
+            shifts,
             out: &mut tmp,
         })?;
         let [_, h, l, dv] = shape;
@@ -168,17 +194,22 @@ impl<'a, E: Element> Io<'a, E> {
 }
 
 /// Every (batch, head) pair of one forward call, run with one backend.
-struct Heads<'r, 'a, 'w, E, T, O> {
+struct Heads<'r, 'a, 'w, E, T, O, F> {
     io: &'r Io<'a, E>,
     cfg: &'r Config,
-    map: &'r AnyFeatureMap<'w, T>,
+    /// One map for every head, or one per head.
+    maps: &'r [F],
+    /// Per head, the data-aware map whose μ shifts the head's keys.
+    shifts: Option<&'r [DataAwareSoftmax<'w, T>]>,
     out: &'r mut [O],
 }
 
-impl<E: Element, T: Real, O: Element> BackendOp<T> for Heads<'_, '_, '_, E, T, O> {
+impl<E: Element, T: Real, O: Element, F: FeatureMap<T> + Sync> BackendOp<T>
+    for Heads<'_, '_, '_, E, T, O, F>
+{
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
-        let (io, cfg, map) = (self.io, self.cfg, self.map);
+        let (io, cfg, maps, shifts) = (self.io, self.cfg, self.maps, self.shifts);
         let per_head = io.shape.queries * io.shape.value_dim;
         let one = |(i, out): (usize, &mut [O])| -> Result<()> {
             let (b, h) = (i / cfg.heads, i % cfg.heads);
@@ -193,7 +224,9 @@ impl<E: Element, T: Real, O: Element> BackendOp<T> for Heads<'_, '_, '_, E, T, O
                 mask,
                 shape: io.shape,
             };
-            head.attend(kernels, map, cfg, out, |source| Error::Core {
+            let map = &maps[if maps.len() == 1 { 0 } else { h }];
+            let shift = shifts.map(|s| &s[h]);
+            head.attend(kernels, map, shift, cfg, out, |source| Error::Core {
                 batch: b,
                 head: h,
                 source,
@@ -306,10 +339,11 @@ struct HeadIo<'v, 'a, E> {
 impl<E: Element> HeadIo<'_, '_, E> {
     /// One head's attention into `out`; favor-core's errors go through `core` (which
     /// names the head).
-    fn attend<T: Real, K: Kernels<T>, F: favor_core::FeatureMap<T>, O: Element>(
+    fn attend<T: Real, K: Kernels<T>, F: FeatureMap<T>, O: Element>(
         &self,
         kernels: &K,
         map: &F,
+        shift: Option<&DataAwareSoftmax<'_, T>>,
         cfg: &Config,
         out: &mut [O],
         core: impl Fn(favor_core::Error) -> Error,
@@ -320,6 +354,17 @@ impl<E: Element> HeadIo<'_, '_, E> {
             self.k.widen(&mut tk)?,
             self.v.widen(&mut tv)?,
         );
+        // Keys shifted by the data-aware map's μ, in a copy (never the caller's input).
+        let mut shifted = Vec::new();
+        let k = match shift {
+            Some(phi) => {
+                try_resize("shifted keys", &mut shifted, k.len(), T::zero())?;
+                shifted.copy_from_slice(k);
+                phi.shift_keys(&mut shifted).map_err(&core)?;
+                &shifted[..]
+            }
+            None => k,
+        };
         let opts = Options {
             // A block longer than the sequence would only size scratch for rows that never
             // exist (and could fail to allocate); the partition into blocks is the same.

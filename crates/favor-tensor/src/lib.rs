@@ -43,6 +43,7 @@ mod alloc;
 mod backend;
 mod builder;
 mod config;
+mod data_aware;
 mod error;
 mod exec;
 mod performer;
@@ -55,6 +56,7 @@ pub use builder::PerformerBuilder;
 pub use config::{
     Backend, DEFAULT_CHUNK, DEFAULT_FEATURES, Kernel, Precision, Projection, Redraw, redraw_seed,
 };
+pub use data_aware::DataAwareMap;
 pub use error::{Error, Result};
 pub use favor_core::{HybridShape, RowNorms};
 pub use half::{bf16, f16};

@@ -6,6 +6,7 @@ use favor_core::{HybridShape, Kernels};
 
 use crate::backend::BackendOp;
 use crate::config::{Config, Kernel, Projection, Redraw, redraw_seed};
+use crate::data_aware::DataAwareMap;
 use crate::error::{Error, Result};
 use crate::exec::Io;
 use crate::stream::Stream;
@@ -123,6 +124,12 @@ impl Performer {
     pub fn kv_heads(&self) -> usize {
         self.cfg.kv_heads
     }
+    /// The data-aware map in place of the random projection, if the layer has one
+    /// ([`PerformerBuilder::calibrate`](crate::PerformerBuilder::calibrate),
+    /// [`PerformerBuilder::data_aware`](crate::PerformerBuilder::data_aware)), shared.
+    pub fn data_aware_map(&self) -> Option<Arc<DataAwareMap>> {
+        self.cfg.data_aware.clone()
+    }
     /// Calls of [`forward`](Self::forward) that succeeded.
     pub fn calls(&self) -> u64 {
         self.schedule().calls
@@ -132,7 +139,8 @@ impl Performer {
     pub fn seed(&self) -> u64 {
         self.schedule().seed
     }
-    /// The projection in use, shared: later redraws do not change it.
+    /// The projection in use, shared: later redraws do not change it. Empty (no rows) for a
+    /// layer with a data-aware map, which replaces it.
     pub fn weights(&self) -> Arc<Weights> {
         Arc::clone(&self.schedule().weights)
     }
@@ -161,6 +169,11 @@ impl Performer {
     /// of later automatic redraws. Replaces a matrix given to the builder. Streams made
     /// before keep the projection they were made with.
     pub fn redraw(&self, seed: u64) -> Result<()> {
+        if self.cfg.data_aware.is_some() {
+            return Err(Error::Config(
+                "a layer with a data-aware map has no random projection to redraw".into(),
+            ));
+        }
         if self.cfg.projection == Projection::None {
             return Err(Error::Config("there is no projection to redraw".into()));
         }
@@ -290,7 +303,15 @@ impl Performer {
     /// [`sinks`](crate::PerformerBuilder::sinks)) each (batch, head) keeps favor-core's
     /// `HybridStream`: the sinks' and the window's raw keys and values and the random-feature
     /// state of the keys that left the window. A hybrid prefill steps its tokens one by one.
+    ///
+    /// A layer with a data-aware map ([`data_aware_map`](Self::data_aware_map)) has no
+    /// stream yet: that is an error.
     pub fn stream(&self, batch: usize) -> Result<Stream> {
+        if self.cfg.data_aware.is_some() {
+            return Err(Error::Config(
+                "a layer with a data-aware map (calibrate, data_aware) has no stream yet".into(),
+            ));
+        }
         Stream::new(self.cfg.clone(), self.weights(), batch)
     }
 }
