@@ -40,13 +40,12 @@ pub(super) struct Raw<'s, T> {
     pub(super) tokens: u64,
     pub(super) keys: &'s [T],
     pub(super) values: &'s [T],
-    /// Slots holding a token: the first `live.0` sinks and the first `live.1` ring slots.
-    pub(super) live: (usize, usize),
 }
 
 impl<T> Raw<'_, T> {
     fn is_live(&self, slot: usize) -> bool {
-        slot < self.live.0 || (self.sinks..self.sinks + self.live.1).contains(&slot)
+        let (n_sinks, n_ring) = live_slots(self.window, self.sinks, self.tokens);
+        slot < n_sinks || (self.sinks..self.sinks + n_ring).contains(&slot)
     }
 }
 
@@ -103,7 +102,7 @@ pub(super) struct Checked<'b> {
 }
 
 /// Checks `bytes` against a stream with this far state and raw layout (`raw`'s slices give
-/// the sizes; its tokens and live slots are ignored): header, length, checksum, the slots'
+/// the sizes; its tokens are ignored): header, length, checksum, the slots'
 /// contents (`key_limit` bounds key entries, `value_limit` value entries) and the far state's
 /// token count. The far state's own bytes are checked by its restore.
 pub(super) fn check<'b, T: Float>(
@@ -145,11 +144,7 @@ pub(super) fn check<'b, T: Float>(
     if tokens == u64::MAX || far_tokens > super::stream::far_tokens(shape, tokens) {
         return Err(SnapshotError::Corrupt.into());
     }
-    let live = Raw {
-        tokens,
-        live: live_slots(raw.window, raw.sinks, tokens),
-        ..*raw
-    };
+    let live = Raw { tokens, ..*raw };
     let sound = |part: &[u8], width: usize, limit: T| {
         part.chunks_exact(width * size_of::<T>())
             .enumerate()

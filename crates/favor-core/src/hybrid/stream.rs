@@ -186,7 +186,6 @@ impl<'a, T: Float, F: FeatureMap<T>, K: Kernels<T>> HybridStream<'a, T, F, K> {
             tokens: self.tokens,
             keys: self.keys,
             values: self.values,
-            live: live_slots(window, sinks, self.tokens),
         }
     }
 
