@@ -6,7 +6,7 @@
 //! measured:
 //!
 //! ```text
-//! FAVOR_MATH_STRIDE=1 cargo test --release -p favor-simd --test math -- --nocapture
+//! FAVOR_MATH_STRIDE=1 cargo test --release -p favor-simd --test integration math:: -- --nocapture
 //! ```
 
 use favor_simd::math::{

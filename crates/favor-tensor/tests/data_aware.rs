@@ -9,8 +9,7 @@ use favor_core::{
 };
 use favor_tensor::*;
 
-mod common;
-use common::data;
+use crate::common::data;
 
 const B: usize = 2;
 const L: usize = 40;

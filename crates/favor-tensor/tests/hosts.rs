@@ -5,8 +5,7 @@
 
 use favor_tensor::*;
 
-mod common;
-use common::data;
+use crate::common::data;
 
 const B: usize = 2;
 const H: usize = 4;

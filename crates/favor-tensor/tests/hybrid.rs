@@ -6,8 +6,7 @@
 use favor_core::{ExactOptions, HybridShape, Scalar, Shape, softmax_attention};
 use favor_tensor::*;
 
-mod common;
-use common::data;
+use crate::common::data;
 
 const B: usize = 2;
 const H: usize = 2;
@@ -61,7 +60,7 @@ fn each_head_equals_favor_core_hybrid() {
             .and_then(|p| p.with_hybrid(hs))
             .unwrap();
         let io = (view(&q), view(&k), view(&v));
-        common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
+        crate::common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
     }
 }
 

@@ -4,8 +4,7 @@
 use favor_core::{ExactOptions, Scalar, Shape, softmax_attention};
 use favor_tensor::*;
 
-mod common;
-use common::data;
+use crate::common::data;
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -68,7 +67,7 @@ fn each_head_equals_favor_core_on_that_head() {
         };
         let plan = favor_core::Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
         let io = (view(&q), view(&k), view(&v));
-        common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
+        crate::common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
     }
 }
 

@@ -1,0 +1,7 @@
+//! favor-simd's integration tests, one binary: each file under tests/ is a module here, so the
+//! crate and its generic kernels are compiled and linked once rather than once per file.
+//! Run one file's tests with `cargo test -p favor-simd --test integration <file>::`.
+
+mod backends;
+mod dispatch;
+mod math;
