@@ -24,8 +24,8 @@ use favor_core::*;
 mod hybrid;
 use favor_tensor::Error;
 pub use hybrid::{
-    HYBRID_BLOCK, HYBRID_SINKS, HybridHeadStream, hybrid_all, hybrid_decode_step, hybrid_flops,
-    hybrid_scratch_len, with_hybrid_streams,
+    HYBRID_BLOCK, HYBRID_SINKS, Hybrid, HybridHeadStream, hybrid_all, hybrid_decode_step,
+    hybrid_flops, hybrid_scratch_len, with_hybrid_streams,
 };
 use pulp::{Simd, WithSimd};
 use std::result::Result;
@@ -36,6 +36,9 @@ pub const HEADS: usize = 8;
 pub const DIM: usize = 64;
 /// Random features m.
 pub const FEATURES: usize = 256;
+/// The smaller m of the hybrid rows: the first [`SMALL_FEATURES`] rows of each head's W, one
+/// whole orthogonal block (`SMALL_FEATURES == DIM`).
+pub const SMALL_FEATURES: usize = 64;
 /// Rows per block of bidirectional attention.
 pub const BIDIR_BLOCK: usize = 256;
 /// Tokens per chunk of the chunked causal path.
@@ -45,7 +48,12 @@ pub const CAUSAL_CHUNK: usize = 64;
 /// K'ᵀV and Q'S, each 2·L·m·d). Exponentials, normalisers and the chunk-local causal tile
 /// are not counted.
 pub fn favor_flops(len: usize) -> u64 {
-    8 * (HEADS * len * FEATURES * DIM) as u64
+    favor_flops_with(len, FEATURES)
+}
+
+/// [`favor_flops`] with `features` random features instead of [`FEATURES`].
+pub fn favor_flops_with(len: usize, features: usize) -> u64 {
+    8 * (HEADS * len * features * DIM) as u64
 }
 
 /// FLOPs charged to exact softmax attention over `len` tokens: 4·H·L²·d (QKᵀ and the
@@ -60,6 +68,8 @@ pub struct Head {
     pub w: Vec<f32>,
     /// Its transpose Wᵀ (d×m), which lets SIMD backends project without transposing W.
     pub wt: Vec<f32>,
+    /// The transpose of W's first [`SMALL_FEATURES`] rows (d×[`SMALL_FEATURES`]).
+    pub wt_small: Vec<f32>,
     /// Queries (L×d).
     pub q: Vec<f32>,
     /// Keys (L×d).
@@ -73,6 +83,22 @@ impl Head {
     pub fn phi(&self) -> PositiveSoftmax<'_, f32> {
         PositiveSoftmax::new(&self.w, FEATURES, DIM)
             .and_then(|p| p.with_transposed_projection(&self.wt))
+            .unwrap()
+    }
+
+    /// The head's positive softmax feature map over the first `features` rows of W
+    /// ([`FEATURES`] or [`SMALL_FEATURES`]), with that block's Wᵀ attached.
+    ///
+    /// # Panics
+    /// For any other `features`.
+    pub fn phi_with(&self, features: usize) -> PositiveSoftmax<'_, f32> {
+        let wt = match features {
+            FEATURES => &self.wt,
+            SMALL_FEATURES => &self.wt_small,
+            _ => panic!("the workload has m = {FEATURES} or {SMALL_FEATURES}, not {features}"),
+        };
+        PositiveSoftmax::new(&self.w[..features * DIM], features, DIM)
+            .and_then(|p| p.with_transposed_projection(wt))
             .unwrap()
     }
 }
@@ -97,9 +123,24 @@ pub fn try_heads(len: usize) -> Result<Vec<Head>, Error> {
         projection(ProjectionKind::default(), h as u64, FEATURES, DIM, &mut w).unwrap();
         let mut wt = vec![0f32; FEATURES * DIM];
         transpose_projection(&w, FEATURES, DIM, &mut wt).unwrap();
+        let mut wt_small = vec![0f32; SMALL_FEATURES * DIM];
+        transpose_projection(
+            &w[..SMALL_FEATURES * DIM],
+            SMALL_FEATURES,
+            DIM,
+            &mut wt_small,
+        )
+        .unwrap();
         let (mut q, mut k, mut v) = (zeros(n)?, zeros(n)?, zeros(n)?);
         fill_inputs(h, &mut q, &mut k, &mut v);
-        heads.push(Head { w, wt, q, k, v });
+        heads.push(Head {
+            w,
+            wt,
+            wt_small,
+            q,
+            k,
+            v,
+        });
     }
     Ok(heads)
 }

@@ -6,26 +6,38 @@ use std::fmt;
 /// Largest L `--lens` accepts (the inputs take 6 KiB per token).
 pub const MAX_LEN: usize = 1 << 20;
 
-/// The exact windows of the hybrid rows (each with [`HYBRID_SINKS`](favor_workload::HYBRID_SINKS)
-/// sink).
+/// The hybrid rows' configurations: an exact window of w keys (with
+/// [`HYBRID_SINKS`](favor_workload::HYBRID_SINKS) sink) and m random features for the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
-    /// w = 32.
+    /// w = 32, m = 256.
     W32,
-    /// w = 64.
+    /// w = 64, m = 256.
     W64,
+    /// w = 32, m = 64.
+    W32M64,
+    /// w = 64, m = 64.
+    W64M64,
 }
 
 impl Window {
-    /// Every window the sweep measures, ascending.
-    pub const ALL: [Self; 2] = [Self::W32, Self::W64];
+    /// Every configuration the sweep measures: m = 256, then m = 64, each by ascending w.
+    pub const ALL: [Self; 4] = [Self::W32, Self::W64, Self::W32M64, Self::W64M64];
 
     /// The window w in tokens.
     pub fn tokens(self) -> usize {
-        match self {
-            Self::W32 => 32,
-            Self::W64 => 64,
-        }
+        self.config().window
+    }
+
+    /// The workload's configuration.
+    pub fn config(self) -> workload::Hybrid {
+        let (window, features) = match self {
+            Self::W32 => (32, workload::FEATURES),
+            Self::W64 => (64, workload::FEATURES),
+            Self::W32M64 => (32, workload::SMALL_FEATURES),
+            Self::W64M64 => (64, workload::SMALL_FEATURES),
+        };
+        workload::Hybrid { window, features }
     }
 }
 
@@ -50,7 +62,7 @@ pub enum Workload {
 
 impl Workload {
     /// The name in the table and in JSON: the FAVOR+ workload's, with `w` and the window for
-    /// the hybrid ones (`bidirw32`, `decodew64`).
+    /// the hybrid ones (`bidirw32`, `decodew64`), then `m64` for m = 64 (`causalw32m64`).
     pub fn as_str(self) -> &'static str {
         use Window::*;
         match self {
@@ -64,10 +76,16 @@ impl Workload {
             Self::HybridCausal(W64) => "causalw64",
             Self::HybridDecode(W32) => "decodew32",
             Self::HybridDecode(W64) => "decodew64",
+            Self::HybridBidir(W32M64) => "bidirw32m64",
+            Self::HybridBidir(W64M64) => "bidirw64m64",
+            Self::HybridCausal(W32M64) => "causalw32m64",
+            Self::HybridCausal(W64M64) => "causalw64m64",
+            Self::HybridDecode(W32M64) => "decodew32m64",
+            Self::HybridDecode(W64M64) => "decodew64m64",
         }
     }
 
-    /// The FAVOR+ workload a hybrid one adds its window to; `None` for the others.
+    /// The FAVOR+ workload (m = 256) a hybrid one is compared with; `None` for the others.
     pub fn favor_twin(self) -> Option<Self> {
         match self {
             Self::HybridBidir(_) => Some(Self::Bidir),
@@ -83,9 +101,9 @@ impl Workload {
             Self::Bidir | Self::Causal => workload::favor_flops(len),
             Self::Exact => workload::exact_flops(len),
             Self::Decode => workload::favor_flops(1),
-            Self::HybridBidir(w) => workload::hybrid_flops(len, false, w.tokens()),
-            Self::HybridCausal(w) => workload::hybrid_flops(len, true, w.tokens()),
-            Self::HybridDecode(w) => workload::hybrid_flops(1, true, w.tokens()),
+            Self::HybridBidir(w) => workload::hybrid_flops(len, false, w.config()),
+            Self::HybridCausal(w) => workload::hybrid_flops(len, true, w.config()),
+            Self::HybridDecode(w) => workload::hybrid_flops(1, true, w.config()),
         }) as f64
     }
 }

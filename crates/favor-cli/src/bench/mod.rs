@@ -20,6 +20,7 @@
 //! | `bidirw32`, `bidirw64` | bidirectional hybrid attention ([`favor_core::Plan::with_hybrid`], blocks of [`HYBRID_BLOCK`](favor_workload::HYBRID_BLOCK)): an exact window of w = 32 or 64 keys each side and [`HYBRID_SINKS`](favor_workload::HYBRID_SINKS) sink, FAVOR+ for the rest | FAVOR+'s + 4·H·L·(2w + 1 + s)·d |
 //! | `causalw32`, `causalw64` | chunked causal hybrid attention (C = 64): the last w + 1 keys and the sink exact | FAVOR+'s + 4·H·L·(w + 1 + s)·d |
 //! | `decodew32`, `decodew64` | one token through all heads with [`favor_core::HybridStream::step`]; L = tokens already seen | 8·H·m·d + 4·H·(w + 1 + s)·d per token |
+//! | `bidirw32m64`, … `decodew64m64` | the six hybrid rows above with m = 64 random features (the first 64 rows of each head's W, one orthogonal block) | as above with m = 64 |
 //!
 //! The FAVOR+ count is the four GEMMs (projecting q and k, K'ᵀV, Q'S: 2·L·m·d each);
 //! exact attention's is QKᵀ and the weighted sum of V (L²·d multiply-adds each), causal
@@ -30,7 +31,8 @@
 //! away from the ends takes exactly; the bidirectional plan also takes the window's
 //! random-feature terms back out of the total state (about 2·(2w + 1)·(m + d) per query),
 //! which is not counted. The text table's `/ favor` column is a hybrid row's time over its
-//! FAVOR+ row's (same L and backend): the price of the exact window.
+//! FAVOR+ row's (m = 256, same L and backend): the price of the exact window, or with m = 64
+//! what a window buys back of the features' cost.
 //!
 //! Each row runs the chosen backend (detected unless `--backend`). The same FAVOR+ workloads (not the hybrid ones)
 //! run with the scalar reference backend (`favor_core::Scalar`, about 10× slower) at

@@ -70,8 +70,7 @@ pub(super) fn emit(
     put(out, &s)
 }
 
-pub(super) const TABLE_HEAD: &str =
-    "workload       L  backend          ms  GFLOP/s  % roof  vs scalar  vs exact  / favor   runs";
+pub(super) const TABLE_HEAD: &str = "workload          L  backend          ms  GFLOP/s  % roof  vs scalar  vs exact  / favor   runs";
 
 pub(super) fn text_row(m: &Measurement, all: &[Measurement]) -> String {
     let find = |w: Workload, backend: &str| {
@@ -97,7 +96,7 @@ pub(super) fn text_row(m: &Measurement, all: &[Measurement]) -> String {
         _ => "-".into(),
     };
     format!(
-        "{:<9} {:>6}  {:<8} {:>10} {:>8.1} {:>7.1} {:>10} {:>9} {:>8} {:>6}",
+        "{:<12} {:>6}  {:<8} {:>10} {:>8.1} {:>7.1} {:>10} {:>9} {:>8} {:>6}",
         m.workload.as_str(),
         m.len,
         m.backend,
@@ -143,8 +142,8 @@ pub(super) fn header(opts: &Options, backend: &str, roofs: &Roofs) -> String {
          FMA roof  widest ISA ({}-lane): {:.1} GFLOP/s; 8-lane AVX2+FMA: {avx2}\n\
          \x20         % roof is against the roof of each row's own ISA: 8-lane for avx2, the widest for the rest\n\
          FLOPs     FAVOR+ 8*H*L*m*d per call; exact 4*H*L^2*d per call; decode 8*H*m*d per token;\n\
-         \x20         hybrid (w32, w64: exact window of w and {HYBRID_SINKS} sink) FAVOR+'s + 4*H*L*E*d, E = 2w+1+s (bidir), w+1+s (causal)\n\
-         / favor   a hybrid row's time over its FAVOR+ row's (same L and backend)\n\
+         \x20         hybrid (w32, w64: exact window of w and {HYBRID_SINKS} sink; m64: m = 64) FAVOR+'s at its m + 4*H*L*E*d, E = 2w+1+s (bidir), w+1+s (causal)\n\
+         / favor   a hybrid row's time over its FAVOR+ (m = 256) row's (same L and backend)\n\
          ms        median per call after a warm-up (decode: per token, all {HEADS} heads; L = tokens already seen)\n\n\
          {TABLE_HEAD}\n",
         cpu_model(),

@@ -38,11 +38,11 @@ pub(super) fn attention_call<K: Kernels<f32>>(
         Workload::Causal => workload::causal_all(k, l.heads, len, &mut l.out, &mut l.scratch),
         Workload::Exact => workload::exact_all(k, l.heads, len, &mut l.out),
         Workload::HybridBidir(w) => {
-            let call = (len, false, w.tokens());
+            let call = (len, false, w.config());
             workload::hybrid_all(k, l.heads, call, &mut l.out, &mut l.scratch);
         }
         Workload::HybridCausal(w) => {
-            let call = (len, true, w.tokens());
+            let call = (len, true, w.config());
             workload::hybrid_all(k, l.heads, call, &mut l.out, &mut l.scratch);
         }
         Workload::Decode | Workload::HybridDecode(_) => {
@@ -164,7 +164,7 @@ pub(super) fn hybrid_decode_times<K: Kernels<f32>>(
 ) -> Vec<Timing> {
     let ranges = split(heads.len(), threads);
     let time = |n: usize| {
-        workload::with_hybrid_streams(k, heads, window.tokens(), |streams| {
+        workload::with_hybrid_streams(k, heads, window.config(), |streams| {
             let mut out = vec![0f32; DIM];
             for t in 0..n {
                 workload::hybrid_decode_step(streams, heads, t, &mut out);
@@ -295,7 +295,7 @@ pub(super) fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
 /// Scratch of one lane: every attention workload's.
 fn lane_scratch_len() -> usize {
     Window::ALL
-        .map(|w| workload::hybrid_scratch_len(w.tokens()))
+        .map(|w| workload::hybrid_scratch_len(w.config()))
         .into_iter()
         .fold(workload::scratch_len(), usize::max)
 }

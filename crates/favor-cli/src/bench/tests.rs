@@ -213,6 +213,20 @@ fn flop_models() {
         Workload::HybridDecode(Window::W64).flops(999),
         (8 * 8 * 256 * 64 + 4 * 8 * 66 * 64) as f64
     );
+    // m = 64: the random-feature part is a quarter, the exact part unchanged.
+    assert_eq!(
+        Workload::HybridCausal(Window::W32M64).flops(10),
+        (8 * 8 * 10 * 64 * 64 + 4 * 8 * 10 * 34 * 64) as f64
+    );
+}
+
+#[test]
+fn every_workload_name_fits_the_table_and_is_distinct() {
+    let names: Vec<&str> = all_workloads().iter().map(|w| w.as_str()).collect();
+    for (i, n) in names.iter().enumerate() {
+        assert!(n.len() <= 12, "{n} is wider than the table's column");
+        assert!(!names[..i].contains(n), "{n} twice");
+    }
 }
 
 #[test]
