@@ -918,3 +918,69 @@ fn check_huge_stride<K: Kernels<f32>>(kern: K) {
 fn huge_strides_panic_instead_of_reading_out_of_bounds() {
     all_backends!(check_huge_stride);
 }
+
+/// One larger hybrid case than the fuzz decoder makes: d = 64 and m = 128 reach the vector
+/// bodies (not just the tails) of every kernel the hybrid paths use, with Wᵀ attached.
+fn wide_hybrid_case(window: usize, sinks: usize) -> favor_testkit::hybrid_paths::HybridCase {
+    use favor_testkit::hybrid_paths::{BadStep, HybridCase};
+    use favor_testkit::maps::{MapKind, MapSpec};
+    let (l, d, dv, m) = (150, 64, 48, 128);
+    let mut w = vec![0f64; m * d];
+    projection(ProjectionKind::default(), 21, m, d, &mut w).unwrap();
+    // Rows of norm ≈ 2 (exact logits up to about 4), rounded to f32 so both precisions
+    // see the same values.
+    let f32s = |x: Vec<f64>| -> Vec<f64> { x.iter().map(|&a| f64::from(a as f32)).collect() };
+    HybridCase {
+        f64: false,
+        map: MapSpec {
+            kind: MapKind::Positive,
+            normalizer: true,
+            transposed: true,
+            d,
+            m,
+            eps: 0.0,
+            w: f32s(w),
+        },
+        l,
+        dv,
+        window,
+        sinks,
+        chunk: 64,
+        block: 32,
+        q: f32s(data::<f64>(71, l * d, 0.25)),
+        k: f32s(data::<f64>(72, l * d, 0.25)),
+        v: f32s(data::<f64>(73, l * dv, 1.0)),
+        cut: 0,
+        junk: 0.0,
+        bad: BadStep::ShortValue,
+        mutation: (0, 1, false),
+    }
+}
+
+/// Hybrid attention (stream, causal chunked and bidirectional plans) on every backend, f32
+/// and f64, against favor-testkit's f64 definition within its derived budget
+/// (`hybrid_paths::check_backend`: the fuzz target's model, with the vector exp's extra ulp):
+/// small decoded cases that hit every window/sink/chunk/block corner, and wide ones for the
+/// vector bodies.
+fn check_hybrid<K: Kernels<f32> + Kernels<f64>>(kern: K) {
+    use favor_testkit::hybrid_paths::{HybridCase, check_backend};
+    let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (200, 0)]
+        .map(|(w, s)| wide_hybrid_case(w, s))
+        .into();
+    let mut mix = favor_testkit::input::Mix::new(0x4859_4244);
+    while cases.len() < 40 {
+        let bytes: Vec<u8> = (0..400).map(|_| mix.next_u64() as u8).collect();
+        if let Some(c) = HybridCase::decode(&bytes) {
+            cases.push(c);
+        }
+    }
+    for c in &cases {
+        check_backend::<f32, K>(c, kern);
+        check_backend::<f64, K>(c, kern);
+    }
+}
+
+#[test]
+fn hybrid_every_backend() {
+    all_backends!(check_hybrid);
+}

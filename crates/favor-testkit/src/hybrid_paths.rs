@@ -20,6 +20,13 @@
 //!
 //! Every output must be finite (positive maps, no mask: every row sees its own key).
 //!
+//! [`check_backend`] runs properties 1–3 with a favor-simd backend's kernels in place of the
+//! scalar reference (favor-simd's tests/backends.rs, every backend, f32 and f64). The budget is
+//! a worst-case model: on favor-simd's d = 64 cases it is about 1% of an f32 output and
+//! 10⁻¹¹ of an f64 one (measured errors are 10⁴ times smaller), so in f32 it catches
+//! structural errors (a key in the wrong set: window + 1 fails it), not drift of a few ulp,
+//! which the f64 run and the per-kernel tests bound.
+//!
 //! ## The rounding budget
 //!
 //! The error model is the one of favor-core's tests/hybrid.rs and of
@@ -59,9 +66,10 @@
 
 use arbitrary::{Result, Unstructured};
 use favor_core::{
-    Error, HybridShape, HybridStream, Options, Plan, PlanKind, ProjectionKind, RowNorms, Scalar,
-    Shape, crc32,
+    Error, HybridShape, HybridStream, Kernels, Options, Plan, PlanKind, ProjectionKind, RowNorms,
+    Scalar, Shape, crc32,
 };
+use favor_simd::math::EXP_MAX_ULP;
 
 use crate::bounds::{Real, gamma, max_abs, unit};
 use crate::hybrid::{Hybrid, hybrid};
@@ -203,6 +211,11 @@ impl HybridCase {
         })
     }
 
+    /// [`arbitrary`](Self::arbitrary) over the whole of `data`; `None` where it runs out.
+    pub fn decode(data: &[u8]) -> Option<Self> {
+        Self::arbitrary(&mut Unstructured::new(data)).ok()
+    }
+
     fn shape(&self) -> HybridShape {
         HybridShape {
             window: self.window,
@@ -221,7 +234,7 @@ impl HybridCase {
 
 /// Decodes a [`HybridCase`] and checks it.
 pub fn check_hybrid(data: &[u8]) {
-    let Ok(case) = HybridCase::arbitrary(&mut Unstructured::new(data)) else {
+    let Some(case) = HybridCase::decode(data) else {
         return;
     };
     run_case(&case);
@@ -240,7 +253,7 @@ fn cast<T: Real>(x: &[f64]) -> Vec<T> {
     x.iter().map(|&v| T::from_f64(v)).collect()
 }
 
-type Hs<'a, T> = HybridStream<'a, T, Map<'a, T>, Scalar>;
+type Hs<'a, T, K = Scalar> = HybridStream<'a, T, Map<'a, T>, K>;
 
 /// Inputs in T.
 struct Inputs<T> {
@@ -250,8 +263,8 @@ struct Inputs<T> {
 }
 
 /// Steps tokens `range` through `s`, writing their outputs into `out`.
-fn steps<T: Real>(
-    s: &mut Hs<'_, T>,
+fn steps<T: Real, K: Kernels<T>>(
+    s: &mut Hs<'_, T, K>,
     x: &Inputs<T>,
     (d, dv): (usize, usize),
     range: core::ops::Range<usize>,
@@ -290,38 +303,79 @@ fn first_diff<T: Real>(a: &[T], b: &[T]) -> Option<(usize, f64, f64)> {
 fn run<T: Real>(c: &HybridCase) {
     let (w, wt) = c.map.weights::<T>();
     let map = c.map.build(&w, &wt);
-    let x = Inputs {
+    let x = inputs(c);
+    let what = describe::<T>(c, "scalar");
+    let whole = paths(Scalar, &map, c, &x, &what, 1.0);
+    snapshots(&map, c, &x, &whole, &what);
+}
+
+/// Properties 1–3 (and finiteness) of the module docs for the paths run with the kernels of
+/// a favor-simd backend: `kern` in place of the scalar reference, the same f64 oracle, and
+/// the same budget with every rounding unit u' enlarged by `1 + EXP_MAX_ULP` in f32 — the
+/// vector `exp` is within `EXP_MAX_ULP` ulp of libm's, so each of its results carries at most
+/// that many more units of relative error, and the budget is monotone in u'. (FMA and
+/// reordered sums stay within the γₙ the model already charges; f64 `exp` is libm's on
+/// every backend.) The snapshot properties are the scalar stream's and are not repeated.
+pub fn check_backend<T: Real, K: Kernels<T>>(case: &HybridCase, kern: K) {
+    let (w, wt) = case.map.weights::<T>();
+    let map = case.map.build(&w, &wt);
+    let x = inputs(case);
+    let what = describe::<T>(case, kern.name());
+    let widen = if T::NAME == "f32" {
+        1.0 + f64::from(EXP_MAX_ULP)
+    } else {
+        1.0
+    };
+    paths(kern, &map, case, &x, &what, widen);
+}
+
+fn inputs<T: Real>(c: &HybridCase) -> Inputs<T> {
+    Inputs {
         q: cast::<T>(&c.q),
         k: cast::<T>(&c.k),
         v: cast::<T>(&c.v),
-    };
-    let (d, dv, l) = (c.map.d, c.dv, c.l);
-    let what = format!(
-        "{} {:?} norm={} d={} m={} L={} dv={} w={} sinks={} chunk={} block={} cut={}",
+    }
+}
+
+fn describe<T: Real>(c: &HybridCase, backend: &str) -> String {
+    format!(
+        "{} {backend} {:?} norm={} d={} m={} L={} dv={} w={} sinks={} chunk={} block={} cut={}",
         T::NAME,
         c.map.kind,
         c.map.normalizer,
-        d,
+        c.map.d,
         c.map.m,
-        l,
-        dv,
+        c.l,
+        c.dv,
         c.window,
         c.sinks,
         c.chunk,
         c.block,
         c.cut
-    );
+    )
+}
+
+/// Runs the stream (over a zeroed buffer), the causal chunked and the bidirectional plan with
+/// `kern`, checks that every output is finite and properties 1–3 with the budget's rounding
+/// unit times `widen`; returns the stream's outputs.
+fn paths<T: Real, K: Kernels<T>>(
+    kern: K,
+    map: &Map<'_, T>,
+    c: &HybridCase,
+    x: &Inputs<T>,
+    what: &str,
+    widen: f64,
+) -> Vec<T> {
+    let (d, dv, l) = (c.map.d, c.dv, c.l);
     let shape = c.shape();
-
-    // The uninterrupted stream (over a zeroed buffer).
-    let len = Hs::<T>::buffer_len(&map, dv, shape).expect("buffer_len");
+    let len = Hs::<T, K>::buffer_len(map, dv, shape).expect("buffer_len");
     let mut b0 = vec![T::zero(); len];
-    let mut s0 = HybridStream::new(Scalar, &map, dv, shape, &mut b0).expect("hybrid stream");
+    let mut s0 = HybridStream::new(kern, map, dv, shape, &mut b0).expect("hybrid stream");
     let mut whole = vec![T::zero(); l * dv];
-    steps(&mut s0, &x, (d, dv), 0..l, &mut whole, &what);
+    steps(&mut s0, x, (d, dv), 0..l, &mut whole, what);
 
-    let chunked = plan_run(&map, c, (PlanKind::CausalChunked, c.chunk), &x, &what);
-    let bidi = plan_run(&map, c, (PlanKind::Bidirectional, c.block), &x, &what);
+    let chunked = plan_run(kern, map, c, (PlanKind::CausalChunked, c.chunk), x, what);
+    let bidi = plan_run(kern, map, c, (PlanKind::Bidirectional, c.block), x, what);
     for (path, out) in [
         ("stream", &whole),
         ("causal_chunked", &chunked),
@@ -331,13 +385,13 @@ fn run<T: Real>(c: &HybridCase) {
             panic!("{what}: {path}[{i}] = {:e} is not finite", o.to64());
         }
     }
-
-    numeric::<T>(c, (&whole, &chunked, &bidi), &what);
-    snapshots(&map, c, &x, &whole, &what);
+    numeric::<T>(c, (&whole, &chunked, &bidi), what, widen);
+    whole
 }
 
 /// A hybrid plan's outputs.
-fn plan_run<T: Real>(
+fn plan_run<T: Real, K: Kernels<T>>(
+    kern: K,
     map: &Map<'_, T>,
     c: &HybridCase,
     (kind, block): (PlanKind, usize),
@@ -348,7 +402,7 @@ fn plan_run<T: Real>(
         block,
         ..Options::default()
     };
-    let plan = Plan::new(kind, Scalar, map, Shape::new(c.l, c.map.d, c.dv), opts)
+    let plan = Plan::new(kind, kern, map, Shape::new(c.l, c.map.d, c.dv), opts)
         .and_then(|p| p.with_hybrid(c.shape()))
         .unwrap_or_else(|e| panic!("{what}: {kind:?} hybrid plan refused: {e:?}"));
     let mut scratch = vec![T::zero(); plan.scratch_len()];
@@ -359,7 +413,12 @@ fn plan_run<T: Real>(
 }
 
 /// Properties 1–3 of the module docs.
-fn numeric<T: Real>(c: &HybridCase, (stream, chunked, bidi): (&[T], &[T], &[T]), what: &str) {
+fn numeric<T: Real>(
+    c: &HybridCase,
+    (stream, chunked, bidi): (&[T], &[T], &[T]),
+    what: &str,
+    widen: f64,
+) {
     let (fq, fk) = (explicit(&c.map, &c.q), explicit(&c.map, &c.k));
     let tau = c.map.scale() * c.map.scale();
     let xq = Qkv {
@@ -369,7 +428,8 @@ fn numeric<T: Real>(c: &HybridCase, (stream, chunked, bidi): (&[T], &[T], &[T]),
         d: c.map.d,
         dv: c.dv,
     };
-    let model = Model::new(c, (&fq, &fk), tau, 2.0 * unit::<T>() + unit::<f64>());
+    let u = widen * (2.0 * unit::<T>() + unit::<f64>());
+    let model = Model::new(c, (&fq, &fk), tau, u);
     let tiny = T::min_positive_value().to64();
     for causal in [true, false] {
         let h = c.hybrid(causal);
