@@ -304,14 +304,9 @@ impl Performer {
     /// `HybridStream`: the sinks' and the window's raw keys and values and the random-feature
     /// state of the keys that left the window. A hybrid prefill steps its tokens one by one.
     ///
-    /// A layer with a data-aware map ([`data_aware_map`](Self::data_aware_map)) has no
-    /// stream yet: that is an error.
+    /// A layer with a data-aware map ([`data_aware_map`](Self::data_aware_map)) streams with
+    /// each head's map on keys shifted by its μ, as [`forward`](Self::forward) does.
     pub fn stream(&self, batch: usize) -> Result<Stream> {
-        if self.cfg.data_aware.is_some() {
-            return Err(Error::Config(
-                "a layer with a data-aware map (calibrate, data_aware) has no stream yet".into(),
-            ));
-        }
         Stream::new(self.cfg.clone(), self.weights(), batch)
     }
 }

@@ -1,7 +1,8 @@
 //! Data-aware (calibrated) maps through favor-tensor (`calibrate`, `data_aware`,
 //! `DataAwareMap`) against independent oracles: favor-core's `calibrate` head by head, its
 //! plans with each head's `DataAwareSoftmax` on keys shifted by μ (the same bits), exact
-//! softmax attention in f64 (calibration pays), and every refusal typed.
+//! softmax attention in f64 (calibration pays), streams head by head against favor-core's
+//! streams with the same maps, and every refusal typed.
 
 use favor_core::{
     Calibration, DataAwareParts, DataAwareSoftmax, ExactOptions, HybridShape, Normals, PlanKind,
@@ -472,11 +473,6 @@ fn refusals() {
         base().features(M + 1).data_aware(map.clone()).build(),
         "features",
     );
-    match p.stream(1) {
-        Err(Error::Config(s)) => assert!(s.contains("data-aware"), "{s}"),
-        Err(e) => panic!("stream: {e:?}"),
-        Ok(_) => panic!("stream: a layer with a data-aware map made a stream"),
-    }
     assert!(matches!(p.redraw(3), Err(Error::Config(_))));
     assert!(p.weights().f32().is_empty());
     // A NaN in the sample: favor-core's refusal, naming the head.
@@ -494,6 +490,181 @@ fn refusals() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("q_sample"), "{e}");
+}
+
+/// Tokens `from..to` of every (batch, head) of `[B, heads, L, D]` data, as a tensor.
+fn tokens(x: &[f32], heads: usize, (from, to): (usize, usize)) -> Tensor {
+    let mut t = Vec::with_capacity(B * heads * (to - from) * D);
+    for bh in 0..B * heads {
+        t.extend_from_slice(&x[(bh * L + from) * D..(bh * L + to) * D]);
+    }
+    Tensor::from_vec([B, heads, to - from, D], t).unwrap()
+}
+
+/// Prefills tokens `0..split` of a calibrated layer's stream and steps the rest; every
+/// token's output as `[B, heads, L, D]`.
+fn run_stream(p: &Performer, (q, k, v): (&[f32], &[f32], &[f32]), split: usize) -> Vec<f32> {
+    let (heads, kv) = (p.heads(), p.kv_heads());
+    let mut s = p.stream(B).unwrap();
+    let mut out = vec![0f32; B * heads * L * D];
+    let mut put = |o: &Tensor, from: usize, n: usize| {
+        for bh in 0..B * heads {
+            let src = &o.data()[bh * n * D..(bh + 1) * n * D];
+            out[(bh * L + from) * D..(bh * L + from + n) * D].copy_from_slice(src);
+        }
+    };
+    let (pq, pk, pv) = (
+        tokens(q, heads, (0, split)),
+        tokens(k, kv, (0, split)),
+        tokens(v, kv, (0, split)),
+    );
+    put(
+        &s.prefill(pq.view(), pk.view(), pv.view()).unwrap(),
+        0,
+        split,
+    );
+    for t in split..L {
+        let (tq, tk, tv) = (
+            tokens(q, heads, (t, t + 1)),
+            tokens(k, kv, (t, t + 1)),
+            tokens(v, kv, (t, t + 1)),
+        );
+        put(&s.step(tq.view(), tk.view(), tv.view()).unwrap(), t, 1);
+    }
+    assert_eq!(s.tokens(), L as u64);
+    out
+}
+
+/// A calibrated causal layer streams (prefill, then steps), FAVOR+ and hybrid, grouped
+/// keys: each (batch, head) gives the bits of favor-core's `Stream` / `HybridStream` with
+/// that head's `DataAwareSoftmax` on its keys shifted by μ, prefilled and stepped alike.
+/// A snapshot restores into a stream of the same calibration and continues with the same
+/// bits; a stream of another calibration refuses it.
+#[test]
+fn calibrated_streams_equal_favor_core_head_by_head() {
+    let (heads, kv, split, chunk) = (4, 2, 23, 16);
+    let (q, k, v) = inputs(heads, kv);
+    let sample = |seed: u64| {
+        let (q, k, _) = inputs(heads, kv);
+        // Another chunk of the same kind: the inputs shifted by one token.
+        let (qs, ks) = (heads * L * D, kv * L * D);
+        let rot = |x: &[f32], n: usize| -> Vec<f32> {
+            let mut y = x[..n].to_vec();
+            y.rotate_left(D * seed as usize);
+            y
+        };
+        (rot(&q, qs), rot(&k, ks))
+    };
+    for hybrid in [None, Some((5, 2))] {
+        let layer = |seed: u64| {
+            let (sq, sk) = sample(seed);
+            let mut b = Performer::builder(D)
+                .heads(heads)
+                .kv_heads(kv)
+                .features(M)
+                .seed(9)
+                .causal(true)
+                .chunk(chunk)
+                .backend(Backend::Scalar);
+            if let Some((w, s)) = hybrid {
+                b = b.window(w).sinks(s);
+            }
+            b.calibrate(view([1, heads, L, D], &sq), view([1, kv, L, D], &sk))
+                .build()
+                .unwrap()
+        };
+        let p = layer(1);
+        let what = format!("hybrid {hybrid:?}");
+        let out = run_stream(&p, (&q, &k, &v), split);
+        let map = p.data_aware_map().unwrap();
+        let shape = hybrid.map(|(window, sinks)| HybridShape { window, sinks });
+        for bi in 0..B {
+            for h in 0..heads {
+                let hk = h / (heads / kv);
+                let (w32, c32, mu32) = map.parts_f32(h);
+                let phi = DataAwareSoftmax::new(w32, c32, mu32, M, D).unwrap();
+                let head = |x: &[f32], i: usize| x[i * L * D..(i + 1) * L * D].to_vec();
+                let qh = head(&q, bi * heads + h);
+                let mut kh = head(&k, bi * kv + hk);
+                let vh = head(&v, bi * kv + hk);
+                phi.shift_keys(&mut kh).unwrap();
+                let mut o = vec![0f32; L * D];
+                match shape {
+                    None => {
+                        type S<'a> = favor_core::Stream<'a, f32, DataAwareSoftmax<'a, f32>, Scalar>;
+                        let mut buf = vec![0f32; S::buffer_len(&phi, D).unwrap()];
+                        let mut s = favor_core::Stream::new(Scalar, &phi, D, &mut buf).unwrap();
+                        let n = split * D;
+                        let c = chunk.min(split);
+                        let mut scratch = vec![0f32; S::prefill_scratch_len_for(&phi, c).unwrap()];
+                        s.prefill(
+                            &qh[..n],
+                            &kh[..n],
+                            &vh[..n],
+                            split,
+                            c,
+                            &mut o[..n],
+                            &mut scratch,
+                        )
+                        .unwrap();
+                        for t in split..L {
+                            let r = t * D..(t + 1) * D;
+                            s.step(&qh[r.clone()], &kh[r.clone()], &vh[r.clone()], &mut o[r])
+                                .unwrap();
+                        }
+                    }
+                    Some(hs) => {
+                        type S<'a> =
+                            favor_core::HybridStream<'a, f32, DataAwareSoftmax<'a, f32>, Scalar>;
+                        let mut buf = vec![0f32; S::buffer_len(&phi, D, hs).unwrap()];
+                        let mut s =
+                            favor_core::HybridStream::new(Scalar, &phi, D, hs, &mut buf).unwrap();
+                        for t in 0..L {
+                            let r = t * D..(t + 1) * D;
+                            s.step(&qh[r.clone()], &kh[r.clone()], &vh[r.clone()], &mut o[r])
+                                .unwrap();
+                        }
+                    }
+                }
+                let r = (bi * heads + h) * L * D..(bi * heads + h + 1) * L * D;
+                assert_eq!(&out[r], &o[..], "{what}: head ({bi}, {h})");
+            }
+        }
+        // Snapshot after the prefill, restore into a fresh stream, continue: the same bits.
+        let mut s = p.stream(B).unwrap();
+        let (pq, pk, pv) = (
+            tokens(&q, heads, (0, split)),
+            tokens(&k, kv, (0, split)),
+            tokens(&v, kv, (0, split)),
+        );
+        s.prefill(pq.view(), pk.view(), pv.view()).unwrap();
+        let bytes = s.snapshot().unwrap();
+        let mut r = p.stream(B).unwrap();
+        r.restore(&bytes).unwrap();
+        let t = split;
+        let (tq, tk, tv) = (
+            tokens(&q, heads, (t, t + 1)),
+            tokens(&k, kv, (t, t + 1)),
+            tokens(&v, kv, (t, t + 1)),
+        );
+        let o = r.step(tq.view(), tk.view(), tv.view()).unwrap();
+        for bh in 0..B * heads {
+            let want = &out[(bh * L + t) * D..(bh * L + t + 1) * D];
+            assert_eq!(
+                &o.data()[bh * D..(bh + 1) * D],
+                want,
+                "{what}: restored, {bh}"
+            );
+        }
+        // Another calibration's stream refuses the bytes, and is left as it was.
+        let other = layer(2);
+        let mut x = other.stream(B).unwrap();
+        assert!(
+            matches!(x.restore(&bytes), Err(Error::Snapshot(_))),
+            "{what}"
+        );
+        assert_eq!(x.tokens(), 0, "{what}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

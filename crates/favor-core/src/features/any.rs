@@ -29,6 +29,8 @@ pub enum AnyFeatureMap<'w, T> {
     Trigonometric(TrigonometricSoftmax<'w, T>),
     /// [`Generalized`].
     Generalized(Generalized<'w, T>),
+    /// [`DataAwareSoftmax`] (calibrated; its caller shifts keys by μ).
+    DataAware(DataAwareSoftmax<'w, T>),
 }
 
 macro_rules! any_map_from {
@@ -44,7 +46,8 @@ any_map_from!(
     Positive(PositiveSoftmax),
     Hyperbolic(HyperbolicSoftmax),
     Trigonometric(TrigonometricSoftmax),
-    Generalized(Generalized)
+    Generalized(Generalized),
+    DataAware(DataAwareSoftmax)
 );
 
 /// Forwards one method to whichever map is inside.
@@ -55,6 +58,7 @@ macro_rules! each_map {
             AnyFeatureMap::Hyperbolic($m) => $e,
             AnyFeatureMap::Trigonometric($m) => $e,
             AnyFeatureMap::Generalized($m) => $e,
+            AnyFeatureMap::DataAware($m) => $e,
         }
     };
 }

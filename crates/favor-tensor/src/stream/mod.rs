@@ -9,6 +9,7 @@ use favor_core::AnyFeatureMap;
 
 use crate::backend::Real;
 use crate::config::{Config, Precision};
+use crate::data_aware::DataAwareMap;
 use crate::error::{Error, Result};
 use crate::exec::check_shape;
 use crate::tensor::{Element, Tensor, TensorView};
@@ -30,6 +31,11 @@ pub use snapshot::STREAM_SNAPSHOT_VERSION;
 /// last w + 1 raw keys and values, and the random-feature state of the keys that left the
 /// window, `O((sinks + w)·(d + dv) + m·dv)` floats whatever the tokens seen; its prefill
 /// steps the tokens one by one, and its snapshots carry favor-core's `FAVH` records.
+///
+/// A calibrated layer's stream ([`data_aware_map`](crate::Performer::data_aware_map)) runs
+/// each head with its own data-aware map on keys shifted by that head's μ, as the forward
+/// path does; its steps map each head on its own (no shared GEMM), and its snapshots carry
+/// each head's map fingerprint, so a stream of another calibration refuses them.
 ///
 /// ```
 /// use favor_tensor::{Performer, TensorView};
@@ -68,6 +74,14 @@ enum States {
     F64(Owned64),
 }
 
+/// What the feature maps borrow: the layer's projection and, for a calibrated layer, its
+/// data-aware map (one map per head).
+#[derive(Debug)]
+struct Owner {
+    weights: Arc<Weights>,
+    data_aware: Option<Arc<DataAwareMap>>,
+}
+
 type States32<'w> = HeadStates<'w, f32>;
 type States64<'w> = HeadStates<'w, f64>;
 
@@ -75,7 +89,7 @@ type States64<'w> = HeadStates<'w, f64>;
 // rebuilding the map from W on every step would re-check all of W (O(m·d)) each token.
 self_cell::self_cell!(
     struct Owned32 {
-        owner: Arc<Weights>,
+        owner: Owner,
         #[covariant]
         dependent: States32,
     }
@@ -83,7 +97,7 @@ self_cell::self_cell!(
 );
 self_cell::self_cell!(
     struct Owned64 {
-        owner: Arc<Weights>,
+        owner: Owner,
         #[covariant]
         dependent: States64,
     }
@@ -94,6 +108,9 @@ self_cell::self_cell!(
 #[derive(Debug, Clone)]
 pub(crate) struct HeadStates<'w, T> {
     map: AnyFeatureMap<'w, T>,
+    /// A calibrated layer's maps, one per head (stream i uses `head_maps[i % heads]` and
+    /// shifts its keys by that map's μ); empty otherwise, when every stream uses `map`.
+    head_maps: Vec<AnyFeatureMap<'w, T>>,
     /// FAVOR+'s states, one per (batch, head); empty for hybrid attention.
     heads: Vec<HeadState<T>>,
     /// Hybrid attention's states, one per (batch, head), and its shape; empty otherwise.
@@ -101,6 +118,56 @@ pub(crate) struct HeadStates<'w, T> {
     /// Scratch of a step: every (batch, head)'s key and query, mapped in one GEMM
     /// ([`favor_core::MappedTokens`]); kept so a step allocates nothing.
     mapped: Vec<T>,
+}
+
+/// Which feature map each stream uses: borrowed apart from the states, so a caller can step
+/// the states mutably while it reads the maps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Maps<'a, 'w, T> {
+    shared: &'a AnyFeatureMap<'w, T>,
+    per_head: &'a [AnyFeatureMap<'w, T>],
+}
+
+impl<'a, 'w, T: Real> Maps<'a, 'w, T> {
+    /// Stream i uses `per_head[i % per_head.len()]`, or `shared` when `per_head` is empty.
+    pub(crate) fn new(
+        shared: &'a AnyFeatureMap<'w, T>,
+        per_head: &'a [AnyFeatureMap<'w, T>],
+    ) -> Self {
+        Self { shared, per_head }
+    }
+
+    /// Stream i's (= batch · H + head) feature map.
+    pub(crate) fn of(self, i: usize) -> &'a AnyFeatureMap<'w, T> {
+        match self.per_head.len() {
+            0 => self.shared,
+            h => &self.per_head[i % h],
+        }
+    }
+
+    /// Whether every stream shares one map (which lets a step map all heads in one GEMM).
+    pub(crate) fn shared(self) -> bool {
+        self.per_head.is_empty()
+    }
+
+    /// Stream i's keys as its map sees them: shifted by a data-aware map's μ into `buf`, or
+    /// `k` itself.
+    pub(crate) fn keys<'k>(
+        self,
+        i: usize,
+        k: &'k [T],
+        buf: &'k mut Vec<T>,
+    ) -> favor_core::Result<&'k [T]> {
+        match self.of(i) {
+            AnyFeatureMap::DataAware(phi) => {
+                buf.clear();
+                buf.extend_from_slice(k);
+                phi.shift_keys(buf)?;
+                Ok(&buf[..])
+            }
+            _ => Ok(k),
+        }
+    }
 }
 
 /// A favor-core stream's memory between calls.
@@ -133,12 +200,16 @@ impl Stream {
         let n = batch
             .checked_mul(cfg.heads)
             .ok_or_else(|| Error::Config(format!("a stream of batch {batch} is too large")))?;
+        let owner = || Owner {
+            weights,
+            data_aware: cfg.data_aware.clone(),
+        };
         let states = match cfg.precision {
             Precision::F32 => {
-                States::F32(Owned32::try_new(weights, |w| HeadStates::new(&cfg, w, n))?)
+                States::F32(Owned32::try_new(owner(), |o| HeadStates::new(&cfg, o, n))?)
             }
             Precision::F64 => {
-                States::F64(Owned64::try_new(weights, |w| HeadStates::new(&cfg, w, n))?)
+                States::F64(Owned64::try_new(owner(), |o| HeadStates::new(&cfg, o, n))?)
             }
         };
         Ok(Self {
@@ -153,8 +224,8 @@ impl Stream {
     /// was when the stream was made).
     pub fn weights(&self) -> Arc<Weights> {
         match &self.states {
-            States::F32(c) => Arc::clone(c.borrow_owner()),
-            States::F64(c) => Arc::clone(c.borrow_owner()),
+            States::F32(c) => Arc::clone(&c.borrow_owner().weights),
+            States::F64(c) => Arc::clone(&c.borrow_owner().weights),
         }
     }
 
@@ -287,8 +358,9 @@ impl Stream {
         let m = cfg.feature_dim();
         // And favor-core's own range, for every head at once: a head that refused its part
         // after others ran would leave the stream half-updated.
-        states!(&self.states, w, s => {
-            let maxima = crate::range::check(cfg, w.row_norm, m, &q, &k, &v, keys)?;
+        states!(&self.states, o, s => {
+            let w = o.data_aware.as_ref().map_or(o.weights.row_norm, |d| d.row_norm());
+            let maxima = crate::range::check(cfg, w, m, &q, &k, &v, keys)?;
             s.core_range(cfg, maxima, keys)
         })?;
         Ok(q.shape()[2])
@@ -314,8 +386,23 @@ impl Stream {
 }
 
 impl<'w, T: Real> HeadStates<'w, T> {
-    fn new(cfg: &Config, weights: &'w Weights, n: usize) -> Result<Self> {
-        let map = cfg.map::<T>(weights)?;
+    fn new(cfg: &Config, owner: &'w Owner, n: usize) -> Result<Self> {
+        let head_maps = match &owner.data_aware {
+            Some(d) => (0..cfg.heads)
+                .map(|h| {
+                    d.head_map::<T>(h, cfg.normalizer)
+                        .map(AnyFeatureMap::DataAware)
+                })
+                .collect::<favor_core::Result<Vec<_>>>()
+                .map_err(crate::error::setup)?,
+            None => Vec::new(),
+        };
+        // A calibrated layer has no shared projection; its heads' maps all have the same
+        // dimensions, so the first one sizes every buffer.
+        let map = match head_maps.first() {
+            Some(first) => *first,
+            None => cfg.map::<T>(&owner.weights)?,
+        };
         type Core<'w, T> = favor_core::Stream<'w, T, AnyFeatureMap<'w, T>, favor_core::Scalar>;
         type Hybrid<'w, T> =
             favor_core::HybridStream<'w, T, AnyFeatureMap<'w, T>, favor_core::Scalar>;
@@ -327,9 +414,12 @@ impl<'w, T: Real> HeadStates<'w, T> {
         // `n` is the caller's batch × heads: whichever allocation fails, report the whole
         // state's size, the number the caller can act on. A hybrid step maps per head (its
         // window needs the raw keys): no shared mapping scratch.
-        let mapped_len = match cfg.hybrid {
-            None => crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?,
-            Some(_) => 0,
+        let mapped_len = match (cfg.hybrid, head_maps.is_empty()) {
+            (None, true) => {
+                crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?
+            }
+            // Per-head maps step per head, too.
+            _ => 0,
         };
         let head_bytes =
             crate::alloc::bytes_of::<T>(len).and_then(|b| b.checked_add(size_of::<HeadState<T>>()));
@@ -363,10 +453,16 @@ impl<'w, T: Real> HeadStates<'w, T> {
         let mapped = crate::alloc::try_zeros("stream state", mapped_len).map_err(fail)?;
         Ok(Self {
             map,
+            head_maps,
             heads,
             hybrid,
             mapped,
         })
+    }
+
+    /// Every stream's feature map.
+    pub(crate) fn maps(&self) -> Maps<'_, 'w, T> {
+        Maps::new(&self.map, &self.head_maps)
     }
 
     fn run<E: Element, O: Element>(
@@ -384,34 +480,55 @@ impl<'w, T: Real> HeadStates<'w, T> {
     }
 
     /// favor-core's supported range ([`favor_core::check_range`]) for inputs of these maxima
-    /// and `keys` keys in all.
+    /// and `keys` keys in all, for every head's map before any head steps. A calibrated
+    /// head sees its keys shifted by μ, so its keys are bounded by `|k| + max|μ|`.
     fn core_range(&self, cfg: &Config, m: crate::range::Maxima, keys: u64) -> Result<()> {
         let t = |x: f64| <T as favor_core::Float>::from_f64(x);
-        if cfg.hybrid.is_some() {
-            // Hybrid attention's exact logits, for every head before any steps.
-            let limit = favor_core::hybrid_input_limit(&self.map)
-                .map_err(crate::error::setup)?
-                .to_f64();
-            if let Some((tensor, max)) = [("q", m.q), ("k", m.k)].into_iter().find(|x| x.1 > limit)
-            {
-                return Err(Error::OutOfRange {
+        let maps = match self.head_maps.len() {
+            0 => std::slice::from_ref(&self.map),
+            _ => &self.head_maps[..],
+        };
+        for map in maps {
+            let k_max = m.k + key_shift_max(map);
+            if cfg.hybrid.is_some() {
+                // Hybrid attention's exact logits.
+                let limit = favor_core::hybrid_input_limit(map)
+                    .map_err(crate::error::setup)?
+                    .to_f64();
+                if let Some((tensor, max)) =
+                    [("q", m.q), ("k", k_max)].into_iter().find(|x| x.1 > limit)
+                {
+                    return Err(Error::OutOfRange {
+                        tensor,
+                        reason: format!(
+                            "an entry of magnitude {max:e} exceeds {limit:e}, the largest whose \
+                             exact softmax logits (hybrid attention's window) stay finite"
+                        ),
+                    });
+                }
+            }
+            favor_core::check_range(map, t(m.q), t(k_max), t(m.v), keys).map_err(|e| {
+                let tensor = match e {
+                    favor_core::Error::OutOfRange { what, .. } => what,
+                    _ => "input",
+                };
+                Error::OutOfRange {
                     tensor,
-                    reason: format!(
-                        "an entry of magnitude {max:e} exceeds {limit:e}, the largest whose \
-                         exact softmax logits (hybrid attention's window) stay finite"
-                    ),
-                });
-            }
+                    reason: format!("{e}"),
+                }
+            })?;
         }
-        favor_core::check_range(&self.map, t(m.q), t(m.k), t(m.v), keys).map_err(|e| {
-            let tensor = match e {
-                favor_core::Error::OutOfRange { what, .. } => what,
-                _ => "input",
-            };
-            Error::OutOfRange {
-                tensor,
-                reason: format!("{e}"),
-            }
-        })
+        Ok(())
+    }
+}
+
+/// The largest |μᵢ| a data-aware map shifts keys by (0 for other maps).
+fn key_shift_max<T: Real>(map: &AnyFeatureMap<'_, T>) -> f64 {
+    match map {
+        AnyFeatureMap::DataAware(phi) => phi
+            .key_shift()
+            .iter()
+            .fold(0f64, |a, &x| a.max(favor_core::Float::to_f64(x).abs())),
+        _ => 0.0,
     }
 }

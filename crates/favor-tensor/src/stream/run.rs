@@ -2,7 +2,7 @@
 
 use favor_core::{HybridShape, Kernels};
 
-use super::{HeadState, HeadStates};
+use super::{HeadState, HeadStates, Maps};
 use crate::backend::{BackendOp, Real};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -32,7 +32,8 @@ impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T,
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
         match (self.cfg.hybrid, self.io.step) {
             (Some(shape), _) => self.hybrid(kernels, shape),
-            (None, true) => self.step(kernels),
+            (None, true) if self.states.maps().shared() => self.step(kernels),
+            (None, true) => self.step_per_head(kernels),
             (None, false) => self.prefill(kernels),
         }
     }
@@ -86,6 +87,35 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         Ok(())
     }
 
+    /// A step of a layer whose heads have their own maps (calibrated): each head maps its
+    /// own query and (shifted) key.
+    fn step_per_head<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
+        let (io, cfg) = (self.io, self.cfg);
+        let (h, dv) = (cfg.heads, cfg.value_dim);
+        let group = cfg.heads / cfg.kv_heads;
+        let n = self.states.heads.len();
+        let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
+        let q = gather(&io.q, &mut tq, n, |i| (i / h, i % h))?;
+        let k = gather(&io.k, &mut tk, n, |i| (i / h, i % h / group))?;
+        let v = gather(&io.v, &mut tv, n, |i| (i / h, i % h / group))?;
+        let (d, maps) = (cfg.dim, Maps::new(&self.states.map, &self.states.head_maps));
+        let (mut wide, mut shifted) = (Vec::new(), Vec::new());
+        let heads = self.states.heads.iter_mut();
+        for (i, (st, o)) in heads.zip(self.out.chunks_mut(dv)).enumerate() {
+            let out_t = narrow_target(o, &mut wide)?;
+            let core = |e| core(h, i, e);
+            let ki = maps
+                .keys(i, &k[i * d..(i + 1) * d], &mut shifted)
+                .map_err(core)?;
+            let mut s = st.attach(*kernels, maps.of(i), dv).map_err(core)?;
+            s.step(&q[i * d..(i + 1) * d], ki, &v[i * dv..(i + 1) * dv], out_t)
+                .map_err(core)?;
+            drop(s); // writes the head's token count and stabiliser back
+            narrow_back(&wide, o);
+        }
+        Ok(())
+    }
+
     /// Hybrid attention, a step or a prefill: each (batch, head) steps its own
     /// `HybridStream` through the call's tokens (a prefill is its tokens one by one: the
     /// stream is the token-by-token hybrid; favor-core's chunked hybrid plan has no state to
@@ -94,18 +124,19 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let (io, cfg) = (self.io, self.cfg);
         let (d, dv, len) = (cfg.dim, cfg.value_dim, io.len);
         let group = cfg.heads / cfg.kv_heads;
-        let map = &self.states.map;
+        let maps = Maps::new(&self.states.map, &self.states.head_maps);
         let heads = &mut self.states.hybrid;
         let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
             let (b, hd) = (i / cfg.heads, i % cfg.heads);
-            let (mut tq, mut tk, mut tv, mut wide) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut tq, mut tk, mut tv, mut wide, mut shifted) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let q = Rows::of(&io.q, b, hd).widen(&mut tq)?;
             let k = Rows::of(&io.k, b, hd / group).widen(&mut tk)?;
             let v = Rows::of(&io.v, b, hd / group).widen(&mut tv)?;
             let out_t = narrow_target(o, &mut wide)?;
             let core = |e| core(cfg.heads, i, e);
-            let mut s = h.attach(*kernels, map, dv, shape).map_err(core)?;
+            let k = maps.keys(i, k, &mut shifted).map_err(core)?;
+            let mut s = h.attach(*kernels, maps.of(i), dv, shape).map_err(core)?;
             for t in 0..len {
                 let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
                 s.step(&q[r.clone()], &k[r], &v[rv.clone()], &mut out_t[rv])
@@ -122,13 +153,17 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let (io, cfg) = (self.io, self.cfg);
         let (dv, len) = (cfg.value_dim, io.len);
         let group = cfg.heads / cfg.kv_heads;
-        let map = &self.states.map;
+        let maps = Maps::new(&self.states.map, &self.states.head_maps);
+        let map = maps.of(0);
         // Chunks longer than the call would only size scratch for absent rows.
         let chunk = cfg.chunk.min(len);
         let copies = converts::<E, T>()
             || !(io.q.is_contiguous() && io.k.is_contiguous() && io.v.is_contiguous());
+        // A calibrated head shifts a copy of its keys.
+        let shifts = !maps.shared();
         let sizes = PrefillSizes {
             input: if copies { len * cfg.dim } else { 0 },
+            shifted: if shifts { len * cfg.dim } else { 0 },
             values: if copies { len * dv } else { 0 },
             out: if converts::<O, T>() { len * dv } else { 0 },
             scratch: crate::alloc::len(
@@ -143,7 +178,8 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
             let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
             let out_t = narrow_target(out, &mut bufs.out)?;
             let core = |e| core(cfg.heads, i, e);
-            let mut s = h.attach(*kernels, map, dv).map_err(core)?;
+            let k = maps.keys(i, k, &mut bufs.shifted).map_err(core)?;
+            let mut s = h.attach(*kernels, maps.of(i), dv).map_err(core)?;
             s.prefill(q, k, v, len, chunk, out_t, &mut bufs.scratch)
                 .map_err(core)?;
             drop(s); // writes the head's token count and stabiliser back
@@ -181,6 +217,8 @@ struct PrefillSizes {
     input: usize,
     /// A head's values gathered or converted to `T`: `len × dv`.
     values: usize,
+    /// A calibrated head's keys shifted by μ: `len × d`.
+    shifted: usize,
     /// A head's output in `T` before rounding to the output type: `len × dv`.
     out: usize,
     /// favor-core's chunk scratch.
@@ -192,6 +230,7 @@ struct PrefillBuffers<T> {
     q: Vec<T>,
     k: Vec<T>,
     v: Vec<T>,
+    shifted: Vec<T>,
     out: Vec<T>,
     scratch: Vec<T>,
 }
@@ -204,6 +243,7 @@ impl<T: Real> PrefillBuffers<T> {
             q: cap(n.input)?,
             k: cap(n.input)?,
             v: cap(n.values)?,
+            shifted: cap(n.shifted)?,
             out: cap(n.out)?,
             scratch: crate::alloc::try_zeros(what, n.scratch)?,
         })

@@ -26,11 +26,12 @@ impl<T: Real> HeadStates<'_, T> {
         impl<T: Real> BackendOp<T> for Snap<'_, '_, T> {
             type Output = Result<Vec<Vec<u8>>>;
             fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<Vec<u8>>> {
-                let map = &self.states.map;
+                let maps = self.states.maps();
                 if let Some(shape) = self.hybrid {
-                    return (self.states.hybrid.iter())
-                        .map(|h| {
+                    return (self.states.hybrid.iter().enumerate())
+                        .map(|(i, h)| {
                             let mut memory = h.clone();
+                            let map = maps.of(i);
                             let s = (memory.attach(*kernels, map, self.value_dim, shape)).map_err(
                                 |e| Error::Snapshot(format!("state does not re-attach: {e}")),
                             )?;
@@ -45,9 +46,11 @@ impl<T: Real> HeadStates<'_, T> {
                 self.states
                     .heads
                     .iter()
-                    .map(|h| {
+                    .enumerate()
+                    .map(|(i, h)| {
                         let mut memory = h.clone();
-                        let s = memory.attach(*kernels, map, self.value_dim).map_err(|e| {
+                        let s = memory.attach(*kernels, maps.of(i), self.value_dim);
+                        let s = s.map_err(|e| {
                             Error::Snapshot(format!("state does not re-attach: {e}"))
                         })?;
                         let mut bytes = vec![0u8; s.snapshot_len()];
@@ -216,9 +219,10 @@ impl<T: Real> BackendOp<T> for LoadHybrid<'_, '_, '_, T> {
     type Output = Result<Vec<HybridHeadState<T>>>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<HybridHeadState<T>>> {
         let r = self.records;
-        let map = &r.states.map;
+        let maps = r.states.maps();
         (r.body.iter().enumerate())
             .map(|(i, chunk)| {
+                let map = maps.of(i);
                 let len = r.states.hybrid[i].buffer().len();
                 let mut memory = HybridHeadState::new(vec![T::zero(); len]);
                 let mut s = (memory.attach(*kernels, map, r.value_dim, self.shape))
@@ -237,11 +241,12 @@ impl<T: Real> BackendOp<T> for LoadHybrid<'_, '_, '_, T> {
 impl<T: Real> BackendOp<T> for Load<'_, '_, '_, T> {
     type Output = Result<Vec<HeadState<T>>>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<Vec<HeadState<T>>> {
-        let map = &self.states.map;
+        let maps = self.states.maps();
         self.body
             .iter()
             .enumerate()
             .map(|(i, chunk)| {
+                let map = maps.of(i);
                 let len = self.states.heads[i].buffer().len();
                 let mut memory = HeadState::new(vec![T::zero(); len]);
                 let mut s = memory
