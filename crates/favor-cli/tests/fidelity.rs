@@ -973,7 +973,7 @@ fn hybrid_beats_favor_on_the_local_setting() {
     // hybrid that takes the sink exactly does. The hybrid row uses the FAVOR+ row's projection
     // (same seed), so per seed the two MSEs are paired and the se of ln(ratio) is the delta
     // method's (header). Asserted: the ratio exceeds 4 by 5 se; measured ratios are printed
-    // (L = 4096 in the README: 40× and 6×).
+    // (L = 4096 in the README: 39× and 5.6×).
     // (1) Strong locality, no sink: r = 8 (self logit r²/√d = 16), a = 0.9.
     let rep = fidelity::run(&local_config(0.9, None, 8.0, 24)).unwrap();
     let (favor, hybrid) = (hybrid_seeds(&rep, None), hybrid_seeds(&rep, Some((8, 0))));

@@ -197,8 +197,8 @@ pub struct Local {
 }
 
 impl Default for Local {
-    /// a = 0.9, a sink of logit 8 (e⁸ ≈ 3000: at L = 4096 and r = 4 about a third of each
-    /// query's softmax mass; at r = 8 the window's keys outweigh it).
+    /// a = 0.9, a sink of logit 8 (e⁸ ≈ 3000: at L = 4096 and r = 4 comparable, by a rough
+    /// estimate, to all other keys together; at r = 8 the keys near the diagonal outweigh it).
     fn default() -> Self {
         Self {
             corr: 0.9,
