@@ -10,5 +10,6 @@ favor="$target/release/favor"
 "$favor" bench --quick --json > /tmp/favor-bench.jsonl
 test -s /tmp/favor-bench.jsonl
 "$favor" fidelity --len 256 --seeds 2 --features 16,64 --pairs 100 > /dev/null
+"$favor" fidelity --setting local --len 128 --seeds 1 --features 16 --json > /dev/null
 # Issue 11's host contract, from a crate outside the workspace (public API only).
 cargo run --release --locked --manifest-path ci/host/Cargo.toml --target-dir "$target"

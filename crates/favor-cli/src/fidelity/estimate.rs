@@ -2,13 +2,15 @@
 //! and the kernel-level (q, k) pairs.
 
 use favor_core::{
-    Activation, FeatureMap, Generalized, HyperbolicSoftmax, Kernels, Normals, Options, Plan,
-    PlanKind, PositiveSoftmax, Shape, TrigonometricSoftmax, transpose_projection,
+    Activation, Calibration, DataAwareParts, DataAwareSoftmax, FeatureMap, Generalized,
+    GerfSoftmax, HybridShape, HyperbolicSoftmax, Kernels, Normals, Options, Plan, PlanKind,
+    PositiveSoftmax, Shape, TrigonometricSoftmax, calibrate, calibrate_scratch_len, gerf_optimal_a,
+    gerf_rho, transpose_projection,
 };
 use favor_simd::Detected;
 
-use super::config::{Kernel, PAIR_SEED};
-use super::inputs::{Inputs, core_err, rows_of_norm};
+use super::config::{Kernel, PAIR_SEED, Projection};
+use super::inputs::{Inputs, core_err, draw_projection, rows_of_norm};
 use crate::args::{CliError, CliResult, elements, try_collect, try_zeros};
 
 /// Something to do with a feature map, whatever its concrete type.
@@ -17,43 +19,175 @@ pub(super) trait WithMap {
     fn call<F: FeatureMap<f64>>(self, fm: &F) -> CliResult<Self::Out>;
 }
 
-/// Builds `kernel`'s feature map over W (m×d, with Wᵀ for the SIMD projection) and runs `job`.
-pub(super) fn with_map<J: WithMap>(
-    kernel: Kernel,
-    w: &[f64],
-    m: usize,
-    d: usize,
-    job: J,
-) -> CliResult<J::Out> {
-    let mut wt = try_zeros("projection", w.len())?;
-    transpose_projection(w, m, d, &mut wt).map_err(core_err)?;
-    match kernel {
-        Kernel::Positive => job.call(
-            &PositiveSoftmax::new(w, m, d)
-                .and_then(|p| p.with_transposed_projection(&wt))
-                .map_err(core_err)?,
-        ),
-        Kernel::Hyperbolic => job.call(
-            &HyperbolicSoftmax::new(w, m, d)
-                .and_then(|p| p.with_transposed_projection(&wt))
-                .map_err(core_err)?,
-        ),
-        Kernel::Trigonometric => job.call(
-            &TrigonometricSoftmax::new(w, m, d)
-                .and_then(|p| p.with_transposed_projection(&wt))
-                .map_err(core_err)?,
-        ),
-        Kernel::Relu => job.call(
-            &Generalized::new(w, m, d, Activation::Relu)
-                .and_then(|p| p.with_transposed_projection(&wt))
-                .map_err(core_err)?,
-        ),
+/// One cell's drawn feature map: everything favor-core needs to build it.
+#[derive(Debug, Clone)]
+pub struct DrawnMap {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Projection rows (features for every map but SMhyp+ and trig).
+    pub m: usize,
+    /// Input dimension d.
+    pub dim: usize,
+    /// W (m×d); for the data-aware map its ω.
+    pub w: Vec<f64>,
+    /// GERF's A (0 for the other maps).
+    pub a: f64,
+    /// The data-aware map's offsets cᵣ (m) and key shift μ (d); empty for the other maps.
+    pub offsets: Vec<f64>,
+    /// See [`offsets`](Self::offsets).
+    pub mu: Vec<f64>,
+}
+
+impl DrawnMap {
+    /// `kernel` over the projection `w` (m×d). GERF gets A = 0 (SM+); set
+    /// [`a`](Self::a) after. Errors for the data-aware map, which is
+    /// [`calibrated`](Self::calibrated).
+    pub fn projected(kernel: Kernel, w: Vec<f64>, m: usize, dim: usize) -> CliResult<Self> {
+        if kernel == Kernel::DataAware {
+            return Err(CliError::failure(
+                "fidelity: the data-aware map is calibrated",
+            ));
+        }
+        Ok(Self {
+            kernel,
+            m,
+            dim,
+            w,
+            a: 0.0,
+            offsets: Vec::new(),
+            mu: Vec::new(),
+        })
+    }
+
+    /// GERF over `w` with A fitted to `inp`: `gerf_optimal_a(gerf_rho(q, k))` (all pairs,
+    /// data normaliser on), as favor-tensor chooses it per (batch, head).
+    pub fn gerf(w: Vec<f64>, m: usize, inp: &Inputs) -> CliResult<Self> {
+        let rho = gerf_rho(&inp.q, &inp.k, inp.dim, true).map_err(core_err)?;
+        Ok(Self {
+            a: gerf_optimal_a(rho),
+            ..Self::projected(Kernel::Gerf, w, m, inp.dim)?
+        })
+    }
+
+    /// The data-aware map with m features, calibrated by `favor_core::calibrate` on the
+    /// calibration chunk (`q`, `k`: rows of d) over the pairs `hybrid` leaves to the
+    /// features (all pairs without it), g drawn as `proj` from `seed`.
+    pub fn calibrated(
+        proj: Projection,
+        seed: u64,
+        m: usize,
+        dim: usize,
+        (q, k): (&[f64], &[f64]),
+        hybrid: Option<HybridShape>,
+    ) -> CliResult<Self> {
+        let cal = Calibration {
+            projection: proj.kind(),
+            shape: hybrid,
+            ..Calibration::new(m, seed)
+        };
+        let rows = q.len() / dim;
+        let mut scratch = try_zeros(
+            "calibration",
+            calibrate_scratch_len(rows, dim, m).map_err(core_err)?,
+        )?;
+        let mut w = try_zeros("calibration", elements("calibration", &[m, dim])?)?;
+        let (mut offsets, mut mu) = (try_zeros("calibration", m)?, try_zeros("calibration", dim)?);
+        let parts = DataAwareParts {
+            omega: &mut w,
+            offsets: &mut offsets,
+            mu: &mut mu,
+        };
+        calibrate(q, k, dim, &cal, &mut scratch, parts).map_err(core_err)?;
+        Ok(Self {
+            kernel: Kernel::DataAware,
+            m,
+            dim,
+            w,
+            a: 0.0,
+            offsets,
+            mu,
+        })
+    }
+
+    /// Draws `kernel`'s map for one cell: the projection `proj` from `seed` (GERF with A
+    /// fitted to `inp`), or, data-aware, calibrated on `calib`.
+    pub fn draw(
+        kernel: Kernel,
+        proj: Projection,
+        seed: u64,
+        m: usize,
+        inp: &Inputs,
+        calib: (&[f64], &[f64]),
+        hybrid: Option<HybridShape>,
+    ) -> CliResult<Self> {
+        match kernel {
+            Kernel::DataAware => Self::calibrated(proj, seed, m, inp.dim, calib, hybrid),
+            Kernel::Gerf => Self::gerf(draw_projection(proj, seed, m, inp.dim)?, m, inp),
+            _ => Self::projected(kernel, draw_projection(proj, seed, m, inp.dim)?, m, inp.dim),
+        }
+    }
+
+    /// The keys as this map must see them: shifted by μ (data-aware), else as they are.
+    pub fn keys<'a>(&self, k: &'a [f64]) -> std::borrow::Cow<'a, [f64]> {
+        if self.mu.is_empty() {
+            return std::borrow::Cow::Borrowed(k);
+        }
+        let mut shifted = k.to_vec();
+        for row in shifted.chunks_exact_mut(self.dim) {
+            row.iter_mut().zip(&self.mu).for_each(|(x, &m)| *x -= m);
+        }
+        std::borrow::Cow::Owned(shifted)
+    }
+
+    /// Builds the favor-core map (with Wᵀ for the SIMD projection) and runs `job`.
+    pub(super) fn with<J: WithMap>(&self, job: J) -> CliResult<J::Out> {
+        let (w, m, d) = (&self.w[..], self.m, self.dim);
+        let mut wt = try_zeros("projection", w.len())?;
+        transpose_projection(w, m, d, &mut wt).map_err(core_err)?;
+        match self.kernel {
+            Kernel::Positive => job.call(
+                &PositiveSoftmax::new(w, m, d)
+                    .and_then(|p| p.with_transposed_projection(&wt))
+                    .map_err(core_err)?,
+            ),
+            Kernel::Hyperbolic => job.call(
+                &HyperbolicSoftmax::new(w, m, d)
+                    .and_then(|p| p.with_transposed_projection(&wt))
+                    .map_err(core_err)?,
+            ),
+            Kernel::Trigonometric => job.call(
+                &TrigonometricSoftmax::new(w, m, d)
+                    .and_then(|p| p.with_transposed_projection(&wt))
+                    .map_err(core_err)?,
+            ),
+            Kernel::Relu => job.call(
+                &Generalized::new(w, m, d, Activation::Relu)
+                    .and_then(|p| p.with_transposed_projection(&wt))
+                    .map_err(core_err)?,
+            ),
+            Kernel::Gerf => {
+                let mut norms = try_zeros("projection", m)?;
+                job.call(
+                    &GerfSoftmax::new(w, m, d, self.a, &mut norms)
+                        .and_then(|p| p.with_transposed_projection(&wt))
+                        .map_err(core_err)?,
+                )
+            }
+            Kernel::DataAware => job.call(
+                &DataAwareSoftmax::new(w, &self.offsets, &self.mu, m, d)
+                    .and_then(|p| p.with_transposed_projection(&wt))
+                    .map_err(core_err)?,
+            ),
+        }
     }
 }
 
 pub(super) struct Attend<'a> {
     pub(super) backend: &'a Detected,
     pub(super) inp: &'a Inputs,
+    /// The keys the map sees (shifted by μ for the data-aware map).
+    pub(super) keys: &'a [f64],
+    pub(super) hybrid: Option<HybridShape>,
 }
 
 impl WithMap for Attend<'_> {
@@ -61,7 +195,7 @@ impl WithMap for Attend<'_> {
     fn call<F: FeatureMap<f64>>(self, fm: &F) -> CliResult<Vec<f64>> {
         let (l, d) = (self.inp.len, self.inp.dim);
         let shape = Shape::new(l, d, d);
-        let plan = Plan::new(
+        let mut plan = Plan::new(
             PlanKind::Bidirectional,
             *self.backend,
             fm,
@@ -69,16 +203,38 @@ impl WithMap for Attend<'_> {
             Options::default(),
         )
         .map_err(core_err)?;
+        if let Some(h) = self.hybrid {
+            plan = plan.with_hybrid(h).map_err(core_err)?;
+        }
         let mut scratch = try_zeros("attention scratch", plan.scratch_len())?;
         let mut out = try_zeros("attention output", self.inp.exact.len())?;
-        let (q, k, v) = (&self.inp.q, &self.inp.k, &self.inp.v);
+        let (q, k, v) = (&self.inp.q, self.keys, &self.inp.v);
         plan.run(q, k, v, &mut out, &mut scratch)
             .map_err(core_err)?;
         Ok(out)
     }
 }
 
-/// Bidirectional FAVOR+ output (f64, L×d) of `kernel` over the projection `w` (m×d).
+/// Bidirectional attention output (f64, L×d) with `map`: FAVOR+, or hybrid attention
+/// (exact over `hybrid`'s window and sinks, `map`'s features elsewhere).
+pub fn attend(
+    backend: &Detected,
+    map: &DrawnMap,
+    hybrid: Option<HybridShape>,
+    inp: &Inputs,
+) -> CliResult<Vec<f64>> {
+    let keys = map.keys(&inp.k);
+    map.with(Attend {
+        backend,
+        inp,
+        keys: &keys,
+        hybrid,
+    })
+}
+
+/// Bidirectional FAVOR+ output (f64, L×d) of `kernel` over the projection `w` (m×d); GERF
+/// with A fitted to `inp` ([`DrawnMap::gerf`]). Errors for the data-aware map (see
+/// [`DrawnMap::calibrated`]).
 pub fn favor_output(
     backend: &Detected,
     kernel: Kernel,
@@ -86,7 +242,11 @@ pub fn favor_output(
     m: usize,
     inp: &Inputs,
 ) -> CliResult<Vec<f64>> {
-    with_map(kernel, w, m, inp.dim, Attend { backend, inp })
+    let map = match kernel {
+        Kernel::Gerf => DrawnMap::gerf(w.to_vec(), m, inp)?,
+        _ => DrawnMap::projected(kernel, w.to_vec(), m, inp.dim)?,
+    };
+    attend(backend, &map, None, inp)
 }
 
 /// Output MSE: mean over entries of `(out − exact)²` (non-finite outputs propagate).
@@ -147,14 +307,14 @@ pub fn kernel_estimates(
         ys,
         pairs,
     };
-    with_map(kernel, w, m, d, job)
+    DrawnMap::projected(kernel, w.to_vec(), m, d)?.with(job)
 }
 
 /// Lemma 2 (paper; DESIGN.md) MSE of `kernel`'s estimate of `exp(x·y)` with m **iid** rows,
 /// for already-normalised x and y (for attention inputs pass `q/d^{1/4}`, `k/d^{1/4}`). With
 /// z = x + y, Δ = x − y, SM = exp(x·y):
 /// SM+: `e^{|z|²} SM² (1 − e^{−|z|²})/m`; SMhyp+: `½(1 − e^{−|z|²})` times that;
-/// trig: `e^{|z|²} SM⁻² (1 − e^{−|Δ|²})²/(2m)`. `None` for ReLU.
+/// trig: `e^{|z|²} SM⁻² (1 − e^{−|Δ|²})²/(2m)`. `None` for the other kernels.
 pub fn lemma2_mse(kernel: Kernel, x: &[f64], y: &[f64], m: usize) -> Option<f64> {
     let (mut z2, mut d2, mut xy) = (0.0, 0.0, 0.0);
     for (a, b) in x.iter().zip(y) {
@@ -169,7 +329,7 @@ pub fn lemma2_mse(kernel: Kernel, x: &[f64], y: &[f64], m: usize) -> Option<f64>
         Kernel::Positive => Some(pos),
         Kernel::Hyperbolic => Some(0.5 * (-(-z2).exp_m1()) * pos),
         Kernel::Trigonometric => Some(z2.exp() / (sm * sm) * (-d2).exp_m1().powi(2) / (2.0 * m)),
-        Kernel::Relu => None,
+        Kernel::Relu | Kernel::Gerf | Kernel::DataAware => None,
     }
 }
 

@@ -18,17 +18,23 @@ pub fn panels(rep: &Report) -> Vec<Panel> {
             let mut series = Vec::new();
             for &k in &c.kernels {
                 for &p in &c.projections {
-                    let rows: Vec<&OutputRow> = rep
-                        .output
-                        .iter()
-                        .filter(|o| o.r == r && o.kernel == k && o.projection == p)
-                        .collect();
-                    series.push(Series {
-                        label: format!("{} {}", k.name(), p.name()),
-                        points: rows.iter().map(|o| (o.m as f64, o.mse_mean)).collect(),
-                        y_err: Some(rows.iter().map(|o| o.mse_std.unwrap_or(0.0)).collect()),
-                        dashed: p == Projection::Iid,
-                    });
+                    for h in c.hybrids() {
+                        let rows: Vec<&OutputRow> = rep
+                            .output
+                            .iter()
+                            .filter(|o| {
+                                o.r == r && o.kernel == k && o.projection == p && o.hybrid == h
+                            })
+                            .collect();
+                        let shape =
+                            h.map_or(String::new(), |h| format!(" w={} s={}", h.window, h.sinks));
+                        series.push(Series {
+                            label: format!("{} {}{shape}", k.name(), p.name()),
+                            points: rows.iter().map(|o| (o.m as f64, o.mse_mean)).collect(),
+                            y_err: Some(rows.iter().map(|o| o.mse_std.unwrap_or(0.0)).collect()),
+                            dashed: p == Projection::Iid,
+                        });
+                    }
                 }
             }
             Panel {

@@ -3,8 +3,15 @@
 use favor_core::{ExactOptions, Normals, Shape, projection, projection_len, softmax_attention};
 use favor_simd::Detected;
 
-use super::config::{Projection, input_seed};
+use super::config::{Local, Projection, Setting, input_seed};
 use crate::args::{CliError, CliResult, elements, try_zeros};
+
+/// Rescales `row` to norm `r` (a zero row, of probability zero, stays zero).
+fn set_norm(row: &mut [f64], r: f64) {
+    let n = row.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let s = if n > 0.0 { r / n } else { 0.0 };
+    row.iter_mut().for_each(|a| *a *= s);
+}
 
 /// `rows` rows of dimension d: Gaussian directions from `normals`, each rescaled to norm r.
 /// `what` names them if they do not fit in memory.
@@ -17,13 +24,80 @@ pub(super) fn rows_of_norm(
 ) -> CliResult<Vec<f64>> {
     let mut x = try_zeros(what, elements(what, &[rows, d])?)?;
     normals.fill(&mut x);
-    for row in x.chunks_exact_mut(d) {
-        let n = row.iter().map(|a| a * a).sum::<f64>().sqrt();
-        // A zero Gaussian vector has probability zero; keep the row finite anyway.
-        let s = if n > 0.0 { r / n } else { 0.0 };
-        row.iter_mut().for_each(|a| *a *= s);
-    }
+    x.chunks_exact_mut(d).for_each(|row| set_norm(row, r));
     Ok(x)
+}
+
+/// The local setting's q and k (module docs, "Settings"): the sink direction c, the AR(1)
+/// latent rows, their directions at norm r, then the sink.
+fn local_qk(
+    p: Local,
+    normals: &mut Normals,
+    len: usize,
+    d: usize,
+    r: f64,
+) -> CliResult<(Vec<f64>, Vec<f64>)> {
+    let what = "fidelity inputs";
+    let mut c = try_zeros(what, d)?;
+    normals.fill(&mut c);
+    set_norm(&mut c, 1.0);
+    let mut k = try_zeros(what, elements(what, &[len, d])?)?;
+    normals.fill(&mut k);
+    // h_i = a·h_{i−1} + √(1 − a²)·g_i keeps every h_i ~ N(0, I): the sequence is stationary.
+    let b = (1.0 - p.corr * p.corr).sqrt();
+    for i in 1..len {
+        let (prev, rest) = k.split_at_mut(i * d);
+        let prev = &prev[(i - 1) * d..];
+        for (x, &h) in rest[..d].iter_mut().zip(prev) {
+            *x = p.corr * h + b * *x;
+        }
+    }
+    let Some(logit) = p.sink_logit else {
+        k.chunks_exact_mut(d).for_each(|row| set_norm(row, r));
+        return Ok((k.clone(), k));
+    };
+    // With a sink, every direction lives in c's complement, so c reaches key 0 alone: the
+    // sink's logit is the same for every query and the other logits carry no shared term.
+    for row in k.chunks_exact_mut(d) {
+        let t: f64 = row.iter().zip(&c).map(|(x, cj)| x * cj).sum();
+        row.iter_mut().zip(&c).for_each(|(x, &cj)| *x -= t * cj);
+        set_norm(row, r);
+    }
+    let mut q = k.clone();
+    let half = std::f64::consts::FRAC_1_SQRT_2;
+    for row in q.chunks_exact_mut(d) {
+        row.iter_mut()
+            .zip(&c)
+            .for_each(|(x, &cj)| *x = half * (*x + r * cj));
+    }
+    // q_i·k_0/√d = (r/√2)·κ/√d = S.
+    let kappa = logit * (2.0 * d as f64).sqrt() / r;
+    k[..d]
+        .iter_mut()
+        .zip(&c)
+        .for_each(|(x, &cj)| *x = kappa * cj);
+    Ok((q, k))
+}
+
+/// One draw of `setting` from the stream `seed`: q and k (L×d), then v (L×d, N(0, 1)).
+pub(super) fn draw_qkv(
+    setting: Setting,
+    seed: u64,
+    len: usize,
+    d: usize,
+    r: f64,
+) -> CliResult<[Vec<f64>; 3]> {
+    let mut normals = Normals::new(seed);
+    let (q, k) = match setting {
+        Setting::Iid => {
+            let q = rows_of_norm("fidelity inputs", &mut normals, len, d, r)?;
+            (q, rows_of_norm("fidelity inputs", &mut normals, len, d, r)?)
+        }
+        Setting::Local(p) => local_qk(p, &mut normals, len, d, r)?,
+    };
+    let mut v = try_zeros("fidelity inputs", elements("fidelity inputs", &[len, d])?)?;
+    normals.fill(&mut v);
+    Ok([q, k, v])
 }
 
 /// One (r, seed)'s attention inputs and the exact output.
@@ -37,7 +111,7 @@ pub struct Inputs {
     pub r: f64,
     /// Queries, L×d row-major, every row of norm r.
     pub q: Vec<f64>,
-    /// Keys, L×d, every row of norm r.
+    /// Keys, L×d, every row of norm r (the local setting's sink key excepted).
     pub k: Vec<f64>,
     /// Values, L×d, N(0, 1) entries.
     pub v: Vec<f64>,
@@ -46,16 +120,24 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Draws the inputs of seed `s` at norm `r` (see the module docs for the stream) and
-    /// computes the exact attention with `backend`.
+    /// Draws the iid setting's inputs of seed `s` at norm `r` (see the module docs for the
+    /// stream) and computes the exact attention with `backend`.
     pub fn new(backend: &Detected, len: usize, dim: usize, r: f64, s: usize) -> CliResult<Self> {
-        let mut normals = Normals::new(input_seed(s));
-        let q = rows_of_norm("fidelity inputs", &mut normals, len, dim, r)?;
-        let k = rows_of_norm("fidelity inputs", &mut normals, len, dim, r)?;
-        let n = elements("fidelity inputs", &[len, dim])?;
-        let mut v = try_zeros("fidelity inputs", n)?;
-        normals.fill(&mut v);
-        let mut exact = try_zeros("exact attention", n)?;
+        Self::draw(backend, Setting::Iid, len, dim, r, input_seed(s))
+    }
+
+    /// Draws `setting`'s inputs at norm `r` from the stream `seed` (seed s's inputs:
+    /// [`input_seed`]`(s)`) and computes the exact attention with `backend`.
+    pub fn draw(
+        backend: &Detected,
+        setting: Setting,
+        len: usize,
+        dim: usize,
+        r: f64,
+        seed: u64,
+    ) -> CliResult<Self> {
+        let [q, k, v] = draw_qkv(setting, seed, len, dim, r)?;
+        let mut exact = try_zeros("exact attention", v.len())?;
         softmax_attention(
             backend,
             &q,

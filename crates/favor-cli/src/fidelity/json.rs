@@ -2,7 +2,37 @@
 
 use std::fmt::Write as _;
 
+use super::config::{Config, Setting};
 use super::report::Report;
+
+/// The config's keys beyond the paper's study (setting, hybrid shapes), each with a leading
+/// comma; empty for the iid setting without windows, so that report keeps its bytes.
+fn extra_config(c: &Config) -> String {
+    let mut s = String::new();
+    if let Setting::Local(p) = c.setting {
+        let _ = write!(
+            s,
+            ", \"setting\": \"local\", \"corr\": {}, \"sink_logit\": {}",
+            json_num(p.corr),
+            p.sink_logit.map_or("null".into(), json_num)
+        );
+    }
+    if !c.windows.is_empty() {
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let _ = write!(
+            s,
+            ", \"windows\": [{}], \"sinks\": [{}]",
+            list(&c.windows),
+            list(&c.sinks)
+        );
+    }
+    s
+}
 
 pub(super) fn json_num(x: f64) -> String {
     if x.is_finite() {
@@ -47,7 +77,7 @@ pub fn render_json(rep: &Report) -> String {
         s,
         "\"config\": {{\"len\": {}, \"dim\": {}, \"value_dim\": {}, \"norms\": {}, \"features\": [{}], \
          \"seeds\": {}, \"pairs\": {}, \"threads\": {}, \"kernels\": [{}], \"projections\": [{}], \
-         \"attention\": \"softmax(q k^T / sqrt(d)) V, bidirectional; r = norm of raw q and k rows\"}},",
+         \"attention\": \"softmax(q k^T / sqrt(d)) V, bidirectional; r = norm of raw q and k rows\"{}}},",
         c.len,
         c.dim,
         c.dim,
@@ -70,6 +100,7 @@ pub fn render_json(rep: &Report) -> String {
             .map(|p| json_str(p.id()))
             .collect::<Vec<_>>()
             .join(","),
+        extra_config(c),
     );
     let _ = writeln!(s, "\"backend\": {},", json_str(rep.backend));
     let _ = writeln!(s, "\"seconds\": {},", json_num(rep.seconds));
@@ -78,12 +109,17 @@ pub fn render_json(rep: &Report) -> String {
         .output
         .iter()
         .map(|o| {
+            // Hybrid rows name their shape; FAVOR+ rows keep the paper study's keys.
+            let shape = o.hybrid.map_or(String::new(), |h| {
+                format!(", \"window\": {}, \"sinks\": {}", h.window, h.sinks)
+            });
             format!(
-                "{{\"r\": {}, \"kernel\": {}, \"projection\": {}, \"m\": {}, \"mse_mean\": {}, \
+                "{{\"r\": {}, \"kernel\": {}, \"projection\": {}{}, \"m\": {}, \"mse_mean\": {}, \
                  \"mse_std\": {}, \"rel_mse\": {}, \"nonfinite_seeds\": {}, \"mse_per_seed\": {}}}",
                 json_num(o.r),
                 json_str(o.kernel.id()),
                 json_str(o.projection.id()),
+                shape,
                 o.m,
                 json_num(o.mse_mean),
                 o.mse_std.map_or("null".into(), json_num),

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::report::Report;
 use super::text::{
-    KERNEL_NOTE, NOTES, Table, command_line, kernel_table, nonfinite_notes, norm_label,
+    KERNEL_NOTE, Table, command_line, kernel_table, lead_head, nonfinite_notes, norm_label, notes,
     output_tables, r_heading, setting_line,
 };
 
@@ -24,7 +24,7 @@ pub fn render_markdown(rep: &Report) -> String {
         let _ = writeln!(
             s,
             "**{}** — output MSE, mean ± std over {} seeds\n",
-            r_heading(r, c.dim),
+            r_heading(c, r),
             c.seeds
         );
         s.push_str(&abs.markdown());
@@ -34,7 +34,9 @@ pub fn render_markdown(rep: &Report) -> String {
         s,
         "**Relative MSE** (MSE / mean square of the exact output)\n"
     );
-    let mut head = vec!["r".to_string(), "kernel".into(), "proj".into()];
+    let mut head = vec!["r".to_string()];
+    head.extend(lead_head(c));
+    let left = head.len();
     head.extend(c.features.iter().map(|m| format!("m={m}")));
     let mut rows = Vec::new();
     for &r in &c.norms {
@@ -43,14 +45,7 @@ pub fn render_markdown(rep: &Report) -> String {
             rows.push(std::iter::once(norm_label(r)).chain(row).collect());
         }
     }
-    s.push_str(
-        &Table {
-            head,
-            rows,
-            left: 3,
-        }
-        .markdown(),
-    );
+    s.push_str(&Table { head, rows, left }.markdown());
     s.push('\n');
     if !rep.kernel.is_empty() {
         let _ = writeln!(s, "{KERNEL_NOTE}\n");
@@ -65,7 +60,7 @@ pub fn render_markdown(rep: &Report) -> String {
         }
         s.push('\n');
     }
-    for n in NOTES {
+    for n in notes(c) {
         let _ = writeln!(s, "- {n}");
     }
     s

@@ -10,10 +10,38 @@
 //! # Setting
 //! - Attention approximated: bidirectional `softmax(q·kᵀ/√d)·V` (the usual `1/√d` logit scale;
 //!   the feature maps reach it through the d^(-1/4) data normaliser, see below).
-//! - Inputs for each (r, seed): L query rows and L key rows of dimension d, each a standard
-//!   Gaussian vector rescaled to norm exactly **r** (r is the norm of the *raw* q and k rows,
-//!   before any scaling); V is L×d with N(0, 1) entries (value dimension = d). The logits
-//!   `q·k/√d = r²·cos θ/√d` then have a standard deviation of about `r²/d`.
+//! - Inputs for each (r, seed), **iid setting** (the default, `--setting iid`): L query rows
+//!   and L key rows of dimension d, each a standard Gaussian vector rescaled to norm exactly
+//!   **r** (r is the norm of the *raw* q and k rows, before any scaling); V is L×d with
+//!   N(0, 1) entries (value dimension = d). The logits `q·k/√d = r²·cos θ/√d` then have a
+//!   standard deviation of about `r²/d`. No position is special, so an exact window buys
+//!   nothing here.
+//! - **Local setting** (`--setting local`, parameters a = `--corr` and S = `--sink-logit`):
+//!   a self-attention whose logits have a banded structure, with an optional attention sink.
+//!   1. c: d normals, rescaled to a unit vector (drawn with or without a sink, so the sink
+//!      changes no other draw).
+//!   2. The latent sequence: L·d normals g_0 … g_{L−1} (rows of d), h_0 = g_0,
+//!      `h_i = a·h_{i−1} + √(1 − a²)·g_i`. Every h_i is N(0, I_d) and the coordinates of h_i
+//!      and h_j have correlation `a^{|i−j|}` (stationary AR(1)), so the expected cosine of
+//!      k_i and k_j is a known, decreasing function of |i − j| (≈ a^{|i−j|}; the test
+//!      derives it exactly).
+//!   3. Without a sink: `q_i = k_i = r·h_i/|h_i|`. A query's largest logit is its own
+//!      position's, `r²/√d`, and logits decay with distance.
+//!   4. With a sink of logit S: every h_i is first projected onto c's complement
+//!      (`h_i − (h_i·c)c`), then `k_i = r·ĥ_i`, `q_i = (r·ĥ_i + r·c)/√2` (norm r), and key 0
+//!      is replaced by `κ·c`, `κ = S·√(2d)/r`: every query's logit with position 0 is exactly
+//!      S, and c carries no other logit. The local logits are `r²·cos(ĥ_i, ĥ_j)/(√2·√d)`.
+//!   5. V: L·d normals, as in the iid setting.
+//! - Hybrid rows (`--windows`, `--sinks`): the same (kernel, projection, m) — the same
+//!   projection — as hybrid attention (`Plan::with_hybrid`): exact softmax weights for
+//!   `|i − j| ≤ w` and the first `sinks` keys, the features for every other key.
+//! - GERF (`gerf`): A = `gerf_optimal_a(gerf_rho(q, k))` from the evaluated inputs (all
+//!   pairs, data normaliser on), as favor-tensor fits it per (batch, head). The data-aware
+//!   map (`data-aware`): `favor_core::calibrate` with m features, g drawn as the row's
+//!   projection from the row's projection seed, over the pairs the row's hybrid shape leaves
+//!   to the features (all pairs for FAVOR+), on a **separate draw** of the same setting and
+//!   r (stream [`calibration_seed`]); the evaluated keys (window included) are shifted by its
+//!   μ, the queries are not.
 //! - What the random features estimate: `exp(q·k/√d) = exp(q'·k')` with `q' = q/d^{1/4}`,
 //!   `k' = k/d^{1/4}` (|q'| = r/d^{1/4}). Lemma 2 is evaluated for x = q', y = k'.
 //! - Exact attention: `favor_core::softmax_attention` in f64; FAVOR+: `favor_core::bidirectional`
@@ -23,9 +51,12 @@
 //!   and Performer-ReLU (`Generalized` with ReLU, ε = 10⁻³, no data normaliser: the paper's
 //!   defaults), which is a *different* kernel: its error against softmax measures how far that
 //!   kernel is from softmax and does not vanish as m grows.
-//! - Projections: iid N(0, I) rows, or orthogonal random features with χ(d) row norms.
+//! - Projections: iid N(0, I) rows, or orthogonal random features with χ(d) row norms, or
+//!   simplex random features (χ(d) norms; m a multiple of d).
 //! - m is the number of projection rows. The hyperbolic and trigonometric maps output 2m
-//!   features from m rows (twice the attention cost of SM+ at the same m).
+//!   features from m rows (twice the attention cost of SM+ at the same m); every other map m.
+//!   A hybrid row adds, per query, its exact keys (`exact/q` in the tables: 2w + 1 + sinks
+//!   away from the ends) at O(d) each.
 //!
 //! # Metrics
 //! - **Output MSE** of one run: mean over the L·d output entries of `(favor − exact)²`;
@@ -39,13 +70,18 @@
 //!   text table pools all m as `m × relative MSE`.
 //!
 //! # Seeds (all streams are `favor_core::Normals`)
-//! - Attention inputs of seed s: stream [`input_seed`]`(s)`, consumed as L·d values for the
-//!   q directions, L·d for the k directions, then L·d for V. The directions do not depend on r
-//!   (only the rescaling does), and every kernel and projection sees the same inputs.
+//! - Attention inputs of seed s: stream [`input_seed`]`(s)`. iid setting: consumed as L·d
+//!   values for the q directions, L·d for the k directions, then L·d for V. Local setting: d
+//!   values for c, L·d for the latent g, then L·d for V. The directions do not depend on r
+//!   (only the rescaling does), and every kernel, projection and hybrid shape sees the same
+//!   inputs.
+//! - Calibration draw of seed s (data-aware map only): stream [`calibration_seed`]`(s)`,
+//!   consumed exactly as the inputs are (same setting and r).
 //! - Kernel-level pairs: stream [`PAIR_SEED`]: `pairs`·d values for the q side, then
 //!   `pairs`·d for the k side; the same pairs for every seed, kernel, projection and m.
 //! - Projection for (seed s, kernel, projection, m): [`projection_seed`], distinct for every
-//!   (s, kernel, projection, m) and reused across r.
+//!   (s, kernel, projection, m) and reused across r and across hybrid shapes (so a hybrid row
+//!   and its FAVOR+ row are paired). For the data-aware map it seeds g.
 
 // In dependency order: each module uses only those above it.
 mod config;
@@ -68,8 +104,13 @@ mod figure;
 
 mod options;
 
-pub use config::{Config, Kernel, PAIR_SEED, Projection, input_seed, projection_seed};
-pub use estimate::{Pairs, favor_output, kernel_estimates, lemma2_mse, output_mse};
+pub use config::{
+    Config, Kernel, Local, PAIR_SEED, Projection, Setting, calibration_seed, input_seed,
+    projection_seed,
+};
+pub use estimate::{
+    DrawnMap, Pairs, attend, favor_output, kernel_estimates, lemma2_mse, output_mse,
+};
 pub use figure::{panels, plot};
 pub use inputs::{Inputs, draw_projection};
 pub use json::render_json;

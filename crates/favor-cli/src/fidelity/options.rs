@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::config::{Config, Kernel, Projection};
+use super::config::{Config, Kernel, Local, Projection, Setting};
 use crate::args::{Args, CliError, CliResult};
 
 /// Options of `favor fidelity` besides the [`Config`].
@@ -20,6 +20,29 @@ pub struct Output {
 /// keeps [`Config::default`]'s value.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Flags {
+    /// Input model: iid (independent directions, the default) or local (AR(1) directions,
+    /// nearby positions attend to each other, optional sink at position 0; its own defaults:
+    /// r = 4,8, m = 16,64,256, kernels positive,gerf,data-aware, projections orth,simplex,
+    /// windows 8,32, sinks 0,1, no kernel-level pairs).
+    #[arg(long, value_name = "SETTING")]
+    pub setting: Option<String>,
+    /// Local setting: AR(1) coefficient a of the directions, in [0, 1) (default 0.9).
+    #[arg(long, value_name = "A")]
+    pub corr: Option<f64>,
+    /// Local setting: logit S of the sink at position 0 seen from every query (default 8).
+    #[arg(long, value_name = "S", conflicts_with = "no_sink")]
+    pub sink_logit: Option<f64>,
+    /// Local setting: no sink position.
+    #[arg(long)]
+    pub no_sink: bool,
+    /// Hybrid windows w: each (kernel, projection) also runs as hybrid attention, exact
+    /// within |i − j| ≤ w, for each w and --sinks value; `none` for FAVOR+ only (default
+    /// none; local: 8,32).
+    #[arg(long, value_name = "W,...|none", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub windows: Option<Vec<String>>,
+    /// Sink counts of the hybrid rows (default 0; local: 0,1).
+    #[arg(long, value_name = "S,...", value_delimiter = ',', action = clap::ArgAction::Set)]
+    pub sinks: Option<Vec<usize>>,
     /// Sequence length L (default 4096).
     #[arg(long, value_name = "L")]
     pub len: Option<usize>,
@@ -41,10 +64,10 @@ pub struct Flags {
     /// Worker threads the seeds run on (default: every CPU).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Kernels: positive, hyperbolic, trig, relu (default all).
+    /// Kernels: positive, hyperbolic, trig, relu, gerf, data-aware (default the first four).
     #[arg(long, value_name = "K,...", value_delimiter = ',', action = clap::ArgAction::Set)]
     pub kernels: Option<Vec<String>>,
-    /// Projections: iid, orthogonal or orth (default both).
+    /// Projections: iid, orthogonal or orth, simplex (default iid,orth).
     #[arg(long, value_name = "P,...", value_delimiter = ',', action = clap::ArgAction::Set)]
     pub projections: Option<Vec<String>>,
     /// Print JSON instead of the tables.
@@ -58,8 +81,9 @@ pub struct Flags {
     pub markdown: Option<PathBuf>,
 }
 
-/// Reads `favor fidelity`'s options: `--len`, `--dim`, `--norms`, `--features`, `--seeds`,
-/// `--pairs`, `--kernels`, `--projections`, `--threads`, `--json`, `--plot FILE.png`,
+/// Reads `favor fidelity`'s options: `--setting`, `--corr`, `--sink-logit`, `--no-sink`,
+/// `--windows`, `--sinks`, `--len`, `--dim`, `--norms`, `--features`, `--seeds`, `--pairs`,
+/// `--kernels`, `--projections`, `--threads`, `--json`, `--plot FILE.png`,
 /// `--markdown FILE.md`.
 pub fn parse_args(args: Args) -> CliResult<(Config, Output)> {
     from_flags(args.parse("fidelity")?)
@@ -67,8 +91,23 @@ pub fn parse_args(args: Args) -> CliResult<(Config, Output)> {
 
 /// Checks `flags` and fills in the defaults; every error is a usage error (exit status 2).
 pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
-    let def = Config::default();
+    let setting = setting_of(&flags)?;
+    let def = Config::for_setting(setting);
+    let windows = match flags.windows {
+        None => def.windows.clone(),
+        Some(list) if list.len() == 1 && list[0].trim().eq_ignore_ascii_case("none") => Vec::new(),
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                s.trim().parse::<usize>().map_err(|_| {
+                    CliError::input(format!("--windows item {s:?}: expected a window or none"))
+                })
+            })
+            .collect::<CliResult<_>>()?,
+    };
     let mut cfg = Config {
+        windows,
+        sinks: flags.sinks.unwrap_or(def.sinks.clone()),
         len: flags.len.unwrap_or(def.len),
         dim: flags.dim.unwrap_or(def.dim),
         norms: flags.norms.unwrap_or(def.norms),
@@ -84,7 +123,8 @@ pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
             .map(|s| {
                 Kernel::parse(s).ok_or_else(|| {
                     CliError::input(format!(
-                        "--kernels item {s:?}: expected positive, hyperbolic, trig or relu"
+                        "--kernels item {s:?}: expected positive, hyperbolic, trig, relu, gerf \
+                         or data-aware"
                     ))
                 })
             })
@@ -96,8 +136,9 @@ pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
             .map(|s| match s.trim().to_ascii_lowercase().as_str() {
                 "iid" => Ok(Projection::Iid),
                 "orth" | "orthogonal" => Ok(Projection::Orthogonal),
+                "simplex" => Ok(Projection::Simplex),
                 _ => Err(CliError::input(format!(
-                    "--projections item {s:?}: expected iid or orthogonal"
+                    "--projections item {s:?}: expected iid, orthogonal or simplex"
                 ))),
             })
             .collect::<CliResult<_>>()?;
@@ -109,4 +150,41 @@ pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
     };
     cfg.validate()?;
     Ok((cfg, out))
+}
+
+/// The setting `--setting`, `--corr`, `--sink-logit` and `--no-sink` name; the local
+/// setting's parameters without `--setting local` are a usage error.
+fn setting_of(flags: &Flags) -> CliResult<Setting> {
+    let local = match flags
+        .setting
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(s) if s == "iid" => false,
+        Some(s) if s == "local" => true,
+        Some(s) => {
+            return Err(CliError::input(format!(
+                "--setting {s:?}: expected iid or local"
+            )));
+        }
+    };
+    let local_flags = flags.corr.is_some() || flags.sink_logit.is_some() || flags.no_sink;
+    if !local {
+        if local_flags {
+            return Err(CliError::input(
+                "--corr, --sink-logit and --no-sink need --setting local",
+            ));
+        }
+        return Ok(Setting::Iid);
+    }
+    let def = Local::default();
+    Ok(Setting::Local(Local {
+        corr: flags.corr.unwrap_or(def.corr),
+        sink_logit: if flags.no_sink {
+            None
+        } else {
+            flags.sink_logit.or(def.sink_logit)
+        },
+    }))
 }

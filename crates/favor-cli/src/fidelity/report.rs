@@ -1,8 +1,10 @@
 //! What a run measured: output rows, kernel rows, the report.
 
+use favor_core::HybridShape;
+
 use super::config::{Config, Kernel, Projection};
 
-/// One (r, kernel, projection, m) row of the attention-output table.
+/// One (r, kernel, projection, attention, m) row of the attention-output table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputRow {
     /// Row norm of q and k.
@@ -11,6 +13,8 @@ pub struct OutputRow {
     pub kernel: Kernel,
     /// Projection.
     pub projection: Projection,
+    /// `None`: FAVOR+; `Some`: hybrid attention with this window and sinks.
+    pub hybrid: Option<HybridShape>,
     /// Projection rows.
     pub m: usize,
     /// Output MSE of each seed, in seed order (may be non-finite for trig).
@@ -59,7 +63,8 @@ pub struct Report {
     pub backend: &'static str,
     /// Wall time of the measurement, seconds.
     pub seconds: f64,
-    /// Attention-output rows, ordered by r, kernel, projection, m.
+    /// Attention-output rows, ordered by r, kernel, projection, attention (FAVOR+, then the
+    /// hybrid shapes of [`Config::hybrids`]), m.
     pub output: Vec<OutputRow>,
     /// Kernel-level rows (softmax kernels), same order.
     pub kernel: Vec<KernelRow>,

@@ -4,21 +4,22 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use favor_core::Kernels;
+use favor_core::{HybridShape, Kernels};
 use favor_simd::Detected;
 use indicatif::ProgressBar;
 
-use super::config::{Config, Kernel, Projection, projection_seed};
-use super::estimate::{Pairs, favor_output, kernel_estimates, output_mse};
-use super::inputs::{Inputs, draw_projection};
+use super::config::{Config, Kernel, Projection, calibration_seed, input_seed, projection_seed};
+use super::estimate::{DrawnMap, Pairs, attend, kernel_estimates, output_mse};
+use super::inputs::{Inputs, draw_qkv};
 use super::report::{KernelRow, OutputRow, Report};
 use crate::args::{CliError, CliResult, elements, try_collect, try_with_capacity};
 
-/// A (kernel, projection, m) combination, in report order.
+/// A (kernel, projection, attention, m) combination, in report order.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Cell {
     pub(super) kernel: Kernel,
     pub(super) proj: Projection,
+    pub(super) hybrid: Option<HybridShape>,
     pub(super) m: usize,
 }
 
@@ -26,8 +27,15 @@ pub(super) fn cells(cfg: &Config) -> Vec<Cell> {
     let mut out = Vec::new();
     for &kernel in &cfg.kernels {
         for &proj in &cfg.projections {
-            for &m in &cfg.features {
-                out.push(Cell { kernel, proj, m });
+            for hybrid in cfg.hybrids() {
+                for &m in &cfg.features {
+                    out.push(Cell {
+                        kernel,
+                        proj,
+                        hybrid,
+                        m,
+                    });
+                }
             }
         }
     }
@@ -49,7 +57,13 @@ pub(super) fn run_item(
     seed: usize,
     pairs: &Pairs,
 ) -> CliResult<Item> {
-    let inp = Inputs::new(backend, cfg.len, cfg.dim, r, seed)?;
+    let inp = Inputs::draw(backend, cfg.setting, cfg.len, cfg.dim, r, input_seed(seed))?;
+    // The data-aware map is fitted on a separate draw, never on the inputs it is judged on.
+    let [cq, ck, _] = if cfg.kernels.contains(&Kernel::DataAware) {
+        draw_qkv(cfg.setting, calibration_seed(seed), cfg.len, cfg.dim, r)?
+    } else {
+        Default::default()
+    };
     let cells = cells(cfg);
     let mut item = Item {
         exact_ms: inp.exact_mean_square(),
@@ -57,17 +71,21 @@ pub(super) fn run_item(
         kernel_sq: Vec::with_capacity(cells.len()),
     };
     for c in cells {
-        let w = draw_projection(
+        let map = DrawnMap::draw(
+            c.kernel,
             c.proj,
             projection_seed(seed, c.kernel, c.proj, c.m),
             c.m,
-            cfg.dim,
+            &inp,
+            (&cq, &ck),
+            c.hybrid,
         )?;
-        let out = favor_output(backend, c.kernel, &w, c.m, &inp)?;
+        let out = attend(backend, &map, c.hybrid, &inp)?;
         item.mse.push(output_mse(&out, &inp.exact));
-        let sq = if c.kernel.estimates_softmax() && cfg.pairs > 0 {
+        let sq = if c.kernel.has_lemma2() && c.hybrid.is_none() && cfg.pairs > 0 {
+            let w = &map.w;
             let mut est =
-                kernel_estimates(backend, c.kernel, &w, c.m, cfg.dim, &pairs.xs, &pairs.ys)?;
+                kernel_estimates(backend, c.kernel, w, c.m, cfg.dim, &pairs.xs, &pairs.ys)?;
             // In place: every seed keeps these for every cell until the report is built.
             for (e, x) in est.iter_mut().zip(&pairs.exact) {
                 *e = (*e - x) * (*e - x);
@@ -163,6 +181,7 @@ pub fn run_with_progress(cfg: &Config, bar: &ProgressBar) -> CliResult<Report> {
                 r,
                 kernel: c.kernel,
                 projection: c.proj,
+                hybrid: c.hybrid,
                 m: c.m,
                 mse_mean: mean(&per_seed),
                 mse_std: sample_std(&per_seed),
@@ -170,12 +189,12 @@ pub fn run_with_progress(cfg: &Config, bar: &ProgressBar) -> CliResult<Report> {
                 nonfinite_seeds: per_seed.iter().filter(|x| !x.is_finite()).count(),
                 mse_per_seed: per_seed,
             });
+            if cfg.pairs == 0 || c.hybrid.is_some() {
+                continue;
+            }
             let Some(v) = pr.lemma2(c.kernel, cfg.dim, c.m) else {
                 continue;
             };
-            if cfg.pairs == 0 {
-                continue;
-            }
             let n = cfg.pairs;
             let sm2: Vec<f64> = pr.exact.iter().map(|e| e * e).collect();
             let emp_p: Vec<f64> = (0..n)

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::config::Config;
+use favor_core::HybridShape;
+
+use super::config::{Config, Kernel, Setting};
 use super::report::{KernelRow, OutputRow, Report};
 use super::study::{mean, sample_std};
 
@@ -134,43 +136,94 @@ impl Table {
     }
 }
 
+/// Whether the tables carry the cost columns (window, sinks, exact keys per query,
+/// features): only when some row is hybrid, so the default report keeps its layout.
+pub(super) fn with_costs(cfg: &Config) -> bool {
+    !cfg.windows.is_empty()
+}
+
+/// Mean over the L queries of the keys bidirectional hybrid attention weighs exactly (the
+/// window `|i − j| ≤ w` and the sinks, counted once); 0 for FAVOR+.
+pub(super) fn exact_keys_per_query(hybrid: Option<HybridShape>, len: usize) -> f64 {
+    let Some(HybridShape { window, sinks }) = hybrid else {
+        return 0.0;
+    };
+    let total: usize = (0..len)
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(window), (i + window).min(len - 1));
+            hi - lo + 1 + sinks.min(lo)
+        })
+        .sum();
+    total as f64 / len as f64
+}
+
+/// A row's lead cells: kernel, projection and, with costs, window, sinks, exact keys per
+/// query and features per key.
+pub(super) fn lead_cells(cfg: &Config, k: Kernel, p: &str, h: Option<HybridShape>) -> Vec<String> {
+    let mut lead = vec![k.name().to_string(), p.to_string()];
+    if with_costs(cfg) {
+        let (w, s) = h.map_or(("–".into(), "–".into()), |h| {
+            (h.window.to_string(), h.sinks.to_string())
+        });
+        let feat = if k.features(1) == 2 { "2m" } else { "m" };
+        lead.extend([
+            w,
+            s,
+            fixed(exact_keys_per_query(h, cfg.len), 1),
+            feat.into(),
+        ]);
+    }
+    lead
+}
+
+/// The lead columns' headings (see [`lead_cells`]).
+pub(super) fn lead_head(cfg: &Config) -> Vec<String> {
+    let mut head = vec!["kernel".to_string(), "proj".to_string()];
+    if with_costs(cfg) {
+        head.extend(["w", "sinks", "exact/q", "feat"].map(String::from));
+    }
+    head
+}
+
 pub(super) fn output_tables(rep: &Report, r: f64) -> (Table, Table) {
     let cfg = &rep.config;
-    let mut head = vec!["kernel".to_string(), "proj".to_string()];
+    let mut head = lead_head(cfg);
+    let left = head.len();
     head.extend(cfg.features.iter().map(|m| format!("m={m}")));
     let (mut abs, mut rel) = (Vec::new(), Vec::new());
     for &k in &cfg.kernels {
         for &p in &cfg.projections {
-            let rows: Vec<&OutputRow> = rep
-                .output
-                .iter()
-                .filter(|o| o.r == r && o.kernel == k && o.projection == p)
-                .collect();
-            let lead = [k.name().to_string(), p.name().to_string()];
-            abs.push(
-                lead.iter()
-                    .cloned()
-                    .chain(rows.iter().map(|o| mse_cell(o)))
-                    .collect(),
-            );
-            rel.push(
-                lead.iter()
-                    .cloned()
-                    .chain(rows.iter().map(|o| sci(o.rel_mse)))
-                    .collect(),
-            );
+            for h in cfg.hybrids() {
+                let rows: Vec<&OutputRow> = rep
+                    .output
+                    .iter()
+                    .filter(|o| o.r == r && o.kernel == k && o.projection == p && o.hybrid == h)
+                    .collect();
+                let lead = lead_cells(cfg, k, p.name(), h);
+                abs.push(
+                    lead.iter()
+                        .cloned()
+                        .chain(rows.iter().map(|o| mse_cell(o)))
+                        .collect(),
+                );
+                rel.push(
+                    lead.into_iter()
+                        .chain(rows.iter().map(|o| sci(o.rel_mse)))
+                        .collect(),
+                );
+            }
         }
     }
     (
         Table {
             head: head.clone(),
             rows: abs,
-            left: 2,
+            left,
         },
         Table {
             head,
             rows: rel,
-            left: 2,
+            left,
         },
     )
 }
@@ -190,7 +243,7 @@ pub(super) fn kernel_table(rep: &Report) -> Table {
     .to_vec();
     let mut rows = Vec::new();
     for &r in &cfg.norms {
-        for &k in cfg.kernels.iter().filter(|k| k.estimates_softmax()) {
+        for &k in cfg.kernels.iter().filter(|k| k.has_lemma2()) {
             for &p in &cfg.projections {
                 let ks: Vec<&KernelRow> = rep
                     .kernel
@@ -224,13 +277,24 @@ pub(super) fn scaled_norm(r: f64, d: usize) -> f64 {
     r * (d as f64).powf(-0.25)
 }
 
-pub(super) fn r_heading(r: f64, d: usize) -> String {
-    format!(
-        "r = {} (|q'| = |k'| = {:.2}; logits q·k/√d have std ≈ r²/d = {:.3})",
-        norm_label(r),
-        scaled_norm(r, d),
-        r * r / d as f64
-    )
+pub(super) fn r_heading(cfg: &Config, r: f64) -> String {
+    let d = cfg.dim;
+    match cfg.setting {
+        Setting::Iid => format!(
+            "r = {} (|q'| = |k'| = {:.2}; logits q·k/√d have std ≈ r²/d = {:.3})",
+            norm_label(r),
+            scaled_norm(r, d),
+            r * r / d as f64
+        ),
+        Setting::Local(_) => format!(
+            "r = {} (|q'| = {:.2}; a query's logit with its own position is {:.2} without a \
+             sink; far logits have std ≈ r²/d = {:.3})",
+            norm_label(r),
+            scaled_norm(r, d),
+            r * r / (d as f64).sqrt(),
+            r * r / d as f64
+        ),
+    }
 }
 
 pub(super) fn nonfinite_notes(rep: &Report) -> Vec<String> {
@@ -253,10 +317,20 @@ pub(super) fn nonfinite_notes(rep: &Report) -> Vec<String> {
 
 pub(super) fn setting_line(rep: &Report) -> String {
     let c = &rep.config;
-    format!(
+    let line = format!(
         "L = {}, d = dv = {}, {} seeds, {} kernel-level pairs, f64 on backend {} ({} threads), {:.1} s",
         c.len, c.dim, c.seeds, c.pairs, rep.backend, c.threads, rep.seconds
-    )
+    );
+    match c.setting {
+        Setting::Iid => line,
+        Setting::Local(p) => format!(
+            "{line}\nlocal setting: AR(1) directions with a = {}, {}",
+            p.corr,
+            p.sink_logit.map_or("no sink".into(), |s| format!(
+                "sink at position 0 with logit ≈ {s}"
+            ))
+        ),
+    }
 }
 
 pub(super) const NOTES: [&str; 5] = [
@@ -281,6 +355,46 @@ pub(super) const KERNEL_NOTE: &str = "Kernel level: estimates of exp(q·k/√d) 
      huge estimates that no feasible sample contains). The test suite checks Lemma 2 with \
      exact fourth moments over 3000 seeds at r = 1.";
 
+/// The notes a report on `cfg` carries: [`NOTES`], then those of the local setting, the new
+/// maps and hybrid rows where they appear.
+pub(super) fn notes(cfg: &Config) -> Vec<&'static str> {
+    let mut out = NOTES.to_vec();
+    if matches!(cfg.setting, Setting::Local(_)) {
+        out.push(LOCAL_NOTE);
+    }
+    if cfg.kernels.contains(&Kernel::Gerf) {
+        out.push(GERF_NOTE);
+    }
+    if cfg.kernels.contains(&Kernel::DataAware) {
+        out.push(DATA_AWARE_NOTE);
+    }
+    if with_costs(cfg) {
+        out.push(HYBRID_NOTE);
+    }
+    out
+}
+
+pub(super) const LOCAL_NOTE: &str = "Local setting: query and key directions follow one \
+     AR(1) sequence (neighbours at distance δ have latent correlation a^δ), so nearby \
+     positions have the largest logits; with a sink, every query also points toward key 0. \
+     The first note's \"every raw query and key row\" excepts the sink key (module docs of \
+     favor fidelity).";
+
+pub(super) const GERF_NOTE: &str = "GERF (FAVOR++): A = gerf_optimal_a(gerf_rho(q, k)) from \
+     the evaluated q and k (all pairs), per (r, seed), as favor-tensor fits it per (batch, \
+     head); m features, the cost of SM+.";
+
+pub(super) const DATA_AWARE_NOTE: &str = "data-aware: calibrated with favor_core::calibrate \
+     on a separate draw of the same setting (stream calibration_seed(s)), never on the \
+     evaluated inputs, over the pairs the row's hybrid shape leaves to the features (all \
+     pairs for FAVOR+); keys shifted by its μ. m features, the cost of SM+ per token.";
+
+pub(super) const HYBRID_NOTE: &str = "Hybrid rows (w, sinks): exact softmax weights for \
+     |i − j| ≤ w and the first `sinks` keys, the row's features for every other key, one \
+     normaliser; the same projection as the FAVOR+ row above them. exact/q: mean keys per \
+     query weighed exactly (O(L·exact/q·d) on top of FAVOR+'s O(L·features·d)); feat: \
+     features per key (m or 2m). w = – is plain FAVOR+.";
+
 /// The report as aligned plain-text tables.
 pub fn render_text(rep: &Report) -> String {
     let mut s = String::new();
@@ -292,7 +406,7 @@ pub fn render_text(rep: &Report) -> String {
     );
     for &r in &c.norms {
         let (abs, rel) = output_tables(rep, r);
-        let _ = writeln!(s, "{}", r_heading(r, c.dim));
+        let _ = writeln!(s, "{}", r_heading(c, r));
         let _ = writeln!(s, "output MSE, mean ± std over {} seeds", c.seeds);
         s.push_str(&abs.text());
         let _ = writeln!(s, "relative MSE (MSE / mean square of the exact output)");
@@ -313,7 +427,7 @@ pub fn render_text(rep: &Report) -> String {
         s.push('\n');
     }
     let _ = writeln!(s, "Notes:");
-    for n in NOTES {
+    for n in notes(c) {
         let _ = writeln!(s, "  - {n}");
     }
     s
@@ -323,8 +437,23 @@ pub fn render_text(rep: &Report) -> String {
 /// `--threads`, which does not change the results).
 pub fn command_line(cfg: &Config) -> String {
     let join = |v: Vec<String>| v.join(",");
-    let d = Config::default();
+    let d = Config::for_setting(cfg.setting);
     let mut s = String::from("favor fidelity");
+    if let Setting::Local(p) = cfg.setting {
+        s.push_str(" --setting local");
+        let def = super::config::Local::default();
+        if p.corr != def.corr {
+            let _ = write!(s, " --corr {}", p.corr);
+        }
+        if p.sink_logit != def.sink_logit {
+            match p.sink_logit {
+                Some(x) => {
+                    let _ = write!(s, " --sink-logit {x}");
+                }
+                None => s.push_str(" --no-sink"),
+            }
+        }
+    }
     if cfg.len != d.len {
         let _ = write!(s, " --len {}", cfg.len);
     }
@@ -363,6 +492,18 @@ pub fn command_line(cfg: &Config) -> String {
             s,
             " --projections {}",
             join(cfg.projections.iter().map(|p| p.id().into()).collect())
+        );
+    }
+    if cfg.windows != d.windows {
+        let list = join(cfg.windows.iter().map(|w| w.to_string()).collect());
+        let list = if list.is_empty() { "none".into() } else { list };
+        let _ = write!(s, " --windows {list}");
+    }
+    if cfg.sinks != d.sinks {
+        let _ = write!(
+            s,
+            " --sinks {}",
+            join(cfg.sinks.iter().map(|w| w.to_string()).collect())
         );
     }
     s
