@@ -29,6 +29,9 @@ pub enum AnyFeatureMap<'w, T> {
     Trigonometric(TrigonometricSoftmax<'w, T>),
     /// [`Generalized`].
     Generalized(Generalized<'w, T>),
+    /// [`GerfSoftmax`] (GERF / FAVOR++; with rescaled rows also SADERF, see
+    /// [`SaderfScales`](crate::SaderfScales)).
+    Gerf(GerfSoftmax<'w, T>),
 }
 
 macro_rules! any_map_from {
@@ -44,7 +47,8 @@ any_map_from!(
     Positive(PositiveSoftmax),
     Hyperbolic(HyperbolicSoftmax),
     Trigonometric(TrigonometricSoftmax),
-    Generalized(Generalized)
+    Generalized(Generalized),
+    Gerf(GerfSoftmax)
 );
 
 /// Forwards one method to whichever map is inside.
@@ -55,6 +59,7 @@ macro_rules! each_map {
             AnyFeatureMap::Hyperbolic($m) => $e,
             AnyFeatureMap::Trigonometric($m) => $e,
             AnyFeatureMap::Generalized($m) => $e,
+            AnyFeatureMap::Gerf($m) => $e,
         }
     };
 }
