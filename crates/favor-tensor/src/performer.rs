@@ -305,11 +305,19 @@ impl Performer {
     /// state of the keys that left the window. A hybrid prefill steps its tokens one by one.
     ///
     /// A layer with a data-aware map ([`data_aware_map`](Self::data_aware_map)) has no
-    /// stream yet: that is an error.
+    /// stream yet, and one with [`Kernel::Gerf`] or [`Kernel::Saderf`] (fitted per call) none
+    /// at all: both are [`Error::Config`].
     pub fn stream(&self, batch: usize) -> Result<Stream> {
         if self.cfg.data_aware.is_some() {
             return Err(Error::Config(
                 "a layer with a data-aware map (calibrate, data_aware) has no stream yet".into(),
+            ));
+        }
+        if self.cfg.kernel.is_fitted() {
+            return Err(Error::Config(
+                "a stream is causal, and Kernel::Gerf and Kernel::Saderf fit on every call's \
+                 queries and keys: use Kernel::Softmax (with calibrate() for a fitted map)"
+                    .into(),
             ));
         }
         Stream::new(self.cfg.clone(), self.weights(), batch)
