@@ -242,7 +242,9 @@ pub struct DrawFlags {
 /// The flags of `favor run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunFlags {
-    /// softmax|hyperbolic|trig|relu|elu|exp|abs|square (default softmax).
+    /// softmax|hyperbolic|trig|relu|elu|exp|abs|square|gerf|saderf (default softmax). gerf
+    /// (FAVOR++) and saderf (FAVOR#) fit their parameters to each head of the inputs and are
+    /// bidirectional only.
     #[arg(long)]
     pub kernel: Option<Kernel>,
     #[command(flatten)]

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use favor_core::{ExactOptions, Normals, Scalar, Shape, softmax_attention};
 use favor_npy as npy;
-use favor_tensor::{Performer, TensorView};
+use favor_tensor::{Kernel, Performer, TensorView};
 
 /// A fresh directory for one test's files.
 fn dir(name: &str) -> PathBuf {
@@ -78,48 +78,73 @@ fn fixtures(d: &Path, seed: u64) -> [String; 3] {
     ]
 }
 
+/// `favor run` equals the library's layer bit for bit: plain FAVOR+ and hybrid attention,
+/// bidirectional and causal, and with `--kernel gerf|saderf|favor#` (bidirectional: a causal
+/// run with a fitted kernel is one line and exit 2), whose outputs differ from SM+'s.
 #[test]
 fn run_equals_the_library() {
     let d = dir("lib");
     let [q, k, v] = fixtures(&d, 1);
     let out = d.join("out.npy");
+    let (qd, kd, vd) = (
+        read(Path::new(&q)).1,
+        read(Path::new(&k)).1,
+        read(Path::new(&v)).1,
+    );
+    let view = |x| TensorView::new([1, 1, L, D], x).unwrap();
+    let mut softmax = Vec::new();
     // Plain FAVOR+, and hybrid attention (window 3, one sink), each way.
-    for (causal, hybrid) in [(false, false), (true, false), (false, true), (true, true)] {
-        let mut args = vec![
-            "run",
-            "--q",
-            &q,
-            "--k",
-            &k,
-            "--v",
-            &v,
-            "--features",
-            "32",
-            "--seed",
-            "9",
-        ];
-        if causal {
-            args.push("--causal");
+    let configs = [(false, false), (true, false), (false, true), (true, true)];
+    for kernel in [None, Some("gerf"), Some("saderf"), Some("favor#")] {
+        for (i, &(causal, hybrid)) in configs.iter().enumerate() {
+            let mut args = vec![
+                "run",
+                "--q",
+                &q,
+                "--k",
+                &k,
+                "--v",
+                &v,
+                "--features",
+                "32",
+                "--seed",
+                "9",
+            ];
+            if let Some(name) = kernel {
+                args.extend(["--kernel", name]);
+            }
+            if causal {
+                args.push("--causal");
+            }
+            if hybrid {
+                args.extend(["--window", "3", "--sinks", "1"]);
+            }
+            args.extend(["--out", out.to_str().unwrap()]);
+            if kernel.is_some() && causal {
+                let err = fails(&args);
+                assert!(err.contains("causal"), "{err}");
+                continue;
+            }
+            ok(&args);
+            let (shape, got) = read(&out);
+            assert_eq!(shape, [L, D]);
+            let kind: Kernel = kernel.map_or(Kernel::default(), |k| k.parse().unwrap());
+            let mut b = Performer::builder(D)
+                .features(32)
+                .seed(9)
+                .causal(causal)
+                .kernel(kind);
+            if hybrid {
+                b = b.window(3).sinks(1);
+            }
+            let want = b.build().unwrap().forward(view(&qd), view(&kd), view(&vd));
+            let what = format!("{kernel:?} causal {causal} hybrid {hybrid}");
+            assert_eq!(got, want.unwrap().data(), "{what}");
+            match kernel {
+                None => softmax.push(got),
+                Some(_) => assert_ne!(got, softmax[i], "{what} is not SM+"),
+            }
         }
-        if hybrid {
-            args.extend(["--window", "3", "--sinks", "1"]);
-        }
-        args.extend(["--out", out.to_str().unwrap()]);
-        ok(&args);
-        let (shape, got) = read(&out);
-        assert_eq!(shape, [L, D]);
-        let (qd, kd, vd) = (
-            read(Path::new(&q)).1,
-            read(Path::new(&k)).1,
-            read(Path::new(&v)).1,
-        );
-        let view = |x| TensorView::new([1, 1, L, D], x).unwrap();
-        let mut b = Performer::builder(D).features(32).seed(9).causal(causal);
-        if hybrid {
-            b = b.window(3).sinks(1);
-        }
-        let want = b.build().unwrap().forward(view(&qd), view(&kd), view(&vd));
-        assert_eq!(got, want.unwrap().data(), "causal {causal} hybrid {hybrid}");
     }
 }
 

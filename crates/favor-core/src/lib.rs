@@ -107,7 +107,11 @@
 //! - **feature map** φ — [`FeatureMap`]: [`PositiveSoftmax`] (SM+), [`HyperbolicSoftmax`]
 //!   (SMhyp+), [`TrigonometricSoftmax`] (SM), [`Generalized`] (`f(Wx) + ε`), [`GerfSoftmax`]
 //!   (GERF / FAVOR++: SM+ with a parameter A; lower variance at [`gerf_optimal_a`]);
-//!   [`AnyFeatureMap`] holds any of the first four, chosen at run time.
+//!   [`AnyFeatureMap`] holds any of them but the data-aware map, chosen at run time.
+//! - **SADERF / FAVOR#** — [`SaderfScales`]: GERF on `Ψq` and `Ψ⁻¹k` for a diagonal Ψ
+//!   (`q·k` unchanged, so still positive and unbiased), ψ and A fitted by [`saderf_fit`] from
+//!   a call's queries and keys to minimise the pairs' `|Ψq + Ψ⁻¹k|²`, which GERF's second
+//!   moment grows with; the caller rescales the rows, the map is a [`GerfSoftmax`].
 //! - **data-aware map** — [`DataAwareSoftmax`]: SM+ with ω drawn from a Gaussian proposal Σ_p
 //!   fitted to a head and importance-weighted back (per-feature offsets
 //!   `cᵣ = ½ ln N(ωᵣ; 0, I)/N(ωᵣ; 0, Σ_p)`): positive, unbiased, no per-token cost.
@@ -176,9 +180,10 @@ pub use exact::{
 };
 pub use features::{
     AnyFeatureMap, Calibration, DataAwareParts, DataAwareSoftmax, FeatureMap, Generalized,
-    GerfSoftmax, HyperbolicSoftmax, PositiveSoftmax, TrigonometricSoftmax, calibrate,
-    calibrate_scratch_len, draw_data_aware, draw_data_aware_scratch_len, gerf_optimal_a, gerf_rho,
-    optimal_proposal_variance, pair_moments, pair_moments_scratch_len, symmetric_eigen,
+    GerfSoftmax, HyperbolicSoftmax, PositiveSoftmax, SADERF_FLOOR, SaderfScales,
+    TrigonometricSoftmax, calibrate, calibrate_scratch_len, draw_data_aware,
+    draw_data_aware_scratch_len, gerf_optimal_a, gerf_rho, optimal_proposal_variance, pair_moments,
+    pair_moments_scratch_len, saderf_fit, symmetric_eigen,
 };
 pub use float::Float;
 pub use hybrid::{

@@ -77,7 +77,7 @@ fn sample(x: &[f64], y: &[f64], a: f64, n: u64) -> Sample {
 }
 
 /// One draw of the m = `m` feature estimate of exp(x·y) per seed, normaliser off.
-fn estimates(x: &[f64], y: &[f64], a: f64, m: usize, seeds: u64) -> Vec<f64> {
+pub(super) fn estimates(x: &[f64], y: &[f64], a: f64, m: usize, seeds: u64) -> Vec<f64> {
     let d = x.len();
     let mut w = vec![0f64; m * d];
     let mut norms = vec![0f64; m];

@@ -12,4 +12,5 @@ mod hybrid;
 mod hybrid_snapshot;
 mod mapped;
 mod precision;
+mod saderf;
 mod statistics;

@@ -108,7 +108,19 @@ impl PerformerBuilder {
         self.features = Some(m);
         self
     }
-    /// The kernel (default [`Kernel::Softmax`]).
+    /// The kernel (default [`Kernel::Softmax`]). [`Kernel::Gerf`] and [`Kernel::Saderf`] fit
+    /// their parameters on every forward call and are refused by causal layers (`build`
+    /// returns [`Error::Config`]).
+    ///
+    /// ```
+    /// use favor_tensor::{Kernel, Performer, TensorView};
+    /// let (l, d) = (32, 8);
+    /// let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.37).sin()).collect();
+    /// let x = TensorView::new([1, 1, l, d], &x).unwrap();
+    /// let attn = Performer::builder(d).features(32).kernel(Kernel::Saderf).build().unwrap();
+    /// assert!(attn.forward(x, x, x).unwrap().data().iter().all(|o| o.is_finite()));
+    /// assert!(Performer::builder(d).kernel(Kernel::Gerf).causal(true).build().is_err());
+    /// ```
     pub fn kernel(mut self, kernel: Kernel) -> Self {
         self.kernel = kernel;
         self
@@ -176,8 +188,9 @@ impl PerformerBuilder {
     /// weighs the keys with `|i − j| ≤ w` (causal: `i − w ≤ j ≤ i`) by the exact
     /// `exp(q·k/√d)`, and every other key by its random features, under one normaliser.
     /// `window(0)` makes only the diagonal exact; a window covering the sequence is exact
-    /// softmax attention. Needs the softmax or hyperbolic kernel, and queries and keys of the
-    /// same length. Setting only [`sinks`](Self::sinks) means `window(0)`.
+    /// softmax attention. Needs the softmax, hyperbolic, GERF or SADERF kernel (the last two
+    /// fit on all pairs of the call, not only the far ones the features take), and queries
+    /// and keys of the same length. Setting only [`sinks`](Self::sinks) means `window(0)`.
     ///
     /// ```
     /// use favor_tensor::{Performer, TensorView};
@@ -349,8 +362,22 @@ impl PerformerBuilder {
                 sinks: sinks.unwrap_or(0),
             }),
         };
-        if hybrid.is_some() && !matches!(self.kernel, Kernel::Softmax | Kernel::Hyperbolic) {
-            return bad("hybrid attention (window, sinks) needs the softmax or hyperbolic kernel");
+        if hybrid.is_some()
+            && !matches!(
+                self.kernel,
+                Kernel::Softmax | Kernel::Hyperbolic | Kernel::Gerf | Kernel::Saderf
+            )
+        {
+            return bad(
+                "hybrid attention (window, sinks) needs the softmax, hyperbolic, gerf or saderf kernel",
+            );
+        }
+        if self.kernel.is_fitted() && self.causal {
+            return bad(
+                "Kernel::Gerf and Kernel::Saderf fit their parameters from each call's queries and \
+                 keys, which in causal attention would let later tokens change earlier outputs; \
+                 for causal layers use Kernel::Softmax with calibrate() or data_aware()",
+            );
         }
         let mut cfg = Config {
             heads: self.heads,

@@ -43,6 +43,21 @@ pub enum Kernel {
     Abs,
     /// Generalized attention `(Wx)² + ε`.
     Square,
+    /// GERF / FAVOR++ (favor-core's `GerfSoftmax`): positive features with a parameter A,
+    /// unbiased for softmax, lower variance than SM+. A is fitted on every forward call, per
+    /// (batch, head), from that call's queries and the keys the head attends to (the visible
+    /// ones under a key mask): `gerf_optimal_a(gerf_rho(q, k))`. Bidirectional only: a fit
+    /// over the whole call would let later tokens change earlier outputs of causal attention
+    /// (the causal option is [`calibrate`](crate::PerformerBuilder::calibrate)'s data-aware
+    /// map), so causal layers and streams refuse it. Unbiased with Gaussian rows (the default
+    /// χ-norm orthogonal, iid or simplex projections), not with `RowNorms::SqrtD`.
+    Gerf,
+    /// SADERF / FAVOR# (favor-core's `saderf_fit`, `SaderfScales`): GERF on `Ψq` and `Ψ⁻¹k`
+    /// for a diagonal Ψ fitted with A on every forward call, per (batch, head), as
+    /// [`Kernel::Gerf`] is. `q·k` is unchanged, so it stays positive and unbiased; Ψ evens out
+    /// coordinates where keys and queries spread differently, which lowers the variance
+    /// further there. Bidirectional only, as [`Kernel::Gerf`].
+    Saderf,
 }
 
 impl Kernel {
@@ -50,8 +65,18 @@ impl Kernel {
     pub fn is_softmax(self) -> bool {
         matches!(
             self,
-            Kernel::Softmax | Kernel::Hyperbolic | Kernel::Trigonometric
+            Kernel::Softmax
+                | Kernel::Hyperbolic
+                | Kernel::Trigonometric
+                | Kernel::Gerf
+                | Kernel::Saderf
         )
+    }
+
+    /// Whether φ's parameters are fitted from each call's queries and keys
+    /// ([`Kernel::Gerf`], [`Kernel::Saderf`]): such kernels are bidirectional only.
+    pub fn is_fitted(self) -> bool {
+        matches!(self, Kernel::Gerf | Kernel::Saderf)
     }
 
     fn activation<T>(self) -> Option<Activation<T>> {
@@ -61,7 +86,11 @@ impl Kernel {
             Kernel::Exp => Some(Activation::Exp),
             Kernel::Abs => Some(Activation::Abs),
             Kernel::Square => Some(Activation::Square),
-            Kernel::Softmax | Kernel::Hyperbolic | Kernel::Trigonometric => None,
+            Kernel::Softmax
+            | Kernel::Hyperbolic
+            | Kernel::Trigonometric
+            | Kernel::Gerf
+            | Kernel::Saderf => None,
         }
     }
 }
@@ -69,7 +98,7 @@ impl Kernel {
 impl FromStr for Kernel {
     type Err = String;
     /// Parses `softmax` (or `positive`), `hyperbolic`, `trig` (or `trigonometric`), `relu`,
-    /// `elu`, `exp`, `abs`, `square`.
+    /// `elu`, `exp`, `abs`, `square`, `gerf` (or `favor++`), `saderf` (or `favor#`).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         Ok(match s {
             "softmax" | "positive" => Kernel::Softmax,
@@ -80,9 +109,11 @@ impl FromStr for Kernel {
             "exp" => Kernel::Exp,
             "abs" => Kernel::Abs,
             "square" => Kernel::Square,
+            "gerf" | "favor++" => Kernel::Gerf,
+            "saderf" | "favor#" => Kernel::Saderf,
             _ => {
                 return Err(format!(
-                    "unknown kernel {s:?} (expected softmax, hyperbolic, trig, relu, elu, exp, abs or square)"
+                    "unknown kernel {s:?} (expected softmax, hyperbolic, trig, relu, elu, exp, abs, square, gerf or saderf)"
                 ));
             }
         })
@@ -193,7 +224,9 @@ impl Config {
         let (w, wt) = T::weights(weights);
         let (m, d, n) = (self.features, self.dim, self.normalizer);
         let map = match self.kernel {
-            Kernel::Softmax => PositiveSoftmax::new(w, m, d)
+            // The fitted kernels' map is made per call and head (exec.rs) over the same W; SM+
+            // (GERF at A = 0, bit for bit) checks W at build.
+            Kernel::Softmax | Kernel::Gerf | Kernel::Saderf => PositiveSoftmax::new(w, m, d)
                 .and_then(|p| p.with_transposed_projection(wt))
                 .map(|p| AnyFeatureMap::Positive(p.with_data_normalizer(n))),
             Kernel::Hyperbolic => HyperbolicSoftmax::new(w, m, d)

@@ -3,11 +3,13 @@
 
 use std::any::TypeId;
 
-use favor_core::{DataAwareSoftmax, FeatureMap, Float, Kernels, Options, Shape};
+use favor_core::{
+    AnyFeatureMap, DataAwareSoftmax, FeatureMap, Float, GerfSoftmax, Kernels, Options, Shape,
+};
 
 use crate::alloc::{self, try_resize, try_zeros};
 use crate::backend::{BackendOp, Real};
-use crate::config::{Config, Precision};
+use crate::config::{Config, Kernel, Precision};
 use crate::error::{Error, Result, setup};
 use crate::range::Maxima;
 use crate::tensor::{Element, TensorView, TensorViewMut};
@@ -149,19 +151,22 @@ impl<'a, E: Element> Io<'a, E> {
             for h in 0..cfg.heads {
                 maps.push(data_aware.head_map::<T>(h, cfg.normalizer).map_err(setup)?);
             }
-            return self.run_maps(cfg, &maps, Some(&maps), out);
+            return self.run_maps(cfg, &maps, Some(&maps), None, out);
         }
         let map = cfg.map::<T>(weights)?;
-        self.run_maps(cfg, std::slice::from_ref(&map), None, out)
+        let fitted = cfg.kernel.is_fitted().then(|| T::weights(weights));
+        self.run_maps(cfg, std::slice::from_ref(&map), None, fitted, out)
     }
 
     /// Runs every head with `maps[h]` (or `maps[0]` for all, when there is one), shifting
-    /// head h's keys by `shifts[h]`'s μ when given, into `out` of any strides.
+    /// head h's keys by `shifts[h]`'s μ when given, or, for the fitted kernels, with a map
+    /// fitted to the head over `fitted` (W, Wᵀ), into `out` of any strides.
     fn run_maps<T: Real, O: Element, F: FeatureMap<T> + Sync>(
         &self,
         cfg: &Config,
         maps: &[F],
         shifts: Option<&[DataAwareSoftmax<'_, T>]>,
+        fitted: Option<(&[T], &[T])>,
         mut out: TensorViewMut<'_, O>,
     ) -> Result<()> {
         if out.is_contiguous() {
@@ -170,6 +175,7 @@ impl<'a, E: Element> Io<'a, E> {
                 cfg,
                 maps,
                 shifts,
+                fitted,
                 out: out.data_mut(),
             });
         }
@@ -182,6 +188,7 @@ impl<'a, E: Element> Io<'a, E> {
             cfg,
             maps,
             shifts,
+            fitted,
             out: &mut tmp,
         })?;
         let [_, h, l, dv] = shape;
@@ -201,6 +208,8 @@ struct Heads<'r, 'a, 'w, E, T, O, F> {
     maps: &'r [F],
     /// Per head, the data-aware map whose μ shifts the head's keys.
     shifts: Option<&'r [DataAwareSoftmax<'w, T>]>,
+    /// W and Wᵀ, when each head's map is fitted to it ([`Kernel::is_fitted`]).
+    fitted: Option<(&'r [T], &'r [T])>,
     out: &'r mut [O],
 }
 
@@ -209,7 +218,8 @@ impl<E: Element, T: Real, O: Element, F: FeatureMap<T> + Sync> BackendOp<T>
 {
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
-        let (io, cfg, maps, shifts) = (self.io, self.cfg, self.maps, self.shifts);
+        let (io, cfg, maps, shifts, fitted) =
+            (self.io, self.cfg, self.maps, self.shifts, self.fitted);
         let per_head = io.shape.queries * io.shape.value_dim;
         let one = |(i, out): (usize, &mut [O])| -> Result<()> {
             let (b, h) = (i / cfg.heads, i % cfg.heads);
@@ -224,13 +234,17 @@ impl<E: Element, T: Real, O: Element, F: FeatureMap<T> + Sync> BackendOp<T>
                 mask,
                 shape: io.shape,
             };
-            let map = &maps[if maps.len() == 1 { 0 } else { h }];
-            let shift = shifts.map(|s| &s[h]);
-            head.attend(kernels, map, shift, cfg, out, |source| Error::Core {
+            let core = |source| Error::Core {
                 batch: b,
                 head: h,
                 source,
-            })
+            };
+            if let Some(w) = fitted {
+                return head.attend_fitted(kernels, w, cfg, out, core);
+            }
+            let map = &maps[if maps.len() == 1 { 0 } else { h }];
+            let shift = shifts.map(|s| &s[h]);
+            head.attend(kernels, map, shift, cfg, out, core)
         };
         let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, one);
         results.into_iter().collect()
@@ -336,7 +350,16 @@ struct HeadIo<'v, 'a, E> {
     shape: Shape,
 }
 
-impl<E: Element> HeadIo<'_, '_, E> {
+impl<'a, E: Element> HeadIo<'_, 'a, E> {
+    /// The head's q, k and v as `T` rows: zero-copy, or converted into `bufs`.
+    fn widened<'t, T: Float>(&self, bufs: &'t mut [Vec<T>; 3]) -> Result<[&'t [T]; 3]>
+    where
+        'a: 't,
+    {
+        let [tq, tk, tv] = bufs;
+        Ok([self.q.widen(tq)?, self.k.widen(tk)?, self.v.widen(tv)?])
+    }
+
     /// One head's attention into `out`; favor-core's errors go through `core` (which
     /// names the head).
     fn attend<T: Real, K: Kernels<T>, F: FeatureMap<T>, O: Element>(
@@ -348,12 +371,8 @@ impl<E: Element> HeadIo<'_, '_, E> {
         out: &mut [O],
         core: impl Fn(favor_core::Error) -> Error,
     ) -> Result<()> {
-        let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
-        let (q, k, v) = (
-            self.q.widen(&mut tq)?,
-            self.k.widen(&mut tk)?,
-            self.v.widen(&mut tv)?,
-        );
+        let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
+        let [q, k, v] = self.widened(&mut bufs)?;
         // Keys shifted by the data-aware map's μ, in a copy (never the caller's input).
         let mut shifted = Vec::new();
         let k = match shift {
@@ -365,6 +384,76 @@ impl<E: Element> HeadIo<'_, '_, E> {
             }
             None => k,
         };
+        self.run_plan(kernels, map, (q, k, v), cfg, out, core)
+    }
+
+    /// One head's attention with a [`Kernel::Gerf`] or [`Kernel::Saderf`] map fitted to this
+    /// call's queries and the keys they see (the unmasked ones; with none visible the output
+    /// is zero whatever the map, and A = 0, ψ = 1 are used), over W and Wᵀ `w`. SADERF
+    /// rescales copies of the queries by ψ and of the keys by 1/ψ.
+    fn attend_fitted<T: Real, K: Kernels<T>, O: Element>(
+        &self,
+        kernels: &K,
+        (w, wt): (&[T], &[T]),
+        cfg: &Config,
+        out: &mut [O],
+        core: impl Fn(favor_core::Error) -> Error,
+    ) -> Result<()> {
+        let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
+        let [q, k, v] = self.widened(&mut bufs)?;
+        let d = self.shape.dim;
+        let mut visible = Vec::new();
+        let seen = match self.mask {
+            Some(mask) => {
+                let n = mask.iter().filter(|&&on| on).count();
+                try_resize("visible keys", &mut visible, n * d, T::zero())?;
+                let rows = k.chunks_exact(d).zip(mask).filter(|(_, on)| **on);
+                for (dst, (row, _)) in visible.chunks_exact_mut(d).zip(rows) {
+                    dst.copy_from_slice(row);
+                }
+                &visible[..]
+            }
+            None => k,
+        };
+        let (mut qs, mut ks, mut psi) = (Vec::new(), Vec::new(), Vec::new());
+        let (a, q, k) = match (cfg.kernel, seen.is_empty()) {
+            (_, true) => (0.0, q, k),
+            (Kernel::Saderf, false) => {
+                try_resize("SADERF scales", &mut psi, d, T::zero())?;
+                let fit =
+                    favor_core::saderf_fit(q, seen, d, cfg.normalizer, &mut psi).map_err(&core)?;
+                try_resize("rescaled queries", &mut qs, q.len(), T::zero())?;
+                try_resize("rescaled keys", &mut ks, k.len(), T::zero())?;
+                qs.copy_from_slice(q);
+                ks.copy_from_slice(k);
+                fit.apply_queries(&mut qs).map_err(&core)?;
+                fit.apply_keys(&mut ks).map_err(&core)?;
+                (fit.a(), &qs[..], &ks[..])
+            }
+            _ => {
+                let rho = favor_core::gerf_rho(q, seen, d, cfg.normalizer).map_err(&core)?;
+                (favor_core::gerf_optimal_a(rho), q, k)
+            }
+        };
+        let mut norms = Vec::new();
+        try_resize("projection norms", &mut norms, cfg.features, T::zero())?;
+        let map = GerfSoftmax::new(w, cfg.features, d, a, &mut norms)
+            .and_then(|g| g.with_transposed_projection(wt))
+            .map(|g| AnyFeatureMap::Gerf(g.with_data_normalizer(cfg.normalizer)))
+            .map_err(&core)?;
+        self.run_plan(kernels, &map, (q, k, v), cfg, out, core)
+    }
+
+    /// Plans and runs one head's attention over rows ready for `map`.
+    fn run_plan<T: Real, K: Kernels<T>, F: FeatureMap<T>, O: Element>(
+        &self,
+        kernels: &K,
+        map: &F,
+        (q, k, v): (&[T], &[T], &[T]),
+        cfg: &Config,
+        out: &mut [O],
+        core: impl Fn(favor_core::Error) -> Error,
+    ) -> Result<()> {
         let opts = Options {
             // A block longer than the sequence would only size scratch for rows that never
             // exist (and could fail to allocate); the partition into blocks is the same.

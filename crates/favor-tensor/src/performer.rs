@@ -305,8 +305,17 @@ impl Performer {
     /// state of the keys that left the window. A hybrid prefill steps its tokens one by one.
     ///
     /// A layer with a data-aware map ([`data_aware_map`](Self::data_aware_map)) streams with
-    /// each head's map on keys shifted by its μ, as [`forward`](Self::forward) does.
+    /// each head's map on keys shifted by its μ, as [`forward`](Self::forward) does. One with
+    /// [`Kernel::Gerf`] or [`Kernel::Saderf`] (fitted per call) has none: that is
+    /// [`Error::Config`].
     pub fn stream(&self, batch: usize) -> Result<Stream> {
+        if self.cfg.kernel.is_fitted() {
+            return Err(Error::Config(
+                "a stream is causal, and Kernel::Gerf and Kernel::Saderf fit on every call's \
+                 queries and keys: use Kernel::Softmax (with calibrate() for a fitted map)"
+                    .into(),
+            ));
+        }
         Stream::new(self.cfg.clone(), self.weights(), batch)
     }
 }

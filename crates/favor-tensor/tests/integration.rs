@@ -4,6 +4,7 @@
 
 mod common;
 mod data_aware;
+mod fitted;
 mod hosts;
 mod hybrid;
 mod tensor;

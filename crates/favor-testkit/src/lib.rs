@@ -24,7 +24,8 @@
 //! Every tolerance is derived from the operation (comments in each module); none is tuned.
 //!
 //! Oracles not yet behind a target: [`gerf`] (the closed-form moments of GERF / FAVOR++
-//! features), [`calibrated`] (data-aware importance-weighted features: the map, its
+//! features), [`saderf`] (SADERF / FAVOR#: the pair objective of the diagonal, its
+//! minimiser and ρ by brute force over pairs), [`calibrated`] (data-aware importance-weighted features: the map, its
 //! closed-form moments for any Gaussian proposal, the calibration pair moments by brute
 //! force). [`hybrid`] (hybrid attention — exact window and sinks, random features outside —
 //! from its definition) is the oracle of [`check_hybrid`].
@@ -49,6 +50,7 @@ pub mod mapped;
 pub mod maps;
 pub mod npy;
 pub mod reference;
+pub mod saderf;
 pub mod snapshot;
 pub mod stream;
 pub mod tensor_stream;

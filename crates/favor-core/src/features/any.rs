@@ -31,6 +31,9 @@ pub enum AnyFeatureMap<'w, T> {
     Generalized(Generalized<'w, T>),
     /// [`DataAwareSoftmax`] (calibrated; its caller shifts keys by μ).
     DataAware(DataAwareSoftmax<'w, T>),
+    /// [`GerfSoftmax`] (GERF / FAVOR++; with rescaled rows also SADERF, see
+    /// [`SaderfScales`](crate::SaderfScales)).
+    Gerf(GerfSoftmax<'w, T>),
 }
 
 macro_rules! any_map_from {
@@ -47,7 +50,8 @@ any_map_from!(
     Hyperbolic(HyperbolicSoftmax),
     Trigonometric(TrigonometricSoftmax),
     Generalized(Generalized),
-    DataAware(DataAwareSoftmax)
+    DataAware(DataAwareSoftmax),
+    Gerf(GerfSoftmax)
 );
 
 /// Forwards one method to whichever map is inside.
@@ -59,6 +63,7 @@ macro_rules! each_map {
             AnyFeatureMap::Trigonometric($m) => $e,
             AnyFeatureMap::Generalized($m) => $e,
             AnyFeatureMap::DataAware($m) => $e,
+            AnyFeatureMap::Gerf($m) => $e,
         }
     };
 }

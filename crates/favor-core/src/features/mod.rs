@@ -333,6 +333,7 @@ mod gerf;
 mod hyperbolic;
 mod jacobi;
 mod positive;
+mod saderf;
 mod trigonometric;
 
 pub use any::AnyFeatureMap;
@@ -346,4 +347,5 @@ pub use gerf::{GerfSoftmax, gerf_optimal_a, gerf_rho};
 pub use hyperbolic::HyperbolicSoftmax;
 pub use jacobi::symmetric_eigen;
 pub use positive::PositiveSoftmax;
+pub use saderf::{SADERF_FLOOR, SaderfScales, saderf_fit};
 pub use trigonometric::TrigonometricSoftmax;
