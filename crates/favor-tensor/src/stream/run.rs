@@ -125,26 +125,29 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let (d, dv, len) = (cfg.dim, cfg.value_dim, io.len);
         let group = cfg.heads / cfg.kv_heads;
         let maps = Maps::new(&self.states.map, &self.states.head_maps);
+        let sizes = PrefillSizes::new::<E, T, O>(io, (d, dv), !maps.shared(), 0);
         let heads = &mut self.states.hybrid;
+        // As in `prefill`: every buffer is allocated before the first head changes.
+        let pool = BufferPool::new(&sizes, concurrency(cfg.parallel, heads.len()))?;
         let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
-            let (b, hd) = (i / cfg.heads, i % cfg.heads);
-            let (mut tq, mut tk, mut tv, mut wide, mut shifted) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let q = Rows::of(&io.q, b, hd).widen(&mut tq)?;
-            let k = Rows::of(&io.k, b, hd / group).widen(&mut tk)?;
-            let v = Rows::of(&io.v, b, hd / group).widen(&mut tv)?;
-            let out_t = narrow_target(o, &mut wide)?;
-            let core = |e| core(cfg.heads, i, e);
-            let k = maps.keys(i, k, &mut shifted).map_err(core)?;
-            let mut s = h.attach(*kernels, maps.of(i), dv, shape).map_err(core)?;
-            for t in 0..len {
-                let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
-                s.step(&q[r.clone()], &k[r], &v[rv.clone()], &mut out_t[rv])
-                    .map_err(core)?;
-            }
-            drop(s); // writes the head's counts and far scale back
-            narrow_back(&wide, o);
-            Ok(())
+            pool.with(&sizes, |bufs| {
+                let (b, hd) = (i / cfg.heads, i % cfg.heads);
+                let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
+                let k = Rows::of(&io.k, b, hd / group).widen(&mut bufs.k)?;
+                let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
+                let out_t = narrow_target(o, &mut bufs.out)?;
+                let core = |e| core(cfg.heads, i, e);
+                let k = maps.keys(i, k, &mut bufs.shifted).map_err(core)?;
+                let mut s = h.attach(*kernels, maps.of(i), dv, shape).map_err(core)?;
+                for t in 0..len {
+                    let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
+                    s.step(&q[r.clone()], &k[r], &v[rv.clone()], &mut out_t[rv])
+                        .map_err(core)?;
+                }
+                drop(s); // writes the head's counts and far scale back
+                narrow_back(&bufs.out, o);
+                Ok(())
+            })
         });
         results.into_iter().collect()
     }
@@ -157,20 +160,11 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let map = maps.of(0);
         // Chunks longer than the call would only size scratch for absent rows.
         let chunk = cfg.chunk.min(len);
-        let copies = converts::<E, T>()
-            || !(io.q.is_contiguous() && io.k.is_contiguous() && io.v.is_contiguous());
-        // A calibrated head shifts a copy of its keys.
-        let shifts = !maps.shared();
-        let sizes = PrefillSizes {
-            input: if copies { len * cfg.dim } else { 0 },
-            shifted: if shifts { len * cfg.dim } else { 0 },
-            values: if copies { len * dv } else { 0 },
-            out: if converts::<O, T>() { len * dv } else { 0 },
-            scratch: crate::alloc::len(
-                "prefill scratch",
-                favor_core::Stream::<T, _, K>::prefill_scratch_len_for(map, chunk),
-            )?,
-        };
+        let scratch = crate::alloc::len(
+            "prefill scratch",
+            favor_core::Stream::<T, _, K>::prefill_scratch_len_for(map, chunk),
+        )?;
+        let sizes = PrefillSizes::new::<E, T, O>(io, (cfg.dim, dv), !maps.shared(), scratch);
         let one = |i: usize, out: &mut [O], h: &mut HeadState<T>, bufs: &mut PrefillBuffers<T>| {
             let (b, hd) = (i / cfg.heads, i % cfg.heads);
             let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
@@ -186,28 +180,66 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
             narrow_back(&bufs.out, out);
             Ok(())
         };
-        // Every buffer the heads need is allocated before the first head changes, so that
-        // running out of memory leaves the stream as it was: one set per head that can run
-        // at once.
         let heads = &mut self.states.heads;
-        let workers = concurrency(cfg.parallel, heads.len());
-        let mut pool = crate::alloc::try_with_capacity("prefill scratch", workers)?;
-        for _ in 0..workers {
-            pool.push(PrefillBuffers::new(&sizes)?);
-        }
-        let pool = std::sync::Mutex::new(pool);
+        let pool = BufferPool::new(&sizes, concurrency(cfg.parallel, heads.len()))?;
         let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
-            let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            // The pool holds one set per concurrent head; allocating here is only a fallback.
-            let mut bufs = match taken {
-                Some(b) => b,
-                None => PrefillBuffers::new(&sizes)?,
-            };
-            let r = one(i, o, h, &mut bufs);
-            pool.lock().unwrap_or_else(|e| e.into_inner()).push(bufs);
-            r
+            pool.with(&sizes, |bufs| one(i, o, h, bufs))
         });
         results.into_iter().collect()
+    }
+}
+
+/// One set of [`PrefillBuffers`] per head that can run at once, allocated before the first
+/// head changes, so that running out of memory leaves the stream as it was.
+struct BufferPool<T>(std::sync::Mutex<Vec<PrefillBuffers<T>>>);
+
+impl<T: Real> BufferPool<T> {
+    fn new(sizes: &PrefillSizes, workers: usize) -> Result<Self> {
+        let mut pool = crate::alloc::try_with_capacity("prefill scratch", workers)?;
+        for _ in 0..workers {
+            pool.push(PrefillBuffers::new(sizes)?);
+        }
+        Ok(Self(std::sync::Mutex::new(pool)))
+    }
+
+    /// Runs `f` with a set from the pool (allocating one is only a fallback: the pool holds
+    /// one per concurrent head) and puts it back.
+    fn with(
+        &self,
+        sizes: &PrefillSizes,
+        f: impl FnOnce(&mut PrefillBuffers<T>) -> Result<()>,
+    ) -> Result<()> {
+        let taken = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut bufs = match taken {
+            Some(b) => b,
+            None => PrefillBuffers::new(sizes)?,
+        };
+        let r = f(&mut bufs);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(bufs);
+        r
+    }
+}
+
+impl PrefillSizes {
+    /// The buffers one head of a `len`-token call needs: input copies where the inputs are
+    /// strided or of another type than `T`, a shifted copy of the keys for calibrated heads,
+    /// an output in `T` where `O` is not `T`, and `scratch` elements of favor-core scratch.
+    fn new<E: Element, T: Real, O: Element>(
+        io: &StepIo<'_, E>,
+        (d, dv): (usize, usize),
+        shifts: bool,
+        scratch: usize,
+    ) -> Self {
+        let len = io.len;
+        let copies = converts::<E, T>()
+            || !(io.q.is_contiguous() && io.k.is_contiguous() && io.v.is_contiguous());
+        Self {
+            input: if copies { len * d } else { 0 },
+            values: if copies { len * dv } else { 0 },
+            shifted: if shifts { len * d } else { 0 },
+            out: if converts::<O, T>() { len * dv } else { 0 },
+            scratch,
+        }
     }
 }
 
