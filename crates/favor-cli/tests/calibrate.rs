@@ -2,8 +2,9 @@
 //! library (favor-tensor's `calibrate` and `forward`, the same bits), and their usage and
 //! file errors (exit status 2, one line naming the file).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+
+use crate::common::{dir, fails, favor, ok, write};
 
 use favor_core::Normals;
 use favor_npy as npy;
@@ -14,50 +15,9 @@ const L: usize = 40;
 const D: usize = 8;
 const M: usize = 16;
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("favor-cal-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn favor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_favor"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) {
-    let o = favor(args);
-    assert!(
-        o.status.success(),
-        "favor {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Runs a command that must fail with exit 2 and one stderr line; returns that line.
-fn fails(args: &[&str]) -> String {
-    let o = favor(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "favor {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(
-        err.starts_with("favor: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
-
 fn gaussian(seed: u64, n: usize, scale: f32, mean: f32) -> Vec<f32> {
     let mut g = Normals::new(0xCA1_0000 + seed);
     (0..n).map(|_| g.sample::<f32>() * scale + mean).collect()
-}
-
-fn write(path: &Path, shape: &[usize], data: &[f32]) -> String {
-    npy::write_f32(path, shape, data).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 /// q, k, v of shape (1, H, L, D) (keys with an offset), and their data.
@@ -86,7 +46,7 @@ fn view(x: &[f32]) -> TensorView<'_> {
 /// and hybrid attention.
 #[test]
 fn calibrate_then_run_equals_the_library() {
-    let d = dir("lib");
+    let d = dir("calibrate-lib");
     let ([q, k, v], [qd, kd, vd]) = fixtures(&d);
     let out = d.join("out.npy");
     let out = out.to_str().unwrap();
@@ -146,7 +106,7 @@ fn calibrate_then_run_equals_the_library() {
 /// Usage errors and bad files: one line, exit status 2, naming the flag or the file.
 #[test]
 fn calibrate_and_map_errors_are_one_line_and_exit_2() {
-    let d = dir("errors");
+    let d = dir("calibrate-errors");
     let ([q, k, v], [qd, ..]) = fixtures(&d);
     let out = d.join("out.npy");
     let out = out.to_str().unwrap();

@@ -1,62 +1,18 @@
 //! End-to-end tests of the `favor` binary: .npy fixtures in, outputs checked against the
 //! library, against `favor exact`, and against an f64 exact-softmax oracle.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+use crate::common::{dir, exit_2, fails, favor, ok, write};
 
 use favor_core::{ExactOptions, Normals, Scalar, Shape, softmax_attention};
 use favor_npy as npy;
 use favor_tensor::{Kernel, Performer, TensorView};
 
-/// A fresh directory for one test's files.
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("favor-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn favor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_favor"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn ok(args: &[&str]) {
-    let o = favor(args);
-    assert!(
-        o.status.success(),
-        "favor {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Runs a command that must fail with exit 2 and one stderr line; returns that line.
-fn fails(args: &[&str]) -> String {
-    exit_2(favor(args), args)
-}
-
-/// Checks that a finished command failed with exit 2 and one stderr line; returns it.
-fn exit_2(o: Output, args: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "favor {args:?}: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(
-        err.starts_with("favor: ") && !err.contains("panicked"),
-        "{err}"
-    );
-    err
-}
-
 fn gaussian(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut g = Normals::new(0xC11_0000 + seed);
     (0..n).map(|_| g.sample::<f32>() * scale).collect()
-}
-
-fn write(path: &Path, shape: &[usize], data: &[f32]) -> String {
-    npy::write_f32(path, shape, data).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 fn read(path: &Path) -> (Vec<usize>, Vec<f32>) {

@@ -923,7 +923,7 @@ fn window_covering_the_sequence_is_exact_softmax() {
                 .iter()
                 .zip(&inp.exact)
                 .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
-            (e, row_max(&map.keys(&inp.k)))
+            (e, row_max(&map.keys(&inp.k).unwrap()))
         };
         let ((e_whole, kmax), (e_half, _)) = (err(whole), err(half));
         // A logit τ·q·k is a d-term dot product: absolute rounding ≤ d·ε·τ·|q|·|k|.

@@ -4,4 +4,5 @@
 
 mod calibrate;
 mod cli;
+mod common;
 mod fidelity;

@@ -60,6 +60,20 @@ pub(crate) fn try_resize<T: Clone>(
     Ok(())
 }
 
+/// `src` copied into `v` (reserving fallibly), for an in-place transform that must not touch
+/// the caller's rows.
+pub(crate) fn try_copy<'v, T: Copy>(
+    what: &'static str,
+    v: &'v mut Vec<T>,
+    src: &[T],
+) -> Result<&'v mut [T]> {
+    v.clear();
+    v.try_reserve_exact(src.len())
+        .map_err(|_| failed::<T>(what, src.len()))?;
+    v.extend_from_slice(src);
+    Ok(v)
+}
+
 /// Whether `bytes` could be allocated as one block now: asked of the allocator and given
 /// back at once (nothing is touched). For memory taken as many small blocks, whose total
 /// the kernel's overcommit heuristic never sees: without this, each block would succeed

@@ -491,3 +491,17 @@ fn check_sample(tensor: &'static str, got: [usize; 4], want: [Option<usize>; 4])
 
 /// A shared map, as a layer's configuration holds it.
 pub(crate) type SharedMap = Arc<DataAwareMap>;
+
+/// Keys `k` shifted by `phi`'s μ, in a copy in `buf` (never the caller's rows): what every
+/// path that runs a data-aware map (forward, streams) feeds it. favor-core's errors go through
+/// `core`, which names the head.
+pub(crate) fn shifted_keys<'b, T: Real>(
+    phi: &DataAwareSoftmax<'_, T>,
+    k: &[T],
+    buf: &'b mut Vec<T>,
+    core: impl Fn(favor_core::Error) -> Error,
+) -> Result<&'b [T]> {
+    let shifted = alloc::try_copy("shifted keys", buf, k)?;
+    phi.shift_keys(shifted).map_err(core)?;
+    Ok(shifted)
+}

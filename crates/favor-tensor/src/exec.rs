@@ -376,12 +376,7 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
         // Keys shifted by the data-aware map's μ, in a copy (never the caller's input).
         let mut shifted = Vec::new();
         let k = match shift {
-            Some(phi) => {
-                try_resize("shifted keys", &mut shifted, k.len(), T::zero())?;
-                shifted.copy_from_slice(k);
-                phi.shift_keys(&mut shifted).map_err(&core)?;
-                &shifted[..]
-            }
+            Some(phi) => crate::data_aware::shifted_keys(phi, k, &mut shifted, &core)?,
             None => k,
         };
         self.run_plan(kernels, map, (q, k, v), cfg, out, core)
@@ -422,12 +417,10 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
                 try_resize("SADERF scales", &mut psi, d, T::zero())?;
                 let fit =
                     favor_core::saderf_fit(q, seen, d, cfg.normalizer, &mut psi).map_err(&core)?;
-                try_resize("rescaled queries", &mut qs, q.len(), T::zero())?;
-                try_resize("rescaled keys", &mut ks, k.len(), T::zero())?;
-                qs.copy_from_slice(q);
-                ks.copy_from_slice(k);
-                fit.apply_queries(&mut qs).map_err(&core)?;
-                fit.apply_keys(&mut ks).map_err(&core)?;
+                let qs = crate::alloc::try_copy("rescaled queries", &mut qs, q)?;
+                fit.apply_queries(qs).map_err(&core)?;
+                let ks = crate::alloc::try_copy("rescaled keys", &mut ks, k)?;
+                fit.apply_keys(ks).map_err(&core)?;
                 (fit.a(), &qs[..], &ks[..])
             }
             _ => {

@@ -9,7 +9,7 @@ pub const MAX_LEN: usize = 1 << 20;
 /// The hybrid rows' configurations: an exact window of w keys (with
 /// [`HYBRID_SINKS`](favor_workload::HYBRID_SINKS) sink) and m random features for the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
+pub enum HybridRow {
     /// w = 32, m = 256.
     W32,
     /// w = 64, m = 256.
@@ -20,14 +20,9 @@ pub enum Window {
     W64M64,
 }
 
-impl Window {
+impl HybridRow {
     /// Every configuration the sweep measures: m = 256, then m = 64, each by ascending w.
     pub const ALL: [Self; 4] = [Self::W32, Self::W64, Self::W32M64, Self::W64M64];
-
-    /// The window w in tokens.
-    pub fn tokens(self) -> usize {
-        self.config().window
-    }
 
     /// The workload's configuration.
     pub fn config(self) -> workload::Hybrid {
@@ -53,18 +48,18 @@ pub enum Workload {
     /// One decode step per head.
     Decode,
     /// Bidirectional hybrid attention: the window and the sink exact, FAVOR+ for the rest.
-    HybridBidir(Window),
+    HybridBidir(HybridRow),
     /// Chunked causal hybrid attention.
-    HybridCausal(Window),
+    HybridCausal(HybridRow),
     /// One hybrid decode step per head.
-    HybridDecode(Window),
+    HybridDecode(HybridRow),
 }
 
 impl Workload {
     /// The name in the table and in JSON: the FAVOR+ workload's, with `w` and the window for
     /// the hybrid ones (`bidirw32`, `decodew64`), then `m64` for m = 64 (`causalw32m64`).
     pub fn as_str(self) -> &'static str {
-        use Window::*;
+        use HybridRow::*;
         match self {
             Self::Bidir => "bidir",
             Self::Causal => "causal",

@@ -48,7 +48,7 @@
 //! its warm-up as the first sample, and one longer than 2 s is timed 3 times in all. `ms` is
 //! the median. A decode sample is a batch of
 //! 64 steps starting from the same restored state (`Stream::snapshot`/`restore`, not timed),
-//! divided by 64. The hybrid stream has no snapshot yet: its batches go on from where the
+//! divided by 64. A hybrid decode batch is not restored from a snapshot: it goes on from where the
 //! last one stopped (its ring and state have a fixed size, so the cost per token does not
 //! depend on the tokens seen, which the rows at 0 and 10 000 show).
 //!

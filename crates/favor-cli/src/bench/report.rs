@@ -1,6 +1,6 @@
 //! The report: table rows or JSON lines as the sweep goes, its header, and the plot.
 
-use super::measurement::{Measurement, Window, Workload};
+use super::measurement::{HybridRow, Measurement, Workload};
 use super::options::{BackendChoice, Options};
 use super::roof::Roofs;
 use crate::args::{CliError, CliResult};
@@ -179,7 +179,7 @@ pub(super) fn plot(
     } else {
         &[backend, "scalar"]
     };
-    let w32 = Window::W32;
+    let w32 = HybridRow::W32;
     for &b in backends {
         for (w, label) in [
             (Workload::Bidir, "FAVOR+ bidirectional"),

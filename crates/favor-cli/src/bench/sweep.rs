@@ -1,6 +1,6 @@
 //! The sweep: every workload at every L of the plan, on one thread per lane of heads.
 
-use super::measurement::{Measurement, Window, Workload};
+use super::measurement::{HybridRow, Measurement, Workload};
 use super::options::{BackendChoice, Options, Plan};
 use super::report::{Row, emit, header, join, plot, put};
 use super::roof::Roofs;
@@ -150,21 +150,21 @@ struct HybridDecodeLane<'l, 's, 'h, K: Kernels<f32>> {
     out: Vec<f32>,
 }
 
-/// Times a hybrid decode step with window `window` (per token, all heads) after each count
-/// of tokens in `seen`. The hybrid stream has no snapshot yet, so a timed batch goes on from
-/// where the last one stopped instead of restarting at `seen`: its ring and its state have a
+/// Times a hybrid decode step of configuration `row` (per token, all heads) after each count
+/// of tokens in `seen`. A timed batch goes on from where the last one stopped instead of
+/// restoring a snapshot taken at `seen`: its ring and its state have a
 /// fixed size, so the cost per token does not depend on the tokens seen, which the rows at
 /// each `seen` show.
 pub(super) fn hybrid_decode_times<K: Kernels<f32>>(
     k: K,
     heads: &[Head],
     threads: usize,
-    (seen, window): (&[usize], Window),
+    (seen, row): (&[usize], HybridRow),
     budget: f64,
 ) -> Vec<Timing> {
     let ranges = split(heads.len(), threads);
     let time = |n: usize| {
-        workload::with_hybrid_streams(k, heads, window.config(), |streams| {
+        workload::with_hybrid_streams(k, heads, row.config(), |streams| {
             let mut out = vec![0f32; DIM];
             for t in 0..n {
                 workload::hybrid_decode_step(streams, heads, t, &mut out);
@@ -294,7 +294,7 @@ pub(super) fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
 
 /// Scratch of one lane: every attention workload's.
 fn lane_scratch_len() -> usize {
-    Window::ALL
+    HybridRow::ALL
         .map(|w| workload::hybrid_scratch_len(w.config()))
         .into_iter()
         .fold(workload::scratch_len(), usize::max)
@@ -382,7 +382,7 @@ pub(super) fn sweep<K: Kernels<f32>>(
                 rows.push(Row::Done(mk(Workload::Exact, len, name, t)));
             }
         }
-        for win in Window::ALL {
+        for win in HybridRow::ALL {
             for w in [Workload::HybridBidir(win), Workload::HybridCausal(win)] {
                 let t = measure(plan.budget_s, || attention_call(&k, w, len, &mut lanes));
                 rows.push(Row::Done(mk(w, len, name, t)));
@@ -404,7 +404,7 @@ pub(super) fn sweep<K: Kernels<f32>>(
         let t = decode_times(scalar, &heads, threads, &[0], plan.budget_s)?;
         rows.push(Row::Done(mk(Workload::Decode, 0, "scalar", t[0])));
     }
-    for win in Window::ALL {
+    for win in HybridRow::ALL {
         let seen = &plan.decode_seen[..];
         let times = hybrid_decode_times(k, &heads, threads, (seen, win), plan.budget_s);
         let w = Workload::HybridDecode(win);

@@ -1,6 +1,6 @@
 //! Unit tests of `favor bench`: options, the sweep on small plans, the report, memory probes.
 
-use super::measurement::{Measurement, Window, Workload};
+use super::measurement::{HybridRow, Measurement, Workload};
 use super::memory::{MEMORY_TABLE_HEAD, memory_report, memory_row};
 use super::options::{BackendChoice, Options, Plan};
 use super::probe::{MemoryMeasurement, MemoryProbe, MemoryWorkload, memory_probe, status_bytes};
@@ -154,7 +154,7 @@ fn hybrid_rows_show_their_cost_over_favor() {
         ..sample()
     };
     let hybrid = Measurement {
-        workload: Workload::HybridBidir(Window::W32),
+        workload: Workload::HybridBidir(HybridRow::W32),
         ms: 25.0,
         ..sample()
     };
@@ -182,7 +182,7 @@ fn all_workloads() -> Vec<Workload> {
         Workload::Exact,
         Workload::Decode,
     ];
-    for w in Window::ALL {
+    for w in HybridRow::ALL {
         all.extend([
             Workload::HybridBidir(w),
             Workload::HybridCausal(w),
@@ -200,7 +200,7 @@ fn flop_models() {
     // The exact part: 32 + 1 + 32 window keys and 1 sink (bidirectional), 32 + 1 and the
     // sink (causal), at 4·d FLOPs per key and head.
     let favor = (8 * 8 * 10 * 256 * 64) as f64;
-    let w = Window::W32;
+    let w = HybridRow::W32;
     assert_eq!(
         Workload::HybridBidir(w).flops(10),
         favor + (4 * 8 * 10 * 66 * 64) as f64
@@ -210,12 +210,12 @@ fn flop_models() {
         favor + (4 * 8 * 10 * 34 * 64) as f64
     );
     assert_eq!(
-        Workload::HybridDecode(Window::W64).flops(999),
+        Workload::HybridDecode(HybridRow::W64).flops(999),
         (8 * 8 * 256 * 64 + 4 * 8 * 66 * 64) as f64
     );
     // m = 64: the random-feature part is a quarter, the exact part unchanged.
     assert_eq!(
-        Workload::HybridCausal(Window::W32M64).flops(10),
+        Workload::HybridCausal(HybridRow::W32M64).flops(10),
         (8 * 8 * 10 * 64 * 64 + 4 * 8 * 10 * 34 * 64) as f64
     );
 }
@@ -589,7 +589,7 @@ fn tiny_sweep_json_lines() {
     assert!(has(Workload::Bidir, 32, "scalar") && !has(Workload::Bidir, 64, "scalar"));
     assert!(has(Workload::Decode, 0, "simd") && has(Workload::Decode, 100, "simd"));
     assert!(has(Workload::Decode, 0, "scalar"));
-    for w in Window::ALL {
+    for w in HybridRow::ALL {
         for len in [32, 64] {
             assert!(has(Workload::HybridBidir(w), len, "simd"));
             assert!(has(Workload::HybridCausal(w), len, "simd"));

@@ -127,16 +127,19 @@ impl DrawnMap {
         }
     }
 
-    /// The keys as this map must see them: shifted by μ (data-aware), else as they are.
-    pub fn keys<'a>(&self, k: &'a [f64]) -> std::borrow::Cow<'a, [f64]> {
-        if self.mu.is_empty() {
-            return std::borrow::Cow::Borrowed(k);
+    /// The keys as this map must see them: shifted by μ (data-aware, through
+    /// `DataAwareSoftmax::shift_keys`), else as they are.
+    pub fn keys<'a>(&self, k: &'a [f64]) -> CliResult<std::borrow::Cow<'a, [f64]>> {
+        if self.kernel != Kernel::DataAware {
+            return Ok(std::borrow::Cow::Borrowed(k));
         }
-        let mut shifted = k.to_vec();
-        for row in shifted.chunks_exact_mut(self.dim) {
-            row.iter_mut().zip(&self.mu).for_each(|(x, &m)| *x -= m);
-        }
-        std::borrow::Cow::Owned(shifted)
+        let (m, d) = (self.m, self.dim);
+        let phi =
+            DataAwareSoftmax::new(&self.w, &self.offsets, &self.mu, m, d).map_err(core_err)?;
+        let mut shifted = try_zeros("shifted keys", k.len())?;
+        shifted.copy_from_slice(k);
+        phi.shift_keys(&mut shifted).map_err(core_err)?;
+        Ok(std::borrow::Cow::Owned(shifted))
     }
 
     /// Builds the favor-core map (with Wᵀ for the SIMD projection) and runs `job`.
@@ -223,7 +226,7 @@ pub fn attend(
     hybrid: Option<HybridShape>,
     inp: &Inputs,
 ) -> CliResult<Vec<f64>> {
-    let keys = map.keys(&inp.k);
+    let keys = map.keys(&inp.k)?;
     map.with(Attend {
         backend,
         inp,

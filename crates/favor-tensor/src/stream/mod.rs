@@ -151,20 +151,16 @@ impl<'a, 'w, T: Real> Maps<'a, 'w, T> {
     }
 
     /// Stream i's keys as its map sees them: shifted by a data-aware map's μ into `buf`, or
-    /// `k` itself.
+    /// `k` itself; favor-core's errors go through `core`.
     pub(crate) fn keys<'k>(
         self,
         i: usize,
         k: &'k [T],
         buf: &'k mut Vec<T>,
-    ) -> favor_core::Result<&'k [T]> {
+        core: impl Fn(favor_core::Error) -> Error,
+    ) -> Result<&'k [T]> {
         match self.of(i) {
-            AnyFeatureMap::DataAware(phi) => {
-                buf.clear();
-                buf.extend_from_slice(k);
-                phi.shift_keys(buf)?;
-                Ok(&buf[..])
-            }
+            AnyFeatureMap::DataAware(phi) => crate::data_aware::shifted_keys(phi, k, buf, core),
             _ => Ok(k),
         }
     }

@@ -39,6 +39,23 @@ impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T,
     }
 }
 
+/// A step's rows of all `n` streams (stream i = batch · H + head), gathered in stream order:
+/// its own query, its key/value head's key and value.
+fn step_rows<'t, E: Element, T: Real>(
+    io: &StepIo<'t, E>,
+    cfg: &Config,
+    n: usize,
+    bufs: &'t mut [Vec<T>; 3],
+) -> Result<[&'t [T]; 3]> {
+    let (h, group) = (cfg.heads, cfg.heads / cfg.kv_heads);
+    let [tq, tk, tv] = bufs;
+    Ok([
+        gather(&io.q, tq, n, |i| (i / h, i % h))?,
+        gather(&io.k, tk, n, |i| (i / h, i % h / group))?,
+        gather(&io.v, tv, n, |i| (i / h, i % h / group))?,
+    ])
+}
+
 /// favor-core's error for stream `i` (= batch · H + head) as one naming the head.
 fn core(heads: usize, i: usize, source: favor_core::Error) -> Error {
     Error::Core {
@@ -55,13 +72,9 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
     fn step<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
         let (io, cfg) = (self.io, self.cfg);
         let (h, dv) = (cfg.heads, cfg.value_dim);
-        let group = cfg.heads / cfg.kv_heads;
         let n = self.states.heads.len();
-        let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
-        // Stream i's rows: its own query, its key/value head's key and value.
-        let q = gather(&io.q, &mut tq, n, |i| (i / h, i % h))?;
-        let k = gather(&io.k, &mut tk, n, |i| (i / h, i % h / group))?;
-        let v = gather(&io.v, &mut tv, n, |i| (i / h, i % h / group))?;
+        let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
+        let [q, k, v] = step_rows(io, cfg, n, &mut bufs)?;
         let map = &self.states.map;
         let mapped = favor_core::MappedTokens::new(kernels, map, n, q, k, &mut self.states.mapped)
             .map_err(|e| match e {
@@ -92,21 +105,16 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
     fn step_per_head<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
         let (io, cfg) = (self.io, self.cfg);
         let (h, dv) = (cfg.heads, cfg.value_dim);
-        let group = cfg.heads / cfg.kv_heads;
         let n = self.states.heads.len();
-        let (mut tq, mut tk, mut tv) = (Vec::new(), Vec::new(), Vec::new());
-        let q = gather(&io.q, &mut tq, n, |i| (i / h, i % h))?;
-        let k = gather(&io.k, &mut tk, n, |i| (i / h, i % h / group))?;
-        let v = gather(&io.v, &mut tv, n, |i| (i / h, i % h / group))?;
+        let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
+        let [q, k, v] = step_rows(io, cfg, n, &mut bufs)?;
         let (d, maps) = (cfg.dim, Maps::new(&self.states.map, &self.states.head_maps));
         let (mut wide, mut shifted) = (Vec::new(), Vec::new());
         let heads = self.states.heads.iter_mut();
         for (i, (st, o)) in heads.zip(self.out.chunks_mut(dv)).enumerate() {
             let out_t = narrow_target(o, &mut wide)?;
             let core = |e| core(h, i, e);
-            let ki = maps
-                .keys(i, &k[i * d..(i + 1) * d], &mut shifted)
-                .map_err(core)?;
+            let ki = maps.keys(i, &k[i * d..(i + 1) * d], &mut shifted, core)?;
             let mut s = st.attach(*kernels, maps.of(i), dv).map_err(core)?;
             s.step(&q[i * d..(i + 1) * d], ki, &v[i * dv..(i + 1) * dv], out_t)
                 .map_err(core)?;
@@ -137,7 +145,7 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
                 let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
                 let out_t = narrow_target(o, &mut bufs.out)?;
                 let core = |e| core(cfg.heads, i, e);
-                let k = maps.keys(i, k, &mut bufs.shifted).map_err(core)?;
+                let k = maps.keys(i, k, &mut bufs.shifted, core)?;
                 let mut s = h.attach(*kernels, maps.of(i), dv, shape).map_err(core)?;
                 for t in 0..len {
                     let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
@@ -172,7 +180,7 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
             let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
             let out_t = narrow_target(out, &mut bufs.out)?;
             let core = |e| core(cfg.heads, i, e);
-            let k = maps.keys(i, k, &mut bufs.shifted).map_err(core)?;
+            let k = maps.keys(i, k, &mut bufs.shifted, core)?;
             let mut s = h.attach(*kernels, maps.of(i), dv).map_err(core)?;
             s.prefill(q, k, v, len, chunk, out_t, &mut bufs.scratch)
                 .map_err(core)?;
