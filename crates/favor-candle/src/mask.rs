@@ -56,8 +56,9 @@ pub fn key_mask_from_bias(bias: &Tensor) -> Result<Vec<bool>> {
 fn flat(name: &str, t: &Tensor) -> Result<Vec<f64>> {
     match *t.dims() {
         [_, _] | [_, 1, 1, _] => {}
-        ref dims => bail!("favor attention: the {name} must be [batch, keys] or [batch, 1, 1, keys], got {dims:?}"),
+        ref dims => bail!(
+            "favor attention: the {name} must be [batch, keys] or [batch, 1, 1, keys], got {dims:?}"
+        ),
     }
     t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
 }
-

@@ -54,13 +54,22 @@ impl<'a> FavorAttentionOp<'a> {
         let [bv, sv, hv, dv] = bshd("v", v)?;
         let (heads, kv, dim, vdim) = (p.heads(), p.kv_heads(), p.dim(), p.value_dim());
         if [h, d] != [heads, dim] {
-            bail!("favor attention: q must be [batch, seq, {heads}, {dim}], got {:?}", q.dims());
+            bail!(
+                "favor attention: q must be [batch, seq, {heads}, {dim}], got {:?}",
+                q.dims()
+            );
         }
         if [bk, hk, dk] != [b, kv, dim] {
-            bail!("favor attention: k must be [{b}, seq, {kv}, {dim}], got {:?}", k.dims());
+            bail!(
+                "favor attention: k must be [{b}, seq, {kv}, {dim}], got {:?}",
+                k.dims()
+            );
         }
         if [bv, sv, hv, dv] != [b, sk, kv, vdim] {
-            bail!("favor attention: v must be [{b}, {sk}, {kv}, {vdim}], got {:?}", v.dims());
+            bail!(
+                "favor attention: v must be [{b}, {sk}, {kv}, {vdim}], got {:?}",
+                v.dims()
+            );
         }
         Ok([b, sq, h, dv])
     }
@@ -78,7 +87,11 @@ impl OnSlices for Call<'_, '_> {
 
     fn run<E: Float>(self, q: &[E], k: &[E], v: &[E]) -> Result<CpuStorage> {
         let [lq, lk, lv] = self.layouts;
-        let (q, k, v) = (Input::new("q", q, lq)?, Input::new("k", k, lk)?, Input::new("v", v, lv)?);
+        let (q, k, v) = (
+            Input::new("q", q, lq)?,
+            Input::new("k", k, lk)?,
+            Input::new("v", v, lv)?,
+        );
         let mut out = zeros::<E>(self.out.iter().product())?;
         let view = TensorViewMut::from_bshd(self.out, &mut out).map_err(crate::wrap)?;
         self.op

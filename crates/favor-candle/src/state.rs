@@ -51,7 +51,9 @@ impl DecodeState {
     /// An empty state for `batch` sequences of `performer`'s causal attention.
     pub fn new(performer: &Performer, batch: usize) -> Result<Self> {
         if !performer.is_causal() {
-            bail!("favor attention: a decode state needs a causal performer (builder .causal(true))");
+            bail!(
+                "favor attention: a decode state needs a causal performer (builder .causal(true))"
+            );
         }
         Ok(Self {
             stream: performer.stream(batch).map_err(crate::wrap)?,
@@ -161,7 +163,11 @@ impl OnSlices for Step<'_, '_> {
 
     fn run<E: Float>(self, q: &[E], k: &[E], v: &[E]) -> Result<Self::Output> {
         let [lq, lk, lv] = self.layouts;
-        let (q, k, v) = (Input::new("q", q, lq)?, Input::new("k", k, lk)?, Input::new("v", v, lv)?);
+        let (q, k, v) = (
+            Input::new("q", q, lq)?,
+            Input::new("k", k, lk)?,
+            Input::new("v", v, lv)?,
+        );
         let mut out = zeros::<E>(self.out.iter().product())?;
         // [B, H, 1, Dv] and [B, 1, H, Dv] are the same memory.
         self.stream
@@ -181,7 +187,11 @@ impl OnSlices for Prefill<'_, '_> {
 
     fn run<E: Float>(self, q: &[E], k: &[E], v: &[E]) -> Result<Vec<f32>> {
         let [lq, lk, lv] = self.layouts;
-        let (q, k, v) = (Input::new("q", q, lq)?, Input::new("k", k, lk)?, Input::new("v", v, lv)?);
+        let (q, k, v) = (
+            Input::new("q", q, lq)?,
+            Input::new("k", k, lk)?,
+            Input::new("v", v, lv)?,
+        );
         let out = self
             .stream
             .prefill(q.view()?, k.view()?, v.view()?)

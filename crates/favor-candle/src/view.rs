@@ -12,7 +12,9 @@ use crate::dtype::Float;
 pub(crate) fn bshd(name: &str, layout: &Layout) -> Result<[usize; 4]> {
     match *layout.dims() {
         [b, s, h, d] => Ok([b, s, h, d]),
-        ref dims => bail!("favor attention: {name} must be [batch, seq, heads, dim], got shape {dims:?}"),
+        ref dims => {
+            bail!("favor attention: {name} must be [batch, seq, heads, dim], got shape {dims:?}")
+        }
     }
 }
 
@@ -29,11 +31,17 @@ impl<'a, E: Float> Input<'a, E> {
     pub(crate) fn new(name: &str, data: &'a [E], layout: &Layout) -> Result<Self> {
         let [b, s, h, d] = bshd(name, layout)?;
         let &[sb, ss, sh, sd] = layout.stride() else {
-            bail!("favor attention: {name} has {} strides for 4 dims", layout.stride().len());
+            bail!(
+                "favor attention: {name} has {} strides for 4 dims",
+                layout.stride().len()
+            );
         };
         let start = layout.start_offset();
         let Some(tail) = data.get(start..) else {
-            bail!("favor attention: {name} starts at {start}, beyond its {} elements", data.len());
+            bail!(
+                "favor attention: {name} starts at {start}, beyond its {} elements",
+                data.len()
+            );
         };
         if d <= 1 || sd == 1 {
             return Ok(Self {
@@ -54,7 +62,9 @@ impl<'a, E: Float> Input<'a, E> {
                         let at = ib * sb + is * ss + ih * sh + id * sd;
                         match tail.get(at) {
                             Some(&x) => rows.push(x),
-                            None => bail!("favor attention: {name}'s layout reaches past its storage"),
+                            None => {
+                                bail!("favor attention: {name}'s layout reaches past its storage")
+                            }
                         }
                     }
                 }
@@ -87,7 +97,9 @@ mod tests {
 
     fn borrowed(t: &Tensor) -> bool {
         let (storage, layout) = t.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else { unreachable!() };
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            unreachable!()
+        };
         let data = cpu.as_slice::<f32>().unwrap();
         let input = Input::new("x", data, layout).unwrap();
         input.view().unwrap();
@@ -98,8 +110,22 @@ mod tests {
     fn inputs_are_read_in_place_unless_the_dim_axis_is_strided() {
         let x = Tensor::zeros((2, 8, 3, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(borrowed(&x));
-        assert!(borrowed(&x.transpose(1, 2).unwrap().contiguous().unwrap().transpose(1, 2).unwrap()));
+        assert!(borrowed(
+            &x.transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+        ));
         assert!(borrowed(&x.narrow(1, 2, 5).unwrap()));
-        assert!(!borrowed(&x.transpose(2, 3).unwrap().contiguous().unwrap().transpose(2, 3).unwrap()));
+        assert!(!borrowed(
+            &x.transpose(2, 3)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .transpose(2, 3)
+                .unwrap()
+        ));
     }
 }

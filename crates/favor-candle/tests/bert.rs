@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use favor_candle::Kernel;
 use favor_candle::bert::{AttentionSpec, Embedder, cosine, default_model_dir};
 
 const TEXTS: [&str; 4] = [
@@ -22,13 +23,22 @@ const TEXTS: [&str; 4] = [
 /// The model folder, or `None` (test skipped) when it is absent and CI did not require it.
 fn model_dir() -> Option<PathBuf> {
     let dir = default_model_dir();
-    if favor_candle::bert::MODEL_FILES.iter().all(|f| dir.join(f).is_file()) {
+    if favor_candle::bert::MODEL_FILES
+        .iter()
+        .all(|f| dir.join(f).is_file())
+    {
         return Some(dir);
     }
     if std::env::var_os("FAVOR_REQUIRE_MODEL").is_some() {
-        panic!("FAVOR_REQUIRE_MODEL is set but {} has no model: run scripts/fetch-minilm.sh", dir.display());
+        panic!(
+            "FAVOR_REQUIRE_MODEL is set but {} has no model: run scripts/fetch-minilm.sh",
+            dir.display()
+        );
     }
-    eprintln!("skipped: no all-MiniLM-L6-v2 in {} (run scripts/fetch-minilm.sh)", dir.display());
+    eprintln!(
+        "skipped: no all-MiniLM-L6-v2 in {} (run scripts/fetch-minilm.sh)",
+        dir.display()
+    );
     None
 }
 
@@ -42,13 +52,26 @@ fn embedder() -> Option<&'static Embedder> {
 /// candle-transformers' BertModel on `ids`, mean-pooled and L2-normalised here.
 fn oracle(dir: &std::path::Path, ids: &[u32]) -> Vec<f32> {
     use candle_transformers::models::bert::{BertModel, Config};
-    let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let model = BertModel::load(VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu), &config).unwrap();
-    let input = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let config: Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let weights =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let model = BertModel::load(
+        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
+        &config,
+    )
+    .unwrap();
+    let input = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let types = input.zeros_like().unwrap();
     let mask = input.ones_like().unwrap();
-    let hidden = model.forward(&input, &types, Some(&mask)).unwrap().squeeze(0).unwrap();
+    let hidden = model
+        .forward(&input, &types, Some(&mask))
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
     let hidden: Vec<Vec<f32>> = hidden.to_vec2().unwrap();
     let mut pooled = vec![0f64; hidden[0].len()];
     for row in &hidden {
@@ -86,7 +109,13 @@ fn long_texts_are_truncated_to_512_tokens() {
 fn a_window_covering_the_text_is_exact_attention() {
     let Some(e) = embedder() else { return };
     let mut hybrid = Embedder::load(&model_dir().unwrap()).unwrap();
-    let spec = AttentionSpec::Hybrid { features: 16, window: 512, sinks: 1, seed: 1 };
+    let spec = AttentionSpec::Hybrid {
+        features: 16,
+        window: 512,
+        sinks: 1,
+        kernel: Kernel::Softmax,
+        seed: 1,
+    };
     hybrid.set_attention(hybrid.attention(spec, None).unwrap());
     for text in TEXTS {
         let c = cosine(&e.embed(text).unwrap(), &hybrid.embed(text).unwrap());
@@ -104,7 +133,18 @@ fn favor_embeddings_get_closer_to_exact_with_more_features() {
     let mean = |m: usize, favor: &mut Embedder| -> f64 {
         let mut total = 0.0;
         for seed in 0..4 {
-            favor.set_attention(favor.attention(AttentionSpec::Favor { features: m, seed: 100 * seed }, None).unwrap());
+            favor.set_attention(
+                favor
+                    .attention(
+                        AttentionSpec::Favor {
+                            features: m,
+                            kernel: Kernel::Softmax,
+                            seed: 100 * seed,
+                        },
+                        None,
+                    )
+                    .unwrap(),
+            );
             for (t, x) in TEXTS.iter().zip(&exact) {
                 total += cosine(x, &favor.embed(t).unwrap());
             }
@@ -121,12 +161,21 @@ fn calibrated_hybrid_embeddings_are_unit_vectors() {
     let Some(e) = embedder() else { return };
     let mut hybrid = Embedder::load(&model_dir().unwrap()).unwrap();
     let calibration: Vec<Vec<u32>> = TEXTS[..2].iter().map(|t| e.tokenize(t).unwrap()).collect();
-    let spec = AttentionSpec::Hybrid { features: 32, window: 4, sinks: 1, seed: 2 };
+    let spec = AttentionSpec::Hybrid {
+        features: 32,
+        window: 4,
+        sinks: 1,
+        kernel: Kernel::Softmax,
+        seed: 2,
+    };
     hybrid.set_attention(hybrid.attention(spec, Some(&calibration)).unwrap());
     let x = hybrid.embed(TEXTS[2]).unwrap();
     let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!(x.iter().all(|v| v.is_finite()) && (norm - 1.0).abs() < 1e-5);
-    eprintln!("calibrated hybrid w=4 m=32, cosine to exact: {}", cosine(&x, &e.embed(TEXTS[2]).unwrap()));
+    eprintln!(
+        "calibrated hybrid w=4 m=32, cosine to exact: {}",
+        cosine(&x, &e.embed(TEXTS[2]).unwrap())
+    );
 }
 
 #[test]
@@ -134,5 +183,8 @@ fn a_missing_model_names_the_fetch_script() {
     let dir = std::env::temp_dir().join("favor-candle-no-model");
     let _ = std::fs::create_dir_all(&dir);
     let err = Embedder::load(&dir).unwrap_err().to_string();
-    assert!(err.contains("scripts/fetch-minilm.sh") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("scripts/fetch-minilm.sh") && err.contains("model.safetensors"),
+        "{err}"
+    );
 }

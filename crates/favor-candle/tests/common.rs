@@ -6,7 +6,10 @@ use candle_core::{Device, Tensor};
 pub fn input(shape: [usize; 4], phase: f32, scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)
-        .map(|i| scale * ((i as f32 * 0.618 + phase).sin() + 0.5 * (i as f32 * 0.131 + 2.0 * phase).cos()))
+        .map(|i| {
+            scale
+                * ((i as f32 * 0.618 + phase).sin() + 0.5 * (i as f32 * 0.131 + 2.0 * phase).cos())
+        })
         .collect();
     Tensor::from_vec(data, shape.to_vec(), &Device::Cpu).unwrap()
 }
@@ -24,5 +27,8 @@ pub fn data(t: &Tensor) -> Vec<f32> {
 /// The largest absolute difference of two equally long slices.
 pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -55,7 +55,9 @@ impl BertConfig {
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?;
         let config: Self = serde_json::from_str(&text)
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?;
-        config.check().map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?;
+        config
+            .check()
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", path.display())))?;
         Ok(config)
     }
 
@@ -65,7 +67,9 @@ impl BertConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
@@ -73,7 +77,10 @@ impl BertConfig {
             );
         }
         if self.position_embedding_type != "absolute" {
-            bail!("position_embedding_type {:?} is not supported (only \"absolute\")", self.position_embedding_type);
+            bail!(
+                "position_embedding_type {:?} is not supported (only \"absolute\")",
+                self.position_embedding_type
+            );
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Result, Tensor, bail};
 use candle_nn::VarBuilder;
-use favor_tensor::{Performer, TensorView};
+use favor_tensor::{Kernel, Performer, TensorView};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::config::BertConfig;
@@ -38,6 +38,9 @@ pub enum AttentionSpec {
     Favor {
         /// m, features per head.
         features: usize,
+        /// The feature map: [`Kernel::Softmax`] (SM+), or [`Kernel::Gerf`] / [`Kernel::Saderf`]
+        /// fitted per call on its queries and keys (lower variance; no calibration).
+        kernel: Kernel,
         /// The seed of layer 0's projection.
         seed: u64,
     },
@@ -50,6 +53,8 @@ pub enum AttentionSpec {
         window: usize,
         /// Leading tokens (`[CLS]`) taken exactly by every query.
         sinks: usize,
+        /// The feature map for the keys outside the window, as for [`Favor`](Self::Favor).
+        kernel: Kernel,
         /// The seed of layer 0's projection.
         seed: u64,
     },
@@ -60,14 +65,30 @@ impl AttentionSpec {
     pub fn label(&self) -> String {
         match *self {
             Self::Exact => "exact".into(),
-            Self::Favor { features, .. } => format!("favor m={features}"),
+            Self::Favor {
+                features, kernel, ..
+            } => format!("favor m={features}{}", kernel_label(kernel)),
             Self::Hybrid {
                 features,
                 window,
                 sinks,
+                kernel,
                 ..
-            } => format!("hybrid w={window} s={sinks} m={features}"),
+            } => format!(
+                "hybrid w={window} s={sinks} m={features}{}",
+                kernel_label(kernel)
+            ),
         }
+    }
+}
+
+/// `""` for the default softmax map, else ` gerf`, ` saderf`, ...
+fn kernel_label(kernel: Kernel) -> String {
+    match kernel {
+        Kernel::Softmax => String::new(),
+        Kernel::Gerf => " gerf".into(),
+        Kernel::Saderf => " saderf".into(),
+        other => format!(" {other:?}").to_lowercase(),
     }
 }
 
@@ -75,11 +96,12 @@ impl AttentionSpec {
 /// with pluggable attention, mean pooling over the tokens and L2 normalisation.
 ///
 /// ```no_run
+/// use favor_candle::Kernel;
 /// use favor_candle::bert::{AttentionSpec, Embedder, default_model_dir};
 /// # fn main() -> candle_core::Result<()> {
 /// let mut embedder = Embedder::load(&default_model_dir())?; // scripts/fetch-minilm.sh
 /// let exact = embedder.embed("Linear attention in Rust.")?;
-/// let spec = AttentionSpec::Hybrid { features: 64, window: 32, sinks: 1, seed: 0 };
+/// let spec = AttentionSpec::Hybrid { features: 64, window: 32, sinks: 1, kernel: Kernel::Softmax, seed: 0 };
 /// embedder.set_attention(embedder.attention(spec, None)?);
 /// let hybrid = embedder.embed("Linear attention in Rust.")?;
 /// let cosine: f32 = exact.iter().zip(&hybrid).map(|(a, b)| a * b).sum();
@@ -123,8 +145,9 @@ impl Embedder {
         let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
         let model = BertModel::load(vb, &config)?;
         let max_tokens = config.max_position_embeddings.min(512);
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", dir.join("tokenizer.json").display())))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+            candle_core::Error::Msg(format!("{}: {e}", dir.join("tokenizer.json").display()))
+        })?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
@@ -162,11 +185,35 @@ impl Embedder {
 
     /// `text`'s token ids, `[CLS]` … `[SEP]`, truncated to [`max_tokens`](Self::max_tokens).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.tokenizer.encode(text, true).map_err(candle_core::Error::msg)?;
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(candle_core::Error::msg)?;
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// The tokenizer (to cut a long text into chunks of token ids, say).
+    /// `text`'s word pieces without `[CLS]`, `[SEP]` or truncation, to cut a long text into
+    /// chunks of token ids.
+    pub fn word_pieces(&self, text: &str) -> Result<Vec<u32>> {
+        let mut whole = self.tokenizer.clone();
+        whole
+            .with_truncation(None)
+            .map_err(candle_core::Error::msg)?;
+        let encoding = whole.encode(text, false).map_err(candle_core::Error::msg)?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The ids of `[CLS]` and `[SEP]` in this tokenizer's vocabulary.
+    pub fn cls_sep(&self) -> Result<(u32, u32)> {
+        let id = |t: &str| {
+            self.tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| candle_core::Error::Msg(format!("the tokenizer has no {t} token")))
+        };
+        Ok((id("[CLS]")?, id("[SEP]")?))
+    }
+
+    /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
@@ -178,7 +225,7 @@ impl Embedder {
 
     /// The embedding of one sequence of token ids (with its `[CLS]` and `[SEP]`).
     pub fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        Ok(self.embed_ids_probed(ids, &mut Probe::default())?)
+        self.embed_ids_probed(ids, &mut Probe::default())
     }
 
     /// [`embed_ids`](Self::embed_ids), recording into `probe` (the time in attention, the
@@ -188,14 +235,25 @@ impl Embedder {
             bail!("an empty sequence of token ids has no embedding");
         }
         if ids.len() > self.max_tokens {
-            bail!("{} token ids, the model takes at most {}", ids.len(), self.max_tokens);
+            bail!(
+                "{} token ids, the model takes at most {}",
+                ids.len(),
+                self.max_tokens
+            );
         }
         let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        let hidden = self.model.forward_probed(&input, None, None, &self.attention, probe)?;
+        let hidden = self
+            .model
+            .forward_probed(&input, None, None, &self.attention, probe)?;
         // Mean pooling over the tokens (all are real: no padding), then L2 normalisation
         // (sentence-transformers' Normalize: x / max(|x|, 1e-12)).
         let pooled = hidden.mean(1)?.squeeze(0)?;
-        let norm = pooled.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?.max(1e-12);
+        let norm = pooled
+            .sqr()?
+            .sum_all()?
+            .sqrt()?
+            .to_scalar::<f32>()?
+            .max(1e-12);
         (pooled / norm as f64)?.to_vec1::<f32>()
     }
 
@@ -206,7 +264,8 @@ impl Embedder {
             queries_keys: Some(Vec::new()),
             ..Probe::default()
         };
-        self.model.forward_probed(&input, None, None, &Attention::Exact, &mut probe)?;
+        self.model
+            .forward_probed(&input, None, None, &Attention::Exact, &mut probe)?;
         Ok(probe.queries_keys.unwrap_or_default())
     }
 
@@ -215,21 +274,30 @@ impl Embedder {
     /// attention gets a data-aware map per head, fitted on that layer's queries and keys
     /// under exact attention over those sequences, joined into one sample (at most
     /// [`CALIBRATION_TOKENS`] tokens).
-    pub fn attention(&self, spec: AttentionSpec, calibration: Option<&[Vec<u32>]>) -> Result<Attention> {
-        let (features, window, sinks, seed) = match spec {
+    pub fn attention(
+        &self,
+        spec: AttentionSpec,
+        calibration: Option<&[Vec<u32>]>,
+    ) -> Result<Attention> {
+        let (features, window, sinks, kernel, seed) = match spec {
             AttentionSpec::Exact => {
                 if calibration.is_some() {
                     bail!("exact attention has nothing to calibrate");
                 }
                 return Ok(Attention::Exact);
             }
-            AttentionSpec::Favor { features, seed } => (features, None, 0, seed),
+            AttentionSpec::Favor {
+                features,
+                kernel,
+                seed,
+            } => (features, None, 0, kernel, seed),
             AttentionSpec::Hybrid {
                 features,
                 window,
                 sinks,
+                kernel,
                 seed,
-            } => (features, Some(window), sinks, seed),
+            } => (features, Some(window), sinks, kernel, seed),
         };
         let samples = match calibration {
             Some(texts) => Some(self.calibration_samples(texts)?),
@@ -241,20 +309,26 @@ impl Embedder {
                 let mut b = Performer::builder(c.head_dim())
                     .heads(c.num_attention_heads)
                     .features(features)
+                    .kernel(kernel)
                     .seed(seed.wrapping_add(layer as u64));
                 if let Some(w) = window {
                     b = b.window(w).sinks(sinks);
                 }
                 if let Some(samples) = &samples {
                     let (q, k) = &samples[layer];
-                    let dims = [1, q.len() / (c.hidden_size), c.num_attention_heads, c.head_dim()];
+                    let dims = [
+                        1,
+                        q.len() / (c.hidden_size),
+                        c.num_attention_heads,
+                        c.head_dim(),
+                    ];
                     let q = TensorView::from_bshd(dims, q).map_err(crate::wrap)?;
                     let k = TensorView::from_bshd(dims, k).map_err(crate::wrap)?;
                     b = b.calibrate(q, k);
                 }
-                let performer = b.build().map_err(|e| {
-                    candle_core::Error::Msg(format!("layer {layer}: {e}"))
-                })?;
+                let performer = b
+                    .build()
+                    .map_err(|e| candle_core::Error::Msg(format!("layer {layer}: {e}")))?;
                 Ok(PerformerAttention::new(performer))
             })
             .collect::<Result<Vec<_>>>()
@@ -272,7 +346,11 @@ impl Embedder {
             if take == 0 {
                 break;
             }
-            for (layer, (q, k)) in self.exact_queries_keys(&ids[..take])?.into_iter().enumerate() {
+            for (layer, (q, k)) in self
+                .exact_queries_keys(&ids[..take])?
+                .into_iter()
+                .enumerate()
+            {
                 joined[layer].0.push(q);
                 joined[layer].1.push(k);
             }
@@ -301,4 +379,3 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
-

@@ -53,7 +53,9 @@ pub struct BertModel {
 
 impl std::fmt::Debug for BertModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BertModel").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("BertModel")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +88,11 @@ impl BertModel {
         Ok(Self {
             config: c.clone(),
             word: embedding(c.vocab_size, hidden, e.pp("word_embeddings"))?,
-            position: embedding(c.max_position_embeddings, hidden, e.pp("position_embeddings"))?,
+            position: embedding(
+                c.max_position_embeddings,
+                hidden,
+                e.pp("position_embeddings"),
+            )?,
             token_type: embedding(c.type_vocab_size, hidden, e.pp("token_type_embeddings"))?,
             embedding_norm: layer_norm(hidden, c.layer_norm_eps, e.pp("LayerNorm"))?,
             layers,
@@ -108,7 +114,13 @@ impl BertModel {
         attention_mask: Option<&Tensor>,
         attention: &Attention,
     ) -> Result<Tensor> {
-        self.forward_probed(input_ids, token_type_ids, attention_mask, attention, &mut Probe::default())
+        self.forward_probed(
+            input_ids,
+            token_type_ids,
+            attention_mask,
+            attention,
+            &mut Probe::default(),
+        )
     }
 
     /// [`forward`](Self::forward), recording into `probe`.
@@ -122,19 +134,29 @@ impl BertModel {
     ) -> Result<Tensor> {
         let (_, len) = input_ids.dims2()?;
         if len > self.config.max_position_embeddings {
-            bail!("{len} tokens, the model takes at most {}", self.config.max_position_embeddings);
+            bail!(
+                "{len} tokens, the model takes at most {}",
+                self.config.max_position_embeddings
+            );
         }
         if let Attention::Performer(layers) = attention
             && layers.len() != self.layers.len()
         {
-            bail!("{} attention layers for a model of {}", layers.len(), self.layers.len());
+            bail!(
+                "{} attention layers for a model of {}",
+                layers.len(),
+                self.layers.len()
+            );
         }
         let types = match token_type_ids {
             Some(t) => t.clone(),
             None => input_ids.zeros_like()?,
         };
         let positions = Tensor::arange(0u32, len as u32, input_ids.device())?;
-        let x = self.word.forward(input_ids)?.add(&self.token_type.forward(&types)?)?;
+        let x = self
+            .word
+            .forward(input_ids)?
+            .add(&self.token_type.forward(&types)?)?;
         let x = x.broadcast_add(&self.position.forward(&positions)?)?;
         let mut x = self.embedding_norm.forward(&x)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -175,14 +197,18 @@ impl BertModel {
         };
         let context = context.reshape((b, l, hidden))?;
         probe.attention += start.elapsed();
-        let x = layer.attention_norm.forward(&(layer.attention_out.forward(&context)? + x)?)?;
+        let x = layer
+            .attention_norm
+            .forward(&(layer.attention_out.forward(&context)? + x)?)?;
         let inner = layer.intermediate.forward(&x)?;
         let inner = match self.config.hidden_act {
             HiddenAct::Gelu => inner.gelu_erf()?,
             HiddenAct::GeluNew => inner.gelu()?,
             HiddenAct::Relu => inner.relu()?,
         };
-        layer.output_norm.forward(&(layer.output.forward(&inner)? + x)?)
+        layer
+            .output_norm
+            .forward(&(layer.output.forward(&inner)? + x)?)
     }
 }
 
@@ -195,11 +221,14 @@ fn exact(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Te
     let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
     if let Some(mask) = mask {
         let (b, l) = mask.dims2()?;
-        let keep = mask.to_dtype(DType::F32)?.ne(0.0)?.to_dtype(DType::F32)?.reshape((b, 1, 1, l))?;
+        let keep = mask
+            .to_dtype(DType::F32)?
+            .ne(0.0)?
+            .to_dtype(DType::F32)?
+            .reshape((b, 1, 1, l))?;
         let bias = ((1.0 - keep)? * f32::MIN as f64)?;
         scores = scores.broadcast_add(&bias)?;
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(&v)?.transpose(1, 2)?.contiguous()
 }
-
