@@ -13,17 +13,20 @@ test -s /tmp/favor-bench.jsonl
 "$favor" fidelity --setting local --len 128 --seeds 1 --features 16 --json > /dev/null
 # Issue 11's host contract, from a crate outside the workspace (public API only).
 cargo run --release --locked --manifest-path ci/host/Cargo.toml --target-dir "$target"
-# Issue 13's command on a few short texts, each attention, at the test profile (whose
-# dependencies `cargo test` already built: a release build of candle would add minutes).
+# Issue 13's command on a few short texts, each attention. Built at the test profile with
+# --workspace, so the features resolve as in `cargo test --workspace` and its compiled
+# dependencies are reused (a release build of candle, or a -p build with other features,
+# would add minutes).
+cargo build --quiet --workspace --profile test --example embed --example decode
+examples="$target/debug/examples"
 texts=$(mktemp)
 calib=$(mktemp)
 printf '%s\n' "FAVOR+ approximates softmax attention." "Linear attention runs in constant memory per token." "Rust" > "$texts"
 printf '%s\n' "Everyone is permitted to copy and distribute verbatim copies of this license document." > "$calib"
 for attention in "exact" "favor --features 64" "hybrid --window 4 --sinks 1 --features 32 --calibrate $calib"; do
   # shellcheck disable=SC2086
-  cargo run --quiet --profile test -p favor-candle --example embed -- \
-    --input "$texts" --out /tmp/favor-embed.npy --attention $attention
+  "$examples/embed" --input "$texts" --out /tmp/favor-embed.npy --attention $attention
   test -s /tmp/favor-embed.npy
 done
-cargo run --quiet --profile test -p favor-candle --example decode -- --tokens 2048 > /dev/null
+"$examples/decode" --tokens 2048 > /dev/null
 rm -f "$texts" "$calib"

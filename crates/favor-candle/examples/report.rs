@@ -123,6 +123,7 @@ fn run(args: Args) -> Result<(), BoxError> {
         if eval.is_empty() || calibration.is_empty() {
             return Err(format!("the text is too short for two chunks of {len} tokens").into());
         }
+        print_mass(&embedder, &eval, &args.windows, args.sinks, len)?;
         embedder.set_attention(embedder.attention(AttentionSpec::Exact, None)?);
         let (exact, exact_row) = measure(&embedder, &eval, "exact", None, 1)?;
         let mut rows = vec![exact_row];
@@ -183,6 +184,71 @@ fn run(args: Args) -> Result<(), BoxError> {
         }
         print_table(len, eval.len(), calibration.len(), &rows);
     }
+    Ok(())
+}
+
+/// Where exact attention's weight lies, per layer (mean over heads, queries and the first
+/// three embedded chunks): on the sinks, and within ±w of the query for each window.
+fn print_mass(
+    embedder: &Embedder,
+    eval: &[&Vec<u32>],
+    windows: &[usize],
+    sinks: usize,
+    len: usize,
+) -> Result<(), BoxError> {
+    let c = embedder.model().config();
+    let (h, d) = (c.num_attention_heads, c.head_dim());
+    let layers = c.num_hidden_layers;
+    // Per layer: sink mass, then the mass within each window (sinks excluded).
+    let mut mass = vec![vec![0f64; 1 + windows.len()]; layers];
+    let mut rows = 0f64;
+    for ids in eval.iter().take(3) {
+        for (layer, (q, k)) in embedder.exact_queries_keys(ids)?.iter().enumerate() {
+            let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
+            let k: Vec<f32> = k.flatten_all()?.to_vec1()?;
+            let l = ids.len();
+            for head in 0..h {
+                let at = |i: usize| (i * h + head) * d;
+                for i in 0..l {
+                    let logits: Vec<f64> = (0..l)
+                        .map(|j| {
+                            let dot: f64 = (0..d)
+                                .map(|t| q[at(i) + t] as f64 * k[at(j) + t] as f64)
+                                .sum();
+                            dot / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let top = logits.iter().cloned().fold(f64::MIN, f64::max);
+                    let p: Vec<f64> = logits.iter().map(|x| (x - top).exp()).collect();
+                    let total: f64 = p.iter().sum();
+                    for (j, pj) in p.iter().enumerate() {
+                        let pj = pj / total;
+                        if j < sinks {
+                            mass[layer][0] += pj;
+                            continue;
+                        }
+                        for (wi, &w) in windows.iter().enumerate() {
+                            if i.abs_diff(j) <= w {
+                                mass[layer][1 + wi] += pj;
+                            }
+                        }
+                    }
+                }
+            }
+            if layer == 0 {
+                rows += (h * l) as f64;
+            }
+        }
+    }
+    println!("### Where exact attention's weight lies, L = {len} (mean over heads and queries)\n");
+    let heads: Vec<String> = windows.iter().map(|w| format!("within ±{w}")).collect();
+    println!("| layer | on the {sinks} sink(s) | {} |", heads.join(" | "));
+    println!("|---|---|{}", "---|".repeat(windows.len()));
+    for (layer, m) in mass.iter().enumerate() {
+        let cells: Vec<String> = m[1..].iter().map(|x| format!("{:.3}", x / rows)).collect();
+        println!("| {layer} | {:.3} | {} |", m[0] / rows, cells.join(" | "));
+    }
+    println!();
     Ok(())
 }
 
