@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use favor_core::{
     ExactOptions, Shape, softmax_attention_tiled, softmax_attention_tiled_scratch_len,
 };
-use favor_tensor::{DataAwareMap, Kernel, Performer, Precision, Projection, RowNorms, TensorView};
+use favor_tensor::{
+    Compat, DataAwareMap, Kernel, Performer, Precision, Projection, RowNorms, TensorView,
+};
 
 use crate::args::{CliError, CliResult, elements, try_zeros};
 use favor_npy as npy;
@@ -249,9 +251,14 @@ pub struct RunFlags {
     pub kernel: Option<Kernel>,
     #[command(flatten)]
     pub draw: DrawFlags,
-    /// Use this (m, d) matrix exactly as given.
+    /// Use this (m, d) matrix exactly as given: a .npy file, or a performer-pytorch state
+    /// dict (.safetensors; see `favor import`) with --layer.
     #[arg(long, value_name = "W.npy")]
     pub projection: Option<PathBuf>,
+    /// With --projection STATE.safetensors: the layer whose W to use (its number in
+    /// `favor import`'s listing, or its tensor name).
+    #[arg(long, value_name = "N|NAME")]
+    pub layer: Option<String>,
     /// Use this data-aware map (from `favor calibrate`) in place of the random projection:
     /// .npy or .safetensors, one map per head of the inputs.
     #[arg(long, value_name = "MAP")]
@@ -272,6 +279,19 @@ pub struct RunFlags {
     /// Accumulation precision: f32|f64 (default f32).
     #[arg(long)]
     pub precision: Option<String>,
+    /// Serve weights trained with another implementation with its conventions:
+    /// performer-pytorch|google-jax (default none: favor's own). Softmax and generalized
+    /// kernels; causal compat is the peer's whole-sequence definition.
+    #[arg(long, value_name = "PEER")]
+    pub compat: Option<String>,
+    /// ε added to generalized features (default 1e-3), or inside a --compat peer's softmax
+    /// features (default the peer's).
+    #[arg(long, value_name = "EPS")]
+    pub epsilon: Option<f64>,
+    /// The d^(-1/4) data normaliser on q and k: on|off (given alone: on). Default: on for
+    /// softmax kernels, off for generalized ones (on with --compat performer-pytorch).
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    pub data_normalizer: Option<String>,
     #[command(flatten)]
     pub paths: Paths,
 }
@@ -596,15 +616,37 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         kernel,
         draw,
         projection: matrix,
+        layer,
         map,
         causal,
         chunk,
         window,
         sinks,
         precision,
+        compat,
+        epsilon,
+        data_normalizer,
         paths,
     } = flags;
     let kernel = kernel.unwrap_or_default();
+    let compat = match compat.as_deref() {
+        None => Compat::None,
+        Some(s) => Compat::parse(s).ok_or_else(|| {
+            CliError::input(format!(
+                "--compat {s:?}: expected performer-pytorch, google-jax or none"
+            ))
+        })?,
+    };
+    let normalizer = match data_normalizer.as_deref() {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(s) => {
+            return Err(CliError::input(format!(
+                "--data-normalizer {s:?}: expected on or off"
+            )));
+        }
+    };
     let projection = draw.projection()?;
     let (features, seed) = (draw.features, draw.seed);
     let seeded = seed.is_some();
@@ -640,7 +682,14 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         .projection(projection)
         .seed(seed)
         .causal(causal)
-        .precision(precision);
+        .precision(precision)
+        .compat(compat);
+    if let Some(e) = epsilon {
+        b = b.epsilon(e);
+    }
+    if let Some(on) = normalizer {
+        b = b.data_normalizer(on);
+    }
     if let Some(m) = features {
         b = b.features(m);
     }
@@ -653,25 +702,37 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
     if let Some(s) = sinks {
         b = b.sinks(s);
     }
+    if layer.is_some() && !matrix.as_deref().is_some_and(crate::import::is_safetensors) {
+        return Err(CliError::input(
+            "--layer picks a layer of a --projection STATE.safetensors",
+        ));
+    }
     if let Some(path) = &matrix {
-        let w = npy::read(path).map_err(|e| in_file(path, e))?;
-        let [rows, cols] = w.shape[..] else {
-            return Err(in_file(
-                path,
-                format!("projection shape {:?}: expected (m, d)", w.shape),
-            ));
+        let (rows, cols, w) = if crate::import::is_safetensors(path) {
+            let layers = crate::import::read_projections(path)?;
+            let l = crate::import::select(&layers, layer.as_deref(), path)?;
+            (l.rows, l.cols, l.data.clone())
+        } else {
+            let w = npy::read(path).map_err(|e| in_file(path, e))?;
+            let [rows, cols] = w.shape[..] else {
+                return Err(in_file(
+                    path,
+                    format!("projection shape {:?}: expected (m, d)", w.shape),
+                ));
+            };
+            (rows, cols, w.to_f64().map_err(|e| in_file(path, e))?)
         };
         if cols != dim {
             return Err(in_file(
                 path,
                 format!(
                     "projection shape {:?}: d = {cols} but {} has d = {dim}",
-                    w.shape,
+                    [rows, cols],
                     io.q.path.display()
                 ),
             ));
         }
-        b = b.projection_matrix(rows, &w.to_f64().map_err(|e| in_file(path, e))?);
+        b = b.projection_matrix(rows, &w);
     }
     if let Some(m) = loaded {
         b = b.data_aware(m);

@@ -7,5 +7,6 @@ pub mod attend;
 pub mod bench;
 pub mod demo;
 pub mod fidelity;
+pub mod import;
 pub mod plot;
 pub mod progress;

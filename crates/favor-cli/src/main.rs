@@ -7,7 +7,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use favor_cli::args::{CliError, CliResult, usage_error};
 use favor_cli::attend::{CalibrateFlags, ExactFlags, ProjectionExportFlags, RunFlags};
-use favor_cli::{attend, bench, demo, fidelity};
+use favor_cli::{attend, bench, demo, fidelity, import};
 use std::io::Write;
 
 /// FAVOR+ (Performer) attention for every CPU.
@@ -38,6 +38,9 @@ enum Command {
     /// Calibrates a data-aware map per head from sample --q and --k into --out (.npy or
     /// .safetensors), for `favor run --map`.
     Calibrate(CalibrateFlags),
+    /// Lists the projection matrices of a checkpoint trained elsewhere (performer-pytorch
+    /// safetensors), or writes them as .npy for `favor run --projection`.
+    Import(import::ImportFlags),
     /// Time per call vs L for FAVOR+ and exact attention, with the FMA roof; --memory: peak
     /// resident memory vs L (Linux).
     Bench(bench::Flags),
@@ -65,6 +68,7 @@ fn dispatch() -> CliResult<()> {
         Some(Command::Exact(f)) => attend::exact(f),
         Some(Command::Projection(f)) => attend::projection(f),
         Some(Command::Calibrate(f)) => attend::calibrate(f),
+        Some(Command::Import(f)) => import::main(f),
         Some(Command::Bench(f)) => bench::main(f),
         Some(Command::Fidelity(f)) => fidelity::main(f),
     }

@@ -6,3 +6,4 @@ mod calibrate;
 mod cli;
 mod common;
 mod fidelity;
+mod peers;

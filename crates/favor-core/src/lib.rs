@@ -143,6 +143,10 @@
 //!   many times.
 //! - **stream memory** — [`StreamMemory`]: a stream's buffer, token count and stabiliser kept
 //!   together between calls ([`StreamMemory::attach`] gives a [`Stream`] for one call).
+//! - **peer conventions** — [`Compat`]: the ε, key shift and denominator rules of
+//!   performer-pytorch and google-research's JAX code, which models trained with them have
+//!   learnt; [`PeerAttention`] computes attention with them (its causal mode is their
+//!   whole-sequence, leaking definition).
 //! - **matrix views** — [`MatRef`] / [`MatMut`]: a slice with rows, columns and two strides;
 //!   `.t()` transposes for free, so every product is one [`Kernels::gemm`] ([`Accum`] says
 //!   whether it overwrites or adds).
@@ -153,6 +157,7 @@
 
 mod attention;
 mod checksum;
+mod compat;
 mod error;
 mod estimator;
 mod exact;
@@ -173,6 +178,7 @@ mod stream;
 
 pub use attention::{Options, Plan, PlanKind, Shape};
 pub use checksum::crc32;
+pub use compat::{Compat, PeerAttention, PeerDenominator, PeerKernel};
 pub use error::{Error, Result, SnapshotError};
 pub use estimator::PartitionEstimator;
 pub use exact::{

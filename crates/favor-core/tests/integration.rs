@@ -11,6 +11,7 @@ mod golden;
 mod hybrid;
 mod hybrid_snapshot;
 mod mapped;
+mod peers;
 mod precision;
 mod saderf;
 mod statistics;

@@ -11,7 +11,7 @@ use crate::tensor::{Element, TensorView};
 use crate::weights::Weights;
 use std::sync::Arc;
 
-use favor_core::HybridShape;
+use favor_core::{Compat, HybridShape};
 
 impl Performer {
     /// A builder for heads of query/key dimension `dim`.
@@ -27,7 +27,8 @@ impl Performer {
             matrix: None,
             seed: 0,
             normalizer: None,
-            epsilon: 1e-3,
+            epsilon: None,
+            compat: Compat::None,
             causal: false,
             chunk: DEFAULT_CHUNK,
             redraw: Redraw::Never,
@@ -57,7 +58,8 @@ pub struct PerformerBuilder {
     matrix: Option<(usize, Result<Vec<f64>>)>,
     seed: u64,
     normalizer: Option<bool>,
-    epsilon: f64,
+    epsilon: Option<f64>,
+    compat: Compat,
     causal: bool,
     chunk: usize,
     redraw: Redraw,
@@ -148,9 +150,39 @@ impl PerformerBuilder {
         self.normalizer = Some(on);
         self
     }
-    /// ε added to generalized features (default 10⁻³, as in the paper's code).
+    /// ε added to generalized features (default 10⁻³, as in the paper's code), or, with a
+    /// [`compat`](Self::compat) setting, inside the peer's softmax features (default the
+    /// peer's: 10⁻⁴ performer-pytorch, 10⁻⁶ JAX).
     pub fn epsilon(mut self, epsilon: f64) -> Self {
-        self.epsilon = epsilon;
+        self.epsilon = Some(epsilon);
+        self
+    }
+
+    /// Serve a model trained with another Performer implementation with that
+    /// implementation's conventions (default [`Compat::None`], favor's own definition):
+    /// [`Compat::PerformerPytorch`] or [`Compat::GoogleJax`] reproduce the peer's feature map
+    /// (its ε and shifts), and its denominator rule, so outputs equal the peer's to f32
+    /// rounding (favor-core's `compat` module lists the conventions). Softmax and
+    /// generalized kernels (ReLU, …), bidirectional or causal; the data normaliser of
+    /// generalized kernels defaults to the peer's (on for performer-pytorch, off for JAX).
+    ///
+    /// The peers' causal attention takes its key shift over the whole sequence, so future
+    /// tokens change past outputs: a compat layer's causal [`forward`](crate::Performer::forward)
+    /// reproduces that (whole-sequence) definition, and it has no
+    /// [`stream`](crate::Performer::stream). Not with hybrid attention, data-aware maps, the
+    /// fitted, hyperbolic or trigonometric kernels, or key masks (the peers have none).
+    ///
+    /// ```
+    /// use favor_tensor::{Compat, Performer, TensorView};
+    /// let (l, d) = (8, 4);
+    /// let x: Vec<f32> = (0..l * d).map(|i| (i as f32 * 0.3).sin()).collect();
+    /// let x = TensorView::new([1, 1, l, d], &x).unwrap();
+    /// let attn = Performer::builder(d).features(16).compat(Compat::PerformerPytorch).build().unwrap();
+    /// let out = attn.forward(x, x, x).unwrap();
+    /// assert!(out.data().iter().all(|o| o.is_finite()));
+    /// ```
+    pub fn compat(mut self, compat: Compat) -> Self {
+        self.compat = compat;
         self
     }
     /// Causal (unidirectional) attention: query i sees keys 0..=i (default off).
@@ -285,8 +317,31 @@ impl PerformerBuilder {
         if self.redraw == Redraw::Every(0) {
             return bad("Redraw::Every(n) needs n > 0");
         }
-        if !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+        if let Some(e) = self.epsilon
+            && !(e.is_finite() && e >= 0.0)
+        {
             return bad("epsilon must be finite and >= 0");
+        }
+        if self.compat != Compat::None {
+            let conflict = if self.window.is_some() || self.sinks.is_some() {
+                Some("compat reproduces a peer's attention, which has no hybrid window or sinks")
+            } else if self.calibration.is_some() || self.map.is_some() {
+                Some(
+                    "compat reproduces a peer's attention over its projection, not a data-aware map",
+                )
+            } else if matches!(
+                self.kernel,
+                Kernel::Hyperbolic | Kernel::Trigonometric | Kernel::Gerf | Kernel::Saderf
+            ) {
+                Some(
+                    "compat supports the softmax and generalized (relu, elu, exp, abs, square) kernels",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = conflict {
+                return bad(why);
+            }
         }
         let data_aware = self.calibration.is_some() || self.map.is_some();
         if data_aware {
@@ -387,8 +442,15 @@ impl PerformerBuilder {
             features,
             kernel: self.kernel,
             projection: self.projection,
-            normalizer: self.normalizer.unwrap_or(self.kernel.is_softmax()),
-            epsilon: self.epsilon,
+            normalizer: self.normalizer.unwrap_or(match self.compat {
+                Compat::None => self.kernel.is_softmax(),
+                peer => self.kernel.is_softmax() || peer.generalized_normalizer(),
+            }),
+            epsilon: self.epsilon.unwrap_or(match self.compat {
+                peer if peer != Compat::None && self.kernel.is_softmax() => peer.softmax_epsilon(),
+                _ => 1e-3,
+            }),
+            compat: self.compat,
             causal: self.causal,
             chunk: self.chunk,
             redraw: self.redraw,

@@ -4,8 +4,8 @@
 use std::str::FromStr;
 
 use favor_core::{
-    Activation, AnyFeatureMap, Generalized, HybridShape, HyperbolicSoftmax, PositiveSoftmax,
-    RowNorms, Scalar, TrigonometricSoftmax,
+    Activation, AnyFeatureMap, Compat, Generalized, HybridShape, HyperbolicSoftmax,
+    PositiveSoftmax, RowNorms, Scalar, TrigonometricSoftmax,
 };
 
 use crate::backend::{BackendOp, Real};
@@ -79,7 +79,7 @@ impl Kernel {
         matches!(self, Kernel::Gerf | Kernel::Saderf)
     }
 
-    fn activation<T>(self) -> Option<Activation<T>> {
+    pub(crate) fn activation<T>(self) -> Option<Activation<T>> {
         match self {
             Kernel::Relu => Some(Activation::Relu),
             Kernel::EluPlusOne => Some(Activation::EluPlusOne),
@@ -198,6 +198,8 @@ pub(crate) struct Config {
     pub(crate) projection: Projection,
     pub(crate) normalizer: bool,
     pub(crate) epsilon: f64,
+    /// Whose conventions attention follows (favor-core's `compat` module).
+    pub(crate) compat: Compat,
     pub(crate) causal: bool,
     pub(crate) chunk: usize,
     pub(crate) redraw: Redraw,

@@ -4,12 +4,13 @@
 use std::any::TypeId;
 
 use favor_core::{
-    AnyFeatureMap, DataAwareSoftmax, FeatureMap, Float, GerfSoftmax, Kernels, Options, Shape,
+    AnyFeatureMap, Compat, DataAwareSoftmax, FeatureMap, Float, GerfSoftmax, Kernels, Options,
+    PeerAttention, Shape,
 };
 
 use crate::alloc::{self, try_resize, try_zeros};
 use crate::backend::{BackendOp, Real};
-use crate::config::{Config, Kernel, Precision};
+use crate::config::{Config, Kernel, Precision, Projection};
 use crate::error::{Error, Result, setup};
 use crate::range::Maxima;
 use crate::tensor::{Element, TensorView, TensorViewMut};
@@ -153,9 +154,64 @@ impl<'a, E: Element> Io<'a, E> {
             }
             return self.run_maps(cfg, &maps, Some(&maps), None, out);
         }
+        if cfg.compat != Compat::None {
+            return self.run_peer::<T, O>(cfg, weights, out);
+        }
         let map = cfg.map::<T>(weights)?;
         let fitted = cfg.kernel.is_fitted().then(|| T::weights(weights));
         self.run_maps(cfg, std::slice::from_ref(&map), None, fitted, out)
+    }
+
+    /// Runs every head as `cfg.compat`'s peer computes it (favor-core's `PeerAttention`).
+    fn run_peer<T: Real, O: Element>(
+        &self,
+        cfg: &Config,
+        weights: &Weights,
+        mut out: TensorViewMut<'_, O>,
+    ) -> Result<()> {
+        if self.mask.is_some() {
+            return Err(Error::Config(
+                "compat reproduces a peer's attention, which takes no key mask".into(),
+            ));
+        }
+        let (w, wt) = T::weights(weights);
+        let (m, d) = (cfg.features, cfg.dim);
+        let peer = match cfg.kernel.activation::<T>() {
+            None => PeerAttention::softmax(cfg.compat, w, m, d),
+            Some(f) if cfg.projection == Projection::None => {
+                PeerAttention::generalized(cfg.compat, None, m, d, f)
+            }
+            Some(f) => PeerAttention::generalized(cfg.compat, Some(w), m, d, f),
+        };
+        let peer = peer
+            .and_then(|p| match cfg.projection {
+                Projection::None => Ok(p),
+                _ => p.with_transposed_projection(wt),
+            })
+            .and_then(|p| p.with_epsilon(T::from_f64(cfg.epsilon)))
+            .map(|p| p.with_data_normalizer(cfg.normalizer).causal(cfg.causal))
+            .map_err(setup)?;
+        let op = |out: &mut [O]| {
+            cfg.with_backend(PeerHeads {
+                io: self,
+                cfg,
+                peer: &peer,
+                out,
+            })
+        };
+        if out.is_contiguous() {
+            return op(out.data_mut());
+        }
+        let shape = out.shape();
+        let n = crate::tensor::element_count("out", shape)?;
+        let mut tmp: Vec<O> = alloc::try_filled("output", n, O::zeroed())?;
+        op(&mut tmp)?;
+        let [_, h, l, dv] = shape;
+        for (r, row) in tmp.chunks_exact(dv.max(1)).enumerate() {
+            out.row_mut(r / (h * l), r / l % h, r % l)
+                .copy_from_slice(row);
+        }
+        Ok(())
     }
 
     /// Runs every head with `maps[h]` (or `maps[0]` for all, when there is one), shifting
@@ -245,6 +301,48 @@ impl<E: Element, T: Real, O: Element, F: FeatureMap<T> + Sync> BackendOp<T>
             let map = &maps[if maps.len() == 1 { 0 } else { h }];
             let shift = shifts.map(|s| &s[h]);
             head.attend(kernels, map, shift, cfg, out, core)
+        };
+        let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, one);
+        results.into_iter().collect()
+    }
+}
+
+/// Every (batch, head) pair of one compat call ([`Io::run_peer`]).
+struct PeerHeads<'r, 'a, 'w, E, T, O> {
+    io: &'r Io<'a, E>,
+    cfg: &'r Config,
+    peer: &'r PeerAttention<'w, T>,
+    out: &'r mut [O],
+}
+
+impl<E: Element, T: Real, O: Element> BackendOp<T> for PeerHeads<'_, '_, '_, E, T, O> {
+    type Output = Result<()>;
+    fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
+        let (io, cfg, peer) = (self.io, self.cfg, self.peer);
+        let per_head = io.shape.queries * io.shape.value_dim;
+        let scratch_len = peer.scratch_len(io.shape).map_err(|_| Error::Alloc {
+            what: "attention scratch",
+            bytes: None,
+        })?;
+        let one = |(i, out): (usize, &mut [O])| -> Result<()> {
+            let (b, h) = (i / cfg.heads, i % cfg.heads);
+            let hkv = h / io.group;
+            let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
+            let [tq, tk, tv] = &mut bufs;
+            let q = Rows::of(&io.q, b, h).widen::<T>(tq)?;
+            let k = Rows::of(&io.k, b, hkv).widen::<T>(tk)?;
+            let v = Rows::of(&io.v, b, hkv).widen::<T>(tv)?;
+            let mut scratch = try_zeros("attention scratch", scratch_len)?;
+            let mut wide = Vec::new();
+            let out_t = narrow_target(out, &mut wide)?;
+            peer.run(kernels, io.shape, None, q, k, v, out_t, &mut scratch)
+                .map_err(|source| Error::Core {
+                    batch: b,
+                    head: h,
+                    source,
+                })?;
+            narrow_back(&wide, out);
+            Ok(())
         };
         let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, one);
         results.into_iter().collect()

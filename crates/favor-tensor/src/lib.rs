@@ -58,7 +58,7 @@ pub use config::{
 };
 pub use data_aware::DataAwareMap;
 pub use error::{Error, Result};
-pub use favor_core::{HybridShape, RowNorms};
+pub use favor_core::{Compat, HybridShape, RowNorms};
 pub use half::{bf16, f16};
 pub use performer::Performer;
 pub use stream::{STREAM_SNAPSHOT_VERSION, Stream};

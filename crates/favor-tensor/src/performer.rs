@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use favor_core::{HybridShape, Kernels};
+use favor_core::{Compat, HybridShape, Kernels};
 
 use crate::backend::BackendOp;
 use crate::config::{Config, Kernel, Projection, Redraw, redraw_seed};
@@ -295,6 +295,11 @@ impl Performer {
         Ok(fresh)
     }
 
+    /// Whose conventions this layer follows ([`PerformerBuilder::compat`](crate::PerformerBuilder::compat)).
+    pub fn compat(&self) -> Compat {
+        self.cfg.compat
+    }
+
     /// A causal decoding stream for `batch` sequences over this layer's current projection;
     /// see [`Stream`]. The stream owns its state and shares the projection, so it is
     /// `'static + Send`: it outlives this `Performer` and is unaffected by later redraws.
@@ -309,6 +314,14 @@ impl Performer {
     /// [`Kernel::Gerf`] or [`Kernel::Saderf`] (fitted per call) has none: that is
     /// [`Error::Config`].
     pub fn stream(&self, batch: usize) -> Result<Stream> {
+        if self.cfg.compat != Compat::None {
+            return Err(Error::Config(format!(
+                "compat {}: the peer's causal attention shifts keys by a max over the whole \
+                 sequence, so it cannot stream; use forward on the whole sequence, or a layer \
+                 without compat (favor's causal definition) to stream",
+                self.cfg.compat.name()
+            )));
+        }
         if self.cfg.kernel.is_fitted() {
             return Err(Error::Config(
                 "a stream is causal, and Kernel::Gerf and Kernel::Saderf fit on every call's \

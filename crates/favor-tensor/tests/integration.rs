@@ -3,6 +3,7 @@
 //! Run one file's tests with `cargo test -p favor-tensor --test integration <file>::`.
 
 mod common;
+mod compat;
 mod data_aware;
 mod fitted;
 mod hosts;

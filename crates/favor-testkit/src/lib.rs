@@ -28,7 +28,8 @@
 //! minimiser and ρ by brute force over pairs), [`calibrated`] (data-aware importance-weighted features: the map, its
 //! closed-form moments for any Gaussian proposal, the calibration pair moments by brute
 //! force). [`hybrid`] (hybrid attention — exact window and sinks, random features outside —
-//! from its definition) is the oracle of [`check_hybrid`].
+//! from its definition) is the oracle of [`check_hybrid`]. [`peers`] (f64 ports of
+//! performer-pytorch's and JAX's FAVOR+ formulas) is the oracle of favor-core's `PeerAttention`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -49,6 +50,7 @@ pub mod lipschitz;
 pub mod mapped;
 pub mod maps;
 pub mod npy;
+pub mod peers;
 pub mod reference;
 pub mod saderf;
 pub mod snapshot;

@@ -67,12 +67,7 @@ impl<'w, T: Float> Generalized<'w, T> {
 
     /// Sets ε (finite, ≥ 0). It keeps denominators away from zero for ReLU-like kernels.
     pub fn with_epsilon(mut self, eps: T) -> Result<Self> {
-        if !(eps.is_finite() && eps >= T::zero()) {
-            return Err(crate::Error::InvalidParameter {
-                what: "epsilon must be finite and >= 0",
-            });
-        }
-        self.eps = eps;
+        self.eps = checked_epsilon(eps)?;
         Ok(self)
     }
 

@@ -99,6 +99,17 @@ fn check_rows<T: Float>(
     check::room("log_scales", logs, rows)
 }
 
+/// ε added to generalized (or a peer's) features: finite and ≥ 0.
+pub(crate) fn checked_epsilon<T: Float>(eps: T) -> Result<T> {
+    if eps.is_finite() && eps >= T::zero() {
+        Ok(eps)
+    } else {
+        Err(crate::Error::InvalidParameter {
+            what: "epsilon must be finite and >= 0",
+        })
+    }
+}
+
 fn check_projection<T: Float>(w: &[T], m: usize, d: usize) -> Result<()> {
     check::exact("projection", w, crate::projection_len(m, d)?)?;
     check::finite("projection", w, d)
