@@ -36,6 +36,8 @@ use crate::{
 /// google-research #753). [`PeerAttention`] reproduces that definition faithfully, which makes
 /// its causal mode necessarily whole-sequence (a first pass over every key finds M); it is
 /// the peers' definition, leak included, and not favor's streaming causal attention.
+/// [`PeerStream`] is the closest causal-safe variant: the same formulas with M over the keys
+/// seen so far, token by token (its deviation from the peer is measured in the README).
 ///
 /// Sums are plain (no compensation, no online stabiliser), as the peers compute them; the
 /// only addition is favor's denominator floor ([`denominator_floor`](crate::denominator_floor)),
@@ -370,13 +372,14 @@ impl<'w, T: Float> PeerAttention<'w, T> {
     }
 
     /// Writes the peer's features of `rows` rows of `x` into `out` (rows × M): queries shift
-    /// each row by its own largest `u` (`key_max = None`), keys by `key_max`. `sums`
-    /// receives each row's feature sum.
+    /// each row by its own largest `u` (`key_max = None`), keys by `key_max`; softmax
+    /// features get `eps` inside (generalized ones always their own ε). `sums` receives each
+    /// row's feature sum.
     fn features<K: Kernels<T>>(
         &self,
         kernels: &K,
         (x, rows): (&[T], usize),
-        key_max: Option<T>,
+        (key_max, eps): (Option<T>, T),
         out: &mut [T],
         sums: &mut [T],
     ) -> Result<()> {
@@ -414,7 +417,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
                         *u = *u - h;
                     }
                     kernels.exp_shift(row, shift);
-                    kernels.activation(row, Activation::Custom(|x| x), self.eps);
+                    kernels.activation(row, Activation::Custom(|x| x), eps);
                     kernels.scale(ratio, row);
                 }
             }
@@ -514,7 +517,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         for start in (0..shape.keys).step_by(b) {
             let n = b.min(shape.keys - start);
             let kb = &k[start * d..(start + n) * d];
-            self.features(kernels, (kb, n), shift, bufs.kf, bufs.ks)?;
+            self.features(kernels, (kb, n), (shift, self.eps), bufs.kf, bufs.ks)?;
             let vb = &v[start * dv..(start + n) * dv];
             absorb(kernels, (&mut *s, &mut *z), &bufs.kf[..n * m], vb, n);
         }
@@ -522,7 +525,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         for start in (0..shape.queries).step_by(b) {
             let n = b.min(shape.queries - start);
             let qb = &q[start * d..(start + n) * d];
-            self.features(kernels, (qb, n), None, bufs.qf, bufs.qs)?;
+            self.features(kernels, (qb, n), (None, self.eps), bufs.qf, bufs.qs)?;
             let o = &mut out[start * dv..(start + n) * dv];
             let qfm = MatRef::row_major(&bufs.qf[..n * m], n, m);
             let sm = MatRef::row_major(s, m, dv);
@@ -551,8 +554,14 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         for start in (0..shape.keys).step_by(b) {
             let n = b.min(shape.keys - start);
             let rows = start * d..(start + n) * d;
-            self.features(kernels, (&k[rows.clone()], n), shift, bufs.kf, bufs.ks)?;
-            self.features(kernels, (&q[rows], n), None, bufs.qf, bufs.qs)?;
+            self.features(
+                kernels,
+                (&k[rows.clone()], n),
+                (shift, self.eps),
+                bufs.kf,
+                bufs.ks,
+            )?;
+            self.features(kernels, (&q[rows], n), (None, self.eps), bufs.qf, bufs.qs)?;
             let (qfm, kfm) = (
                 MatRef::row_major(&bufs.qf[..n * m], n, m),
                 MatRef::row_major(&bufs.kf[..n * m], n, m),
@@ -584,6 +593,160 @@ impl<'w, T: Float> PeerAttention<'w, T> {
                 n,
             );
         }
+        Ok(())
+    }
+}
+
+/// A causal-safe, token-by-token variant of a peer's causal attention: the peer's formulas
+/// with the key shift M taken over the keys seen so far (a running max) instead of the whole
+/// sequence, so no future token changes a past output and the state is O(1) per token.
+///
+/// Output t equals the peer's whole-sequence causal output for the sequence cut after token
+/// t ([`PeerAttention`] with `causal(true)` over tokens `0..=t`): the same as the peer's on
+/// the full sequence wherever the running max has reached the final one (from the token
+/// holding the largest key projection on), and different before it, where the peer's larger
+/// M gives the ε term more weight. The deviation measured on the README's inputs is in the
+/// README ("Serving models trained elsewhere"; `cargo run --release -p favor-core --example
+/// peer_stream`). Generalized kernels have no shift: for them the stream equals the peer's
+/// causal attention.
+///
+/// The state holds the exponential part of S and z at the running shift (`S_e`, m × dv, and
+/// `z_e`, m; rescaled by `exp(M_old − M_new)` when the max moves) and the ε part apart: the
+/// keys' value sum and count, which the ε term multiplies by `m^{-1/2}·ε` whatever M is.
+///
+/// ```
+/// use favor_core::*;
+/// let (d, m, dv) = (4, 8, 4);
+/// let mut w = vec![0f64; m * d];
+/// projection(ProjectionKind::default(), 7, m, d, &mut w).unwrap();
+/// let peer = PeerAttention::softmax(Compat::PerformerPytorch, &w, m, d).unwrap().causal(true);
+/// let mut buf = vec![0.0; PeerStream::<f64>::buffer_len(m, dv).unwrap()];
+/// let mut stream = PeerStream::new(peer, dv, &mut buf).unwrap();
+/// let mut scratch = vec![0.0; stream.scratch_len()];
+/// let (x, mut out) = ([0.3, -0.1, 0.7, 0.2], [0.0; 4]);
+/// stream.step(&Scalar, &x, &x, &x, &mut out, &mut scratch).unwrap();
+/// // One token attends to itself: its value, but for the peer's 1e-6 in the denominator.
+/// assert!(out.iter().zip(&x).all(|(o, v)| (o - v).abs() < 1e-3 && o != v));
+/// ```
+#[derive(Debug)]
+pub struct PeerStream<'a, T> {
+    peer: PeerAttention<'a, T>,
+    /// `S_e` (m × dv), `z_e` (m), the value sum (dv).
+    buf: &'a mut [T],
+    value_dim: usize,
+    /// The running key shift (`-∞` before the first key).
+    shift: T,
+    tokens: u64,
+}
+
+impl<'a, T: Float> PeerStream<'a, T> {
+    /// Elements of a stream's buffer for `features` and `value_dim`.
+    pub fn buffer_len(features: usize, value_dim: usize) -> Result<usize> {
+        let (m, dv) = (
+            check::nonzero("features", features)?,
+            check::nonzero("value_dim", value_dim)?,
+        );
+        check::add(check::add(check::mul(m, dv)?, m)?, dv)
+    }
+
+    /// An empty stream of `peer`'s attention (whose causal flag is implied) over the first
+    /// [`buffer_len`](Self::buffer_len) elements of `buf`.
+    pub fn new(peer: PeerAttention<'a, T>, value_dim: usize, buf: &'a mut [T]) -> Result<Self> {
+        let n = Self::buffer_len(peer.m, value_dim)?;
+        check::room("buffer", buf, n)?;
+        let buf = &mut buf[..n];
+        buf.fill(T::zero());
+        Ok(Self {
+            peer: peer.causal(true),
+            buf,
+            value_dim,
+            shift: T::neg_infinity(),
+            tokens: 0,
+        })
+    }
+
+    /// Scratch elements [`step`](Self::step) needs.
+    pub fn scratch_len(&self) -> usize {
+        2 * self.peer.m + 2
+    }
+
+    /// Tokens absorbed so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// One token: absorbs key `k` (d) and value `v` (dv), then answers query `q` (d) into
+    /// `out` (dv). On error nothing changes.
+    pub fn step<K: Kernels<T>>(
+        &mut self,
+        kernels: &K,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<()> {
+        let (p, m, dv) = (self.peer, self.peer.m, self.value_dim);
+        let shape = Shape::new(1, p.d, dv);
+        let x = Qkv::new(q, k, v);
+        match p.reference_map()? {
+            ReferenceMap::Softmax(f) => shape.check_inputs(&f, x, out, None, self.tokens)?,
+            ReferenceMap::Generalized(f) => shape.check_inputs(&f, x, out, None, self.tokens)?,
+        }
+        check::room("scratch", scratch, self.scratch_len())?;
+        let (kf, rest) = scratch.split_at_mut(m);
+        let (qf, rest) = rest.split_at_mut(m);
+        let (ks, qs) = rest.split_at_mut(1);
+        // The ε part is kept apart only for softmax: generalized features have no shift, so
+        // their ε stays inside the stored features.
+        let softmax = p.needs_key_max();
+        let (key_shift, key_eps) = if softmax {
+            let mut u = [T::zero(); 1];
+            let top = {
+                let xm = MatRef::row_major(k, 1, p.d);
+                let proj = p.projection().expect("softmax peers have a projection");
+                kernels.project(xm, proj, p.scale(), MatMut::row_major(kf, 1, m), &mut u);
+                u[0]
+            };
+            (Some(self.shift.max(top)), T::zero())
+        } else {
+            (None, p.eps)
+        };
+        p.features(kernels, (k, 1), (key_shift, key_eps), kf, ks)?;
+        p.features(kernels, (q, 1), (None, p.eps), qf, &mut qs[..1])?;
+        let (s, rest) = self.buf.split_at_mut(m * dv);
+        let (z, vsum) = rest.split_at_mut(m);
+        if let Some(new) = key_shift
+            && new > self.shift
+        {
+            if self.shift != T::neg_infinity() {
+                let f = (self.shift - new).libm_exp();
+                kernels.scale(f, s);
+                kernels.scale(f, z);
+            }
+            self.shift = new;
+        }
+        absorb(kernels, (&mut *s, &mut *z), kf, v, 1);
+        kernels.axpy(T::one(), v, vsum);
+        self.tokens += 1;
+        // Answer: q'ᵀ(S_e + c·1 vsumᵀ) / q'·(z_e + c·n), c = m^{-1/2}·ε for softmax.
+        let c = if softmax {
+            p.eps / T::from_usize(m).libm_sqrt()
+        } else {
+            T::zero()
+        };
+        let qsum = qs[0];
+        let o = &mut out[..dv];
+        kernels.gemm(
+            MatMut::row_major(o, 1, dv),
+            Accum::Overwrite,
+            MatRef::row_major(qf, 1, m),
+            MatRef::row_major(s, m, dv),
+        );
+        kernels.axpy(c * qsum, vsum, o);
+        let r = kernels.dot(qf, z) + c * qsum * T::from_f64(self.tokens as f64);
+        let rule = p.compat.denominator(true, softmax);
+        divide(kernels, rule, (&[r], &[qsum]), o);
         Ok(())
     }
 }

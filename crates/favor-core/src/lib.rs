@@ -178,7 +178,7 @@ mod stream;
 
 pub use attention::{Options, Plan, PlanKind, Shape};
 pub use checksum::crc32;
-pub use compat::{Compat, PeerAttention, PeerDenominator, PeerKernel};
+pub use compat::{Compat, PeerAttention, PeerDenominator, PeerKernel, PeerStream};
 pub use error::{Error, Result, SnapshotError};
 pub use estimator::PartitionEstimator;
 pub use exact::{

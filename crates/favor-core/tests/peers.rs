@@ -290,3 +290,64 @@ fn a_key_max_below_the_heads_own_is_refused() {
         .is_ok()
     );
 }
+
+/// `PeerStream` step t equals the peer's whole-sequence causal attention (the f64 oracle) on
+/// the sequence cut after token t: its running key max is the peer's max over that prefix.
+#[test]
+fn peer_stream_is_the_peer_on_each_prefix() {
+    let one = Dims {
+        batch: 1,
+        heads: 1,
+        len: 24,
+        ..DIMS
+    };
+    let Dims {
+        len,
+        dim: d,
+        value_dim: dv,
+        features: m,
+        ..
+    } = one;
+    for scale in [0.3, 1.0, 2.0] {
+        let c = case(scale, 7);
+        let (q, k, v) = (&c.q[..len * d], &c.k[..len * d], &c.v[..len * dv]);
+        let vmax = v.iter().fold(0f64, |a, x| a.max(x.abs()));
+        for peer in [Peer::PerformerPytorch, Peer::GoogleJax] {
+            for kernel in [PeerKernel::Softmax, PeerKernel::Relu] {
+                let p = map(peer, kernel, &c.w, true);
+                let mut buf = vec![0.0; favor_core::PeerStream::<f64>::buffer_len(m, dv).unwrap()];
+                let mut stream = favor_core::PeerStream::new(p, dv, &mut buf).unwrap();
+                let mut scratch = vec![0.0; stream.scratch_len()];
+                let mut out = vec![0.0; dv];
+                for t in 0..len {
+                    let (qt, kt, vt) = (
+                        &q[t * d..(t + 1) * d],
+                        &k[t * d..(t + 1) * d],
+                        &v[t * dv..(t + 1) * dv],
+                    );
+                    stream
+                        .step(&Scalar, qt, kt, vt, &mut out, &mut scratch)
+                        .unwrap();
+                    let cut = Dims { len: t + 1, ..one };
+                    let want = peer_attention(
+                        peer,
+                        kernel,
+                        true,
+                        (&q[..(t + 1) * d], &k[..(t + 1) * d], &v[..(t + 1) * dv]),
+                        &c.w,
+                        cut,
+                    );
+                    let err = out
+                        .iter()
+                        .zip(&want[t * dv..])
+                        .fold(0f64, |a, (x, y)| a.max((x - y).abs() / vmax));
+                    assert!(
+                        err < 1e-11,
+                        "{peer:?} {kernel:?} scale {scale} t {t}: {err:e}"
+                    );
+                }
+                assert_eq!(stream.tokens(), len as u64);
+            }
+        }
+    }
+}

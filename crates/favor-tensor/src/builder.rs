@@ -169,7 +169,8 @@ impl PerformerBuilder {
     /// The peers' causal attention takes its key shift over the whole sequence, so future
     /// tokens change past outputs: a compat layer's causal [`forward`](crate::Performer::forward)
     /// reproduces that (whole-sequence) definition, and it has no
-    /// [`stream`](crate::Performer::stream). Not with hybrid attention, data-aware maps, the
+    /// [`stream`](crate::Performer::stream) (favor-core's `PeerStream` is the causal-safe
+    /// variant, one head at a time). Not with hybrid attention, data-aware maps, the
     /// fitted, hyperbolic or trigonometric kernels, or key masks (the peers have none).
     ///
     /// ```
