@@ -182,6 +182,10 @@ pub struct PeerAttention<'w, T> {
     normalize: bool,
     causal: bool,
     block: usize,
+    /// favor's own map over the same W, ε and normaliser: the supported range, and the
+    /// generalized features themselves. Built (and W checked) once, kept in step by the
+    /// setters.
+    reference: ReferenceMap<'w, T>,
 }
 
 /// Rows per block of features (keys and queries alike; the causal chunk).
@@ -191,7 +195,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
     /// Softmax attention as `compat`'s peer computes it, over the projection `w`
     /// (`features × dim`, row-major: the peer's `projection_matrix`), bidirectional.
     pub fn softmax(compat: Compat, w: &'w [T], features: usize, dim: usize) -> Result<Self> {
-        PositiveSoftmax::new(w, features, dim)?;
+        let reference = ReferenceMap::Softmax(PositiveSoftmax::new(w, features, dim)?);
         Ok(Self {
             compat,
             kernel: PeerKernel::Softmax,
@@ -203,6 +207,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
             normalize: true,
             causal: false,
             block: PEER_BLOCK,
+            reference,
         })
     }
 
@@ -216,16 +221,15 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         dim: usize,
         f: Activation<T>,
     ) -> Result<Self> {
-        let m = match w {
-            Some(w) => {
-                Generalized::new(w, features, dim, f)?;
-                features
-            }
-            None => {
-                check::nonzero("dim", dim)?;
-                dim
-            }
+        let eps = T::from_f64(compat.generalized_epsilon());
+        let normalize = compat.generalized_normalizer();
+        let g = match w {
+            Some(w) => Generalized::new(w, features, dim, f)?,
+            None => Generalized::without_projection(dim, f)?,
         };
+        let reference =
+            ReferenceMap::Generalized(g.with_epsilon(eps)?.with_data_normalizer(normalize));
+        let m = if w.is_some() { features } else { dim };
         Ok(Self {
             compat,
             kernel: PeerKernel::Generalized(f),
@@ -233,10 +237,11 @@ impl<'w, T: Float> PeerAttention<'w, T> {
             wt: None,
             m,
             d: dim,
-            eps: T::from_f64(compat.generalized_epsilon()),
-            normalize: compat.generalized_normalizer(),
+            eps,
+            normalize,
             causal: false,
             block: PEER_BLOCK,
+            reference,
         })
     }
 
@@ -249,6 +254,9 @@ impl<'w, T: Float> PeerAttention<'w, T> {
     /// Sets ε inside the features (finite, ≥ 0).
     pub fn with_epsilon(mut self, eps: T) -> Result<Self> {
         self.eps = crate::features::checked_epsilon(eps)?;
+        if let ReferenceMap::Generalized(g) = self.reference {
+            self.reference = ReferenceMap::Generalized(g.with_epsilon(eps)?);
+        }
         Ok(self)
     }
 
@@ -256,15 +264,21 @@ impl<'w, T: Float> PeerAttention<'w, T> {
     /// starts with it on, generalized kernels at the peer's default).
     pub fn with_data_normalizer(mut self, on: bool) -> Self {
         self.normalize = on;
+        self.reference = match self.reference {
+            ReferenceMap::Softmax(p) => ReferenceMap::Softmax(p.with_data_normalizer(on)),
+            ReferenceMap::Generalized(g) => ReferenceMap::Generalized(g.with_data_normalizer(on)),
+        };
         self
     }
 
     /// Gives Wᵀ as well (`dim × features`), checked to be exactly the transpose of W.
     pub fn with_transposed_projection(mut self, wt: &'w [T]) -> Result<Self> {
-        let w = self.w.ok_or(crate::Error::InvalidParameter {
-            what: "a map without projection has nothing to transpose",
-        })?;
-        PositiveSoftmax::new(w, self.m, self.d)?.with_transposed_projection(wt)?;
+        self.reference = match self.reference {
+            ReferenceMap::Softmax(p) => ReferenceMap::Softmax(p.with_transposed_projection(wt)?),
+            ReferenceMap::Generalized(g) => {
+                ReferenceMap::Generalized(g.with_transposed_projection(wt)?)
+            }
+        };
         self.wt = Some(wt);
         Ok(self)
     }
@@ -300,29 +314,6 @@ impl<'w, T: Float> PeerAttention<'w, T> {
             features: self.m,
             dim: self.d,
         })
-    }
-
-    /// favor's own map over the same W, whose supported range (crate docs) the inputs must
-    /// be within; the peer's features are bounded as that map's are (by 1 + ε).
-    fn reference_map(&self) -> Result<ReferenceMap<'w, T>> {
-        match (self.kernel, self.w) {
-            (PeerKernel::Softmax, Some(w)) => Ok(ReferenceMap::Softmax(
-                PositiveSoftmax::new(w, self.m, self.d)?.with_data_normalizer(self.normalize),
-            )),
-            (PeerKernel::Generalized(f), Some(w)) => Ok(ReferenceMap::Generalized(
-                Generalized::new(w, self.m, self.d, f)?
-                    .with_epsilon(self.eps)?
-                    .with_data_normalizer(self.normalize),
-            )),
-            (PeerKernel::Generalized(f), None) => Ok(ReferenceMap::Generalized(
-                Generalized::without_projection(self.d, f)?
-                    .with_epsilon(self.eps)?
-                    .with_data_normalizer(self.normalize),
-            )),
-            (PeerKernel::Softmax, None) => Err(crate::Error::InvalidParameter {
-                what: "softmax features need a projection",
-            }),
-        }
     }
 
     /// Scratch elements [`key_max`](Self::key_max) needs.
@@ -389,12 +380,8 @@ impl<'w, T: Float> PeerAttention<'w, T> {
             PeerKernel::Generalized(_) => {
                 // Generalized features carry no shift, so favor's own map computes them as
                 // the peers do: f(s·w·x) + ε, log-scale 0.
-                let ReferenceMap::Generalized(g) = self.reference_map()? else {
+                let ReferenceMap::Generalized(g) = self.reference else {
                     unreachable!("a generalized peer has a generalized reference map");
-                };
-                let g = match self.wt {
-                    Some(wt) => g.with_transposed_projection(wt)?,
-                    None => g,
                 };
                 g.map_rows(kernels, x, rows, out, sums)?;
             }
@@ -450,10 +437,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         scratch: &mut [T],
     ) -> Result<()> {
         let x = Qkv::new(q, k, v);
-        match self.reference_map()? {
-            ReferenceMap::Softmax(f) => shape.check_inputs(&f, x, out, None, 0)?,
-            ReferenceMap::Generalized(f) => shape.check_inputs(&f, x, out, None, 0)?,
-        }
+        self.reference.check_inputs(shape, x, out, 0)?;
         if self.causal {
             check::same_dim(
                 "causal attention needs queries == keys",
@@ -689,10 +673,7 @@ impl<'a, T: Float> PeerStream<'a, T> {
         let (p, m, dv) = (self.peer, self.peer.m, self.value_dim);
         let shape = Shape::new(1, p.d, dv);
         let x = Qkv::new(q, k, v);
-        match p.reference_map()? {
-            ReferenceMap::Softmax(f) => shape.check_inputs(&f, x, out, None, self.tokens)?,
-            ReferenceMap::Generalized(f) => shape.check_inputs(&f, x, out, None, self.tokens)?,
-        }
+        p.reference.check_inputs(shape, x, out, self.tokens)?;
         check::room("scratch", scratch, self.scratch_len())?;
         let (kf, rest) = scratch.split_at_mut(m);
         let (qf, rest) = rest.split_at_mut(m);
@@ -781,10 +762,23 @@ fn divide<T: Float, K: Kernels<T>>(
     }
 }
 
-/// favor's own map over a peer's W: the supported range and the generalized features.
+/// favor's own map over a peer's W, whose supported range (crate docs) the inputs must be
+/// within (the peer's features are bounded as that map's are, by 1 + ε), and which computes
+/// the generalized features.
+#[derive(Debug, Clone, Copy)]
 enum ReferenceMap<'w, T> {
     Softmax(PositiveSoftmax<'w, T>),
     Generalized(Generalized<'w, T>),
+}
+
+impl<T: Float> ReferenceMap<'_, T> {
+    /// Shapes and the supported range of one call, after `prior_keys` keys.
+    fn check_inputs(&self, shape: Shape, x: Qkv<'_, T>, out: &[T], prior_keys: u64) -> Result<()> {
+        match self {
+            ReferenceMap::Softmax(f) => shape.check_inputs(f, x, out, None, prior_keys),
+            ReferenceMap::Generalized(f) => shape.check_inputs(f, x, out, None, prior_keys),
+        }
+    }
 }
 
 /// One head's checked inputs.

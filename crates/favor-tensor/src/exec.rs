@@ -167,7 +167,7 @@ impl<'a, E: Element> Io<'a, E> {
         &self,
         cfg: &Config,
         weights: &Weights,
-        mut out: TensorViewMut<'_, O>,
+        out: TensorViewMut<'_, O>,
     ) -> Result<()> {
         if self.mask.is_some() {
             return Err(Error::Config(
@@ -191,27 +191,14 @@ impl<'a, E: Element> Io<'a, E> {
             .and_then(|p| p.with_epsilon(T::from_f64(cfg.epsilon)))
             .map(|p| p.with_data_normalizer(cfg.normalizer).causal(cfg.causal))
             .map_err(setup)?;
-        let op = |out: &mut [O]| {
+        row_major_into(out, |out| {
             cfg.with_backend(PeerHeads {
                 io: self,
                 cfg,
                 peer: &peer,
                 out,
             })
-        };
-        if out.is_contiguous() {
-            return op(out.data_mut());
-        }
-        let shape = out.shape();
-        let n = crate::tensor::element_count("out", shape)?;
-        let mut tmp: Vec<O> = alloc::try_filled("output", n, O::zeroed())?;
-        op(&mut tmp)?;
-        let [_, h, l, dv] = shape;
-        for (r, row) in tmp.chunks_exact(dv.max(1)).enumerate() {
-            out.row_mut(r / (h * l), r / l % h, r % l)
-                .copy_from_slice(row);
-        }
-        Ok(())
+        })
     }
 
     /// Runs every head with `maps[h]` (or `maps[0]` for all, when there is one), shifting
@@ -223,37 +210,41 @@ impl<'a, E: Element> Io<'a, E> {
         maps: &[F],
         shifts: Option<&[DataAwareSoftmax<'_, T>]>,
         fitted: Option<(&[T], &[T])>,
-        mut out: TensorViewMut<'_, O>,
+        out: TensorViewMut<'_, O>,
     ) -> Result<()> {
-        if out.is_contiguous() {
-            return cfg.with_backend(Heads {
+        row_major_into(out, |out| {
+            cfg.with_backend(Heads {
                 io: self,
                 cfg,
                 maps,
                 shifts,
                 fitted,
-                out: out.data_mut(),
-            });
-        }
-        // Heads of a strided output interleave: compute row-major, then place the rows.
-        let shape = out.shape();
-        let n = crate::tensor::element_count("out", shape)?;
-        let mut tmp: Vec<O> = alloc::try_filled("output", n, O::zeroed())?;
-        cfg.with_backend(Heads {
-            io: self,
-            cfg,
-            maps,
-            shifts,
-            fitted,
-            out: &mut tmp,
-        })?;
-        let [_, h, l, dv] = shape;
-        for (r, row) in tmp.chunks_exact(dv.max(1)).enumerate() {
-            out.row_mut(r / (h * l), r / l % h, r % l)
-                .copy_from_slice(row);
-        }
-        Ok(())
+                out,
+            })
+        })
     }
+}
+
+/// Runs `fill` on `out`'s data when it is contiguous (`[B, H, L, dv]` row-major), else on a
+/// row-major buffer whose rows are then placed into `out`: heads of a strided output
+/// interleave, so each head computes into rows of its own first.
+fn row_major_into<O: Element>(
+    mut out: TensorViewMut<'_, O>,
+    fill: impl FnOnce(&mut [O]) -> Result<()>,
+) -> Result<()> {
+    if out.is_contiguous() {
+        return fill(out.data_mut());
+    }
+    let shape = out.shape();
+    let n = crate::tensor::element_count("out", shape)?;
+    let mut tmp: Vec<O> = alloc::try_filled("output", n, O::zeroed())?;
+    fill(&mut tmp)?;
+    let [_, h, l, dv] = shape;
+    for (r, row) in tmp.chunks_exact(dv.max(1)).enumerate() {
+        out.row_mut(r / (h * l), r / l % h, r % l)
+            .copy_from_slice(row);
+    }
+    Ok(())
 }
 
 /// Every (batch, head) pair of one forward call, run with one backend.
