@@ -269,6 +269,12 @@ pub struct RunFlags {
     /// Tokens per causal chunk (default 64).
     #[arg(long, value_name = "C")]
     pub chunk: Option<usize>,
+    /// With --causal: run the sequence through a decoding stream (the state a server keeps
+    /// between tokens) rather than the whole-sequence forward. The same outputs up to
+    /// rounding, except with --compat, where the stream is the peer's causal-safe variant
+    /// (key shift over the keys seen so far, not the whole sequence).
+    #[arg(long)]
+    pub stream: bool,
     /// Hybrid attention: keys within W positions of a query (causal: the W before it) get
     /// exact softmax weights, the others random features. 0: only the diagonal is exact.
     #[arg(long, value_name = "W")]
@@ -610,6 +616,21 @@ fn precision_of(precision: Option<&str>) -> CliResult<Precision> {
     }
 }
 
+/// `attn`'s forward of the whole sequence, or, given the batch, a fresh stream's prefill of
+/// it (its token-by-token decode at once).
+fn forward_or_stream<E: favor_tensor::Element>(
+    attn: &Performer,
+    stream_batch: Option<usize>,
+    io: &Inputs,
+    [q, k, v]: [Cow<'_, [E]>; 3],
+) -> favor_tensor::Result<favor_tensor::Tensor> {
+    let (q, k, v) = (view(&io.q, &q), view(&io.k, &k), view(&io.v, &v));
+    match stream_batch {
+        None => attn.forward(q, k, v),
+        Some(b) => attn.stream(b)?.prefill(q, k, v),
+    }
+}
+
 /// `favor run`: FAVOR+ attention of `--q --k --v` into `--out`.
 pub fn run(flags: RunFlags) -> CliResult<()> {
     let RunFlags {
@@ -620,6 +641,7 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         map,
         causal,
         chunk,
+        stream,
         window,
         sinks,
         precision,
@@ -628,6 +650,11 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
         data_normalizer,
         paths,
     } = flags;
+    if stream && !causal {
+        return Err(CliError::input(
+            "--stream decodes causal attention: give --causal too",
+        ));
+    }
     let kernel = kernel.unwrap_or_default();
     let compat = match compat.as_deref() {
         None => Compat::None,
@@ -744,14 +771,13 @@ pub fn run(flags: RunFlags) -> CliResult<()> {
             None => e,
         }
     })?;
+    let batch = stream.then_some(io.q.shape4[0]);
     let out = match precision {
         Precision::F32 => {
-            let (q, k, v) = (io.q.f32()?, io.k.f32()?, io.v.f32()?);
-            attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
+            forward_or_stream(&attn, batch, &io, [io.q.f32()?, io.k.f32()?, io.v.f32()?])
         }
         Precision::F64 => {
-            let (q, k, v) = (io.q.f64()?, io.k.f64()?, io.v.f64()?);
-            attn.forward(view(&io.q, &q), view(&io.k, &k), view(&io.v, &v))
+            forward_or_stream(&attn, batch, &io, [io.q.f64()?, io.k.f64()?, io.v.f64()?])
         }
     }
     .map_err(|e| io.library_error(e, matrix.as_deref()))?;

@@ -143,6 +143,76 @@ fn compat_run_equals_performer_pytorch() {
     }
 }
 
+/// `run --causal --stream --compat performer-pytorch` is the peer's causal-safe variant: its
+/// key shift is the max over the keys seen so far, so from the token holding the head's
+/// largest key projection on it is the real peer's causal attention (whose shift is that
+/// max over the whole sequence) to f32 rounding.
+#[test]
+fn compat_stream_equals_performer_pytorch_from_the_largest_key_on() {
+    let d = dir("compat-stream");
+    let state = data("performer_lm.safetensors");
+    let (q, k, v) = (data("q.npy"), data("k.npy"), data("v.npy"));
+    let out = d.join("out.npy");
+    ok(&[
+        "run",
+        "--q",
+        s(&q),
+        "--k",
+        s(&k),
+        "--v",
+        s(&v),
+        "--projection",
+        s(&state),
+        "--layer",
+        "1",
+        "--causal",
+        "--stream",
+        "--compat",
+        "performer-pytorch",
+        "--out",
+        s(&out),
+    ]);
+    let (shape, keys) = read(&k);
+    let [_, _, l, dim] = shape[..] else {
+        panic!("k shape {shape:?}")
+    };
+    let (wshape, w) = tensor(LAYER1);
+    let (m, scale) = (wshape[0], (dim as f64).powf(-0.25));
+    let (_, want) = read(&data("pt_softmax_causal.npy"));
+    let got = read(&out).1;
+    let dv = 8;
+    let mut compared = 0;
+    for (head, keys) in keys.chunks_exact(l * dim).enumerate() {
+        // u = w·k' of every key; the stream's shift reaches the peer's at the argmax.
+        let top = |t: usize| -> f64 {
+            (0..m)
+                .map(|j| {
+                    let row = &w[j * dim..(j + 1) * dim];
+                    let kt = &keys[t * dim..(t + 1) * dim];
+                    scale
+                        * row
+                            .iter()
+                            .zip(kt)
+                            .map(|(&a, &b)| f64::from(a) * b)
+                            .sum::<f64>()
+                })
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let first = (0..l).max_by(|&a, &b| top(a).total_cmp(&top(b))).unwrap();
+        let rows = head * l + first..(head + 1) * l;
+        let at = |x: &[f64]| x[rows.start * dv..rows.end * dv].to_vec();
+        let err = max_row_rel(&at(&got), &at(&want), dv);
+        assert!(err <= 2e-5, "head {head}, tokens {first}..: {err:e}");
+        // Before it the peer's larger shift (a future key's) weighs its ε term more.
+        let early = head * l..head * l + first;
+        let at = |x: &[f64]| x[early.start * dv..early.end * dv].to_vec();
+        let before = max_row_rel(&at(&got), &at(&want), dv);
+        assert!(first == 0 || before > 1e-3, "head {head}: {before:e}");
+        compared += rows.len();
+    }
+    assert!(compared > 0);
+}
+
 #[test]
 fn compat_and_import_errors_are_one_line() {
     let d = dir("compat-errors");
@@ -163,7 +233,8 @@ fn compat_and_import_errors_are_one_line() {
     let with = |extra: &[&str]| -> Vec<String> {
         base.iter().chain(extra).map(|a| a.to_string()).collect()
     };
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (&["--stream"], "give --causal too"),
         (
             &["--compat", "torch"],
             "expected performer-pytorch, google-jax or none",

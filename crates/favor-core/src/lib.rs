@@ -146,7 +146,8 @@
 //! - **peer conventions** — [`Compat`]: the ε, key shift and denominator rules of
 //!   performer-pytorch and google-research's JAX code, which models trained with them have
 //!   learnt; [`PeerAttention`] computes attention with them (its causal mode is their
-//!   whole-sequence, leaking definition).
+//!   whole-sequence, leaking definition); [`PeerStream`] / [`PeerMemory`] are the
+//!   causal-safe streaming variant (key shift over the keys seen so far).
 //! - **matrix views** — [`MatRef`] / [`MatMut`]: a slice with rows, columns and two strides;
 //!   `.t()` transposes for free, so every product is one [`Kernels::gemm`] ([`Accum`] says
 //!   whether it overwrites or adds).
@@ -178,7 +179,10 @@ mod stream;
 
 pub use attention::{Options, Plan, PlanKind, Shape};
 pub use checksum::crc32;
-pub use compat::{Compat, PeerAttention, PeerDenominator, PeerKernel, PeerStream};
+pub use compat::{
+    Compat, PEER_SNAPSHOT_VERSION, PeerAttention, PeerDenominator, PeerKernel, PeerMemory,
+    PeerStream,
+};
 pub use error::{Error, Result, SnapshotError};
 pub use estimator::PartitionEstimator;
 pub use exact::{

@@ -139,11 +139,7 @@ fn decode<'b, T: Float, F: FeatureMap<T>>(
         return Err(SnapshotError::WrongLength.into());
     }
     if version == SNAPSHOT_VERSION {
-        let body = bytes.len() - TRAILER;
-        let stored = u32::from_le_bytes(bytes[body..].try_into().unwrap_or([0; 4]));
-        if crc32(&bytes[..body]) != stored {
-            return Err(SnapshotError::BadChecksum.into());
-        }
+        check_crc(bytes)?;
     }
     if u32_at(8) != T::DTYPE_TAG {
         return Err(SnapshotError::WrongDType.into());
@@ -179,6 +175,17 @@ fn decode<'b, T: Float, F: FeatureMap<T>>(
         ring,
         parts,
     })
+}
+
+/// Checks the CRC-32 in the last 4 bytes of `bytes` (of at least 4) against every byte
+/// before it; returns the length before it.
+pub(crate) fn check_crc(bytes: &[u8]) -> Result<usize> {
+    let body = bytes.len().saturating_sub(TRAILER);
+    let stored = u32::from_le_bytes(bytes[body..].try_into().unwrap_or([0; 4]));
+    if crc32(&bytes[..body]) != stored {
+        return Err(SnapshotError::BadChecksum.into());
+    }
+    Ok(body)
 }
 
 /// Checks that `bytes` hold at least a `header`-byte header and start with `magic`; returns

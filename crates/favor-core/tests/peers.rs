@@ -351,3 +351,89 @@ fn peer_stream_is_the_peer_on_each_prefix() {
         }
     }
 }
+
+/// A `PeerMemory` snapshot taken mid-stream and restored into fresh memory goes on with the
+/// same bits as the original; bytes from another peer, other dimensions, a flipped bit or a
+/// state no stream reaches are refused and leave the memory as it was.
+#[test]
+fn peer_memory_snapshot_round_trips_and_refuses_bad_bytes() {
+    use favor_core::{Error, PeerMemory, SnapshotError};
+    let (d, dv, m, len) = (DIMS.dim, DIMS.value_dim, DIMS.features, 20);
+    let c = case(1.0, 11);
+    let row = |x: &[f64], t: usize, n: usize| x[t * n..(t + 1) * n].to_vec();
+    for peer in [Peer::PerformerPytorch, Peer::GoogleJax] {
+        for kernel in [PeerKernel::Softmax, PeerKernel::Relu] {
+            let p = map(peer, kernel, &c.w, true);
+            let n = PeerMemory::<f64, Vec<f64>>::buffer_len(m, dv).unwrap();
+            let mut scratch = vec![0.0; PeerMemory::<f64, Vec<f64>>::scratch_len(&p)];
+            let mut a = PeerMemory::new(vec![0.0; n]);
+            let (mut oa, mut ob) = (vec![0.0; dv], vec![0.0; dv]);
+            let mut step = |mem: &mut PeerMemory<f64, Vec<f64>>, t: usize, out: &mut [f64]| {
+                let (q, k, v) = (row(&c.q, t, d), row(&c.k, t, d), row(&c.v, t, dv));
+                mem.step(&Scalar, &p, dv, &q, &k, &v, out, &mut scratch)
+                    .unwrap();
+            };
+            for t in 0..len / 2 {
+                step(&mut a, t, &mut oa);
+            }
+            let mut bytes = vec![0u8; a.snapshot_len(&p, dv).unwrap()];
+            assert_eq!(a.snapshot(&p, dv, &mut bytes).unwrap(), bytes.len());
+            // Garbage in the fresh buffer: a restore overwrites all of it.
+            let mut b = PeerMemory::new(vec![7.0; n]);
+            b.restore(&p, dv, &bytes).unwrap();
+            assert_eq!((b.tokens(), b.shift()), (a.tokens(), a.shift()));
+            for t in len / 2..len {
+                step(&mut a, t, &mut oa);
+                step(&mut b, t, &mut ob);
+                assert_eq!(oa, ob, "{peer:?} {kernel:?} t {t}");
+            }
+
+            let snap = |e: Error| match e {
+                Error::Snapshot(s) => s,
+                other => panic!("{peer:?} {kernel:?}: not a snapshot error: {other}"),
+            };
+            let before = b.clone();
+            let mut flipped = bytes.clone();
+            flipped[60] ^= 1;
+            assert_eq!(
+                snap(b.restore(&p, dv, &flipped).unwrap_err()),
+                SnapshotError::BadChecksum
+            );
+            assert_eq!(
+                snap(b.restore(&p, dv, &bytes[..bytes.len() - 1]).unwrap_err()),
+                SnapshotError::WrongLength
+            );
+            let other_peer = match peer {
+                Peer::PerformerPytorch => Peer::GoogleJax,
+                Peer::GoogleJax => Peer::PerformerPytorch,
+            };
+            let q = map(other_peer, kernel, &c.w, true);
+            assert_eq!(
+                snap(b.restore(&q, dv, &bytes).unwrap_err()),
+                SnapshotError::WrongFeatureMap
+            );
+            let mut wider = PeerMemory::new(vec![0.0; n + m + 1]);
+            assert_eq!(
+                snap(wider.restore(&p, dv + 1, &bytes).unwrap_err()),
+                SnapshotError::WrongDims
+            );
+            // A valid checksum over an impossible state: z_e negative (softmax), or a shift
+            // on a generalized stream.
+            let mut forged = bytes.clone();
+            let (at, value) = match kernel {
+                PeerKernel::Softmax => (56 + 8 * m * dv, (-1.0f64).to_le_bytes()),
+                PeerKernel::Relu => (48, 0.5f64.to_le_bytes()),
+            };
+            forged[at..at + 8].copy_from_slice(&value);
+            let body = forged.len() - 4;
+            let crc = favor_core::crc32(&forged[..body]);
+            forged[body..].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                snap(b.restore(&p, dv, &forged).unwrap_err()),
+                SnapshotError::Corrupt
+            );
+            assert_eq!(b.buffer(), before.buffer());
+            assert_eq!((b.tokens(), b.shift()), (before.tokens(), before.shift()));
+        }
+    }
+}

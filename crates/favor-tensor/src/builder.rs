@@ -168,10 +168,12 @@ impl PerformerBuilder {
     ///
     /// The peers' causal attention takes its key shift over the whole sequence, so future
     /// tokens change past outputs: a compat layer's causal [`forward`](crate::Performer::forward)
-    /// reproduces that (whole-sequence) definition, and it has no
-    /// [`stream`](crate::Performer::stream) (favor-core's `PeerStream` is the causal-safe
-    /// variant, one head at a time). Not with hybrid attention, data-aware maps, the
-    /// fitted, hyperbolic or trigonometric kernels, or key masks (the peers have none).
+    /// reproduces that (whole-sequence) definition. Its [`stream`](crate::Performer::stream)
+    /// is the closest causal-safe variant (favor-core's `PeerStream`: the shift over the keys
+    /// seen so far): equal to the peer from the token holding the head's largest key
+    /// projection on, different before it (measured in the README, "Serving models trained
+    /// elsewhere"). Not with hybrid attention, data-aware maps, the fitted, hyperbolic or
+    /// trigonometric kernels, or key masks (the peers have none).
     ///
     /// ```
     /// use favor_tensor::{Compat, Performer, TensorView};

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use favor_core::{
-    Activation, AnyFeatureMap, Compat, Generalized, HybridShape, HyperbolicSoftmax,
+    Activation, AnyFeatureMap, Compat, Generalized, HybridShape, HyperbolicSoftmax, PeerAttention,
     PositiveSoftmax, RowNorms, Scalar, TrigonometricSoftmax,
 };
 
@@ -249,6 +249,27 @@ impl Config {
             }
         };
         map.map_err(setup)
+    }
+
+    /// The layer's attention as its [`compat`](Self::compat) peer computes it (favor-core's
+    /// `PeerAttention`, causal as the layer is), over W.
+    pub(crate) fn peer<'w, T: Real>(&self, weights: &'w Weights) -> Result<PeerAttention<'w, T>> {
+        let (w, wt) = T::weights(weights);
+        let (m, d) = (self.features, self.dim);
+        let peer = match self.kernel.activation::<T>() {
+            None => PeerAttention::softmax(self.compat, w, m, d),
+            Some(f) if self.projection == Projection::None => {
+                PeerAttention::generalized(self.compat, None, m, d, f)
+            }
+            Some(f) => PeerAttention::generalized(self.compat, Some(w), m, d, f),
+        };
+        peer.and_then(|p| match self.projection {
+            Projection::None => Ok(p),
+            _ => p.with_transposed_projection(wt),
+        })
+        .and_then(|p| p.with_epsilon(T::from_f64(self.epsilon)))
+        .map(|p| p.with_data_normalizer(self.normalizer).causal(self.causal))
+        .map_err(setup)
     }
 
     /// Runs `op` with the configured backend.

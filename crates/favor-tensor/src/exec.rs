@@ -10,7 +10,7 @@ use favor_core::{
 
 use crate::alloc::{self, try_resize, try_zeros};
 use crate::backend::{BackendOp, Real};
-use crate::config::{Config, Kernel, Precision, Projection};
+use crate::config::{Config, Kernel, Precision};
 use crate::error::{Error, Result, setup};
 use crate::range::Maxima;
 use crate::tensor::{Element, TensorView, TensorViewMut};
@@ -174,23 +174,7 @@ impl<'a, E: Element> Io<'a, E> {
                 "compat reproduces a peer's attention, which takes no key mask".into(),
             ));
         }
-        let (w, wt) = T::weights(weights);
-        let (m, d) = (cfg.features, cfg.dim);
-        let peer = match cfg.kernel.activation::<T>() {
-            None => PeerAttention::softmax(cfg.compat, w, m, d),
-            Some(f) if cfg.projection == Projection::None => {
-                PeerAttention::generalized(cfg.compat, None, m, d, f)
-            }
-            Some(f) => PeerAttention::generalized(cfg.compat, Some(w), m, d, f),
-        };
-        let peer = peer
-            .and_then(|p| match cfg.projection {
-                Projection::None => Ok(p),
-                _ => p.with_transposed_projection(wt),
-            })
-            .and_then(|p| p.with_epsilon(T::from_f64(cfg.epsilon)))
-            .map(|p| p.with_data_normalizer(cfg.normalizer).causal(cfg.causal))
-            .map_err(setup)?;
+        let peer = cfg.peer::<T>(weights)?;
         row_major_into(out, |out| {
             cfg.with_backend(PeerHeads {
                 io: self,

@@ -309,19 +309,17 @@ impl Performer {
     /// `HybridStream`: the sinks' and the window's raw keys and values and the random-feature
     /// state of the keys that left the window. A hybrid prefill steps its tokens one by one.
     ///
+    /// A [`compat`](crate::PerformerBuilder::compat) layer streams the peer's causal-safe
+    /// variant (favor-core's `PeerMemory` per (batch, head): the peer's formulas with the
+    /// key shift over the keys seen so far), which differs from its whole-sequence
+    /// [`forward`](Self::forward) before each head's largest key; its prefill steps the
+    /// tokens one by one.
+    ///
     /// A layer with a data-aware map ([`data_aware_map`](Self::data_aware_map)) streams with
     /// each head's map on keys shifted by its μ, as [`forward`](Self::forward) does. One with
     /// [`Kernel::Gerf`] or [`Kernel::Saderf`] (fitted per call) has none: that is
     /// [`Error::Config`].
     pub fn stream(&self, batch: usize) -> Result<Stream> {
-        if self.cfg.compat != Compat::None {
-            return Err(Error::Config(format!(
-                "compat {}: the peer's causal attention shifts keys by a max over the whole \
-                 sequence, so it cannot stream; use forward on the whole sequence, or a layer \
-                 without compat (favor's causal definition) to stream",
-                self.cfg.compat.name()
-            )));
-        }
         if self.cfg.kernel.is_fitted() {
             return Err(Error::Config(
                 "a stream is causal, and Kernel::Gerf and Kernel::Saderf fit on every call's \

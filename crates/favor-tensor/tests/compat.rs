@@ -161,10 +161,6 @@ fn compat_refuses_what_the_peers_do_not_define() {
     }
     let attn = base().causal(true).build().unwrap();
     assert_eq!(attn.compat(), Compat::GoogleJax);
-    match attn.stream(1) {
-        Err(Error::Config(m)) => assert!(m.contains("cannot stream"), "{m}"),
-        other => panic!("{other:?}"),
-    }
     let x = vec![0.5f32; 4 * d];
     let t = TensorView::new([1, 1, 4, d], &x).unwrap();
     match attn.forward_masked(t, t, t, &[true, false, true, true]) {
@@ -185,4 +181,137 @@ fn compat_refuses_what_the_peers_do_not_define() {
             .iter()
             .all(|o| o.is_finite())
     );
+}
+
+/// The first `t` tokens of every (batch, head) of a `[B, H, L, w]` tensor.
+fn prefix(x: &[f64], t: usize, w: usize) -> Vec<f64> {
+    let l = DIMS.len;
+    (x.chunks_exact(l * w))
+        .flat_map(|head| head[..t * w].iter().copied())
+        .collect()
+}
+
+/// A compat layer's stream is the peer's causal attention on each prefix (favor-core's
+/// `PeerStream`: the key shift over the keys seen so far): token t's output equals the f64
+/// oracle on the sequence cut after t, through a prefill, steps, and a snapshot restored
+/// into another stream.
+#[test]
+fn compat_stream_is_the_peer_on_each_prefix() {
+    fn view(x: &[f32], len: usize, w: usize) -> TensorView<'_, f32> {
+        TensorView::new([DIMS.batch, DIMS.heads, len, w], x).unwrap()
+    }
+    let Dims {
+        batch: b,
+        heads: h,
+        len: l,
+        dim: d,
+        value_dim: dv,
+        ..
+    } = DIMS;
+    let n = b * h * l * d;
+    let rounded = |x: Vec<f64>| -> Vec<f64> { x.iter().map(|&a| f64::from(a as f32)).collect() };
+    let (q, k, v) = (
+        rounded(draw(n, 1.0, 31)),
+        rounded(draw(n, 1.0, 32)),
+        rounded(draw(n, 1.0, 33)),
+    );
+    let vmax = v.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let f32s = |x: &[f64]| -> Vec<f32> { x.iter().map(|&a| a as f32).collect() };
+    // Tokens [from, to) of every head as a [B, H, to − from, w] tensor.
+    let part = |x: &[f64], from: usize, to: usize, w: usize| -> Vec<f32> {
+        (x.chunks_exact(l * w))
+            .flat_map(|head| f32s(&head[from * w..to * w]))
+            .collect()
+    };
+    let split = 20;
+    for (peer, compat) in [
+        (Peer::PerformerPytorch, Compat::PerformerPytorch),
+        (Peer::GoogleJax, Compat::GoogleJax),
+    ] {
+        for (pk, kernel) in [
+            (PeerKernel::Softmax, Kernel::Softmax),
+            (PeerKernel::Relu, Kernel::Relu),
+        ] {
+            let attn = layer(compat, kernel, true);
+            let w = attn.projection_f64();
+            let mut stream = attn.stream(b).unwrap();
+            let bytes_before = stream.memory_bytes();
+            // Token t of every head: the oracle on the sequence cut after t.
+            let want = |t: usize| -> Vec<f64> {
+                let cut = Dims { len: t + 1, ..DIMS };
+                let (qc, kc, vc) = (
+                    prefix(&q, t + 1, d),
+                    prefix(&k, t + 1, d),
+                    prefix(&v, t + 1, dv),
+                );
+                let all = peer_attention(peer, pk, true, (&qc, &kc, &vc), &w, cut);
+                (all.chunks_exact((t + 1) * dv))
+                    .flat_map(|head| head[t * dv..].iter().copied())
+                    .collect()
+            };
+            let check = |got: &[f32], t: usize, what: &str| {
+                let err = got
+                    .iter()
+                    .zip(want(t))
+                    .fold(0f64, |m, (&g, w)| m.max((f64::from(g) - w).abs() / vmax));
+                assert!(err < 1e-4, "{peer:?} {pk:?} {what} t {t}: {err:e}");
+            };
+            let (qp, kp, vp) = (
+                part(&q, 0, split, d),
+                part(&k, 0, split, d),
+                part(&v, 0, split, dv),
+            );
+            let pre = stream
+                .prefill(
+                    view(&qp, split, d),
+                    view(&kp, split, d),
+                    view(&vp, split, dv),
+                )
+                .unwrap();
+            for t in 0..split {
+                let rows: Vec<f32> = (pre.data().chunks_exact(split * dv))
+                    .flat_map(|head| head[t * dv..(t + 1) * dv].iter().copied())
+                    .collect();
+                check(&rows, t, "prefill");
+            }
+            let bytes = stream.snapshot().unwrap();
+            let mut copy = attn.stream(b).unwrap();
+            copy.restore(&bytes).unwrap();
+            assert_eq!(copy.tokens(), split as u64);
+            for t in split..l {
+                let (qt, kt, vt) = (
+                    part(&q, t, t + 1, d),
+                    part(&k, t, t + 1, d),
+                    part(&v, t, t + 1, dv),
+                );
+                let (qt, kt, vt) = (view(&qt, 1, d), view(&kt, 1, d), view(&vt, 1, dv));
+                let out = stream.step(qt, kt, vt).unwrap();
+                check(out.data(), t, "step");
+                assert_eq!(copy.step(qt, kt, vt).unwrap().data(), out.data());
+            }
+            assert_eq!(stream.tokens(), l as u64);
+            assert_eq!(stream.memory_bytes(), bytes_before);
+
+            // A stream of favor's own definition (or of the other peer) refuses the bytes.
+            let plain = Performer::builder(d)
+                .heads(h)
+                .features(DIMS.features)
+                .kernel(kernel)
+                .seed(3)
+                .causal(true)
+                .build()
+                .unwrap();
+            let other = match compat {
+                Compat::GoogleJax => Compat::PerformerPytorch,
+                _ => Compat::GoogleJax,
+            };
+            for mut s in [
+                plain.stream(b).unwrap(),
+                layer(other, kernel, true).stream(b).unwrap(),
+            ] {
+                assert!(matches!(s.restore(&bytes), Err(Error::Snapshot(_))));
+                assert_eq!(s.tokens(), 0);
+            }
+        }
+    }
 }

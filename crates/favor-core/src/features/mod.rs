@@ -190,19 +190,19 @@ impl<T: Float> BitsEq for T {
 }
 
 /// FNV-1a, enough to tell feature maps apart (not a cryptographic commitment).
-struct Fnv(u64);
+pub(crate) struct Fnv(pub(crate) u64);
 impl Fnv {
-    fn new(kind: u8) -> Self {
+    pub(crate) fn new(kind: u8) -> Self {
         let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         h.bytes(&[kind]);
         h
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         for &x in b {
             self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    fn u64(&mut self, x: u64) {
+    pub(crate) fn u64(&mut self, x: u64) {
         self.bytes(&x.to_le_bytes());
     }
     fn floats<T: Float>(&mut self, xs: &[T]) {

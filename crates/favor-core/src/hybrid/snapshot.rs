@@ -127,11 +127,7 @@ pub(super) fn check<'b, T: Float>(
     if bytes.len() != len(far, raw) {
         return Err(SnapshotError::WrongLength.into());
     }
-    let body = bytes.len() - TRAILER;
-    let stored = u32::from_le_bytes(bytes[body..].try_into().unwrap_or([0; 4]));
-    if crc32(&bytes[..body]) != stored {
-        return Err(SnapshotError::BadChecksum.into());
-    }
+    let body = crate::snapshot::check_crc(bytes)?;
     let (far_bytes, rest) = bytes[HEADER..body].split_at(snapshot::len(far));
     let (keys, values) = rest.split_at(size_of_val(raw.keys));
     let tokens = u64_at(48);

@@ -32,6 +32,14 @@ pub use snapshot::STREAM_SNAPSHOT_VERSION;
 /// window, `O((sinks + w)·(d + dv) + m·dv)` floats whatever the tokens seen; its prefill
 /// steps the tokens one by one, and its snapshots carry favor-core's `FAVH` records.
 ///
+/// A [`compat`](crate::PerformerBuilder::compat) layer's stream keeps favor-core's
+/// [`PeerMemory`](favor_core::PeerMemory) per (batch, head): `m·dv + m + dv` floats, the
+/// peer's causal attention with the key shift over the keys seen so far (the peers' own
+/// shift, over the whole sequence, cannot stream); its outputs equal the peer's causal
+/// [`forward`](crate::Performer::forward) on the sequence cut after each token, not on the
+/// whole sequence. Its prefill steps the tokens one by one; its snapshots carry favor-core's
+/// `FAVP` records.
+///
 /// A calibrated layer's stream ([`data_aware_map`](crate::Performer::data_aware_map)) runs
 /// each head with its own data-aware map on keys shifted by that head's μ, as the forward
 /// path does; its steps map each head on its own (no shared GEMM), and its snapshots carry
@@ -115,6 +123,10 @@ pub(crate) struct HeadStates<'w, T> {
     heads: Vec<HeadState<T>>,
     /// Hybrid attention's states, one per (batch, head), and its shape; empty otherwise.
     hybrid: Vec<HybridHeadState<T>>,
+    /// A compat layer's peer attention (favor-core's `PeerAttention`, causal) and its
+    /// causal-safe states (`PeerMemory`), one per (batch, head); `None` and empty otherwise.
+    peer: Option<favor_core::PeerAttention<'w, T>>,
+    peers: Vec<PeerHeadState<T>>,
     /// Scratch of a step: every (batch, head)'s key and query, mapped in one GEMM
     /// ([`favor_core::MappedTokens`]); kept so a step allocates nothing.
     mapped: Vec<T>,
@@ -171,6 +183,9 @@ pub(crate) type HeadState<T> = favor_core::StreamMemory<T, Vec<T>>;
 
 /// A favor-core hybrid stream's memory between calls.
 pub(crate) type HybridHeadState<T> = favor_core::HybridMemory<T, Vec<T>>;
+
+/// A favor-core peer stream's memory between calls (compat layers).
+pub(crate) type PeerHeadState<T> = favor_core::PeerMemory<T, Vec<T>>;
 
 /// `$e` with `$s` the states (and `$w` the weights) in their precision.
 macro_rules! states {
@@ -243,6 +258,7 @@ impl Stream {
         states!(&self.states, _, s => {
             s.heads.iter().map(|h| size_of_val(&h.buffer()[..])).sum::<usize>()
                 + s.hybrid.iter().map(|h| size_of_val(&h.buffer()[..])).sum::<usize>()
+                + s.peers.iter().map(|h| size_of_val(&h.buffer()[..])).sum::<usize>()
                 + size_of_val(&s.mapped[..])
         })
     }
@@ -253,13 +269,15 @@ impl Stream {
         states!(mut &mut self.states, _, s => {
             s.heads.iter_mut().for_each(HeadState::reset);
             s.hybrid.iter_mut().for_each(HybridHeadState::reset);
+            s.peers.iter_mut().for_each(PeerHeadState::reset);
         })
     }
 
     /// Absorbs `len` tokens at once through the chunked causal path (`[B, H, len, d]`
     /// queries, `[B, Hkv, len, d]` keys and `[B, Hkv, len, dv]` values; any strides) and returns their outputs
     /// `[B, H, len, dv]`: the same bits as causal [`Performer::forward`](crate::Performer::forward) on those tokens from
-    /// an empty stream. On error the state is unchanged.
+    /// an empty stream (for a compat layer: its causal-safe variant, see [`Stream`]). On
+    /// error the state is unchanged.
     pub fn prefill<E: Element>(
         &mut self,
         q: TensorView<'_, E>,
@@ -402,15 +420,20 @@ impl<'w, T: Real> HeadStates<'w, T> {
         type Core<'w, T> = favor_core::Stream<'w, T, AnyFeatureMap<'w, T>, favor_core::Scalar>;
         type Hybrid<'w, T> =
             favor_core::HybridStream<'w, T, AnyFeatureMap<'w, T>, favor_core::Scalar>;
-        let len = match cfg.hybrid {
-            None => Core::<T>::buffer_len(&map, cfg.value_dim),
-            Some(shape) => Hybrid::<T>::buffer_len(&map, cfg.value_dim, shape),
+        let peer = match cfg.compat {
+            favor_core::Compat::None => None,
+            _ => Some(cfg.peer::<T>(&owner.weights)?.causal(true)),
+        };
+        let len = match (cfg.hybrid, peer) {
+            (_, Some(p)) => PeerHeadState::<T>::buffer_len(p.feature_dim(), cfg.value_dim),
+            (None, None) => Core::<T>::buffer_len(&map, cfg.value_dim),
+            (Some(shape), None) => Hybrid::<T>::buffer_len(&map, cfg.value_dim, shape),
         }
         .map_err(crate::error::setup)?;
         // `n` is the caller's batch × heads: whichever allocation fails, report the whole
         // state's size, the number the caller can act on. A hybrid step maps per head (its
         // window needs the raw keys): no shared mapping scratch.
-        let mapped_len = match (cfg.hybrid, head_maps.is_empty()) {
+        let mapped_len = match (cfg.hybrid, head_maps.is_empty() && peer.is_none()) {
             (None, true) => {
                 crate::alloc::len("stream state", favor_core::mapped_tokens_len(&map, n))?
             }
@@ -439,19 +462,20 @@ impl<'w, T: Real> HeadStates<'w, T> {
         for _ in 0..n {
             bufs.push(crate::alloc::try_zeros("stream state", len).map_err(fail)?);
         }
-        let (heads, hybrid) = match cfg.hybrid {
-            None => (bufs.into_iter().map(HeadState::new).collect(), Vec::new()),
-            Some(_) => (
-                Vec::new(),
-                bufs.into_iter().map(HybridHeadState::new).collect(),
-            ),
-        };
+        let (mut heads, mut hybrid, mut peers) = (Vec::new(), Vec::new(), Vec::new());
+        match (cfg.hybrid, peer) {
+            (_, Some(_)) => peers = bufs.into_iter().map(PeerHeadState::new).collect(),
+            (None, None) => heads = bufs.into_iter().map(HeadState::new).collect(),
+            (Some(_), None) => hybrid = bufs.into_iter().map(HybridHeadState::new).collect(),
+        }
         let mapped = crate::alloc::try_zeros("stream state", mapped_len).map_err(fail)?;
         Ok(Self {
             map,
             head_maps,
             heads,
             hybrid,
+            peer,
+            peers,
             mapped,
         })
     }

@@ -30,6 +30,9 @@ pub(crate) struct Run<'s, 'w, 'a, 'o, E, T, O> {
 impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T, O> {
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
+        if let Some(peer) = self.states.peer {
+            return self.peer(kernels, peer);
+        }
         match (self.cfg.hybrid, self.io.step) {
             (Some(shape), _) => self.hybrid(kernels, shape),
             (None, true) if self.states.maps().shared() => self.step(kernels),
@@ -127,37 +130,51 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
     /// Hybrid attention, a step or a prefill: each (batch, head) steps its own
     /// `HybridStream` through the call's tokens (a prefill is its tokens one by one: the
     /// stream is the token-by-token hybrid; favor-core's chunked hybrid plan has no state to
-    /// hand over). Heads run in parallel when the layer is.
+    /// hand over).
     fn hybrid<K: Kernels<T> + Sync + Copy>(self, kernels: &K, shape: HybridShape) -> Result<()> {
-        let (io, cfg) = (self.io, self.cfg);
-        let (d, dv, len) = (cfg.dim, cfg.value_dim, io.len);
-        let group = cfg.heads / cfg.kv_heads;
+        let (d, dv, heads) = (self.cfg.dim, self.cfg.value_dim, self.cfg.heads);
         let maps = Maps::new(&self.states.map, &self.states.head_maps);
-        let sizes = PrefillSizes::new::<E, T, O>(io, (d, dv), !maps.shared(), 0);
-        let heads = &mut self.states.hybrid;
-        // As in `prefill`: every buffer is allocated before the first head changes.
-        let pool = BufferPool::new(&sizes, concurrency(cfg.parallel, heads.len()))?;
-        let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
-            pool.with(&sizes, |bufs| {
-                let (b, hd) = (i / cfg.heads, i % cfg.heads);
-                let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
-                let k = Rows::of(&io.k, b, hd / group).widen(&mut bufs.k)?;
-                let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
-                let out_t = narrow_target(o, &mut bufs.out)?;
-                let core = |e| core(cfg.heads, i, e);
-                let k = maps.keys(i, k, &mut bufs.shifted, core)?;
-                let mut s = h.attach(*kernels, maps.of(i), dv, shape).map_err(core)?;
-                for t in 0..len {
-                    let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
-                    s.step(&q[r.clone()], &k[r], &v[rv.clone()], &mut out_t[rv])
-                        .map_err(core)?;
-                }
-                drop(s); // writes the head's counts and far scale back
-                narrow_back(&bufs.out, o);
-                Ok(())
-            })
-        });
-        results.into_iter().collect()
+        let sizes = PrefillSizes::new::<E, T, O>(self.io, (d, dv), !maps.shared(), 0);
+        let states = &mut self.states.hybrid;
+        token_by_token(self.io, self.cfg, self.out, states, &sizes, |i, h, rows| {
+            let core = |e| core(heads, i, e);
+            let k = maps.keys(i, rows.k, rows.shifted, core)?;
+            let mut s = h.attach(*kernels, maps.of(i), dv, shape).map_err(core)?;
+            for t in 0..rows.q.len() / d {
+                let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
+                s.step(
+                    &rows.q[r.clone()],
+                    &k[r],
+                    &rows.v[rv.clone()],
+                    &mut rows.out[rv],
+                )
+                .map_err(core)?;
+            }
+            Ok(()) // dropping `s` writes the head's counts and far scale back
+        })
+    }
+
+    /// A compat layer, a step or a prefill: each (batch, head) steps its own `PeerMemory`
+    /// (the peer's causal attention with the key shift over the keys seen so far) through
+    /// the call's tokens one by one.
+    fn peer<K: Kernels<T> + Sync + Copy>(
+        self,
+        kernels: &K,
+        peer: favor_core::PeerAttention<'_, T>,
+    ) -> Result<()> {
+        let (d, dv, heads) = (self.cfg.dim, self.cfg.value_dim, self.cfg.heads);
+        let scratch = super::PeerHeadState::<T>::scratch_len(&peer);
+        let sizes = PrefillSizes::new::<E, T, O>(self.io, (d, dv), false, scratch);
+        let states = &mut self.states.peers;
+        token_by_token(self.io, self.cfg, self.out, states, &sizes, |i, h, rows| {
+            for t in 0..rows.q.len() / d {
+                let (r, rv) = (t * d..(t + 1) * d, t * dv..(t + 1) * dv);
+                let (q, k, v) = (&rows.q[r.clone()], &rows.k[r], &rows.v[rv.clone()]);
+                h.step(kernels, &peer, dv, q, k, v, &mut rows.out[rv], rows.scratch)
+                    .map_err(|e| core(heads, i, e))?;
+            }
+            Ok(())
+        })
     }
 
     fn prefill<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
@@ -195,6 +212,54 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         });
         results.into_iter().collect()
     }
+}
+
+/// One head's rows of a token-by-token call, in the compute type: its queries, its key/value
+/// head's keys and values, its output, and its buffers for shifted keys and core scratch.
+struct HeadRows<'b, T> {
+    q: &'b [T],
+    k: &'b [T],
+    v: &'b [T],
+    out: &'b mut [T],
+    shifted: &'b mut Vec<T>,
+    scratch: &'b mut [T],
+}
+
+/// Runs `each` on every (batch, head) state of a layer that steps its tokens one by one
+/// (hybrid, compat) with that head's rows; heads run in parallel when the layer is.
+fn token_by_token<E: Element, T: Real, O: Element, S: Send>(
+    io: &StepIo<'_, E>,
+    cfg: &Config,
+    out: &mut [O],
+    states: &mut [S],
+    sizes: &PrefillSizes,
+    each: impl Fn(usize, &mut S, HeadRows<'_, T>) -> Result<()> + Sync,
+) -> Result<()> {
+    let group = cfg.heads / cfg.kv_heads;
+    // As in `prefill`: every buffer is allocated before the first head changes.
+    let pool = BufferPool::new(sizes, concurrency(cfg.parallel, states.len()))?;
+    let per_head = io.len * cfg.value_dim;
+    let results = parallel_zip(cfg.parallel, out, per_head, states, |i, o, h| {
+        pool.with(sizes, |bufs| {
+            let (b, hd) = (i / cfg.heads, i % cfg.heads);
+            let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
+            let k = Rows::of(&io.k, b, hd / group).widen(&mut bufs.k)?;
+            let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
+            let out_t = narrow_target(o, &mut bufs.out)?;
+            let rows = HeadRows {
+                q,
+                k,
+                v,
+                out: out_t,
+                shifted: &mut bufs.shifted,
+                scratch: &mut bufs.scratch,
+            };
+            each(i, h, rows)?;
+            narrow_back(&bufs.out, o);
+            Ok(())
+        })
+    });
+    results.into_iter().collect()
 }
 
 /// One set of [`PrefillBuffers`] per head that can run at once, allocated before the first

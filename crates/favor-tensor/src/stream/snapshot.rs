@@ -63,11 +63,14 @@ impl<T: Real> HeadStates<'_, T> {
                     .collect()
             }
         }
-        let per_head = cfg.with_backend(Snap {
-            states: self,
-            value_dim: cfg.value_dim,
-            hybrid: cfg.hybrid,
-        })?;
+        let per_head = match self.peer {
+            Some(peer) => self.peer_records(&peer, cfg.value_dim)?,
+            None => cfg.with_backend(Snap {
+                states: self,
+                value_dim: cfg.value_dim,
+                hybrid: cfg.hybrid,
+            })?,
+        };
         let each = per_head.first().map_or(0, Vec::len);
         let mut out = Vec::with_capacity(HEADER + (RECORD + each) * per_head.len() + TRAILER);
         out.extend_from_slice(&MAGIC);
@@ -169,6 +172,16 @@ impl<T: Real> HeadStates<'_, T> {
             }
         }
         let body: Vec<&[u8]> = records.iter().map(|r| &r[record..]).collect();
+        let position = u64_at(40);
+        if let Some(peer) = self.peer {
+            let loaded = self.load_peers(&peer, cfg, &body)?;
+            // A peer stream counts every token (the range check refuses a key it would drop).
+            if position == u64::MAX || loaded.iter().any(|h| h.tokens() != position) {
+                return bad("token count disagrees with the heads' states");
+            }
+            self.peers = loaded;
+            return Ok(position);
+        }
         if let Some(shape) = cfg.hybrid {
             let records = Load {
                 states: self,
@@ -177,7 +190,6 @@ impl<T: Real> HeadStates<'_, T> {
                 heads: cfg.heads,
             };
             let loaded = cfg.with_backend(LoadHybrid { records, shape })?;
-            let position = u64_at(40);
             if position == u64::MAX || loaded.iter().any(|h| h.tokens() != position) {
                 return bad("token count disagrees with the heads' states");
             }
@@ -191,12 +203,66 @@ impl<T: Real> HeadStates<'_, T> {
             heads: cfg.heads,
         })?;
         // Absent keys make a head's own count lower than the tokens fed, never higher.
-        let position = u64_at(40);
         if position == u64::MAX || loaded.iter().any(|h| h.tokens() > position) {
             return bad("token count disagrees with the heads' states");
         }
         self.heads = loaded;
         Ok(position)
+    }
+}
+
+impl<T: Real> HeadStates<'_, T> {
+    /// Every compat head's `FAVP` record (favor-core's `PeerMemory` snapshot).
+    fn peer_records(
+        &self,
+        peer: &favor_core::PeerAttention<'_, T>,
+        dv: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let fail = |e: favor_core::Error| Error::Snapshot(e.to_string());
+        (self.peers.iter())
+            .map(|h| {
+                let mut bytes = vec![0u8; h.snapshot_len(peer, dv).map_err(fail)?];
+                h.snapshot(peer, dv, &mut bytes).map_err(fail)?;
+                Ok(bytes)
+            })
+            .collect()
+    }
+
+    /// Restores every compat head from its `FAVP` record into fresh memories. Outputs may
+    /// be f32 while the state is f64: with the peers' positive features each output is a
+    /// convex combination of the ratios `S_e,ij / z_e,i` and the values' mean `vsum_j / n`,
+    /// so a state whose ratios exceed f32 cannot come from values this layer accepts.
+    fn load_peers(
+        &self,
+        peer: &favor_core::PeerAttention<'_, T>,
+        cfg: &Config,
+        body: &[&[u8]],
+    ) -> Result<Vec<super::PeerHeadState<T>>> {
+        let (m, dv) = (peer.feature_dim(), cfg.value_dim);
+        let limit = f64::from(f32::MAX);
+        let sub = f64::from(f32::MIN_POSITIVE) * f64::from(f32::EPSILON);
+        (body.iter().enumerate())
+            .map(|(i, chunk)| {
+                let (b, h) = (i / cfg.heads, i % cfg.heads);
+                let len = self.peers[i].buffer().len();
+                let mut memory = super::PeerHeadState::new(vec![T::zero(); len]);
+                memory
+                    .restore(peer, dv, chunk)
+                    .map_err(|e| Error::Snapshot(format!("batch {b}, head {h}: {e}")))?;
+                let at = |j: usize| favor_core::Float::to_f64(memory.buffer()[j]);
+                let n = memory.tokens() as f64;
+                let too_big = (0..m).any(|r| {
+                    let z = at(m * dv + r);
+                    (0..dv).any(|j| at(r * dv + j).abs() > (z + sub) * limit)
+                }) || (0..dv).any(|j| at(m * dv + m + j).abs() > n * limit);
+                if too_big {
+                    return Err(Error::Snapshot(format!(
+                        "batch {b}, head {h}: state values beyond the f32 output range"
+                    )));
+                }
+                Ok(memory)
+            })
+            .collect()
     }
 }
 

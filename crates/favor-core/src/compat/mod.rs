@@ -2,6 +2,12 @@
 //! maps, stabilisers and denominator rules (listed on [`Compat`]), and [`PeerAttention`],
 //! which computes attention with them.
 
+mod snapshot;
+mod stream;
+
+pub use snapshot::PEER_SNAPSHOT_VERSION;
+pub use stream::{PeerMemory, PeerStream};
+
 use crate::attention::Shape;
 use crate::error::{Result, check};
 use crate::inputs::Qkv;
@@ -293,6 +299,24 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         self.m
     }
 
+    /// A digest of everything that defines the peer's features (conventions, kernel, W, ε,
+    /// normaliser): what a [`PeerMemory`] snapshot is tied to.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = crate::features::Fnv::new(0xc0);
+        h.u64(match self.compat {
+            Compat::None => 0,
+            Compat::PerformerPytorch => 1,
+            Compat::GoogleJax => 2,
+        });
+        h.u64(self.eps.to_f64().to_bits());
+        h.u64(u64::from(self.normalize));
+        h.u64(match self.reference {
+            ReferenceMap::Softmax(f) => FeatureMap::fingerprint(&f),
+            ReferenceMap::Generalized(f) => FeatureMap::fingerprint(&f),
+        });
+        h.0
+    }
+
     /// Whether the key shift matters (softmax) — generalized features have none.
     pub fn needs_key_max(&self) -> bool {
         matches!(self.kernel, PeerKernel::Softmax)
@@ -374,7 +398,7 @@ impl<'w, T: Float> PeerAttention<'w, T> {
         out: &mut [T],
         sums: &mut [T],
     ) -> Result<()> {
-        let (m, d) = (self.m, self.d);
+        let m = self.m;
         let out = &mut out[..rows * m];
         match self.kernel {
             PeerKernel::Generalized(_) => {
@@ -386,34 +410,68 @@ impl<'w, T: Float> PeerAttention<'w, T> {
                 g.map_rows(kernels, x, rows, out, sums)?;
             }
             PeerKernel::Softmax => {
-                let p = self.projection().ok_or(crate::Error::InvalidParameter {
-                    what: "softmax features need a projection",
-                })?;
-                let s = self.scale();
-                let xm = MatRef::row_major(x, rows, d);
-                kernels.project(xm, p, s, MatMut::row_major(out, rows, m), sums);
-                let ratio = T::one() / T::from_usize(m).libm_sqrt();
-                let half = T::from_f64(0.5);
-                for r in 0..rows {
-                    let xr = &x[r * d..(r + 1) * d];
-                    // The peers' `diag_data`: |x|²/2 · s², subtracted before the shift.
-                    let h = kernels.dot(xr, xr) * half * s * s;
-                    let shift = key_max.unwrap_or(sums[r]);
-                    let row = &mut out[r * m..(r + 1) * m];
-                    for u in row.iter_mut() {
-                        *u = *u - h;
-                    }
-                    kernels.exp_shift(row, shift);
-                    kernels.activation(row, Activation::Custom(|x| x), eps);
-                    kernels.scale(ratio, row);
-                }
+                self.project(kernels, (x, rows), out, sums)?;
+                self.softmax_from_projections(kernels, (x, rows), (key_max, eps), out, sums);
             }
         }
+        Self::row_sums(m, rows, out, sums);
+        Ok(())
+    }
+
+    /// `u = w·x'` of `rows` rows of `x` into `out` (rows × M), each row's largest u into
+    /// `maxima`: the first half of a softmax feature, apart so that a stream can take its
+    /// running key shift from a key's projection before finishing its features.
+    fn project<K: Kernels<T>>(
+        &self,
+        kernels: &K,
+        (x, rows): (&[T], usize),
+        out: &mut [T],
+        maxima: &mut [T],
+    ) -> Result<()> {
+        let p = self.projection().ok_or(crate::Error::InvalidParameter {
+            what: "softmax features need a projection",
+        })?;
+        let xm = MatRef::row_major(x, rows, self.d);
+        let o = MatMut::row_major(&mut out[..rows * self.m], rows, self.m);
+        kernels.project(xm, p, self.scale(), o, &mut maxima[..rows]);
+        Ok(())
+    }
+
+    /// Turns [`project`](Self::project)'s `u` (in `out`) into the peer's softmax features
+    /// `m^{-1/2}(exp(u − s²|x|²/2 − M) + ε)`: M is `key_max`, or each row's own largest u
+    /// (in `maxima`) for queries.
+    fn softmax_from_projections<K: Kernels<T>>(
+        &self,
+        kernels: &K,
+        (x, rows): (&[T], usize),
+        (key_max, eps): (Option<T>, T),
+        out: &mut [T],
+        maxima: &[T],
+    ) {
+        let (m, d, s) = (self.m, self.d, self.scale());
+        let ratio = T::one() / T::from_usize(m).libm_sqrt();
+        let half = T::from_f64(0.5);
+        for r in 0..rows {
+            let xr = &x[r * d..(r + 1) * d];
+            // The peers' `diag_data`: |x|²/2 · s², subtracted before the shift.
+            let h = kernels.dot(xr, xr) * half * s * s;
+            let shift = key_max.unwrap_or(maxima[r]);
+            let row = &mut out[r * m..(r + 1) * m];
+            for u in row.iter_mut() {
+                *u = *u - h;
+            }
+            kernels.exp_shift(row, shift);
+            kernels.activation(row, Activation::Custom(|x| x), eps);
+            kernels.scale(ratio, row);
+        }
+    }
+
+    /// Each of `rows` feature rows' sum (plain, as the peers sum).
+    fn row_sums(m: usize, rows: usize, out: &[T], sums: &mut [T]) {
         for r in 0..rows {
             let row = &out[r * m..(r + 1) * m];
             sums[r] = row.iter().fold(T::zero(), |a, &b| a + b);
         }
-        Ok(())
     }
 
     /// One head's attention as the peer computes it: `q` (queries × d), `k` (keys × d), `v`
@@ -577,157 +635,6 @@ impl<'w, T: Float> PeerAttention<'w, T> {
                 n,
             );
         }
-        Ok(())
-    }
-}
-
-/// A causal-safe, token-by-token variant of a peer's causal attention: the peer's formulas
-/// with the key shift M taken over the keys seen so far (a running max) instead of the whole
-/// sequence, so no future token changes a past output and the state is O(1) per token.
-///
-/// Output t equals the peer's whole-sequence causal output for the sequence cut after token
-/// t ([`PeerAttention`] with `causal(true)` over tokens `0..=t`): the same as the peer's on
-/// the full sequence wherever the running max has reached the final one (from the token
-/// holding the largest key projection on), and different before it, where the peer's larger
-/// M gives the ε term more weight. The deviation measured on the README's inputs is in the
-/// README ("Serving models trained elsewhere"; `cargo run --release -p favor-core --example
-/// peer_stream`). Generalized kernels have no shift: for them the stream equals the peer's
-/// causal attention.
-///
-/// The state holds the exponential part of S and z at the running shift (`S_e`, m × dv, and
-/// `z_e`, m; rescaled by `exp(M_old − M_new)` when the max moves) and the ε part apart: the
-/// keys' value sum and count, which the ε term multiplies by `m^{-1/2}·ε` whatever M is.
-///
-/// ```
-/// use favor_core::*;
-/// let (d, m, dv) = (4, 8, 4);
-/// let mut w = vec![0f64; m * d];
-/// projection(ProjectionKind::default(), 7, m, d, &mut w).unwrap();
-/// let peer = PeerAttention::softmax(Compat::PerformerPytorch, &w, m, d).unwrap().causal(true);
-/// let mut buf = vec![0.0; PeerStream::<f64>::buffer_len(m, dv).unwrap()];
-/// let mut stream = PeerStream::new(peer, dv, &mut buf).unwrap();
-/// let mut scratch = vec![0.0; stream.scratch_len()];
-/// let (x, mut out) = ([0.3, -0.1, 0.7, 0.2], [0.0; 4]);
-/// stream.step(&Scalar, &x, &x, &x, &mut out, &mut scratch).unwrap();
-/// // One token attends to itself: its value, but for the peer's 1e-6 in the denominator.
-/// assert!(out.iter().zip(&x).all(|(o, v)| (o - v).abs() < 1e-3 && o != v));
-/// ```
-#[derive(Debug)]
-pub struct PeerStream<'a, T> {
-    peer: PeerAttention<'a, T>,
-    /// `S_e` (m × dv), `z_e` (m), the value sum (dv).
-    buf: &'a mut [T],
-    value_dim: usize,
-    /// The running key shift (`-∞` before the first key).
-    shift: T,
-    tokens: u64,
-}
-
-impl<'a, T: Float> PeerStream<'a, T> {
-    /// Elements of a stream's buffer for `features` and `value_dim`.
-    pub fn buffer_len(features: usize, value_dim: usize) -> Result<usize> {
-        let (m, dv) = (
-            check::nonzero("features", features)?,
-            check::nonzero("value_dim", value_dim)?,
-        );
-        check::add(check::add(check::mul(m, dv)?, m)?, dv)
-    }
-
-    /// An empty stream of `peer`'s attention (whose causal flag is implied) over the first
-    /// [`buffer_len`](Self::buffer_len) elements of `buf`.
-    pub fn new(peer: PeerAttention<'a, T>, value_dim: usize, buf: &'a mut [T]) -> Result<Self> {
-        let n = Self::buffer_len(peer.m, value_dim)?;
-        check::room("buffer", buf, n)?;
-        let buf = &mut buf[..n];
-        buf.fill(T::zero());
-        Ok(Self {
-            peer: peer.causal(true),
-            buf,
-            value_dim,
-            shift: T::neg_infinity(),
-            tokens: 0,
-        })
-    }
-
-    /// Scratch elements [`step`](Self::step) needs.
-    pub fn scratch_len(&self) -> usize {
-        2 * self.peer.m + 2
-    }
-
-    /// Tokens absorbed so far.
-    pub fn tokens(&self) -> u64 {
-        self.tokens
-    }
-
-    /// One token: absorbs key `k` (d) and value `v` (dv), then answers query `q` (d) into
-    /// `out` (dv). On error nothing changes.
-    pub fn step<K: Kernels<T>>(
-        &mut self,
-        kernels: &K,
-        q: &[T],
-        k: &[T],
-        v: &[T],
-        out: &mut [T],
-        scratch: &mut [T],
-    ) -> Result<()> {
-        let (p, m, dv) = (self.peer, self.peer.m, self.value_dim);
-        let shape = Shape::new(1, p.d, dv);
-        let x = Qkv::new(q, k, v);
-        p.reference.check_inputs(shape, x, out, self.tokens)?;
-        check::room("scratch", scratch, self.scratch_len())?;
-        let (kf, rest) = scratch.split_at_mut(m);
-        let (qf, rest) = rest.split_at_mut(m);
-        let (ks, qs) = rest.split_at_mut(1);
-        // The ε part is kept apart only for softmax: generalized features have no shift, so
-        // their ε stays inside the stored features.
-        let softmax = p.needs_key_max();
-        let (key_shift, key_eps) = if softmax {
-            let mut u = [T::zero(); 1];
-            let top = {
-                let xm = MatRef::row_major(k, 1, p.d);
-                let proj = p.projection().expect("softmax peers have a projection");
-                kernels.project(xm, proj, p.scale(), MatMut::row_major(kf, 1, m), &mut u);
-                u[0]
-            };
-            (Some(self.shift.max(top)), T::zero())
-        } else {
-            (None, p.eps)
-        };
-        p.features(kernels, (k, 1), (key_shift, key_eps), kf, ks)?;
-        p.features(kernels, (q, 1), (None, p.eps), qf, &mut qs[..1])?;
-        let (s, rest) = self.buf.split_at_mut(m * dv);
-        let (z, vsum) = rest.split_at_mut(m);
-        if let Some(new) = key_shift
-            && new > self.shift
-        {
-            if self.shift != T::neg_infinity() {
-                let f = (self.shift - new).libm_exp();
-                kernels.scale(f, s);
-                kernels.scale(f, z);
-            }
-            self.shift = new;
-        }
-        absorb(kernels, (&mut *s, &mut *z), kf, v, 1);
-        kernels.axpy(T::one(), v, vsum);
-        self.tokens += 1;
-        // Answer: q'ᵀ(S_e + c·1 vsumᵀ) / q'·(z_e + c·n), c = m^{-1/2}·ε for softmax.
-        let c = if softmax {
-            p.eps / T::from_usize(m).libm_sqrt()
-        } else {
-            T::zero()
-        };
-        let qsum = qs[0];
-        let o = &mut out[..dv];
-        kernels.gemm(
-            MatMut::row_major(o, 1, dv),
-            Accum::Overwrite,
-            MatRef::row_major(qf, 1, m),
-            MatRef::row_major(s, m, dv),
-        );
-        kernels.axpy(c * qsum, vsum, o);
-        let r = kernels.dot(qf, z) + c * qsum * T::from_f64(self.tokens as f64);
-        let rule = p.compat.denominator(true, softmax);
-        divide(kernels, rule, (&[r], &[qsum]), o);
         Ok(())
     }
 }
