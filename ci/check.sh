@@ -3,6 +3,8 @@
 set -euo pipefail
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Without the thread pool, as the wasm and C ABI builds use them.
+cargo clippy -p favor-tensor -p favor-ffi --no-default-features -- -D warnings
 # ci/setup.sh fetched the model: favor-candle's model tests must run, not skip.
 FAVOR_REQUIRE_MODEL=1 cargo test --workspace
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

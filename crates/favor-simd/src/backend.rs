@@ -8,8 +8,9 @@ use pulp::Simd;
 
 /// favor-core's [`Kernels`] implemented with pulp's SIMD token `S`.
 ///
-/// Obtain one through a per-ISA constructor (`Avx2::new()`, `Avx512::new()`, `Neon::new()`
-/// return `None` when the CPU lacks the instructions; each exists only on its architecture),
+/// Obtain one through a per-ISA constructor (`Avx2::new()`, `Avx512::new()`, `Neon::new()`,
+/// `Simd128::new()` return `None` when the CPU lacks the instructions; each exists only on its
+/// architecture),
 /// [`Portable::new`] (pulp's one-lane scalar token: the same generic code, no SIMD), or use
 /// [`Detected`](crate::Detected).
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,23 @@ impl Backend<pulp::aarch64::Neon> {
     /// The NEON backend, if this CPU has NEON (every AArch64 CPU that runs Rust's std does).
     pub fn new() -> Option<Self> {
         pulp::aarch64::Neon::try_new().map(|simd| Self { simd, name: "neon" })
+    }
+}
+
+/// WebAssembly SIMD (simd128), 4 f32 lanes; no fused multiply-add (plain simd128 has none).
+/// Available where the module is built with `-C target-feature=+simd128` (every current
+/// browser and Node run such modules).
+#[cfg(target_arch = "wasm32")]
+pub type Simd128 = Backend<pulp::wasm::Simd128>;
+
+#[cfg(target_arch = "wasm32")]
+impl Backend<pulp::wasm::Simd128> {
+    /// The simd128 backend, if this module was built with simd128 enabled.
+    pub fn new() -> Option<Self> {
+        pulp::wasm::Simd128::try_new().map(|simd| Self {
+            simd,
+            name: "simd128",
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use crate::backend::*;
 use favor_core::{Accum, Activation, Float, Kernels, MatMut, MatRef, ProjectionRef, Ring};
 
 /// The fastest backend available on this CPU: AVX-512, then AVX2+FMA on x86-64; NEON on
-/// AArch64; favor-core's [`Scalar`](favor_core::Scalar) elsewhere. Detection runs once per
+/// AArch64; simd128 on wasm32 built with it; favor-core's [`Scalar`](favor_core::Scalar) elsewhere. Detection runs once per
 /// [`Detected::new`] (std caches the CPUID result); keep the value and copy it around.
 ///
 /// ```
@@ -26,6 +26,9 @@ pub enum Detected {
     /// NEON.
     #[cfg(target_arch = "aarch64")]
     Neon(Neon),
+    /// WebAssembly simd128.
+    #[cfg(target_arch = "wasm32")]
+    Simd128(Simd128),
     /// No SIMD backend applies.
     Scalar(favor_core::Scalar),
 }
@@ -42,6 +45,8 @@ macro_rules! forward {
             Detected::Avx2(ref $k) => $call,
             #[cfg(target_arch = "aarch64")]
             Detected::Neon(ref $k) => $call,
+            #[cfg(target_arch = "wasm32")]
+            Detected::Simd128(ref $k) => $call,
             Detected::Scalar(ref $k) => $call,
         }
     };
@@ -61,6 +66,10 @@ impl Detected {
         #[cfg(target_arch = "aarch64")]
         if let Some(k) = Neon::new() {
             return Detected::Neon(k);
+        }
+        #[cfg(target_arch = "wasm32")]
+        if let Some(k) = Simd128::new() {
+            return Detected::Simd128(k);
         }
         Detected::Scalar(favor_core::Scalar)
     }

@@ -35,7 +35,8 @@
 //! ```
 //!
 //! ## Backends
-//! - [`Detected`]: AVX-512 or AVX2+FMA on x86-64, NEON on AArch64, else favor-core's scalar.
+//! - [`Detected`]: AVX-512 or AVX2+FMA on x86-64, NEON on AArch64, simd128 on wasm32 built
+//!   with `+simd128`, else favor-core's scalar.
 //! - `Avx2::new()`, `Avx512::new()`, `Neon::new()`: one ISA, `None` where the CPU lacks it
 //!   (for tests and benchmarks that must pin a backend). [`Portable`]: the generic code on
 //!   pulp's one-lane token, available everywhere.

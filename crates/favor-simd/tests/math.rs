@@ -28,6 +28,8 @@ enum Backend {
     V4(pulp::x86::V4),
     #[cfg(target_arch = "aarch64")]
     Neon(pulp::aarch64::Neon),
+    #[cfg(target_arch = "wasm32")]
+    Simd128(pulp::wasm::Simd128),
 }
 
 impl Backend {
@@ -40,13 +42,21 @@ impl Backend {
             Backend::V4(_) => "V4 (AVX-512)",
             #[cfg(target_arch = "aarch64")]
             Backend::Neon(_) => "NEON",
+            #[cfg(target_arch = "wasm32")]
+            Backend::Simd128(_) => "simd128",
         }
     }
 
     /// Whether `mul_add_e_f32s` is fused, i.e. whether the results must equal the scalar twins
-    /// bit for bit. pulp's `Scalar` computes it as `a * b + c`.
+    /// bit for bit. pulp's `Scalar` computes it as `a * b + c`, and so does simd128 (no FMA).
     fn fused(self) -> bool {
-        !matches!(self, Backend::Scalar(_))
+        match self {
+            Backend::Scalar(_) => false,
+            #[cfg(target_arch = "wasm32")]
+            Backend::Simd128(_) => false,
+            #[allow(unreachable_patterns)]
+            _ => true,
+        }
     }
 
     fn run<Op: WithSimd>(self, op: Op) -> Op::Output {
@@ -58,6 +68,8 @@ impl Backend {
             Backend::V4(s) => Simd::vectorize(s, op),
             #[cfg(target_arch = "aarch64")]
             Backend::Neon(s) => Simd::vectorize(s, op),
+            #[cfg(target_arch = "wasm32")]
+            Backend::Simd128(s) => Simd::vectorize(s, op),
         }
     }
 }
@@ -81,6 +93,11 @@ fn backends() -> Vec<Backend> {
     match pulp::aarch64::Neon::try_new() {
         Some(s) => v.push(Backend::Neon(s)),
         None => eprintln!("NEON not available: skipped"),
+    }
+    #[cfg(target_arch = "wasm32")]
+    match pulp::wasm::Simd128::try_new() {
+        Some(s) => v.push(Backend::Simd128(s)),
+        None => eprintln!("simd128 not enabled in this build: skipped"),
     }
     v
 }
@@ -203,32 +220,38 @@ fn sweep<T: Send>(
     let count = (khi - klo) as u64 / stride + 1;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let per_thread = count.div_ceil(threads);
-    let results: Vec<T> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let check = &check;
-                scope.spawn(move || {
-                    let (start, end) = (t * per_thread, ((t + 1) * per_thread).min(count));
-                    let mut acc = Vec::new();
-                    let mut buf = Vec::with_capacity(CHUNK);
-                    let mut i = start;
-                    while i < end {
-                        buf.clear();
-                        while i < end && buf.len() < CHUNK {
-                            buf.push(lo.step((i * stride) as i64));
-                            i += 1;
-                        }
-                        acc.push(check(&buf));
-                    }
-                    acc
+    let work = |t: u64| {
+        let (start, end) = (t * per_thread, ((t + 1) * per_thread).min(count));
+        let mut acc = Vec::new();
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut i = start;
+        while i < end {
+            buf.clear();
+            while i < end && buf.len() < CHUNK {
+                buf.push(lo.step((i * stride) as i64));
+                i += 1;
+            }
+            acc.push(check(&buf));
+        }
+        acc
+    };
+    // One core (or none to ask, as on wasm, which has no threads): run here.
+    let results: Vec<T> = if threads == 1 {
+        work(0)
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let work = &work;
+                    scope.spawn(move || work(t))
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    };
     // The upper end, in case the stride stepped over it.
     let last = check(&[hi]);
     results.into_iter().fold(fold(init, last), fold)

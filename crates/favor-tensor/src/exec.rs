@@ -373,7 +373,7 @@ pub(crate) fn concurrency(parallel: bool, tasks: usize) -> usize {
     if parallel {
         return rayon::current_num_threads().clamp(1, tasks.max(1));
     }
-    let _ = parallel;
+    let _ = (parallel, tasks);
     1
 }
 
