@@ -5,20 +5,25 @@
 # valgrind, then cross-built for aarch64 and run under qemu (NEON through the ABI); and the
 # mobile static libraries (no SDK needed for a staticlib), with favor-tensor checked there.
 set -euo pipefail
-out=target/ffi
+# Builds go where cargo puts them: $CARGO_TARGET_DIR when set, else target/.
+target="${CARGO_TARGET_DIR:-target}"
+out="$target/ffi"
 mkdir -p "$out"
-# The test profile and the whole workspace, so that features resolve as in cargo test
-# (ci/check.sh) and its build of favor-cli and the libraries is reused.
-cargo build --profile test --workspace
+# favor-cli's binary from cargo test (ci/check.sh), built here when this script runs alone.
+[ -x "$target/debug/favor" ] || cargo build --profile test -p favor-cli
+# The static library: cargo test builds favor-ffi as an rlib only. Alone (-p), not with
+# --workspace: a workspace build resolves dev-dependency features unlike cargo test and
+# would rebuild half the workspace; alone, only favor-ffi's own chain is built.
+cargo build --profile test -p favor-ffi
 fix=crates/favor-cli/tests/data/peers
 cp "$fix/q.npy" "$fix/k.npy" "$fix/v.npy" "$out/"
-target/debug/favor run --q "$out/q.npy" --k "$out/k.npy" --v "$out/v.npy" \
+"$target/debug/favor" run --q "$out/q.npy" --k "$out/k.npy" --v "$out/v.npy" \
   --features 16 --seed 7 --out "$out/out.npy"
 cflags=(-std=c11 -Wall -Wextra -Werror -g -O1 -I crates/favor-ffi/include)
 libs=(-lm -lpthread -ldl)
-cc "${cflags[@]}" crates/favor-ffi/tests/c/favor_test.c target/debug/libfavor_ffi.a \
+cc "${cflags[@]}" crates/favor-ffi/tests/c/favor_test.c "$target/debug/libfavor_ffi.a" \
   "${libs[@]}" -o "$out/favor_test"
-cc "${cflags[@]}" crates/favor-ffi/examples/c/hello.c target/debug/libfavor_ffi.a \
+cc "${cflags[@]}" crates/favor-ffi/examples/c/hello.c "$target/debug/libfavor_ffi.a" \
   "${libs[@]}" -o "$out/hello"
 # The self-test's deliberate panic prints its message; backtraces would only add noise.
 export RUST_BACKTRACE=0
@@ -30,13 +35,13 @@ valgrind -q --error-exitcode=1 --leak-check=full --show-leak-kinds=definite \
 # aarch64: the same program against the aarch64 static library, under qemu.
 cargo build --profile test -p favor-ffi --target aarch64-unknown-linux-gnu
 aarch64-linux-gnu-gcc "${cflags[@]}" crates/favor-ffi/tests/c/favor_test.c \
-  target/aarch64-unknown-linux-gnu/debug/libfavor_ffi.a "${libs[@]}" -o "$out/favor_test_aarch64"
+  "$target/aarch64-unknown-linux-gnu/debug/libfavor_ffi.a" "${libs[@]}" -o "$out/favor_test_aarch64"
 qemu-aarch64 -L /usr/aarch64-linux-gnu "$out/favor_test_aarch64" "$out"
 
 # Mobile: the static library alone (a cdylib would need the platform's linker); unoptimised,
 # as only the build is checked here.
-for target in aarch64-linux-android aarch64-apple-ios; do
-  cargo rustc -p favor-ffi --lib --crate-type staticlib --target "$target"
-  ls -l "target/$target/debug/libfavor_ffi.a"
-  cargo check -p favor-tensor --target "$target"
+for triple in aarch64-linux-android aarch64-apple-ios; do
+  cargo rustc -p favor-ffi --lib --crate-type staticlib --target "$triple"
+  ls -l "$target/$triple/debug/libfavor_ffi.a"
+  cargo check -p favor-tensor --target "$triple"
 done
