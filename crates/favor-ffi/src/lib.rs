@@ -663,8 +663,10 @@ unsafe fn prefill<A: Abi>(
     // SAFETY: forwarded from the caller.
     let x = unsafe { qkv(inputs, [nq, nk, nv])? };
     let [q, k, v] = views(d, batch, len, x)?;
-    let result = s.inner.prefill(q, k, v)?;
+    // Allocated before the state changes: running out of memory afterwards would leave the
+    // stream advanced and the caller without its outputs.
     let mut narrow = try_vec::<A::Elem>(no)?;
+    let result = s.inner.prefill(q, k, v)?;
     for (n, &x) in narrow.iter_mut().zip(result.data()) {
         *n = A::Elem::from_f32(x);
     }
