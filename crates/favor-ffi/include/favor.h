@@ -75,7 +75,9 @@ typedef struct FavorPerformer FavorPerformer;
 typedef struct FavorStream FavorStream;
 
 // A layer's configuration: fill it with [`favor_config_default`], then set what differs.
-// Fields after `causal` may grow in later versions; always start from the default.
+// Later versions may add fields at the end: `struct_size` (set by `favor_config_default`)
+// tells the library how many bytes the caller's struct has, so a program built against an
+// older header keeps working (the fields it lacks take their defaults).
 typedef struct {
   // Query/key dimension d per head (default 64).
   uint32_t head_dim;
@@ -87,6 +89,9 @@ typedef struct {
   uint64_t seed;
   // Non-zero: causal attention, query i sees keys 0..=i (default 0). Streams need it.
   uint32_t causal;
+  // `sizeof(FavorConfig)` as the caller compiled it: set by `favor_config_default`,
+  // leave it as it is.
+  uint32_t struct_size;
   // Key/value heads (grouped-query attention): 0 means `heads` (default 0).
   uint32_t kv_heads;
   // Value dimension dv: 0 means `head_dim` (default 0).
@@ -117,6 +122,10 @@ extern "C" {
 // # Safety
 // `cfg` must be null (ignored) or point to a writable `FavorConfig`.
 void favor_config_default(FavorConfig *cfg);
+
+// `sizeof(FavorConfig)` of this library (for hosts that allocate it themselves, as
+// JavaScript does in a wasm module's memory).
+size_t favor_config_size(void);
 
 // Builds a layer from `*cfg` into `*out` (free it with [`favor_performer_free`]).
 //
@@ -235,16 +244,17 @@ FavorStatus favor_stream_reset(FavorStream *s);
 // `s` must be null or a live handle.
 size_t favor_stream_snapshot_len(const FavorStream *s);
 
-// Writes the stream's state (a versioned, checksummed byte format) into `buf`, which
-// holds `len` ≥ [`favor_stream_snapshot_len`] bytes.
+// Writes the stream's state (a versioned, checksummed byte format) into the first
+// [`favor_stream_snapshot_len`] bytes of `buf`, which holds `len` ≥ that many.
 //
 // # Safety
 // `s` must be a live handle; `buf` must hold `len` writable bytes.
 FavorStatus favor_stream_snapshot(const FavorStream *s, uint8_t *buf, size_t len);
 
 // Replaces the stream's state with a snapshot of a stream of the same layer (projection,
-// kernel, dims, precision) and batch. Corrupted, truncated or foreign bytes give
-// `FAVOR_ERR_SNAPSHOT` and leave the state unchanged.
+// kernel, dims, precision) and batch: `len` is the snapshot's exact length (its
+// [`favor_stream_snapshot_len`] when written). Corrupted, truncated, padded or foreign
+// bytes give `FAVOR_ERR_SNAPSHOT` and leave the state unchanged.
 //
 // # Safety
 // `s` must be a live handle; `buf` must hold `len` readable bytes.

@@ -14,7 +14,9 @@
 //!   (tensors are contiguous `[batch, heads, len, dim]`, row-major); the library cannot
 //!   check a buffer's length from a pointer.
 //! - A panic inside the library is caught and returned as `FAVOR_ERR_PANIC` (never
-//!   unwinds into C).
+//!   unwinds into C); a stream it interrupted refuses further steps until reset or
+//!   restored. Where panics abort (wasm32-unknown-unknown), a panic traps the module
+//!   instead: a JavaScript host then discards the instance.
 //! - A `FavorPerformer` may be used from several threads at once (`forward` takes it
 //!   `const`); a `FavorStream` from one thread at a time. A stream owns what it needs: it
 //!   keeps working after its performer is freed.
@@ -46,6 +48,29 @@ pub struct FavorStream {
     inner: Stream,
     /// (heads, kv_heads, head_dim, value_dim) of the performer it came from.
     dims: Dims,
+    /// Set while a call changes the state: still set afterwards only if a panic interrupted
+    /// it, when heads may have advanced unevenly. Such a stream refuses to go on
+    /// (`FAVOR_ERR_PANIC`) until a reset or a restore.
+    poisoned: bool,
+}
+
+impl FavorStream {
+    /// Runs `f`, which changes the state, guarding against a panic half-way.
+    fn changing<R>(
+        &mut self,
+        f: impl FnOnce(&mut Stream) -> favor_tensor::Result<R>,
+    ) -> Result<R, Failure> {
+        if self.poisoned {
+            return Err(Failure::new(
+                FAVOR_ERR_PANIC,
+                "an earlier call on this stream panicked part-way: reset or restore it first",
+            ));
+        }
+        self.poisoned = true;
+        let r = f(&mut self.inner);
+        self.poisoned = false;
+        Ok(r?)
+    }
 }
 
 /// What every call returns. `FAVOR_OK` (0) is success; on any other status nothing changed
@@ -102,7 +127,9 @@ pub const FAVOR_COMPAT_GOOGLE_JAX: u32 = 2;
 pub const FAVOR_NO_WINDOW: i32 = -1;
 
 /// A layer's configuration: fill it with [`favor_config_default`], then set what differs.
-/// Fields after `causal` may grow in later versions; always start from the default.
+/// Later versions may add fields at the end: `struct_size` (set by `favor_config_default`)
+/// tells the library how many bytes the caller's struct has, so a program built against an
+/// older header keeps working (the fields it lacks take their defaults).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct FavorConfig {
@@ -116,6 +143,9 @@ pub struct FavorConfig {
     pub seed: u64,
     /// Non-zero: causal attention, query i sees keys 0..=i (default 0). Streams need it.
     pub causal: u32,
+    /// `sizeof(FavorConfig)` as the caller compiled it: set by `favor_config_default`,
+    /// leave it as it is.
+    pub struct_size: u32,
     /// Key/value heads (grouped-query attention): 0 means `heads` (default 0).
     pub kv_heads: u32,
     /// Value dimension dv: 0 means `head_dim` (default 0).
@@ -344,12 +374,27 @@ pub unsafe extern "C" fn favor_config_default(cfg: *mut FavorConfig) {
     if cfg.is_null() {
         return;
     }
-    let default = FavorConfig {
+    // SAFETY: non-null, and the caller guarantees a writable FavorConfig (write, not
+    // assignment: the memory may be uninitialised; unaligned: nothing checks it here).
+    unsafe { cfg.write_unaligned(defaults()) }
+}
+
+/// `sizeof(FavorConfig)` of this library (for hosts that allocate it themselves, as
+/// JavaScript does in a wasm module's memory).
+#[unsafe(no_mangle)]
+pub extern "C" fn favor_config_size() -> usize {
+    size_of::<FavorConfig>()
+}
+
+/// The defaults [`favor_config_default`] writes.
+fn defaults() -> FavorConfig {
+    FavorConfig {
         head_dim: 64,
         heads: 1,
         features: favor_tensor::DEFAULT_FEATURES as u32,
         seed: 0,
         causal: 0,
+        struct_size: size_of::<FavorConfig>() as u32,
         kv_heads: 0,
         value_dim: 0,
         kernel: FAVOR_KERNEL_SOFTMAX,
@@ -358,10 +403,42 @@ pub unsafe extern "C" fn favor_config_default(cfg: *mut FavorConfig) {
         precision: FAVOR_PRECISION_F32,
         compat: FAVOR_COMPAT_NONE,
         parallel: u32::from(cfg!(feature = "parallel")),
-    };
-    // SAFETY: non-null, and the caller guarantees a writable FavorConfig (write, not
-    // assignment: the memory may be uninitialised).
-    unsafe { cfg.write(default) }
+    }
+}
+
+/// Bytes of `FavorConfig` up to and including `struct_size`: every version has them.
+const CONFIG_PREFIX: usize = std::mem::offset_of!(FavorConfig, struct_size) + 4;
+
+/// The caller's configuration of `struct_size` bytes, over the defaults for any field its
+/// version lacks.
+///
+/// # Safety
+/// `cfg` must be non-null and point to `struct_size` readable bytes (at least the prefix).
+unsafe fn read_config(cfg: *const FavorConfig) -> Result<FavorConfig, Failure> {
+    let bytes = cfg.cast::<u8>();
+    let mut size = [0u8; 4];
+    // SAFETY: the prefix (through struct_size) is readable (caller contract); byte copies
+    // need no alignment.
+    unsafe {
+        let at = std::mem::offset_of!(FavorConfig, struct_size);
+        std::ptr::copy_nonoverlapping(bytes.add(at), size.as_mut_ptr(), 4);
+    }
+    let size = u32::from_ne_bytes(size) as usize;
+    if size < CONFIG_PREFIX {
+        return Err(Failure::config(format!(
+            "struct_size {size}: start the FavorConfig with favor_config_default"
+        )));
+    }
+    let mut out = defaults();
+    let n = size.min(size_of::<FavorConfig>());
+    // SAFETY: the caller's struct has `size` ≥ n readable bytes; `out` is a FavorConfig of
+    // size_of::<FavorConfig>() ≥ n bytes; every bit pattern is a valid FavorConfig (all
+    // fields are integers); byte copies need no alignment; distinct objects.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes, (&raw mut out).cast::<u8>(), n);
+    }
+    out.struct_size = size_of::<FavorConfig>() as u32;
+    Ok(out)
 }
 
 /// Builds a layer from `*cfg` into `*out` (free it with [`favor_performer_free`]).
@@ -376,9 +453,11 @@ pub unsafe extern "C" fn favor_performer_new(
 ) -> FavorStatus {
     entry(|| {
         check_buffer(out.cast_const(), 1, "out")?;
-        check_buffer(cfg, 1, "cfg")?;
-        // SAFETY: non-null and aligned (checked); the caller guarantees a FavorConfig.
-        let cfg = unsafe { cfg.read() };
+        if cfg.is_null() {
+            return Err(Failure::null("cfg"));
+        }
+        // SAFETY: non-null; the caller guarantees a FavorConfig of its struct_size.
+        let cfg = unsafe { read_config(cfg)? };
         let inner = builder(&cfg)?.build()?;
         let handle = Box::into_raw(Box::new(FavorPerformer { inner }));
         // SAFETY: `out` is non-null, aligned (checked) and writable (caller contract).
@@ -567,10 +646,14 @@ pub unsafe extern "C" fn favor_stream_new(
                 "a stream decodes causal attention: build the layer with causal = 1",
             ));
         }
+        if batch == 0 {
+            return Err(Failure::shape("batch must be positive"));
+        }
         let inner = attn.stream(batch)?;
         let handle = Box::into_raw(Box::new(FavorStream {
             inner,
             dims: Dims::of(attn),
+            poisoned: false,
         }));
         // SAFETY: `out` is non-null, aligned (checked) and writable (caller contract).
         unsafe { out.write(handle) };
@@ -666,7 +749,7 @@ unsafe fn prefill<A: Abi>(
     // Allocated before the state changes: running out of memory afterwards would leave the
     // stream advanced and the caller without its outputs.
     let mut narrow = try_vec::<A::Elem>(no)?;
-    let result = s.inner.prefill(q, k, v)?;
+    let result = s.changing(|st| st.prefill(q, k, v))?;
     for (n, &x) in narrow.iter_mut().zip(result.data()) {
         *n = A::Elem::from_f32(x);
     }
@@ -724,7 +807,7 @@ unsafe fn step<A: Abi>(
     let x = unsafe { qkv(inputs, [nq, nk, nv])? };
     let [q, k, v] = views(d, batch, 1, x)?;
     let mut result = try_vec::<A::Elem>(no)?;
-    s.inner.step_into(q, k, v, &mut result)?;
+    s.changing(|st| st.step_into(q, k, v, &mut result))?;
     // SAFETY: `out` checked for `no` elements; the caller guarantees them writable.
     unsafe { copy_out(bytemuck::cast_slice::<A::Elem, A>(&result), out) };
     Ok(())
@@ -748,7 +831,9 @@ pub unsafe extern "C" fn favor_stream_tokens(s: *const FavorStream) -> u64 {
 pub unsafe extern "C" fn favor_stream_reset(s: *mut FavorStream) -> FavorStatus {
     entry(|| {
         // SAFETY: forwarded from the caller.
-        unsafe { stream_mut(s)? }.inner.reset();
+        let s = unsafe { stream_mut(s)? };
+        s.inner.reset();
+        s.poisoned = false;
         Ok(())
     })
 }
@@ -769,8 +854,8 @@ pub unsafe extern "C" fn favor_stream_snapshot_len(s: *const FavorStream) -> usi
     n
 }
 
-/// Writes the stream's state (a versioned, checksummed byte format) into `buf`, which
-/// holds `len` ≥ [`favor_stream_snapshot_len`] bytes.
+/// Writes the stream's state (a versioned, checksummed byte format) into the first
+/// [`favor_stream_snapshot_len`] bytes of `buf`, which holds `len` ≥ that many.
 ///
 /// # Safety
 /// `s` must be a live handle; `buf` must hold `len` writable bytes.
@@ -798,8 +883,9 @@ pub unsafe extern "C" fn favor_stream_snapshot(
 }
 
 /// Replaces the stream's state with a snapshot of a stream of the same layer (projection,
-/// kernel, dims, precision) and batch. Corrupted, truncated or foreign bytes give
-/// `FAVOR_ERR_SNAPSHOT` and leave the state unchanged.
+/// kernel, dims, precision) and batch: `len` is the snapshot's exact length (its
+/// [`favor_stream_snapshot_len`] when written). Corrupted, truncated, padded or foreign
+/// bytes give `FAVOR_ERR_SNAPSHOT` and leave the state unchanged.
 ///
 /// # Safety
 /// `s` must be a live handle; `buf` must hold `len` readable bytes.
@@ -815,6 +901,7 @@ pub unsafe extern "C" fn favor_stream_restore(
         // SAFETY: forwarded from the caller.
         let bytes = unsafe { input(buf, len, "buf")? };
         s.inner.restore(bytes)?;
+        s.poisoned = false;
         Ok(())
     })
 }

@@ -93,25 +93,28 @@ static void token(const float *x, int t, float *row) {
   for (int h = 0; h < H; h++) memcpy(row + h * D, x + (h * L + t) * D, D * sizeof(float));
 }
 
-/* IEEE binary16 bits of a float (round to nearest even; normal range only, as here). */
+/* IEEE binary16 bits of a finite float below 65504 in magnitude (round to nearest even,
+ * subnormals included), as the test's inputs and outputs are. */
 static uint16_t to_f16(float x) {
   uint32_t u;
   memcpy(&u, &x, 4);
   uint32_t sign = (u >> 16) & 0x8000, exp = (u >> 23) & 0xff, mant = u & 0x7fffff;
-  if (exp == 0) return (uint16_t)sign;
   int e = (int)exp - 127 + 15;
-  uint32_t m = mant >> 13, rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest == 0x1000 && (m & 1))) m++;
-  uint32_t bits = ((uint32_t)e << 10) + m;
+  /* Normal: drop 13 bits; subnormal (e <= 0): shift the full significand further. */
+  uint32_t full = exp == 0 ? mant : (mant | 0x800000);
+  int shift = e > 0 ? 13 : 14 - e;
+  if (shift > 24) return (uint16_t)sign;
+  uint32_t m = full >> shift, rest = full & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (rest > half || (rest == half && (m & 1))) m++;
+  /* A carry out of the significand moves into the exponent field: still correct. */
+  uint32_t bits = e > 0 ? (((uint32_t)e << 10) + m - 0x400) : m;
   return (uint16_t)(sign | bits);
 }
 
 static float from_f16(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t u = exp == 0 ? sign : sign | (exp - 15 + 127) << 23 | mant << 13;
-  float x;
-  memcpy(&x, &u, 4);
-  return x;
+  float mag = (h >> 10 & 0x1f) == 0 ? ldexpf((float)(h & 0x3ff), -24)
+                                      : ldexpf((float)((h & 0x3ff) | 0x400), (h >> 10 & 0x1f) - 25);
+  return (h & 0x8000) ? -mag : mag;
 }
 
 int main(int argc, char **argv) {
@@ -197,6 +200,39 @@ int main(int argc, char **argv) {
     CHECK(fabsf(from_f16(o16[i]) - ref[i]) <= fabsf(ref[i]) * 0x1p-11f + 0x1p-24f,
           "f16 output %d: %g vs %g", i, from_f16(o16[i]), ref[i]);
 
+  /* 4b. The f16 stream: prefill and step equal an f32 stream on the rounded inputs, each
+   * output rounded once. */
+  {
+    FavorPerformer *pc3 = make(1);
+    FavorStream *s32 = NULL, *s16 = NULL;
+    CHECK(favor_stream_new(pc3, B, &s32) == FAVOR_OK && favor_stream_new(pc3, B, &s16) == FAVOR_OK,
+          "f16 streams");
+    static float pq[N], pk[N], pv[N], po[N];
+    static uint16_t pq16[N], pk16[N], pv16[N], po16[N];
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < half * D; i++) {
+        int src = h * L * D + i, dst = h * half * D + i;
+        pq16[dst] = q16[src], pk16[dst] = k16[src], pv16[dst] = v16[src];
+        pq[dst] = qr[src], pk[dst] = kr[src], pv[dst] = vr[src];
+      }
+    CHECK(favor_stream_prefill_f32(s32, pq, pk, pv, half, po) == FAVOR_OK, "prefill f32");
+    CHECK(favor_stream_prefill_f16(s16, pq16, pk16, pv16, half, po16) == FAVOR_OK, "prefill f16");
+    for (int i = 0; i < H * half * D; i++)
+      CHECK(po16[i] == to_f16(po[i]), "f16 prefill output %d: %g vs %g", i, from_f16(po16[i]),
+            po[i]);
+    float sq[H * D], sk[H * D], sv[H * D], so[H * D];
+    uint16_t sq16[H * D], sk16[H * D], sv16[H * D], so16[H * D];
+    token(qr, half, sq), token(kr, half, sk), token(vr, half, sv);
+    for (int i = 0; i < H * D; i++) sq16[i] = to_f16(sq[i]), sk16[i] = to_f16(sk[i]), sv16[i] = to_f16(sv[i]);
+    CHECK(favor_stream_step_f32(s32, sq, sk, sv, so) == FAVOR_OK, "step f32");
+    CHECK(favor_stream_step_f16(s16, sq16, sk16, sv16, so16) == FAVOR_OK, "step f16");
+    for (int i = 0; i < H * D; i++)
+      CHECK(so16[i] == to_f16(so[i]), "f16 step output %d: %g vs %g", i, from_f16(so16[i]), so[i]);
+    favor_stream_free(s32);
+    favor_stream_free(s16);
+    favor_performer_free(pc3);
+  }
+
   /* 5. Every status code; nothing changes on error (outputs and stream state). */
   float sentinel[N];
   for (int i = 0; i < N; i++) sentinel[i] = out[i] = -7.0f;
@@ -232,10 +268,26 @@ int main(int argc, char **argv) {
   CHECK(favor_stream_restore(r, snap, snap_len) == FAVOR_ERR_SNAPSHOT, "corrupted snapshot");
   CHECK(favor_stream_restore(r, snap, 3) == FAVOR_ERR_SNAPSHOT, "truncated snapshot");
   CHECK(favor_stream_snapshot(r, snap, 3) == FAVOR_ERR_SHAPE, "short snapshot buffer");
-  token(q, 0, tq);
+  /* The state's bytes and the output buffer, before and after refused calls. */
+  size_t state_len = favor_stream_snapshot_len(r);
+  uint8_t *state = malloc(state_len), *after = malloc(state_len);
+  CHECK(favor_stream_snapshot(r, state, state_len) == FAVOR_OK, "snapshot before");
+  token(q, 0, tq), token(k, 0, tk), token(v, 0, tv);
   tq[0] = NAN;
+  for (int i = 0; i < H * D; i++) to[i] = -7.0f;
   CHECK(favor_stream_step_f32(r, tq, tk, tv, to) == FAVOR_ERR_NONFINITE, "NaN step");
-  CHECK(favor_stream_tokens(r) == before, "a failed call changed the stream");
+  tq[0] = 1e30f;
+  CHECK(favor_stream_step_f32(r, tq, tk, tv, to) == FAVOR_ERR_RANGE, "1e30 step");
+  CHECK(favor_stream_step_f32(r, tq, NULL, tv, to) == FAVOR_ERR_NULL, "null k step");
+  CHECK(favor_stream_step_f32(NULL, tq, tk, tv, to) == FAVOR_ERR_NULL, "null stream");
+  CHECK(favor_stream_prefill_f32(r, hq, hk, hv, 0, hout) == FAVOR_ERR_SHAPE, "empty prefill");
+  CHECK(favor_stream_tokens(r) == before, "a failed call changed the token count");
+  CHECK(favor_stream_snapshot(r, after, state_len) == FAVOR_OK, "snapshot after");
+  CHECK(memcmp(state, after, state_len) == 0, "a failed call changed the stream's state");
+  for (int i = 0; i < H * D; i++) CHECK(to[i] == -7.0f, "a failed step wrote its output");
+  CHECK(favor_stream_new(pc2, 0, &no_stream) == FAVOR_ERR_SHAPE, "a stream of batch 0");
+  free(state);
+  free(after);
   CHECK(favor_selftest_panic() == FAVOR_ERR_PANIC, "panics are caught");
   CHECK(strstr(favor_last_error(), "panicked") != NULL, "panic message");
   CHECK(favor_stream_reset(r) == FAVOR_OK && favor_stream_tokens(r) == 0, "reset");

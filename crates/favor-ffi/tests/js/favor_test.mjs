@@ -43,18 +43,25 @@ function readNpy(name) {
 }
 const [q, k, v, want] = ["q.npy", "k.npy", "v.npy", "out.npy"].map(readNpy);
 
-// Buffers in the library's memory.
+// Buffers in the library's memory (pointers are wasm32 addresses: unsigned, never 0).
+const alloc = (bytes) => {
+  const ptr = f.favor_buffer_new(bytes) >>> 0;
+  if (ptr === 0) throw new Error(`favor_buffer_new(${bytes}) failed`);
+  return ptr;
+};
 const put = (array) => {
-  const ptr = f.favor_buffer_new(array.length * 4);
+  const ptr = alloc(array.length * 4);
   f32(ptr, array.length).set(array);
   return ptr;
 };
 const [qp, kp, vp] = [q, k, v].map(put);
-const outp = f.favor_buffer_new(N * 4);
+const outp = alloc(N * 4);
 
-// FavorConfig: its C layout on wasm32 (u32 fields, the u64 seed at offset 16, 64 bytes).
+// FavorConfig: its C layout on wasm32 (u32 fields, the u64 seed at offset 16), of
+// favor_config_size() bytes.
+const configSize = f.favor_config_size() >>> 0;
 function performer(causal) {
-  const cfg = f.favor_buffer_new(64);
+  const cfg = alloc(configSize);
   f.favor_config_default(cfg);
   const view = new DataView(f.memory.buffer);
   view.setUint32(cfg + 0, D, true); // head_dim
@@ -62,10 +69,10 @@ function performer(causal) {
   view.setUint32(cfg + 8, FEATURES, true); // features
   view.setBigUint64(cfg + 16, SEED, true); // seed
   view.setUint32(cfg + 24, causal ? 1 : 0, true); // causal
-  const out = f.favor_buffer_new(4);
+  const out = alloc(4);
   check(f.favor_performer_new(cfg, out) === 0, "favor_performer_new");
   const handle = new DataView(f.memory.buffer).getUint32(out, true);
-  f.favor_buffer_free(cfg, 64);
+  f.favor_buffer_free(cfg, configSize);
   f.favor_buffer_free(out, 4);
   return handle;
 }
@@ -82,9 +89,9 @@ console.log(`forward: max |diff| vs favor run ${err.toExponential(2)}`);
 
 // A stream: prefill all but the last token, then step it; it equals the causal forward.
 const pc = performer(true);
-const causal = f.favor_buffer_new(N * 4);
+const causal = alloc(N * 4);
 check(f.favor_forward_f32(pc, qp, kp, vp, B, L, causal) === 0, "causal forward");
-const sp = f.favor_buffer_new(4);
+const sp = alloc(4);
 check(f.favor_stream_new(pc, B, sp) === 0, "stream_new");
 const stream = new DataView(f.memory.buffer).getUint32(sp, true);
 f.favor_performer_free(pc);
@@ -94,10 +101,10 @@ const head = (x, from, to) => {
   return Float32Array.from(rows);
 };
 const [pq, pk, pv] = [q, k, v].map((x) => put(head(x, 0, L - 1)));
-const pre = f.favor_buffer_new(H * (L - 1) * D * 4);
+const pre = alloc(H * (L - 1) * D * 4);
 check(f.favor_stream_prefill_f32(stream, pq, pk, pv, L - 1, pre) === 0, "prefill");
 const [tq, tk, tv] = [q, k, v].map((x) => put(head(x, L - 1, L)));
-const to = f.favor_buffer_new(H * D * 4);
+const to = alloc(H * D * 4);
 check(f.favor_stream_step_f32(stream, tq, tk, tv, to) === 0, "step");
 const last = head(f32(causal, N), L - 1, L);
 const stepped = f32(to, H * D);
