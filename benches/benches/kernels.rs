@@ -4,7 +4,8 @@
 //! `map_rows` on one block. Run: `cargo bench -p favor-benches --bench kernels`.
 //!
 //! Throughput, per group:
-//! - GEMMs, `project` and the feature maps: elements = FLOPs (2·m·n·k; for the maps, the
+//! - GEMMs (each group also runs the `gemm` crate, faer's, on one thread: `gemm_crate`, the
+//!   reference issue 16 asks ours to match), `project` and the feature maps: elements = FLOPs (2·m·n·k; for the maps, the
 //!   projection's 2·rows·m·d), so `elem/s` compares with the `roof` group of `workloads`;
 //! - `prefix_state`: the decode state's kernels — `fold` (TwoSum settling the sums: the bytes
 //!   of the total and its compensation read and written), `fold_rank` (a full ring folded in:
@@ -17,6 +18,7 @@
 //!   (the state size, 64 KiB per vector: L2-resident, bound by cache bandwidth).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use favor_benches::reference::gemm_crate;
 use favor_benches::*;
 use favor_core::*;
 use favor_simd::Detected;
@@ -85,6 +87,21 @@ fn gemm(c: &mut Criterion) {
             })
         });
     }
+    g.throughput(flops(ROWS, M, D));
+    g.bench_function(BenchmarkId::new("gemm_crate", "256x256x64_xwt"), |b| {
+        b.iter(|| {
+            let (xm, wm) = (
+                MatRef::row_major(black_box(&x), ROWS, D),
+                MatRef::row_major(&w, M, D),
+            );
+            gemm_crate(
+                MatMut::row_major(&mut out, ROWS, M),
+                Accum::Overwrite,
+                xm,
+                wm.t(),
+            )
+        })
+    });
     g.finish();
 
     // Q'S: (rows×m)·(m×dv).
@@ -104,6 +121,18 @@ fn gemm(c: &mut Criterion) {
             })
         });
     }
+    g.bench_function(BenchmarkId::new("gemm_crate", "256x64x256_qs"), |b| {
+        b.iter(|| {
+            let q = MatRef::row_major(black_box(&feats), ROWS, M);
+            let sm = MatRef::row_major(&s_in, M, D);
+            gemm_crate(
+                MatMut::row_major(&mut out, ROWS, D),
+                Accum::Overwrite,
+                q,
+                sm,
+            )
+        })
+    });
     g.finish();
 
     // K'ᵀV accumulated into S: (m×rows)·(rows×dv). S grows by a bounded amount per call.
@@ -118,6 +147,13 @@ fn gemm(c: &mut Criterion) {
             })
         });
     }
+    g.bench_function(BenchmarkId::new("gemm_crate", "256x64x256_ktv"), |b| {
+        b.iter(|| {
+            let keys = MatRef::row_major(black_box(&feats), ROWS, M);
+            let vm = MatRef::row_major(&v, ROWS, D);
+            gemm_crate(MatMut::row_major(&mut s, M, D), Accum::Add, keys.t(), vm)
+        })
+    });
     g.finish();
 
     // The fused projection with Wᵀ: scale and row maximum in the epilogue.

@@ -8,8 +8,12 @@
 //! | bench | groups |
 //! |---|---|
 //! | `workloads` | `roof` (FMA loop), `decode_step_8heads`, `exp_4096` (vector exp against `libm::expf`) |
-//! | `kernels` | one group per primitive at the workload's shapes, per backend ([`backends`]); `feature_map` |
+//! | `kernels` | one group per primitive at the workload's shapes, per backend ([`backends`]), the GEMMs also through the `gemm` crate ([`reference`](mod@reference)); `feature_map` |
 //! | `attention` | `bidirectional_8heads`, `causal_8heads` and `exact_8heads` against L; `f16_input_8heads` |
+//!
+//! The example `gemm_reference` compares favor-simd's GEMM with the `gemm` crate on FAVOR+'s
+//! shapes in one alternating run, beside the FMA roof, and the dense projection with
+//! favor-core's `sorf_apply`.
 //!
 //! Throughput is set on every group: `elem/s` counts FLOPs where a FLOP model applies (compare
 //! with the `roof` group's rate) and elements otherwise, as each file's docs say; groups
@@ -18,6 +22,8 @@
 use favor_core::{Kernels, Scalar};
 use favor_simd::Detected;
 pub use favor_workload::*;
+
+pub mod reference;
 
 /// The backends the kernel benches compare: favor-core's scalar reference, the detected one
 /// and, on an x86 CPU whose detected backend is wider, AVX2+FMA forced. All are

@@ -233,7 +233,7 @@ pub struct DrawFlags {
     /// Projection seed (default 0).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// orthogonal|iid|none (default orthogonal).
+    /// orthogonal|iid|sorf|none (default orthogonal; sorf: structured Hadamard blocks).
     #[arg(long, value_name = "KIND")]
     pub projection_kind: Option<String>,
     /// Row norms of orthogonal projections: chi|sqrt-d (default chi).
@@ -597,10 +597,11 @@ fn projection_of(kind: Option<&str>, norms: Option<&str>) -> CliResult<Projectio
     Ok(match kind {
         None | Some("orthogonal") => Projection::Orthogonal(norms),
         Some("iid") => Projection::Iid,
+        Some("sorf") => Projection::Sorf,
         Some("none") => Projection::None,
         Some(s) => {
             return Err(CliError::input(format!(
-                "--projection-kind {s:?}: expected orthogonal, iid or none"
+                "--projection-kind {s:?}: expected orthogonal, iid, sorf or none"
             )));
         }
     })

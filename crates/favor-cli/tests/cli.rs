@@ -307,55 +307,61 @@ fn exported_projection_reproduces_run_and_batched_shapes_work() {
         &[b, h, L, 5],
         &gaussian(6, b * h * L * 5, 1.0),
     );
-    let w = d.join("w.npy");
-    ok(&[
-        "projection",
-        "--features",
-        "24",
-        "--dim",
-        "8",
-        "--seed",
-        "11",
-        "--projection-kind",
-        "iid",
-        "--out",
-        w.to_str().unwrap(),
-    ]);
-    assert_eq!(read(&w).0, [24, 8]);
-    let (o1, o2) = (d.join("o1.npy"), d.join("o2.npy"));
-    ok(&[
-        "run",
-        "--q",
-        &q,
-        "--k",
-        &k,
-        "--v",
-        &v,
-        "--features",
-        "24",
-        "--seed",
-        "11",
-        "--projection-kind",
-        "iid",
-        "--out",
-        o1.to_str().unwrap(),
-    ]);
-    ok(&[
-        "run",
-        "--q",
-        &q,
-        "--k",
-        &k,
-        "--v",
-        &v,
-        "--projection",
-        w.to_str().unwrap(),
-        "--out",
-        o2.to_str().unwrap(),
-    ]);
-    let (s1, a) = read(&o1);
-    assert_eq!(s1, [b, h, L, 5]);
-    assert_eq!(a, read(&o2).1);
+    // The Gaussian and the structured (Hadamard, SORF) kinds alike.
+    for kind in ["iid", "sorf"] {
+        let w = d.join(format!("w-{kind}.npy"));
+        ok(&[
+            "projection",
+            "--features",
+            "24",
+            "--dim",
+            "8",
+            "--seed",
+            "11",
+            "--projection-kind",
+            kind,
+            "--out",
+            w.to_str().unwrap(),
+        ]);
+        assert_eq!(read(&w).0, [24, 8]);
+        let (o1, o2) = (
+            d.join(format!("o1-{kind}.npy")),
+            d.join(format!("o2-{kind}.npy")),
+        );
+        ok(&[
+            "run",
+            "--q",
+            &q,
+            "--k",
+            &k,
+            "--v",
+            &v,
+            "--features",
+            "24",
+            "--seed",
+            "11",
+            "--projection-kind",
+            kind,
+            "--out",
+            o1.to_str().unwrap(),
+        ]);
+        ok(&[
+            "run",
+            "--q",
+            &q,
+            "--k",
+            &k,
+            "--v",
+            &v,
+            "--projection",
+            w.to_str().unwrap(),
+            "--out",
+            o2.to_str().unwrap(),
+        ]);
+        let (s1, a) = read(&o1);
+        assert_eq!(s1, [b, h, L, 5]);
+        assert_eq!(a, read(&o2).1);
+    }
 }
 
 #[test]

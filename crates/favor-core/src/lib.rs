@@ -129,6 +129,9 @@
 //!   ([`ProjectionKind::Orthogonal`]); strictly lower estimator MSE than iid rows.
 //! - **simplex random features** — blocks of d rows spread as a regular simplex and rotated
 //!   ([`ProjectionKind::Simplex`]); lower MSE again for the positive maps.
+//! - **structured orthogonal random features** (SORF) — blocks `(1/d')·H·D₁·H·D₂·H·D₃` of
+//!   Hadamard matrices and random signs ([`ProjectionKind::Sorf`]): near-ORF error, and
+//!   [`sorf_apply`] projects a row in O(d' log d') from 3·d' stored signs, without W.
 //! - **data normaliser** — the `d^(-1/4)` applied to q and k so `exp(q'·k') = exp(q·k/√d)`.
 //! - **log-scale** — a per-row exponent kept beside stored features: `φ = stored·e^ℓ`.
 //! - **stabiliser** — the running log-scale of the [`PrefixState`] that rescales S and z when
@@ -176,6 +179,7 @@ mod rng;
 mod snapshot;
 mod state;
 mod stream;
+mod structured;
 
 pub use attention::{Options, Plan, PlanKind, Shape};
 pub use checksum::crc32;
@@ -211,3 +215,4 @@ pub use rng::Normals;
 pub use snapshot::SNAPSHOT_VERSION;
 pub use state::{PrefixState, RING, denominator_floor, state_len};
 pub use stream::{MappedTokens, Stream, mapped_tokens_len};
+pub use structured::{sorf_apply, sorf_scratch_len, sorf_signs, sorf_signs_len};

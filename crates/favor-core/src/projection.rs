@@ -29,6 +29,13 @@ pub enum ProjectionKind {
     /// of a block spread further apart than ORF's orthogonal ones (lower MSE for positive
     /// features). Needs `dim ≥ 2` and `features` a multiple of `dim` (whole blocks).
     Simplex,
+    /// Structured orthogonal random features (SORF, Yu et al. 2016): blocks
+    /// `(1/d')·H·D₁·H·D₂·H·D₃` of Walsh–Hadamard matrices H and random sign diagonals Dᵢ,
+    /// d' the power of two at or above d (inputs zero-padded). Rows of a block are orthogonal
+    /// with norm √d' (as [`RowNorms::SqrtD`]) and second moment `I_d`, but not Gaussian, so
+    /// slightly biased for softmax. W is written densely here; [`sorf_apply`](crate::sorf_apply)
+    /// computes the same `W·x` from the signs alone in O(d' log d'). Needs d' ≤ 512.
+    Sorf,
 }
 
 impl Default for ProjectionKind {
@@ -84,6 +91,15 @@ pub fn projection<T: Float>(
             });
         }
     }
+    if kind == ProjectionKind::Sorf {
+        if dim > crate::structured::SORF_DENSE_MAX_PADDED {
+            return Err(crate::Error::InvalidParameter {
+                what: "a dense SORF projection needs dim <= 512",
+            });
+        }
+        crate::structured::sorf_dense(seed, features, dim, &mut out[..len]);
+        return Ok(());
+    }
     let w = &mut out[..len];
     let mut normals = Normals::new(seed);
     normals.fill(w);
@@ -91,6 +107,8 @@ pub fn projection<T: Float>(
         ProjectionKind::Iid => return Ok(()),
         ProjectionKind::Orthogonal(n) => n,
         ProjectionKind::Simplex => RowNorms::Chi,
+        // Written above, from its signs alone.
+        ProjectionKind::Sorf => return Ok(()),
     };
     for block in w.chunks_mut(dim * dim) {
         orthonormalise_rows(block, dim, &mut normals);

@@ -82,6 +82,10 @@ fn projection_f64_is_pinned() {
     projection(ProjectionKind::Simplex, 7, M, D, &mut w).unwrap();
     // Recorded 2026-12-05 on x86-64; CI checks it under qemu-aarch64 as well.
     assert_eq!(digest(w.iter().map(|x| x.to_bits())), 0x2f70_534d_4892_76c2);
+    projection(ProjectionKind::Sorf, 7, M, D, &mut w).unwrap();
+    // Recorded 2026-12-06 on x86-64 (only additions and power-of-two scales: the same bits
+    // on every IEEE machine).
+    assert_eq!(digest(w.iter().map(|x| x.to_bits())), 0x15a2_d0a6_412e_4eb5);
 }
 
 #[test]

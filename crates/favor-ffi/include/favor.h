@@ -101,7 +101,9 @@ typedef struct {
   // Hybrid attention: keys within `window` positions of a query get exact softmax
   // weights; `FAVOR_NO_WINDOW` (−1, the default) for none.
   int32_t window;
-  // Hybrid attention: positions 0..sinks are exact for every query (default 0).
+  // Hybrid attention: positions 0..sinks are exact for every query (default 0). Sinks with
+  // `FAVOR_NO_WINDOW` make the layer hybrid with window 0 (each query's own position
+  // and the sinks exact).
   uint32_t sinks;
   // One of the `FAVOR_PRECISION_*` constants (default f32).
   uint32_t precision;

@@ -155,7 +155,9 @@ pub struct FavorConfig {
     /// Hybrid attention: keys within `window` positions of a query get exact softmax
     /// weights; `FAVOR_NO_WINDOW` (−1, the default) for none.
     pub window: i32,
-    /// Hybrid attention: positions 0..sinks are exact for every query (default 0).
+    /// Hybrid attention: positions 0..sinks are exact for every query (default 0). Sinks with
+    /// `FAVOR_NO_WINDOW` make the layer hybrid with window 0 (each query's own position
+    /// and the sinks exact).
     pub sinks: u32,
     /// One of the `FAVOR_PRECISION_*` constants (default f32).
     pub precision: u32,
@@ -252,7 +254,8 @@ thread_local! {
 fn set_last_error(message: &str) {
     // An interior NUL would cut the C string short: replace it rather than lose the text.
     let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    // During thread teardown the slot may be gone: the status still tells the caller.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = text);
 }
 
 /// Runs `f` as an entry point: its failure or panic becomes a status and the thread's last
@@ -939,7 +942,10 @@ pub unsafe extern "C" fn favor_buffer_free(ptr: *mut u8, bytes: usize) {
 /// next call on this thread; never null.
 #[unsafe(no_mangle)]
 pub extern "C" fn favor_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    // During thread teardown the slot may be gone: "" rather than an abort.
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// The library's version, e.g. "0.1.0" (static).

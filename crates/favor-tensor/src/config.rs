@@ -131,6 +131,11 @@ pub enum Projection {
     /// spread as a regular simplex, lower variance than orthogonal rows for the positive
     /// softmax maps. Needs `head_dim ≥ 2` and `features` a multiple of `head_dim`.
     Simplex,
+    /// Structured orthogonal random features (favor-core's `ProjectionKind::Sorf`): blocks
+    /// `(1/d')·H·D₁·H·D₂·H·D₃` of Walsh–Hadamard matrices and random signs, d' the power of
+    /// two at or above `head_dim` (≤ 512). Near-orthogonal error, rows of norm √d', slightly
+    /// biased for softmax (the rows are not Gaussian).
+    Sorf,
     /// No projection: generalized kernels applied to the inputs themselves (m = d).
     None,
 }

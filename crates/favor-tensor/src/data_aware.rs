@@ -231,7 +231,7 @@ impl DataAwareMap {
             Projection::Orthogonal(RowNorms::Chi) => ProjectionKind::Orthogonal(RowNorms::Chi),
             Projection::Iid => ProjectionKind::Iid,
             Projection::Simplex => ProjectionKind::Simplex,
-            Projection::Orthogonal(RowNorms::SqrtD) | Projection::None => {
+            Projection::Orthogonal(RowNorms::SqrtD) | Projection::Sorf | Projection::None => {
                 return Err(Error::Config(
                     "calibration draws Gaussian rows: use orthogonal (chi norms), iid or simplex \
                      projections"

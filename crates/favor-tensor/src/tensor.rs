@@ -96,7 +96,11 @@ pub(crate) fn element_count(tensor: &'static str, shape: [usize; 4]) -> Result<u
     shape
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
-        .ok_or_else(|| Error::Config(format!("{tensor}: shape {shape:?} overflows usize")))
+        .ok_or_else(|| Error::Shape {
+            tensor,
+            expected: "a shape whose element count fits usize".into(),
+            got: shape.to_vec(),
+        })
 }
 
 /// Element strides of a row-major `[batch, heads, seq, dim]` layout of `shape`.

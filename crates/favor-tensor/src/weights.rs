@@ -107,6 +107,7 @@ impl Weights {
             Projection::Orthogonal(norms) => ProjectionKind::Orthogonal(norms),
             Projection::Iid => ProjectionKind::Iid,
             Projection::Simplex => ProjectionKind::Simplex,
+            Projection::Sorf => ProjectionKind::Sorf,
             Projection::None => {
                 return Ok(Self {
                     row_norm: 1.0,

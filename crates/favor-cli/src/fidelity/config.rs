@@ -118,6 +118,9 @@ pub enum Projection {
     Orthogonal,
     /// Simplex random features, χ(d) row norms (m must be a multiple of d).
     Simplex,
+    /// Structured orthogonal random features (Hadamard blocks with random signs, rows of norm
+    /// √d' for d' the power of two at or above d; d ≤ 512).
+    Sorf,
 }
 
 impl Projection {
@@ -125,8 +128,12 @@ impl Projection {
     pub const ALL: [Projection; 2] = [Projection::Iid, Projection::Orthogonal];
 
     /// Every projection, in report order.
-    pub const EVERY: [Projection; 3] =
-        [Projection::Iid, Projection::Orthogonal, Projection::Simplex];
+    pub const EVERY: [Projection; 4] = [
+        Projection::Iid,
+        Projection::Orthogonal,
+        Projection::Simplex,
+        Projection::Sorf,
+    ];
 
     /// Short display name (`iid`, `orth`).
     pub fn name(self) -> &'static str {
@@ -134,6 +141,7 @@ impl Projection {
             Projection::Iid => "iid",
             Projection::Orthogonal => "orth",
             Projection::Simplex => "simplex",
+            Projection::Sorf => "sorf",
         }
     }
 
@@ -143,6 +151,7 @@ impl Projection {
             Projection::Iid => "iid",
             Projection::Orthogonal => "orthogonal",
             Projection::Simplex => "simplex",
+            Projection::Sorf => "sorf",
         }
     }
 
@@ -152,6 +161,7 @@ impl Projection {
             Projection::Iid => ProjectionKind::Iid,
             Projection::Orthogonal => ProjectionKind::Orthogonal(RowNorms::Chi),
             Projection::Simplex => ProjectionKind::Simplex,
+            Projection::Sorf => ProjectionKind::Sorf,
         }
     }
 
@@ -160,6 +170,7 @@ impl Projection {
             Projection::Iid => 1,
             Projection::Orthogonal => 2,
             Projection::Simplex => 3,
+            Projection::Sorf => 4,
         }
     }
 }
@@ -326,6 +337,16 @@ impl Config {
         {
             return bad("--projections simplex needs --dim ≥ 2 and every m a multiple of d");
         }
+        if self.projections.contains(&Projection::Sorf) {
+            if self.dim > 512 {
+                return bad("--projections sorf needs --dim ≤ 512");
+            }
+            if self.kernels.contains(&Kernel::DataAware) {
+                return bad(
+                    "--projections sorf cannot draw a data-aware map: its rows are not Gaussian",
+                );
+            }
+        }
         if !self.windows.is_empty() {
             if self.kernels.contains(&Kernel::Relu) {
                 return bad("--windows needs softmax kernels: ReLU cannot be hybrid");
@@ -372,7 +393,8 @@ pub fn calibration_seed(s: usize) -> u64 {
 
 /// Projection seed for seed `s`, a kernel, a projection and `m` rows:
 /// `s·2³² + kernel·2²⁴ + projection·2¹⁶ + m` with kernel tags SM+ = 1, SMhyp+ = 2, trig = 3,
-/// ReLU = 4, GERF = 5, data-aware = 6, projection tags iid = 1, orthogonal = 2, simplex = 3
+/// ReLU = 4, GERF = 5, data-aware = 6, projection tags iid = 1, orthogonal = 2, simplex = 3,
+/// SORF = 4
 /// (m < 2¹⁶, s < 2³²: injective, and disjoint from the input, pair and calibration streams,
 /// whose top bit is set). Hybrid rows reuse the projection of the plain row.
 pub fn projection_seed(s: usize, kernel: Kernel, proj: Projection, m: usize) -> u64 {

@@ -52,7 +52,9 @@
 //!   defaults), which is a *different* kernel: its error against softmax measures how far that
 //!   kernel is from softmax and does not vanish as m grows.
 //! - Projections: iid N(0, I) rows, or orthogonal random features with χ(d) row norms, or
-//!   simplex random features (χ(d) norms; m a multiple of d).
+//!   simplex random features (χ(d) norms; m a multiple of d), SORF (structured Hadamard
+//!   blocks, rows of norm √d'; not with the data-aware map, whose proposal needs Gaussian
+//!   rows).
 //! - m is the number of projection rows. The hyperbolic and trigonometric maps output 2m
 //!   features from m rows (twice the attention cost of SM+ at the same m); every other map m.
 //!   A hybrid row adds, per query, its exact keys (`exact/q` in the tables: 2w + 1 + sinks

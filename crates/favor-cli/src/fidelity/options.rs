@@ -67,7 +67,7 @@ pub struct Flags {
     /// Kernels: positive, hyperbolic, trig, relu, gerf, data-aware (default the first four).
     #[arg(long, value_name = "K,...", value_delimiter = ',', action = clap::ArgAction::Set)]
     pub kernels: Option<Vec<String>>,
-    /// Projections: iid, orthogonal or orth, simplex (default iid,orth).
+    /// Projections: iid, orthogonal or orth, simplex, sorf (default iid,orth).
     #[arg(long, value_name = "P,...", value_delimiter = ',', action = clap::ArgAction::Set)]
     pub projections: Option<Vec<String>>,
     /// Print JSON instead of the tables.
@@ -137,8 +137,9 @@ pub fn from_flags(flags: Flags) -> CliResult<(Config, Output)> {
                 "iid" => Ok(Projection::Iid),
                 "orth" | "orthogonal" => Ok(Projection::Orthogonal),
                 "simplex" => Ok(Projection::Simplex),
+                "sorf" => Ok(Projection::Sorf),
                 _ => Err(CliError::input(format!(
-                    "--projections item {s:?}: expected iid, orthogonal or simplex"
+                    "--projections item {s:?}: expected iid, orthogonal, simplex or sorf"
                 ))),
             })
             .collect::<CliResult<_>>()?;

@@ -62,8 +62,8 @@ pub struct Calibration {
     pub seed: u64,
     /// How g is drawn: [`ProjectionKind::Orthogonal`] (default; rows orthogonal, χ norms) or
     /// any other kind whose rows are marginally N(0, I_d) (`Iid`, `Simplex`), so the map
-    /// stays unbiased. `Orthogonal(RowNorms::SqrtD)` rows are not Gaussian: the density
-    /// ratio then no longer corrects them, and the estimate is biased.
+    /// stays unbiased. `Orthogonal(RowNorms::SqrtD)` and `Sorf` rows are not Gaussian: the
+    /// density ratio then no longer corrects them, and the estimate is biased.
     pub projection: ProjectionKind,
     /// `Some`: the pairs hybrid attention with this shape does *not* take exactly — key j of
     /// query i outside the window and not a sink (and j ≤ i when causal) — are the pairs

@@ -368,7 +368,13 @@ impl Stream {
             .position
             .checked_add(len as u64)
             .filter(|&n| n < u64::MAX)
-            .ok_or_else(|| Error::Config("the stream's token count would overflow".into()))?;
+            .ok_or_else(|| Error::OutOfRange {
+                tensor: "q",
+                reason: format!(
+                    "{len} more tokens would overflow the stream's token count ({})",
+                    self.position
+                ),
+            })?;
         let m = cfg.feature_dim();
         // And favor-core's own range, for every head at once: a head that refused its part
         // after others ran would leave the stream half-updated.
