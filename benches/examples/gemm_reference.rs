@@ -10,7 +10,8 @@
 //! - `K'ᵀV`   256×L · L×64 (the state update, A a transposed view, accumulated);
 //! - `Q'S`    L×256 · 256×64.
 //!
-//! Then the projection without W: `sorf_apply` (favor-core's scalar fast Walsh–Hadamard
+//! Then the projection without W: `sorf_project` (this backend, one row per lane) and
+//! `sorf_apply` (favor-core's scalar fast Walsh–Hadamard
 //! transform, 768 signs) against the dense `project` (this backend's GEMM over Wᵀ, 64 KiB) on
 //! 16 rows (one decode step's query and key for 8 heads) and 256 rows (a block).
 
@@ -167,8 +168,8 @@ fn main() {
 
     println!();
     println!(
-        "{:<22} {:>5} {:>22} {:>22} {:>14}",
-        "projection", "rows", "dense project (µs)", "sorf_apply (µs)", "sorf / dense"
+        "{:<24} {:>5} {:>22} {:>22} {:>14}",
+        "projection, m=256, d=64", "rows", "time (µs)", "dense project (µs)", "/ dense"
     );
     let (m, d) = (FEATURES, DIM);
     let mut w = vec![0f32; m * d];
@@ -178,56 +179,71 @@ fn main() {
     let mut signs = vec![0f32; sorf_signs_len(m, d).expect("valid shape")];
     sorf_signs(3, m, d, &mut signs).expect("valid shape");
     let mut scratch = vec![0f32; sorf_scratch_len(m, d).expect("valid shape")];
+    let p = ProjectionRef {
+        w: &w,
+        wt: Some(&wt),
+        features: m,
+        dim: d,
+    };
+    let us = |t: [f64; 3]| {
+        format!(
+            "{:7.2} [{:6.2}, {:6.2}]",
+            t[0] * 1e6,
+            t[1] * 1e6,
+            t[2] * 1e6
+        )
+    };
     for rows in [16, BIDIR_BLOCK] {
         let x = data(rows * d, 6, 1.0);
         let (mut dense, mut structured) = (vec![0f32; rows * m], vec![0f32; rows * m]);
-        let mut row_max = vec![0f32; rows];
-        let p = ProjectionRef {
-            w: &w,
-            wt: Some(&wt),
-            features: m,
-            dim: d,
+        let (mut dense_max, mut sorf_max) = (vec![0f32; rows], vec![0f32; rows]);
+        let mut run_dense = || {
+            k.project(
+                MatRef::row_major(black_box(&x), rows, d),
+                p,
+                1.0,
+                MatMut::row_major(&mut dense, rows, m),
+                &mut dense_max,
+            )
         };
-        let [a, b] = alternate(
-            reps,
-            || {
-                k.project(
-                    MatRef::row_major(black_box(&x), rows, d),
-                    p,
-                    1.0,
-                    MatMut::row_major(&mut dense, rows, m),
-                    &mut row_max,
-                )
-            },
-            || {
-                for (xr, o) in black_box(&x)
-                    .chunks_exact(d)
-                    .zip(structured.chunks_exact_mut(m))
-                {
-                    sorf_apply(&signs, m, d, xr, o, &mut scratch).expect("valid shape");
-                }
-            },
-        );
+        // SORF on this backend (one row per lane) and favor-core's scalar transform per row.
+        let mut simd = |out: &mut [f32]| {
+            k.sorf_project(
+                MatRef::row_major(black_box(&x), rows, d),
+                &signs,
+                1.0,
+                MatMut::row_major(out, rows, m),
+                &mut sorf_max,
+            )
+        };
+        let [dense_t, simd_t] = alternate(reps, &mut run_dense, || simd(&mut structured));
+        let [dense_t2, scalar_t] = alternate(reps, &mut run_dense, || {
+            for (xr, o) in black_box(&x)
+                .chunks_exact(d)
+                .zip(structured.chunks_exact_mut(m))
+            {
+                sorf_apply(&signs, m, d, xr, o, &mut scratch).expect("valid shape");
+            }
+        });
         let worst = dense
             .iter()
             .zip(&structured)
             .map(|(p, q)| (p - q).abs())
             .fold(0f32, f32::max);
-        assert!(worst < 1e-3, "sorf_apply differs from W·x by {worst}");
-        let us = |t: [f64; 3]| {
-            format!(
-                "{:7.2} [{:6.2}, {:6.2}]",
-                t[0] * 1e6,
-                t[1] * 1e6,
-                t[2] * 1e6
-            )
-        };
-        println!(
-            "{:<22} {rows:>5} {:>22} {:>22} {:>14}",
-            "W·x, m = 256, d = 64",
-            us(a),
-            us(b),
-            ratio(b, a)
+        assert!(
+            worst < 1e-3,
+            "SORF (last: the scalar transform) differs from W·x by {worst}"
         );
+        for (what, t, base) in [
+            (format!("sorf_project ({})", name(&k)), simd_t, dense_t),
+            ("sorf_apply (scalar)".to_string(), scalar_t, dense_t2),
+        ] {
+            println!(
+                "{what:<24} {rows:>5} {:>22} {:>22} {:>14}",
+                us(t),
+                us(base),
+                ratio(t, base)
+            );
+        }
     }
 }

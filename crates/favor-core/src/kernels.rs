@@ -185,6 +185,44 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
         }
     }
 
+    /// [`project`](Self::project) for a structured (SORF) projection given by its signs
+    /// instead of W (see [`sorf_signs`](crate::sorf_signs), m = `out.cols()`, d = `x.cols()`):
+    /// `out[r] = scale · (W x_r)` and `row_max[r] = max_i out[r][i]`, with W never formed.
+    /// `out` has adjacent columns; d' (the power of two at or above d) is at most 512.
+    ///
+    /// Every backend does the same operations per element in the same order (sign flips,
+    /// the butterflies of three fast Walsh–Hadamard transforms, the exact scale 1/d', then
+    /// `scale`), so all agree with [`Scalar`] bit for bit; a SIMD backend runs one row per
+    /// lane.
+    fn sorf_project(
+        &self,
+        x: MatRef<'_, T>,
+        signs: &[T],
+        scale: T,
+        mut out: MatMut<'_, T>,
+        row_max: &mut [T],
+    ) {
+        const MAX: usize = crate::structured::SORF_DENSE_MAX_PADDED;
+        let (d, m) = (x.cols(), out.cols());
+        let padded = d.next_power_of_two();
+        assert!(padded <= MAX, "sorf_project: d' = {padded} above {MAX}");
+        let (mut row, mut scratch) = ([T::zero(); MAX], [T::zero(); MAX]);
+        for (r, mx) in row_max[..x.rows()].iter_mut().enumerate() {
+            for (j, v) in row[..d].iter_mut().enumerate() {
+                *v = x.get(r, j);
+            }
+            let o = out
+                .row_mut(r)
+                .expect("sorf_project: out needs adjacent columns");
+            crate::sorf_apply(signs, m, d, &row[..d], o, &mut scratch[..padded])
+                .expect("sorf_project: signs sized for m and d");
+            if scale != T::one() {
+                self.scale(scale, o);
+            }
+            *mx = self.max(o);
+        }
+    }
+
     /// One decoding query against a prefix state held as a total `hi` (S, `m × dv` row-major,
     /// then z, length m) and a [`Ring`] of recent keys and values (at most
     /// [`RING`](crate::RING)): `out = qᵀS + Σ_b (q·k_b) v_b`; returns `q·z + Σ_b q·k_b`. A

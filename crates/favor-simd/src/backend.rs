@@ -1,7 +1,9 @@
 //! Backends: one generic implementation of [`Kernels`] over a pulp token, and the per-ISA
 //! constructors that prove the CPU supports it.
 
-use crate::entry::{Axpy, Dot, Fold, FoldRank, Gemm, Max, Project, RingQuery, Scale, Tril};
+use crate::entry::{
+    Axpy, Dot, Fold, FoldRank, Gemm, Max, Project, RingQuery, Scale, SorfProject, Tril,
+};
 use crate::real::Elementwise;
 use favor_core::{Accum, Activation, Kernels, MatMut, MatRef, ProjectionRef, Ring};
 use pulp::Simd;
@@ -118,6 +120,22 @@ impl<S: Simd, T: Elementwise> Kernels<T> for Backend<S> {
         self.simd.vectorize(Project {
             x,
             p,
+            scale,
+            out,
+            row_max,
+        })
+    }
+    fn sorf_project(
+        &self,
+        x: MatRef<'_, T>,
+        signs: &[T],
+        scale: T,
+        out: MatMut<'_, T>,
+        row_max: &mut [T],
+    ) {
+        self.simd.vectorize(SorfProject {
+            x,
+            signs,
             scale,
             out,
             row_max,

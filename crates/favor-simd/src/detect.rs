@@ -153,6 +153,16 @@ impl<T: SimdFloat> Kernels<T> for Detected {
     ) {
         forward!(self, k => k.project(x, p, scale, out, row_max))
     }
+    fn sorf_project(
+        &self,
+        x: MatRef<'_, T>,
+        signs: &[T],
+        scale: T,
+        out: MatMut<'_, T>,
+        row_max: &mut [T],
+    ) {
+        forward!(self, k => k.sorf_project(x, signs, scale, out, row_max))
+    }
     fn fold(&self, hi: &mut [T], lo: &mut [T]) {
         forward!(self, k => k.fold(hi, lo))
     }

@@ -87,6 +87,23 @@ impl<T: Real> WithSimd for Project<'_, T> {
     }
 }
 
+/// The structured (SORF) projection, one row per lane (see [`crate::sorf`]).
+pub(crate) struct SorfProject<'a, T> {
+    pub x: MatRef<'a, T>,
+    pub signs: &'a [T],
+    pub scale: T,
+    pub out: MatMut<'a, T>,
+    pub row_max: &'a mut [T],
+}
+
+impl<T: Real> WithSimd for SorfProject<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        crate::sorf::sorf_project(s, self.x, self.signs, self.scale, self.out, self.row_max)
+    }
+}
+
 /// The compensated fold of the prefix state (see [`ops::fold`]).
 pub(crate) struct Fold<'a, T> {
     pub hi: &'a mut [T],

@@ -63,6 +63,7 @@ mod gemm;
 pub mod math;
 mod ops;
 mod real;
+mod sorf;
 
 pub use backend::*;
 pub use detect::{Detected, SimdFloat, WithKernels, detected};

@@ -604,6 +604,75 @@ fn project_every_backend() {
     all_backends!(check_project::<f64, _>);
 }
 
+/// The structured (SORF) projection against the scalar reference, bit for bit: every
+/// backend runs the reference's operations per element in its order (sign flips, the
+/// butterflies, the exact 1/d', then the scale). Partial lane groups (rows not a multiple of
+/// the lanes), padded dims, a partial last block, strided x and output rows, scale 1 (no
+/// multiply) and d' above the SIMD path's 128 (the scalar fallback).
+fn check_sorf_project<T: Float, K: Kernels<T>>(kern: K) {
+    for (rows, m, d) in [
+        (0, 8, 4),
+        (1, 256, 64),
+        (5, 33, 7),
+        (16, 256, 64),
+        (17, 100, 12),
+        (70, 40, 3),
+        (9, 64, 20),
+        (4, 200, 100),
+        (3, 300, 200),
+    ] {
+        let mut signs = vec![T::zero(); sorf_signs_len(m, d).unwrap()];
+        sorf_signs(11 + d as u64, m, d, &mut signs).unwrap();
+        let ldx = d + 2;
+        let x: Vec<T> = data(90 + rows as u64, rows * ldx, 1.0);
+        let xm = MatRef::new(&x, rows, d, ldx);
+        for scale in [T::from_f64(0.3), T::one()] {
+            let ldo = m + 3;
+            let s = T::from_f64(-7.0);
+            let (mut want, mut want_max) = (vec![s; rows * ldo], vec![s; rows + 1]);
+            let (mut got, mut got_max) = (vec![s; rows * ldo], vec![s; rows + 1]);
+            Scalar.sorf_project(
+                xm,
+                &signs,
+                scale,
+                MatMut::new(&mut want, rows, m, ldo),
+                &mut want_max,
+            );
+            kern.sorf_project(
+                xm,
+                &signs,
+                scale,
+                MatMut::new(&mut got, rows, m, ldo),
+                &mut got_max,
+            );
+            let bits = |v: &[T]| {
+                v.iter()
+                    .map(|&x| Float::to_f64(x).to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{} sorf_project rows={rows} m={m} d={d}",
+                kern.name()
+            );
+            assert_eq!(
+                bits(&got_max),
+                bits(&want_max),
+                "{} row maxima",
+                kern.name()
+            );
+            assert_eq!(got_max[rows], s, "a row maximum past the rows was written");
+        }
+    }
+}
+
+#[test]
+fn sorf_project_every_backend() {
+    all_backends!(check_sorf_project::<f32, _>);
+    all_backends!(check_sorf_project::<f64, _>);
+}
+
 /// The elementwise feature-map kernels on every backend, all lengths 0..=70 (every tail) and
 /// a long one, against Scalar (libm). Bounds: `exp_shift` computes the same `x − shift` and
 /// then an exp within `EXP_MAX_ULP` ulps of libm's; `mul_exp` adds one rounding of the
