@@ -100,13 +100,11 @@ impl DecodeState {
         let prefill = Prefill {
             stream: &mut self.stream,
             layouts: [lq, lk, lv],
+            out: [b, h, s, dv],
         };
-        let out = dispatch(prefill, cq, ck, cv)?;
-        // favor's output is [B, H, S, Dv] f32: back to candle's [B, S, H, Dv] in q's dtype.
-        Tensor::from_vec(out, (b, h, s, dv), &Device::Cpu)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .to_dtype(q.dtype())
+        // favor's output is [B, H, S, Dv] in q's dtype (rounded once from the compute
+        // precision): back to candle's [B, S, H, Dv].
+        dispatch(prefill, cq, ck, cv)?.transpose(1, 2)?.contiguous()
     }
 
     /// Tokens absorbed since the state was made or reset.
@@ -180,22 +178,24 @@ impl OnSlices for Step<'_, '_> {
 struct Prefill<'s, 'l> {
     stream: &'s mut Stream,
     layouts: [&'l candle_core::Layout; 3],
+    /// The output's shape in favor's order, `[B, H, S, Dv]`.
+    out: [usize; 4],
 }
 
 impl OnSlices for Prefill<'_, '_> {
-    type Output = Vec<f32>;
+    type Output = Tensor;
 
-    fn run<E: Float>(self, q: &[E], k: &[E], v: &[E]) -> Result<Vec<f32>> {
+    fn run<E: Float>(self, q: &[E], k: &[E], v: &[E]) -> Result<Tensor> {
         let [lq, lk, lv] = self.layouts;
         let (q, k, v) = (
             Input::new("q", q, lq)?,
             Input::new("k", k, lk)?,
             Input::new("v", v, lv)?,
         );
-        let out = self
-            .stream
-            .prefill(q.view()?, k.view()?, v.view()?)
+        let mut out = zeros::<E>(self.out.iter().product())?;
+        self.stream
+            .prefill_into(q.view()?, k.view()?, v.view()?, &mut out)
             .map_err(crate::wrap)?;
-        Ok(out.into_vec())
+        Tensor::from_vec(out, self.out.to_vec(), &Device::Cpu)
     }
 }

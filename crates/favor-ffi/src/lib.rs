@@ -750,12 +750,10 @@ unsafe fn prefill<A: Abi>(
     let x = unsafe { qkv(inputs, [nq, nk, nv])? };
     let [q, k, v] = views(d, batch, len, x)?;
     // Allocated before the state changes: running out of memory afterwards would leave the
-    // stream advanced and the caller without its outputs.
+    // stream advanced and the caller without its outputs. Written straight from the compute
+    // precision, so an f64 layer's binary16 outputs are rounded once.
     let mut narrow = try_vec::<A::Elem>(no)?;
-    let result = s.changing(|st| st.prefill(q, k, v))?;
-    for (n, &x) in narrow.iter_mut().zip(result.data()) {
-        *n = A::Elem::from_f32(x);
-    }
+    s.changing(|st| st.prefill_into(q, k, v, &mut narrow))?;
     // SAFETY: `out` checked for `no` elements; the caller guarantees them writable.
     unsafe { copy_out(bytemuck::cast_slice::<A::Elem, A>(&narrow), out) };
     Ok(())

@@ -163,6 +163,58 @@ fn stream_equals_causal_forward() {
     assert_eq!(s.tokens(), L as u64);
 }
 
+/// `prefill_into` writes what `prefill` returns, in any element type rounded once from the
+/// compute precision: an f64 layer's f16 outputs equal its f64 outputs rounded to f16 (not
+/// through f32, which can differ by an f16 ulp at a rounding tie). A wrong output length is a
+/// shape error that changes neither the stream nor the buffer.
+#[test]
+fn prefill_into_rounds_once_from_the_compute_precision() {
+    let (q, k, v) = qkv(21);
+    for precision in [Precision::F32, Precision::F64] {
+        let p = Performer::builder(D)
+            .heads(H)
+            .features(32)
+            .causal(true)
+            .precision(precision)
+            .build()
+            .unwrap();
+        let fresh = || p.stream(B).unwrap();
+        let want32 = fresh().prefill(view(&q), view(&k), view(&v)).unwrap();
+        let n = want32.data().len();
+        let mut got32 = vec![0f32; n];
+        fresh()
+            .prefill_into(view(&q), view(&k), view(&v), &mut got32)
+            .unwrap();
+        assert_eq!(got32, want32.data(), "{precision:?}: f32 outputs");
+        let mut wide = vec![0f64; n];
+        fresh()
+            .prefill_into(view(&q), view(&k), view(&v), &mut wide)
+            .unwrap();
+        let mut narrow = vec![half::f16::ZERO; n];
+        fresh()
+            .prefill_into(view(&q), view(&k), view(&v), &mut narrow)
+            .unwrap();
+        let once: Vec<u16> = wide
+            .iter()
+            .map(|&x| half::f16::from_f64(x).to_bits())
+            .collect();
+        let got: Vec<u16> = narrow.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(
+            got, once,
+            "{precision:?}: f16 outputs are the wide ones rounded once"
+        );
+
+        let mut s = fresh();
+        let mut short = vec![7f32; n - 1];
+        let e = s
+            .prefill_into(view(&q), view(&k), view(&v), &mut short)
+            .unwrap_err();
+        assert!(matches!(e, Error::Shape { tensor: "out", .. }), "{e}");
+        assert_eq!(s.tokens(), 0);
+        assert!(short.iter().all(|&x| x == 7.0));
+    }
+}
+
 #[test]
 fn stream_memory_does_not_grow_and_snapshots_round_trip() {
     let p = Performer::builder(D)

@@ -286,18 +286,67 @@ impl Stream {
     ) -> Result<Tensor> {
         let len = self.check(q, k, v, None)?;
         let shape = [self.batch, self.cfg.heads, len, self.cfg.value_dim];
+        // Allocated before the state changes.
         let mut out = Tensor::zeros(shape)?;
-        let io = StepIo {
-            q,
-            k,
-            v,
-            len,
-            step: false,
-        };
-        let cfg = &self.cfg;
-        states!(mut &mut self.states, _, s => s.run(cfg, &io, out.data_mut()))?;
-        self.position += len as u64;
+        self.absorb(StepIo::prefill(q, k, v, len), out.data_mut())?;
         Ok(out)
+    }
+
+    /// [`prefill`](Self::prefill) into a caller buffer of `B·H·len·dv` elements
+    /// (`[B, H, len, dv]`, row-major) of any element type, rounded once from the compute
+    /// precision: an f64 layer's f16 outputs are not rounded through f32 first. On error the
+    /// state and `out` are unchanged.
+    ///
+    /// ```
+    /// use favor_tensor::{Performer, Precision, TensorView};
+    /// use half::f16;
+    /// let (h, l, d) = (2, 6, 8);
+    /// let attn = Performer::builder(d)
+    ///     .heads(h)
+    ///     .features(16)
+    ///     .causal(true)
+    ///     .precision(Precision::F64)
+    ///     .build()
+    ///     .unwrap();
+    /// let x: Vec<f16> = (0..h * l * d).map(|i| f16::from_f32((i % 7) as f32 / 10.0)).collect();
+    /// let x = TensorView::new([1, h, l, d], &x).unwrap();
+    /// let mut stream = attn.stream(1).unwrap();
+    /// let mut out = vec![f16::ZERO; h * l * d];
+    /// stream.prefill_into(x, x, x, &mut out).unwrap();
+    /// assert_eq!(stream.tokens(), l as u64);
+    /// ```
+    pub fn prefill_into<E: Element, O: Element>(
+        &mut self,
+        q: TensorView<'_, E>,
+        k: TensorView<'_, E>,
+        v: TensorView<'_, E>,
+        out: &mut [O],
+    ) -> Result<()> {
+        let len = self.check(q, k, v, None)?;
+        self.check_out(len, out.len())?;
+        self.absorb(StepIo::prefill(q, k, v, len), out)
+    }
+
+    /// Refuses an output buffer that is not `B·H·len·dv` elements long.
+    fn check_out(&self, len: usize, got: usize) -> Result<()> {
+        let shape = [self.batch, self.cfg.heads, len, self.cfg.value_dim];
+        let want = crate::tensor::element_count("out", shape)?;
+        if got != want {
+            return Err(Error::Shape {
+                tensor: "out",
+                expected: format!("[{want}] (batch × heads × len × value_dim)"),
+                got: vec![got],
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs checked inputs through every head and advances the token count.
+    fn absorb<E: Element, O: Element>(&mut self, io: StepIo<'_, E>, out: &mut [O]) -> Result<()> {
+        let cfg = &self.cfg;
+        states!(mut &mut self.states, _, s => s.run(cfg, &io, out))?;
+        self.position += io.len as u64;
+        Ok(())
     }
 
     /// One decoding step: token `t`'s `[B, H, 1, d]` query, `[B, Hkv, 1, d]` key and
@@ -340,10 +389,7 @@ impl Stream {
             len: 1,
             step: true,
         };
-        let cfg = &self.cfg;
-        states!(mut &mut self.states, _, s => s.run(cfg, &io, out))?;
-        self.position += 1;
-        Ok(())
+        self.absorb(io, out)
     }
 
     /// Checks shapes and finiteness before anything changes; returns the token count.

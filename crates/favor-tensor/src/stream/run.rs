@@ -19,6 +19,24 @@ pub(crate) struct StepIo<'a, E> {
     pub(crate) step: bool,
 }
 
+impl<'a, E> StepIo<'a, E> {
+    /// A prefill of `len` checked tokens.
+    pub(crate) fn prefill(
+        q: TensorView<'a, E>,
+        k: TensorView<'a, E>,
+        v: TensorView<'a, E>,
+        len: usize,
+    ) -> Self {
+        Self {
+            q,
+            k,
+            v,
+            len,
+            step: false,
+        }
+    }
+}
+
 /// One prefill or step over every head, with one backend.
 pub(crate) struct Run<'s, 'w, 'a, 'o, E, T, O> {
     pub(crate) states: &'s mut HeadStates<'w, T>,
