@@ -19,6 +19,7 @@ fix=crates/favor-cli/tests/data/peers
 cp "$fix/q.npy" "$fix/k.npy" "$fix/v.npy" "$out/"
 "$target/debug/favor" run --q "$out/q.npy" --k "$out/k.npy" --v "$out/v.npy" \
   --features 16 --seed 7 --out "$out/out.npy"
+"$target/debug/favor" projection --features 16 --dim 8 --seed 7 --out "$out/w.npy"
 cflags=(-std=c11 -Wall -Wextra -Werror -g -O1 -I crates/favor-ffi/include)
 libs=(-lm -lpthread -ldl)
 cc "${cflags[@]}" crates/favor-ffi/tests/c/favor_test.c "$target/debug/libfavor_ffi.a" \

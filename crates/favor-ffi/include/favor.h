@@ -136,6 +136,19 @@ size_t favor_config_size(void);
 // writable `FavorPerformer *`.
 FavorStatus favor_performer_new(const FavorConfig *cfg, FavorPerformer **out);
 
+// [`favor_performer_new`] over a given projection W instead of a seeded draw: `rows ×
+// head_dim` floats, row-major, used exactly as given (no scaling) and copied, so `w` may be
+// freed after the call. For weights a model was trained with, e.g. a performer-pytorch
+// layer's `projection_matrix` (`favor import` writes it as `.npy`). `cfg->features` must
+// equal `rows` (FAVOR_ERR_CONFIG otherwise); `cfg->seed` is not used.
+//
+// # Safety
+// As [`favor_performer_new`]; `w` must point to `rows × cfg->head_dim` readable floats.
+FavorStatus favor_performer_new_with_projection(const FavorConfig *cfg,
+                                                const float *w,
+                                                size_t rows,
+                                                FavorPerformer **out);
+
 // Frees a layer (null is ignored). Streams made from it keep working.
 //
 // # Safety

@@ -454,19 +454,61 @@ pub unsafe extern "C" fn favor_performer_new(
     cfg: *const FavorConfig,
     out: *mut *mut FavorPerformer,
 ) -> FavorStatus {
-    entry(|| {
-        check_buffer(out.cast_const(), 1, "out")?;
-        if cfg.is_null() {
-            return Err(Failure::null("cfg"));
-        }
-        // SAFETY: non-null; the caller guarantees a FavorConfig of its struct_size.
-        let cfg = unsafe { read_config(cfg)? };
-        let inner = builder(&cfg)?.build()?;
-        let handle = Box::into_raw(Box::new(FavorPerformer { inner }));
-        // SAFETY: `out` is non-null, aligned (checked) and writable (caller contract).
-        unsafe { out.write(handle) };
-        Ok(())
+    // SAFETY: forwarded from the caller.
+    entry(|| unsafe { new_performer(cfg, out, |_, b| Ok(b)) })
+}
+
+/// [`favor_performer_new`] over a given projection W instead of a seeded draw: `rows ×
+/// head_dim` floats, row-major, used exactly as given (no scaling) and copied, so `w` may be
+/// freed after the call. For weights a model was trained with, e.g. a performer-pytorch
+/// layer's `projection_matrix` (`favor import` writes it as `.npy`). `cfg->features` must
+/// equal `rows` (FAVOR_ERR_CONFIG otherwise); `cfg->seed` is not used.
+///
+/// # Safety
+/// As [`favor_performer_new`]; `w` must point to `rows × cfg->head_dim` readable floats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn favor_performer_new_with_projection(
+    cfg: *const FavorConfig,
+    w: *const f32,
+    rows: usize,
+    out: *mut *mut FavorPerformer,
+) -> FavorStatus {
+    // SAFETY: forwarded from the caller.
+    entry(|| unsafe {
+        new_performer(cfg, out, |cfg, b| {
+            let n = rows
+                .checked_mul(cfg.head_dim as usize)
+                .ok_or_else(|| Failure::shape("w: rows × head_dim overflows size_t"))?;
+            // SAFETY: the caller guarantees `rows × head_dim` readable floats at `w`.
+            let w = input(w, n, "w")?;
+            Ok(b.projection_matrix(rows, w))
+        })
     })
+}
+
+/// Reads `*cfg`, lets `with` add to its builder, builds and writes the handle to `*out`.
+///
+/// # Safety
+/// As [`favor_performer_new`].
+unsafe fn new_performer(
+    cfg: *const FavorConfig,
+    out: *mut *mut FavorPerformer,
+    with: impl FnOnce(
+        &FavorConfig,
+        favor_tensor::PerformerBuilder,
+    ) -> Result<favor_tensor::PerformerBuilder, Failure>,
+) -> Result<(), Failure> {
+    check_buffer(out.cast_const(), 1, "out")?;
+    if cfg.is_null() {
+        return Err(Failure::null("cfg"));
+    }
+    // SAFETY: non-null; the caller guarantees a FavorConfig of its struct_size.
+    let cfg = unsafe { read_config(cfg)? };
+    let inner = with(&cfg, builder(&cfg)?)?.build()?;
+    let handle = Box::into_raw(Box::new(FavorPerformer { inner }));
+    // SAFETY: `out` is non-null, aligned (checked) and writable (caller contract).
+    unsafe { out.write(handle) };
+    Ok(())
 }
 
 /// favor-tensor's builder for a C configuration, every field checked.

@@ -1,9 +1,10 @@
 /* The C ABI from C, against the header and the static library (ci/ffi.sh builds and runs it,
  * under valgrind where it is installed, and under qemu for aarch64):
  *   favor_test DIR
- * where DIR holds q.npy, k.npy, v.npy ([1, 2, 16, 8] float32) and out.npy, written by
+ * where DIR holds q.npy, k.npy, v.npy ([1, 2, 16, 8] float32), out.npy and w.npy, written by
  *   favor run --q q.npy --k k.npy --v v.npy --features 16 --seed 7 --out out.npy
- * Checks: forward == favor run; prefill + steps == causal forward; snapshot round trip; a
+ *   favor projection --features 16 --dim 8 --seed 7 --out w.npy
+ * Checks: forward == favor run; a given W == its seeded draw; prefill + steps == causal forward; snapshot round trip; a
  * stream outliving its performer; f16 entry points; every status code, with nothing
  * changed on error. Exit status 0 when every check holds. */
 #include <math.h>
@@ -119,7 +120,7 @@ static float from_f16(uint16_t h) {
 
 int main(int argc, char **argv) {
   if (argc != 2) {
-    fprintf(stderr, "usage: %s DIR (with q.npy, k.npy, v.npy, out.npy)\n", argv[0]);
+    fprintf(stderr, "usage: %s DIR (with q.npy, k.npy, v.npy, out.npy, w.npy)\n", argv[0]);
     return 2;
   }
   static float q[N], k[N], v[N], want[N], out[N], causal_out[N], streamed[N];
@@ -140,6 +141,36 @@ int main(int argc, char **argv) {
         max_abs_diff(out, want, N));
   CHECK(strcmp(favor_last_error(), "") == 0, "last error after a success: %s",
         favor_last_error());
+
+  /* 1b. The same W given explicitly (`favor projection` with the same seed wrote it): the
+   * same layer, so the same outputs bit for bit. A row count that disagrees with
+   * cfg.features is a configuration error; a null W is refused. */
+  {
+    static float w[FEATURES * D];
+    if (read_npy(argv[1], "w.npy", w, FEATURES * D)) {
+      FavorConfig cfg;
+      favor_config_default(&cfg);
+      cfg.head_dim = D;
+      cfg.heads = H;
+      cfg.features = FEATURES;
+      FavorPerformer *pw = NULL;
+      CHECK(favor_performer_new_with_projection(&cfg, w, FEATURES, &pw) == FAVOR_OK && pw,
+            "favor_performer_new_with_projection");
+      static float given[N];
+      CHECK(favor_forward_f32(pw, q, k, v, B, L, given) == FAVOR_OK, "forward with W");
+      CHECK(memcmp(given, out, sizeof given) == 0, "a given W differs from its seeded draw by %g",
+            max_abs_diff(given, out, N));
+      favor_performer_free(pw);
+      FavorPerformer *none = NULL;
+      CHECK(favor_performer_new_with_projection(&cfg, w, FEATURES - 1, &none) ==
+                    FAVOR_ERR_CONFIG && none == NULL,
+            "rows != features");
+      CHECK(favor_performer_new_with_projection(&cfg, NULL, FEATURES, &none) == FAVOR_ERR_NULL,
+            "null W");
+    } else {
+      failures++;
+    }
+  }
 
   /* 2. prefill of the first half + steps == causal forward; then the stream outlives its
    * performer. Steps map each token on its own: equal to rounding. */
