@@ -61,13 +61,18 @@ pub fn sorf_signs<T: Float>(seed: u64, features: usize, dim: usize, out: &mut [T
     check::room("signs", out, len)?;
     let mut normals = Normals::new(seed);
     for s in &mut out[..len] {
-        *s = if normals.next_f64() < 0.0 {
-            -T::one()
-        } else {
-            T::one()
-        };
+        *s = sign(&mut normals);
     }
     Ok(())
+}
+
+/// The sign of the next [`Normals`] sample, ±1: every SORF sign is drawn so.
+fn sign<T: Float>(normals: &mut Normals) -> T {
+    if normals.next_f64() < 0.0 {
+        -T::one()
+    } else {
+        T::one()
+    }
 }
 
 /// `out = W·x` for the SORF projection W whose signs [`sorf_signs`] drew (`features` outputs
@@ -148,13 +153,6 @@ pub(crate) fn sorf_dense<T: Float>(seed: u64, features: usize, dim: usize, out: 
     let mut buf = [T::zero(); SORF_DENSE_MAX_PADDED];
     let s = &mut buf[..padded];
     let inv = T::one() / T::from_usize(padded);
-    let sign = |n: &mut Normals| {
-        if n.next_f64() < 0.0 {
-            -T::one()
-        } else {
-            T::one()
-        }
-    };
     let mut block_start = Normals::new(seed);
     for block in out[..features * dim].chunks_mut(padded * dim) {
         let mut after = block_start.clone();
@@ -164,15 +162,15 @@ pub(crate) fn sorf_dense<T: Float>(seed: u64, features: usize, dim: usize, out: 
             s[i] = T::one();
             walsh_hadamard(s);
             for x in s.iter_mut() {
-                *x = *x * sign(&mut n);
+                *x = *x * sign::<T>(&mut n);
             }
             walsh_hadamard(s);
             for x in s.iter_mut() {
-                *x = *x * sign(&mut n);
+                *x = *x * sign::<T>(&mut n);
             }
             walsh_hadamard(s);
             for x in s.iter_mut() {
-                *x = *x * sign(&mut n);
+                *x = *x * sign::<T>(&mut n);
             }
             for (o, &x) in row.iter_mut().zip(s.iter()) {
                 *o = x * inv;

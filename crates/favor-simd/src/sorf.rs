@@ -126,8 +126,12 @@ const GROUP: usize = 16;
 #[inline(always)]
 fn walsh_hadamard<T: Real, S: Simd>(s: S, w: &mut [T::V<S>]) {
     let n = w.len();
-    if n < GROUP {
-        return butterflies::<T, S>(s, w);
+    match n {
+        2 => return in_registers::<T, S, 2>(s, w, 0, 1),
+        4 => return in_registers::<T, S, 4>(s, w, 0, 1),
+        8 => return in_registers::<T, S, 8>(s, w, 0, 1),
+        _ if n < GROUP => return, // d' = 1: the transform is the identity
+        _ => {}
     }
     for chunk in w.chunks_exact_mut(GROUP) {
         in_registers::<T, S, GROUP>(s, chunk, 0, 1);
@@ -166,23 +170,5 @@ fn in_registers<T: Real, S: Simd, const N: usize>(
     }
     for (k, v) in r.into_iter().enumerate() {
         w[base + k * stride] = v;
-    }
-}
-
-/// Every stage h = 1, 2, … of the transform over the vectors of `w` (a power of two long).
-#[inline(always)]
-fn butterflies<T: Real, S: Simd>(s: S, w: &mut [T::V<S>]) {
-    let n = w.len();
-    let mut h = 1;
-    while h < n {
-        for pair in w.chunks_exact_mut(2 * h) {
-            let (lo, hi) = pair.split_at_mut(h);
-            for (a, b) in lo.iter_mut().zip(hi) {
-                let (p, q) = (*a, *b);
-                *a = T::vadd(s, p, q);
-                *b = T::vsub(s, p, q);
-            }
-        }
-        h *= 2;
     }
 }

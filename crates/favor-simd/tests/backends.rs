@@ -620,6 +620,8 @@ fn check_sorf_project<T: Float, K: Kernels<T>>(kern: K) {
         (9, 64, 20),
         (4, 200, 100),
         (3, 300, 200),
+        (18, 5, 1),
+        (18, 6, 2),
     ] {
         let mut signs = vec![T::zero(); sorf_signs_len(m, d).unwrap()];
         sorf_signs(11 + d as u64, m, d, &mut signs).unwrap();

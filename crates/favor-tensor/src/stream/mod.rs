@@ -374,14 +374,7 @@ impl Stream {
         out: &mut [O],
     ) -> Result<()> {
         self.check(q, k, v, Some(1))?;
-        let want = self.batch * self.cfg.heads * self.cfg.value_dim;
-        if out.len() != want {
-            return Err(Error::Shape {
-                tensor: "out",
-                expected: format!("[{want}] (batch × heads × value_dim)"),
-                got: vec![out.len()],
-            });
-        }
+        self.check_out(1, out.len())?;
         let io = StepIo {
             q,
             k,
