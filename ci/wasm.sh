@@ -7,9 +7,9 @@ set -euo pipefail
 # Builds go where cargo puts them: $CARGO_TARGET_DIR when set, else target/.
 target="${CARGO_TARGET_DIR:-target}"
 cargo test -p favor-simd --target wasm32-wasip1
-# The test profile (opt-level 2): the wasip1 libraries just built are reused.
-cargo run --profile test --target wasm32-wasip1 -p favor-tensor --no-default-features \
-  --example backend_speed
+# A bench target run at the test profile (opt-level 2): the wasip1 libraries just built are
+# reused.
+cargo test --target wasm32-wasip1 -p favor-tensor --no-default-features --bench backend_speed
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
   cargo build --profile test --target wasm32-unknown-unknown -p favor-ffi --no-default-features
 node crates/favor-ffi/tests/js/favor_test.mjs \

@@ -2,7 +2,7 @@
 //! one run so the ratio is fair on a noisy machine: the two alternate rep by rep and each
 //! reports its median and range.
 //!
-//! `cargo run --release -p favor-benches --example gemm_reference [-- REPS]`
+//! `cargo run --release -p favor-benches --features examples --example gemm_reference [-- REPS]`
 //!
 //! Shapes (f32, d = dv = 64, m = 256), each at L = 256 (one bidirectional block, what the
 //! attention paths run) and L = 4096 (the whole sequence in one product):

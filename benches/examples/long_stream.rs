@@ -3,10 +3,11 @@
 //! decade of tokens, the largest and mean relative L2 error of an output row.
 //!
 //! ```sh
-//! cargo run --release -p favor-benches --example long_stream                  # 10^7, m = 128
-//! cargo run --release -p favor-benches --example long_stream -- --tokens 1e6 --features 64
-//! cargo run --release -p favor-benches --example long_stream -- --drift      # key norm 0.5 → 2.5
-//! cargo run --release -p favor-benches --example long_stream -- --tensor     # favor-tensor's stream
+//! alias ls_run='cargo run --release -p favor-benches --features examples --example long_stream --'
+//! ls_run                              # 10^7 tokens, m = 128
+//! ls_run --tokens 1e6 --features 64
+//! ls_run --drift                      # key norm 0.5 → 2.5
+//! ls_run --tensor                     # favor-tensor's stream
 //! ```
 //!
 //! With `--tensor` the f32 side is a favor-tensor `Stream` (one batch, one head, the same W

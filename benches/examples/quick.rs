@@ -2,8 +2,8 @@
 //! measured in the same run (the criterion benches are the reference; this prints one table
 //! in a few seconds).
 //!
-//! `cargo run --release -p favor-benches --example quick [-- avx2]` (`avx2` forces the AVX2
-//! backend and compares it with the 8-lane roof).
+//! `cargo run --release -p favor-benches --features examples --example quick [-- avx2]`
+//! (`avx2` forces the AVX2 backend and compares it with the 8-lane roof).
 
 use favor_benches::*;
 use favor_core::*;

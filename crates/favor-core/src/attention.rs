@@ -1,6 +1,7 @@
 //! FAVOR+ attention: bidirectional, causal token loop, and chunked causal prefill.
 
 use core::marker::PhantomData;
+use core::ops::Range;
 
 use crate::error::{Result, check};
 use crate::inputs::Qkv;
@@ -181,19 +182,60 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     out: &mut [T],
     scratch: &mut [T],
 ) -> Result<()> {
-    let (kernels, fm, shape, opts) = plan.parts();
+    let (_, fm, shape, opts) = plan.parts();
     shape.check_inputs(fm, Qkv::new(q, k, v), out, opts.key_mask, 0)?;
-    let (m, d, dv) = (fm.feature_dim(), shape.dim, shape.value_dim);
-    let block = opts.block()?;
-    check::room("scratch", scratch, bidirectional_scratch_len(m, dv, block)?)?;
-    let mut buf = &mut scratch[..];
-    let mut state = PrefixState::new(m, dv, take(&mut buf, state_len(m, dv)?))?;
+    let (m, dv) = (fm.feature_dim(), shape.value_dim);
+    check::room(
+        "scratch",
+        scratch,
+        bidirectional_scratch_len(m, dv, opts.block()?)?,
+    )?;
+    let (state_buf, rest) = scratch.split_at_mut(state_len(m, dv)?);
+    let mut state = PrefixState::new(m, dv, state_buf)?;
+    absorb_rows(plan, &mut state, k, v, 0..shape.keys, rest)?;
+    answer_rows(plan, &state, q, 0..shape.queries, out, rest)
+}
+
+/// `e` with its row index counted from the head's first row instead of a part's.
+fn offset_row(e: crate::Error, first: usize) -> crate::Error {
+    use crate::Error::{NonFinite, OutOfRange};
+    match e {
+        NonFinite { what, row } => NonFinite {
+            what,
+            row: row + first,
+        },
+        OutOfRange { what, row } => OutOfRange {
+            what,
+            row: row + first,
+        },
+        other => other,
+    }
+}
+
+/// Scratch elements [`absorb_rows`] and [`answer_rows`] need: one block of features and
+/// log-scales, and two feature rows for re-mapping a query whose denominator underflows.
+/// Never overflows for a planned block: it is part of every plan's scratch.
+fn part_scratch_len(features: usize, block: usize) -> usize {
+    block * (features + 1) + 2 * features
+}
+
+/// Adds keys `keys` of `k` and `v` (the whole head's rows) to `state`, a block at a time
+/// (inputs already checked), and settles the state's compensation at the end.
+fn absorb_rows<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    plan: &Plan<'_, T, K, F>,
+    state: &mut PrefixState<'_, T>,
+    k: &[T],
+    v: &[T],
+    keys: Range<usize>,
+    scratch: &mut [T],
+) -> Result<()> {
+    let (kernels, fm, shape, opts) = plan.parts();
+    let (m, d, dv, block) = (fm.feature_dim(), shape.dim, shape.value_dim, opts.block);
+    let mut buf = scratch;
     let feats = take(&mut buf, block * m);
     let logs = take(&mut buf, block);
-    let remap = take(&mut buf, 2 * m);
-
-    for start in (0..shape.keys).step_by(block) {
-        let rows = block.min(shape.keys - start);
+    for start in keys.clone().step_by(block) {
+        let rows = block.min(keys.end - start);
         fm.map_rows(
             kernels,
             &k[start * d..(start + rows) * d],
@@ -206,28 +248,42 @@ pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
         // into the total every FOLD_ROWS keys: a pass over the state, cheap only when rare.
         let vb = &v[start * dv..(start + rows) * dv];
         state.push_rows(kernels, feats, logs, vb, rows);
-        if (start + rows) % FOLD_ROWS < rows || start + rows == shape.keys {
+        let done = start + rows - keys.start;
+        if done % FOLD_ROWS < rows || start + rows == keys.end {
             state.settle(kernels);
         }
     }
-    for start in (0..shape.queries).step_by(block) {
-        let rows = block.min(shape.queries - start);
-        fm.map_rows(
-            kernels,
-            &q[start * d..(start + rows) * d],
-            rows,
-            feats,
-            logs,
-        )?;
+    Ok(())
+}
+
+/// Answers queries `queries` of `q` (the whole head's rows) from `state` into `out` (their
+/// rows only, `queries.len() × dv`), a block at a time (inputs already checked).
+fn answer_rows<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
+    plan: &Plan<'_, T, K, F>,
+    state: &PrefixState<'_, T>,
+    q: &[T],
+    queries: Range<usize>,
+    out: &mut [T],
+    scratch: &mut [T],
+) -> Result<()> {
+    let (kernels, fm, shape, opts) = plan.parts();
+    let (m, d, dv, block) = (fm.feature_dim(), shape.dim, shape.value_dim, opts.block);
+    let mut buf = scratch;
+    let feats = take(&mut buf, block * m);
+    let logs = take(&mut buf, block);
+    let remap = take(&mut buf, 2 * m);
+    for start in queries.clone().step_by(block) {
+        let rows = block.min(queries.end - start);
         let qb = &q[start * d..(start + rows) * d];
-        let o = &mut out[start * dv..];
-        let queries = Queries {
+        fm.map_rows(kernels, qb, rows, feats, logs)?;
+        let o = &mut out[(start - queries.start) * dv..];
+        let batch = Queries {
             feats,
             logs: &logs[..rows],
             normalized: opts.normalized,
             remap: Remap::new(fm, qb, &mut *remap),
         };
-        state.query_rows(kernels, queries, o, dv);
+        state.query_rows(kernels, batch, o, dv);
     }
     Ok(())
 }
@@ -568,6 +624,7 @@ pub struct Plan<'p, T, K, F> {
     opts: Options<'p>,
     hybrid: Option<HybridShape>,
     scratch_len: usize,
+    part_scratch_len: usize,
     _float: PhantomData<fn() -> T>,
 }
 
@@ -608,6 +665,11 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
             PlanKind::CausalPrefix => causal_prefix_scratch_len(m, dv, block)?,
             PlanKind::CausalChunked => causal_chunked_scratch_len(m, dv, block)?,
         };
+        // Part of `scratch_len` (one state less), so it cannot overflow.
+        let part_scratch_len = match path {
+            PlanKind::CausalChunked => chunk_scratch_len(m, block)?,
+            _ => part_scratch_len(m, block),
+        };
         Ok(Self {
             path,
             kernels,
@@ -616,6 +678,7 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
             opts,
             hybrid: None,
             scratch_len,
+            part_scratch_len,
             _float: PhantomData,
         })
     }
@@ -700,6 +763,235 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
     /// The planned kind.
     pub fn kind(&self) -> PlanKind {
         self.path
+    }
+
+    /// Elements of scratch [`absorb_keys`](Self::absorb_keys),
+    /// [`answer_queries`](Self::answer_queries) and [`causal_part`](Self::causal_part) need
+    /// (the state's buffer apart): `block·(M + 1) + 2·M`, or a causal chunk's scratch for a
+    /// [`CausalChunked`](PlanKind::CausalChunked) plan.
+    pub fn part_scratch_len(&self) -> usize {
+        self.part_scratch_len
+    }
+
+    /// Adds keys `keys` of `k` (keys×d) and `v` (keys×dv), the whole head's rows, to `state`:
+    /// one part of a head split over threads. Bidirectional attention over `P` parts is then
+    /// `P` states filled by `absorb_keys` (in parallel), [merged](PrefixState::merge) into one,
+    /// and [`answer_queries`](Self::answer_queries) on any split of the queries (in parallel):
+    /// equal to [`run`](Self::run) up to the rounding of the merges (each adds about one unit
+    /// of roundoff relative to the sums). Split at multiples of the plan's block, the blocks
+    /// are the same as `run`'s. The key mask, when planned, is read at the keys' own
+    /// positions.
+    ///
+    /// Errors for a hybrid plan (its exact window needs the keys around each query), for
+    /// `keys` outside `0..shape.keys`, a state of other dimensions, and as `run` does for
+    /// lengths and for the range of the rows it reads. Queries and keys are checked in
+    /// separate calls, so the bound their product obeys ([`check_range`](crate::check_range),
+    /// crate docs) is the caller's to check once with the whole head's maxima before
+    /// splitting.
+    ///
+    /// ```
+    /// use favor_core::*;
+    /// let (l, d, m) = (40, 4, 16);
+    /// let mut w = vec![0f64; m * d];
+    /// projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
+    /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    /// let x: Vec<f64> = (0..l * d).map(|i| (i as f64 * 0.37).sin()).collect();
+    /// let opts = Options { block: 8, ..Options::default() };
+    /// let plan = Plan::new(PlanKind::Bidirectional, Scalar, &phi, Shape::new(l, d, d), opts).unwrap();
+    ///
+    /// // Two parts of the keys, each in a state of its own (as two threads would), merged.
+    /// let (mut a, mut b) = (vec![0f64; state_len(m, d).unwrap()], vec![0f64; state_len(m, d).unwrap()]);
+    /// let mut sa = PrefixState::new(m, d, &mut a).unwrap();
+    /// let mut sb = PrefixState::new(m, d, &mut b).unwrap();
+    /// let mut scratch = vec![0f64; plan.part_scratch_len()];
+    /// plan.absorb_keys(0..24, &x, &x, &mut sa, &mut scratch).unwrap();
+    /// plan.absorb_keys(24..l, &x, &x, &mut sb, &mut scratch).unwrap();
+    /// sa.merge(&Scalar, &mut sb).unwrap();
+    /// // The queries in two parts, each into its own rows of the output.
+    /// let mut out = vec![0f64; l * d];
+    /// let (top, bottom) = out.split_at_mut(16 * d);
+    /// plan.answer_queries(0..16, &x, &sa, top, &mut scratch).unwrap();
+    /// plan.answer_queries(16..l, &x, &sa, bottom, &mut scratch).unwrap();
+    ///
+    /// let mut whole = vec![0f64; l * d];
+    /// let mut big = vec![0f64; plan.scratch_len()];
+    /// plan.run(&x, &x, &x, &mut whole, &mut big).unwrap();
+    /// assert!(out.iter().zip(&whole).all(|(a, b)| (a - b).abs() < 1e-13));
+    /// ```
+    pub fn absorb_keys(
+        &self,
+        keys: Range<usize>,
+        k: &[T],
+        v: &[T],
+        state: &mut PrefixState<'_, T>,
+        scratch: &mut [T],
+    ) -> Result<()> {
+        let (d, dv) = (self.shape.dim, self.shape.value_dim);
+        self.check_part(None, keys.clone(), self.shape.keys, state, scratch)?;
+        check::exact("k", k, self.shape.keys * d)?;
+        check::exact("v", v, self.shape.keys * dv)?;
+        let (k_rows, v_rows) = (
+            &k[keys.start * d..keys.end * d],
+            &v[keys.start * dv..keys.end * dv],
+        );
+        let total = self.shape.keys as u64;
+        range::inputs(self.fm, Qkv::new(&[], k_rows, v_rows), (d, dv), total)
+            .map_err(|e| offset_row(e, keys.start))?;
+        absorb_rows(self, state, k, v, keys, scratch)
+    }
+
+    /// Answers queries `queries` of `q` (queries×d, the whole head's rows) from `state` (every
+    /// key [absorbed](Self::absorb_keys)) into `out`, which holds those rows only
+    /// (`queries.len() × dv`): the second half of a bidirectional head split over threads.
+    /// Each query row is computed as [`run`](Self::run) computes it from the same state.
+    ///
+    /// Errors for a causal or hybrid plan, for `queries` outside `0..shape.queries`, a state
+    /// of other dimensions, and as `run` does for lengths and for the range of the rows it
+    /// reads (see [`absorb_keys`](Self::absorb_keys) for the bound that joins queries and
+    /// keys).
+    pub fn answer_queries(
+        &self,
+        queries: Range<usize>,
+        q: &[T],
+        state: &PrefixState<'_, T>,
+        out: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<()> {
+        let kind = (
+            PlanKind::Bidirectional,
+            "answer_queries needs a bidirectional plan (causal queries see a prefix)",
+        );
+        let (d, dv) = (self.shape.dim, self.shape.value_dim);
+        self.check_part(
+            Some(kind),
+            queries.clone(),
+            self.shape.queries,
+            state,
+            scratch,
+        )?;
+        check::exact("q", q, self.shape.queries * d)?;
+        check::room("out", out, check::mul(queries.len(), dv)?)?;
+        let q_rows = &q[queries.start * d..queries.end * d];
+        let keys = state.tokens().max(1);
+        range::inputs(self.fm, Qkv::new(q_rows, &[], &[]), (d, dv), keys)
+            .map_err(|e| offset_row(e, queries.start))?;
+        answer_rows(self, state, q, queries, out, scratch)
+    }
+
+    /// Causal attention for the tokens `rows` of `q`, `k` (tokens×d) and `v` (tokens×dv), the
+    /// whole head's rows, into `out` (their rows only, `rows.len() × dv`), continuing from
+    /// `state`, which must hold exactly the keys before `rows.start` (absorbed with
+    /// [`absorb_keys`](Self::absorb_keys) and [merged](PrefixState::merge), or left by the
+    /// previous part); on return it holds the keys up to `rows.end`. A causal head split over
+    /// threads: the keys of every part but the last absorbed into states of their own (in
+    /// parallel), merged in order into each part's starting state, then `causal_part` on
+    /// every part (in parallel). Equal to [`run`](Self::run) up to the rounding of the merges;
+    /// output i still depends on tokens ≤ i only.
+    ///
+    /// Errors for a plan other than [`CausalChunked`](PlanKind::CausalChunked), a hybrid
+    /// plan, `rows` outside the plan, a state of other dimensions or holding more keys than
+    /// precede `rows`, and as `run` does for lengths and the range of the rows it reads (the
+    /// bound joining all parts is the caller's to check once, as for `absorb_keys`).
+    ///
+    /// ```
+    /// use favor_core::*;
+    /// let (l, d, m) = (40, 4, 16);
+    /// let mut w = vec![0f64; m * d];
+    /// projection(ProjectionKind::default(), 3, m, d, &mut w).unwrap();
+    /// let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    /// let x: Vec<f64> = (0..l * d).map(|i| (i as f64 * 0.37).sin()).collect();
+    /// let opts = Options { block: 8, ..Options::default() };
+    /// let plan = Plan::new(PlanKind::CausalChunked, Scalar, &phi, Shape::new(l, d, d), opts).unwrap();
+    /// let n = state_len(m, d).unwrap();
+    /// let mut scratch = vec![0f64; plan.part_scratch_len()];
+    ///
+    /// // Part 2 (tokens 24..40) starts from the keys of part 1 (tokens 0..24), absorbed apart.
+    /// let (mut a, mut b) = (vec![0f64; n], vec![0f64; n]);
+    /// let mut before = PrefixState::new(m, d, &mut a).unwrap();
+    /// plan.absorb_keys(0..24, &x, &x, &mut before, &mut scratch).unwrap();
+    /// let mut start = PrefixState::new(m, d, &mut b).unwrap();
+    /// let mut out = vec![0f64; l * d];
+    /// let (first, second) = out.split_at_mut(24 * d);
+    /// plan.causal_part(24..l, &x, &x, &x, &mut before, second, &mut scratch).unwrap();
+    /// plan.causal_part(0..24, &x, &x, &x, &mut start, first, &mut scratch).unwrap();
+    ///
+    /// let mut whole = vec![0f64; l * d];
+    /// let mut big = vec![0f64; plan.scratch_len()];
+    /// plan.run(&x, &x, &x, &mut whole, &mut big).unwrap();
+    /// assert!(out.iter().zip(&whole).all(|(a, b)| (a - b).abs() < 1e-13));
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    pub fn causal_part(
+        &self,
+        rows: Range<usize>,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        state: &mut PrefixState<'_, T>,
+        out: &mut [T],
+        scratch: &mut [T],
+    ) -> Result<()> {
+        let kind = (
+            PlanKind::CausalChunked,
+            "causal_part needs a CausalChunked plan",
+        );
+        let (d, dv) = (self.shape.dim, self.shape.value_dim);
+        self.check_part(Some(kind), rows.clone(), self.shape.keys, state, scratch)?;
+        if state.tokens() > rows.start as u64 {
+            return Err(crate::Error::InvalidParameter {
+                what: "causal_part's state holds more keys than precede its rows",
+            });
+        }
+        check::exact("q", q, self.shape.queries * d)?;
+        check::exact("k", k, self.shape.keys * d)?;
+        check::exact("v", v, self.shape.keys * dv)?;
+        check::room("out", out, check::mul(rows.len(), dv)?)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (a, b) = (rows.start, rows.end);
+        let x = Qkv::new(&q[a * d..b * d], &k[a * d..b * d], &v[a * dv..b * dv]);
+        let total = self.shape.keys as u64;
+        range::inputs(self.fm, x, (d, dv), total).map_err(|e| offset_row(e, a))?;
+        let part = Plan {
+            shape: Shape::new(b - a, d, dv),
+            opts: Options {
+                key_mask: self.opts.key_mask.map(|mask| &mask[a..b]),
+                ..self.opts
+            },
+            ..*self
+        };
+        chunked_into_state(&part, state, x, out, scratch)
+    }
+
+    /// What the parts API checks alike: the plan's kind when `kind` names one (with the error
+    /// text), no hybrid, `rows` within `0..len`, the state's dimensions, the scratch.
+    fn check_part(
+        &self,
+        kind: Option<(PlanKind, &'static str)>,
+        rows: Range<usize>,
+        len: usize,
+        state: &PrefixState<'_, T>,
+        scratch: &[T],
+    ) -> Result<()> {
+        if let Some((path, what)) = kind
+            && self.path != path
+        {
+            return Err(crate::Error::InvalidParameter { what });
+        }
+        if self.hybrid.is_some() {
+            return Err(crate::Error::InvalidParameter {
+                what: "a hybrid plan does not split: its window needs the rows around each query",
+            });
+        }
+        if rows.start > rows.end || rows.end > len {
+            return Err(crate::Error::InvalidParameter {
+                what: "part rows must be a range within the plan's rows",
+            });
+        }
+        check::same_dim("state features", self.fm.feature_dim(), state.features())?;
+        check::same_dim("state value_dim", self.shape.value_dim, state.value_dim())?;
+        check::room("scratch", scratch, self.part_scratch_len())
     }
 
     /// Attention of `q` (queries×d) over `k` (keys×d) and `v` (keys×dv) into `out`

@@ -72,7 +72,7 @@
 //! `2u`, whatever the length: at 10⁷ tokens an f32 stream stays within 8·10⁻⁷ (relative L2
 //! per output row; 7.4·10⁻⁷ the largest measured) of an f64 stream over the same W and
 //! tokens, for stationary and drifting keys alike (`cargo run --release -p favor-benches
-//! --example long_stream` prints the curve). The cost: the state takes
+//! --features examples --example long_stream` prints the curve). The cost: the state takes
 //! `2·(M·dv + M) + RING·(M + dv) + 1` elements (about 2.3× plain sums); a decoding step reads
 //! S once instead of reading and writing it, and every RING-th step folds the ring into the
 //! total (decode measured at 1.02–1.17× the plain sums' time in `favor bench`, README
@@ -144,6 +144,11 @@
 //! - **kernels** — the hot primitives ([`Kernels`]); [`Scalar`] is the reference backend.
 //! - **plan** — [`Plan`]: one head's attention call configured, checked and sized once, run
 //!   many times.
+//! - **parts** — one head split by rows for threads the caller brings: key ranges summed into
+//!   states of their own ([`Plan::absorb_keys`]) and **merged** ([`PrefixState::merge`]: both
+//!   to the larger stabiliser, sums added), then query ranges answered from the merged state
+//!   ([`Plan::answer_queries`]), or causal token ranges continuing the merged state of the
+//!   ranges before them ([`Plan::causal_part`]).
 //! - **stream memory** — [`StreamMemory`]: a stream's buffer, token count and stabiliser kept
 //!   together between calls ([`StreamMemory::attach`] gives a [`Stream`] for one call).
 //! - **peer conventions** — [`Compat`]: the ε, key shift and denominator rules of

@@ -325,6 +325,37 @@ impl<'a, T: Float> PrefixState<'a, T> {
         self.tokens = tokens;
     }
 
+    /// Adds `other`'s keys to this state, as if this state had absorbed them too: the
+    /// combine step of a head split over threads ([`Plan::absorb_keys`](crate::Plan::absorb_keys)).
+    /// Both go to the larger log-scale (a power-of-two rescale, exact); `other`'s ring is
+    /// folded into its total first (its value is unchanged), and its total and compensation
+    /// are added to this state's compensation, then settled: the merge adds about one unit of
+    /// roundoff relative to `other`'s sums. Merging in a fixed order gives the same bits
+    /// whatever thread filled each part.
+    ///
+    /// Errors (and changes nothing) when the dimensions differ.
+    pub fn merge<K: Kernels<T>>(
+        &mut self,
+        kernels: &K,
+        other: &mut PrefixState<'_, T>,
+    ) -> Result<()> {
+        check::same_dim("merged state features", self.features, other.features)?;
+        check::same_dim("merged state value_dim", self.value_dim, other.value_dim)?;
+        if other.log_scale == T::neg_infinity() {
+            return Ok(());
+        }
+        other.flush(kernels);
+        self.flush(kernels);
+        let c = self.log_scale.max(other.log_scale);
+        self.raise_scale(kernels, c);
+        let f = rescale_factor(other.log_scale, c);
+        kernels.axpy(f, other.hi, self.lo);
+        kernels.axpy(f, other.lo, self.lo);
+        self.settle(kernels);
+        self.tokens = self.tokens.saturating_add(other.tokens);
+        Ok(())
+    }
+
     /// Moves the state to log-scale `c_new ≥ c`.
     fn raise_scale<K: Kernels<T>>(&mut self, kernels: &K, c_new: T) {
         if c_new > self.log_scale {

@@ -1449,3 +1449,327 @@ fn keys_whose_squared_norm_overflows_are_absent_on_every_path() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// One bidirectional head split over parts (`Plan::absorb_keys`, `PrefixState::merge`,
+// `Plan::answer_queries`), as favor-tensor runs a long head on several threads.
+
+/// The bidirectional plan `p` needs, and `p` through it split at the key cuts `key_cuts` and
+/// the query cuts `query_cuts`: one state per key part, merged left to right into the first;
+/// each query part into its own rows of the output.
+fn run_split<T: Float, F: FeatureMap<T>>(
+    fm: &F,
+    p: &Problem<T>,
+    o: &Options,
+    key_cuts: &[usize],
+    query_cuts: &[usize],
+) -> Vec<T> {
+    let (m, dv) = (fm.feature_dim(), p.shape.value_dim);
+    let plan = Plan::new(PlanKind::Bidirectional, Scalar, fm, p.shape, *o).unwrap();
+    let mut scratch = zeros(plan.part_scratch_len());
+    let bounds = |cuts: &[usize], len: usize| -> Vec<(usize, usize)> {
+        let mut b = vec![0];
+        b.extend_from_slice(cuts);
+        b.push(len);
+        b.windows(2).map(|w| (w[0], w[1])).collect()
+    };
+    let len = favor_core::state_len(m, dv).unwrap();
+    let mut bufs: Vec<Vec<T>> = bounds(key_cuts, p.shape.keys)
+        .iter()
+        .map(|_| zeros(len))
+        .collect();
+    let mut states: Vec<_> = bufs
+        .iter_mut()
+        .map(|b| favor_core::PrefixState::new(m, dv, b).unwrap())
+        .collect();
+    for (s, (a, b)) in states.iter_mut().zip(bounds(key_cuts, p.shape.keys)) {
+        plan.absorb_keys(a..b, &p.k, &p.v, s, &mut scratch).unwrap();
+    }
+    let (first, rest) = states.split_first_mut().unwrap();
+    for s in rest {
+        first.merge(&Scalar, s).unwrap();
+    }
+    assert_eq!(
+        first.tokens(),
+        o.key_mask
+            .map_or(p.shape.keys, |k| k.iter().filter(|&&on| on).count()) as u64
+    );
+    let mut out = zeros(p.shape.queries * dv);
+    for (a, b) in bounds(query_cuts, p.shape.queries) {
+        let rows = &mut out[a * dv..b * dv];
+        plan.answer_queries(a..b, &p.q, first, rows, &mut scratch)
+            .unwrap();
+    }
+    out
+}
+
+/// Oracle: the naive f64 reference and its rounding bound (as for every path here), and the
+/// unsplit plan within twice the bound. One part is the unsplit plan bit for bit (the same
+/// blocks in the same order). Keys 6, 13 and 20 are 2.5× longer (path_problem), so parts hold
+/// different stabilisers and the merge rescales; parts of 0 keys, parts not on block
+/// boundaries and a key mask straddling parts are included.
+fn check_split<T: Float>() {
+    let (m, d) = (16, 8);
+    let w = orf::<T>(21, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = path_problem::<T>(5);
+    let l = p.len();
+    let mut mask = vec![true; l];
+    for j in [3, 12, 13, 14, 27] {
+        mask[j] = false;
+    }
+    for key_mask in [None, Some(&mask[..])] {
+        let o = opts(4, key_mask);
+        let r = reference_for(Kind::Positive, &w, m, &p, &ref_opts::<T>(false, key_mask));
+        let whole = run_bidirectional(&fm, &p, &o);
+        assert_within(&whole, &r, 1.0, "unsplit");
+        assert_bits_eq(&run_split(&fm, &p, &o, &[], &[]), &whole, "one part");
+        let splits: [(&[usize], &[usize]); 5] = [
+            (&[12], &[16]),
+            (&[8, 16, 24], &[4, 8, 20]),
+            (&[5, 11, 11, 22], &[1, 28]),
+            (&[0, 29], &[0, 29]),
+            (&[13, 14], &[7]),
+        ];
+        for (keys, queries) in splits {
+            let what = format!(
+                "keys cut at {keys:?}, queries at {queries:?}, mask {}",
+                key_mask.is_some()
+            );
+            let out = run_split(&fm, &p, &o, keys, queries);
+            assert_within(&out, &r, 1.0, &what);
+            assert_agree(&out, &whole, &r, &what);
+        }
+    }
+}
+
+#[test]
+fn bidirectional_split_over_parts_equals_the_reference() {
+    check_split::<f64>();
+    check_split::<f32>();
+}
+
+/// Errors of the split API, each before anything is written: hybrid and causal plans, rows
+/// outside the plan, states of other dimensions, short scratch and output, out-of-range rows
+/// named by their row in the head.
+#[test]
+fn bidirectional_split_errors() {
+    use favor_core::{Error, HybridShape, PrefixState, state_len};
+    let (l, d, dv, m) = (12, 4, 3, 8);
+    let w = orf::<f64>(2, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = Problem::<f64>::random(9, l, d, dv, 1.0);
+    let plan = Plan::new(PlanKind::Bidirectional, Scalar, &fm, p.shape, opts(4, None)).unwrap();
+    let mut scratch = zeros(plan.part_scratch_len());
+    let mut buf = zeros(state_len(m, dv).unwrap());
+    let mut state = PrefixState::new(m, dv, &mut buf).unwrap();
+    let invalid =
+        |r: Result<(), Error>| assert!(matches!(r, Err(Error::InvalidParameter { .. })), "{r:?}");
+
+    invalid(plan.absorb_keys(5..13, &p.k, &p.v, &mut state, &mut scratch));
+    #[allow(clippy::reversed_empty_ranges)]
+    invalid(plan.absorb_keys(6..5, &p.k, &p.v, &mut state, &mut scratch));
+    let hybrid = plan
+        .with_hybrid(HybridShape {
+            window: 2,
+            sinks: 0,
+        })
+        .unwrap();
+    invalid(hybrid.absorb_keys(0..l, &p.k, &p.v, &mut state, &mut scratch));
+    let causal = Plan::new(PlanKind::CausalChunked, Scalar, &fm, p.shape, opts(4, None)).unwrap();
+    let mut out = zeros(l * dv);
+    invalid(causal.answer_queries(0..l, &p.q, &state, &mut out, &mut scratch));
+    assert_eq!(state.tokens(), 0, "nothing absorbed by a failed call");
+
+    let mut other_buf = zeros(state_len(m, dv + 1).unwrap());
+    let mut other = PrefixState::new(m, dv + 1, &mut other_buf).unwrap();
+    assert!(matches!(
+        plan.absorb_keys(0..l, &p.k, &p.v, &mut other, &mut scratch),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        state.merge(&Scalar, &mut other),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        plan.absorb_keys(0..l, &p.k, &p.v, &mut state, &mut scratch[..4]),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    assert!(matches!(
+        plan.absorb_keys(0..l, &p.k[1..], &p.v, &mut state, &mut scratch),
+        Err(Error::LengthMismatch { .. })
+    ));
+    plan.absorb_keys(0..l, &p.k, &p.v, &mut state, &mut scratch)
+        .unwrap();
+    assert!(matches!(
+        plan.answer_queries(2..6, &p.q, &state, &mut out[..4 * dv - 1], &mut scratch),
+        Err(Error::BufferTooSmall { .. })
+    ));
+
+    // A key and a query beyond the map's input limit, reported at their row in the head.
+    let mut bad = p.clone();
+    bad.k[7 * d + 1] = f64::NAN;
+    bad.q[9 * d] = f64::INFINITY;
+    assert_eq!(
+        plan.absorb_keys(4..8, &bad.k, &bad.v, &mut state, &mut scratch),
+        Err(Error::NonFinite { what: "k", row: 7 })
+    );
+    assert_eq!(
+        plan.answer_queries(8..12, &bad.q, &state, &mut out[..4 * dv], &mut scratch),
+        Err(Error::NonFinite { what: "q", row: 9 })
+    );
+    // Rows outside the part are not read.
+    plan.absorb_keys(0..4, &bad.k, &bad.v, &mut state, &mut scratch)
+        .unwrap();
+    plan.answer_queries(0..8, &bad.q, &state, &mut out[..8 * dv], &mut scratch)
+        .unwrap();
+}
+
+/// Merging is adding: an empty state merged either way changes nothing, bit for bit; and a
+/// state merged from two halves holds the keys' count.
+#[test]
+fn merge_with_an_empty_state_is_the_identity() {
+    use favor_core::{PrefixState, state_len};
+    let (l, d, dv, m) = (10, 4, 3, 8);
+    let w = orf::<f64>(4, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = Problem::<f64>::random(10, l, d, dv, 1.0);
+    let plan = Plan::new(PlanKind::Bidirectional, Scalar, &fm, p.shape, opts(4, None)).unwrap();
+    let mut scratch = zeros(plan.part_scratch_len());
+    let n = state_len(m, dv).unwrap();
+    let (mut a, mut e, mut f) = (zeros(n), zeros(n), zeros(n));
+    let mut full = PrefixState::new(m, dv, &mut a).unwrap();
+    plan.absorb_keys(0..l, &p.k, &p.v, &mut full, &mut scratch)
+        .unwrap();
+    let before: Vec<Vec<f64>> = full.parts().iter().map(|s| s.to_vec()).collect();
+    let mut empty = PrefixState::new(m, dv, &mut e).unwrap();
+    full.merge(&Scalar, &mut empty).unwrap();
+    let after: Vec<Vec<f64>> = full.parts().iter().map(|s| s.to_vec()).collect();
+    assert_eq!(before, after, "merging an empty state");
+    let mut fresh = PrefixState::new(m, dv, &mut f).unwrap();
+    fresh.merge(&Scalar, &mut full).unwrap();
+    assert_eq!(fresh.tokens(), l as u64);
+    assert_eq!(fresh.log_scale(), full.log_scale());
+    for (x, y) in fresh.parts()[0].iter().zip(full.parts()[0]) {
+        assert!((x - y).abs() <= 1e-15 * y.abs(), "{x} vs {y}");
+    }
+}
+
+/// `p` through a causal chunked plan split at `cuts`: the keys of every part but the last
+/// absorbed into states of their own, part t started from a fresh state merged with parts
+/// 0..t in order, then `causal_part` on each part (last part first, so no part can lean on
+/// another's leftovers).
+fn run_causal_split<T: Float, F: FeatureMap<T>>(
+    fm: &F,
+    p: &Problem<T>,
+    o: &Options,
+    cuts: &[usize],
+) -> Vec<T> {
+    use favor_core::{PrefixState, state_len};
+    let (m, dv, l) = (fm.feature_dim(), p.shape.value_dim, p.len());
+    let plan = Plan::new(PlanKind::CausalChunked, Scalar, fm, p.shape, *o).unwrap();
+    let mut scratch = zeros(plan.part_scratch_len());
+    let mut b = vec![0];
+    b.extend_from_slice(cuts);
+    b.push(l);
+    let parts: Vec<(usize, usize)> = b.windows(2).map(|w| (w[0], w[1])).collect();
+    let n = state_len(m, dv).unwrap();
+    let mut bufs: Vec<Vec<T>> = parts.iter().map(|_| zeros(n)).collect();
+    let mut states: Vec<_> = bufs
+        .iter_mut()
+        .map(|b| PrefixState::new(m, dv, b).unwrap())
+        .collect();
+    for (s, &(a, b)) in states.iter_mut().zip(&parts) {
+        plan.absorb_keys(a..b, &p.k, &p.v, s, &mut scratch).unwrap();
+    }
+    let mut out = zeros(l * dv);
+    for (t, &(a, b)) in parts.iter().enumerate().rev() {
+        let mut buf = zeros(n);
+        let mut start = PrefixState::new(m, dv, &mut buf).unwrap();
+        for s in &mut states[..t] {
+            start.merge(&Scalar, s).unwrap();
+        }
+        let rows = &mut out[a * dv..b * dv];
+        plan.causal_part(a..b, &p.q, &p.k, &p.v, &mut start, rows, &mut scratch)
+            .unwrap();
+        assert_eq!(
+            start.tokens(),
+            states[..=t].iter().map(|s| s.tokens()).sum::<u64>()
+        );
+    }
+    out
+}
+
+/// Oracle: the naive f64 causal reference and its rounding bound, and the unsplit chunked plan
+/// within twice it; one part is that plan bit for bit. The long keys (6, 13, 20) make parts'
+/// stabilisers differ; cuts off chunk boundaries, empty parts and a mask are included.
+fn check_causal_split<T: Float>() {
+    let (m, d) = (16, 8);
+    let w = orf::<T>(22, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = path_problem::<T>(6);
+    let mut mask = vec![true; p.len()];
+    for j in [0, 9, 13, 14, 22] {
+        mask[j] = false;
+    }
+    for key_mask in [None, Some(&mask[..])] {
+        let o = opts(4, key_mask);
+        let r = reference_for(Kind::Positive, &w, m, &p, &ref_opts::<T>(true, key_mask));
+        let whole = run_chunked(&fm, &p, &o);
+        assert_bits_eq(&run_causal_split(&fm, &p, &o, &[]), &whole, "one part");
+        for cuts in [
+            &[12][..],
+            &[8, 16, 24],
+            &[5, 11, 11, 22],
+            &[0, 29],
+            &[13, 14],
+        ] {
+            let what = format!("cuts {cuts:?}, mask {}", key_mask.is_some());
+            let out = run_causal_split(&fm, &p, &o, cuts);
+            assert_within(&out, &r, 1.0, &what);
+            assert_agree(&out, &whole, &r, &what);
+        }
+    }
+}
+
+#[test]
+fn causal_split_over_parts_equals_the_reference() {
+    check_causal_split::<f64>();
+    check_causal_split::<f32>();
+}
+
+/// `causal_part`'s own errors: other plan kinds, and a state holding more keys than precede
+/// the part (it cannot be the prefix); nothing is written.
+#[test]
+fn causal_part_errors() {
+    use favor_core::{Error, PrefixState, state_len};
+    let (l, d, dv, m) = (12, 4, 3, 8);
+    let w = orf::<f64>(3, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = Problem::<f64>::random(11, l, d, dv, 1.0);
+    let bidi = Plan::new(PlanKind::Bidirectional, Scalar, &fm, p.shape, opts(4, None)).unwrap();
+    let plan = Plan::new(PlanKind::CausalChunked, Scalar, &fm, p.shape, opts(4, None)).unwrap();
+    let mut scratch = zeros(plan.part_scratch_len());
+    let mut buf = zeros(state_len(m, dv).unwrap());
+    let mut state = PrefixState::new(m, dv, &mut buf).unwrap();
+    let mut out = zeros(l * dv);
+    let invalid =
+        |r: Result<(), Error>| assert!(matches!(r, Err(Error::InvalidParameter { .. })), "{r:?}");
+    invalid(bidi.causal_part(0..l, &p.q, &p.k, &p.v, &mut state, &mut out, &mut scratch));
+    plan.absorb_keys(0..6, &p.k, &p.v, &mut state, &mut scratch)
+        .unwrap();
+    invalid(plan.causal_part(4..l, &p.q, &p.k, &p.v, &mut state, &mut out, &mut scratch));
+    assert_eq!(state.tokens(), 6);
+    assert!(out.iter().all(|&x| x == 0.0));
+    plan.causal_part(
+        6..l,
+        &p.q,
+        &p.k,
+        &p.v,
+        &mut state,
+        &mut out[..6 * dv],
+        &mut scratch,
+    )
+    .unwrap();
+    assert_eq!(state.tokens(), l as u64);
+}

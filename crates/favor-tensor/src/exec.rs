@@ -22,6 +22,17 @@ const BIDIRECTIONAL_BLOCK: usize = 256;
 /// `block + 2w` keys (exactly and through φ), so its cost per query grows with the block;
 /// 32 keeps the band near 2w at the usual windows while the tiles still fill GEMMs.
 const HYBRID_BLOCK: usize = 32;
+/// Rows per part, at most, when one bidirectional FAVOR+ head is split (keys into states
+/// merged in order, queries into row ranges): parts of a long head run on several threads
+/// even when there are fewer heads than threads. The parts depend on the shape alone, never
+/// on the thread count, so outputs are the same bits with or without the pool. A part's
+/// state and merge cost under 1% of its GEMMs from a few hundred rows on (one thread: the
+/// split and unsplit paths measured alike, `long_head` in favor-benches).
+const SPLIT_ROWS: usize = 1024;
+/// Parts of one head, at most: enough for 8 threads on one head (more heads than that keep
+/// the pool busy anyway); each part allocates its state and scratch (about 0.4 MiB at m =
+/// 256, f32), so fewer, longer parts fault fewer pages in.
+const MAX_PARTS: usize = 8;
 
 /// The inputs of one forward call, with their checked shape.
 pub(crate) struct Io<'a, E> {
@@ -264,6 +275,7 @@ impl<E: Element, T: Real, O: Element, F: FeatureMap<T> + Sync> BackendOp<T>
                 v: Rows::of(&io.v, b, hkv),
                 mask,
                 shape: io.shape,
+                pairs: io.batch * cfg.heads,
             };
             let core = |source| Error::Core {
                 batch: b,
@@ -421,6 +433,8 @@ struct HeadIo<'v, 'a, E> {
     v: Rows<'v, 'a, E>,
     mask: Option<&'a [bool]>,
     shape: Shape,
+    /// (batch, head) pairs in the call: a long head is split only when they are few.
+    pairs: usize,
 }
 
 impl<'a, E: Element> HeadIo<'_, 'a, E> {
@@ -435,14 +449,14 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
 
     /// One head's attention into `out`; favor-core's errors go through `core` (which
     /// names the head).
-    fn attend<T: Real, K: Kernels<T>, F: FeatureMap<T>, O: Element>(
+    fn attend<T: Real, K: Kernels<T>, F: FeatureMap<T> + Sync, O: Element>(
         &self,
         kernels: &K,
         map: &F,
         shift: Option<&DataAwareSoftmax<'_, T>>,
         cfg: &Config,
         out: &mut [O],
-        core: impl Fn(favor_core::Error) -> Error,
+        core: impl Fn(favor_core::Error) -> Error + Sync,
     ) -> Result<()> {
         let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
         let [q, k, v] = self.widened(&mut bufs)?;
@@ -465,7 +479,7 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
         (w, wt): (&[T], &[T]),
         cfg: &Config,
         out: &mut [O],
-        core: impl Fn(favor_core::Error) -> Error,
+        core: impl Fn(favor_core::Error) -> Error + Sync,
     ) -> Result<()> {
         let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
         let [q, k, v] = self.widened(&mut bufs)?;
@@ -511,14 +525,14 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
     }
 
     /// Plans and runs one head's attention over rows ready for `map`.
-    fn run_plan<T: Real, K: Kernels<T>, F: FeatureMap<T>, O: Element>(
+    fn run_plan<T: Real, K: Kernels<T>, F: FeatureMap<T> + Sync, O: Element>(
         &self,
         kernels: &K,
         map: &F,
         (q, k, v): (&[T], &[T], &[T]),
         cfg: &Config,
         out: &mut [O],
-        core: impl Fn(favor_core::Error) -> Error,
+        core: impl Fn(favor_core::Error) -> Error + Sync,
     ) -> Result<()> {
         let opts = Options {
             // A block longer than the sequence would only size scratch for rows that never
@@ -534,6 +548,18 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
         };
         let mut wide = Vec::new();
         let out_t = narrow_target(out, &mut wide)?;
+        let (key_part, query_part) = (
+            part_len(self.shape.keys, opts.block),
+            part_len(self.shape.queries, opts.block),
+        );
+        // Causal heads are not split: a part needs the sums of the keys before it, so every
+        // key but the last part's is mapped and summed twice (measured 1.4-1.5x the work of
+        // the unsplit path at L = 4096 and 16384), which two threads only win back. Calls
+        // with MAX_PARTS or more (batch, head) pairs keep the pool busy with whole heads.
+        let split = !cfg.causal
+            && cfg.hybrid.is_none()
+            && self.pairs < MAX_PARTS
+            && (key_part < self.shape.keys || query_part < self.shape.queries);
         let kind = if cfg.causal {
             favor_core::PlanKind::CausalChunked
         } else {
@@ -552,11 +578,106 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
                 },
                 other => core(other),
             })?;
-        let mut scratch = try_zeros("attention scratch", plan.scratch_len())?;
-        plan.run(q, k, v, out_t, &mut scratch).map_err(core)?;
+        if split {
+            let parts = Parts {
+                features: map.feature_dim(),
+                keys: key_part,
+                queries: query_part,
+                parallel: cfg.parallel,
+            };
+            parts.run(kernels, &plan, (q, k, v), out_t, &core)?;
+        } else {
+            let mut scratch = try_zeros("attention scratch", plan.scratch_len())?;
+            plan.run(q, k, v, out_t, &mut scratch).map_err(core)?;
+        }
         narrow_back(&wide, out);
         Ok(())
     }
+}
+
+/// Rows per part for `rows` rows in blocks of `block`: `⌈rows / SPLIT_ROWS⌉` parts (at most
+/// [`MAX_PARTS`]) of equal length rounded up to whole blocks (so the parts' blocks are the
+/// unsplit path's), `rows` itself when one part holds them.
+fn part_len(rows: usize, block: usize) -> usize {
+    let parts = rows.div_ceil(SPLIT_ROWS).min(MAX_PARTS);
+    if parts <= 1 {
+        return rows;
+    }
+    rows.div_ceil(parts).div_ceil(block) * block
+}
+
+/// One bidirectional head in parts ([`SPLIT_ROWS`]), in parallel when `parallel`: `keys` keys
+/// at a time into states of their own, merged in order into the first; then `queries`
+/// queries at a time from it, each part into its rows of the output.
+struct Parts {
+    /// The map's feature dimension M.
+    features: usize,
+    keys: usize,
+    queries: usize,
+    parallel: bool,
+}
+
+impl Parts {
+    fn run<T: Real, K: Kernels<T>, F: FeatureMap<T> + Sync>(
+        &self,
+        kernels: &K,
+        plan: &favor_core::Plan<'_, T, K, F>,
+        (q, k, v): (&[T], &[T], &[T]),
+        out: &mut [T],
+        core: &(impl Fn(favor_core::Error) -> Error + Sync),
+    ) -> Result<()> {
+        let (shape, features) = (plan.shape(), self.features);
+        let dv = shape.value_dim;
+        let state_len = favor_core::state_len(features, dv).map_err(core)?;
+        let scratch_len = plan.part_scratch_len();
+        let mut bufs: Vec<Vec<T>> = (0..shape.keys.div_ceil(self.keys))
+            .map(|_| try_zeros("attention state", state_len))
+            .collect::<Result<_>>()?;
+        let absorbed = parallel_each(self.parallel, &mut bufs, |i, buf| {
+            let keys = i * self.keys..((i + 1) * self.keys).min(shape.keys);
+            let mut scratch = try_zeros("attention scratch", scratch_len)?;
+            let mut state = favor_core::PrefixState::new(features, dv, buf).map_err(core)?;
+            plan.absorb_keys(keys, k, v, &mut state, &mut scratch)
+                .map_err(core)?;
+            Ok(state)
+        });
+        let mut states = absorbed.into_iter();
+        let Some(first) = states.next() else {
+            return Ok(());
+        };
+        let mut total = first?;
+        for state in states {
+            total.merge(kernels, &mut state?).map_err(core)?;
+        }
+        let total = &total;
+        let answered = parallel_map(self.parallel, out, self.queries * dv, |(i, o)| {
+            let queries = i * self.queries..((i + 1) * self.queries).min(shape.queries);
+            let mut scratch = try_zeros("attention scratch", scratch_len)?;
+            plan.answer_queries(queries, q, total, o, &mut scratch)
+                .map_err(core)
+        });
+        answered.into_iter().collect()
+    }
+}
+
+/// Applies `f` to each element of `items` with its index, on rayon's pool when `parallel`
+/// (and the feature) is on; results in index order either way.
+fn parallel_each<'s, S: Send, R: Send>(
+    parallel: bool,
+    items: &'s mut [S],
+    f: impl Fn(usize, &'s mut S) -> R + Sync + Send,
+) -> Vec<R> {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        use rayon::prelude::*;
+        return items
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, s)| f(i, s))
+            .collect();
+    }
+    let _ = parallel;
+    items.iter_mut().enumerate().map(|(i, s)| f(i, s)).collect()
 }
 
 /// Row 0 of the heads `at(i)` = (batch, head) for `i` in `0..n`, as `n` rows of `T`:

@@ -102,6 +102,87 @@ fn parallel_equals_serial_bit_for_bit() {
     }
 }
 
+/// A bidirectional head longer than a part (1024 rows) runs in parts: keys into states of
+/// their own, merged in order, queries in row ranges, on several threads when the pool has
+/// them. Oracle: favor-core's unsplit plan on the head, f64 throughout (the layer's f64
+/// precision, f64 outputs): the split only reorders the sums, so the two agree to rounding
+/// (asserted within 1e-12 of max|v|; a wrong rescale in a merge or a lost part moves outputs by
+/// ~1e-2). Queries ≠ keys, and a key mask spanning parts. Outputs do not depend on the pool:
+/// parallel and serial runs are the same bits.
+#[test]
+fn long_bidirectional_heads_run_in_parts() {
+    let (lq, lk, d, m) = (1300, 2600, 16, 32);
+    let (q, k, v) = (
+        data(lq * d, 31, 0.6),
+        data(lk * d, 32, 0.6),
+        data(lk * d, 33, 1.0),
+    );
+    let mut mask = vec![true; lk];
+    for j in (0..lk).step_by(7) {
+        mask[j] = false;
+    }
+    mask[1000..1100].fill(false);
+    let wide = |x: &[f32]| x.iter().map(|&e| f64::from(e)).collect::<Vec<f64>>();
+    let (q64, k64, v64) = (wide(&q), wide(&k), wide(&v));
+    for key_mask in [None, Some(&mask[..])] {
+        let layer = |parallel| {
+            Performer::builder(d)
+                .features(m)
+                .precision(Precision::F64)
+                .backend(Backend::Scalar)
+                .parallel(parallel && cfg!(feature = "parallel"))
+                .build()
+                .unwrap()
+        };
+        let run = |p: &Performer| {
+            let mut out = vec![0f64; lq * d];
+            p.forward_into(
+                at([1, 1, lq, d], &q),
+                at([1, 1, lk, d], &k),
+                at([1, 1, lk, d], &v),
+                key_mask,
+                TensorViewMut::new([1, 1, lq, d], &mut out).unwrap(),
+            )
+            .unwrap();
+            out
+        };
+        let p = layer(true);
+        let got = run(&p);
+        assert_eq!(got, run(&layer(false)), "parallel vs serial");
+
+        let w = p.projection_f64();
+        let phi = favor_core::PositiveSoftmax::new(&w, m, d).unwrap();
+        let opts = favor_core::Options {
+            block: 256,
+            key_mask,
+            ..Default::default()
+        };
+        let shape = Shape {
+            queries: lq,
+            keys: lk,
+            dim: d,
+            value_dim: d,
+        };
+        let plan = favor_core::Plan::new(
+            favor_core::PlanKind::Bidirectional,
+            Scalar,
+            &phi,
+            shape,
+            opts,
+        )
+        .unwrap();
+        let mut want = vec![0f64; lq * d];
+        let mut scratch = vec![0f64; plan.scratch_len()];
+        plan.run(&q64, &k64, &v64, &mut want, &mut scratch).unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-12, "mask {}: {worst:e}", key_mask.is_some());
+    }
+}
+
 #[test]
 fn stream_equals_causal_forward() {
     let (q, k, v) = qkv(3);

@@ -5,7 +5,8 @@
 //! against the scalar code of the same module; natively, AVX2, AVX-512 or NEON.
 //!
 //! ```text
-//! cargo run --release -p favor-tensor --example backend_speed
+//! cargo bench -p favor-tensor --bench backend_speed
+//! cargo bench --target wasm32-wasip1 -p favor-tensor --no-default-features --bench backend_speed
 //! ```
 
 use std::time::Instant;
