@@ -45,25 +45,3 @@ impl<W: Write> Write for Suspended<'_, W> {
         self.bar.suspend(|| self.inner.flush())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hidden_bars_and_suspended_writes() {
-        // `--json`, and stderr that is not a terminal (as under `cargo test`): nothing drawn.
-        assert!(bar(3, true).is_hidden());
-        let pb = bar(3, false);
-        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            assert!(pb.is_hidden());
-        }
-        let mut out = Suspended {
-            bar: &pb,
-            inner: Vec::new(),
-        };
-        writeln!(out, "row 1").unwrap();
-        out.flush().unwrap();
-        assert_eq!(out.inner, b"row 1\n");
-    }
-}

@@ -7,3 +7,12 @@ mod cli;
 mod common;
 mod fidelity;
 mod peers;
+
+/// The library's own unit tests (moved here so `cargo test` does not build the library a
+/// second time as a test harness; `[lib] test = false`).
+mod unit {
+    mod args;
+    mod bench;
+    mod plot;
+    mod progress;
+}

@@ -91,7 +91,7 @@ pub(super) fn memory_header() -> String {
     )
 }
 
-pub(super) fn memory_row(m: &MemoryMeasurement) -> String {
+pub fn memory_row(m: &MemoryMeasurement) -> String {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     format!(
         "{:<8} {:>8} {:>13.1} {:>13.1} {:>11.1} {:>12.1} {:>12.2}",

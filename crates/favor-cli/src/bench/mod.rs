@@ -114,24 +114,21 @@
 //! ```
 
 // In dependency order: each module uses only those above it.
-mod measurement;
+pub mod measurement;
 
-mod timing;
+pub mod timing;
 
-mod probe;
+pub mod probe;
 
-mod options;
+pub mod options;
 
-mod roof;
+pub mod roof;
 
-mod report;
+pub mod report;
 
-mod sweep;
+pub mod sweep;
 
-mod memory;
-
-#[cfg(test)]
-mod tests;
+pub mod memory;
 
 pub use measurement::{MAX_LEN, Measurement, Workload};
 pub use memory::{MEMORY_TABLE_HEAD, memory_report};

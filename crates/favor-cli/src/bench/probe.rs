@@ -40,7 +40,7 @@ impl MemoryWorkload {
         &self.as_str()["memory-".len()..]
     }
 
-    pub(super) fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         [Self::Bidir, Self::Causal, Self::Stream]
             .into_iter()
             .find(|w| s == w.short() || s == w.as_str())

@@ -70,9 +70,9 @@ pub(super) fn emit(
     put(out, &s)
 }
 
-pub(super) const TABLE_HEAD: &str = "workload          L  backend          ms  GFLOP/s  % roof  vs scalar  vs exact  / favor   runs";
+pub const TABLE_HEAD: &str = "workload          L  backend          ms  GFLOP/s  % roof  vs scalar  vs exact  / favor   runs";
 
-pub(super) fn text_row(m: &Measurement, all: &[Measurement]) -> String {
+pub fn text_row(m: &Measurement, all: &[Measurement]) -> String {
     let find = |w: Workload, backend: &str| {
         all.iter()
             .find(|o| o.workload == w && o.len == m.len && o.backend == backend)
@@ -167,12 +167,7 @@ pub(super) fn cpu_model() -> String {
 }
 
 /// Draws time per call against L for the attention workloads.
-pub(super) fn plot(
-    path: &Path,
-    opts: &Options,
-    backend: &str,
-    all: &[Measurement],
-) -> CliResult<()> {
+pub fn plot(path: &Path, opts: &Options, backend: &str, all: &[Measurement]) -> CliResult<()> {
     let mut series = Vec::new();
     let backends: &[&str] = if backend == "scalar" {
         &["scalar"]

@@ -267,7 +267,7 @@ pub(super) struct Sink<'a> {
 }
 
 /// The backend for `choice` (not `Portable`), or a usage error if the CPU lacks it.
-pub(super) fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
+pub fn detected_choice(choice: BackendChoice) -> CliResult<Detected> {
     let missing = |isa: &str| CliError::input(format!("--backend: this CPU has no {isa}"));
     match choice {
         BackendChoice::Auto => Ok(Detected::new()),

@@ -62,7 +62,7 @@ pub(super) fn par_run<L: Send>(lanes: &mut [L], f: impl Fn(&mut L) + Sync) {
 }
 
 /// `n` items split into `parts` contiguous ranges of near-equal size.
-pub(super) fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
+pub fn split(n: usize, parts: usize) -> Vec<Range<usize>> {
     (0..parts)
         .map(|i| i * n / parts..(i + 1) * n / parts)
         .collect()

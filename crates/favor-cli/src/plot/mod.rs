@@ -7,22 +7,19 @@
 //! narrower than a decade, which is common for benchmark sweeps.
 
 // In dependency order: each module uses only those above it.
-mod series;
+pub mod series;
 
-mod style;
+pub mod style;
 
-mod data;
+pub mod data;
 
-mod ticks;
+pub mod ticks;
 
-mod legend;
+pub mod legend;
 
-mod panel;
+pub mod panel;
 
-mod render;
-
-#[cfg(test)]
-mod tests;
+pub mod render;
 
 pub use render::{PlotError, render_png, render_png_with_size};
 pub use series::{

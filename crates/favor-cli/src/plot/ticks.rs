@@ -4,9 +4,11 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 
 /// Tick positions (plot coordinates) with their labels, and minor grid positions.
-pub(super) struct Ticks {
-    pub(super) major: Vec<(f64, String)>,
-    pub(super) minor: Vec<f64>,
+pub struct Ticks {
+    /// Major ticks: position and label.
+    pub major: Vec<(f64, String)>,
+    /// Minor grid positions.
+    pub minor: Vec<f64>,
 }
 
 impl Ticks {
@@ -80,7 +82,7 @@ pub(super) fn decimals_needed(q: f64) -> usize {
 
 /// `v` written to the precision of `quantum` (a tick step, or the value itself), in
 /// scientific notation (`1.5e-3`) when `sci`.
-pub(super) fn fmt_value(v: f64, quantum: f64, sci: bool) -> String {
+pub fn fmt_value(v: f64, quantum: f64, sci: bool) -> String {
     if v == 0.0 || v.abs() < quantum.abs() * 1e-6 {
         return "0".to_string();
     }
@@ -135,7 +137,7 @@ pub(super) fn linear_ticks(lo: f64, hi: f64, target: usize) -> Ticks {
     }
 }
 
-pub(super) fn superscript(n: i64) -> String {
+pub fn superscript(n: i64) -> String {
     n.to_string()
         .chars()
         .map(|c| match c {
@@ -157,7 +159,7 @@ pub(super) fn superscript(n: i64) -> String {
 /// Ticks for a log axis whose plot coordinates `lo..hi` are decades: powers of ten when the
 /// range holds two or more, else 1-2-5 multiples, else plain linear steps (a narrow log
 /// range looks linear anyway).
-pub(super) fn log_ticks(lo: f64, hi: f64, target: usize) -> Ticks {
+pub fn log_ticks(lo: f64, hi: f64, target: usize) -> Ticks {
     if !(lo.is_finite() && hi.is_finite() && hi > lo) {
         return Ticks::none();
     }

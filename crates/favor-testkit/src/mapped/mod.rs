@@ -260,5 +260,3 @@ fn cast<T: Real>(x: &[f64]) -> Vec<T> {
 // the types above serve all three.
 mod ctx;
 mod run;
-#[cfg(test)]
-mod tests;

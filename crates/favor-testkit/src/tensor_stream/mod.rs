@@ -507,11 +507,55 @@ struct Ctx<'a> {
     mix: Mix,
 }
 
-// The case's run, the checking context's methods and the unit tests, each in its own file;
-// the types above serve all three.
+/// A small case (2 sequences × 2 heads, d = 5, m = 12, dv = 3, chunk 3, the detected backend)
+/// of `kernel` at `precision` running `ops`: the oracles' own tests start from it.
+pub fn small_case(kernel: Kernel, precision: Precision, ops: Vec<TensorOp>) -> TensorStreamCase {
+    TensorStreamCase {
+        heads: 2,
+        batch: 2,
+        dim: 5,
+        features: 12,
+        value_dim: 3,
+        kernel,
+        projection: Projection::default(),
+        normalizer: kernel.is_softmax(),
+        epsilon: 1e-3,
+        chunk: 3,
+        precision,
+        backend: Backend::Detected,
+        parallel: false,
+        seed: 4,
+        data_seed: 9,
+        scale: 0,
+        vscale: 1,
+        ops,
+    }
+}
+
+/// A self-test of the oracles, for favor-testkit's tests: a stream fed one token more than
+/// its history (as if a rejected call had been absorbed) must be caught by the twin
+/// comparison. Panics with "stream vs twin" when the oracle works; returns if it missed.
+pub fn oracle_catches_a_state_change() {
+    let c = small_case(Kernel::Softmax, Precision::F32, Vec::new());
+    let p = c.builder().build().expect("layer");
+    let twin_p = c.builder().parallel(true).build().expect("twin layer");
+    let mut fwd = p.clone();
+    let mut cx = Ctx::new(&c, &p);
+    let mut twins = Twins {
+        main: p.stream(2).expect("stream"),
+        twin: twin_p.stream(2).expect("twin stream"),
+    };
+    let mut model = Model::empty();
+    let mut slots: [Option<Slot>; 4] = Default::default();
+    let extra = cx.call(true, 1, Elem::F32);
+    extra.exec(&mut twins.main).expect("the extra token");
+    let call = cx.call(true, 1, Elem::F32);
+    cx.good_call(&call, &mut twins, &mut model, &mut slots, &mut fwd, "test");
+}
+
+// The case's run and the checking context's methods, each in its own file; the types above
+// serve both.
 mod ctx;
 mod run;
-#[cfg(test)]
-mod tests;
 
 pub use run::run_case;

@@ -1,7 +1,8 @@
 //! Unit tests: every operation on every kind of map, in both precisions.
 
-use super::*;
-use crate::maps::MapKind;
+use favor_testkit::mapped::*;
+use favor_testkit::maps::MapKind;
+use favor_testkit::maps::MapSpec;
 
 fn case(kind: MapKind, f64: bool) -> MappedCase {
     use MappedOp::*;
@@ -74,7 +75,7 @@ fn every_operation_on_both_precisions() {
         MapKind::Hyperbolic,
         MapKind::Trig,
         MapKind::Generalized {
-            act: crate::maps::GenAct::Relu,
+            act: favor_testkit::maps::GenAct::Relu,
             projection: true,
         },
     ] {

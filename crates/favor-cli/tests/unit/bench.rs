@@ -1,13 +1,15 @@
 //! Unit tests of `favor bench`: options, the sweep on small plans, the report, memory probes.
 
-use super::measurement::{HybridRow, Measurement, Workload};
-use super::memory::{MEMORY_TABLE_HEAD, memory_report, memory_row};
-use super::options::{BackendChoice, Options, Plan};
-use super::probe::{MemoryMeasurement, MemoryProbe, MemoryWorkload, memory_probe, status_bytes};
-use super::report::{TABLE_HEAD, plot, text_row};
-use super::sweep::{detected_choice, run};
-use super::timing::split;
-use crate::args::{Args, CliError, CliResult};
+use favor_cli::args::{Args, CliError, CliResult};
+use favor_cli::bench::measurement::{HybridRow, Measurement, Workload};
+use favor_cli::bench::memory::{MEMORY_TABLE_HEAD, memory_report, memory_row};
+use favor_cli::bench::options::{BackendChoice, Options, Plan};
+use favor_cli::bench::probe::{
+    MemoryMeasurement, MemoryProbe, MemoryWorkload, memory_probe, status_bytes,
+};
+use favor_cli::bench::report::{TABLE_HEAD, plot, text_row};
+use favor_cli::bench::sweep::{detected_choice, run};
+use favor_cli::bench::timing::split;
 use favor_core::{Kernels, Scalar};
 use favor_simd::Portable;
 use favor_workload::{self as workload, DIM, HEADS};

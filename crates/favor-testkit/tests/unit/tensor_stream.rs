@@ -1,29 +1,7 @@
 //! Unit tests of the target's oracle.
 
-use super::*;
-
-fn case(kernel: Kernel, precision: Precision, ops: Vec<TensorOp>) -> TensorStreamCase {
-    TensorStreamCase {
-        heads: 2,
-        batch: 2,
-        dim: 5,
-        features: 12,
-        value_dim: 3,
-        kernel,
-        projection: Projection::default(),
-        normalizer: kernel.is_softmax(),
-        epsilon: 1e-3,
-        chunk: 3,
-        precision,
-        backend: Backend::Detected,
-        parallel: false,
-        seed: 4,
-        data_seed: 9,
-        scale: 0,
-        vscale: 1,
-        ops,
-    }
-}
+use favor_tensor::{Kernel, Precision};
+use favor_testkit::tensor_stream::*;
 
 fn every_op() -> Vec<TensorOp> {
     use TensorOp::*;
@@ -96,7 +74,7 @@ fn every_operation_on_every_numeric_oracle() {
         Kernel::Trigonometric,
     ] {
         for precision in [Precision::F32, Precision::F64] {
-            run_case(&case(kernel, precision, every_op()));
+            run_case(&small_case(kernel, precision, every_op()));
         }
     }
 }
@@ -106,19 +84,5 @@ fn every_operation_on_every_numeric_oracle() {
 #[test]
 #[should_panic(expected = "stream vs twin")]
 fn a_state_change_is_caught() {
-    let c = case(Kernel::Softmax, Precision::F32, Vec::new());
-    let p = c.builder().build().unwrap();
-    let twin_p = c.builder().parallel(true).build().unwrap();
-    let mut fwd = p.clone();
-    let mut cx = Ctx::new(&c, &p);
-    let mut twins = Twins {
-        main: p.stream(2).unwrap(),
-        twin: twin_p.stream(2).unwrap(),
-    };
-    let mut model = Model::empty();
-    let mut slots: [Option<Slot>; 4] = Default::default();
-    let extra = cx.call(true, 1, Elem::F32);
-    extra.exec(&mut twins.main).unwrap();
-    let call = cx.call(true, 1, Elem::F32);
-    cx.good_call(&call, &mut twins, &mut model, &mut slots, &mut fwd, "test");
+    oracle_catches_a_state_change();
 }

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::render::{PlotError, render_png};
-use super::series::{Panel, Series};
-use super::ticks::{fmt_value, log_ticks, superscript};
+use favor_cli::plot::render::{PlotError, render_png};
+use favor_cli::plot::series::{Panel, Series};
+use favor_cli::plot::ticks::{fmt_value, log_ticks, superscript};
 
 fn temp_png(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
