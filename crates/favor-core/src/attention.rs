@@ -872,7 +872,7 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
         check::exact("q", q, self.shape.queries * d)?;
         check::room("out", out, check::mul(queries.len(), dv)?)?;
         let q_rows = &q[queries.start * d..queries.end * d];
-        let keys = state.tokens().max(1);
+        let keys = self.shape.keys as u64;
         range::inputs(self.fm, Qkv::new(q_rows, &[], &[]), (d, dv), keys)
             .map_err(|e| offset_row(e, queries.start))?;
         answer_rows(self, state, q, queries, out, scratch)
@@ -890,7 +890,8 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
     ///
     /// Errors for a plan other than [`CausalChunked`](PlanKind::CausalChunked), a hybrid
     /// plan, `rows` outside the plan, a state of other dimensions or holding more keys than
-    /// precede `rows`, and as `run` does for lengths and the range of the rows it reads (the
+    /// precede `rows` (a count only: masked keys are not counted, so a wrong state with as
+    /// many keys or fewer is not detected), and as `run` does for lengths and the range of the rows it reads (the
     /// bound joining all parts is the caller's to check once, as for `absorb_keys`).
     ///
     /// ```

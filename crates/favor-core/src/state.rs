@@ -327,11 +327,14 @@ impl<'a, T: Float> PrefixState<'a, T> {
 
     /// Adds `other`'s keys to this state, as if this state had absorbed them too: the
     /// combine step of a head split over threads ([`Plan::absorb_keys`](crate::Plan::absorb_keys)).
-    /// Both go to the larger log-scale (a power-of-two rescale, exact); `other`'s ring is
-    /// folded into its total first (its value is unchanged), and its total and compensation
-    /// are added to this state's compensation, then settled: the merge adds about one unit of
-    /// roundoff relative to `other`'s sums. Merging in a fixed order gives the same bits
-    /// whatever thread filled each part.
+    /// Both go to the larger log-scale (a power of two on the stabiliser grid, so exact unless
+    /// it takes `other`'s sums below `T`'s normal range); `other`'s ring is folded into its
+    /// total first (its value is unchanged), then its total enters this one by TwoSum (the
+    /// rounding error kept in the compensation) and its compensation enters the
+    /// compensation: the merged sums keep the compensated error model of the module docs
+    /// however many states are merged, and merging into an empty state copies `other`'s sums
+    /// bit for bit. Merging in a fixed order gives the same bits whatever thread filled each
+    /// part.
     ///
     /// Errors (and changes nothing) when the dimensions differ.
     pub fn merge<K: Kernels<T>>(
@@ -349,8 +352,17 @@ impl<'a, T: Float> PrefixState<'a, T> {
         let c = self.log_scale.max(other.log_scale);
         self.raise_scale(kernels, c);
         let f = rescale_factor(other.log_scale, c);
-        kernels.axpy(f, other.hi, self.lo);
-        kernels.axpy(f, other.lo, self.lo);
+        // TwoSum per element (as Kernels::fold): merges are rare, O(M·dv) against the
+        // O(L·M·(d + dv)) that filled the states, so a plain loop serves.
+        let sums = self.hi.iter_mut().zip(self.lo.iter_mut());
+        for ((h, l), (&oh, &ol)) in sums.zip(other.hi.iter().zip(other.lo.iter())) {
+            let x = f * oh;
+            let s = *h + x;
+            let b = s - *h;
+            let err = (*h - (s - b)) + (x - b);
+            *h = s;
+            *l = *l + err + f * ol;
+        }
         self.settle(kernels);
         self.tokens = self.tokens.saturating_add(other.tokens);
         Ok(())

@@ -433,7 +433,8 @@ struct HeadIo<'v, 'a, E> {
     v: Rows<'v, 'a, E>,
     mask: Option<&'a [bool]>,
     shape: Shape,
-    /// (batch, head) pairs in the call: a long head is split only when they are few.
+    /// (batch, head) pairs in the call: a long head's parts run in parallel only when they
+    /// are few.
     pairs: usize,
 }
 
@@ -554,11 +555,11 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
         );
         // Causal heads are not split: a part needs the sums of the keys before it, so every
         // key but the last part's is mapped and summed twice (measured 1.4-1.5x the work of
-        // the unsplit path at L = 4096 and 16384), which two threads only win back. Calls
-        // with MAX_PARTS or more (batch, head) pairs keep the pool busy with whole heads.
+        // the unsplit path at L = 4096 and 16384), which two threads only win back. Whether a
+        // head splits depends on its own shape only, so its outputs do not depend on the
+        // batch it came in.
         let split = !cfg.causal
             && cfg.hybrid.is_none()
-            && self.pairs < MAX_PARTS
             && (key_part < self.shape.keys || query_part < self.shape.queries);
         let kind = if cfg.causal {
             favor_core::PlanKind::CausalChunked
@@ -583,7 +584,9 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
                 features: map.feature_dim(),
                 keys: key_part,
                 queries: query_part,
-                parallel: cfg.parallel,
+                // With MAX_PARTS or more (batch, head) pairs the pool is busy with whole
+                // heads: the parts run one after the other (the same bits either way).
+                parallel: cfg.parallel && self.pairs < MAX_PARTS,
             };
             parts.run(kernels, &plan, (q, k, v), out_t, &core)?;
         } else {

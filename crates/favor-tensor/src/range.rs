@@ -87,6 +87,8 @@ pub(crate) fn scan<E: Element>(
 /// The sum of squares and the largest magnitude of `x` in f64, when both are finite, every
 /// element is finite, and (for an f32 layer) every element is below `f32::MAX`, so it cannot
 /// round to infinity in f32; `None` otherwise (the caller then scans element by element).
+/// The squares are summed in eight lanes, so the norm can differ from a running sum's in the
+/// last bit: that only moves the range bound's decision for a row within an ulp of it.
 fn quick_row<E: Element>(x: &[E], precision: Precision) -> Option<(f64, f64)> {
     const LANES: usize = 8;
     let (mut sq, mut top) = ([0f64; LANES], [0f64; LANES]);

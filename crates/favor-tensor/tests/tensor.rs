@@ -104,19 +104,24 @@ fn parallel_equals_serial_bit_for_bit() {
 
 /// A bidirectional head longer than a part (1024 rows) runs in parts: keys into states of
 /// their own, merged in order, queries in row ranges, on several threads when the pool has
-/// them. Oracle: favor-core's unsplit plan on the head, f64 throughout (the layer's f64
-/// precision, f64 outputs): the split only reorders the sums, so the two agree to rounding
-/// (asserted within 1e-12 of max|v|; a wrong rescale in a merge or a lost part moves outputs by
-/// ~1e-2). Queries ≠ keys, and a key mask spanning parts. Outputs do not depend on the pool:
-/// parallel and serial runs are the same bits.
+/// them. Oracles, f64 throughout (the layer's f64 precision, f64 outputs): favor-core's parts
+/// API at the documented cuts (parts of equal length rounded up to 256-row blocks: keys
+/// 0/1024/2048/2600, queries 0/768/1300) gives the same bits, so the head really is split;
+/// favor-core's unsplit plan agrees to rounding (1e-12 of max|v|: the worst-case γ_n of a sum
+/// of 2600 terms is 3e-13). Keys 1500..1510 are 3× longer, so the parts' stabilisers differ
+/// and the merge rescales. Queries ≠ keys, and a key mask spanning parts. Parallel and serial
+/// runs are the same bits.
 #[test]
 fn long_bidirectional_heads_run_in_parts() {
     let (lq, lk, d, m) = (1300, 2600, 16, 32);
-    let (q, k, v) = (
+    let (q, mut k, v) = (
         data(lq * d, 31, 0.6),
         data(lk * d, 32, 0.6),
         data(lk * d, 33, 1.0),
     );
+    for x in &mut k[1500 * d..1510 * d] {
+        *x *= 3.0;
+    }
     let mut mask = vec![true; lk];
     for j in (0..lk).step_by(7) {
         mask[j] = false;
@@ -174,6 +179,28 @@ fn long_bidirectional_heads_run_in_parts() {
         let mut want = vec![0f64; lq * d];
         let mut scratch = vec![0f64; plan.scratch_len()];
         plan.run(&q64, &k64, &v64, &mut want, &mut scratch).unwrap();
+
+        let n = favor_core::state_len(m, d).unwrap();
+        let mut bufs = vec![vec![0f64; n]; 3];
+        let mut parts = vec![0f64; plan.part_scratch_len()];
+        let mut states: Vec<_> = bufs
+            .iter_mut()
+            .map(|b| favor_core::PrefixState::new(m, d, b).unwrap())
+            .collect();
+        for (s, keys) in states.iter_mut().zip([0..1024, 1024..2048, 2048..lk]) {
+            plan.absorb_keys(keys, &k64, &v64, s, &mut parts).unwrap();
+        }
+        let (first, rest) = states.split_first_mut().unwrap();
+        for s in rest {
+            first.merge(&Scalar, s).unwrap();
+        }
+        let mut split = vec![0f64; lq * d];
+        let (top, bottom) = split.split_at_mut(768 * d);
+        plan.answer_queries(0..768, &q64, first, top, &mut parts)
+            .unwrap();
+        plan.answer_queries(768..lq, &q64, first, bottom, &mut parts)
+            .unwrap();
+        assert_eq!(got, split, "the documented parts");
         let worst = got
             .iter()
             .zip(&want)

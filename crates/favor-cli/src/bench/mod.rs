@@ -113,22 +113,24 @@
 //! {"workload":"memory-bidir","L":65536,"peak_rss_bytes":541401088,"baseline_rss_bytes":3051520,"input_bytes":402653184,"output_bytes":134217728,"working_bytes":1478656}
 //! ```
 
-// In dependency order: each module uses only those above it.
+// In dependency order: each module uses only those above it. Public (and hidden from the
+// docs) for the unit tests in tests/unit/; the API is what this module re-exports.
+#[doc(hidden)]
 pub mod measurement;
-
-pub mod timing;
-
-pub mod probe;
-
-pub mod options;
-
-pub mod roof;
-
-pub mod report;
-
-pub mod sweep;
-
+#[doc(hidden)]
 pub mod memory;
+#[doc(hidden)]
+pub mod options;
+#[doc(hidden)]
+pub mod probe;
+#[doc(hidden)]
+pub mod report;
+#[doc(hidden)]
+pub mod roof;
+#[doc(hidden)]
+pub mod sweep;
+#[doc(hidden)]
+pub mod timing;
 
 pub use measurement::{MAX_LEN, Measurement, Workload};
 pub use memory::{MEMORY_TABLE_HEAD, memory_report};

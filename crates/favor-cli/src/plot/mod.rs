@@ -6,20 +6,22 @@
 //! positions and labels computed here: plotters' own log axis puts no tick at all on a range
 //! narrower than a decade, which is common for benchmark sweeps.
 
-// In dependency order: each module uses only those above it.
-pub mod series;
-
-pub mod style;
-
+// In dependency order: each module uses only those above it. Public (and hidden from the
+// docs) for the unit tests in tests/unit/; the API is what this module re-exports.
+#[doc(hidden)]
 pub mod data;
-
-pub mod ticks;
-
+#[doc(hidden)]
 pub mod legend;
-
+#[doc(hidden)]
 pub mod panel;
-
+#[doc(hidden)]
 pub mod render;
+#[doc(hidden)]
+pub mod series;
+#[doc(hidden)]
+pub mod style;
+#[doc(hidden)]
+pub mod ticks;
 
 pub use render::{PlotError, render_png, render_png_with_size};
 pub use series::{
