@@ -225,7 +225,7 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         };
         let heads = &mut self.states.heads;
         let pool = BufferPool::new(&sizes, concurrency(cfg.parallel, heads.len()))?;
-        let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, |i, o, h| {
+        let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, &|i, o, h| {
             pool.with(&sizes, |bufs| one(i, o, h, bufs))
         });
         results.into_iter().collect()
@@ -257,7 +257,7 @@ fn token_by_token<E: Element, T: Real, O: Element, S: Send>(
     // As in `prefill`: every buffer is allocated before the first head changes.
     let pool = BufferPool::new(sizes, concurrency(cfg.parallel, states.len()))?;
     let per_head = io.len * cfg.value_dim;
-    let results = parallel_zip(cfg.parallel, out, per_head, states, |i, o, h| {
+    let results = parallel_zip(cfg.parallel, out, per_head, states, &|i, o, h| {
         pool.with(sizes, |bufs| {
             let (b, hd) = (i / cfg.heads, i % cfg.heads);
             let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
