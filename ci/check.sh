@@ -6,7 +6,7 @@ cargo fmt --all -- --check
 # `cargo test` skips them): lint them too.
 cargo clippy --workspace --all-targets --features favor-benches/examples -- -D warnings
 # Without the thread pool, as the wasm and C ABI builds use them.
-cargo clippy -p favor-tensor -p favor-ffi --no-default-features -- -D warnings
+cargo clippy -p favor-tensor -p favor-ffi -p favor-testkit --no-default-features -- -D warnings
 # ci/setup.sh fetched the model: favor-candle's model tests must run, not skip.
 FAVOR_REQUIRE_MODEL=1 cargo test --workspace
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

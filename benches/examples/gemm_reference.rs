@@ -16,42 +16,10 @@
 //! 16 rows (one decode step's query and key for 8 heads) and 256 rows (a block).
 
 use favor_benches::reference::gemm_crate;
-use favor_benches::*;
+use favor_benches::{normal_data as data, *};
 use favor_core::*;
 use std::hint::black_box;
 use std::time::Instant;
-
-/// Deterministic values in about [-scale, scale].
-fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut g = Normals::new(seed);
-    (0..n).map(|_| g.sample::<f32>() * 0.5 * scale).collect()
-}
-
-/// Seconds per call: median, min, max over `reps` alternating rounds of `(ours, theirs)`.
-fn alternate(reps: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> [[f64; 3]; 2] {
-    let inner = 4;
-    let mut t = [Vec::new(), Vec::new()];
-    for _ in 0..2 {
-        ours();
-        theirs();
-    }
-    for _ in 0..reps {
-        for (side, f) in [&mut ours as &mut dyn FnMut(), &mut theirs]
-            .into_iter()
-            .enumerate()
-        {
-            let s = Instant::now();
-            for _ in 0..inner {
-                f();
-            }
-            t[side].push(s.elapsed().as_secs_f64() / inner as f64);
-        }
-    }
-    t.map(|mut v| {
-        v.sort_by(f64::total_cmp);
-        [v[v.len() / 2], v[0], v[v.len() - 1]]
-    })
-}
 
 /// `num / den` of two [median, min, max] timings: the ratio of medians and its extremes.
 fn ratio(num: [f64; 3], den: [f64; 3]) -> String {
@@ -144,11 +112,14 @@ fn main() {
                 worst <= 1e-4 * scale,
                 "{label} L={len}: results differ by {worst} (largest element {scale})"
             );
-            let [a, b] = alternate(
+            let r = round_robin(
                 reps,
-                || run(ours, &mut out_a, &mut s_a),
-                || run(theirs, &mut out_b, &mut s_b),
+                4,
+                &mut [&mut || run(ours, &mut out_a, &mut s_a), &mut || {
+                    run(theirs, &mut out_b, &mut s_b)
+                }],
             );
+            let (a, b) = (r[0], r[1]);
             let g = |t: [f64; 3]| {
                 format!(
                     "{:6.1} [{:5.1}, {:5.1}]",
@@ -216,15 +187,25 @@ fn main() {
                 &mut sorf_max,
             )
         };
-        let [dense_t, simd_t] = alternate(reps, &mut run_dense, || simd(&mut structured));
-        let [dense_t2, scalar_t] = alternate(reps, &mut run_dense, || {
-            for (xr, o) in black_box(&x)
-                .chunks_exact(d)
-                .zip(structured.chunks_exact_mut(m))
-            {
-                sorf_apply(&signs, m, d, xr, o, &mut scratch).expect("valid shape");
-            }
-        });
+        let r = round_robin(
+            reps,
+            4,
+            &mut [&mut run_dense, &mut || simd(&mut structured)],
+        );
+        let (dense_t, simd_t) = (r[0], r[1]);
+        let r = round_robin(
+            reps,
+            4,
+            &mut [&mut run_dense, &mut || {
+                for (xr, o) in black_box(&x)
+                    .chunks_exact(d)
+                    .zip(structured.chunks_exact_mut(m))
+                {
+                    sorf_apply(&signs, m, d, xr, o, &mut scratch).expect("valid shape");
+                }
+            }],
+        );
+        let (dense_t2, scalar_t) = (r[0], r[1]);
         let worst = dense
             .iter()
             .zip(&structured)

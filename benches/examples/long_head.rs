@@ -12,40 +12,13 @@
 //! `cargo run --release -p favor-benches --features examples --example long_head [-- REPS]`
 
 use std::hint::black_box;
-use std::time::Instant;
 
-use favor_core::{Normals, Options, Plan, PlanKind, PositiveSoftmax, Shape};
+use favor_benches::{normal_data as data, round_robin};
+use favor_core::{Options, Plan, PlanKind, PositiveSoftmax, Shape};
 use favor_tensor::{Performer, TensorView};
 
 const D: usize = 64;
 const M: usize = 256;
-
-fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut g = Normals::new(seed);
-    (0..n).map(|_| g.sample::<f32>() * 0.5 * scale).collect()
-}
-
-/// Seconds per call of each closure: [median, min, max] over `reps` rounds in which every
-/// closure runs once, in turn.
-fn round_robin(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<[f64; 3]> {
-    for f in fs.iter_mut() {
-        f();
-    }
-    let mut t = vec![Vec::new(); fs.len()];
-    for _ in 0..reps {
-        for (i, f) in fs.iter_mut().enumerate() {
-            let s = Instant::now();
-            f();
-            t[i].push(s.elapsed().as_secs_f64());
-        }
-    }
-    t.into_iter()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            [v[v.len() / 2], v[0], v[v.len() - 1]]
-        })
-        .collect()
-}
 
 fn main() {
     let reps: usize = std::env::args()
@@ -109,7 +82,7 @@ fn main() {
             let mut many = || {
                 black_box(pool.forward(tq, tk, tv).expect("forward"));
             };
-            let r = round_robin(reps, &mut [&mut unsplit, &mut one, &mut many]);
+            let r = round_robin(reps, 1, &mut [&mut unsplit, &mut one, &mut many]);
             let ms =
                 |x: [f64; 3]| format!("{:.2} [{:.2}, {:.2}]", x[0] * 1e3, x[1] * 1e3, x[2] * 1e3);
             println!(
@@ -139,8 +112,6 @@ fn control(reps: usize) {
         data(h * l * D, 5, 1.0),
         data(h * l * D, 6, 1.0),
     );
-    let t = |x: &[f32]| TensorView::new([1, h, l, D], x).map(|_| ());
-    t(&q).expect("a [1, 2, L, D] view");
     let layer = |parallel| {
         Performer::builder(D)
             .heads(h)
@@ -162,7 +133,7 @@ fn control(reps: usize) {
         let (a, b, c) = views();
         black_box(pool.forward(a, b, c).expect("forward"));
     };
-    let r = round_robin(reps, &mut [&mut one, &mut many]);
+    let r = round_robin(reps, 1, &mut [&mut one, &mut many]);
     println!(
         "control: 2 heads x L = 1024 bidirectional, heads one after the other {:.2} ms, on the pool {:.2} ms: {:.2}x",
         r[0][0] * 1e3,

@@ -19,7 +19,9 @@
 //! with the `roof` group's rate) and elements otherwise, as each file's docs say; groups
 //! bound by memory traffic also report bytes.
 
-use favor_core::{Kernels, Scalar};
+use std::time::Instant;
+
+use favor_core::{Kernels, Normals, Scalar};
 use favor_simd::Detected;
 pub use favor_workload::*;
 
@@ -47,4 +49,39 @@ pub fn backends() -> Vec<Detected> {
 /// The detected backend's name, for benchmark ids.
 pub fn name(k: &Detected) -> &'static str {
     Kernels::<f32>::name(k)
+}
+
+/// `n` deterministic values from a normal of standard deviation `scale / 2` (seeded by
+/// `seed`): inputs for the exploration examples, whose exps stay well inside f32's range.
+pub fn normal_data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut g = Normals::new(seed);
+    (0..n).map(|_| g.sample::<f32>() * 0.5 * scale).collect()
+}
+
+/// Seconds per call of each closure, `[median, min, max]` over `reps` rounds in which every
+/// closure runs `inner` times in turn (after two warm-up rounds): variants that alternate
+/// call by call see the same machine, so their ratio is fair on a noisy one.
+pub fn round_robin(reps: usize, inner: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<[f64; 3]> {
+    let inner = inner.max(1);
+    for _ in 0..2 {
+        for f in fs.iter_mut() {
+            f();
+        }
+    }
+    let mut t = vec![Vec::new(); fs.len()];
+    for _ in 0..reps.max(1) {
+        for (i, f) in fs.iter_mut().enumerate() {
+            let s = Instant::now();
+            for _ in 0..inner {
+                f();
+            }
+            t[i].push(s.elapsed().as_secs_f64() / inner as f64);
+        }
+    }
+    t.into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            [v[v.len() / 2], v[0], v[v.len() - 1]]
+        })
+        .collect()
 }

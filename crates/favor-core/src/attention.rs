@@ -765,6 +765,12 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
         self.path
     }
 
+    /// The feature map's dimension M: a [`PrefixState`] for
+    /// [`absorb_keys`](Self::absorb_keys) holds `state_len(M, dv)` elements.
+    pub fn feature_dim(&self) -> usize {
+        self.fm.feature_dim()
+    }
+
     /// Elements of scratch [`absorb_keys`](Self::absorb_keys),
     /// [`answer_queries`](Self::answer_queries) and [`causal_part`](Self::causal_part) need
     /// (the state's buffer apart): `block·(M + 1) + 2·M`, or a causal chunk's scratch for a

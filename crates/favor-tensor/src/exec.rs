@@ -587,7 +587,6 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
             })?;
         if split {
             let parts = Parts {
-                features: map.feature_dim(),
                 keys: key_part,
                 queries: query_part,
                 // With MAX_PARTS or more (batch, head) pairs the pool is busy with whole
@@ -619,8 +618,6 @@ fn part_len(rows: usize, block: usize) -> usize {
 /// at a time into states of their own, merged in order into the first; then `queries`
 /// queries at a time from it, each part into its rows of the output.
 struct Parts {
-    /// The map's feature dimension M.
-    features: usize,
     keys: usize,
     queries: usize,
     parallel: bool,
@@ -635,7 +632,7 @@ impl Parts {
         out: &mut [T],
         core: &(impl Fn(favor_core::Error) -> Error + Sync),
     ) -> Result<()> {
-        let (shape, features) = (plan.shape(), self.features);
+        let (shape, features) = (plan.shape(), plan.feature_dim());
         let dv = shape.value_dim;
         let state_len = favor_core::state_len(features, dv).map_err(core)?;
         let scratch_len = plan.part_scratch_len();

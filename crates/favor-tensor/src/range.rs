@@ -97,24 +97,29 @@ fn quick_row<E: Element>(x: &[E], precision: Precision) -> Option<(f64, f64)> {
         for i in 0..LANES {
             let w = c[i].to_f64();
             sq[i] += w * w;
-            // Not f64::max: its NaN rule keeps it from vectorising, and a NaN already
-            // makes the sum of squares NaN.
-            let a = w.abs();
-            top[i] = if a > top[i] { a } else { top[i] };
+            top[i] = larger(w.abs(), top[i]);
         }
     }
     for (i, e) in rest.iter().enumerate() {
         let w = e.to_f64();
         sq[i] += w * w;
-        top[i] = top[i].max(w.abs());
+        top[i] = larger(w.abs(), top[i]);
     }
     let sum: f64 = sq.iter().sum();
-    let top = top.iter().fold(0f64, |m, &a| m.max(a));
+    let top = top.iter().fold(0f64, |m, &a| larger(a, m));
     let ceiling = match precision {
         Precision::F32 => f64::from(f32::MAX),
         Precision::F64 => f64::INFINITY,
     };
     (sum.is_finite() && top < ceiling).then_some((sum, top))
+}
+
+/// `a` when it exceeds `b`, else `b`. Not `f64::max`: its NaN rule keeps the lane loop from
+/// vectorising, and a NaN already makes the sum of squares NaN, which sends the row to the
+/// exact path.
+#[inline(always)]
+fn larger(a: f64, b: f64) -> f64 {
+    if a > b { a } else { b }
 }
 
 /// The Euclidean norm of finite `x` in f64, finite whenever the norm itself is: the sum of

@@ -53,8 +53,10 @@ pub mod npy;
 pub mod peers;
 pub mod reference;
 pub mod saderf;
+#[cfg(feature = "tensor")]
 pub mod snapshot;
 pub mod stream;
+#[cfg(feature = "tensor")]
 pub mod tensor_stream;
 
 pub use attention::check_attention;
@@ -63,22 +65,26 @@ pub use hybrid_paths::check_hybrid;
 pub use kernels::check_kernels;
 pub use mapped::check_mapped;
 pub use npy::check_npy;
+#[cfg(feature = "tensor")]
 pub use snapshot::check_snapshot_bytes;
 pub use stream::check_stream;
+#[cfg(feature = "tensor")]
 pub use tensor_stream::check_tensor_stream;
 
 /// A target's entry point: decodes fuzzer bytes and panics when an oracle is violated.
 pub type Check = fn(&[u8]);
 
-/// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` binary and the directory under
+/// Every target (those of the `tensor` feature, on by default, only with it): its name (the `fuzz/fuzz_targets/<name>.rs` binary and the directory under
 /// `fuzz/regressions/` and `fuzz/seeds/`) and its check.
 pub const TARGETS: &[(&str, Check)] = &[
     ("kernels", check_kernels),
     ("feature_maps", check_feature_maps),
     ("attention", check_attention),
     ("stream", check_stream),
+    #[cfg(feature = "tensor")]
     ("snapshot_bytes", check_snapshot_bytes),
     ("npy", check_npy),
+    #[cfg(feature = "tensor")]
     ("tensor_stream", check_tensor_stream),
     ("mapped", check_mapped),
     ("hybrid", check_hybrid),
