@@ -1,8 +1,10 @@
-//! One long head on several threads: favor-tensor splits a head longer than 1024 rows into
-//! parts (bidirectional: key parts into states merged in order, query parts from the merged
-//! state; causal: each part started from the merged sums of the parts before it), so a
-//! single head uses the thread pool. Times, in one run with the variants alternating call by
-//! call (medians and ranges of `REPS` rounds):
+//! One long head on several threads: favor-tensor splits a bidirectional head longer than
+//! 1024 rows into parts (key parts into states merged in order, query parts from the merged
+//! state), so a single head uses the thread pool; causal heads run whole (their rows show
+//! favor-tensor's overhead). First the control: two independent heads through favor-core's
+//! plan, one after the other against one per scoped thread, at L = 1024 and 16384: what two
+//! threads give this machine on the same work without a split. Then, in one run with the
+//! variants alternating call by call (medians and ranges of `REPS` rounds):
 //! - `unsplit`: favor-core's plan on the whole head, one thread (the baseline);
 //! - `parts, 1 thread`: favor-tensor with `parallel(false)` (the split's own overhead);
 //! - `parts, pool`: favor-tensor on rayon's pool (`RAYON_NUM_THREADS`, default one per CPU).
@@ -36,7 +38,8 @@ fn main() {
         "1 thread/unsplit",
         "unsplit/pool"
     );
-    control(reps);
+    control(reps, 1024);
+    control(reps, 16384);
     for causal in [false, true] {
         for l in [1024, 4096, 16384] {
             let (q, k, v) = (
@@ -103,39 +106,58 @@ fn view(l: usize, x: &[f32]) -> TensorView<'_> {
     TensorView::new([1, 1, l, D], x).expect("a [1, 1, L, D] view")
 }
 
-/// The control: what the pool gives when the work splits without a merge, two heads of 1024
-/// rows (no parts) in parallel against one after the other.
-fn control(reps: usize) {
-    let (h, l) = (2, 1024);
-    let (q, k, v) = (
-        data(h * l * D, 4, 1.0),
-        data(h * l * D, 5, 1.0),
-        data(h * l * D, 6, 1.0),
-    );
-    let layer = |parallel| {
-        Performer::builder(D)
-            .heads(h)
-            .features(M)
-            .parallel(parallel)
-            .build()
-            .expect("layer")
+/// The control: what two threads give this machine on the same work without a split or a
+/// merge: two independent heads of `l` rows through favor-core's plan, one after the other
+/// against one per thread (`std::thread::scope`).
+fn control(reps: usize, l: usize) {
+    let w = {
+        let layer = Performer::builder(D).features(M).build().expect("layer");
+        layer.projection_f32()
     };
-    let (serial, pool) = (layer(false), layer(true));
-    let views = || {
-        let v4 = |x| TensorView::new([1, h, l, D], x).expect("view");
-        (v4(&q[..]), v4(&k[..]), v4(&v[..]))
+    let phi = PositiveSoftmax::new(&w, M, D).expect("map");
+    let opts = Options {
+        block: 256,
+        ..Options::default()
+    };
+    let plan = Plan::new(
+        PlanKind::Bidirectional,
+        favor_simd::detected(),
+        &phi,
+        Shape::new(l, D, D),
+        opts,
+    )
+    .expect("plan");
+    let inputs: Vec<[Vec<f32>; 3]> = (0..2u64)
+        .map(|h| [4, 5, 6].map(|s| data(l * D, s + 3 * h, 1.0)))
+        .collect();
+    // Each variant has its own outputs and scratch (the closures borrow them mutably).
+    let bufs = || {
+        (
+            vec![vec![0f32; l * D]; 2],
+            vec![vec![0f32; plan.scratch_len()]; 2],
+        )
+    };
+    let ((mut outs1, mut scratch1), (mut outs2, mut scratch2)) = (bufs(), bufs());
+    let head = |x: &[Vec<f32>; 3], out: &mut Vec<f32>, scratch: &mut Vec<f32>| {
+        plan.run(&x[0], &x[1], &x[2], out, scratch).expect("run");
+        black_box(out);
     };
     let mut one = || {
-        let (a, b, c) = views();
-        black_box(serial.forward(a, b, c).expect("forward"));
+        for ((x, o), s) in inputs.iter().zip(&mut outs1).zip(&mut scratch1) {
+            head(x, o, s);
+        }
     };
-    let mut many = || {
-        let (a, b, c) = views();
-        black_box(pool.forward(a, b, c).expect("forward"));
+    let mut two = || {
+        std::thread::scope(|sc| {
+            for ((x, o), s) in inputs.iter().zip(&mut outs2).zip(&mut scratch2) {
+                sc.spawn(move || head(x, o, s));
+            }
+        });
     };
-    let r = round_robin(reps, 1, &mut [&mut one, &mut many]);
+    let r = round_robin(reps, 1, &mut [&mut one, &mut two]);
     println!(
-        "control: 2 heads x L = 1024 bidirectional, heads one after the other {:.2} ms, on the pool {:.2} ms: {:.2}x",
+        "control: 2 heads x L = {l} bidirectional (favor-core), one after the other {:.2} ms, \
+         one per thread {:.2} ms: {:.2}x",
         r[0][0] * 1e3,
         r[1][0] * 1e3,
         r[0][0] / r[1][0]
