@@ -4,7 +4,8 @@
 //! favor-tensor's overhead). First the control: two independent heads through favor-core's
 //! plan, one after the other against one per scoped thread, at L = 1024 and 16384: what two
 //! threads give this machine on the same work without a split. Then, in one run with the
-//! variants alternating call by call (medians and ranges of `REPS` rounds):
+//! variants alternating call by call (medians and ranges of `REPS` rounds), a batch of 4 × 8
+//! heads (L = 1024, no split: heads over the pool) on one thread and on the pool, and:
 //! - `unsplit`: favor-core's plan on the whole head, one thread (the baseline);
 //! - `parts, 1 thread`: favor-tensor with `parallel(false)` (the split's own overhead);
 //! - `parts, pool`: favor-tensor on rayon's pool (`RAYON_NUM_THREADS`, default one per CPU).
@@ -40,6 +41,7 @@ fn main() {
     );
     control(reps, 1024);
     control(reps, 16384);
+    batch(reps);
     for causal in [false, true] {
         for l in [1024, 4096, 16384] {
             let (q, k, v) = (
@@ -162,6 +164,42 @@ fn control(reps: usize, l: usize) {
         r[1][0] * 1e3,
         r[0][0] / r[1][0]
     );
+}
+
+/// Heads over the pool (no split): a `[4, 8, 1024, 64]` forward (32 independent heads of
+/// 1024 rows), bidirectional and causal, with `parallel(false)` against the pool.
+fn batch(reps: usize) {
+    let (b, h, l) = (4, 8, 1024);
+    let n = b * h * l * D;
+    let (q, k, v) = (data(n, 7, 1.0), data(n, 8, 1.0), data(n, 9, 1.0));
+    let view = |x| TensorView::new([b, h, l, D], x).expect("a [4, 8, L, D] view");
+    let (tq, tk, tv) = (view(&q[..]), view(&k[..]), view(&v[..]));
+    for causal in [false, true] {
+        let layer = |parallel| {
+            Performer::builder(D)
+                .heads(h)
+                .features(M)
+                .causal(causal)
+                .parallel(parallel)
+                .build()
+                .expect("layer")
+        };
+        let (serial, pool) = (layer(false), layer(true));
+        let mut one = || {
+            black_box(serial.forward(tq, tk, tv).expect("forward"));
+        };
+        let mut many = || {
+            black_box(pool.forward(tq, tk, tv).expect("forward"));
+        };
+        let r = round_robin(reps, 1, &mut [&mut one, &mut many]);
+        println!(
+            "batch 4 x 8 heads x L = {l} {}: one thread {:.2} ms, pool {:.2} ms: {:.2}x",
+            if causal { "causal" } else { "bidirectional" },
+            r[0][0] * 1e3,
+            r[1][0] * 1e3,
+            r[0][0] / r[1][0]
+        );
+    }
 }
 
 /// Threads in rayon's global pool, as favor-tensor sees it.
