@@ -39,6 +39,13 @@ struct Args {
     /// Features behind a hybrid window.
     #[arg(long, value_delimiter = ',', default_values_t = [64, 256])]
     hybrid_features: Vec<usize>,
+    /// Wide hybrid windows (sinks as above, no calibration), each at the lengths L ≥ 2w only:
+    /// at MiniLM's lengths the window must cover most of the far-reaching attention.
+    #[arg(long, value_delimiter = ',', default_values_t = [96, 128, 160, 192])]
+    wide_windows: Vec<usize>,
+    /// Features behind a wide window.
+    #[arg(long, value_delimiter = ',', default_values_t = [16, 32])]
+    wide_features: Vec<usize>,
     /// The feature map of the FAVOR+ and hybrid rows (gerf and saderf are fitted per call and
     /// cannot be calibrated: use with --no-calibration).
     #[arg(long, value_enum, default_value = "softmax")]
@@ -123,7 +130,11 @@ fn run(args: Args) -> Result<(), BoxError> {
         if eval.is_empty() || calibration.is_empty() {
             return Err(format!("the text is too short for two chunks of {len} tokens").into());
         }
-        print_mass(&embedder, &eval, &args.windows, args.sinks, len)?;
+        let reach: Vec<usize> = (args.windows.iter())
+            .chain(args.wide_windows.iter().filter(|&&w| 2 * w <= len))
+            .copied()
+            .collect();
+        print_mass(&embedder, &eval, &reach, args.sinks, len)?;
         embedder.set_attention(embedder.attention(AttentionSpec::Exact, None)?);
         let (exact, exact_row) = measure(&embedder, &eval, "exact", None, 1)?;
         let mut rows = vec![exact_row];
@@ -149,23 +160,24 @@ fn run(args: Args) -> Result<(), BoxError> {
                 true,
             ));
         }
+        let hybrid = |features, window| AttentionSpec::Hybrid {
+            features,
+            window,
+            sinks: args.sinks,
+            kernel,
+            seed: 0,
+        };
         for &features in &args.hybrid_features {
             for &window in &args.windows {
-                for calibrated in [false, true] {
-                    if calibrated && args.no_calibration {
-                        continue;
-                    }
-                    configs.push((
-                        AttentionSpec::Hybrid {
-                            features,
-                            window,
-                            sinks: args.sinks,
-                            kernel,
-                            seed: 0,
-                        },
-                        calibrated,
-                    ));
+                configs.push((hybrid(features, window), false));
+                if !args.no_calibration {
+                    configs.push((hybrid(features, window), true));
                 }
+            }
+        }
+        for &features in &args.wide_features {
+            for &window in args.wide_windows.iter().filter(|&&w| 2 * w <= len) {
+                configs.push((hybrid(features, window), false));
             }
         }
         for (spec, calibrated) in configs {

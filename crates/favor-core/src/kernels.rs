@@ -285,6 +285,12 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
     /// Largest element; `-∞` for an empty slice. NaN-free input assumed.
     fn max(&self, x: &[T]) -> T;
 
+    /// `Σ xᵢ`, 0 for an empty slice, in any order (the backends sum in vector lanes): the
+    /// error is within `(n − 1)·u·Σ|xᵢ|` whatever the order.
+    fn sum(&self, x: &[T]) -> T {
+        x.iter().fold(T::zero(), |s, &v| s + v)
+    }
+
     /// `x ← exp(x − shift)`. Accuracy budget for implementations: 2 ulp of the
     /// correctly rounded result over the finite range, exact 0 below underflow.
     fn exp_shift(&self, x: &mut [T], shift: T);

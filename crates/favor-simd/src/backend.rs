@@ -2,7 +2,7 @@
 //! constructors that prove the CPU supports it.
 
 use crate::entry::{
-    Axpy, Dot, Fold, FoldRank, Gemm, Max, Project, RingQuery, Scale, SorfProject, Tril,
+    Axpy, Dot, Fold, FoldRank, Gemm, Max, Project, RingQuery, Scale, SorfProject, Sum, Tril,
 };
 use crate::real::Elementwise;
 use favor_core::{Accum, Activation, Kernels, MatMut, MatRef, ProjectionRef, Ring};
@@ -161,6 +161,9 @@ impl<S: Simd, T: Elementwise> Kernels<T> for Backend<S> {
     }
     fn max(&self, x: &[T]) -> T {
         self.simd.vectorize(Max { x })
+    }
+    fn sum(&self, x: &[T]) -> T {
+        self.simd.vectorize(Sum { x })
     }
     fn exp_shift(&self, x: &mut [T], shift: T) {
         <T as Elementwise>::exp_shift(self.simd, x, shift)

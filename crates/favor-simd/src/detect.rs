@@ -184,6 +184,9 @@ impl<T: SimdFloat> Kernels<T> for Detected {
     fn max(&self, x: &[T]) -> T {
         forward!(self, k => Kernels::<T>::max(k, x))
     }
+    fn sum(&self, x: &[T]) -> T {
+        forward!(self, k => Kernels::<T>::sum(k, x))
+    }
     fn exp_shift(&self, x: &mut [T], shift: T) {
         forward!(self, k => k.exp_shift(x, shift))
     }

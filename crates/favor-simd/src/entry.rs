@@ -205,6 +205,19 @@ impl<T: Real> WithSimd for Max<'_, T> {
     }
 }
 
+/// `Σ xᵢ`.
+pub(crate) struct Sum<'a, T> {
+    pub x: &'a [T],
+}
+
+impl<T: Real> WithSimd for Sum<'_, T> {
+    type Output = T;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> T {
+        ops::sum(s, self.x)
+    }
+}
+
 /// `x ← exp(x − shift)` (f32).
 pub(crate) struct ExpShift<'a> {
     pub x: &'a mut [f32],

@@ -59,6 +59,30 @@ pub(crate) fn scale<T: Real, S: Simd>(s: S, alpha: T, x: &mut [T]) {
     }
 }
 
+/// `Σ xᵢ`, 0 when empty: four vector accumulators (as [`dot`]), so a long row is not one
+/// chain of dependent adds.
+#[inline(always)]
+pub(crate) fn sum<T: Real, S: Simd>(s: S, x: &[T]) -> T {
+    let (xv, xt) = T::as_simd::<S>(x);
+    let zero = T::vsplat(s, T::zero());
+    let mut acc = [zero; 4];
+    let (x4, xr) = xv.split_at(xv.len() / 4 * 4);
+    for xc in x4.chunks_exact(4) {
+        for t in 0..4 {
+            acc[t] = T::vadd(s, acc[t], xc[t]);
+        }
+    }
+    for &a in xr {
+        acc[0] = T::vadd(s, acc[0], a);
+    }
+    let v = T::vadd(s, T::vadd(s, acc[0], acc[1]), T::vadd(s, acc[2], acc[3]));
+    let mut total = T::reduce_sum(s, v);
+    for &a in xt {
+        total = total + a;
+    }
+    total
+}
+
 /// Largest element, `-∞` when empty.
 #[inline(always)]
 pub(crate) fn max<T: Real, S: Simd>(s: S, x: &[T]) -> T {

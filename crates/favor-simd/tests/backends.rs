@@ -310,6 +310,17 @@ fn check_blas1<T: Float, K: Kernels<T>>(kern: K) {
             Kernels::<T>::max(&kern, &x).to_bits_u64(),
             Kernels::<T>::max(&Scalar, &x).to_bits_u64()
         );
+        // sum: any order, so within the summation bound against the scalar backend's order
+        // (each within γ_n·Σ|x| of the true sum).
+        let mag: f64 = x.iter().map(|a| a.abs().to_f64()).sum();
+        let err = (Kernels::<T>::sum(&kern, &x) - Kernels::<T>::sum(&Scalar, &x))
+            .abs()
+            .to_f64();
+        assert!(
+            err <= 2.0 * gamma(n, unit::<T>()) * mag,
+            "{} sum n={n}: {err}",
+            kern.name()
+        );
     }
 }
 
@@ -1060,7 +1071,9 @@ fn wide_hybrid_case(window: usize, sinks: usize) -> favor_testkit::hybrid_paths:
 /// vector bodies.
 fn check_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
     use favor_testkit::hybrid_paths::{HybridCase, check_backend};
-    let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (200, 0)]
+    // (40, 0) takes the bidirectional path's band form at block 32, (100, 1) its prefix form
+    // with a far field at both ends of the sequence.
+    let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (100, 1)]
         .map(|(w, s)| wide_hybrid_case(w, s))
         .into();
     let mut mix = favor_testkit::input::Mix::new(0x4859_4244);

@@ -6,7 +6,7 @@ use crate::inputs::Qkv;
 use crate::state::{PrefixState, rescale_factor, stabiliser, state_len};
 use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef};
 
-use super::{Far, HybridShape, check_call, scratch_len, weigh_row};
+use super::{Far, HybridShape, check_call, exclude, exclude_masked, scratch_len, weigh_row};
 
 /// Width of the exact-logit tile for chunks of `chunk`: the sinks before the chunk, the
 /// window's keys before it, and the chunk itself.
@@ -71,7 +71,6 @@ pub(crate) fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     let etile = take(&mut buf, cmax * ew);
     let run = take(&mut buf, cmax);
     let den = take(&mut buf, cmax);
-    let visible = |j: usize| opts.key_mask.is_none_or(|mask| mask[j]);
 
     for a in (0..len).step_by(cmax) {
         let c = cmax.min(len - a);
@@ -118,7 +117,7 @@ pub(crate) fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
                 } else {
                     kernels.mul_exp(row, &kl[..=u], run[t]);
                 }
-                den[t] = row.iter().fold(T::zero(), |s, &x| s + x);
+                den[t] = kernels.sum(row);
             }
             let ft = MatRef::new(ftile, rows, rows, cmax);
             let vm = MatRef::row_major(&v[lo * dv..(lo + rows) * dv], rows, dv);
@@ -168,15 +167,18 @@ pub(crate) fn causal_chunked<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
             let i = a + t;
             let row = &mut etile[t * ew..t * ew + n1 + n2 + t + 1];
             kernels.scale(tau, row);
-            let exact = |u: usize| {
-                let j = key_of(u);
-                visible(j) && (j < sinks || j + w >= i)
-            };
+            // Logits from n1 on are the keys g2 ..= i in order; those in [sinks, i − w) have
+            // left the window.
+            let (from, to) = (g2.max(sinks), i.saturating_sub(w));
+            if to > from {
+                exclude(row, n1 + from - g2..n1 + to - g2);
+            }
+            exclude_masked(row, opts.key_mask, key_of);
             let far = Far {
                 den: den[t],
                 log_scale: ql[t] + run[t],
             };
-            den[t] = weigh_row(kernels, row, exact, far, &mut oc[t * dv..(t + 1) * dv]);
+            den[t] = weigh_row(kernels, row, far, &mut oc[t * dv..(t + 1) * dv]);
         }
         let et = MatRef::new(etile, c, width, ew);
         let values =

@@ -107,45 +107,54 @@ pub(crate) struct Far<T> {
     pub log_scale: T,
 }
 
-/// Finishes one row: `logits` holds its exact logits (`τ·q·k`) where `exact[j]` holds,
-/// anything elsewhere. Picks the row's top log-weight over both kinds, turns the logits into
-/// weights `e^{l − top}` (0 off the exact set), scales the far numerator in `out` to the same
-/// scale, and returns `(the far factor, the row's total weight)`; the caller adds the exact
-/// weights times their values to `out` and divides by the total.
+/// Marks a contiguous run of a row's logits as off its exact set: a `−∞` logit weighs 0 in
+/// [`weigh_row`]. Windows are runs, and masked keys are marked one by one only when a mask
+/// exists ([`exclude_masked`]), so a row costs no per-key test.
+pub(crate) fn exclude<T: Float>(logits: &mut [T], run: core::ops::Range<usize>) {
+    logits[run].fill(T::neg_infinity());
+}
+
+/// Marks the row's masked keys (`key(u)` is the key of logit u) as [`exclude`] does.
+pub(crate) fn exclude_masked<T: Float>(
+    logits: &mut [T],
+    mask: Option<&[bool]>,
+    key: impl Fn(usize) -> usize,
+) {
+    if let Some(mask) = mask {
+        for (u, l) in logits.iter_mut().enumerate() {
+            if !mask[key(u)] {
+                *l = T::neg_infinity();
+            }
+        }
+    }
+}
+
+/// Finishes one row: `logits` holds its exact logits (`τ·q·k`) on its exact set and `−∞`
+/// elsewhere ([`exclude`]). Picks the row's top log-weight over both kinds, turns the logits
+/// into weights `e^{l − top}` (0 off the exact set), scales the far numerator in `out` to the
+/// same scale, and returns the row's total weight; the caller adds the exact weights times
+/// their values to `out` and divides by the total.
 pub(crate) fn weigh_row<T: Float, K: Kernels<T>>(
     kernels: &K,
     logits: &mut [T],
-    exact: impl Fn(usize) -> bool,
     far: Far<T>,
     out: &mut [T],
 ) -> T {
-    let mut top = T::neg_infinity();
-    for (j, &l) in logits.iter().enumerate() {
-        if exact(j) {
-            top = top.max(l);
-        }
-    }
     let far_log = if far.den > T::zero() && far.log_scale != T::neg_infinity() {
         far.log_scale + far.den.libm_ln()
     } else {
         T::neg_infinity()
     };
-    top = top.max(far_log);
+    let top = kernels.max(logits).max(far_log);
     if top == T::neg_infinity() {
         // No visible key at all: the row is 0.
         logits.fill(T::zero());
         out.fill(T::zero());
         return T::zero();
     }
+    // e^{−∞ − top} is exactly 0 on every backend: excluded keys weigh nothing.
     kernels.exp_shift(logits, top);
-    let mut total = T::zero();
-    for (j, a) in logits.iter_mut().enumerate() {
-        if exact(j) {
-            total = total + *a;
-        } else {
-            *a = T::zero();
-        }
-    }
+    let mut total = kernels.sum(logits);
     if far_log == T::neg_infinity() {
         out.fill(T::zero());
     } else {
