@@ -282,17 +282,19 @@ pub trait Kernels<T: Float>: Copy + Send + Sync {
     /// `x *= alpha`.
     fn scale(&self, alpha: T, x: &mut [T]);
 
-    /// Largest element; `-∞` for an empty slice. NaN-free input assumed.
+    /// Largest element; `-∞` for an empty slice. NaN-free input assumed; `-∞` entries are
+    /// allowed (hybrid attention marks keys off a row's exact set with them).
     fn max(&self, x: &[T]) -> T;
 
     /// `Σ xᵢ`, 0 for an empty slice, in any order (the backends sum in vector lanes): the
-    /// error is within `(n − 1)·u·Σ|xᵢ|` whatever the order.
+    /// error is within `γ_{n−1}·Σ|xᵢ|` whatever the order (`γ_k = k·u / (1 − k·u)`).
     fn sum(&self, x: &[T]) -> T {
         x.iter().fold(T::zero(), |s, &v| s + v)
     }
 
     /// `x ← exp(x − shift)`. Accuracy budget for implementations: 2 ulp of the
-    /// correctly rounded result over the finite range, exact 0 below underflow.
+    /// correctly rounded result over the finite range, exact 0 below underflow and for a
+    /// `-∞` entry (finite `shift`): hybrid attention relies on `-∞` weighing exactly 0.
     fn exp_shift(&self, x: &mut [T], shift: T);
 
     /// `x ← x · exp(logs − shift)`, elementwise (the stabiliser's rescale of feature rows).

@@ -198,7 +198,8 @@ fn plan_run(
 /// Per row of the bidirectional path, the budget of its subtraction (module docs of the
 /// path): the far numerator and denominator carry an absolute error of at most γ_N times the
 /// row's total φ-mass Φᵢ (over the non-sink keys; times max|v| for the numerator), with N the
-/// terms on the way (the state's L sums, the M-term product, the band's ≤ L terms); divided
+/// terms on the way (the state's L sums, the M-term product, the band's ≤ L terms or the
+/// prefix sums' and corners' ≤ L terms); divided
 /// by a lower bound of the row's denominator, the diagonal's exact weight `e^{τ qᵢ·kᵢ}`.
 fn subtraction_budget(
     (fq, fk): (
@@ -220,7 +221,9 @@ fn subtraction_budget(
 
 /// Every hybrid path against the definition: the stream, and the causal chunked and
 /// bidirectional plans for chunk sizes that split the window and sinks every way (1, 3, 8,
-/// and one chunk for everything), with and without a key mask.
+/// and one chunk for everything), with and without a key mask. The bidirectional plans take
+/// both far forms: the band form for the narrow windows and block 64, the prefix form for
+/// w = 37 (blocks 1, 3, 8) and w = 20 (blocks 1 and 3).
 #[test]
 fn every_path_is_the_definition() {
     let (q, k, v, w) = data();
@@ -246,6 +249,10 @@ fn every_path_is_the_definition() {
         (L, 0),
         (2, L),
         (12, 3),
+        // The prefix form (wide windows): far keys at both ends; and with most keys sinks, a
+        // band shorter than the block (block 3) with a far key in its corner.
+        (37, 1),
+        (20, 38),
     ];
     for (window, sinks) in shapes {
         for causal in [true, false] {

@@ -1071,9 +1071,9 @@ fn wide_hybrid_case(window: usize, sinks: usize) -> favor_testkit::hybrid_paths:
 /// vector bodies.
 fn check_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
     use favor_testkit::hybrid_paths::{HybridCase, check_backend};
-    // (40, 0) takes the bidirectional path's band form at block 32, (100, 1) its prefix form
+    // (40, 0) takes the bidirectional path's band form at block 32, (140, 1) its prefix form
     // with a far field at both ends of the sequence.
-    let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (100, 1)]
+    let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (140, 1)]
         .map(|(w, s)| wide_hybrid_case(w, s))
         .into();
     let mut mix = favor_testkit::input::Mix::new(0x4859_4244);

@@ -18,9 +18,10 @@ use crate::weights::Weights;
 
 /// Rows per block of bidirectional attention: a block's features stay in L2.
 const BIDIRECTIONAL_BLOCK: usize = 256;
-/// Queries per block of bidirectional hybrid attention: each block also weighs a band of
-/// `block + 2w` keys (exactly and through φ), so its cost per query grows with the block;
-/// 32 keeps the band near 2w at the usual windows while the tiles still fill GEMMs.
+/// Queries per block of bidirectional hybrid attention: each block weighs a band of
+/// `block + 2w` keys exactly and takes its far part through φ-tiles of `block + 2w` or
+/// (wide windows) `2·block` keys, so its cost per query grows with the block; 32 keeps the
+/// band near 2w at the usual windows while the tiles still fill GEMMs.
 const HYBRID_BLOCK: usize = 32;
 /// Rows per part, at most, when one bidirectional FAVOR+ head is split (keys into states
 /// merged in order, queries into row ranges): parts of a long head run on several threads

@@ -19,19 +19,25 @@ fn band_width(block: usize, shape: HybridShape) -> Result<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FarForm {
     /// `Q'T` minus the band's window through a `B × (B + 2w)` feature tile: per query
-    /// `2(B + 2w)(M + dv)` multiply-adds, cheapest for narrow windows.
+    /// `2·M·dv + 2(B + 2w)(M + dv)` FLOPs, cheapest for narrow windows.
     Band,
     /// `Q'(T − P(band end) + P(band start))` plus the two corners: per query about
-    /// `6·M·dv + 4B(M + dv)`, whatever w.
+    /// `6·M·dv + 4B(M + dv)` FLOPs (each key into two prefix sums, the block's far sums
+    /// applied, two B × B corners), whatever w.
     Prefix,
 }
 
 impl FarForm {
+    /// The prefix form when it needs under half the band form's FLOPs: its small GEMMs (a
+    /// block's keys into M × dv sums) and elementwise passes over the sums run at about half
+    /// the rate of the band's tiles (measured at B = 32: d = dv = 64, M = 64, w = 64, FLOP
+    /// ratio 1.2: the band form 10 % faster; d = dv = 32, M = 64, w = 64, ratio 1.4: level;
+    /// M = 32, w = 96, ratio 2.1: the prefix form 5 % faster, w = 192, ratio 3.9: 19 %).
     fn choose(features: usize, value_dim: usize, block: usize, shape: HybridShape) -> Self {
         let (m, dv, b) = (features as u128, value_dim as u128, block as u128);
-        let band = 2 * (b + 2 * shape.window as u128) * (m + dv);
+        let band = 2 * m * dv + 2 * (b + 2 * shape.window as u128) * (m + dv);
         let prefix = 6 * m * dv + 4 * b * (m + dv);
-        if band <= prefix {
+        if band <= 2 * prefix {
             Self::Band
         } else {
             Self::Prefix
@@ -89,7 +95,7 @@ pub(crate) fn bidirectional_scratch_len(
 /// absolute error of a few ulp of the row's total φ-mass `φ(qᵢ)·z` (the far part is a sum of
 /// positive terms, so a negative rounding residue is clamped to 0, and a row with no far key
 /// gets exactly 0). Work per query, beyond FAVOR+: `(sinks + B + 2w)·(d + dv)` exact, the far
-/// form's, and a second map of `1 + 2w/B` keys.
+/// form's, and a second map of one key (the band's rows slide from block to block).
 pub(crate) fn bidirectional<T: Float, K: Kernels<T>, F: FeatureMap<T>>(
     plan: &Plan<'_, T, K, F>,
     hybrid: HybridShape,
@@ -331,7 +337,8 @@ impl<T: Float, K: Kernels<T>> Tiles<'_, T, K> {
     }
 
     /// Adds the band's keys outside each row's window: `[0, lo)` among its first `cl` keys
-    /// and `[hi, nb)` among its last `cl` (`cl = min(B, nb)`; `lo ≤ t` and `nb − hi < B − t`).
+    /// and `[hi, nb)` among its last `cl` (`cl = min(B, nb)`; `lo ≤ min(t, nb)` and
+    /// `nb − hi < c − t` for a block of c rows).
     fn corners(
         &self,
         tiles: &mut [T],
