@@ -5,7 +5,7 @@ use crate::attention::{Plan, prepare_keys, take};
 use crate::error::{Result, check};
 use crate::inputs::Qkv;
 use crate::state::{PrefixState, block_len, state_len};
-use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef};
+use crate::{Accum, FeatureMap, Float, Kernels, MatMut, MatRef, Ring};
 
 use super::{Far, HybridShape, check_call, exclude, exclude_masked, scratch_len, weigh_row};
 
@@ -389,20 +389,13 @@ impl<'a, T: Float> Prefix<'a, T> {
         Self { hi, lo }
     }
 
-    /// Adds key rows `kf` (n×M) with their values `v` (n×dv).
+    /// Adds key rows `kf` (n×M) with their values `v` (n×dv): the same rank-n update and
+    /// TwoSum a [`PrefixState`] folds its ring with ([`Kernels::fold_rank`]).
     fn absorb<K: Kernels<T>>(&mut self, kernels: &K, kf: &[T], v: &[T], (m, dv): (usize, usize)) {
         let n = kf.len() / m;
-        if n == 0 {
-            return;
+        if n > 0 {
+            kernels.fold_rank(self.hi, self.lo, Ring::new(kf, v, n, m, dv));
         }
-        let (s, z) = self.lo.split_at_mut(m * dv);
-        let km = MatRef::row_major(kf, n, m).t();
-        let vm = MatRef::row_major(v, n, dv);
-        kernels.gemm(MatMut::row_major(s, m, dv), Accum::Add, km, vm);
-        for row in kf.chunks_exact(m) {
-            kernels.axpy(T::one(), row, z);
-        }
-        kernels.fold(self.hi, self.lo);
     }
 }
 
