@@ -1094,3 +1094,101 @@ fn check_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
 fn hybrid_every_backend() {
     all_backends!(check_hybrid);
 }
+
+/// Hybrid attention with a key mask, in the forms `HybridCase` (no mask) does not reach with
+/// one: the bidirectional plan's prefix form (w = 140 at block 32, which `FarForm::choose`
+/// takes at this shape) and band form (w = 40), and the causal chunked plan, each with keys
+/// masked singly (every fifth) and as a run that is far from some queries and inside others'
+/// windows. Reference: favor-core's `Scalar` in f64, itself checked against the definition
+/// with masks (favor-core's tests/hybrid.rs, every path and both far forms).
+///
+/// Budgets: both sides compute the same weights with sums in different orders, so each
+/// weight differs by a relative `η ≤ γ_{d+4}·τ|q||k| + γ_{2(L+M)}` (logits below 4 here) and
+/// the normalised output by at most `2η(max|v| + |out|) ≤ 4η·max|v|`: at most 3·10⁻¹³·max|v|
+/// in f64 (checked at 10⁻¹¹) and, in f32, 3·10⁻⁵·max|v| plus the vector exp's extra ulp
+/// (checked at 10⁻³: a key in the wrong set moves an output by its weight, above 10⁻² here).
+/// The mask must move the outputs by ten times the f32 budget, so ignoring it fails.
+fn check_masked_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
+    let (l, d, dv, m) = (150, 64, 48, 128);
+    let mut w = vec![0f64; m * d];
+    projection(ProjectionKind::default(), 21, m, d, &mut w).unwrap();
+    let mut wt = vec![0f64; m * d];
+    transpose_projection(&w, m, d, &mut wt).unwrap();
+    let (q, k, v) = (
+        data::<f64>(81, l * d, 0.25),
+        data::<f64>(82, l * d, 0.25),
+        data::<f64>(83, l * dv, 1.0),
+    );
+    let mask: Vec<bool> = (0..l)
+        .map(|j| j % 5 != 3 && !(60..76).contains(&j))
+        .collect();
+    let vmax = max_abs(&v);
+    let f32s = |x: &[f64]| -> Vec<f32> { x.iter().map(|&a| a as f32).collect() };
+    let (w32, wt32, q32, k32, v32) = (f32s(&w), f32s(&wt), f32s(&q), f32s(&k), f32s(&v));
+    fn run<T: Float, K: Kernels<T>>(
+        kern: K,
+        (w, wt): (&[T], &[T]),
+        (q, k, v): (&[T], &[T], &[T]),
+        (l, d, dv, m): (usize, usize, usize, usize),
+        (kind, block, window): (PlanKind, usize, usize),
+        key_mask: Option<&[bool]>,
+    ) -> Vec<T> {
+        let map = PositiveSoftmax::new(w, m, d)
+            .and_then(|p| p.with_transposed_projection(wt))
+            .unwrap();
+        let opts = Options {
+            block,
+            key_mask,
+            ..Options::default()
+        };
+        let plan = Plan::new(kind, kern, &map, Shape::new(l, d, dv), opts)
+            .and_then(|p| p.with_hybrid(HybridShape { window, sinks: 1 }))
+            .unwrap();
+        let mut scratch = vec![T::zero(); plan.scratch_len()];
+        let mut out = vec![T::zero(); l * dv];
+        plan.run(q, k, v, &mut out, &mut scratch).unwrap();
+        out
+    }
+    let dims = (l, d, dv, m);
+    for path in [
+        (PlanKind::Bidirectional, 32, 140),
+        (PlanKind::Bidirectional, 32, 40),
+        (PlanKind::CausalChunked, 64, 40),
+    ] {
+        let reference = run(Scalar, (&w, &wt), (&q, &k, &v), dims, path, Some(&mask));
+        let unmasked = run(Scalar, (&w, &wt), (&q, &k, &v), dims, path, None);
+        let moved = reference
+            .iter()
+            .zip(&unmasked)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            moved > 1e-2 * vmax,
+            "{path:?}: the mask moved outputs by {moved:e} only"
+        );
+        let got64 = run(kern, (&w, &wt), (&q, &k, &v), dims, path, Some(&mask));
+        let got32 = run(
+            kern,
+            (&w32, &wt32),
+            (&q32, &k32, &v32),
+            dims,
+            path,
+            Some(&mask),
+        );
+        for (i, want) in reference.iter().enumerate() {
+            let (e64, e32) = ((got64[i] - want).abs(), (f64::from(got32[i]) - want).abs());
+            assert!(
+                e64 <= 1e-11 * vmax && e32 <= 1e-3 * vmax,
+                "{} {path:?} out[{i}] = {} (f64), {} (f32); scalar f64 {want}",
+                Kernels::<f32>::name(&kern),
+                got64[i],
+                got32[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn masked_hybrid_every_backend() {
+    all_backends!(check_masked_hybrid);
+}
