@@ -1,6 +1,7 @@
-//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp|fold_rank`.
+//! Times one kernel shape in a loop (for perf): `kern project|tn|nn|exp|fold_rank|ring_query`.
 //! `fold_rank` runs the decode state's rank-RING fold over `HEADS` (default 8) heads'
-//! totals, m = 256, dv = 64.
+//! totals, m = 256, dv = 64; `ring_query` one decoding query against each of them (with a
+//! ring of `RING / 2` keys, the average a decoding query sees).
 use favor_core::*;
 use std::time::Instant;
 fn main() {
@@ -59,6 +60,13 @@ fn main() {
                         k.fold_rank(hi, lo, Ring::new(&keys, &vals, RING, m, d));
                     }
                 }
+                "ring_query" => {
+                    for (i, hi) in his.iter().enumerate() {
+                        let ring = Ring::new(&keys, &vals, RING / 2, m, d);
+                        let q = &keys[(i % RING) * m..(i % RING + 1) * m];
+                        std::hint::black_box(k.ring_query(hi, ring, q, &mut s[..d]));
+                    }
+                }
                 "tn" => k.gemm(
                     MatMut::row_major(&mut s, m, d),
                     Accum::Add,
@@ -83,6 +91,8 @@ fn main() {
     let secs = best;
     let flops = if which == "fold_rank" {
         2.0 * (heads * RING * m * d) as f64
+    } else if which == "ring_query" {
+        2.0 * (heads * (m * d + m + RING / 2 * (m + d))) as f64
     } else {
         2.0 * (rows * m * d) as f64
     };

@@ -1,4 +1,5 @@
-//! Profiling driver: `prof [bidir|causal|decode]`, each repeated long enough for `perf`.
+//! Profiling driver: `prof [bidir|causal|decode|decode1w]`, each repeated long enough for
+//! `perf` (`decode1w`: the heads share one W, mapped in one GEMM, as in favor-tensor).
 use favor_benches::*;
 
 fn main() {
@@ -15,6 +16,19 @@ fn main() {
                     decode_step(streams, &hs, t, &mut out);
                 }
             });
+        }
+        "decode1w" => {
+            let phi = hs[0].phi();
+            let mut shared = SharedMap::new(det, &phi, HEADS);
+            let len1 = HeadStream::<favor_simd::Detected>::buffer_len(&phi, DIM).unwrap();
+            let mut bufs = vec![vec![0f32; len1]; HEADS];
+            let mut streams: Vec<_> = bufs
+                .iter_mut()
+                .map(|b| favor_core::Stream::new(det, &phi, DIM, b).unwrap())
+                .collect();
+            for t in 0..20 * len {
+                decode_step_shared(&mut shared, &mut streams, &hs, t, &mut out);
+            }
         }
         "causal" => (0..20).for_each(|_| causal_all(&det, &hs, len, &mut out, &mut scratch)),
         _ => (0..20).for_each(|_| bidirectional_all(&det, &hs, len, &mut out, &mut scratch)),
