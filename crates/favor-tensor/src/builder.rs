@@ -216,7 +216,8 @@ impl PerformerBuilder {
     /// Run (batch, head) pairs in parallel on rayon's pool (default: on with the `parallel`
     /// feature), and, in a call of fewer than 8 (batch, head) pairs, the parts a
     /// bidirectional head longer than 1024 rows is computed in (keys summed in parts and
-    /// merged, queries answered in parts), so a few long heads use several threads. Results
+    /// merged, queries answered in parts), so a few long heads use several threads: as many
+    /// as rayon's pool has, started for the call (the caller takes a share itself). Results
     /// are bit-identical either way: heads are computed independently, and a head's parts
     /// depend on its own shape alone, never on the threads or the batch.
     pub fn parallel(mut self, parallel: bool) -> Self {

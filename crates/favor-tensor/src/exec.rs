@@ -338,7 +338,7 @@ impl<E: Element, T: Real, O: Element> BackendOp<T> for PeerHeads<'_, '_, '_, E, 
 }
 
 /// The work on one piece of an output: its index and its rows. Passed as a trait object (as
-/// in [`parallel_zip`] and [`parallel_each`]), so rayon's machinery is instantiated once per
+/// in [`parallel_zip`] and [`spread`]), so the threading machinery is instantiated once per
 /// piece and result type, not once per calling closure: generic closures made it 36% of the
 /// LLVM IR of a crate calling `forward` (favor-testkit: 1.67 M lines, 0.92 M after).
 type PieceFn<'f, O, R> = dyn Fn((usize, &mut [O])) -> R + Sync + 'f;
@@ -640,7 +640,7 @@ impl Parts {
         let mut bufs: Vec<Vec<T>> = (0..shape.keys.div_ceil(self.keys))
             .map(|_| try_zeros("attention state", state_len))
             .collect::<Result<_>>()?;
-        let absorbed = parallel_each(self.parallel, &mut bufs, &|i, buf| {
+        let absorbed = spread(self.parallel, bufs.iter_mut().collect(), &|i, buf| {
             let keys = i * self.keys..((i + 1) * self.keys).min(shape.keys);
             let mut scratch = try_zeros("attention scratch", scratch_len)?;
             let mut state = favor_core::PrefixState::new(features, dv, buf).map_err(core)?;
@@ -657,7 +657,8 @@ impl Parts {
             total.merge(kernels, &mut state?).map_err(core)?;
         }
         let total = &total;
-        let answered = parallel_map(self.parallel, out, self.queries * dv, &|(i, o)| {
+        let pieces = out.chunks_mut(self.queries * dv).collect();
+        let answered = spread(self.parallel, pieces, &|i, o: &mut [T]| {
             let queries = i * self.queries..((i + 1) * self.queries).min(shape.queries);
             let mut scratch = try_zeros("attention scratch", scratch_len)?;
             plan.answer_queries(queries, q, total, o, &mut scratch)
@@ -667,24 +668,79 @@ impl Parts {
     }
 }
 
-/// Applies `f` to each element of `items` with its index, on rayon's pool when `parallel`
-/// (and the feature) is on; results in index order either way.
-fn parallel_each<'s, S: Send, R: Send>(
+/// Items of [`spread`] with their indices: one thread's share.
+#[cfg(feature = "parallel")]
+type Share<I> = Vec<(usize, I)>;
+
+/// Applies `f` to each of `items` with its index; results in index order. When `parallel`
+/// (and the feature) is on, the items are shared out in order over up to
+/// `rayon::current_num_threads()` scoped threads, the calling thread taking the first share
+/// (a thread that cannot be started leaves its share to the caller).
+///
+/// Why not rayon's pool here, for the parts of one long head: on the project's 2-core Linux
+/// VM, a pool call made right after the caller's own single-threaded work often had both
+/// woken workers placed on the CPU the caller had just used, sharing it for the whole phase
+/// while the other CPU idled (per-part CPU logging; such calls took the one-thread time, the
+/// others 1.7× less). Threads started for the call are placed on idle CPUs, as the
+/// `long_head` example's control (two heads on two scoped threads) shows. A start costs tens
+/// of microseconds; a part is at least 1024 rows (over a millisecond).
+fn spread<I: Send, R: Send>(
     parallel: bool,
-    items: &'s mut [S],
-    f: &(dyn Fn(usize, &'s mut S) -> R + Sync),
+    items: Vec<I>,
+    f: &(dyn Fn(usize, I) -> R + Sync),
 ) -> Vec<R> {
     #[cfg(feature = "parallel")]
-    if parallel {
-        use rayon::prelude::*;
-        return items
-            .par_iter_mut()
-            .enumerate()
-            .map(|(i, s)| f(i, s))
+    if parallel && items.len() > 1 {
+        let threads = rayon::current_num_threads().clamp(1, items.len());
+        let per = items.len().div_ceil(threads);
+        let mut shares: Vec<Share<I>> = Vec::with_capacity(threads);
+        let mut it = items.into_iter().enumerate().peekable();
+        while it.peek().is_some() {
+            shares.push(it.by_ref().take(per).collect());
+        }
+        let mut shares = shares.into_iter();
+        let first = shares.next().unwrap_or_default();
+        // Each other share waits in a cell its thread takes it from; a thread the OS refuses
+        // leaves it there for the caller.
+        let cells: Vec<std::sync::Mutex<Option<Share<I>>>> = shares
+            .map(|share| std::sync::Mutex::new(Some(share)))
             .collect();
+        let take = |cell: &std::sync::Mutex<Option<Share<I>>>| {
+            cell.lock()
+                .ok()
+                .and_then(|mut c| c.take())
+                .unwrap_or_default()
+        };
+        let run = |share: Share<I>| -> Vec<R> { share.into_iter().map(|(i, x)| f(i, x)).collect() };
+        return std::thread::scope(|scope| {
+            let started: Vec<_> = cells
+                .iter()
+                .map(|cell| {
+                    let spawned = std::thread::Builder::new()
+                        .name("favor-part".into())
+                        .spawn_scoped(scope, || run(take(cell)));
+                    (spawned, cell)
+                })
+                .collect();
+            let mut out = run(first);
+            for (spawned, cell) in started {
+                match spawned {
+                    Ok(handle) => match handle.join() {
+                        Ok(rs) => out.extend(rs),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    },
+                    Err(_) => out.extend(run(take(cell))),
+                }
+            }
+            out
+        });
     }
     let _ = parallel;
-    items.iter_mut().enumerate().map(|(i, s)| f(i, s)).collect()
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| f(i, x))
+        .collect()
 }
 
 /// Row 0 of the heads `at(i)` = (batch, head) for `i` in `0..n`, as `n` rows of `T`:
