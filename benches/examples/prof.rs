@@ -17,19 +17,11 @@ fn main() {
                 }
             });
         }
-        "decode1w" => {
-            let phi = hs[0].phi();
-            let mut shared = SharedMap::new(det, &phi, HEADS);
-            let len1 = HeadStream::<favor_simd::Detected>::buffer_len(&phi, DIM).unwrap();
-            let mut bufs = vec![vec![0f32; len1]; HEADS];
-            let mut streams: Vec<_> = bufs
-                .iter_mut()
-                .map(|b| favor_core::Stream::new(det, &phi, DIM, b).unwrap())
-                .collect();
+        "decode1w" => with_shared_streams(det, &hs, |shared, streams| {
             for t in 0..20 * len {
-                decode_step_shared(&mut shared, &mut streams, &hs, t, &mut out);
+                decode_step_shared(shared, streams, &hs, t, &mut out);
             }
-        }
+        }),
         "causal" => (0..20).for_each(|_| causal_all(&det, &hs, len, &mut out, &mut scratch)),
         _ => (0..20).for_each(|_| bidirectional_all(&det, &hs, len, &mut out, &mut scratch)),
     }

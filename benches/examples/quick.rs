@@ -80,18 +80,12 @@ fn run<K: Kernels<f32>>(k: K, roof: f64) {
     );
     // The same step with one projection shared by the heads (favor-tensor's configuration):
     // every head's stream over head 0's map, all heads mapped in one GEMM.
-    let phi = hs[0].phi();
-    let mut shared = SharedMap::new(k, &phi, HEADS);
-    let len1 = HeadStream::<K>::buffer_len(&phi, DIM).unwrap();
-    let mut bufs = vec![vec![0f32; len1]; HEADS];
-    let mut streams: Vec<_> = bufs
-        .iter_mut()
-        .map(|b| Stream::new(k, &phi, DIM, b).unwrap())
-        .collect();
-    let secs = best_of(3, || {
-        for t in 0..tokens {
-            decode_step_shared(&mut shared, &mut streams, &hs, t, &mut out);
-        }
+    let secs = with_shared_streams(k, &hs, |shared, streams| {
+        best_of(3, || {
+            for t in 0..tokens {
+                decode_step_shared(shared, streams, &hs, t, &mut out);
+            }
+        })
     }) / tokens as f64;
     line(
         "decode step, 8 heads, one W",

@@ -691,19 +691,14 @@ fn spread<I: Send, R: Send>(
 ) -> Vec<R> {
     #[cfg(feature = "parallel")]
     if parallel && items.len() > 1 {
-        let threads = rayon::current_num_threads().clamp(1, items.len());
-        let per = items.len().div_ceil(threads);
-        let mut shares: Vec<Share<I>> = Vec::with_capacity(threads);
-        let mut it = items.into_iter().enumerate().peekable();
-        while it.peek().is_some() {
-            shares.push(it.by_ref().take(per).collect());
-        }
-        let mut shares = shares.into_iter();
-        let first = shares.next().unwrap_or_default();
+        let per = items.len().div_ceil(rayon::current_num_threads().max(1));
+        let shares = items.len().div_ceil(per);
+        let mut indexed = items.into_iter().enumerate();
+        let first: Share<I> = indexed.by_ref().take(per).collect();
         // Each other share waits in a cell its thread takes it from; a thread the OS refuses
         // leaves it there for the caller.
-        let cells: Vec<std::sync::Mutex<Option<Share<I>>>> = shares
-            .map(|share| std::sync::Mutex::new(Some(share)))
+        let cells: Vec<std::sync::Mutex<Option<Share<I>>>> = (1..shares)
+            .map(|_| std::sync::Mutex::new(Some(indexed.by_ref().take(per).collect())))
             .collect();
         let take = |cell: &std::sync::Mutex<Option<Share<I>>>| {
             cell.lock()

@@ -270,6 +270,25 @@ pub fn with_streams<'h, K: Kernels<f32>, R>(
     f(&mut streams)
 }
 
+/// [`with_streams`] for [`decode_step_shared`]: one stream per head, all over head 0's map
+/// (the heads share one W, as favor-tensor's do), with the [`SharedMap`] that maps their
+/// tokens in one GEMM.
+pub fn with_shared_streams<'h, K: Kernels<f32>, R>(
+    k: K,
+    heads: &'h [Head],
+    f: impl FnOnce(&mut SharedMap<'_, 'h, K>, &mut [HeadStream<'_, 'h, K>]) -> R,
+) -> R {
+    let phi = heads[0].phi();
+    let mut shared = SharedMap::new(k, &phi, heads.len());
+    let len = HeadStream::<K>::buffer_len(&phi, DIM).unwrap();
+    let mut bufs = vec![vec![0f32; len]; heads.len()];
+    let mut streams: Vec<_> = bufs
+        .iter_mut()
+        .map(|b| Stream::new(k, &phi, DIM, b).unwrap())
+        .collect();
+    f(&mut shared, &mut streams)
+}
+
 /// One decode step of every head: token `t` of each head (row `t` modulo the head's length)
 /// goes through `streams[i]` (one per head, in order) with [`Stream::step`]; every head
 /// writes the same `out[..d]`. Charged [`favor_flops`]`(1)`.
