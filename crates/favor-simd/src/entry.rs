@@ -6,7 +6,7 @@
 //! only borrows its captures is called through a `FnOnce::call_once` shim that is not inlined,
 //! and the kernel then runs outside the region (measured: 30× slower, see commit message).
 
-use crate::gemm::gemm_views;
+use crate::gemm::{gemm_rows, gemm_views};
 use crate::ops;
 use crate::real::Real;
 use favor_core::{Accum, MatMut, MatRef, ProjectionRef, Ring, gemm_dims};
@@ -28,7 +28,11 @@ impl<T: Real> WithSimd for Gemm<'_, T> {
     }
 }
 
-/// All rows of the causal tile in one region: row i is a GEMV over i + 1 keys.
+/// All rows of the causal tile in one region. Rows go four at a time: the group shares the
+/// keys up to its first row's diagonal (one GEMM whose rows share every B vector, sixteen
+/// independent FMA chains where one row had four and waited on their latency), then each
+/// further row adds its few keys up to its own diagonal. Elements above A's diagonal are
+/// never read.
 pub(crate) struct Tril<'a, T> {
     pub c: MatMut<'a, T>,
     pub accum: Accum,
@@ -36,16 +40,41 @@ pub(crate) struct Tril<'a, T> {
     pub b: MatRef<'a, T>,
 }
 
+/// Rows per group of [`Tril`].
+const TRIL_ROWS: usize = 4;
+const _: () = assert!(TRIL_ROWS <= crate::gemm::ROWS_MAX);
+
 impl<T: Real> WithSimd for Tril<'_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         let Self { mut c, accum, a, b } = self;
         let (m, n, _) = gemm_dims(&c, &a, &b);
-        for i in 0..m {
-            let ci = c.rb_mut().block(i, 0, 1, n);
-            let (ai, bi) = (a.block(i, 0, 1, i + 1), b.block(0, 0, i + 1, n));
-            gemm_views(s, ci, accum, ai, bi, T::one());
+        if c.col_stride() != 1 || b.col_stride() != 1 {
+            // Other layouts (favor-core passes none): one row at a time.
+            for i in 0..m {
+                let ci = c.rb_mut().block(i, 0, 1, n);
+                let (ai, bi) = (a.block(i, 0, 1, i + 1), b.block(0, 0, i + 1, n));
+                gemm_views(s, ci, accum, ai, bi, T::one());
+            }
+            return;
+        }
+        for i in (0..m).step_by(TRIL_ROWS) {
+            let g = TRIL_ROWS.min(m - i);
+            let (cg, ag, bg) = (
+                c.rb_mut().block(i, 0, g, n),
+                a.block(i, 0, g, i + 1),
+                b.block(0, 0, i + 1, n),
+            );
+            gemm_rows(s, cg, accum, ag, bg);
+            for r in 1..g {
+                let (cr, ar, br) = (
+                    c.rb_mut().block(i + r, 0, 1, n),
+                    a.block(i + r, i + 1, 1, r),
+                    b.block(i + 1, 0, r, n),
+                );
+                gemm_rows(s, cr, Accum::Add, ar, br);
+            }
         }
     }
 }

@@ -186,10 +186,54 @@ pub(crate) fn gemm<T: Real, S: Simd>(s: S, job: Job<'_, T>, c: &mut [T], ldc: us
     }
 }
 
+/// [`gemm_views`] for a C of at most [`ROWS_MAX`] rows whose columns, like B's, are adjacent:
+/// the shapes that never pack. A caller making many such products (the causal tile's row
+/// groups) calls this rather than `gemm_views`, whose packed kernel would otherwise be inlined
+/// at each call site with its stack buffers (224 KiB in f64) — enough to overflow a 2 MiB
+/// thread stack.
+///
+/// # Panics
+/// If the shapes disagree or C or B has non-adjacent columns or C more than `ROWS_MAX` rows.
+#[inline(always)]
+pub(crate) fn gemm_rows<T: Real, S: Simd>(
+    s: S,
+    c: MatMut<'_, T>,
+    accum: Accum,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+) {
+    let (m, n, k) = gemm_dims(&c, &a, &b);
+    assert!(m <= ROWS_MAX && c.col_stride() == 1 && b.col_stride() == 1);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let ldc = c.row_stride();
+    let (a, b) = (a.into(), b.into());
+    let job = Job {
+        m,
+        n,
+        k,
+        a,
+        b,
+        alpha: T::one(),
+        add: accum == Accum::Add,
+    };
+    let c = c.into_data();
+    if k == 0 {
+        if !job.add {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(T::zero());
+            }
+        }
+        return;
+    }
+    rows_axpy(s, job, c, ldc);
+}
+
 /// Largest m that skips packing: with up to 16 rows (a decode step's keys and queries for 8
 /// heads sharing one W) packing B would copy as many bytes as the rows read, and the column
 /// blocks of [`rows_axpy`] already keep each B strip in L1 for all the rows.
-const ROWS_MAX: usize = 16;
+pub(crate) const ROWS_MAX: usize = 16;
 
 /// Each C row as `Σ_p a_ip · B_p` over contiguous B rows, four vectors of C held in
 /// registers across the whole k loop. Column blocks are the outer loop, so a k × 4-vector
@@ -545,20 +589,64 @@ fn pack_b<T: Real, S: Simd>(
                     }
                 }
             }
+        } else if b.rs == 1 {
+            pack_transposed(b, pc, kc, jc + jr, cols, nr, panel);
         } else {
             for c in 0..cols {
-                let j = jc + jr + c;
-                if b.rs == 1 {
-                    let src = &b.data[j * b.cs + pc..j * b.cs + pc + kc];
-                    for (p, &x) in src.iter().enumerate() {
-                        panel[p * nr + c] = x;
-                    }
-                } else {
-                    for p in 0..kc {
-                        panel[p * nr + c] = b.at(pc + p, j);
-                    }
+                for p in 0..kc {
+                    panel[p * nr + c] = b.at(pc + p, jc + jr + c);
                 }
             }
+        }
+    }
+}
+
+/// One micro-panel of a B whose columns are contiguous (`b.rs == 1`: K'ᵀ in the causal
+/// score tile Q'K'ᵀ): `panel[p·nr + c] = B(pc + p, j0 + c)` for `c < cols`, `p < kc`.
+///
+/// A transpose, one scalar store per element. Columns go G = 4 at a time (8 measured slower),
+/// so each p writes four adjacent elements of one panel row while four source columns stream
+/// in order; one column at a time (each store a line apart) with bounds checks on every
+/// element cost as much as a third of the tile's arithmetic.
+#[inline(always)]
+fn pack_transposed<T: Real>(
+    b: Mat<'_, T>,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+    nr: usize,
+    panel: &mut [T],
+) {
+    debug_assert_eq!(b.rs, 1);
+    // Checked arithmetic: a wrapped product would let a huge stride pass the checks.
+    let last_src = (j0 + cols - 1)
+        .checked_mul(b.cs)
+        .and_then(|x| x.checked_add(pc + kc - 1));
+    assert!(cols > 0 && kc > 0 && cols <= nr && last_src.is_some_and(|l| l < b.data.len()));
+    assert!(panel.len() >= kc * nr);
+    let (src, dst) = (b.data.as_ptr(), panel.as_mut_ptr());
+    const G: usize = 4;
+    let mut c = 0;
+    while c + G <= cols {
+        let s: [usize; G] = core::array::from_fn(|t| (j0 + c + t) * b.cs + pc);
+        for p in 0..kc {
+            // SAFETY: p < kc and c + t < cols, so every source index is at most `last_src`
+            // (< b.data.len()) and every destination index below kc·nr ≤ panel.len(), by
+            // the asserts above.
+            unsafe {
+                let d = dst.add(p * nr + c);
+                for (t, &st) in s.iter().enumerate() {
+                    *d.add(t) = *src.add(st + p);
+                }
+            }
+        }
+        c += G;
+    }
+    for c in c..cols {
+        let st = (j0 + c) * b.cs + pc;
+        for (p, &x) in b.data[st..st + kc].iter().enumerate() {
+            panel[p * nr + c] = x;
         }
     }
 }
