@@ -13,6 +13,7 @@ use favor_core::*;
 use favor_simd::*;
 use favor_testkit::attention::backend_bound;
 use favor_testkit::bounds::{gamma, max_abs, ulps, unit};
+use favor_testkit::hybrid_paths::Oracle;
 use favor_testkit::kernels::c_view;
 
 /// Cases a heavy check runs on backend `K` out of its `n`: all of them, except on
@@ -1069,24 +1070,42 @@ fn wide_hybrid_case(window: usize, sinks: usize) -> favor_testkit::hybrid_paths:
 /// (`hybrid_paths::check_backend`: the fuzz target's model, with the vector exp's extra ulp):
 /// small decoded cases that hit every window/sink/chunk/block corner, and wide ones for the
 /// vector bodies.
-fn check_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
-    use favor_testkit::hybrid_paths::{HybridCase, check_backend};
-    // (40, 0) takes the bidirectional path's band form at block 32, (140, 1) its prefix form
-    // with a far field at both ends of the sequence.
-    let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (140, 1)]
-        .map(|(w, s)| wide_hybrid_case(w, s))
-        .into();
-    let mut mix = favor_testkit::input::Mix::new(0x4859_4244);
-    while cases.len() < 40 {
-        let bytes: Vec<u8> = (0..400).map(|_| mix.next_u64() as u8).collect();
-        if let Some(c) = HybridCase::decode(&bytes) {
-            cases.push(c);
+/// The hybrid cases, each with its f64 oracle, built once for every backend: the oracle is
+/// about 95 % of checking a case (60 % of this test's time went to libm's `exp`, 50 s of the
+/// aarch64 run under qemu when every backend rebuilt it in both precisions).
+fn hybrid_cases() -> &'static [(favor_testkit::hybrid_paths::HybridCase, Oracle)] {
+    use favor_testkit::hybrid_paths::HybridCase;
+    static CASES: std::sync::OnceLock<Vec<(HybridCase, Oracle)>> = std::sync::OnceLock::new();
+    CASES.get_or_init(|| {
+        // (40, 0) takes the bidirectional path's band form at block 32, (140, 1) its prefix
+        // form with a far field at both ends of the sequence.
+        let mut cases: Vec<HybridCase> = [(16, 1), (0, 2), (40, 0), (140, 1)]
+            .map(|(w, s)| wide_hybrid_case(w, s))
+            .into();
+        let mut mix = favor_testkit::input::Mix::new(0x4859_4244);
+        while cases.len() < 40 {
+            let bytes: Vec<u8> = (0..400).map(|_| mix.next_u64() as u8).collect();
+            if let Some(c) = HybridCase::decode(&bytes) {
+                cases.push(c);
+            }
         }
-    }
+        cases
+            .into_iter()
+            .map(|c| {
+                let o = Oracle::new(&c);
+                (c, o)
+            })
+            .collect()
+    })
+}
+
+fn check_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
+    use favor_testkit::hybrid_paths::check_backend_with;
+    let cases = hybrid_cases();
     // The wide cases come first and cost the most; Detected gets the last (decoded) ones.
-    for c in &cases[cases.len() - cases_for::<K>(cases.len())..] {
-        check_backend::<f32, K>(c, kern);
-        check_backend::<f64, K>(c, kern);
+    for (c, o) in &cases[cases.len() - cases_for::<K>(cases.len())..] {
+        check_backend_with::<f32, K>(c, o, kern);
+        check_backend_with::<f64, K>(c, o, kern);
     }
 }
 

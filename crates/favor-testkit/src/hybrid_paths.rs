@@ -242,10 +242,11 @@ pub fn check_hybrid(data: &[u8]) {
 
 /// Checks one case in its precision.
 pub fn run_case(case: &HybridCase) {
+    let oracle = Oracle::new(case);
     if case.f64 {
-        run::<f64>(case);
+        run::<f64>(case, &oracle);
     } else {
-        run::<f32>(case);
+        run::<f32>(case, &oracle);
     }
 }
 
@@ -300,12 +301,12 @@ fn first_diff<T: Real>(a: &[T], b: &[T]) -> Option<(usize, f64, f64)> {
         .map(|(i, (x, y))| (i, x.to64(), y.to64()))
 }
 
-fn run<T: Real>(c: &HybridCase) {
+fn run<T: Real>(c: &HybridCase, oracle: &Oracle) {
     let (w, wt) = c.map.weights::<T>();
     let map = c.map.build(&w, &wt);
     let x = inputs(c);
     let what = describe::<T>(c, "scalar");
-    let whole = paths(Scalar, &map, c, &x, &what, 1.0);
+    let whole = paths(Scalar, &map, (c, oracle), &x, &what, 1.0);
     snapshots(&map, c, &x, &whole, &what);
 }
 
@@ -317,6 +318,16 @@ fn run<T: Real>(c: &HybridCase) {
 /// reordered sums stay within the γₙ the model already charges; f64 `exp` is libm's on
 /// every backend.) The snapshot properties are the scalar stream's and are not repeated.
 pub fn check_backend<T: Real, K: Kernels<T>>(case: &HybridCase, kern: K) {
+    check_backend_with::<T, K>(case, &Oracle::new(case), kern);
+}
+
+/// [`check_backend`] against an [`Oracle`] of `case` computed once: the f64 oracle costs about
+/// twenty times the paths it checks, so a test running many backends and both precisions on
+/// the same cases computes it once per case.
+///
+/// # Panics
+/// As [`check_backend`]; and if `oracle` is not `case`'s (its shape differs).
+pub fn check_backend_with<T: Real, K: Kernels<T>>(case: &HybridCase, oracle: &Oracle, kern: K) {
     let (w, wt) = case.map.weights::<T>();
     let map = case.map.build(&w, &wt);
     let x = inputs(case);
@@ -326,7 +337,7 @@ pub fn check_backend<T: Real, K: Kernels<T>>(case: &HybridCase, kern: K) {
     } else {
         1.0
     };
-    paths(kern, &map, case, &x, &what, widen);
+    paths(kern, &map, (case, oracle), &x, &what, widen);
 }
 
 fn inputs<T: Real>(c: &HybridCase) -> Inputs<T> {
@@ -361,7 +372,7 @@ fn describe<T: Real>(c: &HybridCase, backend: &str) -> String {
 fn paths<T: Real, K: Kernels<T>>(
     kern: K,
     map: &Map<'_, T>,
-    c: &HybridCase,
+    (c, oracle): (&HybridCase, &Oracle),
     x: &Inputs<T>,
     what: &str,
     widen: f64,
@@ -385,7 +396,7 @@ fn paths<T: Real, K: Kernels<T>>(
             panic!("{what}: {path}[{i}] = {:e} is not finite", o.to64());
         }
     }
-    numeric::<T>(c, (&whole, &chunked, &bidi), what, widen);
+    numeric::<T>((c, oracle), (&whole, &chunked, &bidi), what, widen);
     whole
 }
 
@@ -414,29 +425,23 @@ fn plan_run<T: Real, K: Kernels<T>>(
 
 /// Properties 1–3 of the module docs.
 fn numeric<T: Real>(
-    c: &HybridCase,
+    (c, oracle): (&HybridCase, &Oracle),
     (stream, chunked, bidi): (&[T], &[T], &[T]),
     what: &str,
     widen: f64,
 ) {
-    let (fq, fk) = (explicit(&c.map, &c.q), explicit(&c.map, &c.k));
-    let tau = c.map.scale() * c.map.scale();
-    let xq = Qkv {
-        q: &c.q,
-        k: &c.k,
-        v: &c.v,
-        d: c.map.d,
-        dv: c.dv,
-    };
+    assert_eq!(
+        oracle.sides[0].want.len(),
+        c.l * c.dv,
+        "{what}: the oracle is another case's"
+    );
     let u = widen * (2.0 * unit::<T>() + unit::<f64>());
-    let model = Model::new(c, (&fq, &fk), tau, u);
+    let model = Model::new(c, oracle, u);
     let tiny = T::min_positive_value().to64();
-    for causal in [true, false] {
-        let h = c.hybrid(causal);
-        let want = hybrid(xq, tau, (&fq, &fk), h, None);
-        let tol = budget(&model, c, h, &want, tiny);
-        let all_exact = (0..c.l).all(|i| (0..c.l).all(|j| (causal && j > i) || h.exact(i, j)));
-        let exact = all_exact.then(|| softmax(xq, tau, causal, None).out);
+    for side in &oracle.sides {
+        let (causal, want) = (side.causal, &side.want);
+        let tol = budget(&model, c, side, tiny);
+        let exact = side.exact.as_ref();
         let paths: &[(&str, &[T])] = if causal {
             &[("stream", stream), ("causal_chunked", chunked)]
         } else {
@@ -476,27 +481,48 @@ fn numeric<T: Real>(
     }
 }
 
-/// The case-wide parts of the error model (module docs).
-struct Model<'e> {
-    fq: &'e Explicit,
-    fk: &'e Explicit,
+/// Everything [`check_backend_with`] compares against that depends on neither the float type
+/// nor the backend, for one case: the explicit features, the f64 hybrid oracle's outputs
+/// (causal and bidirectional), exact softmax where every visible key is exact, and the error
+/// model's case-wide extremes and per-row terms (module docs), which only the type's unit
+/// roundoff and smallest normal then turn into budgets.
+pub struct Oracle {
+    fq: Explicit,
+    fk: Explicit,
     tau: f64,
-    /// δ: every weight's relative error bound.
-    delta: f64,
-    /// γ_N: every sum's.
-    g: f64,
-    /// The bidirectional subtraction's γ_{2L+M+8}.
-    g_sub: f64,
-    /// Features M.
-    features: usize,
+    /// T of the module docs: every log-weight, and the log of any sum of at most L of them,
+    /// is within it.
+    t_top: f64,
+    /// max over (i, j) of Σ|q_c k_c|.
+    qk: f64,
+    /// Causal, then bidirectional.
+    sides: [Side; 2],
 }
 
-impl<'e> Model<'e> {
-    fn new(c: &HybridCase, (fq, fk): (&'e Explicit, &'e Explicit), tau: f64, u: f64) -> Self {
+/// One direction of an [`Oracle`].
+struct Side {
+    causal: bool,
+    want: Vec<f64>,
+    exact: Option<Vec<f64>>,
+    rows: Vec<RowTerms>,
+}
+
+/// The per-row terms of [`budget`] that depend only on the case, each already relative to the
+/// row's total Z.
+struct RowTerms {
+    /// `e^{ℓ_q + c − ln Z}` (the far sums' underflow scale) and, bidirectional,
+    /// `e^{ln Φ − ln Z}` (the subtraction's φ-mass); `None` without far keys.
+    far: Option<(f64, Option<f64>)>,
+    /// `a_ii / Z`, the diagonal's share.
+    diagonal: f64,
+}
+
+impl Oracle {
+    /// The oracle of `c` (about L²·(d + 2M) f64 exponentials and products).
+    pub fn new(c: &HybridCase) -> Self {
         let (l, d) = (c.l, c.map.d);
-        let mm = c.map.features();
-        let ln_norm = (mm as f64).sqrt().ln();
-        // T: every log-weight, and the log of any sum of at most L of them, is within it.
+        let (fq, fk) = (explicit(&c.map, &c.q), explicit(&c.map, &c.k));
+        let tau = c.map.scale() * c.map.scale();
         let mut t_top = 0f64;
         let mut qk = 0f64;
         for i in 0..l {
@@ -510,11 +536,57 @@ impl<'e> Model<'e> {
             }
         }
         t_top += ((l + 1) as f64).ln() + 1.0;
+        let xq = Qkv {
+            q: &c.q,
+            k: &c.k,
+            v: &c.v,
+            d,
+            dv: c.dv,
+        };
+        let sides = [true, false].map(|causal| {
+            let h = c.hybrid(causal);
+            let all_exact = (0..l).all(|i| (0..l).all(|j| (causal && j > i) || h.exact(i, j)));
+            Side {
+                causal,
+                want: hybrid(xq, tau, (&fq, &fk), h, None),
+                exact: all_exact.then(|| softmax(xq, tau, causal, None).out),
+                rows: row_terms(c, (&fq, &fk), tau, h),
+            }
+        });
+        Oracle {
+            fq,
+            fk,
+            tau,
+            t_top,
+            qk,
+            sides,
+        }
+    }
+}
+
+/// The case-wide parts of the error model (module docs) at unit roundoff u.
+struct Model {
+    /// δ: every weight's relative error bound.
+    delta: f64,
+    /// γ_N: every sum's.
+    g: f64,
+    /// The bidirectional subtraction's γ_{2L+M+8}.
+    g_sub: f64,
+    /// Features M.
+    features: usize,
+}
+
+impl Model {
+    fn new<'o>(c: &HybridCase, o: &'o Oracle, u: f64) -> Self {
+        let (l, d) = (c.l, c.map.d);
+        let mm = c.map.features();
+        let ln_norm = (mm as f64).sqrt().ln();
+        let (fq, fk, tau, t_top, qk) = (&o.fq, &o.fk, o.tau, o.t_top, o.qk);
         let dk = |e: &Explicit, r: usize| {
             let (p, h) = (e.p(r), e.h(r));
             gamma(d + 2, u) * (p + h) + u * (4.0 * p + 4.0 * h + ln_norm + 3.0)
         };
-        let rows = |e: &'e Explicit| (0..e.rows()).map(move |r| (e, r));
+        let rows = |e: &'o Explicit| (0..e.rows()).map(move |r| (e, r));
         let lambda = rows(fq)
             .chain(rows(fk))
             .map(|(e, r)| e.p(r) + e.h(r) + ln_norm)
@@ -526,9 +598,6 @@ impl<'e> Model<'e> {
         let gd = gamma(d + 4, u);
         let eta_exact = gd * tau * qk + u * (tau * qk * (1.0 + gd) + t_top) + 2.0 * u;
         Model {
-            fq,
-            fk,
-            tau,
             delta: eta_far.max(eta_exact).exp_m1() + u,
             g: gamma(2 * (l + mm) + 16, u),
             g_sub: gamma(2 * l + mm + 8, u),
@@ -546,44 +615,64 @@ fn lse(xs: impl Iterator<Item = f64> + Clone) -> f64 {
     top + xs.map(|x| (x - top).exp()).sum::<f64>().ln()
 }
 
-/// Per output element, the budget of |computed − oracle| for the paths of `h` in a type
-/// whose smallest normal number is `tiny` (module docs).
-fn budget(m: &Model<'_>, c: &HybridCase, h: Hybrid, want: &[f64], tiny: f64) -> Vec<f64> {
-    let (l, d, dv) = (c.l, c.map.d, c.dv);
-    let vmax = max_abs(&c.v);
-    let (fq, fk) = (m.fq, m.fk);
+/// The case-only terms of [`budget`] for each row of the paths of `h`.
+fn row_terms(
+    c: &HybridCase,
+    (fq, fk): (&Explicit, &Explicit),
+    tau: f64,
+    h: Hybrid,
+) -> Vec<RowTerms> {
+    let (l, d) = (c.l, c.map.d);
     let row_max = |f: &[f64]| f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (0..l)
+        .map(|i| {
+            let visible = |j: &usize| !h.causal || *j <= i;
+            let logit = |j: usize| {
+                let dot: f64 = (0..d).map(|e| c.q[i * d + e] * c.k[j * d + e]).sum();
+                tau * dot
+            };
+            let far_log = |j: usize| lse_pair(fq.log_features(i), fk.log_features(j));
+            let log_a = |j: usize| if h.exact(i, j) { logit(j) } else { far_log(j) };
+            let lz = lse((0..l).filter(visible).map(log_a));
+            let far_keys = (0..l).filter(visible).any(|j| !h.exact(i, j));
+            let far = far_keys.then(|| {
+                // The largest key log-scale the far state can hold: non-sink keys the row sees.
+                let c_max = (h.sinks..l)
+                    .filter(visible)
+                    .map(|j| row_max(fk.log_features(j)))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let scale = row_max(fq.log_features(i)) + c_max;
+                let phi = (!h.causal).then(|| (lse((h.sinks..l).map(far_log)) - lz).exp());
+                ((scale - lz).exp(), phi)
+            });
+            RowTerms {
+                far,
+                diagonal: (logit(i) - lz).exp(),
+            }
+        })
+        .collect()
+}
+
+/// Per output element, the budget of |computed − oracle| for the paths of `side` in a type
+/// whose smallest normal number is `tiny` (module docs).
+fn budget(m: &Model, c: &HybridCase, side: &Side, tiny: f64) -> Vec<f64> {
+    let (l, dv) = (c.l, c.dv);
+    let vmax = max_abs(&c.v);
     let mut tol = vec![f64::INFINITY; l * dv];
-    for i in 0..l {
-        let visible = |j: &usize| !h.causal || *j <= i;
-        let logit = |j: usize| {
-            let dot: f64 = (0..d).map(|e| c.q[i * d + e] * c.k[j * d + e]).sum();
-            m.tau * dot
-        };
-        let far = |j: usize| lse_pair(fq.log_features(i), fk.log_features(j));
-        let log_a = |j: usize| if h.exact(i, j) { logit(j) } else { far(j) };
-        let lz = lse((0..l).filter(visible).map(log_a));
-        let far_keys = (0..l).filter(visible).any(|j| !h.exact(i, j));
+    for (i, row) in side.rows.iter().enumerate() {
         // Absolute errors X relative to Z.
         let mut x = 2.0 * (l + 2) as f64 * tiny * (1.0 + m.delta);
-        if far_keys {
-            // The largest key log-scale the far state can hold: non-sink keys the row sees.
-            let c_max = (h.sinks..l)
-                .filter(visible)
-                .map(|j| row_max(fk.log_features(j)))
-                .fold(f64::NEG_INFINITY, f64::max);
-            let scale = row_max(fq.log_features(i)) + c_max;
+        if let Some((scale, phi)) = row.far {
             let e = 10.0 * m.features as f64 * (l + 1) as f64 * tiny;
-            x += e * (scale - lz).exp();
-            if !h.causal {
-                let phi = lse((h.sinks..l).map(far));
-                x += m.g_sub * (phi - lz).exp();
+            x += e * scale;
+            if let Some(phi) = phi {
+                x += m.g_sub * phi;
             }
         }
         let keep = 1.0 - m.delta - m.g;
-        let den = (keep - x).max((logit(i) - lz).exp() * keep);
+        let den = (keep - x).max(row.diagonal * keep);
         for col in 0..dv {
-            let out = want[i * dv + col].abs();
+            let out = side.want[i * dv + col].abs();
             tol[i * dv + col] = if den > 0.0 {
                 ((m.delta + 2.0 * m.g) + x) * (vmax + out) / den + tiny
             } else {
