@@ -153,24 +153,8 @@ pub(crate) fn gemm_views<T: Real, S: Simd>(
 /// `C = α·A·B` (or `C += α·A·B` with `job.add`), C row-major with leading dimension `ldc`.
 #[inline(always)]
 pub(crate) fn gemm<T: Real, S: Simd>(s: S, job: Job<'_, T>, c: &mut [T], ldc: usize) {
-    let Job {
-        m,
-        n,
-        k,
-        a,
-        b,
-        add: accumulate,
-        ..
-    } = job;
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(T::zero());
-            }
-        }
+    let Job { m, k, a, b, .. } = job;
+    if degenerate(job, c, ldc) {
         return;
     }
     if b.cs == 1 && (m <= ROWS_MAX || k <= 2) {
@@ -204,9 +188,6 @@ pub(crate) fn gemm_rows<T: Real, S: Simd>(
 ) {
     let (m, n, k) = gemm_dims(&c, &a, &b);
     assert!(m <= ROWS_MAX && c.col_stride() == 1 && b.col_stride() == 1);
-    if m == 0 || n == 0 {
-        return;
-    }
     let ldc = c.row_stride();
     let (a, b) = (a.into(), b.into());
     let job = Job {
@@ -219,15 +200,28 @@ pub(crate) fn gemm_rows<T: Real, S: Simd>(
         add: accum == Accum::Add,
     };
     let c = c.into_data();
+    if !degenerate(job, c, ldc) {
+        rows_axpy(s, job, c, ldc);
+    }
+}
+
+/// Finishes a product with no rows, no columns or no depth (C untouched, or zeroed when
+/// overwriting with k = 0) and says whether it did: the kernels assume m, n, k ≥ 1.
+#[inline(always)]
+fn degenerate<T: Real>(job: Job<'_, T>, c: &mut [T], ldc: usize) -> bool {
+    let Job { m, n, k, add, .. } = job;
+    if m == 0 || n == 0 {
+        return true;
+    }
     if k == 0 {
-        if !job.add {
+        if !add {
             for i in 0..m {
                 c[i * ldc..i * ldc + n].fill(T::zero());
             }
         }
-        return;
+        return true;
     }
-    rows_axpy(s, job, c, ldc);
+    false
 }
 
 /// Largest m that skips packing: with up to 16 rows (a decode step's keys and queries for 8
