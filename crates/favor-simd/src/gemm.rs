@@ -26,19 +26,54 @@ const MR_WIDE: usize = 12;
 pub(crate) fn wide_register_file<S: Simd>() -> bool {
     size_of::<S::f32s>() == 64 || (cfg!(target_arch = "aarch64") && size_of::<S::f32s>() == 16)
 }
-/// Depth of one packed block: a KC × NR B micro-panel (16 KiB in f32 on AVX-512) stays in L1.
+/// Depth of one packed block: a KC × NR B micro-panel (16 KiB in f32 on AVX-512, as in f64)
+/// stays in L1.
 const KC: usize = 128;
-/// Rows of A packed at once: an MC × KC block (48 KiB in f32) stays in L2.
-const MC: usize = 96;
-/// Columns of B packed at once: a KC × NC block (64 KiB in f32) stays in L2.
-const NC: usize = 128;
+/// Bytes of B packed at once (KC × 64 columns in f32, × 32 in f64): a block stays in L2 and
+/// feeds every row of A. 128 columns measured no faster.
+const B_BLOCK_BYTES: usize = 32 << 10;
+/// Bytes of a transposed A packed at once (KC × 48 rows in f32, × 24 in f64).
+const A_BLOCK_BYTES: usize = 24 << 10;
 const _: () = assert!(
-    MC.is_multiple_of(MR_NARROW) && MC.is_multiple_of(MR_WIDE),
-    "A panels tile MC exactly"
+    (A_BLOCK_BYTES / (KC * 8)).is_multiple_of(MR_NARROW)
+        && (A_BLOCK_BYTES / (KC * 8)).is_multiple_of(MR_WIDE),
+    "A panels tile an A block exactly in f64, hence in f32"
 );
+// The packed kernel keeps both blocks on the stack, 56 KiB in either precision (the crate docs
+// state the budget): sized for hosts with small thread stacks — musl's default is 128 KiB —
+// where the 112 KiB (f32) and 224 KiB (f64) blocks this replaced overflowed.
 
-/// Widest micro-panel any backend uses (AVX-512 f32: 2 × 16 lanes); NC is a multiple of it.
+/// Widest micro-panel any backend uses (AVX-512 f32: 2 × 16 lanes); a B block's columns are
+/// a multiple of it.
 const MAX_NR: usize = 32;
+
+/// Stack bytes for one packed block, aligned to a cache line.
+#[repr(C, align(64))]
+struct Block<const BYTES: usize>([MaybeUninit<u8>; BYTES]);
+
+impl<const BYTES: usize> Block<BYTES> {
+    #[inline(always)]
+    fn new() -> Self {
+        Self([MaybeUninit::uninit(); BYTES])
+    }
+
+    /// The block as uninitialised `T`s.
+    #[inline(always)]
+    fn as_uninit<T: Real>(&mut self) -> &mut [MaybeUninit<T>] {
+        const { assert!(align_of::<Self>() >= align_of::<f64>()) };
+        debug_assert!(align_of::<T>() <= align_of::<Self>());
+        // SAFETY: the block is aligned to 64 bytes, at least T's alignment (T is f32 or f64),
+        // `BYTES / size_of::<T>()` elements fit in its BYTES bytes, and every bit pattern of
+        // `MaybeUninit<u8>` is a valid `MaybeUninit<T>` byte; the borrow of `self` bounds
+        // the slice's life.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                self.0.as_mut_ptr().cast::<MaybeUninit<T>>(),
+                BYTES / size_of::<T>(),
+            )
+        }
+    }
+}
 
 /// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -437,28 +472,31 @@ fn packed<T: Real, S: Simd, const MR: usize>(s: S, job: Job<'_, T>, c: &mut [T],
         add: accumulate,
     } = job;
     let nr = 2 * T::lanes::<S>();
-    debug_assert!(nr <= MAX_NR && NC.is_multiple_of(nr));
-    // Stack storage, zeroed only as far as this call's blocks reach: zeroing all 112 KiB on
+    debug_assert!(nr <= MAX_NR);
+    // Block sizes in elements: constants once monomorphised.
+    let nc_max = (B_BLOCK_BYTES / (KC * size_of::<T>())) / MAX_NR * MAX_NR;
+    let mc_max = A_BLOCK_BYTES / (KC * size_of::<T>());
+    // Stack storage, zeroed only as far as this call's blocks reach: zeroing whole blocks on
     // every call cost more than the arithmetic of small GEMMs.
-    let mut bstore = [const { MaybeUninit::<T>::uninit() }; KC * NC];
-    let mut astore = [const { MaybeUninit::<T>::uninit() }; KC * MC];
+    let mut bstore = Block::<B_BLOCK_BYTES>::new();
+    let mut astore = Block::<A_BLOCK_BYTES>::new();
     let kc_max = KC.min(k);
-    let bpack = zeroed(&mut bstore[..kc_max * NC.min(n.next_multiple_of(nr))]);
+    let bpack = zeroed(&mut bstore.as_uninit::<T>()[..kc_max * nc_max.min(n.next_multiple_of(nr))]);
     let pack_a_here = a.rs == 1 && a.cs != 1;
     let a_len = if pack_a_here {
-        kc_max * MC.min(m.next_multiple_of(MR))
+        kc_max * mc_max.min(m.next_multiple_of(MR))
     } else {
         0
     };
-    let apack = zeroed(&mut astore[..a_len]);
+    let apack = zeroed(&mut astore.as_uninit::<T>()[..a_len]);
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
         let acc = accumulate || pc > 0;
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
+        for jc in (0..n).step_by(nc_max) {
+            let nc = nc_max.min(n - jc);
             pack_b::<T, S>(b, pc, kc, jc, nc, nr, bpack);
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
+            for ic in (0..m).step_by(mc_max) {
+                let mc = mc_max.min(m - ic);
                 if pack_a_here {
                     pack_a::<T, MR>(a, ic, mc, pc, kc, apack);
                 }

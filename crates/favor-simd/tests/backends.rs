@@ -411,30 +411,73 @@ fn run_all<K: Kernels<f32>, F: FeatureMap<f32>>(kern: &K, phi: &F, c: &Case) -> 
     outs
 }
 
+/// One end-to-end case with its backend-independent references, computed once for every
+/// backend (under qemu they were a third of the test).
+struct EndToEnd {
+    case: Case,
+    bound: f64,
+    /// Every path of `run_all` on the Scalar backend, positive and hyperbolic features.
+    positive: Vec<Vec<f32>>,
+    hyperbolic: Vec<Vec<f32>>,
+    /// The causal chunked plan on the Scalar backend in f64 (same projection bits).
+    f64_chunked: Vec<f64>,
+}
+
+fn end_to_end_cases() -> &'static [EndToEnd] {
+    static CASES: std::sync::OnceLock<Vec<EndToEnd>> = std::sync::OnceLock::new();
+    CASES.get_or_init(|| {
+        [
+            Case::new(67, 16, 9, 40, 1.5),
+            Case::new(300, 64, 64, 256, 2.0),
+        ]
+        .into_iter()
+        .map(|case| {
+            let phi = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
+            let hyp = HyperbolicSoftmax::new(&case.w, case.m, case.d).unwrap();
+            let widen = |x: &[f32]| -> Vec<f64> { x.iter().map(|&a| f64::from(a)).collect() };
+            let w64 = widen(&case.w);
+            let phi64 = PositiveSoftmax::new(&w64, case.m, case.d).unwrap();
+            let shape = Shape::new(case.l, case.d, case.dv);
+            let plan = Plan::new(
+                PlanKind::CausalChunked,
+                Scalar,
+                &phi64,
+                shape,
+                Options::default(),
+            )
+            .unwrap();
+            let mut scratch = vec![0f64; plan.scratch_len()];
+            let mut f64_chunked = vec![0f64; case.l * case.dv];
+            let (q64, k64, v64) = (widen(&case.q), widen(&case.k), widen(&case.v));
+            plan.run(&q64, &k64, &v64, &mut f64_chunked, &mut scratch)
+                .unwrap();
+            EndToEnd {
+                bound: case.bound(),
+                positive: run_all(&Scalar, &phi, &case),
+                hyperbolic: run_all(&Scalar, &hyp, &case),
+                f64_chunked,
+                case,
+            }
+        })
+        .collect()
+    })
+}
+
 /// End-to-end: every attention path on every backend agrees with the Scalar backend (f32)
 /// and with the f64 reference within `Case::bound`.
 fn check_end_to_end<K: Kernels<f32> + 'static>(kern: K) {
-    let cases = [
-        Case::new(67, 16, 9, 40, 1.5),
-        Case::new(300, 64, 64, 256, 2.0),
-    ];
-    for case in cases.into_iter().take(cases_for::<K>(2)) {
+    let cases = end_to_end_cases();
+    for e in cases.iter().take(cases_for::<K>(cases.len())) {
+        let case = &e.case;
         let phi = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
         let hyp = HyperbolicSoftmax::new(&case.w, case.m, case.d).unwrap();
-        let bound = case.bound();
+        let bound = e.bound;
+        let positive = run_all(&kern, &phi, case);
         for (label, got, want) in [
-            (
-                "positive",
-                run_all(&kern, &phi, &case),
-                run_all(&Scalar, &phi, &case),
-            ),
-            (
-                "hyperbolic",
-                run_all(&kern, &hyp, &case),
-                run_all(&Scalar, &hyp, &case),
-            ),
+            ("positive", &positive, &e.positive),
+            ("hyperbolic", &run_all(&kern, &hyp, case), &e.hyperbolic),
         ] {
-            for (path, (g, w)) in got.iter().zip(&want).enumerate() {
+            for (path, (g, w)) in got.iter().zip(want).enumerate() {
                 let err = g
                     .iter()
                     .zip(w)
@@ -447,31 +490,11 @@ fn check_end_to_end<K: Kernels<f32> + 'static>(kern: K) {
                 );
             }
         }
-        // And against the f64 evaluation of the same estimator (same projection bits).
-        let w64: Vec<f64> = case.w.iter().map(|&x| f64::from(x)).collect();
-        let (q64, k64, v64): (Vec<f64>, Vec<f64>, Vec<f64>) = (
-            case.q.iter().map(|&x| f64::from(x)).collect(),
-            case.k.iter().map(|&x| f64::from(x)).collect(),
-            case.v.iter().map(|&x| f64::from(x)).collect(),
-        );
-        let phi64 = PositiveSoftmax::new(&w64, case.m, case.d).unwrap();
-        let shape = Shape::new(case.l, case.d, case.dv);
-        let plan = Plan::new(
-            PlanKind::CausalChunked,
-            Scalar,
-            &phi64,
-            shape,
-            Options::default(),
-        )
-        .unwrap();
-        let mut scratch = vec![0f64; plan.scratch_len()];
-        let mut reference = vec![0f64; case.l * case.dv];
-        plan.run(&q64, &k64, &v64, &mut reference, &mut scratch)
-            .unwrap();
-        let got = &run_all(&kern, &phi, &case)[2];
-        let err = got
+        // And against the f64 evaluation of the same estimator: the causal chunked plan
+        // (run_all's third path) at block 1.
+        let err = positive[2]
             .iter()
-            .zip(&reference)
+            .zip(&e.f64_chunked)
             .fold(0f64, |a, (x, y)| a.max((f64::from(*x) - y).abs()));
         assert!(
             err <= bound / 2.0 + 1e-12,
@@ -1210,4 +1233,69 @@ fn check_masked_hybrid<K: Kernels<f32> + Kernels<f64> + 'static>(kern: K) {
 #[test]
 fn masked_hybrid_every_backend() {
     all_backends!(check_masked_hybrid);
+}
+
+/// Stack a host thread must offer to every attention path (the crate docs promise it): musl's
+/// default thread stack, the smallest common one. The packed GEMM keeps its blocks on the
+/// stack; at 112 KiB (f32) and 224 KiB (f64) they overflowed such a thread.
+const SMALL_STACK: usize = 128 << 10;
+
+/// Every plan kind, a decoding stream and tiled exact attention in precision T with kernels
+/// `K`, at a shape whose GEMMs take the packed path (A transposed, many rows and columns).
+fn run_paths<T: Float, K: Kernels<T>>(kern: K) -> Vec<T> {
+    let (l, d, m) = (150, 64, 256);
+    let mut w = vec![T::zero(); m * d];
+    projection(ProjectionKind::default(), 5, m, d, &mut w).unwrap();
+    let (q, k, v) = (
+        data::<T>(1, l * d, 0.3),
+        data::<T>(2, l * d, 0.3),
+        data::<T>(3, l * d, 1.0),
+    );
+    let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    let shape = Shape::new(l, d, d);
+    let mut outs = Vec::new();
+    let mut out = vec![T::zero(); l * d];
+    for kind in [
+        PlanKind::Bidirectional,
+        PlanKind::CausalPrefix,
+        PlanKind::CausalChunked,
+    ] {
+        let plan = Plan::new(kind, kern, &phi, shape, Options::default()).unwrap();
+        let mut scratch = vec![T::zero(); plan.scratch_len()];
+        plan.run(&q, &k, &v, &mut out, &mut scratch).unwrap();
+        outs.extend_from_slice(&out);
+    }
+    let mut buf = vec![T::zero(); Stream::<T, _, K>::buffer_len(&phi, d).unwrap()];
+    let mut stream = Stream::new(kern, &phi, d, &mut buf).unwrap();
+    for t in 0..l {
+        let r = t * d..(t + 1) * d;
+        stream
+            .step(&q[r.clone()], &k[r.clone()], &v[r.clone()], &mut out[r])
+            .unwrap();
+    }
+    outs.extend_from_slice(&out);
+    let mut scratch = vec![T::zero(); softmax_attention_tiled_scratch_len(64).unwrap()];
+    let opts = ExactOptions::default();
+    softmax_attention_tiled(&kern, &q, &k, &v, shape, &opts, 64, &mut out, &mut scratch).unwrap();
+    outs.extend_from_slice(&out);
+    outs
+}
+
+fn check_small_stack<K: Kernels<f32> + Kernels<f64> + Send + 'static>(kern: K) {
+    let name = Kernels::<f32>::name(&kern);
+    let (f32s, f64s) = std::thread::Builder::new()
+        .stack_size(SMALL_STACK)
+        .spawn(move || (run_paths::<f32, K>(kern), run_paths::<f64, K>(kern)))
+        .unwrap()
+        .join()
+        .unwrap();
+    // Completing is the test (an overflow aborts the process); the outputs' values are checked
+    // against references elsewhere, so here only that they are finite.
+    assert!(f32s.iter().all(|x| x.is_finite()), "{name}: f32 not finite");
+    assert!(f64s.iter().all(|x| x.is_finite()), "{name}: f64 not finite");
+}
+
+#[test]
+fn every_path_runs_on_a_small_thread_stack() {
+    all_backends!(check_small_stack);
 }

@@ -6,8 +6,11 @@
  *   favor projection --features 16 --dim 8 --seed 7 --out w.npy
  * Checks: forward == favor run; a given W == its seeded draw; prefill + steps == causal forward; snapshot round trip; a
  * stream outliving its performer; f16 entry points; every status code, with nothing
- * changed on error. Exit status 0 when every check holds. */
+ * changed on error; a forward on a thread with a small stack. Exit status 0 when every check
+ * holds. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +81,24 @@ static FavorPerformer *make(int causal) {
   FavorStatus st = favor_performer_new(&cfg, &p);
   CHECK(st == FAVOR_OK && p != NULL, "favor_performer_new(causal=%d) = %d", causal, st);
   return p;
+}
+
+/* Check 6's shape: d = 64, m = 256 and 150 tokens make the GEMMs take their packed path, the
+ * one with stack blocks. */
+#define SMALL_L 150
+#define SMALL_D 64
+
+struct small_job {
+  const FavorPerformer *p;
+  const float *x;
+  float *out;
+  FavorStatus status;
+};
+
+static void *small_forward(void *arg) {
+  struct small_job *job = arg;
+  job->status = favor_forward_f32(job->p, job->x, job->x, job->x, 1, SMALL_L, job->out);
+  return NULL;
 }
 
 static float max_abs_diff(const float *a, const float *b, size_t n) {
@@ -322,6 +343,41 @@ int main(int argc, char **argv) {
   CHECK(favor_selftest_panic() == FAVOR_ERR_PANIC, "panics are caught");
   CHECK(strstr(favor_last_error(), "panicked") != NULL, "panic message");
   CHECK(favor_stream_reset(r) == FAVOR_OK && favor_stream_tokens(r) == 0, "reset");
+
+  /* 6. A host's worker thread with a small stack: musl's default, 128 KiB. The library
+   * packs GEMM blocks on the stack (56 KiB); a forward in f64, one head, no thread pool, runs
+   * there and gives the bits it gives on the main thread, bidirectional and causal. */
+  {
+    static float x[SMALL_L * SMALL_D], on_main[SMALL_L * SMALL_D], on_small[SMALL_L * SMALL_D];
+    for (int i = 0; i < SMALL_L * SMALL_D; i++) x[i] = (float)((i * 7919) % 101) / 200.0f - 0.25f;
+    for (int causal = 0; causal < 2; causal++) {
+      FavorConfig cfg;
+      favor_config_default(&cfg);
+      cfg.head_dim = SMALL_D;
+      cfg.heads = 1;
+      cfg.features = 256;
+      cfg.seed = SEED;
+      cfg.causal = (uint32_t)causal;
+      cfg.precision = FAVOR_PRECISION_F64;
+      cfg.parallel = 0;
+      FavorPerformer *ps = NULL;
+      CHECK(favor_performer_new(&cfg, &ps) == FAVOR_OK && ps, "d = 64 performer");
+      CHECK(favor_forward_f32(ps, x, x, x, 1, SMALL_L, on_main) == FAVOR_OK, "forward on main");
+      struct small_job job = {ps, x, on_small, FAVOR_ERR_PANIC};
+      pthread_attr_t attr;
+      pthread_t t;
+      int ok = pthread_attr_init(&attr) == 0 &&
+               pthread_attr_setstacksize(&attr, (size_t)128 << 10) == 0 &&
+               pthread_create(&t, &attr, small_forward, &job) == 0 && pthread_join(t, NULL) == 0;
+      pthread_attr_destroy(&attr);
+      CHECK(ok && job.status == FAVOR_OK, "forward on a 128 KiB thread (causal=%d): %d", causal,
+            job.status);
+      CHECK(memcmp(on_main, on_small, sizeof on_main) == 0,
+            "a small thread's forward differs by %g (causal=%d)",
+            max_abs_diff(on_main, on_small, SMALL_L * SMALL_D), causal);
+      favor_performer_free(ps);
+    }
+  }
 
   free(snap);
   favor_stream_free(s);
