@@ -1240,8 +1240,8 @@ fn masked_hybrid_every_backend() {
 /// stack; at 112 KiB (f32) and 224 KiB (f64) they overflowed such a thread.
 const SMALL_STACK: usize = 128 << 10;
 
-/// Every plan kind, a decoding stream and tiled exact attention in precision T with kernels
-/// `K`, at a shape whose GEMMs take the packed path (A transposed, many rows and columns).
+/// Every plan kind (plain and hybrid), both decoding streams and tiled exact attention in
+/// precision T with kernels `K`, at a shape whose GEMMs take the packed path (A transposed, many rows and columns).
 fn run_paths<T: Float, K: Kernels<T>>(kern: K) -> Vec<T> {
     let (l, d, m) = (150, 64, 256);
     let mut w = vec![T::zero(); m * d];
@@ -1255,25 +1255,39 @@ fn run_paths<T: Float, K: Kernels<T>>(kern: K) -> Vec<T> {
     let shape = Shape::new(l, d, d);
     let mut outs = Vec::new();
     let mut out = vec![T::zero(); l * d];
+    let hybrid = HybridShape {
+        window: 24,
+        sinks: 2,
+    };
     for kind in [
         PlanKind::Bidirectional,
         PlanKind::CausalPrefix,
         PlanKind::CausalChunked,
     ] {
-        let plan = Plan::new(kind, kern, &phi, shape, Options::default()).unwrap();
-        let mut scratch = vec![T::zero(); plan.scratch_len()];
-        plan.run(&q, &k, &v, &mut out, &mut scratch).unwrap();
-        outs.extend_from_slice(&out);
+        let plain = Plan::new(kind, kern, &phi, shape, Options::default()).unwrap();
+        // The token loop's hybrid is HybridStream, below.
+        let hybrid_plan =
+            (kind != PlanKind::CausalPrefix).then(|| plain.with_hybrid(hybrid).unwrap());
+        for plan in std::iter::once(plain).chain(hybrid_plan) {
+            let mut scratch = vec![T::zero(); plan.scratch_len()];
+            plan.run(&q, &k, &v, &mut out, &mut scratch).unwrap();
+            outs.extend_from_slice(&out);
+        }
     }
     let mut buf = vec![T::zero(); Stream::<T, _, K>::buffer_len(&phi, d).unwrap()];
     let mut stream = Stream::new(kern, &phi, d, &mut buf).unwrap();
+    let len = HybridStream::<T, _, K>::buffer_len(&phi, d, hybrid).unwrap();
+    let mut hbuf = vec![T::zero(); len];
+    let mut hstream = HybridStream::new(kern, &phi, d, hybrid, &mut hbuf).unwrap();
+    let mut hout = vec![T::zero(); l * d];
     for t in 0..l {
         let r = t * d..(t + 1) * d;
-        stream
-            .step(&q[r.clone()], &k[r.clone()], &v[r.clone()], &mut out[r])
-            .unwrap();
+        let (qt, kt, vt) = (&q[r.clone()], &k[r.clone()], &v[r.clone()]);
+        stream.step(qt, kt, vt, &mut out[r.clone()]).unwrap();
+        hstream.step(qt, kt, vt, &mut hout[r]).unwrap();
     }
     outs.extend_from_slice(&out);
+    outs.extend_from_slice(&hout);
     let mut scratch = vec![T::zero(); softmax_attention_tiled_scratch_len(64).unwrap()];
     let opts = ExactOptions::default();
     softmax_attention_tiled(&kern, &q, &k, &v, shape, &opts, 64, &mut out, &mut scratch).unwrap();
