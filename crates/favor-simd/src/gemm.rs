@@ -659,7 +659,7 @@ fn pack_b<T: Real, S: Simd>(s: S, b: Mat<'_, T>, block: BBlock, dst: &mut [T]) {
 /// score tile Q'K'ᵀ): `panel[p·nr + c] = B(pc + p, j0 + c)` for `c < cols`, `p < kc`.
 ///
 /// A transpose. With AVX-512 in f32, whole 16×16 blocks are transposed in registers
-/// (`transpose_v4`: the causal tile 21.5–21.9 → 18.0–20.4 µs, `kern tile_cols`). Otherwise,
+/// (`transpose_x86`: the causal tile 21.5–21.9 → 18.0–20.4 µs, `kern tile_cols`). Otherwise,
 /// and for the columns past the last whole block, one scalar store per element: columns go
 /// G = 4 at a time (8 measured slower), so each p writes four adjacent elements of one panel
 /// row while four source columns stream in order; one column at a time (each store a line
@@ -681,9 +681,9 @@ fn pack_transposed<T: Real, S: Simd>(s: S, b: Mat<'_, T>, block: BBlock, panel: 
         .and_then(|x| x.checked_add(pc + kc - 1));
     assert!(cols > 0 && kc > 0 && cols <= nr && last_src.is_some_and(|l| l < b.data.len()));
     assert!(panel.len() >= kc * nr);
-    // AVX-512 f32 transposes whole 16×16 blocks in registers; the rest goes as below.
+    // AVX-512 in f32 transposes whole 16×16 blocks in registers; the rest goes as below.
     #[cfg(all(feature = "x86-v4", target_arch = "x86_64"))]
-    let done = crate::transpose_v4::pack_transposed(s, b.data, b.cs, block, panel);
+    let done = crate::transpose_x86::pack_transposed(s, b.data, b.cs, block, panel);
     #[cfg(not(all(feature = "x86-v4", target_arch = "x86_64")))]
     let done = {
         let _ = s;

@@ -73,7 +73,7 @@ mod ops;
 mod real;
 mod sorf;
 #[cfg(all(feature = "x86-v4", target_arch = "x86_64"))]
-mod transpose_v4;
+mod transpose_x86;
 
 pub use backend::*;
 pub use detect::{Detected, SimdFloat, WithKernels, detected};
