@@ -22,7 +22,7 @@
 //!   keeps working after its performer is freed.
 //! - Calls need little of the calling thread's stack: buffers live on the heap, and the
 //!   GEMM's packed blocks on the stack take 56 KiB. A forward runs on a 128 KiB thread
-//!   (musl's default; tested from C) in a release build.
+//!   (musl's default; tested from C) in an optimised build.
 //!
 //! This crate is the one outside favor-simd with `unsafe`: a C ABI hands over raw pointers.
 //! Each block says why it is sound; all of them are reads of caller buffers as slices, one

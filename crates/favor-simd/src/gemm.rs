@@ -208,8 +208,8 @@ pub(crate) fn gemm<T: Real, S: Simd>(s: S, job: Job<'_, T>, c: &mut [T], ldc: us
 /// [`gemm_views`] for a C of at most [`ROWS_MAX`] rows whose columns, like B's, are adjacent:
 /// the shapes that never pack. A caller making many such products (the causal tile's row
 /// groups) calls this rather than `gemm_views`, whose packed kernel would otherwise be inlined
-/// at each call site with its stack buffers (224 KiB in f64) — enough to overflow a 2 MiB
-/// thread stack.
+/// at each call site with its stack blocks (56 KiB each; when they were 224 KiB in f64,
+/// three inlined copies overflowed a 2 MiB thread stack).
 ///
 /// # Panics
 /// If the shapes disagree or C or B has non-adjacent columns or C more than `ROWS_MAX` rows.

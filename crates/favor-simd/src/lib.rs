@@ -53,10 +53,11 @@
 //! ## Stack
 //! The kernels allocate nothing: the GEMM packs its operands into blocks on the stack, 56 KiB
 //! in either precision (a B block of 32 KiB and a transposed A's block of 24 KiB). Every
-//! favor-core path with these kernels — each plan kind, plain and hybrid, both decoding
-//! streams and tiled exact attention, in f32 and f64 — runs in an optimised build on a thread with a 128 KiB stack
-//! (musl's default; tested on every backend), so a host's worker threads need no special
-//! size. Unoptimised builds use larger frames.
+//! favor-core path with these kernels — each plan kind, plain and hybrid, with a key mask,
+//! both decoding streams, tiled exact attention and the structured projection, in f32 and
+//! f64 — runs in an optimised build on a thread with a 128 KiB stack (musl's default; tested
+//! on every native backend: wasm32-wasip1 has no threads), so a host's worker threads need
+//! no special size. Unoptimised builds use larger frames.
 //!
 //! ## Features
 //! `std` (default): run-time CPU detection. Without it the crate is `no_std` and the ISA is

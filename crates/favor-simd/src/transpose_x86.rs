@@ -108,9 +108,10 @@ fn pack_blocks<const N: usize, X: Transpose<N>>(
 }
 
 /// Packs the whole 16×16 blocks of one micro-panel as `gemm::pack_transposed` defines it
-/// (`panel[p·nr + c] = data[(j0 + c)·cs + pc + p]`) when `s` is AVX-512 and `T` is f32, and returns how many leading columns it packed completely (every p < kc); 0
-/// otherwise, the caller then packing everything. The caller has checked that every source
-/// index is in bounds and `panel` holds kc·nr.
+/// (`panel[p·nr + c] = data[(j0 + c)·cs + pc + p]`) when `s` is AVX-512 and `T` is f32, and
+/// returns how many leading columns it packed completely (every p < kc); 0 otherwise, the
+/// caller then packing everything. The caller has checked that every source index is in
+/// bounds and `panel` holds kc·nr.
 #[inline(always)]
 pub(crate) fn pack_transposed<T: Real, S: pulp::Simd>(
     s: S,

@@ -1240,8 +1240,10 @@ fn masked_hybrid_every_backend() {
 /// stack; at 112 KiB (f32) and 224 KiB (f64) they overflowed such a thread.
 const SMALL_STACK: usize = 128 << 10;
 
-/// Every plan kind (plain and hybrid), both decoding streams and tiled exact attention in
-/// precision T with kernels `K`, at a shape whose GEMMs take the packed path (A transposed, many rows and columns).
+/// Every plan kind (plain and hybrid), with and without Wᵀ attached and a key mask, both
+/// decoding streams, tiled exact attention and the structured projection in precision T with
+/// kernels `K`, at a shape whose GEMMs take the packed path (A transposed, many rows and
+/// columns).
 fn run_paths<T: Float, K: Kernels<T>>(kern: K) -> Vec<T> {
     let (l, d, m) = (150, 64, 256);
     let mut w = vec![T::zero(); m * d];
@@ -1251,20 +1253,49 @@ fn run_paths<T: Float, K: Kernels<T>>(kern: K) -> Vec<T> {
         data::<T>(2, l * d, 0.3),
         data::<T>(3, l * d, 1.0),
     );
-    let phi = PositiveSoftmax::new(&w, m, d).unwrap();
+    let mut wt = vec![T::zero(); m * d];
+    transpose_projection(&w, m, d, &mut wt).unwrap();
+    // With Wᵀ attached the projection reads it in place; without, it packs W transposed.
+    let bare = PositiveSoftmax::new(&w, m, d).unwrap();
+    let phi = bare.with_transposed_projection(&wt).unwrap();
     let shape = Shape::new(l, d, d);
     let mut outs = Vec::new();
     let mut out = vec![T::zero(); l * d];
+    let mask: Vec<bool> = (0..l).map(|j| j % 7 != 3).collect();
+    let masked = Options {
+        key_mask: Some(&mask),
+        ..Options::default()
+    };
+    for map in [&bare, &phi] {
+        let plan = Plan::new(PlanKind::Bidirectional, kern, map, shape, masked).unwrap();
+        let mut scratch = vec![T::zero(); plan.scratch_len()];
+        plan.run(&q, &k, &v, &mut out, &mut scratch).unwrap();
+        outs.extend_from_slice(&out);
+    }
+    // The structured projection, a kernel of its own (its blocks live on the stack too).
+    let mut signs = vec![T::zero(); sorf_signs_len(m, d).unwrap()];
+    sorf_signs(5, m, d, &mut signs).unwrap();
+    let mut row_max = vec![T::zero(); 32];
+    let x = MatRef::row_major(&q[..32 * d], 32, d);
+    kern.sorf_project(
+        x,
+        &signs,
+        T::one(),
+        MatMut::row_major(&mut out[..32 * m], 32, m),
+        &mut row_max,
+    );
+    outs.extend_from_slice(&out[..32 * m]);
     let hybrid = HybridShape {
         window: 24,
         sinks: 2,
     };
-    for kind in [
+    let kinds = [
         PlanKind::Bidirectional,
         PlanKind::CausalPrefix,
         PlanKind::CausalChunked,
-    ] {
-        let plain = Plan::new(kind, kern, &phi, shape, Options::default()).unwrap();
+    ];
+    for (kind, map) in kinds.into_iter().flat_map(|k| [(k, &bare), (k, &phi)]) {
+        let plain = Plan::new(kind, kern, map, shape, Options::default()).unwrap();
         // The token loop's hybrid is HybridStream, below.
         let hybrid_plan =
             (kind != PlanKind::CausalPrefix).then(|| plain.with_hybrid(hybrid).unwrap());
@@ -1310,6 +1341,7 @@ fn check_small_stack<K: Kernels<f32> + Kernels<f64> + Send + 'static>(kern: K) {
 }
 
 #[test]
+#[cfg_attr(target_arch = "wasm32", ignore = "wasm32-wasip1 has no threads")]
 fn every_path_runs_on_a_small_thread_stack() {
     all_backends!(check_small_stack);
 }
