@@ -156,7 +156,12 @@ fn in_registers<T: Real, S: Simd, const N: usize>(
     base: usize,
     stride: usize,
 ) {
-    let mut r: [T::V<S>; N] = core::array::from_fn(|k| w[base + k * stride]);
+    // A loop, not `array::from_fn`: its closure was compiled out of line, without the
+    // caller's target features, copying the vectors through the stack with SSE moves.
+    let mut r = [w[base]; N];
+    for (k, v) in r.iter_mut().enumerate().skip(1) {
+        *v = w[base + k * stride];
+    }
     let mut h = 1;
     while h < N {
         for i in 0..N {
