@@ -693,14 +693,14 @@ fn pack_transposed<T: Real, S: Simd>(s: S, b: Mat<'_, T>, block: BBlock, panel: 
     const G: usize = 4;
     let mut c = done;
     while c + G <= cols {
-        let s: [usize; G] = core::array::from_fn(|t| (j0 + c + t) * b.cs + pc);
+        let starts: [usize; G] = core::array::from_fn(|t| (j0 + c + t) * b.cs + pc);
         for p in 0..kc {
             // SAFETY: p < kc and c + t < cols, so every source index is at most `last_src`
             // (< b.data.len()) and every destination index below kc·nr ≤ panel.len(), by
             // the asserts above.
             unsafe {
                 let d = dst.add(p * nr + c);
-                for (t, &st) in s.iter().enumerate() {
+                for (t, &st) in starts.iter().enumerate() {
                     *d.add(t) = *src.add(st + p);
                 }
             }

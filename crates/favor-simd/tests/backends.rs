@@ -57,6 +57,11 @@ macro_rules! all_backends {
     }};
 }
 
+/// `x` in f64, exactly.
+fn widen(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&a| f64::from(a)).collect()
+}
+
 fn data<T: Float>(seed: u64, n: usize, scale: f64) -> Vec<T> {
     let mut g = Normals::new(0x5EED_0000 + seed);
     (0..n).map(|_| T::from_f64(g.next_f64() * scale)).collect()
@@ -365,7 +370,6 @@ impl Case {
     /// positive-feature attention whose kernels round differently: favor-testkit's
     /// `backend_bound` (derivation there), with scores of 2m terms (the hyperbolic map's M).
     fn bound(&self) -> f64 {
-        let widen = |x: &[f32]| -> Vec<f64> { x.iter().map(|&a| f64::from(a)).collect() };
         backend_bound(
             &widen(&self.w),
             (self.d, (self.d as f64).powf(-0.25)),
@@ -434,7 +438,6 @@ fn end_to_end_cases() -> &'static [EndToEnd] {
         .map(|case| {
             let phi = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
             let hyp = HyperbolicSoftmax::new(&case.w, case.m, case.d).unwrap();
-            let widen = |x: &[f32]| -> Vec<f64> { x.iter().map(|&a| f64::from(a)).collect() };
             let w64 = widen(&case.w);
             let phi64 = PositiveSoftmax::new(&w64, case.m, case.d).unwrap();
             let shape = Shape::new(case.l, case.d, case.dv);
@@ -538,7 +541,6 @@ fn check_exact<K: Kernels<f32>>(kern: K) {
             &mut scratch,
         )
         .unwrap();
-        let w64 = |x: &Vec<f32>| x.iter().map(|&a| f64::from(a)).collect::<Vec<f64>>();
         let mut want = vec![0f64; c.l * c.dv];
         let opts64 = ExactOptions {
             causal,
@@ -546,9 +548,9 @@ fn check_exact<K: Kernels<f32>>(kern: K) {
         };
         softmax_attention(
             &Scalar,
-            &w64(&c.q),
-            &w64(&c.k),
-            &w64(&c.v),
+            &widen(&c.q),
+            &widen(&c.k),
+            &widen(&c.v),
             shape,
             &opts64,
             &mut want,
