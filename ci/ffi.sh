@@ -9,12 +9,14 @@ set -euo pipefail
 target="${CARGO_TARGET_DIR:-target}"
 out="$target/ffi"
 mkdir -p "$out"
-# favor-cli's binary from cargo test (ci/check.sh), built here when this script runs alone.
-[ -x "$target/debug/favor" ] || cargo build --profile test -p favor-cli
-# The static library: cargo test builds favor-ffi as an rlib only. Alone (-p), not with
-# --workspace: a workspace build resolves dev-dependency features unlike cargo test and
-# would rebuild half the workspace; alone, only favor-ffi's own chain is built.
-cargo build --profile test -p favor-ffi
+# The static library: cargo test builds favor-ffi as an rlib only. The same targets as
+# cargo test (--lib --bins --tests --examples) resolve the same features, so everything
+# ci/check.sh built is reused and only favor-ffi's library is built again, with its static
+# and shared crate types (4 s on 2 cores). Alone (-p favor-ffi) its dependencies resolve
+# fewer features and its whole chain was built again (68 s); run alone, this script builds
+# what cargo test would.
+cargo build --profile test --workspace --lib --bins --tests --examples
+# favor-cli's binary, from the same build, writes the fixtures.
 fix=crates/favor-cli/tests/data/peers
 cp "$fix/q.npy" "$fix/k.npy" "$fix/v.npy" "$out/"
 "$target/debug/favor" run --q "$out/q.npy" --k "$out/k.npy" --v "$out/v.npy" \

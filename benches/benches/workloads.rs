@@ -4,7 +4,7 @@
 //! | group | what | elements (per iteration) |
 //! |---|---|---|
 //! | `roof` | [`fma_roof`] (widest ISA) and [`fma_roof_avx2`] (8-lane AVX2+FMA, where present) | FLOPs |
-//! | `decode_step_8heads` | one token through all 8 heads' favor-core [`Stream::step`] after 0 and 10 000 tokens (detected and forced AVX2 backends; scalar at 0), and through `favor_tensor::Stream::step_into` | FLOPs 8·H·m·d |
+//! | `decode_step_8heads` | one token through all 8 heads' favor-core [`Stream::step`] after 0 and 10 000 tokens (detected and forced AVX2 backends; scalar at 0), and through `favor_tensor::Stream::step_into` (the default projection, and SORF's structured form: `tensor_stream_sorf`) | FLOPs 8·H·m·d |
 //! | `exp_4096` | `exp_shift` of 4096 values in [-80, 80] (detected, AVX2) against `libm::expf`, a copy of the input included | elements |
 //!
 //! The attention workloads against L are in `attention.rs`, the kernels in `kernels.rs`.
@@ -50,8 +50,9 @@ fn decode<K: Kernels<f32>>(c: &mut Criterion, k: K, seen: usize) {
     });
 }
 
-/// The same step through the tensor API: one `[1, 8, 1, 64]` token, no allocation.
-fn decode_tensor(c: &mut Criterion, seen: usize) {
+/// The same step through the tensor API: one `[1, 8, 1, 64]` token, no allocation; with
+/// `Projection::Sorf` the maps project with W's structured form (no W read per token).
+fn decode_tensor(c: &mut Criterion, projection: favor_tensor::Projection, seen: usize) {
     let hs = heads(1);
     let token = |pick: fn(&Head) -> &[f32]| -> Vec<f32> {
         hs.iter().flat_map(|h| pick(h).iter().copied()).collect()
@@ -63,6 +64,7 @@ fn decode_tensor(c: &mut Criterion, seen: usize) {
     let performer = favor_tensor::Performer::builder(DIM)
         .heads(HEADS)
         .features(FEATURES)
+        .projection(projection)
         .causal(true)
         .build()
         .unwrap();
@@ -73,7 +75,12 @@ fn decode_tensor(c: &mut Criterion, seen: usize) {
     }
     let mut g = c.benchmark_group("decode_step_8heads");
     g.throughput(Throughput::Elements(favor_flops(1)));
-    let id = format!("tensor_stream/{}", performer.backend_name());
+    let sorf = if projection == favor_tensor::Projection::Sorf {
+        "_sorf"
+    } else {
+        ""
+    };
+    let id = format!("tensor_stream{sorf}/{}", performer.backend_name());
     g.bench_function(BenchmarkId::new(id, format!("seen{seen}")), |b| {
         b.iter(|| stream.step_into(q, k, v, &mut out).unwrap())
     });
@@ -93,8 +100,13 @@ fn decode_all(c: &mut Criterion) {
         }
     }
     decode(c, Scalar, 0);
-    for seen in [0, 10_000] {
-        decode_tensor(c, seen);
+    for projection in [
+        favor_tensor::Projection::default(),
+        favor_tensor::Projection::Sorf,
+    ] {
+        for seen in [0, 10_000] {
+            decode_tensor(c, projection, seen);
+        }
     }
 }
 

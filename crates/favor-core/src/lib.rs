@@ -131,7 +131,9 @@
 //!   ([`ProjectionKind::Simplex`]); lower MSE again for the positive maps.
 //! - **structured orthogonal random features** (SORF) — blocks `(1/d')·H·D₁·H·D₂·H·D₃` of
 //!   Hadamard matrices and random signs ([`ProjectionKind::Sorf`]): near-ORF error, and
-//!   [`sorf_apply`] projects a row in O(d' log d') from 3·d' stored signs, without W.
+//!   [`sorf_apply`] projects a row in O(d' log d') from 3·d' stored signs, without W; the
+//!   softmax maps do so too once given the signs
+//!   ([`PositiveSoftmax::with_structured_projection`]).
 //! - **data normaliser** — the `d^(-1/4)` applied to q and k so `exp(q'·k') = exp(q·k/√d)`.
 //! - **log-scale** — a per-row exponent kept beside stored features: `φ = stored·e^ℓ`.
 //! - **stabiliser** — the running log-scale of the [`PrefixState`] that rescales S and z when

@@ -116,23 +116,79 @@ pub fn sorf_apply<T: Float>(
     let inv = T::one() / T::from_usize(padded);
     let blocks = signs.chunks_exact(3 * padded);
     for (rows, block) in out[..features].chunks_mut(padded).zip(blocks) {
-        let (d1, rest) = block.split_at(padded);
-        let (d2, d3) = rest.split_at(padded);
-        for ((si, &xi), &di) in s.iter_mut().zip(x).zip(d3) {
-            *si = xi * di;
-        }
-        s[dim..].fill(T::zero());
-        walsh_hadamard(s);
-        for (si, &di) in s.iter_mut().zip(d2) {
-            *si = *si * di;
-        }
-        walsh_hadamard(s);
-        for (si, &di) in s.iter_mut().zip(d1) {
-            *si = *si * di;
-        }
-        walsh_hadamard(s);
+        transform_block(block, x, s);
         for (o, &si) in rows.iter_mut().zip(s.iter()) {
             *o = si * inv;
+        }
+    }
+    Ok(())
+}
+
+/// One block's `H·D₁·H·D₂·H·D₃·x` (without the 1/d') into `s` (d' elements), `block` its
+/// 3·d' signs `[D₁ | D₂ | D₃]`, `x` at most d' inputs (zero-padded).
+fn transform_block<T: Float>(block: &[T], x: &[T], s: &mut [T]) {
+    let d3 = &block[2 * s.len()..];
+    for ((si, &xi), &di) in s.iter_mut().zip(x).zip(d3) {
+        *si = xi * di;
+    }
+    s[x.len()..].fill(T::zero());
+    transform_signed(block, s);
+}
+
+/// The rest of [`transform_block`] once `s` holds `D₃·x`: `s ← H·D₁·H·D₂·H·s`.
+fn transform_signed<T: Float>(block: &[T], s: &mut [T]) {
+    let padded = s.len();
+    let (d1, d2) = (&block[..padded], &block[padded..2 * padded]);
+    walsh_hadamard(s);
+    for (si, &di) in s.iter_mut().zip(d2) {
+        *si = *si * di;
+    }
+    walsh_hadamard(s);
+    for (si, &di) in s.iter_mut().zip(d1) {
+        *si = *si * di;
+    }
+    walsh_hadamard(s);
+}
+
+/// Checks that `signs` ([`sorf_signs`]) are the structured form of `w` (`features × dim`,
+/// row-major): column j of W must equal the transform of the unit vector eⱼ, entry for entry.
+/// Exact in any precision: every entry of such a W is an integer of magnitude at most d'²
+/// times 1/d' (a power of two), which f32 holds exactly for d' ≤ [`SORF_DENSE_MAX_PADDED`],
+/// whatever the order of the additions. O(d·m·log d') once, when a map takes the signs.
+pub(crate) fn check_structured<T: Float>(
+    signs: &[T],
+    w: &[T],
+    features: usize,
+    dim: usize,
+) -> Result<()> {
+    let (padded, _) = sorf_dims(features, dim)?;
+    if padded > SORF_DENSE_MAX_PADDED {
+        return Err(Error::InvalidParameter {
+            what: "a structured projection needs dim <= 512",
+        });
+    }
+    check::exact("signs", signs, sorf_signs_len(features, dim)?)?;
+    check::exact("projection", w, check::mul(features, dim)?)?;
+    let mut buf = [T::zero(); SORF_DENSE_MAX_PADDED];
+    let s = &mut buf[..padded];
+    let inv = T::one() / T::from_usize(padded);
+    for j in 0..dim {
+        for (b, block) in signs.chunks_exact(3 * padded).enumerate() {
+            // D₃·eⱼ.
+            s.fill(T::zero());
+            s[j] = block[2 * padded + j];
+            transform_signed(block, s);
+            let rows = b * padded..features.min((b + 1) * padded);
+            // Equal values (a zero's sign depends on the order of the sign flips).
+            let same = rows
+                .zip(s.iter())
+                .all(|(r, &si)| w[r * dim + j] == si * inv);
+            if !same {
+                return Err(Error::InvalidParameter {
+                    what: "the signs are not this projection's structured form \
+                           (sorf_signs with the seed W was drawn from)",
+                });
+            }
         }
     }
     Ok(())

@@ -15,3 +15,4 @@ mod peers;
 mod precision;
 mod saderf;
 mod statistics;
+mod structured;

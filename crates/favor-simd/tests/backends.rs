@@ -513,6 +513,62 @@ fn end_to_end_every_backend() {
     all_backends!(check_end_to_end);
 }
 
+/// A SORF layer's map over W's structured form (signs, `with_structured_projection`: every
+/// projection three fast Walsh–Hadamard transforms) through every path of `run_all` on
+/// every backend, against the same paths over the dense W on Scalar, within the end-to-end
+/// bound. Its projection term allows a length-d dot product's rounding, γ_d·Σ|wⱼxⱼ|; the
+/// transforms round 3·log₂d' butterfly levels of partial sums at most √d'·‖x‖₂ once scaled
+/// by the exact 1/d' (favor-core's tests/structured.rs), within it for this case's d = d' =
+/// 16 (12 levels against 16 products; not for every d: at d = 4, 6 against 4).
+struct Structured {
+    case: Case,
+    signs: Vec<f32>,
+    bound: f64,
+    dense: Vec<Vec<f32>>,
+}
+
+fn structured_case() -> &'static Structured {
+    static CASE: std::sync::OnceLock<Structured> = std::sync::OnceLock::new();
+    CASE.get_or_init(|| {
+        let mut case = Case::new(67, 16, 9, 40, 1.5);
+        projection(ProjectionKind::Sorf, 78, case.m, case.d, &mut case.w).unwrap();
+        let mut signs = vec![0f32; sorf_signs_len(case.m, case.d).unwrap()];
+        sorf_signs(78, case.m, case.d, &mut signs).unwrap();
+        let dense = PositiveSoftmax::new(&case.w, case.m, case.d).unwrap();
+        Structured {
+            bound: case.bound(),
+            dense: run_all(&Scalar, &dense, &case),
+            signs,
+            case,
+        }
+    })
+}
+
+fn check_structured<K: Kernels<f32> + 'static>(kern: K) {
+    let e = structured_case();
+    let case = &e.case;
+    let phi = PositiveSoftmax::new(&case.w, case.m, case.d)
+        .and_then(|p| p.with_structured_projection(&e.signs))
+        .unwrap();
+    for (path, (g, w)) in run_all(&kern, &phi, case).iter().zip(&e.dense).enumerate() {
+        let err = g
+            .iter()
+            .zip(w)
+            .fold(0f64, |a, (x, y)| a.max(f64::from(x - y).abs()));
+        assert!(
+            err <= e.bound,
+            "{} structured path {path}: max err {err:e} > bound {:e}",
+            kern.name(),
+            e.bound
+        );
+    }
+}
+
+#[test]
+fn structured_projection_every_backend() {
+    all_backends!(check_structured);
+}
+
 /// Exact softmax attention on every backend vs f64: an online softmax of L terms; each
 /// logit is a length-d dot (abs error γ_d·τ·Σ|q||k|), which perturbs each weight by that
 /// relative amount; the weighted average then moves ≤ 2·(that + γ_L)·max|v|.

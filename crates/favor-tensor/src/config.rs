@@ -135,6 +135,13 @@ pub enum Projection {
     /// `(1/d')·H·D₁·H·D₂·H·D₃` of Walsh–Hadamard matrices and random signs, d' the power of
     /// two at or above `head_dim` (≤ 512). Near-orthogonal error, rows of norm √d', slightly
     /// biased for softmax (the rows are not Gaussian).
+    ///
+    /// The softmax kernels ([`Kernel::Softmax`], [`Kernel::Hyperbolic`],
+    /// [`Kernel::Trigonometric`]) project with the signs, not with W: three fast
+    /// Walsh–Hadamard transforms per block of d' features (favor-core's
+    /// `with_structured_projection`), so a decoding step reads 3·d' signs per block instead of
+    /// W's m·d weights. W is still drawn (densely, for [`Performer::weights`](crate::Performer::weights), the range
+    /// checks and the other kernels); the two forms give the same features up to rounding.
     Sorf,
     /// No projection: generalized kernels applied to the inputs themselves (m = d).
     None,
@@ -230,18 +237,25 @@ impl Config {
     pub(crate) fn map<'w, T: Real>(&self, weights: &'w Weights) -> Result<AnyFeatureMap<'w, T>> {
         let (w, wt) = T::weights(weights);
         let (m, d, n) = (self.features, self.dim, self.normalizer);
+        // A drawn SORF W's maps project with its signs: no W read per token.
+        let signs = T::signs(weights);
+        macro_rules! softmax {
+            ($map:ident, $variant:ident) => {
+                $map::new(w, m, d)
+                    .and_then(|p| p.with_transposed_projection(wt))
+                    .and_then(|p| match signs {
+                        Some(s) => p.with_structured_projection(s),
+                        None => Ok(p),
+                    })
+                    .map(|p| AnyFeatureMap::$variant(p.with_data_normalizer(n)))
+            };
+        }
         let map = match self.kernel {
             // The fitted kernels' map is made per call and head (exec.rs) over the same W; SM+
             // (GERF at A = 0, bit for bit) checks W at build.
-            Kernel::Softmax | Kernel::Gerf | Kernel::Saderf => PositiveSoftmax::new(w, m, d)
-                .and_then(|p| p.with_transposed_projection(wt))
-                .map(|p| AnyFeatureMap::Positive(p.with_data_normalizer(n))),
-            Kernel::Hyperbolic => HyperbolicSoftmax::new(w, m, d)
-                .and_then(|p| p.with_transposed_projection(wt))
-                .map(|p| AnyFeatureMap::Hyperbolic(p.with_data_normalizer(n))),
-            Kernel::Trigonometric => TrigonometricSoftmax::new(w, m, d)
-                .and_then(|p| p.with_transposed_projection(wt))
-                .map(|p| AnyFeatureMap::Trigonometric(p.with_data_normalizer(n))),
+            Kernel::Softmax | Kernel::Gerf | Kernel::Saderf => softmax!(PositiveSoftmax, Positive),
+            Kernel::Hyperbolic => softmax!(HyperbolicSoftmax, Hyperbolic),
+            Kernel::Trigonometric => softmax!(TrigonometricSoftmax, Trigonometric),
             generalized => {
                 let f = generalized.activation().unwrap_or(Activation::Relu);
                 let g = if self.projection == Projection::None {

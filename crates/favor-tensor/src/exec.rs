@@ -139,85 +139,135 @@ impl<'a, E: Element> Io<'a, E> {
         crate::range::check(cfg, w, m, &self.q, &self.k, &self.v, keys)
     }
 
-    /// Runs every (batch, head) pair into `out` (`[B, H, Lq, dv]`, already checked).
+    /// Runs every (batch, head) pair into `out` (`[B, H, Lq, dv]`, already checked): the
+    /// inputs and the output, their element types erased, go to the engine compiled for the
+    /// call's precision ([`Real::forward`]).
     pub(crate) fn run<O: Element>(
         &self,
         cfg: &Config,
         weights: &Weights,
         out: TensorViewMut<'_, O>,
     ) -> Result<()> {
-        match cfg.precision {
-            Precision::F32 => self.run_in::<f32, O>(cfg, weights, out),
-            Precision::F64 => self.run_in::<f64, O>(cfg, weights, out),
-        }
+        let per_head = self.shape.queries * self.shape.value_dim;
+        row_major_into(out, |out| match cfg.precision {
+            Precision::F32 => with_pieces(out, per_head, |out| {
+                f32::forward(&self.call(), cfg, weights, out)
+            }),
+            Precision::F64 => with_pieces(out, per_head, |out| {
+                f64::forward(&self.call(), cfg, weights, out)
+            }),
+        })
     }
 
-    fn run_in<T: Real, O: Element>(
-        &self,
-        cfg: &Config,
-        weights: &Weights,
-        out: TensorViewMut<'_, O>,
-    ) -> Result<()> {
-        if let Some(data_aware) = &cfg.data_aware {
-            // One map per head; each also shifts its head's keys.
-            let mut maps = alloc::try_with_capacity("feature maps", cfg.heads)?;
-            for h in 0..cfg.heads {
-                maps.push(data_aware.head_map::<T>(h, cfg.normalizer).map_err(setup)?);
-            }
-            return self.run_maps(cfg, &maps, Some(&maps), None, out);
+    /// This call's inputs as the engine reads them in `T`.
+    fn call<T: Float>(&self) -> Call<'_, T> {
+        Call {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            mask: self.mask,
+            batch: self.batch,
+            group: self.group,
+            shape: self.shape,
         }
-        if cfg.compat != Compat::None {
-            return self.run_peer::<T, O>(cfg, weights, out);
-        }
-        let map = cfg.map::<T>(weights)?;
-        let fitted = cfg.kernel.is_fitted().then(|| T::weights(weights));
-        self.run_maps(cfg, std::slice::from_ref(&map), None, fitted, out)
     }
+}
 
+/// One checked forward call's inputs, their element type erased ([`Source`]).
+pub(crate) struct Call<'r, T> {
+    q: &'r dyn Source<T>,
+    k: &'r dyn Source<T>,
+    v: &'r dyn Source<T>,
+    mask: Option<&'r [bool]>,
+    batch: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    shape: Shape,
+}
+
+/// The engine of one forward call in precision `T`: every (batch, head) pair into its piece
+/// of `out`. Instantiated only through [`Real::forward`], so it is compiled here, once per
+/// precision.
+pub(crate) fn forward<T: Real>(
+    call: &Call<'_, T>,
+    cfg: &Config,
+    weights: &Weights,
+    out: Pieces<'_, T>,
+) -> Result<()> {
+    if let Some(data_aware) = &cfg.data_aware {
+        // One map per head; each also shifts its head's keys.
+        let mut maps = alloc::try_with_capacity("feature maps", cfg.heads)?;
+        for h in 0..cfg.heads {
+            maps.push(data_aware.head_map::<T>(h, cfg.normalizer).map_err(setup)?);
+        }
+        return call.run_maps(cfg, &maps, Some(&maps), None, out);
+    }
+    if cfg.compat != Compat::None {
+        return call.run_peer(cfg, weights, out);
+    }
+    if cfg.kernel.is_fitted() {
+        // Each head fits its own map over W (`HeadIo::attend_fitted`); the layer's is unused.
+        let none: &[AnyFeatureMap<'_, T>] = &[];
+        return call.run_maps(cfg, none, None, Some(T::weights(weights)), out);
+    }
+    let map = cfg.map::<T>(weights)?;
+    call.run_maps(cfg, std::slice::from_ref(&map), None, None, out)
+}
+
+impl<T: Real> Call<'_, T> {
     /// Runs every head as `cfg.compat`'s peer computes it (favor-core's `PeerAttention`).
-    fn run_peer<T: Real, O: Element>(
-        &self,
-        cfg: &Config,
-        weights: &Weights,
-        out: TensorViewMut<'_, O>,
-    ) -> Result<()> {
+    fn run_peer(&self, cfg: &Config, weights: &Weights, out: Pieces<'_, T>) -> Result<()> {
         if self.mask.is_some() {
             return Err(Error::Config(
                 "compat reproduces a peer's attention, which takes no key mask".into(),
             ));
         }
         let peer = cfg.peer::<T>(weights)?;
-        row_major_into(out, |out| {
-            cfg.with_backend(PeerHeads {
-                io: self,
-                cfg,
-                peer: &peer,
-                out,
-            })
+        cfg.with_backend(PeerHeads {
+            call: self,
+            cfg,
+            peer: &peer,
+            out,
         })
     }
 
     /// Runs every head with `maps[h]` (or `maps[0]` for all, when there is one), shifting
     /// head h's keys by `shifts[h]`'s μ when given, or, for the fitted kernels, with a map
-    /// fitted to the head over `fitted` (W, Wᵀ), into `out` of any strides.
-    fn run_maps<T: Real, O: Element, F: FeatureMap<T> + Sync>(
+    /// fitted to the head over `fitted` (W, Wᵀ).
+    fn run_maps<F: FeatureMap<T> + Sync>(
         &self,
         cfg: &Config,
         maps: &[F],
         shifts: Option<&[DataAwareSoftmax<'_, T>]>,
         fitted: Option<(&[T], &[T])>,
-        out: TensorViewMut<'_, O>,
+        out: Pieces<'_, T>,
     ) -> Result<()> {
-        row_major_into(out, |out| {
-            cfg.with_backend(Heads {
-                io: self,
-                cfg,
-                maps,
-                shifts,
-                fitted,
-                out,
-            })
+        cfg.with_backend(Heads {
+            call: self,
+            cfg,
+            maps,
+            shifts,
+            fitted,
+            out,
         })
+    }
+
+    /// Head `i` (= batch · H + head)'s inputs.
+    fn head(&self, cfg: &Config, i: usize) -> HeadIo<'_, T> {
+        let (b, h) = (i / cfg.heads, i % cfg.heads);
+        HeadIo {
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            batch: b,
+            head: h,
+            kv_head: h / self.group,
+            mask: self
+                .mask
+                .map(|m| &m[b * self.shape.keys..(b + 1) * self.shape.keys]),
+            shape: self.shape,
+            pairs: self.batch * cfg.heads,
+        }
     }
 }
 
@@ -244,8 +294,8 @@ fn row_major_into<O: Element>(
 }
 
 /// Every (batch, head) pair of one forward call, run with one backend.
-struct Heads<'r, 'a, 'w, E, T, O, F> {
-    io: &'r Io<'a, E>,
+struct Heads<'r, 'w, 'o, T, F> {
+    call: &'r Call<'r, T>,
     cfg: &'r Config,
     /// One map for every head, or one per head.
     maps: &'r [F],
@@ -253,135 +303,220 @@ struct Heads<'r, 'a, 'w, E, T, O, F> {
     shifts: Option<&'r [DataAwareSoftmax<'w, T>]>,
     /// W and Wᵀ, when each head's map is fitted to it ([`Kernel::is_fitted`]).
     fitted: Option<(&'r [T], &'r [T])>,
-    out: &'r mut [O],
+    out: Pieces<'o, T>,
 }
 
-impl<E: Element, T: Real, O: Element, F: FeatureMap<T> + Sync> BackendOp<T>
-    for Heads<'_, '_, '_, E, T, O, F>
-{
+impl<T: Real, F: FeatureMap<T> + Sync> BackendOp<T> for Heads<'_, '_, '_, T, F> {
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
-        let (io, cfg, maps, shifts, fitted) =
-            (self.io, self.cfg, self.maps, self.shifts, self.fitted);
-        let per_head = io.shape.queries * io.shape.value_dim;
-        let one = |(i, out): (usize, &mut [O])| -> Result<()> {
-            let (b, h) = (i / cfg.heads, i % cfg.heads);
-            let hkv = h / io.group;
-            let mask = io
-                .mask
-                .map(|m| &m[b * io.shape.keys..(b + 1) * io.shape.keys]);
-            let head = HeadIo {
-                q: Rows::of(&io.q, b, h),
-                k: Rows::of(&io.k, b, hkv),
-                v: Rows::of(&io.v, b, hkv),
-                mask,
-                shape: io.shape,
-                pairs: io.batch * cfg.heads,
-            };
+        let (call, cfg, maps, shifts, fitted) =
+            (self.call, self.cfg, self.maps, self.shifts, self.fitted);
+        let one = |i: usize, out: &mut dyn Sink<T>| -> Result<()> {
+            let head = call.head(cfg, i);
             let core = |source| Error::Core {
-                batch: b,
-                head: h,
+                batch: head.batch,
+                head: head.head,
                 source,
             };
             if let Some(w) = fitted {
                 return head.attend_fitted(kernels, w, cfg, out, core);
             }
-            let map = &maps[if maps.len() == 1 { 0 } else { h }];
-            let shift = shifts.map(|s| &s[h]);
+            let map = &maps[if maps.len() == 1 { 0 } else { head.head }];
+            let shift = shifts.map(|s| &s[head.head]);
             head.attend(kernels, map, shift, cfg, out, core)
         };
-        let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, &one);
+        let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, &one);
         results.into_iter().collect()
     }
 }
 
-/// Every (batch, head) pair of one compat call ([`Io::run_peer`]).
-struct PeerHeads<'r, 'a, 'w, E, T, O> {
-    io: &'r Io<'a, E>,
+/// Every (batch, head) pair of one compat call ([`Call::run_peer`]).
+struct PeerHeads<'r, 'w, 'o, T> {
+    call: &'r Call<'r, T>,
     cfg: &'r Config,
     peer: &'r PeerAttention<'w, T>,
-    out: &'r mut [O],
+    out: Pieces<'o, T>,
 }
 
-impl<E: Element, T: Real, O: Element> BackendOp<T> for PeerHeads<'_, '_, '_, E, T, O> {
+impl<T: Real> BackendOp<T> for PeerHeads<'_, '_, '_, T> {
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
-        let (io, cfg, peer) = (self.io, self.cfg, self.peer);
-        let per_head = io.shape.queries * io.shape.value_dim;
-        let scratch_len = peer.scratch_len(io.shape).map_err(|_| Error::Alloc {
+        let (call, cfg, peer) = (self.call, self.cfg, self.peer);
+        let shape = call.shape;
+        let scratch_len = peer.scratch_len(shape).map_err(|_| Error::Alloc {
             what: "attention scratch",
             bytes: None,
         })?;
-        let one = |(i, out): (usize, &mut [O])| -> Result<()> {
-            let (b, h) = (i / cfg.heads, i % cfg.heads);
-            let hkv = h / io.group;
+        let one = |i: usize, out: &mut dyn Sink<T>| -> Result<()> {
+            let head = call.head(cfg, i);
             let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
-            let [tq, tk, tv] = &mut bufs;
-            let q = Rows::of(&io.q, b, h).widen::<T>(tq)?;
-            let k = Rows::of(&io.k, b, hkv).widen::<T>(tk)?;
-            let v = Rows::of(&io.v, b, hkv).widen::<T>(tv)?;
+            let [q, k, v] = head.widened(&mut bufs)?;
             let mut scratch = try_zeros("attention scratch", scratch_len)?;
             let mut wide = Vec::new();
-            let out_t = narrow_target(out, &mut wide)?;
-            peer.run(kernels, io.shape, None, q, k, v, out_t, &mut scratch)
+            let out_t = out.target(&mut wide)?;
+            peer.run(kernels, shape, None, q, k, v, out_t, &mut scratch)
                 .map_err(|source| Error::Core {
-                    batch: b,
-                    head: h,
+                    batch: head.batch,
+                    head: head.head,
                     source,
                 })?;
-            narrow_back(&wide, out);
+            out.finish(&wide);
             Ok(())
         };
-        let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, per_head, &one);
+        let results: Vec<Result<()>> = parallel_map(cfg.parallel, self.out, &one);
         results.into_iter().collect()
     }
 }
 
-/// The work on one piece of an output: its index and its rows. Passed as a trait object (as
-/// in [`parallel_zip`] and [`spread`]), so the threading machinery is instantiated once per
-/// piece and result type, not once per calling closure: generic closures made it 36% of the
-/// LLVM IR of a crate calling `forward` (favor-testkit: 1.67 M lines, 0.92 M after).
-type PieceFn<'f, O, R> = dyn Fn((usize, &mut [O])) -> R + Sync + 'f;
-
-/// Applies `f` to each `chunk`-sized piece of `out` with its index, on rayon's pool when
-/// `parallel` (and the feature) is on; results in index order either way.
-pub(crate) fn parallel_map<O: Send, R: Send>(
-    parallel: bool,
-    out: &mut [O],
-    chunk: usize,
-    f: &PieceFn<'_, O, R>,
-) -> Vec<R> {
-    #[cfg(feature = "parallel")]
-    if parallel {
-        use rayon::prelude::*;
-        return out.par_chunks_mut(chunk).enumerate().map(f).collect();
-    }
-    let _ = parallel;
-    out.chunks_mut(chunk).enumerate().map(f).collect()
+/// One input of a call (q, k or v) as the engine reads it, a head at a time in the compute
+/// type `T`, whatever its element type and strides.
+///
+/// Why erased: below a call's entry point ([`Io::run`], the streams' `absorb`) everything is
+/// compiled once per precision, in this crate ([`Real::forward`], [`Real::stream`]). Generic
+/// over the caller's element types, the whole engine (favor-core's plans over every SIMD
+/// backend, the threading) was compiled again in each crate that called `forward` or a
+/// stream, once per element type used there: 85% of favor-ffi's LLVM IR.
+pub(crate) trait Source<T>: Sync {
+    /// The rows of (`batch`, `head`) as one `T` slice: zero-copy when they are contiguous
+    /// `T`, else gathered (and converted) into `tmp`.
+    fn head<'t>(&'t self, batch: usize, head: usize, tmp: &'t mut Vec<T>) -> Result<&'t [T]>;
+    /// Row 0 of the heads `at(i)` = (batch, head) for `i` in `0..n`, as `n` rows of `T`:
+    /// zero-copy when the view is already those rows in order (contiguous, one row per head,
+    /// no head repeated) and of type `T`, else gathered (and converted) into `tmp`.
+    fn first_rows<'t>(
+        &'t self,
+        tmp: &'t mut Vec<T>,
+        n: usize,
+        at: &dyn Fn(usize) -> (usize, usize),
+    ) -> Result<&'t [T]>;
+    /// Whether [`head`](Self::head) copies: the rows are strided or not of type `T`.
+    fn copies(&self) -> bool;
 }
 
-/// Applies `f` to each `chunk`-sized piece of `out` with its index and its element of
-/// `states` (one per piece), on rayon's pool when `parallel` (and the feature) is on;
-/// results in index order either way.
-pub(crate) fn parallel_zip<O: Send, S: Send, R: Send>(
-    parallel: bool,
+impl<E: Element, T: Float> Source<T> for TensorView<'_, E> {
+    fn head<'t>(&'t self, batch: usize, head: usize, tmp: &'t mut Vec<T>) -> Result<&'t [T]> {
+        if let Some(rows) = self.try_head(batch, head) {
+            return widen(rows, tmp);
+        }
+        let [_, _, l, d] = self.shape();
+        try_resize("converted inputs", tmp, l * d, T::zero())?;
+        for (i, dst) in tmp.chunks_exact_mut(d.max(1)).enumerate() {
+            convert(self.row(batch, head, i), dst);
+        }
+        Ok(tmp)
+    }
+
+    fn first_rows<'t>(
+        &'t self,
+        tmp: &'t mut Vec<T>,
+        n: usize,
+        at: &dyn Fn(usize) -> (usize, usize),
+    ) -> Result<&'t [T]> {
+        let [b, h, _, d] = self.shape();
+        if self.is_contiguous() && b * h == n {
+            return widen(self.data(), tmp);
+        }
+        try_resize("converted inputs", tmp, n * d, T::zero())?;
+        for (i, dst) in tmp.chunks_exact_mut(d.max(1)).enumerate() {
+            let (b, h) = at(i);
+            convert(self.row(b, h, 0), dst);
+        }
+        Ok(tmp)
+    }
+
+    fn copies(&self) -> bool {
+        converts::<E, T>() || !self.is_contiguous()
+    }
+}
+
+/// One piece of a call's output (one (batch, head)'s rows) as the engine writes it, in the
+/// compute type `T`, whatever its element type (see [`Source`] for why erased).
+pub(crate) trait Sink<T>: Send {
+    /// Where to compute the piece in `T`: the piece itself when its elements are `T`, else
+    /// `wide` (sized here).
+    fn target<'s>(&'s mut self, wide: &'s mut Vec<T>) -> Result<&'s mut [T]>;
+    /// Rounds `wide` into the piece, once (nothing to do when it was computed in place).
+    fn finish(&mut self, wide: &[T]);
+    /// Whether [`target`](Self::target) needs `wide`: the piece is not of type `T`.
+    fn converts(&self) -> bool;
+}
+
+impl<O: Element, T: Float> Sink<T> for &mut [O] {
+    fn target<'s>(&'s mut self, wide: &'s mut Vec<T>) -> Result<&'s mut [T]> {
+        narrow_target(self, wide)
+    }
+    fn finish(&mut self, wide: &[T]) {
+        narrow_back(wide, self);
+    }
+    fn converts(&self) -> bool {
+        converts::<O, T>()
+    }
+}
+
+/// A call's output in pieces of one (batch, head) each, in order.
+pub(crate) type Pieces<'p, T> = Vec<&'p mut (dyn Sink<T> + 'p)>;
+
+/// Runs `f` on `out` cut into pieces of `per_head` elements, as [`Sink`]s of `T`.
+pub(crate) fn with_pieces<O: Element, T: Float>(
     out: &mut [O],
-    chunk: usize,
-    states: &mut [S],
-    f: &(dyn Fn(usize, &mut [O], &mut S) -> R + Sync),
+    per_head: usize,
+    f: impl FnOnce(Pieces<'_, T>) -> Result<()>,
+) -> Result<()> {
+    let per_head = per_head.max(1);
+    let n = out.len().div_ceil(per_head);
+    let mut slices = alloc::try_with_capacity("output pieces", n)?;
+    slices.extend(out.chunks_mut(per_head));
+    let mut sinks: Pieces<'_, T> = alloc::try_with_capacity("output pieces", n)?;
+    sinks.extend(slices.iter_mut().map(|s| s as &mut dyn Sink<T>));
+    f(sinks)
+}
+
+/// The work on one piece of an output, given its index. A trait object (as in [`spread`]),
+/// so the threading machinery is instantiated once per compute and result type, not once
+/// per calling closure.
+type PieceFn<'f, T, R> = dyn Fn(usize, &mut dyn Sink<T>) -> R + Sync + 'f;
+
+/// Applies `f` to each piece of `out` with its index, on rayon's pool when `parallel` (and
+/// the feature) is on; results in index order either way.
+pub(crate) fn parallel_map<T, R: Send>(
+    parallel: bool,
+    out: Pieces<'_, T>,
+    f: &PieceFn<'_, T, R>,
 ) -> Vec<R> {
     #[cfg(feature = "parallel")]
     if parallel {
         use rayon::prelude::*;
         return out
-            .par_chunks_mut(chunk)
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, o)| f(i, o))
+            .collect();
+    }
+    let _ = parallel;
+    out.into_iter().enumerate().map(|(i, o)| f(i, o)).collect()
+}
+
+/// Applies `f` to each piece of `out` with its index and its element of `states` (one per
+/// piece), on rayon's pool when `parallel` (and the feature) is on; results in index order
+/// either way.
+pub(crate) fn parallel_zip<T, S: Send, R: Send>(
+    parallel: bool,
+    out: Pieces<'_, T>,
+    states: &mut [S],
+    f: &(dyn Fn(usize, &mut dyn Sink<T>, &mut S) -> R + Sync),
+) -> Vec<R> {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        use rayon::prelude::*;
+        return out
+            .into_par_iter()
             .zip(states.par_iter_mut())
             .enumerate()
             .map(|(i, (o, s))| f(i, o, s))
             .collect();
     }
     let _ = parallel;
-    let pieces = out.chunks_mut(chunk).zip(states.iter_mut());
+    let pieces = out.into_iter().zip(states.iter_mut());
     pieces.enumerate().map(|(i, (o, s))| f(i, o, s)).collect()
 }
 
@@ -397,73 +532,47 @@ pub(crate) fn concurrency(parallel: bool, tasks: usize) -> usize {
 }
 
 /// Whether [`widen`] from `E` to `T` (or [`narrow_target`] for `E` = f32) needs a buffer.
-pub(crate) fn converts<E: 'static, T: 'static>() -> bool {
+fn converts<E: 'static, T: 'static>() -> bool {
     TypeId::of::<E>() != TypeId::of::<T>()
 }
 
-/// One head's rows of one tensor: a slice, or a strided head of a view.
-#[derive(Clone, Copy)]
-pub(crate) struct Rows<'v, 'a, E> {
-    view: &'v TensorView<'a, E>,
+/// One head's inputs.
+struct HeadIo<'r, T> {
+    q: &'r dyn Source<T>,
+    k: &'r dyn Source<T>,
+    v: &'r dyn Source<T>,
     batch: usize,
     head: usize,
-}
-
-impl<'v, 'a, E: Element> Rows<'v, 'a, E> {
-    pub(crate) fn of(view: &'v TensorView<'a, E>, batch: usize, head: usize) -> Self {
-        Self { view, batch, head }
-    }
-
-    /// The rows as one `T` slice: zero-copy when they are contiguous `T`, else gathered (and
-    /// converted) into `tmp`.
-    pub(crate) fn widen<'t, T: Float>(&self, tmp: &'t mut Vec<T>) -> Result<&'t [T]>
-    where
-        'a: 't,
-    {
-        if let Some(rows) = self.view.try_head(self.batch, self.head) {
-            return widen(rows, tmp);
-        }
-        let [_, _, l, d] = self.view.shape();
-        try_resize("converted inputs", tmp, l * d, T::zero())?;
-        for (i, dst) in tmp.chunks_exact_mut(d.max(1)).enumerate() {
-            let row = self.view.row(self.batch, self.head, i);
-            convert(row, dst);
-        }
-        Ok(tmp)
-    }
-}
-
-/// One head's inputs.
-struct HeadIo<'v, 'a, E> {
-    q: Rows<'v, 'a, E>,
-    k: Rows<'v, 'a, E>,
-    v: Rows<'v, 'a, E>,
-    mask: Option<&'a [bool]>,
+    /// The key/value head this query head reads.
+    kv_head: usize,
+    mask: Option<&'r [bool]>,
     shape: Shape,
     /// (batch, head) pairs in the call: a long head's parts run in parallel only when they
     /// are few.
     pairs: usize,
 }
 
-impl<'a, E: Element> HeadIo<'_, 'a, E> {
+impl<'r, T: Real> HeadIo<'r, T> {
     /// The head's q, k and v as `T` rows: zero-copy, or converted into `bufs`.
-    fn widened<'t, T: Float>(&self, bufs: &'t mut [Vec<T>; 3]) -> Result<[&'t [T]; 3]>
+    fn widened<'t>(&self, bufs: &'t mut [Vec<T>; 3]) -> Result<[&'t [T]; 3]>
     where
-        'a: 't,
+        'r: 't,
     {
         let [tq, tk, tv] = bufs;
-        Ok([self.q.widen(tq)?, self.k.widen(tk)?, self.v.widen(tv)?])
+        let (b, h, kv) = (self.batch, self.head, self.kv_head);
+        let (q, k, v) = (self.q, self.k, self.v);
+        Ok([q.head(b, h, tq)?, k.head(b, kv, tk)?, v.head(b, kv, tv)?])
     }
 
     /// One head's attention into `out`; favor-core's errors go through `core` (which
     /// names the head).
-    fn attend<T: Real, K: Kernels<T>, F: FeatureMap<T> + Sync, O: Element>(
+    fn attend<K: Kernels<T>, F: FeatureMap<T> + Sync>(
         &self,
         kernels: &K,
         map: &F,
         shift: Option<&DataAwareSoftmax<'_, T>>,
         cfg: &Config,
-        out: &mut [O],
+        out: &mut dyn Sink<T>,
         core: impl Fn(favor_core::Error) -> Error + Sync,
     ) -> Result<()> {
         let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
@@ -481,12 +590,12 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
     /// call's queries and the keys they see (the unmasked ones; with none visible the output
     /// is zero whatever the map, and A = 0, ψ = 1 are used), over W and Wᵀ `w`. SADERF
     /// rescales copies of the queries by ψ and of the keys by 1/ψ.
-    fn attend_fitted<T: Real, K: Kernels<T>, O: Element>(
+    fn attend_fitted<K: Kernels<T>>(
         &self,
         kernels: &K,
         (w, wt): (&[T], &[T]),
         cfg: &Config,
-        out: &mut [O],
+        out: &mut dyn Sink<T>,
         core: impl Fn(favor_core::Error) -> Error + Sync,
     ) -> Result<()> {
         let mut bufs = [Vec::new(), Vec::new(), Vec::new()];
@@ -533,13 +642,13 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
     }
 
     /// Plans and runs one head's attention over rows ready for `map`.
-    fn run_plan<T: Real, K: Kernels<T>, F: FeatureMap<T> + Sync, O: Element>(
+    fn run_plan<K: Kernels<T>, F: FeatureMap<T> + Sync>(
         &self,
         kernels: &K,
         map: &F,
         (q, k, v): (&[T], &[T], &[T]),
         cfg: &Config,
-        out: &mut [O],
+        out: &mut dyn Sink<T>,
         core: impl Fn(favor_core::Error) -> Error + Sync,
     ) -> Result<()> {
         let opts = Options {
@@ -555,7 +664,7 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
             key_mask: self.mask,
         };
         let mut wide = Vec::new();
-        let out_t = narrow_target(out, &mut wide)?;
+        let out_t = out.target(&mut wide)?;
         let (key_part, query_part) = (
             part_len(self.shape.keys, opts.block),
             part_len(self.shape.queries, opts.block),
@@ -599,7 +708,7 @@ impl<'a, E: Element> HeadIo<'_, 'a, E> {
             let mut scratch = try_zeros("attention scratch", plan.scratch_len())?;
             plan.run(q, k, v, out_t, &mut scratch).map_err(core)?;
         }
-        narrow_back(&wide, out);
+        out.finish(&wide);
         Ok(())
     }
 }
@@ -738,32 +847,8 @@ fn spread<I: Send, R: Send>(
         .collect()
 }
 
-/// Row 0 of the heads `at(i)` = (batch, head) for `i` in `0..n`, as `n` rows of `T`:
-/// zero-copy when `view` is already those rows in order (contiguous, one row per head, no
-/// head repeated) and of type `T`, else gathered (and converted) into `tmp`.
-pub(crate) fn gather<'t, E: Element, T: Float>(
-    view: &TensorView<'t, E>,
-    tmp: &'t mut Vec<T>,
-    n: usize,
-    at: impl Fn(usize) -> (usize, usize),
-) -> Result<&'t [T]> {
-    let [b, h, _, d] = view.shape();
-    if view.is_contiguous() && b * h == n {
-        return widen(view.data(), tmp);
-    }
-    try_resize("converted inputs", tmp, n * d, T::zero())?;
-    for (i, dst) in tmp.chunks_exact_mut(d.max(1)).enumerate() {
-        let (b, h) = at(i);
-        convert(view.row(b, h, 0), dst);
-    }
-    Ok(tmp)
-}
-
 /// `src` as `T`: zero-copy when `E` is `T`, else converted into `tmp`.
-pub(crate) fn widen<'a, E: Element, T: Float>(
-    src: &'a [E],
-    tmp: &'a mut Vec<T>,
-) -> Result<&'a [T]> {
+fn widen<'a, E: Element, T: Float>(src: &'a [E], tmp: &'a mut Vec<T>) -> Result<&'a [T]> {
     if TypeId::of::<E>() == TypeId::of::<T>() {
         return Ok(bytemuck::cast_slice(src));
     }
@@ -788,7 +873,7 @@ fn convert<E: Element, T: Float>(src: &[E], dst: &mut [T]) {
 
 /// Where to compute an output of element type `O` in `T`: `out` itself when `O` is `T`, else
 /// `wide` (sized here).
-pub(crate) fn narrow_target<'a, T: Float, O: Element>(
+fn narrow_target<'a, T: Float, O: Element>(
     out: &'a mut [O],
     wide: &'a mut Vec<T>,
 ) -> Result<&'a mut [T]> {
@@ -801,7 +886,7 @@ pub(crate) fn narrow_target<'a, T: Float, O: Element>(
 }
 
 /// Rounds `wide` into `out`, once (nothing to do when the output was computed in place).
-pub(crate) fn narrow_back<T: Float, O: Element>(wide: &[T], out: &mut [O]) {
+fn narrow_back<T: Float, O: Element>(wide: &[T], out: &mut [O]) {
     for (o, &w) in out.iter_mut().zip(wide) {
         *o = O::from_f64(w.to_f64());
     }

@@ -28,6 +28,10 @@ pub struct Weights {
     dim: usize,
     /// Largest row norm of W (1 without a projection: φ then sees x itself).
     pub(crate) row_norm: f64,
+    /// A drawn SORF W's structured form (favor-core's `sorf_signs`, 3·d' per block of d'
+    /// rows), which the softmax maps project with instead of W; empty otherwise.
+    signs64: Vec<f64>,
+    signs32: Vec<f32>,
 }
 
 impl Weights {
@@ -54,6 +58,14 @@ impl Weights {
     /// Wᵀ in f64.
     pub(crate) fn f64_t(&self) -> &[f64] {
         &self.wt64
+    }
+    /// The structured form of a drawn SORF W in f32 (empty for any other W).
+    pub(crate) fn signs32(&self) -> &[f32] {
+        &self.signs32
+    }
+    /// The structured form of a drawn SORF W in f64 (empty for any other W).
+    pub(crate) fn signs64(&self) -> &[f64] {
+        &self.signs64
     }
 }
 
@@ -118,6 +130,13 @@ impl Weights {
         let n = alloc::len("projection", favor_core::projection_len(m, d))?;
         let mut w = Self::alloc(n)?;
         favor_core::projection(kind, seed, m, d, &mut w.w64).map_err(setup)?;
+        if kind == ProjectionKind::Sorf {
+            // The signs are ±1, the same in both precisions.
+            let n = alloc::len("projection signs", favor_core::sorf_signs_len(m, d))?;
+            w.signs64 = try_zeros("projection signs", n)?;
+            favor_core::sorf_signs(seed, m, d, &mut w.signs64).map_err(setup)?;
+            w.signs32 = w.signs64.iter().map(|&s| s as f32).collect();
+        }
         w.complete(m, d)
     }
 }

@@ -71,6 +71,85 @@ fn each_head_equals_favor_core_on_that_head() {
     }
 }
 
+/// A layer drawn with `Projection::Sorf` maps through W's structured form (signs, no W read
+/// per row): its forward is favor-core's plan over the map `with_structured_projection`
+/// (the signs of the layer's seed) bit for bit, and its decoding steps are favor-core's
+/// stream over that map, head by head. Over the dense W instead the bits differ (the
+/// transforms round differently from a GEMM), which shows the signs are what is used.
+#[test]
+fn sorf_layers_project_with_the_signs() {
+    let (q, k, v) = qkv(4);
+    let (m, seed) = (40, 9);
+    let mut signs = vec![0f32; favor_core::sorf_signs_len(m, D).unwrap()];
+    favor_core::sorf_signs(seed, m, D, &mut signs).unwrap();
+    for causal in [false, true] {
+        let p = Performer::builder(D)
+            .heads(H)
+            .features(m)
+            .projection(Projection::Sorf)
+            .seed(seed)
+            .causal(causal)
+            .backend(Backend::Scalar)
+            .build()
+            .unwrap();
+        let out = p.forward(view(&q), view(&k), view(&v)).unwrap();
+        let w = p.projection_f32().to_vec();
+        let dense = favor_core::PositiveSoftmax::new(&w, m, D).unwrap();
+        let phi = dense.with_structured_projection(&signs).unwrap();
+        let shape = Shape::new(L, D, D);
+        let (kind, block) = if causal {
+            (favor_core::PlanKind::CausalChunked, DEFAULT_CHUNK)
+        } else {
+            (favor_core::PlanKind::Bidirectional, 256)
+        };
+        let opts = favor_core::Options {
+            block,
+            ..Default::default()
+        };
+        let plan = favor_core::Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
+        let io = (view(&q), view(&k), view(&v));
+        crate::common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
+        let dense_plan = favor_core::Plan::new(kind, Scalar, &dense, shape, opts).unwrap();
+        let mut o = vec![0f32; L * D];
+        let mut scratch = vec![0f32; dense_plan.scratch_len()];
+        let h0 = |x: &[f32]| view(x).head(0, 0).to_vec();
+        dense_plan
+            .run(&h0(&q), &h0(&k), &h0(&v), &mut o, &mut scratch)
+            .unwrap();
+        assert_ne!(
+            out.head(0, 0),
+            &o[..],
+            "causal {causal}: the dense W's bits"
+        );
+        if !causal {
+            continue;
+        }
+        // Decoding: every step of every head is favor-core's stream over the structured map.
+        let mut s = p.stream(B).unwrap();
+        let n = favor_core::Stream::<f32, _, Scalar>::buffer_len(&phi, D).unwrap();
+        let mut bufs = vec![vec![0f32; n]; B * H];
+        let mut refs: Vec<_> = bufs
+            .iter_mut()
+            .map(|b| favor_core::Stream::new(Scalar, &phi, D, b).unwrap())
+            .collect();
+        let mut want = vec![0f32; D];
+        for t in 0..12 {
+            let row =
+                |x: &[f32], b: usize, h: usize| view(x).head(b, h)[t * D..(t + 1) * D].to_vec();
+            let gather =
+                |x: &[f32]| -> Vec<f32> { (0..B * H).flat_map(|i| row(x, i / H, i % H)).collect() };
+            let (tq, tk, tval) = (gather(&q), gather(&k), gather(&v));
+            let got = s.step(tv(1, &tq), tv(1, &tk), tv(1, &tval)).unwrap();
+            for (i, r) in refs.iter_mut().enumerate() {
+                let (b, h) = (i / H, i % H);
+                r.step(&row(&q, b, h), &row(&k, b, h), &row(&v, b, h), &mut want)
+                    .unwrap();
+                assert_eq!(got.head(b, h), &want[..], "token {t}, head ({b}, {h})");
+            }
+        }
+    }
+}
+
 #[test]
 fn parallel_equals_serial_bit_for_bit() {
     let (q, k, v) = qkv(2);

@@ -49,6 +49,7 @@ pub mod kernels;
 pub mod lipschitz;
 pub mod mapped;
 pub mod maps;
+#[cfg(feature = "tensor")]
 pub mod npy;
 pub mod peers;
 pub mod reference;
@@ -64,6 +65,7 @@ pub use features::check_feature_maps;
 pub use hybrid_paths::check_hybrid;
 pub use kernels::check_kernels;
 pub use mapped::check_mapped;
+#[cfg(feature = "tensor")]
 pub use npy::check_npy;
 #[cfg(feature = "tensor")]
 pub use snapshot::check_snapshot_bytes;
@@ -74,7 +76,7 @@ pub use tensor_stream::check_tensor_stream;
 /// A target's entry point: decodes fuzzer bytes and panics when an oracle is violated.
 pub type Check = fn(&[u8]);
 
-/// Every target (those of the `tensor` feature, on by default, only with it): its name (the `fuzz/fuzz_targets/<name>.rs` binary and the directory under
+/// Every target (those of the `tensor` feature, on by default — `snapshot_bytes`, `npy`, `tensor_stream` — only with it): its name (the `fuzz/fuzz_targets/<name>.rs` binary and the directory under
 /// `fuzz/regressions/` and `fuzz/seeds/`) and its check.
 pub const TARGETS: &[(&str, Check)] = &[
     ("kernels", check_kernels),
@@ -83,6 +85,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("stream", check_stream),
     #[cfg(feature = "tensor")]
     ("snapshot_bytes", check_snapshot_bytes),
+    #[cfg(feature = "tensor")]
     ("npy", check_npy),
     #[cfg(feature = "tensor")]
     ("tensor_stream", check_tensor_stream),

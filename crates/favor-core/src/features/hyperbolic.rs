@@ -9,6 +9,8 @@ use super::*;
 pub struct HyperbolicSoftmax<'w, T> {
     w: &'w [T],
     wt: Option<&'w [T]>,
+    /// W's structured (SORF) form, when the map projects with it instead of W.
+    signs: Option<&'w [T]>,
     m: usize,
     d: usize,
     normalize: bool,
@@ -25,9 +27,11 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
     fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
         let m = self.m;
         let mut row_max = [T::zero()];
-        let p = self.projection();
-        let (x, o) = (MatRef::row_major(x, 1, p.dim), MatMut::row_major(out, 1, m));
-        kernels.project(x, p, self.scale(), o, &mut row_max);
+        let (x, o) = (
+            MatRef::row_major(x, 1, self.d),
+            MatMut::row_major(out, 1, m),
+        );
+        self.project_rows(kernels, x, self.scale(), o, &mut row_max);
         let (plus, minus) = out[..2 * m].split_at_mut(m);
         for (n, &p) in minus.iter_mut().zip(plus.iter()) {
             *n = -p;
@@ -74,7 +78,7 @@ impl<T: Float> FeatureMap<T> for HyperbolicSoftmax<'_, T> {
             MatRef::row_major(x, rows, d),
             MatMut::new(out, rows, m, 2 * m),
         );
-        kernels.project(xm, self.projection(), s, o, log_scales);
+        self.project_rows(kernels, xm, s, o, log_scales);
         let log_norm = T::from_usize(2 * m).libm_sqrt().libm_ln();
         for r in 0..rows {
             let row = &mut out[r * 2 * m..(r + 1) * 2 * m];

@@ -279,6 +279,7 @@ macro_rules! softmax_map_common {
                 Ok(Self {
                     w,
                     wt: None,
+                    signs: None,
                     m: features,
                     d: dim,
                     normalize: true,
@@ -303,6 +304,70 @@ macro_rules! softmax_map_common {
                 check_transpose(self.w, wt, self.m, self.d)?;
                 self.wt = Some(wt);
                 Ok(self)
+            }
+
+            /// Projects with W's structured form instead of W: `signs` are the SORF signs
+            /// ([`sorf_signs`](crate::sorf_signs)) drawn with the seed W was drawn from
+            /// ([`ProjectionKind::Sorf`](crate::ProjectionKind::Sorf)). Every row is then
+            /// three fast Walsh–Hadamard transforms
+            /// ([`Kernels::sorf_project`](crate::Kernels::sorf_project), O(d' log d') per
+            /// block of d' features) instead of a GEMM with W, so mapping a token reads 3·d'
+            /// signs per block instead of m·d weights (d' the power of two at or above d).
+            ///
+            /// Checked once, exactly, to be W's structured form (else
+            /// [`Error::InvalidParameter`](crate::Error::InvalidParameter)); needs d ≤ 512.
+            /// The features equal those over W up to rounding (the transforms' additions
+            /// replace the GEMM's), and every backend's are the same bits. The largest input
+            /// ([`max_input`](FeatureMap::max_input)) shrinks by d', so that the transforms'
+            /// partial sums (up to d'^{3/2}·|x| before the 1/d') stay finite. The fingerprint
+            /// is W's: a snapshot moves between the two forms of one map.
+            ///
+            /// ```
+            /// use favor_core::{projection, sorf_signs, sorf_signs_len, FeatureMap, PositiveSoftmax, ProjectionKind, Scalar};
+            /// let (m, d) = (16, 8);
+            /// let mut w = vec![0f64; m * d];
+            /// projection(ProjectionKind::Sorf, 7, m, d, &mut w).unwrap();
+            /// let mut signs = vec![0f64; sorf_signs_len(m, d).unwrap()];
+            /// sorf_signs(7, m, d, &mut signs).unwrap();
+            /// let dense = PositiveSoftmax::new(&w, m, d).unwrap();
+            /// let structured = dense.with_structured_projection(&signs).unwrap();
+            /// let x: Vec<f64> = (0..d).map(|i| 0.1 * i as f64).collect();
+            /// let (mut a, mut b, mut la, mut lb) = (vec![0.0; m], vec![0.0; m], [0.0], [0.0]);
+            /// dense.map_rows(&Scalar, &x, 1, &mut a, &mut la).unwrap();
+            /// structured.map_rows(&Scalar, &x, 1, &mut b, &mut lb).unwrap();
+            /// assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-12));
+            /// // Signs of another seed are refused.
+            /// sorf_signs(8, m, d, &mut signs).unwrap();
+            /// assert!(dense.with_structured_projection(&signs).is_err());
+            /// ```
+            pub fn with_structured_projection(mut self, signs: &'w [T]) -> Result<Self> {
+                crate::structured::check_structured(signs, self.w, self.m, self.d)?;
+                self.signs = Some(signs);
+                self.input_limit /= self.d.next_power_of_two() as f64;
+                Ok(self)
+            }
+
+            /// Whether the map projects with W's structured form
+            /// ([`with_structured_projection`](Self::with_structured_projection)).
+            pub fn is_structured(&self) -> bool {
+                self.signs.is_some()
+            }
+
+            /// The projection step of the map: [`Kernels::project`](crate::Kernels::project)
+            /// with W, or [`Kernels::sorf_project`](crate::Kernels::sorf_project) with the
+            /// signs when the map has them.
+            pub(super) fn project_rows<K: Kernels<T>>(
+                &self,
+                kernels: &K,
+                x: MatRef<'_, T>,
+                scale: T,
+                out: MatMut<'_, T>,
+                row_max: &mut [T],
+            ) {
+                match self.signs {
+                    Some(signs) => kernels.sorf_project(x, signs, scale, out, row_max),
+                    None => kernels.project(x, self.projection(), scale, out, row_max),
+                }
             }
 
             pub(super) fn projection(&self) -> ProjectionRef<'w, T> {

@@ -8,6 +8,8 @@ use super::*;
 pub struct PositiveSoftmax<'w, T> {
     w: &'w [T],
     wt: Option<&'w [T]>,
+    /// W's structured (SORF) form, when the map projects with it instead of W.
+    signs: Option<&'w [T]>,
     m: usize,
     d: usize,
     normalize: bool,
@@ -31,9 +33,11 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
     fn remap_row<K: Kernels<T>>(&self, kernels: &K, x: &[T], weights: &[T], out: &mut [T]) -> bool {
         let m = self.m;
         let mut row_max = [T::zero()];
-        let p = self.projection();
-        let (x, o) = (MatRef::row_major(x, 1, p.dim), MatMut::row_major(out, 1, m));
-        kernels.project(x, p, self.scale(), o, &mut row_max);
+        let (x, o) = (
+            MatRef::row_major(x, 1, self.d),
+            MatMut::row_major(out, 1, m),
+        );
+        self.project_rows(kernels, x, self.scale(), o, &mut row_max);
         shift_against(&mut out[..m], &weights[..m])
     }
     fn max_log_scale(&self) -> T {
@@ -77,7 +81,7 @@ impl<T: Float> FeatureMap<T> for PositiveSoftmax<'_, T> {
             MatRef::row_major(x, rows, d),
             MatMut::row_major(out, rows, m),
         );
-        kernels.project(xm, self.projection(), s, o, log_scales);
+        self.project_rows(kernels, xm, s, o, log_scales);
         let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
         for r in 0..rows {
             let row = &mut out[r * m..(r + 1) * m];

@@ -12,6 +12,8 @@ use super::*;
 pub struct TrigonometricSoftmax<'w, T> {
     w: &'w [T],
     wt: Option<&'w [T]>,
+    /// W's structured (SORF) form, when the map projects with it instead of W.
+    signs: Option<&'w [T]>,
     m: usize,
     d: usize,
     normalize: bool,
@@ -66,7 +68,7 @@ impl<T: Float> FeatureMap<T> for TrigonometricSoftmax<'_, T> {
             MatRef::row_major(x, rows, d),
             MatMut::new(out, rows, m, 2 * m),
         );
-        kernels.project(xm, self.projection(), s, o, log_scales);
+        self.project_rows(kernels, xm, s, o, log_scales);
         let log_sqrt_m = T::from_usize(m).libm_sqrt().libm_ln();
         for r in 0..rows {
             kernels.sin_cos(&mut out[r * 2 * m..(r + 1) * 2 * m], m);

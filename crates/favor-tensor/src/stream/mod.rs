@@ -11,10 +11,10 @@ use crate::backend::Real;
 use crate::config::{Config, Precision};
 use crate::data_aware::DataAwareMap;
 use crate::error::{Error, Result};
-use crate::exec::check_shape;
+use crate::exec::{Pieces, check_shape, with_pieces};
 use crate::tensor::{Element, Tensor, TensorView};
 use crate::weights::Weights;
-use run::StepIo;
+pub(crate) use run::StepIo;
 pub use snapshot::STREAM_SNAPSHOT_VERSION;
 
 /// Causal attention over `batch` sequences, one token (or one prefill block) at a time.
@@ -288,7 +288,7 @@ impl Stream {
         let shape = [self.batch, self.cfg.heads, len, self.cfg.value_dim];
         // Allocated before the state changes.
         let mut out = Tensor::zeros(shape)?;
-        self.absorb(StepIo::prefill(q, k, v, len), out.data_mut())?;
+        self.absorb([q, k, v], len, false, out.data_mut())?;
         Ok(out)
     }
 
@@ -324,7 +324,7 @@ impl Stream {
     ) -> Result<()> {
         let len = self.check(q, k, v, None)?;
         self.check_out(len, out.len())?;
-        self.absorb(StepIo::prefill(q, k, v, len), out)
+        self.absorb([q, k, v], len, false, out)
     }
 
     /// Refuses an output buffer that is not `B·H·len·dv` elements long.
@@ -341,11 +341,22 @@ impl Stream {
         Ok(())
     }
 
-    /// Runs checked inputs through every head and advances the token count.
-    fn absorb<E: Element, O: Element>(&mut self, io: StepIo<'_, E>, out: &mut [O]) -> Result<()> {
+    /// Runs `len` checked tokens (a decoding `step`, or a prefill) through every head into
+    /// `out`, and advances the token count.
+    fn absorb<E: Element, O: Element>(
+        &mut self,
+        [q, k, v]: [TensorView<'_, E>; 3],
+        len: usize,
+        step: bool,
+        out: &mut [O],
+    ) -> Result<()> {
         let cfg = &self.cfg;
-        states!(mut &mut self.states, _, s => s.run(cfg, &io, out))?;
-        self.position += io.len as u64;
+        let per_head = len * cfg.value_dim;
+        states!(mut &mut self.states, _, s => {
+            let io = StepIo { q: &q, k: &k, v: &v, len, step };
+            with_pieces(out, per_head, |out| Real::stream(s, cfg, &io, out))
+        })?;
+        self.position += len as u64;
         Ok(())
     }
 
@@ -375,14 +386,7 @@ impl Stream {
     ) -> Result<()> {
         self.check(q, k, v, Some(1))?;
         self.check_out(1, out.len())?;
-        let io = StepIo {
-            q,
-            k,
-            v,
-            len: 1,
-            step: true,
-        };
-        self.absorb(io, out)
+        self.absorb([q, k, v], 1, true, out)
     }
 
     /// Checks shapes and finiteness before anything changes; returns the token count.
@@ -530,11 +534,13 @@ impl<'w, T: Real> HeadStates<'w, T> {
         Maps::new(&self.map, &self.head_maps)
     }
 
-    fn run<E: Element, O: Element>(
+    /// One prefill or step of every head ([`Real::stream`] is this, compiled once per
+    /// precision).
+    pub(crate) fn run(
         &mut self,
         cfg: &Config,
-        io: &StepIo<'_, E>,
-        out: &mut [O],
+        io: &StepIo<'_, T>,
+        out: Pieces<'_, T>,
     ) -> Result<()> {
         cfg.with_backend(run::Run {
             states: self,

@@ -6,46 +6,46 @@ use super::{HeadState, HeadStates, Maps};
 use crate::backend::{BackendOp, Real};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::exec::{Rows, concurrency, converts, gather, narrow_back, narrow_target, parallel_zip};
-use crate::tensor::{Element, TensorView};
+use crate::exec::{Pieces, Sink, Source, concurrency, parallel_zip};
 
-/// One prefill or step call's inputs.
-pub(crate) struct StepIo<'a, E> {
-    pub(crate) q: TensorView<'a, E>,
-    pub(crate) k: TensorView<'a, E>,
-    pub(crate) v: TensorView<'a, E>,
+/// One prefill or step call's inputs, their element type erased ([`Source`]).
+pub(crate) struct StepIo<'r, T> {
+    pub(crate) q: &'r dyn Source<T>,
+    pub(crate) k: &'r dyn Source<T>,
+    pub(crate) v: &'r dyn Source<T>,
     pub(crate) len: usize,
     /// A decoding step (`Stream::step`) rather than a prefill.
     pub(crate) step: bool,
 }
 
-impl<'a, E> StepIo<'a, E> {
-    /// A prefill of `len` checked tokens.
-    pub(crate) fn prefill(
-        q: TensorView<'a, E>,
-        k: TensorView<'a, E>,
-        v: TensorView<'a, E>,
-        len: usize,
-    ) -> Self {
-        Self {
-            q,
-            k,
-            v,
-            len,
-            step: false,
-        }
+impl<T> StepIo<'_, T> {
+    /// Head `i` (= batch · H + head)'s rows of q, k and v (its key/value head's) as `T`:
+    /// zero-copy, or converted into `bufs`.
+    fn head<'t>(
+        &'t self,
+        cfg: &Config,
+        i: usize,
+        [tq, tk, tv]: [&'t mut Vec<T>; 3],
+    ) -> Result<[&'t [T]; 3]> {
+        let (b, h) = (i / cfg.heads, i % cfg.heads);
+        let kv = h / (cfg.heads / cfg.kv_heads);
+        Ok([
+            self.q.head(b, h, tq)?,
+            self.k.head(b, kv, tk)?,
+            self.v.head(b, kv, tv)?,
+        ])
     }
 }
 
 /// One prefill or step over every head, with one backend.
-pub(crate) struct Run<'s, 'w, 'a, 'o, E, T, O> {
+pub(crate) struct Run<'s, 'w, 'r, 'o, T> {
     pub(crate) states: &'s mut HeadStates<'w, T>,
     pub(crate) cfg: &'s Config,
-    pub(crate) io: &'s StepIo<'a, E>,
-    pub(crate) out: &'o mut [O],
+    pub(crate) io: &'s StepIo<'r, T>,
+    pub(crate) out: Pieces<'o, T>,
 }
 
-impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T, O> {
+impl<T: Real> BackendOp<T> for Run<'_, '_, '_, '_, T> {
     type Output = Result<()>;
     fn with_kernels<K: Kernels<T>>(self, kernels: &K) -> Result<()> {
         if let Some(peer) = self.states.peer {
@@ -62,8 +62,8 @@ impl<E: Element, T: Real, O: Element> BackendOp<T> for Run<'_, '_, '_, '_, E, T,
 
 /// A step's rows of all `n` streams (stream i = batch · H + head), gathered in stream order:
 /// its own query, its key/value head's key and value.
-fn step_rows<'t, E: Element, T: Real>(
-    io: &StepIo<'t, E>,
+fn step_rows<'t, T>(
+    io: &'t StepIo<'_, T>,
     cfg: &Config,
     n: usize,
     bufs: &'t mut [Vec<T>; 3],
@@ -71,9 +71,9 @@ fn step_rows<'t, E: Element, T: Real>(
     let (h, group) = (cfg.heads, cfg.heads / cfg.kv_heads);
     let [tq, tk, tv] = bufs;
     Ok([
-        gather(&io.q, tq, n, |i| (i / h, i % h))?,
-        gather(&io.k, tk, n, |i| (i / h, i % h / group))?,
-        gather(&io.v, tv, n, |i| (i / h, i % h / group))?,
+        io.q.first_rows(tq, n, &|i| (i / h, i % h))?,
+        io.k.first_rows(tk, n, &|i| (i / h, i % h / group))?,
+        io.v.first_rows(tv, n, &|i| (i / h, i % h / group))?,
     ])
 }
 
@@ -86,7 +86,7 @@ fn core(heads: usize, i: usize, source: favor_core::Error) -> Error {
     }
 }
 
-impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
+impl<T: Real> Run<'_, '_, '_, '_, T> {
     /// Every head shares the one projection: map all keys and queries in one GEMM (W read
     /// once per token, not once per head), then step each head's state. A step is a few
     /// microseconds per head: less than handing it to a pool.
@@ -107,16 +107,16 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
                 // before anything ran.
                 other => core(h, 0, other),
             })?;
-        // Sized by the first head's `narrow_target`, before any state changes.
+        // Sized by the first head's `Sink::target`, before any state changes.
         let mut wide = Vec::new();
         let heads = self.states.heads.iter_mut();
-        for (i, (st, o)) in heads.zip(self.out.chunks_mut(dv)).enumerate() {
-            let out_t = narrow_target(o, &mut wide)?;
+        for (i, (st, o)) in heads.zip(self.out).enumerate() {
+            let out_t = o.target(&mut wide)?;
             let mut s = st.attach(*kernels, map, dv).map_err(|e| core(h, i, e))?;
             s.step_mapped(&mapped, i, &v[i * dv..(i + 1) * dv], out_t)
                 .map_err(|e| core(h, i, e))?;
             drop(s); // writes the head's token count and stabiliser back
-            narrow_back(&wide, o);
+            o.finish(&wide);
         }
         Ok(())
     }
@@ -132,15 +132,15 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
         let (d, maps) = (cfg.dim, Maps::new(&self.states.map, &self.states.head_maps));
         let (mut wide, mut shifted) = (Vec::new(), Vec::new());
         let heads = self.states.heads.iter_mut();
-        for (i, (st, o)) in heads.zip(self.out.chunks_mut(dv)).enumerate() {
-            let out_t = narrow_target(o, &mut wide)?;
+        for (i, (st, o)) in heads.zip(self.out).enumerate() {
+            let out_t = o.target(&mut wide)?;
             let core = |e| core(h, i, e);
             let ki = maps.keys(i, &k[i * d..(i + 1) * d], &mut shifted, core)?;
             let mut s = st.attach(*kernels, maps.of(i), dv).map_err(core)?;
             s.step(&q[i * d..(i + 1) * d], ki, &v[i * dv..(i + 1) * dv], out_t)
                 .map_err(core)?;
             drop(s); // writes the head's token count and stabiliser back
-            narrow_back(&wide, o);
+            o.finish(&wide);
         }
         Ok(())
     }
@@ -152,7 +152,7 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
     fn hybrid<K: Kernels<T> + Sync + Copy>(self, kernels: &K, shape: HybridShape) -> Result<()> {
         let (d, dv, heads) = (self.cfg.dim, self.cfg.value_dim, self.cfg.heads);
         let maps = Maps::new(&self.states.map, &self.states.head_maps);
-        let sizes = PrefillSizes::new::<E, T, O>(self.io, (d, dv), !maps.shared(), 0);
+        let sizes = PrefillSizes::new(self.io, &self.out, (d, dv), !maps.shared(), 0);
         let states = &mut self.states.hybrid;
         token_by_token(self.io, self.cfg, self.out, states, &sizes, |i, h, rows| {
             let core = |e| core(heads, i, e);
@@ -182,7 +182,7 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
     ) -> Result<()> {
         let (d, dv, heads) = (self.cfg.dim, self.cfg.value_dim, self.cfg.heads);
         let scratch = super::PeerHeadState::<T>::scratch_len(&peer);
-        let sizes = PrefillSizes::new::<E, T, O>(self.io, (d, dv), false, scratch);
+        let sizes = PrefillSizes::new(self.io, &self.out, (d, dv), false, scratch);
         let states = &mut self.states.peers;
         token_by_token(self.io, self.cfg, self.out, states, &sizes, |i, h, rows| {
             for t in 0..rows.q.len() / d {
@@ -198,7 +198,6 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
     fn prefill<K: Kernels<T> + Sync + Copy>(self, kernels: &K) -> Result<()> {
         let (io, cfg) = (self.io, self.cfg);
         let (dv, len) = (cfg.value_dim, io.len);
-        let group = cfg.heads / cfg.kv_heads;
         let maps = Maps::new(&self.states.map, &self.states.head_maps);
         let map = maps.of(0);
         // Chunks longer than the call would only size scratch for absent rows.
@@ -207,25 +206,25 @@ impl<E: Element, T: Real, O: Element> Run<'_, '_, '_, '_, E, T, O> {
             "prefill scratch",
             favor_core::Stream::<T, _, K>::prefill_scratch_len_for(map, chunk),
         )?;
-        let sizes = PrefillSizes::new::<E, T, O>(io, (cfg.dim, dv), !maps.shared(), scratch);
-        let one = |i: usize, out: &mut [O], h: &mut HeadState<T>, bufs: &mut PrefillBuffers<T>| {
-            let (b, hd) = (i / cfg.heads, i % cfg.heads);
-            let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
-            let k = Rows::of(&io.k, b, hd / group).widen(&mut bufs.k)?;
-            let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
-            let out_t = narrow_target(out, &mut bufs.out)?;
+        let sizes = PrefillSizes::new(io, &self.out, (cfg.dim, dv), !maps.shared(), scratch);
+        let one = |i: usize,
+                   out: &mut dyn Sink<T>,
+                   h: &mut HeadState<T>,
+                   bufs: &mut PrefillBuffers<T>| {
+            let [q, k, v] = io.head(cfg, i, [&mut bufs.q, &mut bufs.k, &mut bufs.v])?;
+            let out_t = out.target(&mut bufs.out)?;
             let core = |e| core(cfg.heads, i, e);
             let k = maps.keys(i, k, &mut bufs.shifted, core)?;
             let mut s = h.attach(*kernels, maps.of(i), dv).map_err(core)?;
             s.prefill(q, k, v, len, chunk, out_t, &mut bufs.scratch)
                 .map_err(core)?;
             drop(s); // writes the head's token count and stabiliser back
-            narrow_back(&bufs.out, out);
+            out.finish(&bufs.out);
             Ok(())
         };
         let heads = &mut self.states.heads;
         let pool = BufferPool::new(&sizes, concurrency(cfg.parallel, heads.len()))?;
-        let results = parallel_zip(cfg.parallel, self.out, len * dv, heads, &|i, o, h| {
+        let results = parallel_zip(cfg.parallel, self.out, heads, &|i, o, h| {
             pool.with(&sizes, |bufs| one(i, o, h, bufs))
         });
         results.into_iter().collect()
@@ -245,25 +244,20 @@ struct HeadRows<'b, T> {
 
 /// Runs `each` on every (batch, head) state of a layer that steps its tokens one by one
 /// (hybrid, compat) with that head's rows; heads run in parallel when the layer is.
-fn token_by_token<E: Element, T: Real, O: Element, S: Send>(
-    io: &StepIo<'_, E>,
+fn token_by_token<T: Real, S: Send>(
+    io: &StepIo<'_, T>,
     cfg: &Config,
-    out: &mut [O],
+    out: Pieces<'_, T>,
     states: &mut [S],
     sizes: &PrefillSizes,
     each: impl Fn(usize, &mut S, HeadRows<'_, T>) -> Result<()> + Sync,
 ) -> Result<()> {
-    let group = cfg.heads / cfg.kv_heads;
     // As in `prefill`: every buffer is allocated before the first head changes.
     let pool = BufferPool::new(sizes, concurrency(cfg.parallel, states.len()))?;
-    let per_head = io.len * cfg.value_dim;
-    let results = parallel_zip(cfg.parallel, out, per_head, states, &|i, o, h| {
+    let results = parallel_zip(cfg.parallel, out, states, &|i, o, h| {
         pool.with(sizes, |bufs| {
-            let (b, hd) = (i / cfg.heads, i % cfg.heads);
-            let q = Rows::of(&io.q, b, hd).widen(&mut bufs.q)?;
-            let k = Rows::of(&io.k, b, hd / group).widen(&mut bufs.k)?;
-            let v = Rows::of(&io.v, b, hd / group).widen(&mut bufs.v)?;
-            let out_t = narrow_target(o, &mut bufs.out)?;
+            let [q, k, v] = io.head(cfg, i, [&mut bufs.q, &mut bufs.k, &mut bufs.v])?;
+            let out_t = o.target(&mut bufs.out)?;
             let rows = HeadRows {
                 q,
                 k,
@@ -273,7 +267,7 @@ fn token_by_token<E: Element, T: Real, O: Element, S: Send>(
                 scratch: &mut bufs.scratch,
             };
             each(i, h, rows)?;
-            narrow_back(&bufs.out, o);
+            o.finish(&bufs.out);
             Ok(())
         })
     });
@@ -314,21 +308,26 @@ impl<T: Real> BufferPool<T> {
 impl PrefillSizes {
     /// The buffers one head of a `len`-token call needs: input copies where the inputs are
     /// strided or of another type than `T`, a shifted copy of the keys for calibrated heads,
-    /// an output in `T` where `O` is not `T`, and `scratch` elements of favor-core scratch.
-    fn new<E: Element, T: Real, O: Element>(
-        io: &StepIo<'_, E>,
+    /// an output in `T` where `out`'s pieces are not `T`, and `scratch` elements of
+    /// favor-core scratch.
+    fn new<T>(
+        io: &StepIo<'_, T>,
+        out: &Pieces<'_, T>,
         (d, dv): (usize, usize),
         shifts: bool,
         scratch: usize,
     ) -> Self {
         let len = io.len;
-        let copies = converts::<E, T>()
-            || !(io.q.is_contiguous() && io.k.is_contiguous() && io.v.is_contiguous());
+        let copies = io.q.copies() || io.k.copies() || io.v.copies();
         Self {
             input: if copies { len * d } else { 0 },
             values: if copies { len * dv } else { 0 },
             shifted: if shifts { len * d } else { 0 },
-            out: if converts::<O, T>() { len * dv } else { 0 },
+            out: if out.iter().any(|o| o.converts()) {
+                len * dv
+            } else {
+                0
+            },
             scratch,
         }
     }
