@@ -4,7 +4,7 @@
 //! | group | what | elements (per iteration) |
 //! |---|---|---|
 //! | `roof` | [`fma_roof`] (widest ISA) and [`fma_roof_avx2`] (8-lane AVX2+FMA, where present) | FLOPs |
-//! | `decode_step_8heads` | one token through all 8 heads' favor-core [`Stream::step`] after 0 and 10 000 tokens (detected and forced AVX2 backends; scalar at 0), and through `favor_tensor::Stream::step_into` (the default projection, and SORF's structured form: `tensor_stream_sorf`) | FLOPs 8·H·m·d |
+//! | `decode_step_8heads` | one token through all 8 heads' favor-core [`Stream::step`] after 0 and 10 000 tokens (detected and forced AVX2 backends; scalar at 0), and through `favor_tensor::Stream::step_into` (the default projection, and a SORF W's structured form, `structured_projection`: `tensor_stream_sorf`) | FLOPs 8·H·m·d |
 //! | `exp_4096` | `exp_shift` of 4096 values in [-80, 80] (detected, AVX2) against `libm::expf`, a copy of the input included | elements |
 //!
 //! The attention workloads against L are in `attention.rs`, the kernels in `kernels.rs`.
@@ -65,6 +65,7 @@ fn decode_tensor(c: &mut Criterion, projection: favor_tensor::Projection, seen: 
         .heads(HEADS)
         .features(FEATURES)
         .projection(projection)
+        .structured_projection(projection == favor_tensor::Projection::Sorf)
         .causal(true)
         .build()
         .unwrap();

@@ -360,32 +360,7 @@ fn exported_projection_reproduces_run_and_batched_shapes_work() {
         ]);
         let (s1, a) = read(&o1);
         assert_eq!(s1, [b, h, L, 5]);
-        let exported = read(&o2).1;
-        if kind != "sorf" {
-            assert_eq!(a, exported);
-            continue;
-        }
-        // A SORF layer projects with its signs (three fast Walsh–Hadamard transforms), the
-        // exported W with a GEMM: the same projection rounded differently. Per projection
-        // u = s·(w·x) the two differ by at most δ = 2ε(d + 3·log₂d' + 2)·√d'·‖x‖₁·s (favor-core's
-        // tests/structured.rs derives it); a normalised output, a weighted mean of values
-        // whose log-weights move by at most 2δ, by at most 4δ·max|v|, plus its own rounding.
-        let (eps, dim) = (f64::from(f32::EPSILON), 8.0f64);
-        let s = dim.powf(-0.25);
-        let l1 = |x: &[f32]| x.iter().map(|v| f64::from(v.abs())).sum::<f64>();
-        let rows = |x: &[f32]| x.chunks(8).map(l1).fold(0f64, f64::max);
-        let x1 = rows(&read(Path::new(&q)).1).max(rows(&read(Path::new(&k)).1));
-        let delta = 2.0 * eps * (dim + 3.0 * 3.0 + 2.0) * dim.sqrt() * x1 * s;
-        let vmax = read(Path::new(&v))
-            .1
-            .iter()
-            .fold(0f64, |m, x| m.max(f64::from(x.abs())));
-        let tol = 4.0 * delta * vmax + 8.0 * eps * vmax;
-        let err = a
-            .iter()
-            .zip(&exported)
-            .fold(0f64, |e, (x, y)| e.max(f64::from(x - y).abs()));
-        assert!(err <= tol, "sorf: |run − exported W| = {err:e} > {tol:e}");
+        assert_eq!(a, read(&o2).1);
     }
 }
 

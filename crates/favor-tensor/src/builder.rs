@@ -25,6 +25,7 @@ impl Performer {
             kernel: Kernel::default(),
             projection: Projection::default(),
             matrix: None,
+            structured: false,
             seed: 0,
             normalizer: None,
             epsilon: None,
@@ -56,6 +57,8 @@ pub struct PerformerBuilder {
     projection: Projection,
     /// Rows and the matrix in f64 (or why it could not be copied, reported by `build`).
     matrix: Option<(usize, Result<Vec<f64>>)>,
+    /// Project with a drawn SORF W's signs instead of W ([`structured_projection`](Self::structured_projection)).
+    structured: bool,
     seed: u64,
     normalizer: Option<bool>,
     epsilon: Option<f64>,
@@ -137,6 +140,44 @@ impl PerformerBuilder {
     pub fn projection_matrix<E: Element>(mut self, rows: usize, w: &[E]) -> Self {
         let copy = try_collect("projection", w.iter().map(|&x| x.to_f64()));
         self.matrix = Some((rows, copy));
+        self
+    }
+    /// With [`Projection::Sorf`], projects with W's structured form instead of W (default
+    /// off): the softmax maps ([`Kernel::Softmax`], [`Kernel::Hyperbolic`],
+    /// [`Kernel::Trigonometric`]) apply three fast Walsh–Hadamard transforms per block of d'
+    /// features to each row (favor-core's `with_structured_projection`, over the signs the
+    /// layer's seed draws), in `forward` and in streams, so a decoding step reads 3·d' signs
+    /// per block instead of W's m·d weights. The features equal W's up to rounding, so the
+    /// outputs differ from the same layer without it (and from the same W given to
+    /// [`projection_matrix`](Self::projection_matrix)) by rounding, not bit for bit.
+    ///
+    /// What it costs and saves (README, speed): on the project's machine, where W stays in
+    /// cache, decoding measured no faster, and a forward call pays a check of the signs
+    /// against W (O(m·d·log d'), about 0.1 ms at m = 256, d = 64) each time it builds its map.
+    /// Refused (at [`build`](Self::build)) without `Projection::Sorf`, with a given matrix, a
+    /// data-aware map, `compat`, or a kernel other than those three.
+    ///
+    /// ```
+    /// use favor_tensor::{Performer, Projection, TensorView};
+    /// let d = 16;
+    /// let layer = |structured| {
+    ///     Performer::builder(d)
+    ///         .features(32)
+    ///         .projection(Projection::Sorf)
+    ///         .structured_projection(structured)
+    ///         .causal(true)
+    ///         .build()
+    ///         .unwrap()
+    /// };
+    /// let x: Vec<f32> = (0..4 * d).map(|i| (i % 5) as f32 / 10.0).collect();
+    /// let x = TensorView::new([1, 1, 4, d], &x).unwrap();
+    /// let (dense, signs) = (layer(false).forward(x, x, x).unwrap(), layer(true).forward(x, x, x).unwrap());
+    /// let gap = dense.data().iter().zip(signs.data()).fold(0f32, |g, (a, b)| g.max((a - b).abs()));
+    /// assert!(gap < 1e-5); // the same attention, rounded differently
+    /// assert!(Performer::builder(d).structured_projection(true).build().is_err()); // not SORF
+    /// ```
+    pub fn structured_projection(mut self, on: bool) -> Self {
+        self.structured = on;
         self
     }
     /// Seed of the projection (default 0). Heads share one W, as in the paper's code.
@@ -374,6 +415,27 @@ impl PerformerBuilder {
                 return bad("features disagrees with the data-aware map's features");
             }
         }
+        if self.structured {
+            let conflict = if self.projection != Projection::Sorf {
+                Some("structured_projection needs Projection::Sorf")
+            } else if self.matrix.is_some() {
+                Some("structured_projection projects with drawn signs, not a given matrix")
+            } else if data_aware || self.compat != Compat::None {
+                Some("structured_projection applies to the softmax maps over a drawn SORF W")
+            } else if !matches!(
+                self.kernel,
+                Kernel::Softmax | Kernel::Hyperbolic | Kernel::Trigonometric
+            ) {
+                Some(
+                    "structured_projection supports the softmax, hyperbolic and trigonometric kernels",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = conflict {
+                return bad(why);
+            }
+        }
         let none = self.projection == Projection::None;
         if none && self.kernel.is_softmax() {
             return bad("the softmax kernels need a random projection");
@@ -450,6 +512,7 @@ impl PerformerBuilder {
             features,
             kernel: self.kernel,
             projection: self.projection,
+            structured: self.structured,
             normalizer: self.normalizer.unwrap_or(match self.compat {
                 Compat::None => self.kernel.is_softmax(),
                 peer => self.kernel.is_softmax() || peer.generalized_normalizer(),

@@ -135,13 +135,9 @@ pub enum Projection {
     /// `(1/d')·H·D₁·H·D₂·H·D₃` of Walsh–Hadamard matrices and random signs, d' the power of
     /// two at or above `head_dim` (≤ 512). Near-orthogonal error, rows of norm √d', slightly
     /// biased for softmax (the rows are not Gaussian).
-    ///
-    /// The softmax kernels ([`Kernel::Softmax`], [`Kernel::Hyperbolic`],
-    /// [`Kernel::Trigonometric`]) project with the signs, not with W: three fast
-    /// Walsh–Hadamard transforms per block of d' features (favor-core's
-    /// `with_structured_projection`), so a decoding step reads 3·d' signs per block instead of
-    /// W's m·d weights. W is still drawn (densely, for [`Performer::weights`](crate::Performer::weights), the range
-    /// checks and the other kernels); the two forms give the same features up to rounding.
+    /// W is drawn densely; with
+    /// [`structured_projection`](crate::PerformerBuilder::structured_projection) the softmax
+    /// maps project with its signs instead (no W read per decoding step).
     Sorf,
     /// No projection: generalized kernels applied to the inputs themselves (m = d).
     None,
@@ -208,6 +204,9 @@ pub(crate) struct Config {
     pub(crate) features: usize,
     pub(crate) kernel: Kernel,
     pub(crate) projection: Projection,
+    /// The softmax maps project with a drawn SORF W's signs
+    /// ([`PerformerBuilder::structured_projection`](crate::PerformerBuilder::structured_projection)).
+    pub(crate) structured: bool,
     pub(crate) normalizer: bool,
     pub(crate) epsilon: f64,
     /// Whose conventions attention follows (favor-core's `compat` module).
@@ -237,8 +236,13 @@ impl Config {
     pub(crate) fn map<'w, T: Real>(&self, weights: &'w Weights) -> Result<AnyFeatureMap<'w, T>> {
         let (w, wt) = T::weights(weights);
         let (m, d, n) = (self.features, self.dim, self.normalizer);
-        // A drawn SORF W's maps project with its signs: no W read per token.
-        let signs = T::signs(weights);
+        // With `structured_projection`, a drawn SORF W's maps project with its signs: no W
+        // read per token.
+        let signs = if self.structured {
+            T::signs(weights)
+        } else {
+            None
+        };
         macro_rules! softmax {
             ($map:ident, $variant:ident) => {
                 $map::new(w, m, d)

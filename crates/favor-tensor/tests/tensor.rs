@@ -71,11 +71,12 @@ fn each_head_equals_favor_core_on_that_head() {
     }
 }
 
-/// A layer drawn with `Projection::Sorf` maps through W's structured form (signs, no W read
-/// per row): its forward is favor-core's plan over the map `with_structured_projection`
-/// (the signs of the layer's seed) bit for bit, and its decoding steps are favor-core's
-/// stream over that map, head by head. Over the dense W instead the bits differ (the
-/// transforms round differently from a GEMM), which shows the signs are what is used.
+/// A `Projection::Sorf` layer with `structured_projection` maps through W's structured form
+/// (signs, no W read per row): its forward is favor-core's plan over the map
+/// `with_structured_projection` (the signs of the layer's seed) bit for bit, and its decoding
+/// steps are favor-core's stream over that map, head by head. Over the dense W the bits
+/// differ (the transforms round differently from a GEMM), which shows the signs are what is
+/// used; without the option the layer is the dense W's, bit for bit.
 #[test]
 fn sorf_layers_project_with_the_signs() {
     let (q, k, v) = qkv(4);
@@ -89,9 +90,9 @@ fn sorf_layers_project_with_the_signs() {
             .projection(Projection::Sorf)
             .seed(seed)
             .causal(causal)
-            .backend(Backend::Scalar)
-            .build()
-            .unwrap();
+            .backend(Backend::Scalar);
+        let dense_layer = p.clone().build().unwrap();
+        let p = p.structured_projection(true).build().unwrap();
         let out = p.forward(view(&q), view(&k), view(&v)).unwrap();
         let w = p.projection_f32().to_vec();
         let dense = favor_core::PositiveSoftmax::new(&w, m, D).unwrap();
@@ -120,6 +121,12 @@ fn sorf_layers_project_with_the_signs() {
             out.head(0, 0),
             &o[..],
             "causal {causal}: the dense W's bits"
+        );
+        let plain = dense_layer.forward(view(&q), view(&k), view(&v)).unwrap();
+        assert_eq!(
+            plain.head(0, 0),
+            &o[..],
+            "causal {causal}: without the option"
         );
         if !causal {
             continue;
@@ -711,6 +718,11 @@ fn shape_errors_name_the_tensor_and_dims() {
 
 #[test]
 fn builder_rejects_contradictions() {
+    let sorf = || {
+        Performer::builder(8)
+            .projection(Projection::Sorf)
+            .structured_projection(true)
+    };
     let cases = [
         Performer::builder(0).build(),
         Performer::builder(8).heads(0).build(),
@@ -737,6 +749,12 @@ fn builder_rejects_contradictions() {
         Performer::builder(8).redraw(Redraw::Every(0)).build(),
         Performer::builder(8).epsilon(-1.0).build(),
         Performer::builder(8).chunk(0).build(),
+        // structured_projection: only a drawn SORF W under a softmax map.
+        Performer::builder(8).structured_projection(true).build(),
+        sorf().kernel(Kernel::Relu).build(),
+        sorf().kernel(Kernel::Gerf).build(),
+        sorf().projection_matrix(3, &[0f32; 24]).build(),
+        sorf().compat(Compat::PerformerPytorch).build(),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         assert!(c.is_err(), "case {i} built");
