@@ -173,7 +173,9 @@ impl PerformerBuilder {
     /// let x = TensorView::new([1, 1, 4, d], &x).unwrap();
     /// let (dense, signs) = (layer(false).forward(x, x, x).unwrap(), layer(true).forward(x, x, x).unwrap());
     /// let gap = dense.data().iter().zip(signs.data()).fold(0f32, |g, (a, b)| g.max((a - b).abs()));
-    /// assert!(gap < 1e-5); // the same attention, rounded differently
+    /// // The same attention, rounded differently: the derived worst case for these inputs is
+    /// // about 7e-5 (favor-core's tests/structured.rs bounds each projection's difference).
+    /// assert!(gap < 1e-4);
     /// assert!(Performer::builder(d).structured_projection(true).build().is_err()); // not SORF
     /// ```
     pub fn structured_projection(mut self, on: bool) -> Self {

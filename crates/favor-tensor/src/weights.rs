@@ -29,7 +29,8 @@ pub struct Weights {
     /// Largest row norm of W (1 without a projection: φ then sees x itself).
     pub(crate) row_norm: f64,
     /// A drawn SORF W's structured form (favor-core's `sorf_signs`, 3·d' per block of d'
-    /// rows), which the softmax maps project with instead of W; empty otherwise.
+    /// rows; drawn with every SORF W, 768 values at m = 256, d = 64), which the softmax maps
+    /// project with instead of W when the layer has `structured_projection`; empty otherwise.
     signs64: Vec<f64>,
     signs32: Vec<f32>,
 }
