@@ -9,7 +9,11 @@
 //!   addition itself rounds `v` to an integer `n`; subtracting the magic number again gives `n`
 //!   as a float (exactly), and the low 22 bits of the sum's bit pattern hold `n` in two's
 //!   complement (the magic number's own low 22 bits are zero);
-//! * `2^n` is assembled directly in the exponent field: `(n + 127) << 23`.
+//! * `2^n` is assembled directly in the exponent field: `(n + 127) << 23`, as two factors so
+//!   that `y·2^n` rounds once, subnormal results included. AVX-512 has that product as one
+//!   instruction (`vscalefps`, the same single rounding, so the same bits): its `exp` uses it,
+//!   16 operations per vector instead of 25 (the feature map's exponentials 1.5× faster on
+//!   a full-width AVX-512 Xeon, `parts` example: 0.53–0.56 → 0.36–0.38 ms per head).
 //!
 //! | function | error, measured against `libm` | domain |
 //! |---|---|---|
@@ -34,7 +38,9 @@
 //! `fmaf` is a call), not fast paths.
 //!
 //! Both functions are written once against a small private lane abstraction, instantiated for a
-//! pulp SIMD token and for the fused scalar, so the two versions cannot drift apart.
+//! pulp SIMD token and for the fused scalar, so the two versions cannot drift apart; the one
+//! ISA-specific step (`scale_pow2` on AVX-512) is checked against the twin by the same sweeps
+//! (exhaustive with `FAVOR_MATH_STRIDE=1`: no lane differs).
 
 use pulp::Simd;
 
@@ -197,6 +203,28 @@ trait Lanes: Copy {
     fn eq_u(self, a: Self::U, b: Self::U) -> Self::M;
     fn eq_f(self, a: Self::F, b: Self::F) -> Self::M;
     fn select(self, m: Self::M, if_true: Self::F, if_false: Self::F) -> Self::F;
+    /// `y·2^n`, rounded once, for `y` in `[0.5, 2]` and an integer `n` in `[-150, 128]`;
+    /// `t` is `n` in its `ROUND_MAGIC` form (`n + ROUND_MAGIC`, whose low bits hold `n`).
+    fn scale_pow2(self, y: Self::F, n: Self::F, t: Self::F) -> Self::F {
+        let _ = n;
+        scale_pow2_bits(self, y, t)
+    }
+}
+
+/// [`Lanes::scale_pow2`] by assembling powers of two in the exponent field: `2^n = 2^n2·2^n1`
+/// with `n1 = clamp(n, -126, 127)` and `n2 = n − n1 ∈ [-24, 1]`, both normal numbers. `y·2^n2`
+/// is exact (a normal number), so the only rounding is the last product: results below
+/// `2^-126` are correctly rounded subnormals (gradual underflow, no flush to zero), and
+/// results above `f32::MAX` overflow to `+inf`.
+#[inline(always)]
+fn scale_pow2_bits<L: Lanes>(l: L, y: L::F, t: L::F) -> L::F {
+    let ni = l.sub_u(l.f_to_u(t), l.splat_u(ROUND_MAGIC_BITS));
+    let n1 = l.max_i(l.min_i(ni, l.splat_u(127)), l.splat_u(-126i32 as u32));
+    let n2 = l.sub_u(ni, n1);
+    let bias = l.splat_u(127);
+    let s1 = l.u_to_f(l.shl_u(l.add_u(n1, bias), 23));
+    let s2 = l.u_to_f(l.shl_u(l.add_u(n2, bias), 23));
+    l.mul(l.mul(y, s2), s1)
 }
 
 /// A pulp SIMD token.
@@ -292,6 +320,20 @@ impl<S: Simd> Lanes for Vector<S> {
     #[inline(always)]
     fn select(self, m: S::m32s, if_true: S::f32s, if_false: S::f32s) -> S::f32s {
         self.0.select_f32s(m, if_true, if_false)
+    }
+    /// AVX-512's `vscalefps` computes `y·2^n` with one rounding (gradual underflow,
+    /// overflow to `+inf`): the same bits as [`scale_pow2_bits`]'s exact product and single
+    /// rounding, in one instruction instead of ten.
+    #[inline(always)]
+    fn scale_pow2(self, y: S::f32s, n: S::f32s, t: S::f32s) -> S::f32s {
+        #[cfg(all(feature = "x86-v4", target_arch = "x86_64"))]
+        if let Some(&v4) = (&self.0 as &dyn core::any::Any).downcast_ref::<pulp::x86::V4>() {
+            use pulp::bytemuck::cast;
+            let (y, n): (core::arch::x86_64::__m512, _) = (cast(y), cast(n));
+            return cast(v4.avx512f._mm512_scalef_ps(y, n));
+        }
+        let _ = n;
+        scale_pow2_bits(self, y, t)
     }
 }
 
@@ -416,17 +458,8 @@ fn exp_impl<L: Lanes>(l: L, x: L::F) -> L::F {
     let p = l.fma(p, r, l.splat(EXP_P0));
     let y = l.add(l.fma(r2, p, r), l.splat(1.0));
 
-    // Scale by 2^n = 2^n2 · 2^n1 with n1 = clamp(n, -126, 127) and n2 = n − n1 ∈ [-24, 1], both
-    // built in the exponent field. y·2^n2 is exact (a normal number), so the only rounding is
-    // the last product: results below 2^-126 are correctly rounded subnormals (gradual
-    // underflow, no flush to zero), and results above f32::MAX overflow to +inf.
-    let ni = l.sub_u(l.f_to_u(t), l.splat_u(ROUND_MAGIC_BITS));
-    let n1 = l.max_i(l.min_i(ni, l.splat_u(127)), l.splat_u(-126i32 as u32));
-    let n2 = l.sub_u(ni, n1);
-    let bias = l.splat_u(127);
-    let s1 = l.u_to_f(l.shl_u(l.add_u(n1, bias), 23));
-    let s2 = l.u_to_f(l.shl_u(l.add_u(n2, bias), 23));
-    let y = l.mul(l.mul(y, s2), s1);
+    // Scale by 2^n with one rounding (y ∈ [0.70, 1.42]).
+    let y = l.scale_pow2(y, n, t);
 
     // NaN in, the same NaN out.
     l.select(l.eq_f(x, x), y, x)
