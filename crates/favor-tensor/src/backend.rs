@@ -1,5 +1,6 @@
 //! Running an operation with the configured kernels backend, in f32 or f64.
 
+use favor_core::AnyFeatureMap;
 use favor_simd::SimdFloat;
 /// An operation generic over the kernels backend (a closure cannot be generic).
 pub(crate) use favor_simd::WithKernels as BackendOp;
@@ -35,7 +36,7 @@ pub(crate) trait Real: SimdFloat {
     fn forward(
         call: &Call<'_, Self>,
         cfg: &Config,
-        w: &Weights,
+        layer: (&Weights, Option<AnyFeatureMap<'_, Self>>),
         out: Pieces<'_, Self>,
     ) -> Result<()>;
     /// One prefill or decoding step of every head of a stream ([`HeadStates::run`]).
@@ -55,10 +56,10 @@ macro_rules! entry_points {
         fn forward(
             call: &Call<'_, Self>,
             cfg: &Config,
-            w: &Weights,
+            layer: (&Weights, Option<AnyFeatureMap<'_, Self>>),
             out: Pieces<'_, Self>,
         ) -> Result<()> {
-            crate::exec::forward(call, cfg, w, out)
+            crate::exec::forward(call, cfg, layer, out)
         }
         #[inline(never)]
         fn stream(

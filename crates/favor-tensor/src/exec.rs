@@ -12,6 +12,7 @@ use crate::alloc::{self, try_resize, try_zeros};
 use crate::backend::{BackendOp, Real};
 use crate::config::{Config, Kernel, Precision};
 use crate::error::{Error, Result, setup};
+use crate::prepared::LayerMaps;
 use crate::range::Maxima;
 use crate::tensor::{Element, TensorView, TensorViewMut};
 use crate::weights::Weights;
@@ -146,15 +147,16 @@ impl<'a, E: Element> Io<'a, E> {
         &self,
         cfg: &Config,
         weights: &Weights,
+        maps: &LayerMaps<'_>,
         out: TensorViewMut<'_, O>,
     ) -> Result<()> {
         let per_head = self.shape.queries * self.shape.value_dim;
         row_major_into(out, |out| match cfg.precision {
             Precision::F32 => with_pieces(out, per_head, |out| {
-                f32::forward(&self.call(), cfg, weights, out)
+                f32::forward(&self.call(), cfg, (weights, maps.f32), out)
             }),
             Precision::F64 => with_pieces(out, per_head, |out| {
-                f64::forward(&self.call(), cfg, weights, out)
+                f64::forward(&self.call(), cfg, (weights, maps.f64), out)
             }),
         })
     }
@@ -191,7 +193,7 @@ pub(crate) struct Call<'r, T> {
 pub(crate) fn forward<T: Real>(
     call: &Call<'_, T>,
     cfg: &Config,
-    weights: &Weights,
+    (weights, built): (&Weights, Option<AnyFeatureMap<'_, T>>),
     out: Pieces<'_, T>,
 ) -> Result<()> {
     if let Some(data_aware) = &cfg.data_aware {
@@ -210,7 +212,11 @@ pub(crate) fn forward<T: Real>(
         let none: &[AnyFeatureMap<'_, T>] = &[];
         return call.run_maps(cfg, none, None, Some(T::weights(weights)), out);
     }
-    let map = cfg.map::<T>(weights)?;
+    // The layer's map, built with its projection ([`crate::prepared`]).
+    let map = match built {
+        Some(map) => map,
+        None => cfg.map::<T>(weights)?,
+    };
     call.run_maps(cfg, std::slice::from_ref(&map), None, None, out)
 }
 

@@ -47,6 +47,7 @@ mod data_aware;
 mod error;
 mod exec;
 mod performer;
+mod prepared;
 mod range;
 mod stream;
 mod tensor;

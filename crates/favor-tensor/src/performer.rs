@@ -9,6 +9,7 @@ use crate::config::{Config, Kernel, Projection, Redraw, redraw_seed};
 use crate::data_aware::DataAwareMap;
 use crate::error::{Error, Result};
 use crate::exec::Io;
+use crate::prepared::Prepared;
 use crate::stream::Stream;
 use crate::tensor::{Element, Tensor, TensorView, TensorViewMut};
 use crate::weights::Weights;
@@ -48,7 +49,8 @@ pub struct Performer {
 /// The projection in use and the redraw policy's counters: the only state a call changes.
 #[derive(Debug, Clone)]
 struct Schedule {
-    weights: Arc<Weights>,
+    /// The projection in use, with the layer's map over it.
+    weights: Arc<Prepared>,
     /// Base seed of automatic redraws.
     seed: u64,
     /// Calls that succeeded.
@@ -57,7 +59,7 @@ struct Schedule {
     redraws: u64,
     /// A redraw that fell due and is used by every call until one of them succeeds, which
     /// makes it the projection in use. Kept so that a failed call does not draw it again.
-    pending: Option<Arc<Weights>>,
+    pending: Option<Arc<Prepared>>,
 }
 
 impl Clone for Performer {
@@ -73,10 +75,11 @@ impl Clone for Performer {
 
 impl Performer {
     pub(crate) fn from_parts(cfg: Config, weights: Weights, seed: u64) -> Self {
+        let weights = Arc::new(Prepared::build(&cfg, Arc::new(weights)));
         Self {
             cfg,
             schedule: Mutex::new(Schedule {
-                weights: Arc::new(weights),
+                weights,
                 seed,
                 calls: 0,
                 redraws: 0,
@@ -142,7 +145,7 @@ impl Performer {
     /// The projection in use, shared: later redraws do not change it. Empty (no rows) for a
     /// layer with a data-aware map, which replaces it.
     pub fn weights(&self) -> Arc<Weights> {
-        Arc::clone(&self.schedule().weights)
+        Arc::clone(self.schedule().weights.weights())
     }
     /// A copy of the projection W in use with [`Precision::F32`](crate::Precision::F32)
     /// (`m × d`, row-major; empty without a projection): what `favor projection` exports.
@@ -179,7 +182,7 @@ impl Performer {
         }
         let w = Weights::generate(self.cfg.projection, seed, self.cfg.features, self.cfg.dim)?;
         let mut s = self.schedule();
-        s.weights = Arc::new(w);
+        s.weights = Arc::new(Prepared::build(&self.cfg, Arc::new(w)));
         s.seed = seed;
         s.redraws = 0;
         s.pending = None;
@@ -256,12 +259,12 @@ impl Performer {
 
     /// Runs one checked call with the projection the schedule says, then books it.
     fn run<E: Element, O: Element>(&self, io: &Io<'_, E>, out: TensorViewMut<'_, O>) -> Result<()> {
-        let weights = self.projection_for_call()?;
-        io.check_range(&self.cfg, &weights)?;
-        io.run(&self.cfg, &weights, out)?;
+        let layer = self.projection_for_call()?;
+        io.check_range(&self.cfg, layer.weights())?;
+        io.run(&self.cfg, layer.weights(), layer.maps(), out)?;
         let mut s = self.schedule();
-        if s.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, &weights)) {
-            s.weights = weights;
+        if s.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, &layer)) {
+            s.weights = layer;
             s.pending = None;
             s.redraws += 1;
         }
@@ -270,7 +273,7 @@ impl Performer {
     }
 
     /// The projection the next call uses: a pending or newly due redraw, else the current one.
-    fn projection_for_call(&self) -> Result<Arc<Weights>> {
+    fn projection_for_call(&self) -> Result<Arc<Prepared>> {
         let mut s = self.schedule();
         if let Some(p) = &s.pending {
             return Ok(Arc::clone(p));
@@ -285,12 +288,8 @@ impl Performer {
         // Drawn under the lock: concurrent callers wait for this one draw, not make their own.
         let seed = redraw_seed(s.seed, s.redraws);
         let cfg = &self.cfg;
-        let fresh = Arc::new(Weights::generate(
-            cfg.projection,
-            seed,
-            cfg.features,
-            cfg.dim,
-        )?);
+        let fresh = Weights::generate(cfg.projection, seed, cfg.features, cfg.dim)?;
+        let fresh = Arc::new(Prepared::build(cfg, Arc::new(fresh)));
         s.pending = Some(Arc::clone(&fresh));
         Ok(fresh)
     }

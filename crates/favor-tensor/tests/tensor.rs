@@ -880,6 +880,8 @@ fn explicit_projection_and_redraw() {
     // Explicit redraw.
     p.redraw(5).unwrap();
     assert_eq!(p.projection_f32(), &w0[..]);
+    // ... and the layer's map, kept beside the projection, was rebuilt over it.
+    assert_eq!(p.forward(view(&q), view(&k), view(&v)).unwrap(), o0);
 }
 
 #[test]
