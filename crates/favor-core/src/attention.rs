@@ -1005,7 +1005,9 @@ impl<'p, T: Float, K: Kernels<T>, F: FeatureMap<T>> Plan<'p, T, K, F> {
     }
 
     /// Attention of `q` (queries×d) over `k` (keys×d) and `v` (keys×dv) into `out`
-    /// (queries×dv), with at least [`scratch_len`](Self::scratch_len) elements of `scratch`.
+    /// (queries×dv), with at least [`scratch_len`](Self::scratch_len) elements of `scratch`,
+    /// whose contents on entry do not matter (it is written before it is read: one buffer
+    /// can serve call after call, uncleared).
     /// Checks the slices' lengths and the inputs' supported range (crate docs) before it
     /// writes anything.
     pub fn run(&self, q: &[T], k: &[T], v: &[T], out: &mut [T], scratch: &mut [T]) -> Result<()> {

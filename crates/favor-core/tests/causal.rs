@@ -23,10 +23,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use favor_core::{
-    Activation, ExactOptions, FeatureMap, Float, Generalized, HyperbolicSoftmax, KeyFeatures,
-    Normals, Options, Plan, PlanKind, PositiveSoftmax, ProjectionKind, Scalar, Shape, Stream,
-    TrigonometricSoftmax, attention_row, attention_row_scratch_len, projection, projection_len,
-    softmax_attention,
+    Activation, ExactOptions, FeatureMap, Float, Generalized, HybridShape, HyperbolicSoftmax,
+    KeyFeatures, Normals, Options, Plan, PlanKind, PositiveSoftmax, ProjectionKind, Scalar, Shape,
+    Stream, TrigonometricSoftmax, attention_row, attention_row_scratch_len, projection,
+    projection_len, softmax_attention,
 };
 use favor_testkit::bounds::{gamma, max_abs, unit};
 use favor_testkit::maps::{MapKind, MapSpec};
@@ -1716,4 +1716,69 @@ fn many_merges_keep_the_compensated_precision() {
             (got - e).abs()
         );
     }
+}
+
+/// A plan's scratch is workspace only: whatever it holds on entry (zeros, NaN, huge values,
+/// a previous run's leftovers), `Plan::run` gives the same bits. favor-tensor reuses one
+/// scratch for every head of a call on that promise. Every plan kind, with and without hybrid
+/// attention and a key mask, blocks that do and do not divide L.
+#[test]
+fn plan_scratch_contents_do_not_matter() {
+    let (l, d, dv, m) = (23, 8, 5, 16);
+    let w = orf::<f32>(3, m, d);
+    let fm = PositiveSoftmax::new(&w, m, d).unwrap();
+    let p = Problem::<f32>::random(4, l, d, dv, 0.7);
+    let mask: Vec<bool> = (0..l).map(|i| i % 5 != 2).collect();
+    let other = Problem::<f32>::random(5, l, d, dv, 0.7);
+    let hybrid = HybridShape {
+        window: 3,
+        sinks: 1,
+    };
+    let mut hybrid_runs = 0;
+    for kind in [
+        PlanKind::Bidirectional,
+        PlanKind::CausalChunked,
+        PlanKind::CausalPrefix,
+    ] {
+        for (block, key_mask, hy) in [
+            (4, None, None),
+            (7, Some(&mask[..]), None),
+            (4, None, Some(hybrid)),
+            (8, Some(&mask[..]), Some(hybrid)),
+        ] {
+            let mut plan = Plan::new(kind, Scalar, &fm, p.shape, opts(block, key_mask)).unwrap();
+            if let Some(h) = hy {
+                match plan.with_hybrid(h) {
+                    Ok(hp) => {
+                        plan = hp;
+                        hybrid_runs += 1;
+                    }
+                    // Not every kind takes the hybrid form.
+                    Err(_) => continue,
+                }
+            }
+            let n = plan.scratch_len();
+            let run = |scratch: &mut [f32]| {
+                let mut out = vec![0f32; l * dv];
+                plan.run(&p.q, &p.k, &p.v, &mut out, scratch).unwrap();
+                out
+            };
+            let clean = run(&mut zeros(n));
+            let what = format!(
+                "{kind:?} block {block} mask {} hybrid {hy:?}",
+                key_mask.is_some()
+            );
+            assert_bits_eq(&run(&mut vec![f32::NAN; n]), &clean, &what);
+            assert_bits_eq(&run(&mut vec![f32::MAX; n]), &clean, &what);
+            assert_bits_eq(&run(&mut vec![-1e30f32; n]), &clean, &what);
+            // A previous run's leftovers, of another problem.
+            let mut used = zeros(n);
+            let mut out = vec![0f32; l * dv];
+            plan.run(&other.q, &other.k, &other.v, &mut out, &mut used)
+                .unwrap();
+            assert_bits_eq(&run(&mut used), &clean, &what);
+        }
+    }
+    // The hybrid form ran (bidirectional and causal chunked take it).
+    assert!(hybrid_runs >= 4, "{hybrid_runs} hybrid plans");
 }
