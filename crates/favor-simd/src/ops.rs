@@ -256,17 +256,23 @@ pub(crate) fn ring_query<T: Real, S: Simd>(
     let mut j = 0;
     while j + w <= dv {
         let mut acc = [zero; 4];
-        let rows = sh
-            .chunks_exact(dv)
-            .zip(q)
-            .chain(values.chunks_exact(dv).zip(&scores));
-        for (row, &c) in rows {
-            let (rv, _) = T::as_simd::<S>(&row[j..j + w]);
-            let cv = T::vsplat(s, c);
-            for t in 0..4 {
-                acc[t] = T::vfma(s, cv, rv[t], acc[t]);
-            }
+        // S's rows, then the ring's, in that order (the sums' order is the result's rounding);
+        // two plain loops: one chained iterator cost a branch and bounds checks per row. (A
+        // macro, not a closure: a closure is compiled out of line without the caller's
+        // target features.)
+        macro_rules! add {
+            ($rows:expr, $coefs:expr) => {
+                for (row, &c) in $rows.chunks_exact(dv).zip($coefs) {
+                    let (rv, _) = T::as_simd::<S>(&row[j..j + w]);
+                    let cv = T::vsplat(s, c);
+                    for t in 0..4 {
+                        acc[t] = T::vfma(s, cv, rv[t], acc[t]);
+                    }
+                }
+            };
         }
+        add!(sh, q);
+        add!(values, &scores[..r]);
         let (ov, _) = T::as_mut_simd::<S>(&mut out[j..j + w]);
         ov[..4].copy_from_slice(&acc);
         j += w;
