@@ -47,14 +47,14 @@
 //! (0.1 s with `--quick`), at least 5 and at most 5000; a call longer than the budget counts
 //! its warm-up as the first sample, and one longer than 2 s is timed 3 times in all. `ms` is
 //! the median. A decode sample is a batch of
-//! 64 steps starting from the same restored state (`Stream::snapshot`/`restore`, not timed),
-//! divided by 64. A hybrid decode batch is not restored from a snapshot: it goes on from where the
+//! 512 steps starting from the same restored state (`Stream::snapshot`/`restore`, not timed),
+//! divided by 512 (64 until 2026-12-08). A hybrid decode batch is not restored from a snapshot: it goes on from where the
 //! last one stopped (its ring and state have a fixed size, so the cost per token does not
 //! depend on the tokens seen, which the rows at 0 and 10 000 show).
 //!
 //! `--threads N` (1 to 8, default 1) splits the heads over N threads with
 //! [`std::thread::scope`], each with its own scratch and output; the threads are spawned for
-//! every timed call (and, for decode, run their heads through the whole 64-token batch with
+//! every timed call (and, for decode, run their heads through the whole 512-token batch with
 //! no per-token barrier), so the spawn cost is part of the time.
 //!
 //! # The roof

@@ -2,8 +2,12 @@
 
 use std::ops::Range;
 
-/// Decode steps per timed sample.
-pub(super) const DECODE_BATCH: usize = 64;
+/// Decode steps per timed sample. Long enough that spawning the threads of `--threads N` and
+/// the states' move to the spawned threads' cores (the restore runs on this thread) are a
+/// small share of a sample, as in a server whose threads keep their streams: with 64 steps
+/// they held two threads to 1.57–1.66× one thread's rate, with 512 1.82–1.93× (8 heads,
+/// d = 64, m = 256; Xeon, two runs each).
+pub(super) const DECODE_BATCH: usize = 512;
 /// Fewest timed samples per point.
 pub(super) const MIN_RUNS: usize = 5;
 /// A call at least this long (seconds) is timed 3 times only, its warm-up included.
