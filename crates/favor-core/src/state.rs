@@ -379,7 +379,8 @@ impl<'a, T: Float> PrefixState<'a, T> {
     /// Moves the state to log-scale `c_new ≥ c`.
     fn raise_scale<K: Kernels<T>>(&mut self, kernels: &K, c_new: T) {
         if c_new > self.log_scale {
-            let skip = self.zeroed && self.log_scale == T::neg_infinity();
+            // `zeroed` implies a scale of −∞ (set by reset, cleared on every move of it).
+            let skip = self.zeroed;
             debug_assert!(
                 !skip
                     || (self.hi.iter().chain(self.lo.iter()))

@@ -542,15 +542,18 @@ impl PerformerBuilder {
         }
         if cfg.data_aware.is_some() {
             // The map is the projection: no random W is drawn.
-            return Ok(Performer::from_parts(cfg, Weights::default(), self.seed));
+            return Performer::from_parts(cfg, Weights::default(), self.seed);
         }
         let weights = match self.matrix {
             Some((rows, w)) => Weights::from_f64(w?, rows, self.dim)?,
             None => Weights::generate(self.projection, self.seed, features, self.dim)?,
         };
-        // Builds both maps once so a bad matrix (NaN, ...) fails here, not on first use.
-        cfg.map::<f32>(&weights)?;
-        cfg.map::<f64>(&weights)?;
-        Ok(Performer::from_parts(cfg, weights, self.seed))
+        // Both precisions' maps are built once so a bad matrix (NaN, an f64 entry beyond f32,
+        // ...) fails here, not on first use: the layer's own by `from_parts`, which keeps it.
+        match cfg.precision {
+            Precision::F32 => cfg.map::<f64>(&weights).map(drop)?,
+            Precision::F64 => cfg.map::<f32>(&weights).map(drop)?,
+        }
+        Performer::from_parts(cfg, weights, self.seed)
     }
 }

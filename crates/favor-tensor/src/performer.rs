@@ -74,9 +74,10 @@ impl Clone for Performer {
 }
 
 impl Performer {
-    pub(crate) fn from_parts(cfg: Config, weights: Weights, seed: u64) -> Self {
-        let weights = Arc::new(Prepared::build(&cfg, Arc::new(weights)));
-        Self {
+    /// A layer over `weights`; fails as building its feature map over them does.
+    pub(crate) fn from_parts(cfg: Config, weights: Weights, seed: u64) -> Result<Self> {
+        let weights = Arc::new(Prepared::build(&cfg, Arc::new(weights))?);
+        Ok(Self {
             cfg,
             schedule: Mutex::new(Schedule {
                 weights,
@@ -85,7 +86,7 @@ impl Performer {
                 redraws: 0,
                 pending: None,
             }),
-        }
+        })
     }
 
     /// The schedule, whatever a panicking thread left: it only ever holds complete values.
@@ -182,7 +183,7 @@ impl Performer {
         }
         let w = Weights::generate(self.cfg.projection, seed, self.cfg.features, self.cfg.dim)?;
         let mut s = self.schedule();
-        s.weights = Arc::new(Prepared::build(&self.cfg, Arc::new(w)));
+        s.weights = Arc::new(Prepared::build(&self.cfg, Arc::new(w))?);
         s.seed = seed;
         s.redraws = 0;
         s.pending = None;
@@ -289,7 +290,7 @@ impl Performer {
         let seed = redraw_seed(s.seed, s.redraws);
         let cfg = &self.cfg;
         let fresh = Weights::generate(cfg.projection, seed, cfg.features, cfg.dim)?;
-        let fresh = Arc::new(Prepared::build(cfg, Arc::new(fresh)));
+        let fresh = Arc::new(Prepared::build(cfg, Arc::new(fresh))?);
         s.pending = Some(Arc::clone(&fresh));
         Ok(fresh)
     }

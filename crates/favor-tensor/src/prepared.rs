@@ -9,15 +9,15 @@
 
 use std::sync::Arc;
 
-use favor_core::{AnyFeatureMap, Compat};
+use favor_core::AnyFeatureMap;
 
 use crate::config::{Config, Precision};
+use crate::error::Result;
 use crate::weights::Weights;
 
-/// The layer's map over one projection, in the layer's precision; `None` where a call does
-/// not use it (data-aware maps are per head, `compat` runs a peer's attention, the fitted
-/// kernels fit per call) or where building it failed, which a call then reports by building
-/// it again.
+/// The layer's map over one projection, in the layer's precision (the other is `None`); both
+/// `None` for a data-aware layer, whose maps are per head. (`compat` layers and the fitted
+/// kernels build it too, unused: building it is what checks W.)
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LayerMaps<'w> {
     pub(crate) f32: Option<AnyFeatureMap<'w, f32>>,
@@ -25,20 +25,20 @@ pub(crate) struct LayerMaps<'w> {
 }
 
 impl<'w> LayerMaps<'w> {
-    fn new(cfg: &Config, weights: &'w Weights) -> Self {
-        if cfg.data_aware.is_some() || cfg.compat != Compat::None || cfg.kernel.is_fitted() {
-            return Self::default();
+    fn new(cfg: &Config, weights: &'w Weights) -> Result<Self> {
+        if cfg.data_aware.is_some() {
+            return Ok(Self::default());
         }
-        match cfg.precision {
+        Ok(match cfg.precision {
             Precision::F32 => Self {
-                f32: cfg.map::<f32>(weights).ok(),
+                f32: Some(cfg.map::<f32>(weights)?),
                 f64: None,
             },
             Precision::F64 => Self {
                 f32: None,
-                f64: cfg.map::<f64>(weights).ok(),
+                f64: Some(cfg.map::<f64>(weights)?),
             },
-        }
+        })
     }
 }
 
@@ -55,9 +55,10 @@ self_cell::self_cell!(
 );
 
 impl Prepared {
-    /// `weights` with `cfg`'s map built over them.
-    pub(crate) fn build(cfg: &Config, weights: Arc<Weights>) -> Self {
-        Self::new(weights, |w| LayerMaps::new(cfg, w))
+    /// `weights` with `cfg`'s map built over them; the map's error (a W that is not finite,
+    /// signs that are not W's) when it cannot be built.
+    pub(crate) fn build(cfg: &Config, weights: Arc<Weights>) -> Result<Self> {
+        Self::try_new(weights, |w| LayerMaps::new(cfg, w))
     }
 
     /// The projection.

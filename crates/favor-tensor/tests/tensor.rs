@@ -55,20 +55,28 @@ fn each_head_equals_favor_core_on_that_head() {
         let out = p.forward(view(&q), view(&k), view(&v)).unwrap();
         let w = p.projection_f32().to_vec();
         let phi = favor_core::PositiveSoftmax::new(&w, 48, D).unwrap();
-        let shape = Shape::new(L, D, D);
-        let (kind, block) = if causal {
-            (favor_core::PlanKind::CausalChunked, DEFAULT_CHUNK)
-        } else {
-            (favor_core::PlanKind::Bidirectional, 256)
-        };
-        let opts = favor_core::Options {
-            block,
-            ..Default::default()
-        };
-        let plan = favor_core::Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
+        let plan = layer_plan(&phi, causal);
         let io = (view(&q), view(&k), view(&v));
         crate::common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
     }
+}
+
+/// favor-core's plan that a layer of this file's shape runs per head with `phi`: chunked
+/// causal with the default chunk, or bidirectional in blocks of 256.
+fn layer_plan<F: favor_core::FeatureMap<f32>>(
+    phi: &F,
+    causal: bool,
+) -> favor_core::Plan<'_, f32, Scalar, F> {
+    let (kind, block) = if causal {
+        (favor_core::PlanKind::CausalChunked, DEFAULT_CHUNK)
+    } else {
+        (favor_core::PlanKind::Bidirectional, 256)
+    };
+    let opts = favor_core::Options {
+        block,
+        ..Default::default()
+    };
+    favor_core::Plan::new(kind, Scalar, phi, Shape::new(L, D, D), opts).unwrap()
 }
 
 /// A `Projection::Sorf` layer with `structured_projection` maps through W's structured form
@@ -97,20 +105,10 @@ fn sorf_layers_project_with_the_signs() {
         let w = p.projection_f32().to_vec();
         let dense = favor_core::PositiveSoftmax::new(&w, m, D).unwrap();
         let phi = dense.with_structured_projection(&signs).unwrap();
-        let shape = Shape::new(L, D, D);
-        let (kind, block) = if causal {
-            (favor_core::PlanKind::CausalChunked, DEFAULT_CHUNK)
-        } else {
-            (favor_core::PlanKind::Bidirectional, 256)
-        };
-        let opts = favor_core::Options {
-            block,
-            ..Default::default()
-        };
-        let plan = favor_core::Plan::new(kind, Scalar, &phi, shape, opts).unwrap();
+        let plan = layer_plan(&phi, causal);
         let io = (view(&q), view(&k), view(&v));
         crate::common::assert_heads_equal_plan(&out, io, &plan, &format!("causal {causal}"));
-        let dense_plan = favor_core::Plan::new(kind, Scalar, &dense, shape, opts).unwrap();
+        let dense_plan = layer_plan(&dense, causal);
         let mut o = vec![0f32; L * D];
         let mut scratch = vec![0f32; dense_plan.scratch_len()];
         let h0 = |x: &[f32]| view(x).head(0, 0).to_vec();
